@@ -1,0 +1,501 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Payload;
+
+/// A client-chosen request id. Every reply to a request (`started`,
+/// `attached`, `ok`, `list`, `status`, `error`) echoes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReqId(pub u64);
+
+/// A daemon-assigned command id, e.g. `c-5f0c9a7e21b34d08`. Opaque to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CommandId(pub String);
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for CommandId {
+    fn from(s: &str) -> Self {
+        CommandId(s.to_owned())
+    }
+}
+
+/// An output stream of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Standard output (file descriptor 1).
+    Stdout,
+    /// Standard error (file descriptor 2).
+    Stderr,
+}
+
+impl Stream {
+    /// Both streams, stdout first.
+    pub const ALL: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+    /// 0 for stdout, 1 for stderr: an index into per-stream arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+}
+
+/// Messages from a client to the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Start a command. Answered by `started` (and, unless `spec.attach` is
+    /// false, the command's output on this connection) or `error`.
+    Start {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// What to run and how.
+        spec: StartSpec,
+    },
+    /// Attach this connection to a command from the given per-stream
+    /// offsets. Answered by `attached`, then `gap`/`output` frames and a
+    /// final `exit`, or by `error`.
+    Attach {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The command to attach to.
+        command: CommandId,
+        /// Absolute stdout offset of the first byte wanted.
+        #[serde(default)]
+        stdout_offset: u64,
+        /// Absolute stderr offset of the first byte wanted.
+        #[serde(default)]
+        stderr_offset: u64,
+        /// If set, start each stream at most this many bytes before its end
+        /// instead of at the given offset (`tether attach --tail N`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail_bytes: Option<u64>,
+    },
+    /// Stop receiving a command's output on this connection. Answered by `ok`.
+    Detach {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The command to detach from.
+        command: CommandId,
+    },
+    /// Bytes for the command's stdin. No reply unless it fails.
+    Stdin {
+        /// Request id, echoed in an error.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+        /// The bytes.
+        data: Payload,
+    },
+    /// Close the command's stdin (EOF), after all earlier `stdin` bytes.
+    /// Answered by `ok`.
+    CloseStdin {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+    },
+    /// Send a signal to the command's process group. Answered by `ok`.
+    Signal {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+        /// A name (`TERM`, `SIGINT`) or a number (`"9"`).
+        signal: String,
+    },
+    /// Kill the command: SIGKILL to its process group and every descendant.
+    /// Answered by `ok`; the `exit` (reason `killed`) follows on attachments.
+    Kill {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+    },
+    /// List all commands. Answered by `list`.
+    List {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+    },
+    /// One command's status. Answered by `status`.
+    Status {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+    },
+    /// Forget a command (killing it first if it runs) and free its buffers.
+    /// Answered by `ok`.
+    Remove {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+    },
+}
+
+impl ClientMsg {
+    /// The request id every client message carries.
+    pub fn id(&self) -> ReqId {
+        match self {
+            ClientMsg::Start { id, .. }
+            | ClientMsg::Attach { id, .. }
+            | ClientMsg::Detach { id, .. }
+            | ClientMsg::Stdin { id, .. }
+            | ClientMsg::CloseStdin { id, .. }
+            | ClientMsg::Signal { id, .. }
+            | ClientMsg::Kill { id, .. }
+            | ClientMsg::List { id }
+            | ClientMsg::Status { id, .. }
+            | ClientMsg::Remove { id, .. } => *id,
+        }
+    }
+}
+
+/// What to run and with which lifetimes and limits. Every field but one of
+/// `argv`/`shell` is optional; absent fields take the daemon's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StartSpec {
+    /// Program and arguments, run without a shell. Exclusive with `shell`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// A shell command line, run as `<shell_program> -c <shell>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    /// The shell for `shell` (default `/bin/bash`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell_program: Option<String>,
+    /// Working directory (default: the daemon's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Environment variables added to the daemon's environment.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment instead of the daemon's.
+    #[serde(skip_serializing_if = "is_false")]
+    pub env_clear: bool,
+    /// Bytes written to stdin first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<Payload>,
+    /// Close stdin after the initial bytes (the command sees EOF).
+    #[serde(skip_serializing_if = "is_false")]
+    pub close_stdin: bool,
+    /// A client-chosen name, shown in listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Client-chosen labels, shown in listings.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Wall-clock limit; past it the group gets SIGTERM, then SIGKILL after
+    /// `kill_grace_ms`. Absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Kill the command after this long with no client attached; -1 never.
+    /// Absent: the daemon default (300 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<i64>,
+    /// How long a finished command stays attachable; -1 until removed.
+    /// Absent: the daemon default (600 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<i64>,
+    /// Kill the command when its last attached client detaches or vanishes.
+    #[serde(skip_serializing_if = "is_false")]
+    pub kill_on_disconnect: bool,
+    /// Limit on stdout+stderr bytes; see `output_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+    /// What happens past `max_output_bytes` (default `kill`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<OutputLimitAction>,
+    /// Ring buffer size per stream (default: the daemon's, 1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_bytes: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when a timeout fires (default 2 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_grace_ms: Option<u64>,
+    /// Attach the starting connection from offset 0 (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub attach: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What the daemon does when a command's output passes `max_output_bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputLimitAction {
+    /// Kill the command; its exit reason is `output_limit`.
+    #[default]
+    Kill,
+    /// Keep the command running, keep draining its pipes, store nothing more.
+    Truncate,
+}
+
+/// Messages from the daemon to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// First frame on every connection.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`].
+        version: u32,
+        /// Server software and version, e.g. `tether/0.1.0`.
+        server: String,
+        /// The limits this daemon enforces.
+        limits: Limits,
+    },
+    /// A command started.
+    Started {
+        /// Echo of the `start` request id.
+        id: ReqId,
+        /// The new command's id.
+        command: CommandId,
+        /// Its process id (also its process group id).
+        pid: u32,
+    },
+    /// An attachment is in place; output follows from these offsets.
+    Attached {
+        /// Echo of the `attach` request id.
+        id: ReqId,
+        /// The command.
+        command: CommandId,
+        /// The stdout offset the attachment starts from (before any gap).
+        stdout_offset: u64,
+        /// The stderr offset the attachment starts from (before any gap).
+        stderr_offset: u64,
+    },
+    /// A chunk of output.
+    Output {
+        /// The command.
+        command: CommandId,
+        /// Which stream.
+        stream: Stream,
+        /// Absolute offset of the first byte of `data` in the stream.
+        offset: u64,
+        /// The bytes.
+        data: Payload,
+    },
+    /// The bytes `[requested, first_held)` of a stream are gone from the ring;
+    /// output continues from `first_held`.
+    Gap {
+        /// The command.
+        command: CommandId,
+        /// Which stream.
+        stream: Stream,
+        /// The offset the client was at.
+        requested: u64,
+        /// The first offset still held, where output resumes.
+        first_held: u64,
+    },
+    /// The command finished; the last frame of an attachment, sent after all
+    /// of its output.
+    Exit {
+        /// The command.
+        command: CommandId,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A request without a more specific reply succeeded.
+    Ok {
+        /// Echo of the request id.
+        id: ReqId,
+    },
+    /// Reply to `list`.
+    List {
+        /// Echo of the request id.
+        id: ReqId,
+        /// All commands the daemon holds, oldest first.
+        commands: Vec<CommandInfo>,
+    },
+    /// Reply to `status`.
+    Status {
+        /// Echo of the request id.
+        id: ReqId,
+        /// The command.
+        info: CommandInfo,
+    },
+    /// A request failed, or a frame could not be understood.
+    Error {
+        /// Echo of the request id, when one could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ReqId>,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+        /// The OS error number behind it, if any (e.g. 2 for ENOENT).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+    },
+}
+
+/// Limits the daemon announces in `hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame the daemon accepts.
+    pub max_frame_bytes: u64,
+    /// Largest `data` in one `output` frame the daemon sends.
+    pub max_chunk_bytes: u64,
+    /// Most commands held at once (running or finished).
+    pub max_commands: u64,
+    /// Default ring buffer size per stream.
+    pub default_ring_bytes: u64,
+    /// Largest ring buffer size a `start` may ask for.
+    pub max_ring_bytes: u64,
+}
+
+/// Why a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// It exited or was killed by a signal nobody at tether sent.
+    Exited,
+    /// The wall-clock `timeout_ms` fired.
+    TimedOut,
+    /// No client was attached for `idle_timeout_ms`.
+    IdleTimeout,
+    /// A client sent `kill` (or `remove`), or the daemon shut down.
+    Killed,
+    /// `kill_on_disconnect` and the last client went away.
+    Disconnected,
+    /// `max_output_bytes` was passed with action `kill`.
+    OutputLimit,
+    /// The process could not be started.
+    SpawnFailed,
+}
+
+/// How a command ended, with its resource usage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Terminating signal number, if a signal ended it.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Wall time from spawn to exit, in milliseconds.
+    pub wall_ms: u64,
+    /// User CPU time, in microseconds.
+    pub user_us: u64,
+    /// System CPU time, in microseconds.
+    pub sys_us: u64,
+    /// Peak resident set size, in KiB.
+    pub max_rss_kb: u64,
+    /// Total bytes written to stdout (its final end offset).
+    pub stdout_bytes: u64,
+    /// Total bytes written to stderr (its final end offset).
+    pub stderr_bytes: u64,
+    /// Whether output past `max_output_bytes` was dropped.
+    pub truncated: bool,
+}
+
+impl ExitStatus {
+    /// The conventional shell exit code: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// Lifecycle state of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// The process is alive.
+    Running,
+    /// The process has ended; its output stays attachable until the TTL.
+    Exited,
+}
+
+/// Offsets of one stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// First offset still held in the ring.
+    pub first_held: u64,
+    /// Offset one past the last byte produced so far.
+    pub end: u64,
+}
+
+/// A command as shown by `list` and `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    /// Its id.
+    pub command: CommandId,
+    /// Client-chosen name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Client-chosen labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The argv actually executed (for `shell`, the shell and its `-c`).
+    pub argv: Vec<String>,
+    /// Process id.
+    pub pid: u32,
+    /// Running or exited.
+    pub state: CommandState,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Exit status, once exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Stdout offsets.
+    pub stdout: StreamInfo,
+    /// Stderr offsets.
+    pub stderr: StreamInfo,
+    /// Number of attached clients.
+    pub attached: u32,
+}
+
+/// Error codes. New codes may be added in a minor version; clients treat an
+/// unknown code as `internal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a valid message (bad encoding, unknown type, missing
+    /// or mistyped field).
+    BadFrame,
+    /// The message is well-formed but its content is invalid (empty argv,
+    /// NUL in a string, unknown signal, out-of-range option).
+    BadRequest,
+    /// No such command (never existed, removed, or its TTL expired).
+    NotFound,
+    /// The process could not be started; `errno` holds the OS reason.
+    SpawnFailed,
+    /// The command has already exited.
+    NotRunning,
+    /// The command's stdin is closed.
+    StdinClosed,
+    /// A daemon limit was reached (max commands, ring memory).
+    LimitExceeded,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected OS failure.
+    Internal,
+}
