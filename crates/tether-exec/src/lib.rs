@@ -1,1 +1,37 @@
-//! stub
+//! The tether command manager.
+//!
+//! Every command is a live process in its own process group whose stdout
+//! and stderr are drained at all times, attached or not, into per-stream
+//! ring buffers addressed by absolute byte offsets. Any number of
+//! [`Subscription`]s read those rings from their own offsets; a reader that
+//! falls behind gets an explicit [`Event::Gap`], never slows the process,
+//! and holds no buffered data of its own.
+//!
+//! Each command is an actor task that owns its child, its pipes and the
+//! writing side of its rings, and `select!`s over control messages, child
+//! exit (a pidfd), pipe readiness, deadlines (timeout, idle timeout, kill
+//! grace, drain grace) and manager shutdown. The [`Manager`] maps ids to
+//! cheap [`CommandHandle`]s.
+//!
+//! This crate knows nothing of WebSocket or of the wire types.
+//!
+//! # Layout
+//! - `spec`: [`CommandSpec`], [`ManagerConfig`] and their option types.
+//! - `manager`: [`Manager`]: validation, spawning, the registry, limits.
+//! - `command`: the actor, [`CommandHandle`], [`Subscription`], [`Event`].
+//! - `ring`: the offset-addressed ring buffer.
+//! - `process`: pidfd, `wait4`, signalling a process tree (the only
+//!   `unsafe` code in the workspace).
+//! - `error`: [`ExecError`].
+
+mod command;
+mod error;
+mod manager;
+mod process;
+mod ring;
+mod spec;
+
+pub use command::{CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Stream, Subscription};
+pub use error::ExecError;
+pub use manager::Manager;
+pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program};

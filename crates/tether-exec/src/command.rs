@@ -1,0 +1,885 @@
+//! One command: its shared output state, the actor task that owns its
+//! process, and the subscriptions through which clients read its output.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ExecError;
+use crate::process::{self, ExitWatch, Reaped};
+use crate::ring::{Read, Ring};
+use crate::spec::OutputLimit;
+
+/// An output stream of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// File descriptor 1.
+    Stdout,
+    /// File descriptor 2.
+    Stderr,
+}
+
+impl Stream {
+    fn from_index(i: usize) -> Stream {
+        if i == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        }
+    }
+}
+
+/// Why a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It ended on its own (or by a signal from outside tether).
+    Exited,
+    /// Its wall-clock timeout fired.
+    TimedOut,
+    /// Nobody was attached for its idle timeout.
+    IdleTimeout,
+    /// Killed on request or at daemon shutdown.
+    Killed,
+    /// Its last client went away and it had kill-on-disconnect.
+    Disconnected,
+    /// Its output passed the limit.
+    OutputLimit,
+}
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Terminating signal, if a signal ended it.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Spawn to exit.
+    pub wall: Duration,
+    /// User CPU time in microseconds.
+    pub user_us: u64,
+    /// System CPU time in microseconds.
+    pub sys_us: u64,
+    /// Peak RSS in KiB.
+    pub max_rss_kb: u64,
+    /// Final end offsets, stdout then stderr.
+    pub ends: [u64; 2],
+    /// Whether output past the limit was dropped.
+    pub truncated: bool,
+}
+
+/// A snapshot of a command for listings.
+#[derive(Clone, Debug)]
+pub struct CommandInfo {
+    /// Its id.
+    pub id: String,
+    /// Client-chosen name.
+    pub name: Option<String>,
+    /// Client-chosen labels.
+    pub labels: BTreeMap<String, String>,
+    /// The argv executed.
+    pub argv: Vec<String>,
+    /// Process id (= process group id).
+    pub pid: u32,
+    /// Start time.
+    pub started_at: SystemTime,
+    /// Exit status once finished.
+    pub exit: Option<ExitInfo>,
+    /// `(first_held, end)` per stream, stdout then stderr.
+    pub offsets: [(u64, u64); 2],
+    /// Attached clients.
+    pub attached: usize,
+}
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Bytes of a stream starting at an absolute offset.
+    Output {
+        /// The stream.
+        stream: Stream,
+        /// Offset of `data[0]`.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// `[requested, first_held)` of a stream is no longer held.
+    Gap {
+        /// The stream.
+        stream: Stream,
+        /// Where the subscriber was.
+        requested: u64,
+        /// Where it continues.
+        first_held: u64,
+    },
+    /// The command ended; always the last event, after all output.
+    Exit(ExitInfo),
+}
+
+/// Messages to a command's actor.
+pub(crate) enum Control {
+    Signal {
+        sig: i32,
+        reply: oneshot::Sender<Result<(), ExecError>>,
+    },
+    Kill {
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Result<(), ExecError>>>,
+    },
+    Remove,
+}
+
+enum StdinMsg {
+    Data(Bytes),
+    Close,
+}
+
+/// State shared by the actor (the only writer) and subscriptions (readers).
+pub(crate) struct Shared {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) argv: Vec<String>,
+    pub(crate) pid: u32,
+    pub(crate) started_at: SystemTime,
+    /// A std mutex, not an async one: it is held only to push or slice
+    /// `Bytes` (no I/O, no `.await`), by one writer and a few readers.
+    output: Mutex<Output>,
+    /// Bumped after every change to `output`; subscribers wait on it.
+    changed: watch::Sender<u64>,
+    attached: AtomicUsize,
+    ever_attached: AtomicBool,
+    attach_changed: Notify,
+    stdin_open: AtomicBool,
+    pub(crate) ctl: mpsc::Sender<Control>,
+    stdin_tx: mpsc::Sender<StdinMsg>,
+    /// Returns this command's committed ring memory to the manager on drop.
+    _reservation: crate::manager::Reservation,
+}
+
+struct Output {
+    rings: [Ring; 2],
+    seq: u64,
+    exit: Option<ExitInfo>,
+}
+
+impl Shared {
+    fn output(&self) -> MutexGuard<'_, Output> {
+        // A poisoned lock means a panic while pushing bytes; the data is
+        // still consistent enough to read, so keep serving it.
+        self.output.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A cheap, cloneable handle to one command.
+#[derive(Clone)]
+pub struct CommandHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CommandHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandHandle")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+impl CommandHandle {
+    /// The command id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    /// A snapshot for listings.
+    pub fn info(&self) -> CommandInfo {
+        let out = self.shared.output();
+        CommandInfo {
+            id: self.shared.id.clone(),
+            name: self.shared.name.clone(),
+            labels: self.shared.labels.clone(),
+            argv: self.shared.argv.clone(),
+            pid: self.shared.pid,
+            started_at: self.shared.started_at,
+            exit: out.exit.clone(),
+            offsets: [0, 1].map(|i| (out.rings[i].first_held(), out.rings[i].end())),
+            attached: self.shared.attached.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The exit status, if the command has finished.
+    pub fn exit(&self) -> Option<ExitInfo> {
+        self.shared.output().exit.clone()
+    }
+
+    /// Attaches from per-stream offsets (stdout, stderr). An offset older
+    /// than the ring yields a [`Event::Gap`] first; one beyond the end is an
+    /// error.
+    pub fn attach(&self, from: [u64; 2]) -> Result<Subscription, ExecError> {
+        {
+            let out = self.shared.output();
+            for i in 0..2 {
+                let end = out.rings[i].end();
+                if from[i] > end {
+                    return Err(ExecError::OffsetBeyondEnd {
+                        asked: from[i],
+                        end,
+                    });
+                }
+            }
+        }
+        Ok(self.subscribe(from))
+    }
+
+    /// Attaches starting at most `tail` bytes before each stream's end (and
+    /// never before the first held byte).
+    pub fn attach_tail(&self, tail: u64) -> Subscription {
+        let from = {
+            let out = self.shared.output();
+            [0, 1].map(|i| {
+                let r = &out.rings[i];
+                r.end().saturating_sub(tail).max(r.first_held())
+            })
+        };
+        self.subscribe(from)
+    }
+
+    fn subscribe(&self, from: [u64; 2]) -> Subscription {
+        let shared = self.shared.clone();
+        shared.attached.fetch_add(1, Ordering::SeqCst);
+        shared.ever_attached.store(true, Ordering::SeqCst);
+        shared.attach_changed.notify_one();
+        Subscription {
+            rx: shared.changed.subscribe(),
+            shared,
+            next: from,
+            done: false,
+        }
+    }
+
+    /// Queues bytes for the command's stdin. Waits while the stdin queue is
+    /// full (the command is not reading).
+    pub async fn write_stdin(&self, data: Bytes) -> Result<(), ExecError> {
+        if !self.shared.stdin_open.load(Ordering::SeqCst) {
+            return Err(ExecError::StdinClosed(self.shared.id.clone()));
+        }
+        self.shared
+            .stdin_tx
+            .send(StdinMsg::Data(data))
+            .await
+            .map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))
+    }
+
+    /// Closes stdin after everything queued before (the command reads EOF).
+    pub async fn close_stdin(&self) -> Result<(), ExecError> {
+        if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
+            return Err(ExecError::StdinClosed(self.shared.id.clone()));
+        }
+        // If the writer is gone, stdin is closed already: that is success.
+        let _ = self.shared.stdin_tx.send(StdinMsg::Close).await;
+        Ok(())
+    }
+
+    /// Sends a signal (name or number) to the command's process group.
+    pub async fn signal(&self, sig: &str) -> Result<(), ExecError> {
+        let n = process::parse_signal(sig).ok_or_else(|| ExecError::BadSignal(sig.to_owned()))?;
+        let (reply, rx) = oneshot::channel();
+        self.control(Control::Signal { sig: n, reply }).await?;
+        rx.await.unwrap_or_else(|_| Err(self.not_running()))
+    }
+
+    /// Kills the command and every descendant (SIGKILL). Returns once the
+    /// signal is sent; the exit follows on subscriptions.
+    pub async fn kill(&self) -> Result<(), ExecError> {
+        self.kill_for(ExitReason::Killed).await
+    }
+
+    pub(crate) async fn kill_for(&self, reason: ExitReason) -> Result<(), ExecError> {
+        let (reply, rx) = oneshot::channel();
+        self.control(Control::Kill {
+            reason,
+            reply: Some(reply),
+        })
+        .await?;
+        rx.await.unwrap_or_else(|_| Err(self.not_running()))
+    }
+
+    /// Waits until the command has finished and all its output is drained.
+    pub async fn wait(&self) -> ExitInfo {
+        let mut rx = self.shared.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(e) = self.exit() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                // Unreachable while we hold `shared`, which owns the sender.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn control(&self, msg: Control) -> Result<(), ExecError> {
+        self.shared
+            .ctl
+            .send(msg)
+            .await
+            .map_err(|_| self.not_running())
+    }
+
+    fn not_running(&self) -> ExecError {
+        ExecError::NotRunning(self.shared.id.clone())
+    }
+}
+
+/// One client's view of a command's output: its own offsets into the
+/// command's rings. Holding one counts as "attached"; dropping it detaches.
+/// It holds no buffered data of its own: a reader that falls behind the ring
+/// gets a [`Event::Gap`], so its memory is bounded by nothing but offsets.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    next: [u64; 2],
+    rx: watch::Receiver<u64>,
+    done: bool,
+}
+
+impl Subscription {
+    /// The command id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The next offset this subscription will deliver, per stream.
+    pub fn offsets(&self) -> [u64; 2] {
+        self.next
+    }
+
+    /// The next event: output (at most `max` bytes), a gap, or the exit;
+    /// `None` after the exit. Cancel-safe.
+    pub async fn next(&mut self, max: usize) -> Option<Event> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.rx.borrow_and_update();
+            if let Some(ev) = self.poll_once(max.max(1)) {
+                return Some(ev);
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn poll_once(&mut self, max: usize) -> Option<Event> {
+        let out = self.shared.output();
+        let mut best: Option<(u64, usize, Bytes)> = None;
+        for i in 0..2 {
+            match out.rings[i].read(self.next[i], max) {
+                Read::Gap { first_held } => {
+                    let requested = self.next[i];
+                    self.next[i] = first_held;
+                    return Some(Event::Gap {
+                        stream: Stream::from_index(i),
+                        requested,
+                        first_held,
+                    });
+                }
+                Read::Data { seq, data } => {
+                    if best.as_ref().is_none_or(|b| seq < b.0) {
+                        best = Some((seq, i, data));
+                    }
+                }
+                Read::Pending => {}
+            }
+        }
+        if let Some((_, i, data)) = best {
+            let offset = self.next[i];
+            self.next[i] += data.len() as u64;
+            return Some(Event::Output {
+                stream: Stream::from_index(i),
+                offset,
+                data,
+            });
+        }
+        if let Some(exit) = &out.exit {
+            self.done = true;
+            return Some(Event::Exit(exit.clone()));
+        }
+        None
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.attached.fetch_sub(1, Ordering::SeqCst);
+        self.shared.attach_changed.notify_one();
+    }
+}
+
+/// Resolved per-command settings the actor enforces.
+pub(crate) struct Lifetimes {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) kill_on_disconnect: bool,
+    pub(crate) max_output_bytes: Option<u64>,
+    pub(crate) output_limit: OutputLimit,
+    pub(crate) kill_grace: Duration,
+    pub(crate) drain_grace: Duration,
+}
+
+/// A spawned process with its pipes, before its actor runs.
+pub(crate) struct Spawned {
+    pub(crate) pid: u32,
+    pub(crate) stdin: pipe::Sender,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
+}
+
+/// Metadata for a new command.
+pub(crate) struct Meta {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) argv: Vec<String>,
+    pub(crate) ring_bytes: usize,
+    pub(crate) initial_stdin: Bytes,
+    pub(crate) close_stdin: bool,
+}
+
+/// Creates the shared state and returns the actor to run.
+pub(crate) fn new_command(
+    meta: Meta,
+    proc_: Spawned,
+    life: Lifetimes,
+    reservation: crate::manager::Reservation,
+) -> (CommandHandle, Actor) {
+    let (ctl, ctl_rx) = mpsc::channel(32);
+    let (stdin_tx, stdin_rx) = mpsc::channel(16);
+    let (changed, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        id: meta.id,
+        name: meta.name,
+        labels: meta.labels,
+        argv: meta.argv,
+        pid: proc_.pid,
+        started_at: SystemTime::now(),
+        output: Mutex::new(Output {
+            rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
+            seq: 0,
+            exit: None,
+        }),
+        changed,
+        attached: AtomicUsize::new(0),
+        ever_attached: AtomicBool::new(false),
+        attach_changed: Notify::new(),
+        stdin_open: AtomicBool::new(!meta.close_stdin),
+        ctl,
+        stdin_tx,
+        _reservation: reservation,
+    });
+    let stdin_writer = StdinWriter {
+        pipe: proc_.stdin,
+        rx: stdin_rx,
+        initial: meta.initial_stdin,
+        close_after_initial: meta.close_stdin,
+        shared: Arc::downgrade(&shared),
+    };
+    let actor = Actor {
+        shared: shared.clone(),
+        pid: proc_.pid,
+        pipes: [Some(proc_.stdout), Some(proc_.stderr)],
+        ctl_rx,
+        stdin_writer: Some(stdin_writer),
+        life,
+        reaped: false,
+    };
+    (CommandHandle { shared }, actor)
+}
+
+/// Writes stdin in its own task so a command that does not read its stdin
+/// never stalls the actor draining its output.
+struct StdinWriter {
+    pipe: pipe::Sender,
+    rx: mpsc::Receiver<StdinMsg>,
+    initial: Bytes,
+    close_after_initial: bool,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl StdinWriter {
+    async fn run(mut self) {
+        use tokio::io::AsyncWriteExt;
+        if !self.initial.is_empty() && self.pipe.write_all(&self.initial).await.is_err() {
+            return self.closed();
+        }
+        if self.close_after_initial {
+            return;
+        }
+        while let Some(msg) = self.rx.recv().await {
+            match msg {
+                StdinMsg::Data(b) => {
+                    if self.pipe.write_all(&b).await.is_err() {
+                        // EPIPE: the command closed its stdin.
+                        return self.closed();
+                    }
+                }
+                StdinMsg::Close => return,
+            }
+        }
+    }
+
+    fn closed(&self) {
+        if let Some(s) = self.shared.upgrade() {
+            s.stdin_open.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The task that owns a command's process and is the only writer of its
+/// output state.
+pub(crate) struct Actor {
+    shared: Arc<Shared>,
+    pid: u32,
+    pipes: [Option<pipe::Receiver>; 2],
+    ctl_rx: mpsc::Receiver<Control>,
+    stdin_writer: Option<StdinWriter>,
+    life: Lifetimes,
+    /// Set once the process is reaped: its pid may then be reused, so only
+    /// its process group (kept alive by any remaining member) is signalled.
+    reaped: bool,
+}
+
+/// Largest single read from a pipe.
+const READ_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Read scratch space shared by all actors on a worker thread, so an
+    /// idle command holds no read buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+}
+
+async fn at(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable(p: &Option<pipe::Receiver>) -> io::Result<()> {
+    match p {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    /// Runs the command to its end, then keeps its record for the TTL.
+    /// Returns when the record should be removed from the registry.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken, kill_on_shutdown: bool) {
+        let span = tracing::info_span!("command", id = %self.shared.id, pid = self.pid);
+        let _e = span.enter();
+        drop(_e);
+        let stdin_task = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
+
+        let started = Instant::now();
+        let mut exit_watch = ExitWatch::new(self.pid);
+        let mut reaped: Option<(Reaped, Duration)> = None;
+        let mut reason: Option<ExitReason> = None;
+        let mut timeout_at = self.life.timeout.map(|d| started + d);
+        let mut sigkill_at: Option<Instant> = None;
+        let mut idle_at: Option<Instant> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut truncated = false;
+        let mut shutdown_seen = false;
+        let mut remove_after_exit = false;
+        self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
+
+        while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    if kill_on_shutdown {
+                        self.kill(&mut reason, ExitReason::Killed);
+                    }
+                }
+                Some(ctl) = self.ctl_rx.recv() => match ctl {
+                    Control::Signal { sig, reply } => {
+                        let r = if reaped.is_some() {
+                            Err(ExecError::NotRunning(self.shared.id.clone()))
+                        } else {
+                            process::signal_group(self.pid, sig)
+                                .map_err(|source| ExecError::Io { context: "kill(2)", source })
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Control::Kill { reason: why, reply } => {
+                        let r = if reaped.is_some() && self.pipes.iter().all(Option::is_none) {
+                            Err(ExecError::NotRunning(self.shared.id.clone()))
+                        } else {
+                            self.kill(&mut reason, why);
+                            Ok(())
+                        };
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                    }
+                    Control::Remove => {
+                        remove_after_exit = true;
+                        self.kill(&mut reason, ExitReason::Killed);
+                    }
+                },
+                _ = exit_watch.ready(), if reaped.is_none() => {
+                    match process::try_reap(self.pid) {
+                        Ok(Some(r)) => {
+                            self.reaped = true;
+                            reaped = Some((r, started.elapsed()));
+                            drain_until = Some(Instant::now() + self.life.drain_grace);
+                            timeout_at = None;
+                            idle_at = None;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!("wait4 failed: {e}");
+                            self.reaped = true;
+                            reaped = Some((Reaped::unknown(), started.elapsed()));
+                        }
+                    }
+                }
+                r = readable(&self.pipes[0]) => self.drain(0, r, &mut reason, &mut truncated, false),
+                r = readable(&self.pipes[1]) => self.drain(1, r, &mut reason, &mut truncated, false),
+                _ = self.shared.attach_changed.notified() => {
+                    self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
+                }
+                _ = at(timeout_at) => {
+                    timeout_at = None;
+                    reason.get_or_insert(ExitReason::TimedOut);
+                    process::signal_tree(self.pid, self.pid, libc::SIGTERM);
+                    sigkill_at = Some(Instant::now() + self.life.kill_grace);
+                }
+                _ = at(sigkill_at) => {
+                    sigkill_at = None;
+                    self.kill(&mut reason, ExitReason::TimedOut);
+                }
+                _ = at(idle_at) => {
+                    idle_at = None;
+                    self.kill(&mut reason, ExitReason::IdleTimeout);
+                }
+                _ = at(drain_until) => {
+                    // The process is gone but a descendant holds a pipe open:
+                    // take what the pipe buffers hold, then stop reading.
+                    drain_until = None;
+                    for i in 0..2 {
+                        self.drain(i, Ok(()), &mut reason, &mut truncated, true);
+                        self.pipes[i] = None;
+                    }
+                }
+            }
+        }
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+        if reason.is_some() {
+            // We killed it: make sure no member of its group outlives it,
+            // even one that ignored SIGTERM after the leader died.
+            let _ = process::signal_group(self.pid, libc::SIGKILL);
+        }
+
+        let (r, wall) = reaped.unwrap_or((Reaped::unknown(), started.elapsed()));
+        let exit = {
+            let mut out = self.shared.output();
+            let exit = ExitInfo {
+                code: r.code,
+                signal: r.signal,
+                core_dumped: r.core_dumped,
+                reason: reason.unwrap_or(ExitReason::Exited),
+                wall,
+                user_us: r.user_us,
+                sys_us: r.sys_us,
+                max_rss_kb: r.max_rss_kb,
+                ends: [out.rings[0].end(), out.rings[1].end()],
+                truncated,
+            };
+            out.exit = Some(exit.clone());
+            exit
+        };
+        self.shared.changed.send_modify(|v| *v += 1);
+        tracing::info!(
+            parent: &span,
+            code = ?exit.code,
+            signal = ?exit.signal,
+            reason = ?exit.reason,
+            wall_ms = exit.wall.as_millis() as u64,
+            "command finished"
+        );
+
+        // Keep the record attachable for the TTL.
+        if remove_after_exit {
+            return;
+        }
+        let ttl_at = self.life.ttl.map(|d| Instant::now() + d);
+        loop {
+            tokio::select! {
+                _ = at(ttl_at) => return,
+                _ = shutdown.cancelled() => return,
+                ctl = self.ctl_rx.recv() => match ctl {
+                    Some(Control::Remove) | None => return,
+                    Some(Control::Signal { reply, .. }) => {
+                        let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
+                    }
+                    Some(Control::Kill { reply, .. }) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
+        reason.get_or_insert(why);
+        if self.reaped {
+            let _ = process::signal_group(self.pid, libc::SIGKILL);
+        } else {
+            process::signal_tree(self.pid, self.pid, libc::SIGKILL);
+        }
+    }
+
+    fn on_attach_change(
+        &mut self,
+        idle_at: &mut Option<Instant>,
+        reason: &mut Option<ExitReason>,
+        exited: bool,
+    ) {
+        if exited {
+            return;
+        }
+        if self.shared.attached.load(Ordering::SeqCst) > 0 {
+            *idle_at = None;
+            return;
+        }
+        if self.life.kill_on_disconnect && self.shared.ever_attached.load(Ordering::SeqCst) {
+            tracing::info!(id = %self.shared.id, "last client gone: killing (kill_on_disconnect)");
+            self.kill(reason, ExitReason::Disconnected);
+            return;
+        }
+        if idle_at.is_none() {
+            *idle_at = self.life.idle_timeout.map(|d| Instant::now() + d);
+        }
+    }
+
+    /// Reads what pipe `i` has (a bounded number of reads, so one busy
+    /// stream cannot starve the actor's other duties) into its ring.
+    fn drain(
+        &mut self,
+        i: usize,
+        ready: io::Result<()>,
+        reason: &mut Option<ExitReason>,
+        truncated: &mut bool,
+        to_empty: bool,
+    ) {
+        if let Err(e) = ready {
+            tracing::warn!(id = %self.shared.id, "pipe poll failed: {e}");
+            self.pipes[i] = None;
+            return;
+        }
+        let mut pushed = false;
+        let max_reads = if to_empty { usize::MAX } else { 8 };
+        for _ in 0..max_reads {
+            let Some(p) = &self.pipes[i] else { break };
+            let got = SCRATCH.with_borrow_mut(|buf| match p.try_read(buf) {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+                Err(e) => Err(e),
+            });
+            match got {
+                Ok(Some(data)) => {
+                    if self.store(i, data, reason, truncated) {
+                        pushed = true;
+                    }
+                }
+                Ok(None) => {
+                    self.pipes[i] = None;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(id = %self.shared.id, "pipe read failed: {e}");
+                    self.pipes[i] = None;
+                    break;
+                }
+            }
+        }
+        if pushed {
+            self.shared.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Stores a chunk, applying the output limit. Returns whether anything
+    /// was stored.
+    fn store(
+        &mut self,
+        i: usize,
+        mut data: Bytes,
+        reason: &mut Option<ExitReason>,
+        truncated: &mut bool,
+    ) -> bool {
+        let mut out = self.shared.output();
+        if let Some(max) = self.life.max_output_bytes {
+            let total = out.rings[0].end() + out.rings[1].end();
+            let room = max.saturating_sub(total);
+            if (data.len() as u64) > room {
+                data.truncate(room as usize);
+                *truncated = true;
+                if self.life.output_limit == OutputLimit::Kill && reason.is_none() {
+                    drop(out);
+                    tracing::info!(id = %self.shared.id, "output limit reached: killing");
+                    self.kill(reason, ExitReason::OutputLimit);
+                    out = self.shared.output();
+                }
+            }
+        }
+        if data.is_empty() {
+            return false;
+        }
+        let seq = out.seq;
+        out.seq += 1;
+        out.rings[i].push(data, seq);
+        true
+    }
+}
+
+impl Reaped {
+    /// Status for a child whose wait failed (should not happen).
+    fn unknown() -> Reaped {
+        Reaped {
+            code: None,
+            signal: None,
+            core_dumped: false,
+            user_us: 0,
+            sys_us: 0,
+            max_rss_kb: 0,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+use std::io;
+
+/// Everything that can go wrong asking the command manager for something.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The argv is empty.
+    #[error("empty argv: nothing to run")]
+    EmptyArgv,
+    /// A string that becomes a C string contains a NUL byte.
+    #[error("{what} contains a NUL byte")]
+    NulByte {
+        /// Which input (`argv`, `env`, `cwd`).
+        what: &'static str,
+    },
+    /// An environment variable name is empty or contains `=`.
+    #[error("invalid environment variable name {0:?}")]
+    BadEnvName(String),
+    /// The working directory is unusable.
+    #[error("working directory {path:?}: {source}")]
+    BadCwd {
+        /// The path asked for.
+        path: String,
+        /// The OS reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The process could not be started (missing program, not executable,
+    /// argv over the kernel limit, ...).
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// argv[0].
+        program: String,
+        /// The OS reason.
+        #[source]
+        source: io::Error,
+    },
+    /// A signal name or number that is not a signal.
+    #[error("unknown signal {0:?}")]
+    BadSignal(String),
+    /// A ring size outside the allowed range.
+    #[error("ring size {asked} outside 4096..={max}")]
+    BadRingSize {
+        /// Size asked for.
+        asked: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// No command with this id (never existed, removed, or expired).
+    #[error("no command {0}")]
+    NotFound(String),
+    /// The command has already exited.
+    #[error("command {0} is not running")]
+    NotRunning(String),
+    /// The command's stdin is closed.
+    #[error("stdin of command {0} is closed")]
+    StdinClosed(String),
+    /// Attaching beyond what the stream has produced.
+    #[error("offset {asked} is beyond the end of the stream ({end})")]
+    OffsetBeyondEnd {
+        /// Offset asked for.
+        asked: u64,
+        /// Current end of the stream.
+        end: u64,
+    },
+    /// The manager holds its maximum number of commands.
+    #[error("too many commands (limit {0})")]
+    TooManyCommands(usize),
+    /// The ring memory the manager may commit is used up.
+    #[error("ring memory exhausted: {asked} bytes asked, {available} of {limit} available")]
+    RingMemory {
+        /// Bytes this command asked for.
+        asked: usize,
+        /// Bytes still available.
+        available: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The manager is shutting down.
+    #[error("the command manager is shutting down")]
+    ShuttingDown,
+    /// An unexpected OS failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ExecError {
+    /// The OS error number behind this error, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            ExecError::BadCwd { source, .. }
+            | ExecError::Spawn { source, .. }
+            | ExecError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}

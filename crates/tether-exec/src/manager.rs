@@ -1,0 +1,319 @@
+//! The registry of commands: start, look up, list, remove, shut down.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned};
+use crate::spec::{CommandSpec, ManagerConfig};
+use crate::{ExecError, process};
+
+/// Smallest ring a command may ask for.
+const MIN_RING_BYTES: usize = 4096;
+
+/// The command manager. Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ManagerConfig,
+    commands: DashMap<String, CommandHandle>,
+    /// Commands held (running or finished), counted separately from the map
+    /// so that the limit check and the reservation are one atomic step.
+    count: AtomicUsize,
+    /// Ring capacity committed to all held commands (both streams).
+    committed: Arc<AtomicUsize>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    kill_on_shutdown: bool,
+}
+
+/// Committed ring memory and a command slot, given back on drop.
+pub(crate) struct Reservation {
+    bytes: usize,
+    committed: Arc<AtomicUsize>,
+    count: Option<Arc<Inner>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.committed.fetch_sub(self.bytes, Ordering::SeqCst);
+        if let Some(inner) = &self.count {
+            inner.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Manager {
+    /// A manager with these defaults and limits. `kill_on_shutdown` decides
+    /// whether [`Manager::shutdown`] kills running commands.
+    pub fn new(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
+        process::cloexec_inherited_fds();
+        Manager {
+            inner: Arc::new(Inner {
+                cfg,
+                commands: DashMap::new(),
+                count: AtomicUsize::new(0),
+                committed: Arc::new(AtomicUsize::new(0)),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                kill_on_shutdown,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.cfg
+    }
+
+    /// Starts a command. Must be called inside a tokio runtime.
+    ///
+    /// Every failure (bad input, spawn error, limits) leaves nothing behind:
+    /// no record, no process, no zombie.
+    pub fn start(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let cfg = &inner.cfg;
+        let argv = spec.resolved_argv(cfg);
+        validate(&spec, &argv)?;
+        let ring_bytes = match spec.ring_bytes {
+            None => cfg.ring_bytes,
+            Some(n) if (MIN_RING_BYTES..=cfg.max_ring_bytes).contains(&n) => n,
+            Some(n) => {
+                return Err(ExecError::BadRingSize {
+                    asked: n as u64,
+                    max: cfg.max_ring_bytes as u64,
+                });
+            }
+        };
+        let reservation = self.reserve(2 * ring_bytes)?;
+
+        let spawned = spawn(&spec, &argv, cfg)?;
+        let id = new_id();
+        let life = Lifetimes {
+            timeout: spec.timeout,
+            idle_timeout: spec.resolved_idle(cfg),
+            ttl: spec.resolved_ttl(cfg),
+            kill_on_disconnect: spec.kill_on_disconnect,
+            max_output_bytes: spec.max_output_bytes,
+            output_limit: spec.output_limit,
+            kill_grace: spec.kill_grace.unwrap_or(cfg.kill_grace),
+            drain_grace: cfg.drain_grace,
+        };
+        let meta = Meta {
+            id: id.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            argv,
+            ring_bytes,
+            initial_stdin: spec.stdin.clone(),
+            close_stdin: spec.close_stdin,
+        };
+        tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
+        let (handle, actor) = command::new_command(meta, spawned, life, reservation);
+        inner.commands.insert(id.clone(), handle.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = inner.shutdown.clone();
+        let kill = inner.kill_on_shutdown;
+        inner.tracker.spawn(async move {
+            actor.run(shutdown, kill).await;
+            if let Some(inner) = weak.upgrade() {
+                inner.commands.remove(&id);
+            }
+        });
+        Ok(handle)
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<Reservation, ExecError> {
+        let inner = &self.inner;
+        let max = inner.cfg.max_commands;
+        inner
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| ExecError::TooManyCommands(max))?;
+        let limit = inner.cfg.max_total_ring_bytes;
+        let committed = inner
+            .committed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c + bytes <= limit).then_some(c + bytes)
+            });
+        match committed {
+            Ok(_) => Ok(Reservation {
+                bytes,
+                committed: inner.committed.clone(),
+                count: Some(inner.clone()),
+            }),
+            Err(c) => {
+                inner.count.fetch_sub(1, Ordering::SeqCst);
+                Err(ExecError::RingMemory {
+                    asked: bytes,
+                    available: limit.saturating_sub(c),
+                    limit,
+                })
+            }
+        }
+    }
+
+    /// A handle to a held command.
+    pub fn get(&self, id: &str) -> Result<CommandHandle, ExecError> {
+        // Clone out of the map at once: a dashmap `Ref` must never be held
+        // across an `.await` by the caller.
+        self.inner
+            .commands
+            .get(id)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| ExecError::NotFound(id.to_owned()))
+    }
+
+    /// All held commands, oldest first.
+    pub fn list(&self) -> Vec<CommandInfo> {
+        let handles: Vec<CommandHandle> = self
+            .inner
+            .commands
+            .iter()
+            .map(|r| r.value().clone())
+            .collect();
+        let mut infos: Vec<CommandInfo> = handles.iter().map(CommandHandle::info).collect();
+        infos.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        infos
+    }
+
+    /// Forgets a command, killing it first if it runs.
+    pub async fn remove(&self, id: &str) -> Result<(), ExecError> {
+        let h = self.get(id)?;
+        self.inner.commands.remove(id);
+        let _ = h.shared.ctl.send(command::Control::Remove).await;
+        Ok(())
+    }
+
+    /// Number of held commands.
+    pub fn len(&self) -> usize {
+        self.inner.count.load(Ordering::SeqCst)
+    }
+
+    /// True when no command is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ring memory committed to held commands.
+    pub fn committed_ring_bytes(&self) -> usize {
+        self.inner.committed.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting commands, kills running ones (if so configured),
+    /// reaps them and waits for every command task to end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+fn new_id() -> String {
+    format!("c-{:016x}", rand::random::<u64>())
+}
+
+fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(ExecError::EmptyArgv);
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(ExecError::NulByte { what: "argv" });
+    }
+    for (k, v) in &spec.env {
+        if k.contains('\0') || v.contains('\0') {
+            return Err(ExecError::NulByte { what: "env" });
+        }
+        if k.is_empty() || k.contains('=') {
+            return Err(ExecError::BadEnvName(k.clone()));
+        }
+    }
+    if let Some(cwd) = &spec.cwd {
+        let shown = cwd.to_string_lossy().into_owned();
+        if shown.contains('\0') {
+            return Err(ExecError::NulByte { what: "cwd" });
+        }
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ExecError::BadCwd {
+                    path: shown,
+                    source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                });
+            }
+            Err(source) => {
+                return Err(ExecError::BadCwd {
+                    path: shown,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spawned, ExecError> {
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    if spec.env_clear {
+        cmd.env_clear();
+    }
+    for k in &cfg.env_remove {
+        cmd.env_remove(k);
+    }
+    cmd.envs(&spec.env);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // Its own process group, so signals reach the whole job. std resets
+    // SIGPIPE and the signal mask in the child, and every fd the daemon
+    // opens is close-on-exec, so only 0/1/2 are inherited.
+    cmd.process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+        program: argv[0].clone(),
+        source,
+    })?;
+    let pid = child.id();
+    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let io = move || -> std::io::Result<Spawned> {
+        let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+            return Err(std::io::Error::other("missing stdio pipe"));
+        };
+        Ok(Spawned {
+            pid,
+            stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
+            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+        })
+    };
+    match io() {
+        Ok(s) => Ok(s),
+        Err(source) => {
+            // Leave no process and no zombie behind.
+            let _ = process::signal_group(pid, libc::SIGKILL);
+            let _ = child.wait();
+            Err(ExecError::Io {
+                context: "registering pipes",
+                source,
+            })
+        }
+    }
+}

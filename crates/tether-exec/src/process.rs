@@ -1,0 +1,266 @@
+//! Operating-system process plumbing: spawning into a new process group,
+//! waiting through a pidfd, reaping with resource usage, signalling a
+//! process group and its descendants.
+//!
+//! This is the only module with `unsafe` code: three libc calls (`pidfd_open`,
+//! `wait4` and wrapping the returned fd) that std and tokio do not expose.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+
+/// How a reaped child ended, with its resource usage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reaped {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) core_dumped: bool,
+    pub(crate) user_us: u64,
+    pub(crate) sys_us: u64,
+    pub(crate) max_rss_kb: u64,
+}
+
+/// Waits for a child to exit without reaping it: a pidfd registered with
+/// the runtime where the kernel has them (Linux 5.3+), else a poll timer.
+pub(crate) enum ExitWatch {
+    PidFd(AsyncFd<OwnedFd>),
+    Poll(tokio::time::Interval),
+}
+
+impl ExitWatch {
+    pub(crate) fn new(pid: u32) -> ExitWatch {
+        match pidfd_open(pid) {
+            // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it
+            // stays open exactly as long as it is registered.
+            Ok(fd) => {
+                match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                {
+                    Ok(afd) => return ExitWatch::PidFd(afd),
+                    Err(e) => tracing::debug!("pidfd not pollable, polling instead: {e}"),
+                }
+            }
+            Err(e) => tracing::debug!("pidfd_open failed, polling instead: {e}"),
+        }
+        let mut iv = tokio::time::interval(Duration::from_millis(20));
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ExitWatch::Poll(iv)
+    }
+
+    /// Resolves when the child may have exited; the caller then tries
+    /// [`try_reap`]. Cancel-safe.
+    pub(crate) async fn ready(&mut self) {
+        match self {
+            ExitWatch::PidFd(afd) => {
+                if let Ok(mut guard) = afd.readable().await {
+                    // A pidfd stays readable once the process has exited;
+                    // clear so a spurious wake does not spin.
+                    guard.clear_ready();
+                }
+            }
+            ExitWatch::Poll(iv) => {
+                iv.tick().await;
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns
+    // it. pidfds are always close-on-exec.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reaps the child if it has exited (`wait4` with `WNOHANG`).
+pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the right types.
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, libc::WNOHANG, &mut ru) };
+    match r {
+        0 => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        _ => {
+            let tv_us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+            let (code, signal, core_dumped) = if libc::WIFEXITED(status) {
+                (Some(libc::WEXITSTATUS(status)), None, false)
+            } else if libc::WIFSIGNALED(status) {
+                (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
+            } else {
+                (None, None, false)
+            };
+            Ok(Some(Reaped {
+                code,
+                signal,
+                core_dumped,
+                user_us: tv_us(ru.ru_utime),
+                sys_us: tv_us(ru.ru_stime),
+                max_rss_kb: ru.ru_maxrss.max(0) as u64,
+            }))
+        }
+    }
+}
+
+/// Sends `sig` to the process group `pgid` and to every live descendant of
+/// `pid` (found through `/proc`), so that a descendant that moved to its own
+/// process group or session is reached too while its ancestry is intact.
+pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory
+    // is involved.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), sig);
+    }
+    for d in descendants(pid) {
+        // SAFETY: as above, for one process.
+        unsafe {
+            libc::kill(d as libc::pid_t, sig);
+        }
+    }
+}
+
+/// Sends `sig` to one process group.
+pub(crate) fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) with a negative pid; no memory is involved.
+    let r = unsafe { libc::kill(-(pgid as libc::pid_t), sig) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// All processes whose parent chain leads to `root` (excluding `root`).
+fn descendants(root: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = read_ppid(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some(kids) = children.get(&p) {
+            for &k in kids {
+                out.push(k);
+                stack.push(k);
+            }
+        }
+    }
+    out
+}
+
+fn read_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces
+    // or parentheses itself: parse from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Marks every open fd above 2 close-on-exec. Everything tether opens is
+/// close-on-exec already; this catches fds the daemon inherited from its
+/// own parent (a shell, a CI runner), which children must not see.
+pub(crate) fn cloexec_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only change a flag of the descriptor;
+        // an fd that was closed meanwhile just makes fcntl fail.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Parses a signal given as a name (`TERM`, `SIGTERM`, `term`) or a number.
+pub(crate) fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return None,
+    };
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signal_names_and_numbers() {
+        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("sigint"), Some(libc::SIGINT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("NOPE"), None);
+    }
+
+    #[test]
+    fn ppid_of_self_is_parent() {
+        let me = std::process::id();
+        assert_eq!(read_ppid(me), Some(std::os::unix::process::parent_id()));
+    }
+}

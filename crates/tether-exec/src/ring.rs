@@ -1,0 +1,209 @@
+//! A byte ring addressed by absolute offsets.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// Bookkeeping cost charged per chunk on top of its bytes, so that a command
+/// printing one byte per read cannot hold far more memory than its ring size.
+pub(crate) const CHUNK_OVERHEAD: usize = 64;
+
+/// One stream's retained output: the most recent bytes up to a capacity,
+/// addressed by absolute offsets since the stream began.
+///
+/// Memory is allocated as output arrives (one exact-size `Bytes` per read),
+/// never up front, so an idle command costs nothing here.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    chunks: VecDeque<Chunk>,
+    /// Offset of the first byte still held (== `end` when empty).
+    first_held: u64,
+    /// Offset one past the last byte ever pushed.
+    end: u64,
+    /// Bytes charged against `cap` (data plus per-chunk overhead).
+    charged: usize,
+    cap: usize,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    offset: u64,
+    /// Global arrival order across a command's streams, so readers can
+    /// interleave stdout and stderr as they were produced.
+    seq: u64,
+    data: Bytes,
+}
+
+/// What a reader at some offset can get right now.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Read {
+    /// The offset is older than what is held; resume at `first_held`.
+    Gap {
+        /// First offset still held.
+        first_held: u64,
+    },
+    /// Bytes starting exactly at the requested offset.
+    Data {
+        /// Arrival order of the chunk they come from.
+        seq: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Nothing new yet.
+    Pending,
+}
+
+impl Ring {
+    pub(crate) fn new(cap: usize) -> Ring {
+        Ring {
+            chunks: VecDeque::new(),
+            first_held: 0,
+            end: 0,
+            charged: 0,
+            cap,
+        }
+    }
+
+    pub(crate) fn first_held(&self) -> u64 {
+        self.first_held
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes charged against the capacity right now.
+    #[cfg(test)]
+    pub(crate) fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// Appends bytes, evicting the oldest chunks to stay within capacity.
+    pub(crate) fn push(&mut self, mut data: Bytes, seq: u64) {
+        if data.is_empty() {
+            return;
+        }
+        let offset = self.end;
+        self.end += data.len() as u64;
+        let room = self.cap.saturating_sub(CHUNK_OVERHEAD);
+        if data.len() > room {
+            // A single read larger than the whole ring: keep its tail.
+            data = data.slice(data.len() - room..);
+        }
+        let offset = offset + (self.end - offset - data.len() as u64);
+        let cost = data.len() + CHUNK_OVERHEAD;
+        while self.charged + cost > self.cap {
+            let Some(old) = self.chunks.pop_front() else {
+                break;
+            };
+            self.charged -= old.data.len() + CHUNK_OVERHEAD;
+        }
+        self.charged += cost;
+        self.chunks.push_back(Chunk { offset, seq, data });
+        self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
+    }
+
+    /// Reads up to `max` bytes starting at `from`. Never returns bytes from
+    /// two chunks at once, so `seq` is exact.
+    pub(crate) fn read(&self, from: u64, max: usize) -> Read {
+        if from < self.first_held {
+            return Read::Gap {
+                first_held: self.first_held,
+            };
+        }
+        if from >= self.end {
+            return Read::Pending;
+        }
+        // The chunk holding `from`: the last one starting at or before it.
+        let idx = self.chunks.partition_point(|c| c.offset <= from) - 1;
+        let c = &self.chunks[idx];
+        let start = (from - c.offset) as usize;
+        let stop = c.data.len().min(start + max);
+        Read::Data {
+            seq: c.seq,
+            data: c.data.slice(start..stop),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_by_absolute_offset_across_chunks() {
+        let mut r = Ring::new(1 << 20);
+        r.push(bytes("hello "), 0);
+        r.push(bytes("world"), 1);
+        assert_eq!(
+            r.read(0, 100),
+            Read::Data {
+                seq: 0,
+                data: bytes("hello ")
+            }
+        );
+        assert_eq!(
+            r.read(3, 2),
+            Read::Data {
+                seq: 0,
+                data: bytes("lo")
+            }
+        );
+        assert_eq!(
+            r.read(6, 100),
+            Read::Data {
+                seq: 1,
+                data: bytes("world")
+            }
+        );
+        assert_eq!(
+            r.read(8, 100),
+            Read::Data {
+                seq: 1,
+                data: bytes("rld")
+            }
+        );
+        assert_eq!(r.read(11, 100), Read::Pending);
+        assert_eq!(r.end(), 11);
+    }
+
+    #[test]
+    fn evicts_oldest_and_reports_gap() {
+        let cap = 2 * (100 + CHUNK_OVERHEAD);
+        let mut r = Ring::new(cap);
+        for i in 0..5 {
+            r.push(Bytes::from(vec![i as u8; 100]), i);
+        }
+        assert_eq!(r.first_held(), 300);
+        assert_eq!(r.end(), 500);
+        assert_eq!(r.read(0, 10), Read::Gap { first_held: 300 });
+        assert_eq!(r.read(299, 10), Read::Gap { first_held: 300 });
+        assert_eq!(
+            r.read(300, 1),
+            Read::Data {
+                seq: 3,
+                data: Bytes::from(vec![3u8])
+            }
+        );
+        assert!(r.charged() <= cap);
+    }
+
+    #[test]
+    fn oversize_push_keeps_the_tail() {
+        let mut r = Ring::new(CHUNK_OVERHEAD + 10);
+        r.push(bytes("0123456789abcdef"), 0);
+        assert_eq!(r.end(), 16);
+        assert_eq!(r.first_held(), 6);
+        assert_eq!(
+            r.read(6, 100),
+            Read::Data {
+                seq: 0,
+                data: bytes("6789abcdef")
+            }
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! What to run: [`CommandSpec`] and the manager-wide [`ManagerConfig`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// The program of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// Run this argv directly, without a shell (argv[0] is looked up in PATH).
+    Argv(Vec<String>),
+    /// Run a shell command line as `<shell> -c <script>`; `shell` `None`
+    /// means the manager's default shell.
+    Shell {
+        /// The shell program, e.g. `/bin/bash`.
+        shell: Option<String>,
+        /// The command line.
+        script: String,
+    },
+}
+
+/// A duration setting that can also be "never" or left to the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Use the manager's default.
+    #[default]
+    Default,
+    /// Never fire.
+    Never,
+    /// Fire after this long.
+    After(Duration),
+}
+
+impl Lifetime {
+    /// From the wire convention: absent = default, negative = never.
+    pub fn from_millis(ms: Option<i64>) -> Lifetime {
+        match ms {
+            None => Lifetime::Default,
+            Some(ms) if ms < 0 => Lifetime::Never,
+            Some(ms) => Lifetime::After(Duration::from_millis(ms as u64)),
+        }
+    }
+
+    fn resolve(self, default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Lifetime::Default => default,
+            Lifetime::Never => None,
+            Lifetime::After(d) => Some(d),
+        }
+    }
+}
+
+/// What happens when a command's output passes its `max_output_bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputLimit {
+    /// Kill the command (exit reason `OutputLimit`).
+    #[default]
+    Kill,
+    /// Keep running and draining, store nothing more.
+    Truncate,
+}
+
+/// Everything about one command to start. Build with [`CommandSpec::argv`]
+/// or [`CommandSpec::shell`] and the chained setters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// What to execute.
+    pub program: Program,
+    /// Working directory (default: the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Variables added to the environment.
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment instead of the daemon's.
+    pub env_clear: bool,
+    /// Bytes written to stdin before anything a client sends.
+    pub stdin: Bytes,
+    /// Close stdin after `stdin`.
+    pub close_stdin: bool,
+    /// Optional client-chosen name.
+    pub name: Option<String>,
+    /// Client-chosen labels.
+    pub labels: BTreeMap<String, String>,
+    /// Wall-clock limit (`None`: none).
+    pub timeout: Option<Duration>,
+    /// Kill after this long with no client attached.
+    pub idle_timeout: Lifetime,
+    /// Keep the finished command attachable this long.
+    pub ttl: Lifetime,
+    /// Kill when the last attached client goes away.
+    pub kill_on_disconnect: bool,
+    /// Limit on stdout+stderr bytes.
+    pub max_output_bytes: Option<u64>,
+    /// What the limit does.
+    pub output_limit: OutputLimit,
+    /// Ring size per stream (`None`: the manager's default).
+    pub ring_bytes: Option<usize>,
+    /// SIGTERM-to-SIGKILL grace on timeout (`None`: the manager's default).
+    pub kill_grace: Option<Duration>,
+}
+
+impl CommandSpec {
+    /// A command run from an argv, without a shell.
+    pub fn argv<I, S>(argv: I) -> CommandSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        CommandSpec::new(Program::Argv(argv.into_iter().map(Into::into).collect()))
+    }
+
+    /// A command line run by the default shell.
+    pub fn shell(script: impl Into<String>) -> CommandSpec {
+        CommandSpec::new(Program::Shell {
+            shell: None,
+            script: script.into(),
+        })
+    }
+
+    /// A spec for `program` with every option at its default.
+    pub fn new(program: Program) -> CommandSpec {
+        CommandSpec {
+            program,
+            cwd: None,
+            env: BTreeMap::new(),
+            env_clear: false,
+            stdin: Bytes::new(),
+            close_stdin: false,
+            name: None,
+            labels: BTreeMap::new(),
+            timeout: None,
+            idle_timeout: Lifetime::Default,
+            ttl: Lifetime::Default,
+            kill_on_disconnect: false,
+            max_output_bytes: None,
+            output_limit: OutputLimit::Kill,
+            ring_bytes: None,
+            kill_grace: None,
+        }
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    /// Sets the initial stdin bytes and whether stdin closes after them.
+    pub fn stdin(mut self, data: impl Into<Bytes>, close: bool) -> Self {
+        self.stdin = data.into();
+        self.close_stdin = close;
+        self
+    }
+
+    /// Sets the wall-clock timeout.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Sets the idle timeout.
+    pub fn idle_timeout(mut self, l: Lifetime) -> Self {
+        self.idle_timeout = l;
+        self
+    }
+
+    /// Sets the TTL.
+    pub fn ttl(mut self, l: Lifetime) -> Self {
+        self.ttl = l;
+        self
+    }
+
+    /// Sets kill-on-disconnect.
+    pub fn kill_on_disconnect(mut self, yes: bool) -> Self {
+        self.kill_on_disconnect = yes;
+        self
+    }
+
+    /// Sets the output limit and its action.
+    pub fn max_output(mut self, bytes: u64, action: OutputLimit) -> Self {
+        self.max_output_bytes = Some(bytes);
+        self.output_limit = action;
+        self
+    }
+
+    /// Sets the ring size per stream.
+    pub fn ring_bytes(mut self, bytes: usize) -> Self {
+        self.ring_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the SIGTERM-to-SIGKILL grace.
+    pub fn kill_grace(mut self, d: Duration) -> Self {
+        self.kill_grace = Some(d);
+        self
+    }
+
+    /// The argv that will be executed.
+    pub(crate) fn resolved_argv(&self, cfg: &ManagerConfig) -> Vec<String> {
+        match &self.program {
+            Program::Argv(v) => v.clone(),
+            Program::Shell { shell, script } => vec![
+                shell.clone().unwrap_or_else(|| cfg.default_shell.clone()),
+                "-c".to_owned(),
+                script.clone(),
+            ],
+        }
+    }
+
+    pub(crate) fn resolved_idle(&self, cfg: &ManagerConfig) -> Option<Duration> {
+        self.idle_timeout.resolve(cfg.idle_timeout)
+    }
+
+    pub(crate) fn resolved_ttl(&self, cfg: &ManagerConfig) -> Option<Duration> {
+        self.ttl.resolve(cfg.ttl)
+    }
+}
+
+/// Manager-wide defaults and limits.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// Shell for [`Program::Shell`] without an explicit shell.
+    pub default_shell: String,
+    /// Default ring size per stream.
+    pub ring_bytes: usize,
+    /// Largest ring size per stream a command may ask for.
+    pub max_ring_bytes: usize,
+    /// Sum of all commands' ring capacities (both streams) the manager will
+    /// commit to; a start past it fails with a typed error.
+    pub max_total_ring_bytes: usize,
+    /// Most commands held at once, running or finished.
+    pub max_commands: usize,
+    /// Default idle timeout (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Default TTL of finished commands (`None`: until removed).
+    pub ttl: Option<Duration>,
+    /// Default SIGTERM-to-SIGKILL grace.
+    pub kill_grace: Duration,
+    /// After the process exits, how long to keep draining pipes that a
+    /// background descendant still holds open before declaring the end.
+    pub drain_grace: Duration,
+    /// Environment variables never passed to children (the daemon's own
+    /// secrets, e.g. `TETHER_TOKEN`).
+    pub env_remove: Vec<String>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            default_shell: "/bin/bash".to_owned(),
+            ring_bytes: 1 << 20,
+            max_ring_bytes: 1 << 30,
+            max_total_ring_bytes: 4 << 30,
+            max_commands: 4096,
+            idle_timeout: Some(Duration::from_secs(300)),
+            ttl: Some(Duration::from_secs(600)),
+            kill_grace: Duration::from_secs(2),
+            drain_grace: Duration::from_millis(250),
+            env_remove: Vec::new(),
+        }
+    }
+}
