@@ -1,1 +1,30 @@
-//! stub
+//! Async Rust client for the tether daemon.
+//!
+//! A [`Client`] is one multiplexed WebSocket connection driven by a
+//! background task. Commands started or attached through it are
+//! [`Execution`]s whose events (stdout, stderr, gap, exit) arrive in order.
+//!
+//! **Reconnect and resume.** When the connection drops unexpectedly (network
+//! error, daemon restart with close code 1001), the driver reconnects with
+//! exponential backoff (at once after a 1001), re-attaches every watched
+//! command from the offsets it has delivered, drops any byte it already
+//! delivered and trims partial overlaps. The caller sees one continuous
+//! stream with no duplicate and no missing byte, or an explicit
+//! [`ExecEvent::Gap`] when the daemon no longer holds the bytes. Requests in
+//! flight when the connection drops fail with [`ClientError::Disconnected`]
+//! (a `start` is not idempotent, so it is never replayed). A command the
+//! caller killed is not re-attached.
+//!
+//! # Layout
+//! - `client`: [`Client`], [`Execution`] and the public API.
+//! - `driver`: the connection task: connect, route frames, reconnect.
+//! - `error`: [`ClientError`].
+#![forbid(unsafe_code)]
+
+mod client;
+mod driver;
+mod error;
+
+pub use client::{Client, ClientOptions, ExecEvent, Execution, Output};
+pub use error::ClientError;
+pub use tether_proto::{CommandId, CommandInfo, ExitReason, ExitStatus, StartSpec, Stream};

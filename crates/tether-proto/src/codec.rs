@@ -1,5 +1,5 @@
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::{SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 
@@ -38,6 +38,9 @@ pub enum DecodeError {
     /// Not valid MessagePack for a message.
     #[error("invalid MessagePack message: {0}")]
     MsgPack(#[from] rmp_serde::decode::Error),
+    /// A MessagePack message followed by more bytes.
+    #[error("trailing bytes after the MessagePack message")]
+    TrailingBytes,
     /// Not valid JSON for a message.
     #[error("invalid JSON message: {0}")]
     Json(#[from] serde_json::Error),
@@ -57,7 +60,14 @@ pub fn encode<T: Serialize>(msg: &T, enc: Encoding) -> Vec<u8> {
 /// Decodes a message.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, DecodeError> {
     match enc {
-        Encoding::MsgPack => Ok(rmp_serde::from_slice(bytes)?),
+        Encoding::MsgPack => {
+            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+            let msg = T::deserialize(&mut de)?;
+            if de.get_ref().position() != bytes.len() as u64 {
+                return Err(DecodeError::TrailingBytes);
+            }
+            Ok(msg)
+        }
         Encoding::Json => Ok(serde_json::from_slice(bytes)?),
     }
 }

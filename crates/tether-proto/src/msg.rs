@@ -165,7 +165,7 @@ impl ClientMsg {
 
 /// What to run and with which lifetimes and limits. Every field but one of
 /// `argv`/`shell` is optional; absent fields take the daemon's defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StartSpec {
     /// Program and arguments, run without a shell. Exclusive with `shell`.
@@ -228,6 +228,32 @@ pub struct StartSpec {
     /// Attach the starting connection from offset 0 (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub attach: bool,
+}
+
+impl Default for StartSpec {
+    fn default() -> Self {
+        StartSpec {
+            argv: Vec::new(),
+            shell: None,
+            shell_program: None,
+            cwd: None,
+            env: BTreeMap::new(),
+            env_clear: false,
+            stdin: None,
+            close_stdin: false,
+            name: None,
+            labels: BTreeMap::new(),
+            timeout_ms: None,
+            idle_timeout_ms: None,
+            ttl_ms: None,
+            kill_on_disconnect: false,
+            max_output_bytes: None,
+            output_limit: None,
+            ring_bytes: None,
+            kill_grace_ms: None,
+            attach: true,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -382,8 +408,12 @@ pub enum ExitReason {
     Disconnected,
     /// `max_output_bytes` was passed with action `kill`.
     OutputLimit,
-    /// The process could not be started.
+    /// The process could not be started. Not sent by v1 daemons (a failed
+    /// `start` is answered with an `error`); reserved for detached starts.
     SpawnFailed,
+    /// A reason this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a command ended, with its resource usage.
@@ -498,4 +528,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected OS failure.
     Internal,
+    /// A code this client does not know (sent by a newer daemon); treat as
+    /// `internal`.
+    #[serde(other)]
+    Unknown,
 }

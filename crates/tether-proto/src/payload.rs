@@ -68,28 +68,21 @@ impl Serialize for Payload {
 
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Both encodings go through `deserialize_any` so a JSON client may
-        // also send an array of numbers, and a MessagePack client a `str`
-        // holding base64 is rejected (a `str` is only accepted as base64
-        // from human-readable formats).
-        let human = d.is_human_readable();
-        d.deserialize_any(PayloadVisitor { human })
+        // Inside an internally tagged message serde buffers fields and then
+        // always reports a human-readable format, so the encoding cannot be
+        // told here: a `str` is read as base64 in both encodings (and
+        // documented so), `bin` and arrays of numbers as raw bytes.
+        d.deserialize_any(PayloadVisitor)
     }
 }
 
-struct PayloadVisitor {
-    human: bool,
-}
+struct PayloadVisitor;
 
 impl<'de> Visitor<'de> for PayloadVisitor {
     type Value = Payload;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.human {
-            f.write_str("a base64 string")
-        } else {
-            f.write_str("a byte string (bin)")
-        }
+        f.write_str("a byte string (bin) or a base64 string")
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Payload, E> {
@@ -101,9 +94,6 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Payload, E> {
-        if !self.human {
-            return Err(E::invalid_type(de::Unexpected::Str(v), &self));
-        }
         STANDARD
             .decode(v)
             .map(Payload::from)

@@ -1,1 +1,148 @@
-//! stub
+//! The tether daemon's transport: HTTP routes, WebSocket connections, auth,
+//! and the mapping between wire messages and the command manager.
+//!
+//! [`Server::run`] serves a listener until a shutdown future resolves, then
+//! closes every WebSocket with 1001 (going away), kills and reaps commands
+//! (unless configured to leave them) and returns.
+//!
+//! # Layout
+//! - `config`: [`ServerConfig`].
+//! - `auth`: bearer token and Origin checks (a middleware on every route
+//!   but `/healthz`).
+//! - `conn`: one WebSocket connection: decode, dispatch, per-attachment
+//!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
+//!   without sockets.
+//! - `map`: wire types <-> `tether-exec` types and errors.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod config;
+mod conn;
+mod map;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tether_exec::Manager;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use auth::Token;
+pub use config::ServerConfig;
+pub use conn::AttachQuery;
+
+/// The daemon.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+struct AppState {
+    cfg: ServerConfig,
+    manager: Manager,
+    /// Cancelled when shutdown begins; every connection watches it.
+    shutdown: CancellationToken,
+    /// Every upgraded WebSocket connection, so shutdown can wait for them.
+    conns: TaskTracker,
+}
+
+impl Server {
+    /// A server with its own command manager.
+    pub fn new(cfg: ServerConfig) -> Server {
+        let mut mcfg = cfg.manager.clone();
+        mcfg.env_remove.push("TETHER_TOKEN".to_owned());
+        let manager = Manager::new(mcfg, cfg.kill_on_shutdown);
+        Server {
+            state: Arc::new(AppState {
+                cfg,
+                manager,
+                shutdown: CancellationToken::new(),
+                conns: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The command manager behind this server.
+    pub fn manager(&self) -> &Manager {
+        &self.state.manager
+    }
+
+    /// The axum router (all routes, auth included).
+    fn router(&self) -> Router {
+        let st = self.state.clone();
+        let authed = Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .route("/v1/commands", get(list_handler))
+            .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
+        Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(st)
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then shuts down
+    /// gracefully: WebSocket clients get close code 1001, commands are
+    /// killed (unless configured otherwise) and reaped.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let st = self.state.clone();
+        let token = st.shutdown.clone();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            token.cancel();
+        };
+        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+        st.conns.close();
+        if tokio::time::timeout(Duration::from_secs(5), st.conns.wait()).await.is_err() {
+            tracing::warn!("connections did not close within 5 s");
+        }
+        st.manager.shutdown().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn ws_handler(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(attach): Query<AttachQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = ws
+        .protocols([tether_proto::SUBPROTOCOL_MSGPACK, tether_proto::SUBPROTOCOL_JSON])
+        .max_message_size(st.cfg.max_frame_bytes)
+        .max_frame_size(st.cfg.max_frame_bytes);
+    let encoding = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(tether_proto::Encoding::from_subprotocol)
+        .unwrap_or_default();
+    let st2 = st.clone();
+    ws.on_failed_upgrade(move |e| tracing::warn!(%peer, "websocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| {
+            let ctx = conn::ConnCtx {
+                manager: st2.manager.clone(),
+                cfg: st2.cfg.clone(),
+                shutdown: st2.shutdown.clone(),
+                encoding,
+                peer,
+                attach: attach.command.is_some().then_some(attach),
+            };
+            st2.conns.track_future(conn::serve(socket, ctx))
+        })
+}
+
+async fn list_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let list: Vec<tether_proto::CommandInfo> =
+        st.manager.list().into_iter().map(map::info_to_wire).collect();
+    axum::Json(list)
+}

@@ -1,0 +1,322 @@
+//! The public API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_proto::{ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{self, Cmd, Driver, EventTx};
+use crate::error::ClientError;
+
+/// Connection and reconnect settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Limit for one connection attempt (TCP + upgrade + hello).
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt.
+    pub initial_backoff: Duration,
+    /// Largest reconnect delay.
+    pub max_backoff: Duration,
+    /// Give up reconnecting after this long.
+    pub reconnect_for: Duration,
+    /// Events buffered per execution before the connection waits for the
+    /// caller to read.
+    pub event_buffer: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: driver::secs(10),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: driver::secs(5),
+            reconnect_for: driver::secs(300),
+            event_buffer: 256,
+        }
+    }
+}
+
+/// What an execution yields, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes of stdout, continuing exactly where the last ones ended.
+    Stdout(Bytes),
+    /// Bytes of stderr, continuing exactly where the last ones ended.
+    Stderr(Bytes),
+    /// The bytes `[from, to)` of a stream are lost (the daemon's ring no
+    /// longer held them); the stream continues at `to`.
+    Gap {
+        /// Which stream.
+        stream: Stream,
+        /// First lost offset.
+        from: u64,
+        /// Where the stream continues.
+        to: u64,
+    },
+    /// The command ended; the last event.
+    Exit(ExitStatus),
+}
+
+/// A connection to a tether daemon. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Cmd>,
+    ids: Arc<AtomicU64>,
+    opts: ClientOptions,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// A command's captured output.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Bytes lost to gaps (0 unless the ring overflowed).
+    pub lost_bytes: u64,
+}
+
+impl Client {
+    /// Connects with default options. `url` is the daemon's base URL
+    /// (`http://127.0.0.1:7070`) or a full `ws://.../v1/ws` URL.
+    pub async fn connect(url: &str, token: &str) -> Result<Client, ClientError> {
+        Client::connect_with(url, token, ClientOptions::default()).await
+    }
+
+    /// Connects with the given options.
+    pub async fn connect_with(url: &str, token: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let ws_url = driver::ws_url(url)?;
+        let ws = driver::connect(&ws_url, token, &opts).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx);
+        // The driver ends when every Client clone is dropped (its command
+        // channel closes), so nothing leaks.
+        tokio::spawn(d.run(ws));
+        Ok(Client { tx, ids: Arc::new(AtomicU64::new(1)), opts })
+    }
+
+    fn next_id(&self) -> ReqId {
+        ReqId(self.ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn request(&self, msg: ClientMsg, watch: Option<EventTx>) -> Result<ServerMsg, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd { msg, reply: Some(reply), watch }).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    async fn ok(&self, msg: ClientMsg) -> Result<(), ClientError> {
+        match self.request(msg, None).await? {
+            ServerMsg::Ok { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts a command and attaches to it from the first byte.
+    pub async fn start(&self, mut spec: StartSpec) -> Result<Execution, ClientError> {
+        spec.attach = true;
+        let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
+        match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
+            ServerMsg::Started { command, pid, .. } => {
+                Ok(Execution { client: self.clone(), id: command, pid: Some(pid), events: erx, finished: false })
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts a command without attaching; returns its id and pid.
+    pub async fn start_detached(&self, mut spec: StartSpec) -> Result<(CommandId, u32), ClientError> {
+        spec.attach = false;
+        match self.request(ClientMsg::Start { id: self.next_id(), spec }, None).await? {
+            ServerMsg::Started { command, pid, .. } => Ok((command, pid)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Attaches to a command from per-stream offsets (stdout, stderr).
+    pub async fn attach(&self, command: &CommandId, from: [u64; 2]) -> Result<Execution, ClientError> {
+        self.attach_inner(command, from, None).await
+    }
+
+    /// Attaches starting at most `tail` bytes before each stream's end.
+    pub async fn attach_tail(&self, command: &CommandId, tail: u64) -> Result<Execution, ClientError> {
+        self.attach_inner(command, [0, 0], Some(tail)).await
+    }
+
+    async fn attach_inner(
+        &self,
+        command: &CommandId,
+        from: [u64; 2],
+        tail_bytes: Option<u64>,
+    ) -> Result<Execution, ClientError> {
+        let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
+        let msg = ClientMsg::Attach {
+            id: self.next_id(),
+            command: command.clone(),
+            stdout_offset: from[0],
+            stderr_offset: from[1],
+            tail_bytes,
+        };
+        match self.request(msg, Some(etx)).await? {
+            ServerMsg::Attached { command, .. } => {
+                Ok(Execution { client: self.clone(), id: command, pid: None, events: erx, finished: false })
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a command to its end and returns its captured output.
+    pub async fn run(&self, spec: StartSpec) -> Result<Output, ClientError> {
+        self.start(spec).await?.output().await
+    }
+
+    /// All commands the daemon holds.
+    pub async fn list(&self) -> Result<Vec<CommandInfo>, ClientError> {
+        match self.request(ClientMsg::List { id: self.next_id() }, None).await? {
+            ServerMsg::List { commands, .. } => Ok(commands),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One command's status.
+    pub async fn status(&self, command: &CommandId) -> Result<CommandInfo, ClientError> {
+        match self.request(ClientMsg::Status { id: self.next_id(), command: command.clone() }, None).await? {
+            ServerMsg::Status { info, .. } => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Kills a command (and every descendant). Executions of it on this
+    /// client are not re-attached after a drop.
+    pub async fn kill(&self, command: &CommandId) -> Result<(), ClientError> {
+        self.ok(ClientMsg::Kill { id: self.next_id(), command: command.clone() }).await
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `9`, ...) to a command's process group.
+    pub async fn signal(&self, command: &CommandId, signal: &str) -> Result<(), ClientError> {
+        self.ok(ClientMsg::Signal { id: self.next_id(), command: command.clone(), signal: signal.to_owned() })
+            .await
+    }
+
+    /// Forgets a command, killing it if it runs.
+    pub async fn remove(&self, command: &CommandId) -> Result<(), ClientError> {
+        self.ok(ClientMsg::Remove { id: self.next_id(), command: command.clone() }).await
+    }
+
+    /// Sends stdin bytes. Fire-and-forget: the daemon answers only errors,
+    /// which are logged.
+    pub async fn write_stdin(&self, command: &CommandId, data: Bytes) -> Result<(), ClientError> {
+        let msg = ClientMsg::Stdin { id: self.next_id(), command: command.clone(), data: data.into() };
+        self.tx.send(Cmd { msg, reply: None, watch: None }).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Closes stdin (EOF) after all bytes sent before.
+    pub async fn close_stdin(&self, command: &CommandId) -> Result<(), ClientError> {
+        self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await
+    }
+}
+
+fn unexpected(m: &ServerMsg) -> ClientError {
+    match m {
+        ServerMsg::Error { code, message, errno, .. } => {
+            ClientError::Server { code: *code, message: message.clone(), errno: *errno }
+        }
+        other => ClientError::Protocol(format!("unexpected reply: {other:?}")),
+    }
+}
+
+/// A command this client started or attached to: its ordered event stream
+/// plus shortcuts for stdin and signals. Dropping it detaches.
+pub struct Execution {
+    client: Client,
+    id: CommandId,
+    pid: Option<u32>,
+    events: mpsc::Receiver<Result<ExecEvent, ClientError>>,
+    finished: bool,
+}
+
+impl Execution {
+    /// The command id.
+    pub fn id(&self) -> &CommandId {
+        &self.id
+    }
+
+    /// The process id, when this execution started the command.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The next event; `None` after the exit. An `Err` means the stream
+    /// cannot continue (the command vanished, or reconnecting failed).
+    pub async fn next(&mut self) -> Option<Result<ExecEvent, ClientError>> {
+        if self.finished {
+            return None;
+        }
+        match self.events.recv().await {
+            Some(Ok(ev)) => {
+                if matches!(ev, ExecEvent::Exit(_)) {
+                    self.finished = true;
+                }
+                Some(Ok(ev))
+            }
+            Some(Err(e)) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+            None => {
+                self.finished = true;
+                Some(Err(ClientError::Disconnected))
+            }
+        }
+    }
+
+    /// Reads every event to the exit, collecting output.
+    pub async fn output(mut self) -> Result<Output, ClientError> {
+        let (mut stdout, mut stderr, mut lost_bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some(ev) = self.next().await {
+            match ev? {
+                ExecEvent::Stdout(b) => stdout.extend_from_slice(&b),
+                ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
+                ExecEvent::Gap { from, to, .. } => lost_bytes += to - from,
+                ExecEvent::Exit(status) => return Ok(Output { stdout, stderr, status, lost_bytes }),
+            }
+        }
+        Err(ClientError::Disconnected)
+    }
+
+    /// Sends stdin bytes.
+    pub async fn write_stdin(&self, data: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.client.write_stdin(&self.id, data.into()).await
+    }
+
+    /// Closes stdin.
+    pub async fn close_stdin(&self) -> Result<(), ClientError> {
+        self.client.close_stdin(&self.id).await
+    }
+
+    /// Sends a signal to the command's process group.
+    pub async fn signal(&self, signal: &str) -> Result<(), ClientError> {
+        self.client.signal(&self.id, signal).await
+    }
+
+    /// Kills the command; its exit still arrives on this execution.
+    pub async fn kill(&self) -> Result<(), ClientError> {
+        self.client.kill(&self.id).await
+    }
+
+    /// The client this execution belongs to.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}

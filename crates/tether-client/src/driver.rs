@@ -1,0 +1,450 @@
+//! The connection task: owns the WebSocket, routes frames to requests and
+//! executions, and reconnects and resumes after a drop.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tether_proto::{self as proto, ClientMsg, CommandId, ErrorCode, ReqId, ServerMsg, Stream};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::client::{ClientOptions, ExecEvent};
+use crate::error::ClientError;
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Reply = oneshot::Sender<Result<ServerMsg, ClientError>>;
+pub(crate) type EventTx = mpsc::Sender<Result<ExecEvent, ClientError>>;
+
+/// A request from the public API to the driver.
+pub(crate) struct Cmd {
+    pub(crate) msg: ClientMsg,
+    /// Where the reply goes; `None` for fire-and-forget (`stdin`), whose
+    /// errors are only logged.
+    pub(crate) reply: Option<Reply>,
+    /// For `start`/`attach`: the channel the execution's events go to,
+    /// registered when the `started`/`attached` reply arrives so no output
+    /// frame can overtake it.
+    pub(crate) watch: Option<EventTx>,
+}
+
+struct Pending {
+    reply: Option<Reply>,
+    watch: Option<EventTx>,
+    /// Set for the driver's own re-attach after a reconnect.
+    resume: Option<CommandId>,
+}
+
+struct Watch {
+    tx: EventTx,
+    /// Next offset to deliver per stream (stdout, stderr).
+    next: [u64; 2],
+    /// The caller killed it: do not re-attach after a drop.
+    killed: bool,
+}
+
+/// Ids the driver uses for its own requests, far above the caller's.
+const INTERNAL_IDS: u64 = 1 << 52;
+
+pub(crate) struct Driver {
+    url: String,
+    token: String,
+    opts: ClientOptions,
+    rx: mpsc::Receiver<Cmd>,
+    pending: HashMap<ReqId, Pending>,
+    watches: HashMap<CommandId, Watch>,
+    next_internal: u64,
+}
+
+enum Lost {
+    /// The daemon closed with 1001: it is restarting; retry at once.
+    GoingAway,
+    /// Anything else.
+    Error,
+}
+
+impl Driver {
+    pub(crate) fn new(url: String, token: String, opts: ClientOptions, rx: mpsc::Receiver<Cmd>) -> Driver {
+        Driver {
+            url,
+            token,
+            opts,
+            rx,
+            pending: HashMap::new(),
+            watches: HashMap::new(),
+            next_internal: INTERNAL_IDS,
+        }
+    }
+
+    pub(crate) async fn run(mut self, ws: Ws) {
+        let mut conn = Some(ws);
+        let mut lost = Lost::Error;
+        let mut queued: Option<Cmd> = None;
+        loop {
+            let ws = match &mut conn {
+                Some(ws) => ws,
+                None => {
+                    // Reconnect only when someone needs the connection.
+                    if self.watches.is_empty() && queued.is_none() {
+                        match self.rx.recv().await {
+                            None => return,
+                            Some(c) => queued = Some(c),
+                        }
+                    }
+                    match self.reconnect(&lost).await {
+                        Ok(ws) => {
+                            conn = Some(ws);
+                            if let Some(ws) = &mut conn {
+                                if self.resume(ws).await.is_err() {
+                                    conn = None;
+                                    continue;
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!("giving up reconnecting: {e}");
+                            for (_, w) in self.watches.drain() {
+                                let _ = w.tx.try_send(Err(e.clone()));
+                            }
+                            if let Some(c) = queued.take() {
+                                if let Some(r) = c.reply {
+                                    let _ = r.send(Err(e.clone()));
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(c) = queued.take() {
+                if self.send_cmd(ws, c).await.is_err() {
+                    conn = self.lose(Lost::Error, &mut lost);
+                    continue;
+                }
+            }
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    None => {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                    Some(c) => {
+                        if self.send_cmd(ws, c).await.is_err() {
+                            conn = self.lose(Lost::Error, &mut lost);
+                        }
+                    }
+                },
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Binary(b))) => {
+                        if self.on_frame(ws, &b).await.is_err() {
+                            conn = self.lose(Lost::Error, &mut lost);
+                        }
+                    }
+                    Some(Ok(Message::Close(cf))) => {
+                        let going_away = cf.as_ref().is_some_and(|c| u16::from(c.code) == 1001);
+                        tracing::info!(?cf, "daemon closed the connection");
+                        conn = self.lose(if going_away { Lost::GoingAway } else { Lost::Error }, &mut lost);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::info!("connection lost: {e}");
+                        conn = self.lose(Lost::Error, &mut lost);
+                    }
+                    None => conn = self.lose(Lost::Error, &mut lost),
+                },
+            }
+        }
+    }
+
+    /// Fails in-flight requests and forgets killed commands.
+    fn lose(&mut self, why: Lost, lost: &mut Lost) -> Option<Ws> {
+        for (_, p) in self.pending.drain() {
+            if let Some(r) = p.reply {
+                let _ = r.send(Err(ClientError::Disconnected));
+            }
+            if let Some(tx) = p.watch {
+                let _ = tx.try_send(Err(ClientError::Disconnected));
+            }
+        }
+        self.watches.retain(|_, w| {
+            if w.killed {
+                let _ = w.tx.try_send(Err(ClientError::Disconnected));
+            }
+            !w.killed
+        });
+        *lost = why;
+        None
+    }
+
+    async fn reconnect(&mut self, lost: &Lost) -> Result<Ws, ClientError> {
+        let started = Instant::now();
+        let mut delay = self.opts.initial_backoff;
+        let mut first = true;
+        loop {
+            if !(first && matches!(lost, Lost::GoingAway)) {
+                let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay = (delay * 2).min(self.opts.max_backoff);
+            }
+            first = false;
+            match connect(&self.url, &self.token, &self.opts).await {
+                Ok(ws) => {
+                    tracing::info!("reconnected after {:?}", started.elapsed());
+                    return Ok(ws);
+                }
+                Err(e @ (ClientError::Unauthorized | ClientError::Forbidden | ClientError::BadUrl { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!("reconnect attempt failed: {e}");
+                    if started.elapsed() > self.opts.reconnect_for {
+                        return Err(ClientError::Disconnected);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-attaches every watched command from the offsets delivered so far.
+    async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
+        let targets: Vec<(CommandId, [u64; 2])> =
+            self.watches.iter().map(|(c, w)| (c.clone(), w.next)).collect();
+        for (command, next) in targets {
+            let id = ReqId(self.next_internal);
+            self.next_internal += 1;
+            self.pending.insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()) });
+            let msg = ClientMsg::Attach {
+                id,
+                command,
+                stdout_offset: next[0],
+                stderr_offset: next[1],
+                tail_bytes: None,
+            };
+            send(ws, &msg).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_cmd(&mut self, ws: &mut Ws, c: Cmd) -> Result<(), tungstenite::Error> {
+        match &c.msg {
+            ClientMsg::Kill { command, .. } | ClientMsg::Remove { command, .. } => {
+                if let Some(w) = self.watches.get_mut(command) {
+                    w.killed = true;
+                }
+            }
+            ClientMsg::Detach { command, .. } => {
+                self.watches.remove(command);
+            }
+            _ => {}
+        }
+        let id = c.msg.id();
+        if c.reply.is_some() || c.watch.is_some() {
+            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None });
+        }
+        send(ws, &c.msg).await
+    }
+
+    async fn on_frame(&mut self, ws: &mut Ws, bytes: &[u8]) -> Result<(), tungstenite::Error> {
+        let msg: ServerMsg = match proto::decode(bytes, proto::Encoding::MsgPack) {
+            Ok(m) => m,
+            Err(e) => {
+                // A newer daemon may send messages this client does not know.
+                tracing::debug!("ignoring undecodable frame: {e}");
+                return Ok(());
+            }
+        };
+        match msg {
+            ServerMsg::Hello { .. } => {}
+            ServerMsg::Started { id, ref command, .. } => {
+                if let Some(p) = self.pending.remove(&id) {
+                    if let Some(tx) = p.watch {
+                        self.watches.insert(command.clone(), Watch { tx, next: [0, 0], killed: false });
+                    }
+                    reply(p.reply, Ok(msg));
+                }
+            }
+            ServerMsg::Attached { id, ref command, stdout_offset, stderr_offset } => {
+                if let Some(p) = self.pending.remove(&id) {
+                    if let Some(tx) = p.watch {
+                        let w = Watch { tx, next: [stdout_offset, stderr_offset], killed: false };
+                        self.watches.insert(command.clone(), w);
+                    }
+                    if p.resume.is_some() {
+                        tracing::debug!(%command, stdout_offset, stderr_offset, "resumed");
+                    }
+                    reply(p.reply, Ok(msg));
+                }
+            }
+            ServerMsg::Output { command, stream, offset, data } => {
+                self.deliver_output(ws, command, stream, offset, data.0).await?;
+            }
+            ServerMsg::Gap { command, stream, requested, first_held } => {
+                if let Some(w) = self.watches.get_mut(&command) {
+                    let i = stream.index();
+                    let from = w.next[i].max(requested);
+                    if first_held > w.next[i] {
+                        w.next[i] = first_held;
+                        let ev = ExecEvent::Gap { stream, from, to: first_held };
+                        if w.tx.send(Ok(ev)).await.is_err() {
+                            self.unwatch(ws, command).await?;
+                        }
+                    }
+                }
+            }
+            ServerMsg::Exit { command, status } => {
+                if let Some(w) = self.watches.remove(&command) {
+                    let _ = w.tx.send(Ok(ExecEvent::Exit(status))).await;
+                }
+            }
+            ServerMsg::Ok { id } | ServerMsg::List { id, .. } | ServerMsg::Status { id, .. } => {
+                if let Some(p) = self.pending.remove(&id) {
+                    reply(p.reply, Ok(msg));
+                }
+            }
+            ServerMsg::Error { id, code, message, errno } => {
+                let err = ClientError::Server { code, message, errno };
+                match id.and_then(|id| self.pending.remove(&id)) {
+                    Some(p) => {
+                        if let Some(command) = p.resume {
+                            // The command is gone (removed, TTL expired).
+                            tracing::warn!(%command, "cannot resume: {err}");
+                            if let Some(w) = self.watches.remove(&command) {
+                                let _ = w.tx.send(Err(err.clone())).await;
+                            }
+                        }
+                        if let Some(tx) = p.watch {
+                            let _ = tx.send(Err(err.clone())).await;
+                        }
+                        reply(p.reply, Err(err));
+                    }
+                    None => {
+                        if code != ErrorCode::NotFound {
+                            tracing::warn!("daemon error: {err}");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_output(
+        &mut self,
+        ws: &mut Ws,
+        command: CommandId,
+        stream: Stream,
+        offset: u64,
+        mut data: Bytes,
+    ) -> Result<(), tungstenite::Error> {
+        let Some(w) = self.watches.get_mut(&command) else { return Ok(()) };
+        let i = stream.index();
+        let end = offset + data.len() as u64;
+        if end <= w.next[i] {
+            return Ok(()); // already delivered before a reconnect
+        }
+        if offset > w.next[i] {
+            // Bytes missing without a gap frame: say so rather than hide it.
+            let ev = ExecEvent::Gap { stream, from: w.next[i], to: offset };
+            if w.tx.send(Ok(ev)).await.is_err() {
+                return self.unwatch(ws, command).await;
+            }
+        } else {
+            data = data.slice((w.next[i] - offset) as usize..);
+        }
+        w.next[i] = end;
+        let ev = match stream {
+            Stream::Stdout => ExecEvent::Stdout(data),
+            Stream::Stderr => ExecEvent::Stderr(data),
+        };
+        if w.tx.send(Ok(ev)).await.is_err() {
+            self.unwatch(ws, command).await?;
+        }
+        Ok(())
+    }
+
+    /// The caller dropped its execution: detach from the command.
+    async fn unwatch(&mut self, ws: &mut Ws, command: CommandId) -> Result<(), tungstenite::Error> {
+        self.watches.remove(&command);
+        let id = ReqId(self.next_internal);
+        self.next_internal += 1;
+        send(ws, &ClientMsg::Detach { id, command }).await
+    }
+}
+
+fn reply(r: Option<Reply>, v: Result<ServerMsg, ClientError>) {
+    if let Some(r) = r {
+        let _ = r.send(v);
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), tungstenite::Error> {
+    ws.send(Message::Binary(proto::encode(msg, proto::Encoding::MsgPack).into())).await
+}
+
+/// The WebSocket URL for a daemon URL: `http://h:p` -> `ws://h:p/v1/ws`.
+pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
+    let bad = |why: &str| ClientError::BadUrl { url: url.to_owned(), why: why.to_owned() };
+    let mut u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    let scheme = match u.scheme() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        _ => return Err(bad("scheme must be http, https, ws or wss")),
+    };
+    u.set_scheme(scheme).map_err(|()| bad("cannot set scheme"))?;
+    if u.path() == "/" || u.path().is_empty() {
+        u.set_path("/v1/ws");
+    }
+    Ok(u.to_string())
+}
+
+/// Opens a connection and waits for the daemon's `hello`.
+pub(crate) async fn connect(url: &str, token: &str, opts: &ClientOptions) -> Result<Ws, ClientError> {
+    let conn_err = |why: String| ClientError::Connect { url: url.to_owned(), why };
+    let mut req = url.into_client_request().map_err(|e| conn_err(e.to_string()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ClientError::BadUrl { url: url.to_owned(), why: "token is not header-safe".into() })?;
+    req.headers_mut().insert(header::AUTHORIZATION, auth);
+    req.headers_mut()
+        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(proto::SUBPROTOCOL_MSGPACK));
+    let mut cfg = WebSocketConfig::default();
+    cfg.max_message_size = Some(64 << 20);
+    cfg.max_frame_size = Some(64 << 20);
+    let fut = tokio_tungstenite::connect_async_with_config(req, Some(cfg), true);
+    let (mut ws, _) = match tokio::time::timeout(opts.connect_timeout, fut).await {
+        Err(_) => return Err(conn_err("timed out".into())),
+        Ok(Err(tungstenite::Error::Http(resp))) => {
+            return Err(match resp.status() {
+                StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
+                StatusCode::FORBIDDEN => ClientError::Forbidden,
+                s => conn_err(format!("HTTP {s}")),
+            });
+        }
+        Ok(Err(e)) => return Err(conn_err(e.to_string())),
+        Ok(Ok(x)) => x,
+    };
+    let hello = tokio::time::timeout(opts.connect_timeout, ws.next()).await;
+    match hello {
+        Ok(Some(Ok(Message::Binary(b)))) => match proto::decode::<ServerMsg>(&b, proto::Encoding::MsgPack) {
+            Ok(ServerMsg::Hello { version, .. }) if version == proto::PROTOCOL_VERSION => Ok(ws),
+            Ok(ServerMsg::Hello { version, .. }) => {
+                Err(ClientError::Protocol(format!("daemon speaks protocol v{version}")))
+            }
+            _ => Err(ClientError::Protocol("first frame is not hello".into())),
+        },
+        Err(_) => Err(conn_err("no hello from the daemon".into())),
+        Ok(_) => Err(conn_err("connection closed before hello".into())),
+    }
+}
+
+/// A default `Duration` for options.
+pub(crate) const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

@@ -1,0 +1,401 @@
+//! One WebSocket connection.
+//!
+//! The connection task reads frames, decodes them and dispatches requests;
+//! a writer task owns the socket's sending half and drains one bounded
+//! queue of outbound frames; each attachment is a forwarder task that pulls
+//! events from its [`Subscription`] and pushes frames into that queue. A
+//! slow peer therefore fills the queue, its forwarders wait, and its
+//! subscriptions fall behind the command's ring (getting a gap when they
+//! fall out of it): the command and other clients never wait for it, and
+//! the connection's memory is bounded by the queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tether_exec::{Event, Manager, Subscription};
+use tether_proto::{self as proto, ClientMsg, CommandId, Encoding, ErrorCode, ReqId, ServerMsg};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::ServerConfig;
+use crate::map::{self, WireError};
+
+/// Query parameters of a single-command connection
+/// (`/v1/ws?attach=ID&stdout_offset=N&stderr_offset=M` or `&tail_bytes=N`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AttachQuery {
+    /// The command to attach to on connect.
+    #[serde(rename = "attach")]
+    pub command: Option<String>,
+    /// Stdout offset to start from.
+    #[serde(default)]
+    pub stdout_offset: u64,
+    /// Stderr offset to start from.
+    #[serde(default)]
+    pub stderr_offset: u64,
+    /// Start each stream at most this many bytes before its end instead.
+    pub tail_bytes: Option<u64>,
+}
+
+/// What a connection needs from the server.
+pub(crate) struct ConnCtx {
+    pub(crate) manager: Manager,
+    pub(crate) cfg: ServerConfig,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) encoding: Encoding,
+    pub(crate) peer: SocketAddr,
+    pub(crate) attach: Option<AttachQuery>,
+}
+
+/// A frame for the writer task.
+enum Out {
+    Msg(ServerMsg),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// Close codes (RFC 6455 section 7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Serves one upgraded WebSocket until either side closes it.
+pub(crate) async fn serve<S>(socket: S, ctx: ConnCtx)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
+{
+    let span = tracing::info_span!("conn", peer = %ctx.peer);
+    run(socket, ctx).instrument(span).await
+}
+
+async fn run<S>(socket: S, ctx: ConnCtx)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
+{
+    tracing::info!(encoding = ?ctx.encoding, "connected");
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = mpsc::channel(ctx.cfg.outbound_queue.max(1));
+    let writer = tokio::spawn(write_loop(sink, out_rx, ctx.encoding).in_current_span());
+    let (done_tx, mut done_rx) = mpsc::channel(64);
+    let mut conn = Conn { ctx, out, attachments: HashMap::new(), done_tx, generation: 0 };
+
+    let hello = ServerMsg::Hello {
+        version: proto::PROTOCOL_VERSION,
+        server: format!("tether/{}", env!("CARGO_PKG_VERSION")),
+        limits: proto::Limits {
+            max_frame_bytes: conn.ctx.cfg.max_frame_bytes as u64,
+            max_chunk_bytes: conn.ctx.cfg.max_chunk_bytes as u64,
+            max_commands: conn.ctx.manager.config().max_commands as u64,
+            default_ring_bytes: conn.ctx.manager.config().ring_bytes as u64,
+            max_ring_bytes: conn.ctx.manager.config().max_ring_bytes as u64,
+        },
+    };
+    conn.send(hello).await;
+
+    // A single-command connection attaches at once and ends with the exit.
+    let mut single = None;
+    if let Some(q) = conn.ctx.attach.take() {
+        let command = q.command.unwrap_or_default();
+        let from = [q.stdout_offset, q.stderr_offset];
+        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes).await {
+            conn.close(CLOSE_NORMAL, "attach failed").await;
+        }
+        single = Some(command);
+    }
+
+    let interval = conn.ctx.cfg.ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            _ = conn.ctx.shutdown.cancelled() => {
+                conn.close(CLOSE_GOING_AWAY, "server shutting down").await;
+                break;
+            }
+            Some((cmd, generation)) = done_rx.recv() => {
+                if conn.attachments.get(&cmd).is_some_and(|a| a.generation == generation) {
+                    conn.attachments.remove(&cmd);
+                }
+                if single.as_ref() == Some(&cmd) {
+                    conn.close(CLOSE_NORMAL, "command exited").await;
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > conn.ctx.cfg.peer_timeout {
+                    tracing::warn!("peer silent for {:?}: dropping", last_seen.elapsed());
+                    conn.close(CLOSE_POLICY, "ping timeout").await;
+                    break;
+                }
+                // If the queue is full the peer is busy receiving; skip.
+                let _ = conn.out.try_send(Out::Ping);
+            }
+            frame = stream.next() => {
+                let msg = match frame {
+                    None => break,
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        let (code, reason) = classify(&e);
+                        tracing::info!("closing on a bad frame: {e}");
+                        conn.close(code, reason).await;
+                        break;
+                    }
+                };
+                last_seen = Instant::now();
+                match (msg, conn.ctx.encoding) {
+                    (Message::Binary(b), Encoding::MsgPack) => conn.frame(&b).await,
+                    (Message::Text(t), Encoding::Json) => conn.frame(t.as_bytes()).await,
+                    (Message::Binary(_), Encoding::Json) => {
+                        conn.error(None, ErrorCode::BadFrame, "binary frame on a JSON (tether.v1.json) connection").await;
+                    }
+                    (Message::Text(_), Encoding::MsgPack) => {
+                        conn.error(None, ErrorCode::BadFrame, "text frame on a MessagePack (tether.v1) connection").await;
+                    }
+                    (Message::Close(_), _) => break,
+                    (Message::Ping(_) | Message::Pong(_), _) => {}
+                }
+            }
+        }
+    }
+    // Dropping the attachments aborts the forwarders, which drops their
+    // subscriptions: the commands see this client detach.
+    let Conn { out, attachments, .. } = conn;
+    drop(attachments);
+    drop(out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    tracing::info!("disconnected");
+}
+
+fn classify(e: &axum::Error) -> (u16, &'static str) {
+    let text = e.to_string();
+    // tungstenite reports size limits as capacity errors.
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
+        (CLOSE_TOO_BIG, "frame too large")
+    } else {
+        (CLOSE_PROTOCOL, "websocket protocol error")
+    }
+}
+
+struct Attachment {
+    generation: u64,
+    _task: AbortOnDropHandle<()>,
+}
+
+struct Conn {
+    ctx: ConnCtx,
+    out: mpsc::Sender<Out>,
+    attachments: HashMap<String, Attachment>,
+    done_tx: mpsc::Sender<(String, u64)>,
+    generation: u64,
+}
+
+/// Only the `id` of a frame that did not decode as a message, to echo it.
+#[derive(Deserialize)]
+struct Peek {
+    id: Option<ReqId>,
+}
+
+impl Conn {
+    async fn send(&self, msg: ServerMsg) {
+        // Fails only when the writer is gone, i.e. the socket is dead; the
+        // read loop notices that on its own.
+        let _ = self.out.send(Out::Msg(msg)).await;
+    }
+
+    async fn error(&self, id: Option<ReqId>, code: ErrorCode, message: &str) {
+        self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
+    }
+
+    async fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.out.send(Out::Close(code, reason)).await;
+    }
+
+    async fn frame(&mut self, bytes: &[u8]) {
+        match proto::decode::<ClientMsg>(bytes, self.ctx.encoding) {
+            Ok(msg) => self.dispatch(msg).await,
+            Err(e) => {
+                let id = proto::decode::<Peek>(bytes, self.ctx.encoding).ok().and_then(|p| p.id);
+                tracing::info!("bad frame: {e}");
+                self.error(id, ErrorCode::BadFrame, &e.to_string()).await;
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, msg: ClientMsg) {
+        let id = msg.id();
+        let reply = match msg {
+            ClientMsg::Start { id, spec } => self.start(id, spec).await,
+            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes } => {
+                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes).await;
+                Ok(None)
+            }
+            ClientMsg::Detach { id, command } => {
+                self.attachments.remove(&command.0);
+                Ok(Some(ServerMsg::Ok { id }))
+            }
+            ClientMsg::Stdin { command, data, .. } => {
+                match self.ctx.manager.get(&command.0) {
+                    Ok(h) => h.write_stdin(data.0).await.map(|()| None).map_err(WireError::from),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            ClientMsg::CloseStdin { id, command } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h.close_stdin().await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
+            ClientMsg::Signal { id, command, signal } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h.signal(&signal).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
+            ClientMsg::Kill { id, command } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => {
+                    tracing::info!(command = %command, "kill requested");
+                    h.kill().await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into)
+                }
+                Err(e) => Err(e.into()),
+            },
+            ClientMsg::List { id } => {
+                let commands = self.ctx.manager.list().into_iter().map(map::info_to_wire).collect();
+                Ok(Some(ServerMsg::List { id, commands }))
+            }
+            ClientMsg::Status { id, command } => self
+                .ctx
+                .manager
+                .get(&command.0)
+                .map(|h| Some(ServerMsg::Status { id, info: map::info_to_wire(h.info()) }))
+                .map_err(Into::into),
+            ClientMsg::Remove { id, command } => {
+                self.attachments.remove(&command.0);
+                self.ctx.manager.remove(&command.0).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into)
+            }
+        };
+        match reply {
+            Ok(Some(msg)) => self.send(msg).await,
+            Ok(None) => {}
+            Err(e) => self.send(e.into_msg(Some(id))).await,
+        }
+    }
+
+    async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
+        let attach = spec.attach;
+        let spec = map::spec_from_wire(spec)?;
+        let h = self.ctx.manager.start(spec)?;
+        let command = CommandId(h.id().to_owned());
+        tracing::info!(command = %command, pid = h.pid(), "started");
+        // `started` goes into the queue before any of the output frames the
+        // forwarder will queue.
+        self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
+        if attach {
+            match h.attach([0, 0]) {
+                Ok(sub) => self.forward(sub),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Attaches (replacing an earlier attachment of this connection to the
+    /// same command): queues `attached`, then the forwarder's frames; or
+    /// queues an error. Returns whether it attached.
+    async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], tail: Option<u64>) -> bool {
+        let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
+            Some(t) => Ok(h.attach_tail(t)),
+            None => h.attach(from),
+        });
+        match sub {
+            Ok(sub) => {
+                let [stdout_offset, stderr_offset] = sub.offsets();
+                self.send(ServerMsg::Attached { id, command, stdout_offset, stderr_offset }).await;
+                self.forward(sub);
+                true
+            }
+            Err(e) => {
+                self.send(WireError::from(e).into_msg(Some(id))).await;
+                false
+            }
+        }
+    }
+
+    /// Spawns the forwarder of a new attachment.
+    fn forward(&mut self, sub: Subscription) {
+        let out = self.out.clone();
+        self.generation += 1;
+        let generation = self.generation;
+        let cmd = sub.id().to_owned();
+        let done = self.done_tx.clone();
+        let max = self.ctx.cfg.max_chunk_bytes;
+        let span = tracing::info_span!("attach", command = %cmd);
+        let task = tokio::spawn(
+            async move {
+                let id = sub.id().to_owned();
+                forward(sub, &out, max).await;
+                let _ = done.send((id, generation)).await;
+            }
+            .instrument(span),
+        );
+        self.attachments.insert(cmd, Attachment { generation, _task: AbortOnDropHandle::new(task) });
+    }
+}
+
+/// Pushes a subscription's events as frames until its exit.
+async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
+    let command = CommandId(sub.id().to_owned());
+    while let Some(ev) = sub.next(max).await {
+        let msg = match ev {
+            Event::Output { stream, offset, data } => ServerMsg::Output {
+                command: command.clone(),
+                stream: map::stream_to_wire(stream),
+                offset,
+                data: data.into(),
+            },
+            Event::Gap { stream, requested, first_held } => {
+                tracing::info!(?stream, requested, first_held, "client fell behind the ring: gap");
+                ServerMsg::Gap { command: command.clone(), stream: map::stream_to_wire(stream), requested, first_held }
+            }
+            Event::Exit(e) => ServerMsg::Exit { command: command.clone(), status: map::exit_to_wire(&e) },
+        };
+        if out.send(Out::Msg(msg)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Owns the sending half: encodes and writes queued frames, flushing when
+/// the queue runs dry so bursts go out in few syscalls.
+async fn write_loop<K>(mut sink: K, mut rx: mpsc::Receiver<Out>, enc: Encoding)
+where
+    K: Sink<Message, Error = axum::Error> + Unpin,
+{
+    while let Some(o) = rx.recv().await {
+        let m = match o {
+            Out::Msg(m) => {
+                let bytes = proto::encode(&m, enc);
+                match enc {
+                    Encoding::MsgPack => Message::Binary(bytes.into()),
+                    // serde_json output is always UTF-8.
+                    Encoding::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
+                }
+            }
+            Out::Ping => Message::Ping(Default::default()),
+            Out::Close(code, reason) => {
+                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                return;
+            }
+        };
+        if sink.feed(m).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
