@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_proto::{ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream};
+use tether_proto::{
+    ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{self, Cmd, Driver, EventTx};
@@ -95,7 +97,11 @@ impl Client {
     }
 
     /// Connects with the given options.
-    pub async fn connect_with(url: &str, token: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect_with(
+        url: &str,
+        token: &str,
+        opts: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let ws_url = driver::ws_url(url)?;
         let ws = driver::connect(&ws_url, token, &opts).await?;
         let (tx, rx) = mpsc::channel(64);
@@ -103,16 +109,31 @@ impl Client {
         // The driver ends when every Client clone is dropped (its command
         // channel closes), so nothing leaks.
         tokio::spawn(d.run(ws));
-        Ok(Client { tx, ids: Arc::new(AtomicU64::new(1)), opts })
+        Ok(Client {
+            tx,
+            ids: Arc::new(AtomicU64::new(1)),
+            opts,
+        })
     }
 
     fn next_id(&self) -> ReqId {
         ReqId(self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    async fn request(&self, msg: ClientMsg, watch: Option<EventTx>) -> Result<ServerMsg, ClientError> {
+    async fn request(
+        &self,
+        msg: ClientMsg,
+        watch: Option<EventTx>,
+    ) -> Result<ServerMsg, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd { msg, reply: Some(reply), watch }).await.map_err(|_| ClientError::Closed)?;
+        self.tx
+            .send(Cmd {
+                msg,
+                reply: Some(reply),
+                watch,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -127,30 +148,63 @@ impl Client {
     pub async fn start(&self, mut spec: StartSpec) -> Result<Execution, ClientError> {
         spec.attach = true;
         let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
-        match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
-            ServerMsg::Started { command, pid, .. } => {
-                Ok(Execution { client: self.clone(), id: command, pid: Some(pid), events: erx, finished: false })
-            }
+        match self
+            .request(
+                ClientMsg::Start {
+                    id: self.next_id(),
+                    spec,
+                },
+                Some(etx),
+            )
+            .await?
+        {
+            ServerMsg::Started { command, pid, .. } => Ok(Execution {
+                client: self.clone(),
+                id: command,
+                pid: Some(pid),
+                events: erx,
+                finished: false,
+            }),
             other => Err(unexpected(&other)),
         }
     }
 
     /// Starts a command without attaching; returns its id and pid.
-    pub async fn start_detached(&self, mut spec: StartSpec) -> Result<(CommandId, u32), ClientError> {
+    pub async fn start_detached(
+        &self,
+        mut spec: StartSpec,
+    ) -> Result<(CommandId, u32), ClientError> {
         spec.attach = false;
-        match self.request(ClientMsg::Start { id: self.next_id(), spec }, None).await? {
+        match self
+            .request(
+                ClientMsg::Start {
+                    id: self.next_id(),
+                    spec,
+                },
+                None,
+            )
+            .await?
+        {
             ServerMsg::Started { command, pid, .. } => Ok((command, pid)),
             other => Err(unexpected(&other)),
         }
     }
 
     /// Attaches to a command from per-stream offsets (stdout, stderr).
-    pub async fn attach(&self, command: &CommandId, from: [u64; 2]) -> Result<Execution, ClientError> {
+    pub async fn attach(
+        &self,
+        command: &CommandId,
+        from: [u64; 2],
+    ) -> Result<Execution, ClientError> {
         self.attach_inner(command, from, None).await
     }
 
     /// Attaches starting at most `tail` bytes before each stream's end.
-    pub async fn attach_tail(&self, command: &CommandId, tail: u64) -> Result<Execution, ClientError> {
+    pub async fn attach_tail(
+        &self,
+        command: &CommandId,
+        tail: u64,
+    ) -> Result<Execution, ClientError> {
         self.attach_inner(command, [0, 0], Some(tail)).await
     }
 
@@ -169,9 +223,13 @@ impl Client {
             tail_bytes,
         };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Attached { command, .. } => {
-                Ok(Execution { client: self.clone(), id: command, pid: None, events: erx, finished: false })
-            }
+            ServerMsg::Attached { command, .. } => Ok(Execution {
+                client: self.clone(),
+                id: command,
+                pid: None,
+                events: erx,
+                finished: false,
+            }),
             other => Err(unexpected(&other)),
         }
     }
@@ -183,7 +241,10 @@ impl Client {
 
     /// All commands the daemon holds.
     pub async fn list(&self) -> Result<Vec<CommandInfo>, ClientError> {
-        match self.request(ClientMsg::List { id: self.next_id() }, None).await? {
+        match self
+            .request(ClientMsg::List { id: self.next_id() }, None)
+            .await?
+        {
             ServerMsg::List { commands, .. } => Ok(commands),
             other => Err(unexpected(&other)),
         }
@@ -191,7 +252,16 @@ impl Client {
 
     /// One command's status.
     pub async fn status(&self, command: &CommandId) -> Result<CommandInfo, ClientError> {
-        match self.request(ClientMsg::Status { id: self.next_id(), command: command.clone() }, None).await? {
+        match self
+            .request(
+                ClientMsg::Status {
+                    id: self.next_id(),
+                    command: command.clone(),
+                },
+                None,
+            )
+            .await?
+        {
             ServerMsg::Status { info, .. } => Ok(info),
             other => Err(unexpected(&other)),
         }
@@ -200,38 +270,72 @@ impl Client {
     /// Kills a command (and every descendant). Executions of it on this
     /// client are not re-attached after a drop.
     pub async fn kill(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Kill { id: self.next_id(), command: command.clone() }).await
+        self.ok(ClientMsg::Kill {
+            id: self.next_id(),
+            command: command.clone(),
+        })
+        .await
     }
 
     /// Sends a signal (`TERM`, `INT`, `9`, ...) to a command's process group.
     pub async fn signal(&self, command: &CommandId, signal: &str) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Signal { id: self.next_id(), command: command.clone(), signal: signal.to_owned() })
-            .await
+        self.ok(ClientMsg::Signal {
+            id: self.next_id(),
+            command: command.clone(),
+            signal: signal.to_owned(),
+        })
+        .await
     }
 
     /// Forgets a command, killing it if it runs.
     pub async fn remove(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Remove { id: self.next_id(), command: command.clone() }).await
+        self.ok(ClientMsg::Remove {
+            id: self.next_id(),
+            command: command.clone(),
+        })
+        .await
     }
 
     /// Sends stdin bytes. Fire-and-forget: the daemon answers only errors,
     /// which are logged.
     pub async fn write_stdin(&self, command: &CommandId, data: Bytes) -> Result<(), ClientError> {
-        let msg = ClientMsg::Stdin { id: self.next_id(), command: command.clone(), data: data.into() };
-        self.tx.send(Cmd { msg, reply: None, watch: None }).await.map_err(|_| ClientError::Closed)
+        let msg = ClientMsg::Stdin {
+            id: self.next_id(),
+            command: command.clone(),
+            data: data.into(),
+        };
+        self.tx
+            .send(Cmd {
+                msg,
+                reply: None,
+                watch: None,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Closes stdin (EOF) after all bytes sent before.
     pub async fn close_stdin(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await
+        self.ok(ClientMsg::CloseStdin {
+            id: self.next_id(),
+            command: command.clone(),
+        })
+        .await
     }
 }
 
 fn unexpected(m: &ServerMsg) -> ClientError {
     match m {
-        ServerMsg::Error { code, message, errno, .. } => {
-            ClientError::Server { code: *code, message: message.clone(), errno: *errno }
-        }
+        ServerMsg::Error {
+            code,
+            message,
+            errno,
+            ..
+        } => ClientError::Server {
+            code: *code,
+            message: message.clone(),
+            errno: *errno,
+        },
         other => ClientError::Protocol(format!("unexpected reply: {other:?}")),
     }
 }
@@ -289,7 +393,14 @@ impl Execution {
                 ExecEvent::Stdout(b) => stdout.extend_from_slice(&b),
                 ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
                 ExecEvent::Gap { from, to, .. } => lost_bytes += to - from,
-                ExecEvent::Exit(status) => return Ok(Output { stdout, stderr, status, lost_bytes }),
+                ExecEvent::Exit(status) => {
+                    return Ok(Output {
+                        stdout,
+                        stderr,
+                        status,
+                        lost_bytes,
+                    });
+                }
             }
         }
         Err(ClientError::Disconnected)

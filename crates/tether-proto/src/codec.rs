@@ -1,5 +1,5 @@
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::{SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 

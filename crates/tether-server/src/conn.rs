@@ -70,7 +70,10 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Serves one upgraded WebSocket until either side closes it.
 pub(crate) async fn serve<S>(socket: S, ctx: ConnCtx)
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Send
+        + 'static,
 {
     let span = tracing::info_span!("conn", peer = %ctx.peer);
     run(socket, ctx).instrument(span).await
@@ -78,14 +81,23 @@ where
 
 async fn run<S>(socket: S, ctx: ConnCtx)
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Send
+        + 'static,
 {
     tracing::info!(encoding = ?ctx.encoding, "connected");
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(ctx.cfg.outbound_queue.max(1));
     let writer = tokio::spawn(write_loop(sink, out_rx, ctx.encoding).in_current_span());
     let (done_tx, mut done_rx) = mpsc::channel(64);
-    let mut conn = Conn { ctx, out, attachments: HashMap::new(), done_tx, generation: 0 };
+    let mut conn = Conn {
+        ctx,
+        out,
+        attachments: HashMap::new(),
+        done_tx,
+        generation: 0,
+    };
 
     let hello = ServerMsg::Hello {
         version: proto::PROTOCOL_VERSION,
@@ -105,7 +117,10 @@ where
     if let Some(q) = conn.ctx.attach.take() {
         let command = q.command.unwrap_or_default();
         let from = [q.stdout_offset, q.stderr_offset];
-        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes).await {
+        if !conn
+            .attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes)
+            .await
+        {
             conn.close(CLOSE_NORMAL, "attach failed").await;
         }
         single = Some(command);
@@ -167,7 +182,9 @@ where
     }
     // Dropping the attachments aborts the forwarders, which drops their
     // subscriptions: the commands see this client detach.
-    let Conn { out, attachments, .. } = conn;
+    let Conn {
+        out, attachments, ..
+    } = conn;
     drop(attachments);
     drop(out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
@@ -177,7 +194,10 @@ where
 fn classify(e: &axum::Error) -> (u16, &'static str) {
     let text = e.to_string();
     // tungstenite reports size limits as capacity errors.
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Capacity")
+    {
         (CLOSE_TOO_BIG, "frame too large")
     } else {
         (CLOSE_PROTOCOL, "websocket protocol error")
@@ -211,7 +231,13 @@ impl Conn {
     }
 
     async fn error(&self, id: Option<ReqId>, code: ErrorCode, message: &str) {
-        self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
+        self.send(ServerMsg::Error {
+            id,
+            code,
+            message: message.to_owned(),
+            errno: None,
+        })
+        .await;
     }
 
     async fn close(&self, code: u16, reason: &'static str) {
@@ -222,7 +248,9 @@ impl Conn {
         match proto::decode::<ClientMsg>(bytes, self.ctx.encoding) {
             Ok(msg) => self.dispatch(msg).await,
             Err(e) => {
-                let id = proto::decode::<Peek>(bytes, self.ctx.encoding).ok().and_then(|p| p.id);
+                let id = proto::decode::<Peek>(bytes, self.ctx.encoding)
+                    .ok()
+                    .and_then(|p| p.id);
                 tracing::info!("bad frame: {e}");
                 self.error(id, ErrorCode::BadFrame, &e.to_string()).await;
             }
@@ -233,48 +261,88 @@ impl Conn {
         let id = msg.id();
         let reply = match msg {
             ClientMsg::Start { id, spec } => self.start(id, spec).await,
-            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes } => {
-                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes).await;
+            ClientMsg::Attach {
+                id,
+                command,
+                stdout_offset,
+                stderr_offset,
+                tail_bytes,
+            } => {
+                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes)
+                    .await;
                 Ok(None)
             }
             ClientMsg::Detach { id, command } => {
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
             }
-            ClientMsg::Stdin { command, data, .. } => {
-                match self.ctx.manager.get(&command.0) {
-                    Ok(h) => h.write_stdin(data.0).await.map(|()| None).map_err(WireError::from),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            ClientMsg::CloseStdin { id, command } => match self.ctx.manager.get(&command.0) {
-                Ok(h) => h.close_stdin().await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
+            ClientMsg::Stdin { command, data, .. } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h
+                    .write_stdin(data.0)
+                    .await
+                    .map(|()| None)
+                    .map_err(WireError::from),
                 Err(e) => Err(e.into()),
             },
-            ClientMsg::Signal { id, command, signal } => match self.ctx.manager.get(&command.0) {
-                Ok(h) => h.signal(&signal).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
+            ClientMsg::CloseStdin { id, command } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h
+                    .close_stdin()
+                    .await
+                    .map(|()| Some(ServerMsg::Ok { id }))
+                    .map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
+            ClientMsg::Signal {
+                id,
+                command,
+                signal,
+            } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h
+                    .signal(&signal)
+                    .await
+                    .map(|()| Some(ServerMsg::Ok { id }))
+                    .map_err(Into::into),
                 Err(e) => Err(e.into()),
             },
             ClientMsg::Kill { id, command } => match self.ctx.manager.get(&command.0) {
                 Ok(h) => {
                     tracing::info!(command = %command, "kill requested");
-                    h.kill().await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into)
+                    h.kill()
+                        .await
+                        .map(|()| Some(ServerMsg::Ok { id }))
+                        .map_err(Into::into)
                 }
                 Err(e) => Err(e.into()),
             },
             ClientMsg::List { id } => {
-                let commands = self.ctx.manager.list().into_iter().map(map::info_to_wire).collect();
+                let commands = self
+                    .ctx
+                    .manager
+                    .list()
+                    .into_iter()
+                    .map(map::info_to_wire)
+                    .collect();
                 Ok(Some(ServerMsg::List { id, commands }))
             }
             ClientMsg::Status { id, command } => self
                 .ctx
                 .manager
                 .get(&command.0)
-                .map(|h| Some(ServerMsg::Status { id, info: map::info_to_wire(h.info()) }))
+                .map(|h| {
+                    Some(ServerMsg::Status {
+                        id,
+                        info: map::info_to_wire(h.info()),
+                    })
+                })
                 .map_err(Into::into),
             ClientMsg::Remove { id, command } => {
                 self.attachments.remove(&command.0);
-                self.ctx.manager.remove(&command.0).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into)
+                self.ctx
+                    .manager
+                    .remove(&command.0)
+                    .await
+                    .map(|()| Some(ServerMsg::Ok { id }))
+                    .map_err(Into::into)
             }
         };
         match reply {
@@ -284,7 +352,11 @@ impl Conn {
         }
     }
 
-    async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
+    async fn start(
+        &mut self,
+        id: ReqId,
+        spec: proto::StartSpec,
+    ) -> Result<Option<ServerMsg>, WireError> {
         let attach = spec.attach;
         let spec = map::spec_from_wire(spec)?;
         let h = self.ctx.manager.start(spec)?;
@@ -292,7 +364,12 @@ impl Conn {
         tracing::info!(command = %command, pid = h.pid(), "started");
         // `started` goes into the queue before any of the output frames the
         // forwarder will queue.
-        self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
+        self.send(ServerMsg::Started {
+            id,
+            command: command.clone(),
+            pid: h.pid(),
+        })
+        .await;
         if attach {
             match h.attach([0, 0]) {
                 Ok(sub) => self.forward(sub),
@@ -305,7 +382,13 @@ impl Conn {
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
-    async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], tail: Option<u64>) -> bool {
+    async fn attach(
+        &mut self,
+        id: ReqId,
+        command: CommandId,
+        from: [u64; 2],
+        tail: Option<u64>,
+    ) -> bool {
         let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
             Some(t) => Ok(h.attach_tail(t)),
             None => h.attach(from),
@@ -313,7 +396,13 @@ impl Conn {
         match sub {
             Ok(sub) => {
                 let [stdout_offset, stderr_offset] = sub.offsets();
-                self.send(ServerMsg::Attached { id, command, stdout_offset, stderr_offset }).await;
+                self.send(ServerMsg::Attached {
+                    id,
+                    command,
+                    stdout_offset,
+                    stderr_offset,
+                })
+                .await;
                 self.forward(sub);
                 true
             }
@@ -341,7 +430,13 @@ impl Conn {
             }
             .instrument(span),
         );
-        self.attachments.insert(cmd, Attachment { generation, _task: AbortOnDropHandle::new(task) });
+        self.attachments.insert(
+            cmd,
+            Attachment {
+                generation,
+                _task: AbortOnDropHandle::new(task),
+            },
+        );
     }
 }
 
@@ -350,17 +445,38 @@ async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
     let command = CommandId(sub.id().to_owned());
     while let Some(ev) = sub.next(max).await {
         let msg = match ev {
-            Event::Output { stream, offset, data } => ServerMsg::Output {
+            Event::Output {
+                stream,
+                offset,
+                data,
+            } => ServerMsg::Output {
                 command: command.clone(),
                 stream: map::stream_to_wire(stream),
                 offset,
                 data: data.into(),
             },
-            Event::Gap { stream, requested, first_held } => {
-                tracing::info!(?stream, requested, first_held, "client fell behind the ring: gap");
-                ServerMsg::Gap { command: command.clone(), stream: map::stream_to_wire(stream), requested, first_held }
+            Event::Gap {
+                stream,
+                requested,
+                first_held,
+            } => {
+                tracing::info!(
+                    ?stream,
+                    requested,
+                    first_held,
+                    "client fell behind the ring: gap"
+                );
+                ServerMsg::Gap {
+                    command: command.clone(),
+                    stream: map::stream_to_wire(stream),
+                    requested,
+                    first_held,
+                }
             }
-            Event::Exit(e) => ServerMsg::Exit { command: command.clone(), status: map::exit_to_wire(&e) },
+            Event::Exit(e) => ServerMsg::Exit {
+                command: command.clone(),
+                status: map::exit_to_wire(&e),
+            },
         };
         if out.send(Out::Msg(msg)).await.is_err() {
             return;
@@ -381,12 +497,19 @@ where
                 match enc {
                     Encoding::MsgPack => Message::Binary(bytes.into()),
                     // serde_json output is always UTF-8.
-                    Encoding::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
+                    Encoding::Json => {
+                        Message::Text(String::from_utf8_lossy(&bytes).into_owned().into())
+                    }
                 }
             }
             Out::Ping => Message::Ping(Default::default()),
             Out::Close(code, reason) => {
-                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
                 return;
             }
         };

@@ -1,1 +1,40 @@
-fn main() {}
+//! `tether`: the daemon (`tether serve`) and its command-line client.
+//!
+//! # Layout
+//! - `cli`: the clap definitions.
+//! - `serve`: `tether serve`.
+//! - `run`: the client subcommands (`exec`, `attach`, `ls`, `kill`, `logs`,
+//!   `wait`, `status`, `rm`).
+//! - `token`: finding, generating and storing the bearer token.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod run;
+mod serve;
+mod token;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the async runtime: {e}");
+            std::process::exit(255);
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::serve(args, cli.conn).await.map(|()| 0),
+            cmd => run::client_command(cli.conn, cmd).await,
+        }
+    });
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            std::process::exit(255);
+        }
+    }
+}

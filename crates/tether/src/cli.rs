@@ -1,0 +1,177 @@
+//! Command-line definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run commands on this host over WebSocket; re-attach after network loss.
+#[derive(Parser, Debug)]
+#[command(name = "tether", version, about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the daemon is and how to authenticate (client subcommands).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ConnArgs {
+    /// Daemon URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub(crate) url: String,
+    /// Bearer token (default: the daemon's token file).
+    #[arg(long, global = true, env = "TETHER_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Token file (default: $XDG_CONFIG_HOME/tether/token or ~/.config/tether/token).
+    #[arg(long, global = true, env = "TETHER_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Run a command on the daemon's host and stream its output.
+    Exec(ExecArgs),
+    /// Re-attach to a command and stream its output.
+    Attach {
+        /// Command id.
+        id: String,
+        /// Start at most N bytes before the end of each stream.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// List commands.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a command (every process of it), or send it a signal.
+    Kill {
+        /// Command id.
+        id: String,
+        /// Send this signal instead of killing (TERM, INT, HUP, 9, ...).
+        #[arg(long, short)]
+        signal: Option<String>,
+    },
+    /// Print the output a command's ring still holds.
+    Logs {
+        /// Command id.
+        id: String,
+        /// Keep streaming until the command exits.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Wait for a command to exit; exit with its exit code.
+    Wait {
+        /// Command id.
+        id: String,
+    },
+    /// Show one command's status as JSON.
+    Status {
+        /// Command id.
+        id: String,
+    },
+    /// Forget a command (killing it if it runs).
+    Rm {
+        /// Command id.
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:7070")]
+    pub(crate) listen: SocketAddr,
+    /// Extra allowed browser Origins (e.g. http://localhost:3000); `*` allows any.
+    #[arg(long = "allow-origin")]
+    pub(crate) allow_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+    /// Leave running commands alive when the daemon stops.
+    #[arg(long)]
+    pub(crate) keep_commands_on_shutdown: bool,
+    /// Default ring buffer size per stream, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub(crate) ring_bytes: usize,
+    /// Total ring memory the daemon may commit, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub(crate) max_ring_total: usize,
+    /// Most commands held at once.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) max_commands: usize,
+    /// Default idle timeout in seconds (-1: never).
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
+    pub(crate) idle_timeout: i64,
+    /// Default TTL of finished commands in seconds (-1: until removed).
+    #[arg(long, default_value_t = 600, allow_negative_numbers = true)]
+    pub(crate) ttl: i64,
+    /// Shell for shell-string commands.
+    #[arg(long, default_value = "/bin/bash")]
+    pub(crate) shell: String,
+    /// Seconds between WebSocket pings.
+    #[arg(long, default_value_t = 15.0)]
+    pub(crate) ping_interval: f64,
+    /// Drop a peer silent for this many seconds.
+    #[arg(long, default_value_t = 45.0)]
+    pub(crate) peer_timeout: f64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ExecArgs {
+    /// Working directory on the daemon's host.
+    #[arg(long)]
+    pub(crate) cwd: Option<String>,
+    /// Environment variable for the command (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub(crate) env: Vec<String>,
+    /// Wall-clock timeout in seconds.
+    #[arg(long)]
+    pub(crate) timeout: Option<f64>,
+    /// Kill after this many seconds with no client attached (-1: never).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) idle_timeout: Option<f64>,
+    /// Keep the finished command this many seconds (-1: until removed).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) ttl: Option<f64>,
+    /// Kill the command when this client disconnects.
+    #[arg(long)]
+    pub(crate) kill_on_disconnect: bool,
+    /// Kill the command past this many output bytes.
+    #[arg(long)]
+    pub(crate) max_output: Option<u64>,
+    /// Ring buffer size per stream, in bytes.
+    #[arg(long)]
+    pub(crate) ring_bytes: Option<u64>,
+    /// A name shown in `tether ls`.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Run this shell command line instead of an argv.
+    #[arg(long, conflicts_with = "argv")]
+    pub(crate) shell: Option<String>,
+    /// Start the command, print its id and return.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+    /// Do not forward local stdin (the command's stdin is closed).
+    #[arg(long)]
+    pub(crate) no_stdin: bool,
+    /// The program and its arguments.
+    #[arg(last = true)]
+    pub(crate) argv: Vec<String>,
+}

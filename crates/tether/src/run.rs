@@ -1,0 +1,294 @@
+//! The client subcommands.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use tether_client::{Client, CommandId, ExecEvent, Execution, StartSpec, Stream};
+use tether_proto::{CommandInfo, CommandState};
+use tokio::io::AsyncReadExt;
+
+use crate::cli::{Command, ConnArgs, ExecArgs};
+use crate::token;
+
+/// Exit code for failures of tether itself (as ssh uses 255).
+const TETHER_FAILURE: i32 = 255;
+
+pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> {
+    let client = connect(&conn).await?;
+    match cmd {
+        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Exec(args) => exec(&client, args).await,
+        Command::Attach { id, tail } => {
+            let id = CommandId(id);
+            let ex = match tail {
+                Some(n) => client.attach_tail(&id, n).await?,
+                None => client.attach(&id, [0, 0]).await?,
+            };
+            // Ctrl-C detaches and leaves the command running.
+            tokio::select! {
+                code = stream(ex, true) => code,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ntether: detached; `tether attach {id}` to come back");
+                    Ok(130)
+                }
+            }
+        }
+        Command::Ls { json } => {
+            let list = client.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_table(&list);
+            }
+            Ok(0)
+        }
+        Command::Kill { id, signal } => {
+            let id = CommandId(id);
+            match signal {
+                Some(s) => client.signal(&id, &s).await?,
+                None => client.kill(&id).await?,
+            }
+            Ok(0)
+        }
+        Command::Logs { id, follow } => logs(&client, CommandId(id), follow).await,
+        Command::Wait { id } => {
+            let mut ex = client.attach_tail(&CommandId(id), 0).await?;
+            while let Some(ev) = ex.next().await {
+                if let ExecEvent::Exit(st) = ev? {
+                    return Ok(st.shell_code());
+                }
+            }
+            bail!("the stream ended without an exit status")
+        }
+        Command::Status { id } => {
+            let info = client.status(&CommandId(id)).await?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(0)
+        }
+        Command::Rm { id } => {
+            client.remove(&CommandId(id)).await?;
+            Ok(0)
+        }
+    }
+}
+
+async fn connect(conn: &ConnArgs) -> Result<Client> {
+    let token = match &conn.token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => {
+            let path = match &conn.token_file {
+                Some(p) => p.clone(),
+                None => token::default_path()?,
+            };
+            token::read(&path).context("no TETHER_TOKEN and no readable token file")?
+        }
+    };
+    Ok(Client::connect(&conn.url, &token).await?)
+}
+
+fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
+    let mut spec = StartSpec::default();
+    match (&args.shell, args.argv.is_empty()) {
+        (Some(s), true) => spec.shell = Some(s.clone()),
+        (None, false) => spec.argv = args.argv.clone(),
+        (None, true) => {
+            bail!("nothing to run: give `-- PROGRAM ARGS...` or `--shell 'command line'`")
+        }
+        (Some(_), false) => bail!("give either --shell or an argv, not both"),
+    }
+    spec.cwd = args.cwd.clone();
+    let mut env = BTreeMap::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env {kv:?}: expected K=V"))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    spec.env = env;
+    let ms = |s: f64| (s * 1000.0) as i64;
+    spec.timeout_ms = args.timeout.map(|s| ms(s).max(0) as u64);
+    spec.idle_timeout_ms = args.idle_timeout.map(|s| if s < 0.0 { -1 } else { ms(s) });
+    spec.ttl_ms = args.ttl.map(|s| if s < 0.0 { -1 } else { ms(s) });
+    spec.kill_on_disconnect = args.kill_on_disconnect;
+    spec.max_output_bytes = args.max_output;
+    spec.ring_bytes = args.ring_bytes;
+    spec.name = args.name.clone();
+    spec.close_stdin = args.no_stdin || args.detach;
+    Ok(spec)
+}
+
+async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
+    let spec = spec_from_args(&args)?;
+    if args.detach {
+        let (id, _pid) = client.start_detached(spec).await?;
+        println!("{id}");
+        return Ok(0);
+    }
+    let ex = client.start(spec).await?;
+    let id = ex.id().clone();
+    if !args.no_stdin {
+        tokio::spawn(forward_stdin(client.clone(), id.clone()));
+    }
+    // Ctrl-C (and SIGTERM) go to the command, as ssh does; its exit ends us.
+    let signals = forward_signals(client.clone(), id);
+    tokio::select! {
+        code = stream(ex, false) => code,
+        r = signals => r.map(|()| TETHER_FAILURE),
+    }
+}
+
+async fn forward_stdin(client: Client, id: CommandId) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if client
+                    .write_stdin(&id, Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = client.close_stdin(&id).await;
+}
+
+/// Forwards SIGINT and SIGTERM to the command until an error; never returns
+/// `Ok` otherwise.
+async fn forward_signals(client: Client, id: CommandId) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "INT",
+            _ = term.recv() => "TERM",
+        };
+        if let Err(e) = client.signal(&id, name).await {
+            eprintln!("tether: could not forward SIG{name}: {e}");
+        }
+    }
+}
+
+/// Writes an execution's output to the local stdout/stderr; returns the
+/// command's shell-style exit code.
+async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut seen_data = false;
+    while let Some(ev) = ex.next().await {
+        match ev? {
+            ExecEvent::Stdout(b) => {
+                seen_data = true;
+                out.write_all(&b)
+                    .and_then(|()| out.flush())
+                    .context("writing stdout")?;
+            }
+            ExecEvent::Stderr(b) => {
+                seen_data = true;
+                err.write_all(&b).context("writing stderr")?;
+            }
+            ExecEvent::Gap { stream, from, to } => {
+                if !(quiet_gaps_at_start && !seen_data) {
+                    let s = if stream == Stream::Stdout {
+                        "stdout"
+                    } else {
+                        "stderr"
+                    };
+                    eprintln!(
+                        "\ntether: {} bytes of {s} lost (offsets {from}..{to}): the daemon's ring no longer held them",
+                        to - from
+                    );
+                }
+            }
+            ExecEvent::Exit(st) => {
+                out.flush().ok();
+                return Ok(st.shell_code());
+            }
+        }
+    }
+    bail!("the stream ended without an exit status")
+}
+
+async fn logs(client: &Client, id: CommandId, follow: bool) -> Result<i32> {
+    let info = client.status(&id).await?;
+    let ex = client.attach(&id, [0, 0]).await?;
+    if follow || info.state == CommandState::Exited {
+        return stream(ex, true).await.map(|_| 0);
+    }
+    // Print up to the ends as of now, then stop.
+    let ends = [info.stdout.end, info.stderr.end];
+    let mut ex = ex;
+    let mut at = [info.stdout.first_held, info.stderr.first_held];
+    let mut out = std::io::stdout();
+    while at[0] < ends[0] || at[1] < ends[1] {
+        let Some(ev) = ex.next().await else { break };
+        match ev? {
+            ExecEvent::Stdout(b) => {
+                at[0] += b.len() as u64;
+                out.write_all(&b)?;
+            }
+            ExecEvent::Stderr(b) => {
+                at[1] += b.len() as u64;
+                std::io::stderr().write_all(&b)?;
+            }
+            ExecEvent::Gap { stream, to, .. } => at[stream.index()] = to,
+            ExecEvent::Exit(_) => break,
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn print_table(list: &[CommandInfo]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64;
+    println!(
+        "{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} COMMAND",
+        "ID", "PID", "STATE", "EXIT", "AGE", "NAME"
+    );
+    for c in list {
+        let state = match c.state {
+            CommandState::Running => "running",
+            CommandState::Exited => "exited",
+        };
+        let exit = c
+            .exit
+            .as_ref()
+            .map_or(String::new(), |e| e.shell_code().to_string());
+        let age = human_age(now.saturating_sub(c.started_at_ms) / 1000);
+        let mut cmdline = c.argv.join(" ");
+        if cmdline.len() > 60 {
+            cmdline.truncate(cmdline.floor_char_boundary(57));
+            cmdline.push_str("...");
+        }
+        println!(
+            "{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} {}",
+            c.command,
+            c.pid,
+            state,
+            exit,
+            age,
+            c.name.as_deref().unwrap_or(""),
+            cmdline
+        );
+    }
+}
+
+fn human_age(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
