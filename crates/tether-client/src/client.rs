@@ -350,6 +350,15 @@ pub struct Execution {
     finished: bool,
 }
 
+impl std::fmt::Debug for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Execution {
     /// The command id.
     pub fn id(&self) -> &CommandId {

@@ -115,12 +115,15 @@ pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
 /// `pid` (found through `/proc`), so that a descendant that moved to its own
 /// process group or session is reached too while its ancestry is intact.
 pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) {
+    // Walk the tree before signalling: once the leader dies, its children
+    // are reparented and can no longer be found from it.
+    let tree = descendants(pid);
     // SAFETY: kill(2) with a negative pid signals a process group; no memory
     // is involved.
     unsafe {
         libc::kill(-(pgid as libc::pid_t), sig);
     }
-    for d in descendants(pid) {
+    for d in tree {
         // SAFETY: as above, for one process.
         unsafe {
             libc::kill(d as libc::pid_t, sig);
