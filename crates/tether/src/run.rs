@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use tether_client::{Client, CommandId, ExecEvent, Execution, StartSpec, Stream};
-use tether_proto::{CommandInfo, CommandState};
+use tether_client::{Client, ClientError, CommandId, ExecEvent, Execution, StartSpec, Stream};
+use tether_proto::{CommandInfo, CommandState, ErrorCode};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{Command, ConnArgs, ExecArgs};
@@ -127,7 +127,21 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
         println!("{id}");
         return Ok(0);
     }
-    let ex = client.start(spec).await?;
+    let ex = match client.start(spec).await {
+        Ok(ex) => ex,
+        // Like a shell: 127 for "not found", 126 for "cannot execute".
+        Err(
+            e @ ClientError::Server {
+                code: ErrorCode::SpawnFailed,
+                errno,
+                ..
+            },
+        ) => {
+            eprintln!("tether: {e}");
+            return Ok(if errno == Some(2) { 127 } else { 126 });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let id = ex.id().clone();
     if !args.no_stdin {
         tokio::spawn(forward_stdin(client.clone(), id.clone()));

@@ -1,0 +1,378 @@
+//! The `tether` binary end to end: a real `tether serve` process and the
+//! CLI client subcommands against it; fd and zombie leak checks.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tether_client::{Client, ExecEvent, StartSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `tether serve` process on port 0, stopped with SIGTERM on drop.
+struct Daemon {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let token = format!("cli-test-{:016x}", rand_u64());
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("TETHER_TOKEN", &token)
+            .env("TETHER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("tether: listening on ")
+            .expect("listening line")
+            .to_owned();
+        Daemon { child, url, token }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("TETHER_URL", &self.url)
+            .env("TETHER_TOKEN", &self.token);
+        c
+    }
+
+    /// Runs a CLI command to completion (bounded) with stdin closed.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .cli(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_bounded(&mut child);
+        child.wait_with_output().unwrap()
+    }
+
+    fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    fn zombie_children(&self) -> Vec<i32> {
+        let me = self.pid();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            if rest[1].parse::<i32>() == Ok(me) && rest[0] == "Z" {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_u64() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+}
+
+fn wait_bounded(child: &mut Child) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "CLI command did not finish within {LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn exec_streams_output_and_propagates_exit_codes() {
+    let d = Daemon::start(&[]);
+    let o = d.run(&["exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    // A signal becomes 128 + N.
+    let o = d.run(&["exec", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(143));
+    // --shell, --cwd and --env.
+    let o = d.run(&[
+        "exec",
+        "--cwd",
+        "/tmp",
+        "--env",
+        "GREETING=hi there",
+        "--shell",
+        "echo \"$GREETING\" from $(pwd) | tr a-z A-Z",
+    ]);
+    assert_eq!(text(&o.stdout), "HI THERE FROM /TMP\n");
+    // A program that does not exist: tether's own failure, with the OS reason.
+    let o = d.run(&["exec", "--", "/nonexistent/program"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        text(&o.stderr).contains("No such file or directory"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn exec_forwards_stdin_with_eof() {
+    let d = Daemon::start(&[]);
+    let mut child = d
+        .cli(&["exec", "--", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&vec![b'z'; 300_000]).unwrap();
+    drop(stdin);
+    wait_bounded(&mut child);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout).trim(), "300000");
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_is_forwarded_to_the_command() {
+    let d = Daemon::start(&[]);
+    let mut child = d
+        .cli(&[
+            "exec",
+            "--no-stdin",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_bounded(&mut child);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got-int\n");
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+}
+
+#[test]
+fn detach_attach_logs_wait_ls_kill() {
+    let d = Daemon::start(&[]);
+    let o = d.run(&[
+        "exec",
+        "--detach",
+        "--name",
+        "two-lines",
+        "--",
+        "sh",
+        "-c",
+        "echo a; sleep 0.5; echo b; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let id = text(&o.stdout).trim().to_owned();
+    assert!(id.starts_with("c-"), "{id}");
+
+    let ls = text(&d.run(&["ls"]).stdout);
+    assert!(
+        ls.contains(&id) && ls.contains("two-lines") && ls.contains("running"),
+        "{ls}"
+    );
+
+    let o = d.run(&["attach", &id]);
+    assert_eq!(text(&o.stdout), "a\nb\n");
+    assert_eq!(o.status.code(), Some(3));
+    let o = d.run(&["logs", &id]);
+    assert_eq!(text(&o.stdout), "a\nb\n");
+    assert_eq!(d.run(&["wait", &id]).status.code(), Some(3));
+    let o = d.run(&["attach", "--tail", "2", &id]);
+    assert_eq!(text(&o.stdout), "b\n");
+
+    let o = d.run(&["exec", "-d", "--", "sleep", "100"]);
+    let sleeper = text(&o.stdout).trim().to_owned();
+    assert_eq!(d.run(&["kill", &sleeper]).status.code(), Some(0));
+    assert_eq!(d.run(&["wait", &sleeper]).status.code(), Some(137));
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", &sleeper]).stdout).unwrap();
+    assert_eq!(status["exit"]["reason"], "killed");
+    assert_eq!(d.run(&["rm", &sleeper]).status.code(), Some(0));
+    let o = d.run(&["status", &sleeper]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        text(&o.stderr).contains("no command"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn wrong_token_is_a_clear_error() {
+    let d = Daemon::start(&[]);
+    let o = d
+        .cli(&["ls"])
+        .env("TETHER_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("401"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn sigterm_shuts_down_and_kills_commands() {
+    let mut d = Daemon::start(&[]);
+    let o = d.run(&["exec", "-d", "--", "sleep", "100"]);
+    let id = text(&o.stdout).trim().to_owned();
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", &id]).stdout).unwrap();
+    let pid = status["pid"].as_u64().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_bounded(&mut d.child);
+    assert!(
+        d.child.wait().unwrap().success(),
+        "daemon exits 0 on SIGTERM"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "command {pid} survived the daemon"
+    );
+}
+
+#[test]
+fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
+    let d = Daemon::start(&["--ttl", "1"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Warm up: the runtime and its drivers open their fds lazily.
+        let c = Client::connect(&d.url, &d.token).await.unwrap();
+        c.run(argv(&["true"])).await.unwrap();
+        drop(c);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = d.fd_count();
+
+    rt.block_on(async {
+        let c = Client::connect(&d.url, &d.token).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                match i % 5 {
+                    0 => {
+                        c.run(argv(&["sh", "-c", "echo x; echo y >&2"]))
+                            .await
+                            .unwrap();
+                    }
+                    1 => {
+                        let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
+                        ex.kill().await.unwrap();
+                        ex.output().await.unwrap();
+                    }
+                    2 => {
+                        let spec = StartSpec {
+                            timeout_ms: Some(100),
+                            ..argv(&["sh", "-c", "sleep 100 & sleep 100"])
+                        };
+                        c.run(spec).await.unwrap();
+                    }
+                    3 => {
+                        assert!(c.run(argv(&["/nonexistent"])).await.is_err());
+                    }
+                    _ => {
+                        let ex = c.start(argv(&["cat"])).await.unwrap();
+                        ex.write_stdin(&b"abc"[..]).await.unwrap();
+                        ex.close_stdin().await.unwrap();
+                        let mut ex = ex;
+                        let mut got = Vec::new();
+                        while let Some(ev) = ex.next().await {
+                            match ev.unwrap() {
+                                ExecEvent::Stdout(b) => got.extend_from_slice(&b),
+                                ExecEvent::Exit(_) => break,
+                                _ => {}
+                            }
+                        }
+                        assert_eq!(got, b"abc");
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
+        }
+        // Extra connections that come and go.
+        for _ in 0..10 {
+            let c2 = Client::connect(&d.url, &d.token).await.unwrap();
+            c2.list().await.unwrap();
+        }
+    });
+
+    // Everything ends, records expire (ttl 1 s), connections close.
+    let start = Instant::now();
+    loop {
+        let (fds, zombies) = (d.fd_count(), d.zombie_children());
+        if fds <= baseline && zombies.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "leak: {fds} fds vs baseline {baseline}; zombie children {zombies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn argv(a: &[&str]) -> StartSpec {
+    StartSpec {
+        argv: a.iter().map(|s| s.to_string()).collect(),
+        ..StartSpec::default()
+    }
+}
