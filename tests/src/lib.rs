@@ -28,9 +28,7 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// Bounds a future by [`LIMIT`].
 pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test step finished within the limit")
+    tokio::time::timeout(LIMIT, f).await.expect("test step finished within the limit")
 }
 
 /// A daemon on `127.0.0.1:0` in this process, shut down on drop.
@@ -60,20 +58,11 @@ impl TestServer {
         let task = tokio::spawn(server.run(listener, async move {
             let _ = rx.await;
         }));
-        TestServer {
-            addr,
-            url: format!("http://{addr}"),
-            token,
-            manager,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestServer { addr, url: format!("http://{addr}"), token, manager, stop: Some(stop), task: Some(task) }
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect_with(&self.url, &self.token, fast_reconnect())
-            .await
-            .unwrap()
+        Client::connect_with(&self.url, &self.token, fast_reconnect()).await.unwrap()
     }
 
     /// Stops the daemon and waits for its shutdown to complete.
@@ -119,25 +108,16 @@ impl RawWs {
     }
 
     pub async fn connect_path(server: &TestServer, path: &str, encoding: Encoding) -> RawWs {
-        let mut req = format!("ws://{}{path}", server.addr)
-            .into_client_request()
-            .unwrap();
+        let mut req = format!("ws://{}{path}", server.addr).into_client_request().unwrap();
         req.headers_mut().insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {}", server.token)).unwrap(),
         );
-        req.headers_mut().insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(encoding.subprotocol()),
-        );
-        let (ws, _) = bounded(tokio_tungstenite::connect_async(req))
-            .await
-            .unwrap();
+        req.headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(encoding.subprotocol()));
+        let (ws, _) = bounded(tokio_tungstenite::connect_async(req)).await.unwrap();
         let mut raw = RawWs { ws, encoding };
-        assert!(
-            matches!(raw.recv().await, Some(ServerMsg::Hello { .. })),
-            "hello first"
-        );
+        assert!(matches!(raw.recv().await, Some(ServerMsg::Hello { .. })), "hello first");
         raw
     }
 
@@ -210,12 +190,7 @@ impl CutProxy {
             }
         })
         .abort_handle();
-        CutProxy {
-            addr,
-            cuts,
-            accept,
-            conns,
-        }
+        CutProxy { addr, cuts, accept, conns }
     }
 
     pub fn url(&self) -> String {
@@ -288,8 +263,7 @@ pub mod tempfile_path {
 
     impl TempPath {
         pub fn new() -> TempPath {
-            let p =
-                std::env::temp_dir().join(format!("tether-test-{:016x}", rand::random::<u64>()));
+            let p = std::env::temp_dir().join(format!("tether-test-{:016x}", rand::random::<u64>()));
             TempPath(p)
         }
 

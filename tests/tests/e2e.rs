@@ -15,17 +15,11 @@ use tether_tests::{CutProxy, RawWs, TestServer, bounded, random_file};
 use tokio_tungstenite::tungstenite::Message;
 
 fn argv(a: &[&str]) -> StartSpec {
-    StartSpec {
-        argv: a.iter().map(|s| s.to_string()).collect(),
-        ..StartSpec::default()
-    }
+    StartSpec { argv: a.iter().map(|s| s.to_string()).collect(), ..StartSpec::default() }
 }
 
 fn shell(s: &str) -> StartSpec {
-    StartSpec {
-        shell: Some(s.to_owned()),
-        ..StartSpec::default()
-    }
+    StartSpec { shell: Some(s.to_owned()), ..StartSpec::default() }
 }
 
 fn is_gone_or_zombie(pid: i32) -> bool {
@@ -41,9 +35,7 @@ fn is_gone_or_zombie(pid: i32) -> bool {
 async fn streams_are_separate_and_exit_code_is_reported() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let out = bounded(c.run(shell("echo out; echo err >&2; exit 3")))
-        .await
-        .unwrap();
+    let out = bounded(c.run(shell("echo out; echo err >&2; exit 3"))).await.unwrap();
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
     assert_eq!(out.status.code, Some(3));
@@ -69,10 +61,7 @@ async fn hundred_megabytes_byte_exact() {
     let (file, hash) = random_file(100_000_000);
     // A ring as large as the output makes the result independent of how
     // fast this (debug-built) client reads.
-    let spec = StartSpec {
-        ring_bytes: Some(128 << 20),
-        ..argv(&["cat", file.as_str()])
-    };
+    let spec = StartSpec { ring_bytes: Some(128 << 20), ..argv(&["cat", file.as_str()]) };
     let mut ex = c.start(spec).await.unwrap();
     let mut h = Sha256::new();
     let mut n = 0usize;
@@ -100,28 +89,62 @@ async fn stdin_and_eof() {
     let c = s.client().await;
     let ex = c.start(argv(&["wc", "-c"])).await.unwrap();
     for _ in 0..16 {
-        ex.write_stdin(Bytes::from(vec![b'x'; 65536]))
-            .await
-            .unwrap();
+        ex.write_stdin(Bytes::from(vec![b'x'; 65536])).await.unwrap();
     }
     ex.close_stdin().await.unwrap();
     let out = bounded(ex.output()).await.unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        (16 * 65536).to_string()
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (16 * 65536).to_string());
     assert_eq!(out.status.code, Some(0));
+}
+
+#[tokio::test]
+async fn a_command_that_ignores_stdin_does_not_block_signals() {
+    let s = TestServer::start().await;
+    let c = s.client().await;
+    let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
+    let (c2, id) = (c.clone(), ex.id().clone());
+    // 16 MiB for a command that never reads: the writer must wait (window),
+    // the connection must not.
+    let writer = tokio::spawn(async move { c2.write_stdin(&id, Bytes::from(vec![0u8; 16 << 20])).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ex.signal("INT").await.unwrap();
+    let out = bounded(ex.output()).await.unwrap();
+    assert_eq!(out.status.signal, Some(2));
+    writer.abort();
+}
+
+#[tokio::test]
+async fn stdin_past_the_window_is_refused_not_buffered() {
+    let s = TestServer::start().await;
+    let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
+    raw.send(&ClientMsg::Start {
+        id: ReqId(1),
+        spec: StartSpec { attach: false, ..argv(&["sleep", "100"]) },
+    })
+    .await;
+    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
+    // 6 MiB in 512 KiB frames, without waiting for acks.
+    for i in 0..12 {
+        let data = Payload::from(vec![b'x'; 512 << 10]);
+        raw.send(&ClientMsg::Stdin { id: ReqId(10 + i), command: command.clone(), data }).await;
+    }
+    // The pipe takes 64 KiB of the first frame and the window 4 MiB: the
+    // last four frames are refused at once, and nothing is acknowledged.
+    let mut refused = 0;
+    while refused < 4 {
+        match raw.recv().await.unwrap() {
+            ServerMsg::Error { code: ErrorCode::LimitExceeded, .. } => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    raw.send(&ClientMsg::Kill { id: ReqId(99), command }).await;
 }
 
 #[tokio::test]
 async fn initial_stdin_in_the_start_request() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let spec = StartSpec {
-        stdin: Some(Payload::from(&b"hello\n"[..])),
-        close_stdin: true,
-        ..argv(&["cat"])
-    };
+    let spec = StartSpec { stdin: Some(Payload::from(&b"hello\n"[..])), close_stdin: true, ..argv(&["cat"]) };
     let out = bounded(c.run(spec)).await.unwrap();
     assert_eq!(out.stdout, b"hello\n");
 }
@@ -131,15 +154,10 @@ async fn signals_reach_the_command() {
     let s = TestServer::start().await;
     let c = s.client().await;
     let mut ex = c
-        .start(shell(
-            "trap 'echo got-usr1; exit 5' USR1; echo ready; while :; do sleep 0.05; done",
-        ))
+        .start(shell("trap 'echo got-usr1; exit 5' USR1; echo ready; while :; do sleep 0.05; done"))
         .await
         .unwrap();
-    assert_eq!(
-        bounded(ex.next()).await.unwrap().unwrap(),
-        ExecEvent::Stdout(Bytes::from_static(b"ready\n"))
-    );
+    assert_eq!(bounded(ex.next()).await.unwrap().unwrap(), ExecEvent::Stdout(Bytes::from_static(b"ready\n")));
     ex.signal("USR1").await.unwrap();
     let out = bounded(ex.output()).await.unwrap();
     assert_eq!(out.stdout, b"got-usr1\n");
@@ -153,16 +171,7 @@ async fn signals_reach_the_command() {
 
     let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
     let err = ex.signal("NOTASIGNAL").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Server {
-                code: ErrorCode::BadRequest,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ClientError::Server { code: ErrorCode::BadRequest, .. }), "{err:?}");
     ex.kill().await.unwrap();
     let out = bounded(ex.output()).await.unwrap();
     assert_eq!(out.status.reason, ExitReason::Killed);
@@ -173,12 +182,7 @@ async fn kill_leaves_no_descendant() {
     let s = TestServer::start().await;
     let c = s.client().await;
     // A grandchild in the group and one that escaped into its own session.
-    let mut ex = c
-        .start(shell(
-            "sleep 1000 & echo $!; setsid sleep 1000 & echo $!; wait",
-        ))
-        .await
-        .unwrap();
+    let mut ex = c.start(shell("sleep 1000 & echo $!; setsid sleep 1000 & echo $!; wait")).await.unwrap();
     let mut text = String::new();
     while text.lines().count() < 2 {
         match bounded(ex.next()).await.unwrap().unwrap() {
@@ -211,10 +215,7 @@ async fn timeout_kills_the_whole_group() {
     let out = bounded(c.run(spec)).await.unwrap();
     assert_eq!(out.status.reason, ExitReason::TimedOut);
     let grandchild: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert!(
-        is_gone_or_zombie(grandchild),
-        "grandchild {grandchild} survived the timeout"
-    );
+    assert!(is_gone_or_zombie(grandchild), "grandchild {grandchild} survived the timeout");
 }
 
 // ------------------------------------------------------------- lifetimes
@@ -236,10 +237,7 @@ async fn wait_state(c: &tether_client::Client, id: &CommandId) -> tether_proto::
 async fn idle_timeout_kills_an_unattached_command() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let spec = StartSpec {
-        idle_timeout_ms: Some(300),
-        ..argv(&["sleep", "100"])
-    };
+    let spec = StartSpec { idle_timeout_ms: Some(300), ..argv(&["sleep", "100"]) };
     let (id, _) = c.start_detached(spec).await.unwrap();
     let info = wait_state(&c, &id).await;
     assert_eq!(info.exit.unwrap().reason, ExitReason::IdleTimeout);
@@ -249,10 +247,7 @@ async fn idle_timeout_kills_an_unattached_command() {
 async fn idle_timeout_does_not_fire_while_attached() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let spec = StartSpec {
-        idle_timeout_ms: Some(200),
-        ..shell("sleep 0.8; echo done")
-    };
+    let spec = StartSpec { idle_timeout_ms: Some(200), ..shell("sleep 0.8; echo done") };
     let out = bounded(c.run(spec)).await.unwrap();
     assert_eq!(out.status.reason, ExitReason::Exited);
     assert_eq!(out.stdout, b"done\n");
@@ -264,13 +259,7 @@ async fn kill_on_disconnect_when_the_client_vanishes() {
     let watcher = s.client().await;
     let id = {
         let c = s.client().await;
-        let ex = c
-            .start(StartSpec {
-                kill_on_disconnect: true,
-                ..argv(&["sleep", "100"])
-            })
-            .await
-            .unwrap();
+        let ex = c.start(StartSpec { kill_on_disconnect: true, ..argv(&["sleep", "100"]) }).await.unwrap();
         ex.id().clone()
         // `c` and `ex` drop here: the connection closes.
     };
@@ -287,14 +276,9 @@ async fn half_open_peer_is_detected_by_ping_timeout() {
     .await;
     let watcher = s.client().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
-    let spec = StartSpec {
-        kill_on_disconnect: true,
-        ..argv(&["sleep", "100"])
-    };
+    let spec = StartSpec { kill_on_disconnect: true, ..argv(&["sleep", "100"]) };
     raw.send(&ClientMsg::Start { id: ReqId(1), spec }).await;
-    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else {
-        panic!("started")
-    };
+    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
     // Stop reading (and so never answer a ping), but keep the socket open.
     let info = wait_state(&watcher, &command).await;
     assert_eq!(info.exit.unwrap().reason, ExitReason::Disconnected);
@@ -305,48 +289,28 @@ async fn half_open_peer_is_detected_by_ping_timeout() {
 async fn ttl_expiry_forgets_the_command() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let out = c
-        .start(StartSpec {
-            ttl_ms: Some(200),
-            ..argv(&["true"])
-        })
-        .await
-        .unwrap();
+    let out = c.start(StartSpec { ttl_ms: Some(200), ..argv(&["true"]) }).await.unwrap();
     let id = out.id().clone();
     bounded(out.output()).await.unwrap();
     bounded(async {
         loop {
             match c.status(&id).await {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(ClientError::Server {
-                    code: ErrorCode::NotFound,
-                    ..
-                }) => break,
+                Err(ClientError::Server { code: ErrorCode::NotFound, .. }) => break,
                 Err(e) => panic!("{e}"),
             }
         }
     })
     .await;
     let err = c.attach(&id, [0, 0]).await.unwrap_err();
-    assert!(matches!(
-        err,
-        ClientError::Server {
-            code: ErrorCode::NotFound,
-            ..
-        }
-    ));
+    assert!(matches!(err, ClientError::Server { code: ErrorCode::NotFound, .. }));
 }
 
 #[tokio::test]
 async fn output_limit_kills() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let out = bounded(c.run(StartSpec {
-        max_output_bytes: Some(100_000),
-        ..argv(&["yes"])
-    }))
-    .await
-    .unwrap();
+    let out = bounded(c.run(StartSpec { max_output_bytes: Some(100_000), ..argv(&["yes"]) })).await.unwrap();
     assert_eq!(out.status.reason, ExitReason::OutputLimit);
     assert_eq!(out.stdout.len(), 100_000);
     assert!(out.status.truncated);
@@ -358,10 +322,7 @@ async fn output_limit_kills() {
 async fn two_clients_receive_identical_bytes() {
     let s = TestServer::start().await;
     let (a, b) = (s.client().await, s.client().await);
-    let spec = StartSpec {
-        ring_bytes: Some(32 << 20),
-        ..shell("head -c 8000000 /dev/urandom; sleep 0.2")
-    };
+    let spec = StartSpec { ring_bytes: Some(32 << 20), ..shell("head -c 8000000 /dev/urandom; sleep 0.2") };
     let ea = a.start(spec).await.unwrap();
     let eb = b.attach(ea.id(), [0, 0]).await.unwrap();
     let (oa, ob) = bounded(async { tokio::join!(ea.output(), eb.output()) }).await;
@@ -376,10 +337,7 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
     let s = TestServer::start().await;
     let fast = s.client().await;
     // Start the real producer detached, attach a stalled raw peer first.
-    let producer = StartSpec {
-        ring_bytes: Some(64 << 20),
-        ..shell("sleep 0.3; head -c 40000000 /dev/zero")
-    };
+    let producer = StartSpec { ring_bytes: Some(64 << 20), ..shell("sleep 0.3; head -c 40000000 /dev/zero") };
     let (id, _) = fast.start_detached(producer).await.unwrap();
     let mut stalled = RawWs::connect(&s, Encoding::MsgPack).await;
     stalled
@@ -393,22 +351,12 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
         .await;
     // The stalled peer never reads again while the fast one streams.
     let started = std::time::Instant::now();
-    let out = bounded(fast.attach(&id, [0, 0]).await.unwrap().output())
-        .await
-        .unwrap();
+    let out = bounded(fast.attach(&id, [0, 0]).await.unwrap().output()).await.unwrap();
     assert_eq!(out.stdout.len(), 40_000_000);
     assert_eq!(out.lost_bytes, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "fast client took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(30), "fast client took {:?}", started.elapsed());
     // The command itself ran at full speed: its wall time excludes readers.
-    assert!(
-        out.status.wall_ms < 10_000,
-        "command wall time {} ms",
-        out.status.wall_ms
-    );
+    assert!(out.status.wall_ms < 10_000, "command wall time {} ms", out.status.wall_ms);
     drop(stalled);
 }
 
@@ -416,19 +364,12 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
 async fn a_reader_too_far_behind_gets_a_gap() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let spec = StartSpec {
-        ring_bytes: Some(64 * 1024),
-        ..shell("head -c 5000000 /dev/zero")
-    };
+    let spec = StartSpec { ring_bytes: Some(64 * 1024), ..shell("head -c 5000000 /dev/zero") };
     let (id, _) = c.start_detached(spec).await.unwrap();
     wait_state(&c, &id).await;
     let mut ex = c.attach(&id, [0, 0]).await.unwrap();
     match bounded(ex.next()).await.unwrap().unwrap() {
-        ExecEvent::Gap {
-            stream: Stream::Stdout,
-            from: 0,
-            to,
-        } => assert!(to > 4_900_000, "{to}"),
+        ExecEvent::Gap { stream: Stream::Stdout, from: 0, to } => assert!(to > 4_900_000, "{to}"),
         other => panic!("expected a gap, got {other:?}"),
     }
     let out = bounded(ex.output()).await.unwrap();
@@ -442,16 +383,12 @@ async fn a_reader_too_far_behind_gets_a_gap() {
 async fn reconnect_through_cutting_proxy_is_byte_exact() {
     let s = TestServer::start().await;
     let proxy = CutProxy::start(s.addr, 200_000, 3_000_000).await;
-    let c =
-        tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-            .await
-            .unwrap();
+    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
+        .await
+        .unwrap();
     let (file, hash) = random_file(50_000_000);
     // The ring holds the whole output, so every resume finds its offset.
-    let spec = StartSpec {
-        ring_bytes: Some(64 << 20),
-        ..argv(&["cat", file.as_str()])
-    };
+    let spec = StartSpec { ring_bytes: Some(64 << 20), ..argv(&["cat", file.as_str()]) };
     let mut ex = c.start(spec).await.unwrap();
     let mut h = Sha256::new();
     let mut n = 0u64;
@@ -478,14 +415,8 @@ async fn reconnect_through_cutting_proxy_is_byte_exact() {
 async fn graceful_shutdown_sends_going_away_and_kills_commands() {
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
-    raw.send(&ClientMsg::Start {
-        id: ReqId(1),
-        spec: argv(&["sleep", "100"]),
-    })
-    .await;
-    let Some(ServerMsg::Started { pid, .. }) = raw.recv().await else {
-        panic!("started")
-    };
+    raw.send(&ClientMsg::Start { id: ReqId(1), spec: argv(&["sleep", "100"]) }).await;
+    let Some(ServerMsg::Started { pid, .. }) = raw.recv().await else { panic!("started") };
     let manager = s.manager.clone();
     let shutdown = tokio::spawn(s.shutdown());
     assert_eq!(raw.close_code().await, Some(1001));
@@ -512,9 +443,7 @@ async fn still_serves(raw: &mut RawWs) {
 
 async fn expect_error(raw: &mut RawWs) -> (Option<ReqId>, ErrorCode, String) {
     match raw.recv().await {
-        Some(ServerMsg::Error {
-            id, code, message, ..
-        }) => (id, code, message),
+        Some(ServerMsg::Error { id, code, message, .. }) => (id, code, message),
         other => panic!("expected an error frame, got {other:?}"),
     }
 }
@@ -524,28 +453,19 @@ async fn malformed_frames_get_errors_and_the_connection_survives() {
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
     // Garbage.
-    raw.send_raw(Message::Binary(Bytes::from_static(b"\xc1\xc1garbage")))
-        .await;
+    raw.send_raw(Message::Binary(Bytes::from_static(b"\xc1\xc1garbage"))).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
     // Truncated MessagePack.
     let full = tether_proto::encode(&ClientMsg::List { id: ReqId(5) }, Encoding::MsgPack);
-    raw.send_raw(Message::Binary(full[..full.len() - 2].to_vec().into()))
-        .await;
+    raw.send_raw(Message::Binary(full[..full.len() - 2].to_vec().into())).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
     // A header claiming 2^32 - 1 elements.
-    raw.send_raw(Message::Binary(Bytes::from_static(&[
-        0xdd, 0xff, 0xff, 0xff, 0xff,
-    ])))
-    .await;
+    raw.send_raw(Message::Binary(Bytes::from_static(&[0xdd, 0xff, 0xff, 0xff, 0xff]))).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
-    raw.send_raw(Message::Binary(Bytes::from_static(&[
-        0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'a',
-    ])))
-    .await;
+    raw.send_raw(Message::Binary(Bytes::from_static(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'a']))).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
     // An unknown message type: the id is echoed.
-    let unknown =
-        rmp_serde::to_vec_named(&serde_json::json!({"type": "frobnicate", "id": 42})).unwrap();
+    let unknown = rmp_serde::to_vec_named(&serde_json::json!({"type": "frobnicate", "id": 42})).unwrap();
     raw.send_raw(Message::Binary(unknown.into())).await;
     let (id, code, _) = expect_error(&mut raw).await;
     assert_eq!((id, code), (Some(ReqId(42)), ErrorCode::BadFrame));
@@ -559,10 +479,7 @@ async fn malformed_frames_get_errors_and_the_connection_survives() {
 async fn oversize_frame_closes_with_1009_and_the_daemon_keeps_serving() {
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
-    let _ = raw
-        .ws
-        .send(Message::Binary(vec![0u8; 2 << 20].into()))
-        .await;
+    let _ = raw.ws.send(Message::Binary(vec![0u8; 2 << 20].into())).await;
     assert_eq!(raw.close_code().await, Some(1009));
     let mut other = RawWs::connect(&s, Encoding::MsgPack).await;
     still_serves(&mut other).await;
@@ -582,46 +499,27 @@ async fn auth_and_origin_are_enforced_before_upgrade() {
     };
     let url = format!("ws://{}/v1/ws", s.addr);
     // No token.
-    assert_eq!(
-        status(url.clone().into_client_request().unwrap()).await,
-        401
-    );
+    assert_eq!(status(url.clone().into_client_request().unwrap()).await, 401);
     // Wrong token.
     let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_static("Bearer nope"),
-    );
+    req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
     assert_eq!(status(req).await, 401);
     // Token in the subprotocol list (browsers).
     let mut req = url.clone().into_client_request().unwrap();
     let protos = format!("tether.v1, tether.token.{}", s.token);
-    req.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_str(&protos).unwrap(),
-    );
+    req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&protos).unwrap());
     assert_eq!(status(req).await, 101);
     // A foreign Origin.
     let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {}", s.token)).unwrap(),
-    );
-    req.headers_mut().insert(
-        header::ORIGIN,
-        HeaderValue::from_static("http://evil.example"),
-    );
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", s.token)).unwrap());
+    req.headers_mut().insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
     assert_eq!(status(req).await, 403);
     // The same origin as the daemon.
     let mut req = url.clone().into_client_request().unwrap();
-    req.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {}", s.token)).unwrap(),
-    );
-    req.headers_mut().insert(
-        header::ORIGIN,
-        HeaderValue::from_str(&format!("http://{}", s.addr)).unwrap(),
-    );
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", s.token)).unwrap());
+    req.headers_mut().insert(header::ORIGIN, HeaderValue::from_str(&format!("http://{}", s.addr)).unwrap());
     assert_eq!(status(req).await, 101);
     // Plain HTTP routes are authenticated too; /healthz is not.
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
@@ -636,79 +534,36 @@ async fn bad_starts_are_typed_errors_and_leave_nothing_running() {
     let not_exec = tether_tests::tempfile_path::TempPath::new();
     std::fs::write(&not_exec.0, "#!/bin/sh\necho hi\n").unwrap();
     let cases: Vec<(StartSpec, ErrorCode, Option<i32>)> = vec![
-        (
-            argv(&["/nonexistent/program"]),
-            ErrorCode::SpawnFailed,
-            Some(2),
-        ),
+        (argv(&["/nonexistent/program"]), ErrorCode::SpawnFailed, Some(2)),
         (argv(&[not_exec.as_str()]), ErrorCode::SpawnFailed, Some(13)),
+        (StartSpec { cwd: Some("/nonexistent".into()), ..argv(&["true"]) }, ErrorCode::SpawnFailed, Some(2)),
         (
-            StartSpec {
-                cwd: Some("/nonexistent".into()),
-                ..argv(&["true"])
-            },
-            ErrorCode::SpawnFailed,
-            Some(2),
-        ),
-        (
-            StartSpec {
-                cwd: Some("/etc/hostname".into()),
-                ..argv(&["true"])
-            },
+            StartSpec { cwd: Some("/etc/hostname".into()), ..argv(&["true"]) },
             ErrorCode::SpawnFailed,
             Some(20),
         ),
         (argv(&["echo", "a\0b"]), ErrorCode::BadRequest, None),
         (
-            StartSpec {
-                env: [("K".into(), "v\0".into())].into(),
-                ..argv(&["true"])
-            },
+            StartSpec { env: [("K".into(), "v\0".into())].into(), ..argv(&["true"]) },
             ErrorCode::BadRequest,
             None,
         ),
         (argv(&["echo", &long_arg]), ErrorCode::SpawnFailed, Some(7)),
         (StartSpec::default(), ErrorCode::BadRequest, None),
-        (
-            StartSpec {
-                shell: Some("true".into()),
-                ..argv(&["true"])
-            },
-            ErrorCode::BadRequest,
-            None,
-        ),
-        (
-            StartSpec {
-                ring_bytes: Some(1),
-                ..argv(&["true"])
-            },
-            ErrorCode::BadRequest,
-            None,
-        ),
+        (StartSpec { shell: Some("true".into()), ..argv(&["true"]) }, ErrorCode::BadRequest, None),
+        (StartSpec { ring_bytes: Some(1), ..argv(&["true"]) }, ErrorCode::BadRequest, None),
     ];
     for (spec, code, errno) in cases {
         let dbg = format!("{spec:?}");
         match c.start(spec).await {
-            Err(ClientError::Server {
-                code: got,
-                errno: got_errno,
-                message,
-            }) => {
-                assert_eq!(
-                    (got, got_errno),
-                    (code, errno),
-                    "{} -> {message}",
-                    &dbg[..dbg.len().min(200)]
-                );
+            Err(ClientError::Server { code: got, errno: got_errno, message }) => {
+                assert_eq!((got, got_errno), (code, errno), "{} -> {message}", &dbg[..dbg.len().min(200)]);
             }
             Ok(_) => panic!("start succeeded: {}", &dbg[..dbg.len().min(200)]),
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(
-        c.list().await.unwrap().is_empty(),
-        "failed starts leave no record"
-    );
+    assert!(c.list().await.unwrap().is_empty(), "failed starts leave no record");
     still_serves(&mut RawWs::connect(&s, Encoding::MsgPack).await).await;
 }
 
@@ -716,18 +571,12 @@ async fn bad_starts_are_typed_errors_and_leave_nothing_running() {
 async fn json_subprotocol_carries_binary_as_base64() {
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::Json).await;
-    raw.send(&ClientMsg::Start {
-        id: ReqId(1),
-        spec: shell("printf '\\377\\000abc'"),
-    })
-    .await;
+    raw.send(&ClientMsg::Start { id: ReqId(1), spec: shell("printf '\\377\\000abc'") }).await;
     let mut data = Vec::new();
     loop {
         match raw.recv().await.unwrap() {
             ServerMsg::Started { id, .. } => assert_eq!(id, ReqId(1)),
-            ServerMsg::Output {
-                data: d, offset, ..
-            } => {
+            ServerMsg::Output { data: d, offset, .. } => {
                 assert_eq!(offset, data.len() as u64);
                 data.extend_from_slice(d.as_bytes());
             }
@@ -745,22 +594,15 @@ async fn json_subprotocol_carries_binary_as_base64() {
 async fn single_command_connection_attaches_and_closes_after_exit() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let (id, _) = c
-        .start_detached(shell("echo one; sleep 0.3; echo two"))
-        .await
-        .unwrap();
+    let (id, _) = c.start_detached(shell("echo one; sleep 0.3; echo two")).await.unwrap();
     bounded(async {
         while c.status(&id).await.unwrap().stdout.end < 4 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
-    let mut raw = RawWs::connect_path(
-        &s,
-        &format!("/v1/ws?attach={id}&stdout_offset=2"),
-        Encoding::MsgPack,
-    )
-    .await;
+    let mut raw =
+        RawWs::connect_path(&s, &format!("/v1/ws?attach={id}&stdout_offset=2"), Encoding::MsgPack).await;
     let mut got = Vec::new();
     let mut attached = false;
     loop {
@@ -787,11 +629,8 @@ async fn healthz_needs_no_token_but_other_routes_do() {
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let auth = auth
-                .map(|t| format!("Authorization: Bearer {t}\r\n"))
-                .unwrap_or_default();
-            let req =
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+            let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
             sock.write_all(req.as_bytes()).await.unwrap();
             let mut resp = String::new();
             sock.read_to_string(&mut resp).await.unwrap();
@@ -812,14 +651,8 @@ async fn many_commands_on_one_connection_are_multiplexed() {
     for i in 0..20 {
         let c = c.clone();
         handles.push(tokio::spawn(async move {
-            let out = c
-                .run(shell(&format!("for j in 1 2 3; do echo {i}-$j; done")))
-                .await
-                .unwrap();
-            assert_eq!(
-                String::from_utf8(out.stdout).unwrap(),
-                format!("{i}-1\n{i}-2\n{i}-3\n")
-            );
+            let out = c.run(shell(&format!("for j in 1 2 3; do echo {i}-$j; done"))).await.unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{i}-1\n{i}-2\n{i}-3\n"));
         }));
     }
     for h in handles {

@@ -1,14 +1,13 @@
 //! The public API.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_proto::{
-    ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream,
-};
-use tokio::sync::{mpsc, oneshot};
+use tether_proto::{ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::driver::{self, Cmd, Driver, EventTx};
 use crate::error::ClientError;
@@ -68,6 +67,22 @@ pub struct Client {
     tx: mpsc::Sender<Cmd>,
     ids: Arc<AtomicU64>,
     opts: ClientOptions,
+    /// Stdin flow control per command. A std mutex: held only to look up or
+    /// insert an entry, never across an `.await`.
+    stdin: Arc<Mutex<HashMap<CommandId, Arc<StdinWindow>>>>,
+}
+
+/// Unacknowledged stdin bytes per command (the daemon allows 4 MiB).
+const STDIN_WINDOW: usize = 1 << 20;
+/// Largest stdin frame payload (well under the daemon's 1 MiB frame limit).
+const STDIN_CHUNK: usize = 256 * 1024;
+
+/// Client-side stdin flow control for one command: at most
+/// [`STDIN_WINDOW`] bytes in flight until the daemon's `ok`s come back, and
+/// the first failure reported by the next call.
+struct StdinWindow {
+    credit: Arc<Semaphore>,
+    error: Mutex<Option<ClientError>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -97,11 +112,7 @@ impl Client {
     }
 
     /// Connects with the given options.
-    pub async fn connect_with(
-        url: &str,
-        token: &str,
-        opts: ClientOptions,
-    ) -> Result<Client, ClientError> {
+    pub async fn connect_with(url: &str, token: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         let ws_url = driver::ws_url(url)?;
         let ws = driver::connect(&ws_url, token, &opts).await?;
         let (tx, rx) = mpsc::channel(64);
@@ -109,31 +120,16 @@ impl Client {
         // The driver ends when every Client clone is dropped (its command
         // channel closes), so nothing leaks.
         tokio::spawn(d.run(ws));
-        Ok(Client {
-            tx,
-            ids: Arc::new(AtomicU64::new(1)),
-            opts,
-        })
+        Ok(Client { tx, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default() })
     }
 
     fn next_id(&self) -> ReqId {
         ReqId(self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    async fn request(
-        &self,
-        msg: ClientMsg,
-        watch: Option<EventTx>,
-    ) -> Result<ServerMsg, ClientError> {
+    async fn request(&self, msg: ClientMsg, watch: Option<EventTx>) -> Result<ServerMsg, ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd {
-                msg,
-                reply: Some(reply),
-                watch,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        self.tx.send(Cmd { msg, reply: Some(reply), watch }).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
@@ -148,16 +144,7 @@ impl Client {
     pub async fn start(&self, mut spec: StartSpec) -> Result<Execution, ClientError> {
         spec.attach = true;
         let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
-        match self
-            .request(
-                ClientMsg::Start {
-                    id: self.next_id(),
-                    spec,
-                },
-                Some(etx),
-            )
-            .await?
-        {
+        match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
             ServerMsg::Started { command, pid, .. } => Ok(Execution {
                 client: self.clone(),
                 id: command,
@@ -170,41 +157,21 @@ impl Client {
     }
 
     /// Starts a command without attaching; returns its id and pid.
-    pub async fn start_detached(
-        &self,
-        mut spec: StartSpec,
-    ) -> Result<(CommandId, u32), ClientError> {
+    pub async fn start_detached(&self, mut spec: StartSpec) -> Result<(CommandId, u32), ClientError> {
         spec.attach = false;
-        match self
-            .request(
-                ClientMsg::Start {
-                    id: self.next_id(),
-                    spec,
-                },
-                None,
-            )
-            .await?
-        {
+        match self.request(ClientMsg::Start { id: self.next_id(), spec }, None).await? {
             ServerMsg::Started { command, pid, .. } => Ok((command, pid)),
             other => Err(unexpected(&other)),
         }
     }
 
     /// Attaches to a command from per-stream offsets (stdout, stderr).
-    pub async fn attach(
-        &self,
-        command: &CommandId,
-        from: [u64; 2],
-    ) -> Result<Execution, ClientError> {
+    pub async fn attach(&self, command: &CommandId, from: [u64; 2]) -> Result<Execution, ClientError> {
         self.attach_inner(command, from, None).await
     }
 
     /// Attaches starting at most `tail` bytes before each stream's end.
-    pub async fn attach_tail(
-        &self,
-        command: &CommandId,
-        tail: u64,
-    ) -> Result<Execution, ClientError> {
+    pub async fn attach_tail(&self, command: &CommandId, tail: u64) -> Result<Execution, ClientError> {
         self.attach_inner(command, [0, 0], Some(tail)).await
     }
 
@@ -223,13 +190,9 @@ impl Client {
             tail_bytes,
         };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Attached { command, .. } => Ok(Execution {
-                client: self.clone(),
-                id: command,
-                pid: None,
-                events: erx,
-                finished: false,
-            }),
+            ServerMsg::Attached { command, .. } => {
+                Ok(Execution { client: self.clone(), id: command, pid: None, events: erx, finished: false })
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -241,10 +204,7 @@ impl Client {
 
     /// All commands the daemon holds.
     pub async fn list(&self) -> Result<Vec<CommandInfo>, ClientError> {
-        match self
-            .request(ClientMsg::List { id: self.next_id() }, None)
-            .await?
-        {
+        match self.request(ClientMsg::List { id: self.next_id() }, None).await? {
             ServerMsg::List { commands, .. } => Ok(commands),
             other => Err(unexpected(&other)),
         }
@@ -252,16 +212,7 @@ impl Client {
 
     /// One command's status.
     pub async fn status(&self, command: &CommandId) -> Result<CommandInfo, ClientError> {
-        match self
-            .request(
-                ClientMsg::Status {
-                    id: self.next_id(),
-                    command: command.clone(),
-                },
-                None,
-            )
-            .await?
-        {
+        match self.request(ClientMsg::Status { id: self.next_id(), command: command.clone() }, None).await? {
             ServerMsg::Status { info, .. } => Ok(info),
             other => Err(unexpected(&other)),
         }
@@ -270,72 +221,100 @@ impl Client {
     /// Kills a command (and every descendant). Executions of it on this
     /// client are not re-attached after a drop.
     pub async fn kill(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Kill {
-            id: self.next_id(),
-            command: command.clone(),
-        })
-        .await
+        self.ok(ClientMsg::Kill { id: self.next_id(), command: command.clone() }).await
     }
 
     /// Sends a signal (`TERM`, `INT`, `9`, ...) to a command's process group.
     pub async fn signal(&self, command: &CommandId, signal: &str) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Signal {
-            id: self.next_id(),
-            command: command.clone(),
-            signal: signal.to_owned(),
-        })
-        .await
+        self.ok(ClientMsg::Signal { id: self.next_id(), command: command.clone(), signal: signal.to_owned() })
+            .await
     }
 
     /// Forgets a command, killing it if it runs.
     pub async fn remove(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::Remove {
-            id: self.next_id(),
-            command: command.clone(),
-        })
-        .await
+        self.ok(ClientMsg::Remove { id: self.next_id(), command: command.clone() }).await
     }
 
-    /// Sends stdin bytes. Fire-and-forget: the daemon answers only errors,
-    /// which are logged.
+    /// Sends stdin bytes. Returns once they are sent; at most 1 MiB per
+    /// command is in flight, so a command that reads slowly (or not at all)
+    /// makes this wait rather than the daemon buffer without bound. A
+    /// failure (stdin closed, command gone, disconnect) is returned by the
+    /// next `write_stdin` or `close_stdin`.
     pub async fn write_stdin(&self, command: &CommandId, data: Bytes) -> Result<(), ClientError> {
-        let msg = ClientMsg::Stdin {
-            id: self.next_id(),
-            command: command.clone(),
-            data: data.into(),
-        };
-        self.tx
-            .send(Cmd {
-                msg,
-                reply: None,
-                watch: None,
+        let w = self.window(command);
+        let mut rest = data;
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(STDIN_CHUNK));
+            if let Some(e) = w.error() {
+                return Err(e);
+            }
+            let permit = w
+                .credit
+                .clone()
+                .acquire_many_owned(piece.len() as u32)
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            let (reply, rx) = oneshot::channel();
+            let msg = ClientMsg::Stdin { id: self.next_id(), command: command.clone(), data: piece.into() };
+            self.tx
+                .send(Cmd { msg, reply: Some(reply), watch: None })
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            let w = w.clone();
+            // Ends when the reply (or the driver's disconnect) arrives.
+            tokio::spawn(async move {
+                let failed = match rx.await {
+                    Ok(Ok(ServerMsg::Ok { .. })) => None,
+                    Ok(Ok(other)) => Some(unexpected(&other)),
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(ClientError::Closed),
+                };
+                if let Some(e) = failed {
+                    w.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+
+    fn window(&self, command: &CommandId) -> Arc<StdinWindow> {
+        let mut map = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(command.clone())
+            .or_insert_with(|| {
+                Arc::new(StdinWindow {
+                    credit: Arc::new(Semaphore::new(STDIN_WINDOW)),
+                    error: Mutex::new(None),
+                })
             })
-            .await
-            .map_err(|_| ClientError::Closed)
+            .clone()
     }
 
     /// Closes stdin (EOF) after all bytes sent before.
     pub async fn close_stdin(&self, command: &CommandId) -> Result<(), ClientError> {
-        self.ok(ClientMsg::CloseStdin {
-            id: self.next_id(),
-            command: command.clone(),
-        })
-        .await
+        let w = self.window(command);
+        // Wait until every earlier stdin frame is acknowledged.
+        let all = w.credit.acquire_many(STDIN_WINDOW as u32).await.map_err(|_| ClientError::Closed)?;
+        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).remove(command);
+        drop(all);
+        if let Some(e) = w.error() {
+            return Err(e);
+        }
+        self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await
+    }
+
+    /// Tells the driver to stop watching a command (best effort, no reply).
+    fn detach_quietly(&self, command: &CommandId) {
+        let msg = ClientMsg::Detach { id: self.next_id(), command: command.clone() };
+        let _ = self.tx.try_send(Cmd { msg, reply: None, watch: None });
     }
 }
 
 fn unexpected(m: &ServerMsg) -> ClientError {
     match m {
-        ServerMsg::Error {
-            code,
-            message,
-            errno,
-            ..
-        } => ClientError::Server {
-            code: *code,
-            message: message.clone(),
-            errno: *errno,
-        },
+        ServerMsg::Error { code, message, errno, .. } => {
+            ClientError::Server { code: *code, message: message.clone(), errno: *errno }
+        }
         other => ClientError::Protocol(format!("unexpected reply: {other:?}")),
     }
 }
@@ -352,10 +331,24 @@ pub struct Execution {
 
 impl std::fmt::Debug for Execution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Execution")
-            .field("id", &self.id)
-            .field("pid", &self.pid)
-            .finish_non_exhaustive()
+        f.debug_struct("Execution").field("id", &self.id).field("pid", &self.pid).finish_non_exhaustive()
+    }
+}
+
+impl StdinWindow {
+    fn error(&self) -> Option<ClientError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        // Detach at once, so the daemon's idle timeout and
+        // kill-on-disconnect see this client leave even if the command
+        // prints nothing more.
+        if !self.finished {
+            self.client.detach_quietly(&self.id);
+        }
     }
 }
 
@@ -403,12 +396,7 @@ impl Execution {
                 ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
                 ExecEvent::Gap { from, to, .. } => lost_bytes += to - from,
                 ExecEvent::Exit(status) => {
-                    return Ok(Output {
-                        stdout,
-                        stderr,
-                        status,
-                        lost_bytes,
-                    });
+                    return Ok(Output { stdout, stderr, status, lost_bytes });
                 }
             }
         }

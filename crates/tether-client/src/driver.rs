@@ -71,12 +71,7 @@ enum Lost {
 }
 
 impl Driver {
-    pub(crate) fn new(
-        url: String,
-        token: String,
-        opts: ClientOptions,
-        rx: mpsc::Receiver<Cmd>,
-    ) -> Driver {
+    pub(crate) fn new(url: String, token: String, opts: ClientOptions, rx: mpsc::Receiver<Cmd>) -> Driver {
         Driver {
             url,
             token,
@@ -206,9 +201,7 @@ impl Driver {
                     return Ok(ws);
                 }
                 Err(
-                    e @ (ClientError::Unauthorized
-                    | ClientError::Forbidden
-                    | ClientError::BadUrl { .. }),
+                    e @ (ClientError::Unauthorized | ClientError::Forbidden | ClientError::BadUrl { .. }),
                 ) => {
                     return Err(e);
                 }
@@ -224,22 +217,12 @@ impl Driver {
 
     /// Re-attaches every watched command from the offsets delivered so far.
     async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
-        let targets: Vec<(CommandId, [u64; 2])> = self
-            .watches
-            .iter()
-            .map(|(c, w)| (c.clone(), w.next))
-            .collect();
+        let targets: Vec<(CommandId, [u64; 2])> =
+            self.watches.iter().map(|(c, w)| (c.clone(), w.next)).collect();
         for (command, next) in targets {
             let id = ReqId(self.next_internal);
             self.next_internal += 1;
-            self.pending.insert(
-                id,
-                Pending {
-                    reply: None,
-                    watch: None,
-                    resume: Some(command.clone()),
-                },
-            );
+            self.pending.insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()) });
             let msg = ClientMsg::Attach {
                 id,
                 command,
@@ -266,14 +249,7 @@ impl Driver {
         }
         let id = c.msg.id();
         if c.reply.is_some() || c.watch.is_some() {
-            self.pending.insert(
-                id,
-                Pending {
-                    reply: c.reply,
-                    watch: c.watch,
-                    resume: None,
-                },
-            );
+            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None });
         }
         send(ws, &c.msg).await
     }
@@ -289,36 +265,18 @@ impl Driver {
         };
         match msg {
             ServerMsg::Hello { .. } => {}
-            ServerMsg::Started {
-                id, ref command, ..
-            } => {
+            ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        self.watches.insert(
-                            command.clone(),
-                            Watch {
-                                tx,
-                                next: [0, 0],
-                                killed: false,
-                            },
-                        );
+                        self.watches.insert(command.clone(), Watch { tx, next: [0, 0], killed: false });
                     }
                     reply(p.reply, Ok(msg));
                 }
             }
-            ServerMsg::Attached {
-                id,
-                ref command,
-                stdout_offset,
-                stderr_offset,
-            } => {
+            ServerMsg::Attached { id, ref command, stdout_offset, stderr_offset } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        let w = Watch {
-                            tx,
-                            next: [stdout_offset, stderr_offset],
-                            killed: false,
-                        };
+                        let w = Watch { tx, next: [stdout_offset, stderr_offset], killed: false };
                         self.watches.insert(command.clone(), w);
                     }
                     if p.resume.is_some() {
@@ -327,31 +285,16 @@ impl Driver {
                     reply(p.reply, Ok(msg));
                 }
             }
-            ServerMsg::Output {
-                command,
-                stream,
-                offset,
-                data,
-            } => {
-                self.deliver_output(ws, command, stream, offset, data.0)
-                    .await?;
+            ServerMsg::Output { command, stream, offset, data } => {
+                self.deliver_output(ws, command, stream, offset, data.0).await?;
             }
-            ServerMsg::Gap {
-                command,
-                stream,
-                requested,
-                first_held,
-            } => {
+            ServerMsg::Gap { command, stream, requested, first_held } => {
                 if let Some(w) = self.watches.get_mut(&command) {
                     let i = stream.index();
                     let from = w.next[i].max(requested);
                     if first_held > w.next[i] {
                         w.next[i] = first_held;
-                        let ev = ExecEvent::Gap {
-                            stream,
-                            from,
-                            to: first_held,
-                        };
+                        let ev = ExecEvent::Gap { stream, from, to: first_held };
                         if w.tx.send(Ok(ev)).await.is_err() {
                             self.unwatch(ws, command).await?;
                         }
@@ -368,17 +311,8 @@ impl Driver {
                     reply(p.reply, Ok(msg));
                 }
             }
-            ServerMsg::Error {
-                id,
-                code,
-                message,
-                errno,
-            } => {
-                let err = ClientError::Server {
-                    code,
-                    message,
-                    errno,
-                };
+            ServerMsg::Error { id, code, message, errno } => {
+                let err = ClientError::Server { code, message, errno };
                 match id.and_then(|id| self.pending.remove(&id)) {
                     Some(p) => {
                         if let Some(command) = p.resume {
@@ -422,11 +356,7 @@ impl Driver {
         }
         if offset > w.next[i] {
             // Bytes missing without a gap frame: say so rather than hide it.
-            let ev = ExecEvent::Gap {
-                stream,
-                from: w.next[i],
-                to: offset,
-            };
+            let ev = ExecEvent::Gap { stream, from: w.next[i], to: offset };
             if w.tx.send(Ok(ev)).await.is_err() {
                 return self.unwatch(ws, command).await;
             }
@@ -460,26 +390,19 @@ fn reply(r: Option<Reply>, v: Result<ServerMsg, ClientError>) {
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), tungstenite::Error> {
-    ws.send(Message::Binary(
-        proto::encode(msg, proto::Encoding::MsgPack).into(),
-    ))
-    .await
+    ws.send(Message::Binary(proto::encode(msg, proto::Encoding::MsgPack).into())).await
 }
 
 /// The WebSocket URL for a daemon URL: `http://h:p` -> `ws://h:p/v1/ws`.
 pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
-    let bad = |why: &str| ClientError::BadUrl {
-        url: url.to_owned(),
-        why: why.to_owned(),
-    };
+    let bad = |why: &str| ClientError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let mut u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     let scheme = match u.scheme() {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
         _ => return Err(bad("scheme must be http, https, ws or wss")),
     };
-    u.set_scheme(scheme)
-        .map_err(|()| bad("cannot set scheme"))?;
+    u.set_scheme(scheme).map_err(|()| bad("cannot set scheme"))?;
     if u.path() == "/" || u.path().is_empty() {
         u.set_path("/v1/ws");
     }
@@ -487,28 +410,14 @@ pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
 }
 
 /// Opens a connection and waits for the daemon's `hello`.
-pub(crate) async fn connect(
-    url: &str,
-    token: &str,
-    opts: &ClientOptions,
-) -> Result<Ws, ClientError> {
-    let conn_err = |why: String| ClientError::Connect {
-        url: url.to_owned(),
-        why,
-    };
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| conn_err(e.to_string()))?;
-    let auth =
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ClientError::BadUrl {
-            url: url.to_owned(),
-            why: "token is not header-safe".into(),
-        })?;
+pub(crate) async fn connect(url: &str, token: &str, opts: &ClientOptions) -> Result<Ws, ClientError> {
+    let conn_err = |why: String| ClientError::Connect { url: url.to_owned(), why };
+    let mut req = url.into_client_request().map_err(|e| conn_err(e.to_string()))?;
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ClientError::BadUrl { url: url.to_owned(), why: "token is not header-safe".into() })?;
     req.headers_mut().insert(header::AUTHORIZATION, auth);
-    req.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(proto::SUBPROTOCOL_MSGPACK),
-    );
+    req.headers_mut()
+        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(proto::SUBPROTOCOL_MSGPACK));
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(64 << 20);
     cfg.max_frame_size = Some(64 << 20);
@@ -527,17 +436,13 @@ pub(crate) async fn connect(
     };
     let hello = tokio::time::timeout(opts.connect_timeout, ws.next()).await;
     match hello {
-        Ok(Some(Ok(Message::Binary(b)))) => {
-            match proto::decode::<ServerMsg>(&b, proto::Encoding::MsgPack) {
-                Ok(ServerMsg::Hello { version, .. }) if version == proto::PROTOCOL_VERSION => {
-                    Ok(ws)
-                }
-                Ok(ServerMsg::Hello { version, .. }) => Err(ClientError::Protocol(format!(
-                    "daemon speaks protocol v{version}"
-                ))),
-                _ => Err(ClientError::Protocol("first frame is not hello".into())),
+        Ok(Some(Ok(Message::Binary(b)))) => match proto::decode::<ServerMsg>(&b, proto::Encoding::MsgPack) {
+            Ok(ServerMsg::Hello { version, .. }) if version == proto::PROTOCOL_VERSION => Ok(ws),
+            Ok(ServerMsg::Hello { version, .. }) => {
+                Err(ClientError::Protocol(format!("daemon speaks protocol v{version}")))
             }
-        }
+            _ => Err(ClientError::Protocol("first frame is not hello".into())),
+        },
         Err(_) => Err(conn_err("no hello from the daemon".into())),
         Ok(_) => Err(conn_err("connection closed before hello".into())),
     }

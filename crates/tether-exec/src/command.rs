@@ -30,11 +30,7 @@ pub enum Stream {
 
 impl Stream {
     fn from_index(i: usize) -> Stream {
-        if i == 0 {
-            Stream::Stdout
-        } else {
-            Stream::Stderr
-        }
+        if i == 0 { Stream::Stdout } else { Stream::Stderr }
     }
 }
 
@@ -130,19 +126,14 @@ pub enum Event {
 
 /// Messages to a command's actor.
 pub(crate) enum Control {
-    Signal {
-        sig: i32,
-        reply: oneshot::Sender<Result<(), ExecError>>,
-    },
-    Kill {
-        reason: ExitReason,
-        reply: Option<oneshot::Sender<Result<(), ExecError>>>,
-    },
+    Signal { sig: i32, reply: oneshot::Sender<Result<(), ExecError>> },
+    Kill { reason: ExitReason, reply: Option<oneshot::Sender<Result<(), ExecError>>> },
     Remove,
 }
 
 enum StdinMsg {
-    Data(Bytes),
+    /// Bytes, and where to say that they are in the pipe (or not).
+    Data(Bytes, oneshot::Sender<bool>),
     Close,
 }
 
@@ -191,9 +182,7 @@ pub struct CommandHandle {
 
 impl std::fmt::Debug for CommandHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandHandle")
-            .field("id", &self.shared.id)
-            .finish()
+        f.debug_struct("CommandHandle").field("id", &self.shared.id).finish()
     }
 }
 
@@ -238,10 +227,7 @@ impl CommandHandle {
             for i in 0..2 {
                 let end = out.rings[i].end();
                 if from[i] > end {
-                    return Err(ExecError::OffsetBeyondEnd {
-                        asked: from[i],
-                        end,
-                    });
+                    return Err(ExecError::OffsetBeyondEnd { asked: from[i], end });
                 }
             }
         }
@@ -266,25 +252,23 @@ impl CommandHandle {
         shared.attached.fetch_add(1, Ordering::SeqCst);
         shared.ever_attached.store(true, Ordering::SeqCst);
         shared.attach_changed.notify_one();
-        Subscription {
-            rx: shared.changed.subscribe(),
-            shared,
-            next: from,
-            done: false,
-        }
+        Subscription { rx: shared.changed.subscribe(), shared, next: from, done: false }
     }
 
-    /// Queues bytes for the command's stdin. Waits while the stdin queue is
-    /// full (the command is not reading).
+    /// Writes bytes to the command's stdin; returns once they are in the
+    /// pipe, so a command that does not read makes its writers wait rather
+    /// than the manager buffer.
     pub async fn write_stdin(&self, data: Bytes) -> Result<(), ExecError> {
+        let closed = || ExecError::StdinClosed(self.shared.id.clone());
         if !self.shared.stdin_open.load(Ordering::SeqCst) {
-            return Err(ExecError::StdinClosed(self.shared.id.clone()));
+            return Err(closed());
         }
-        self.shared
-            .stdin_tx
-            .send(StdinMsg::Data(data))
-            .await
-            .map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))
+        let (done, written) = oneshot::channel();
+        self.shared.stdin_tx.send(StdinMsg::Data(data, done)).await.map_err(|_| closed())?;
+        match written.await {
+            Ok(true) => Ok(()),
+            _ => Err(closed()),
+        }
     }
 
     /// Closes stdin after everything queued before (the command reads EOF).
@@ -313,11 +297,7 @@ impl CommandHandle {
 
     pub(crate) async fn kill_for(&self, reason: ExitReason) -> Result<(), ExecError> {
         let (reply, rx) = oneshot::channel();
-        self.control(Control::Kill {
-            reason,
-            reply: Some(reply),
-        })
-        .await?;
+        self.control(Control::Kill { reason, reply: Some(reply) }).await?;
         rx.await.unwrap_or_else(|_| Err(self.not_running()))
     }
 
@@ -337,11 +317,7 @@ impl CommandHandle {
     }
 
     async fn control(&self, msg: Control) -> Result<(), ExecError> {
-        self.shared
-            .ctl
-            .send(msg)
-            .await
-            .map_err(|_| self.not_running())
+        self.shared.ctl.send(msg).await.map_err(|_| self.not_running())
     }
 
     fn not_running(&self) -> ExecError {
@@ -396,11 +372,7 @@ impl Subscription {
                 Read::Gap { first_held } => {
                     let requested = self.next[i];
                     self.next[i] = first_held;
-                    return Some(Event::Gap {
-                        stream: Stream::from_index(i),
-                        requested,
-                        first_held,
-                    });
+                    return Some(Event::Gap { stream: Stream::from_index(i), requested, first_held });
                 }
                 Read::Data { seq, data } => {
                     if best.as_ref().is_none_or(|b| seq < b.0) {
@@ -413,11 +385,7 @@ impl Subscription {
         if let Some((_, i, data)) = best {
             let offset = self.next[i];
             self.next[i] += data.len() as u64;
-            return Some(Event::Output {
-                stream: Stream::from_index(i),
-                offset,
-                data,
-            });
+            return Some(Event::Output { stream: Stream::from_index(i), offset, data });
         }
         if let Some(exit) = &out.exit {
             self.done = true;
@@ -536,8 +504,10 @@ impl StdinWriter {
         }
         while let Some(msg) = self.rx.recv().await {
             match msg {
-                StdinMsg::Data(b) => {
-                    if self.pipe.write_all(&b).await.is_err() {
+                StdinMsg::Data(b, done) => {
+                    let ok = self.pipe.write_all(&b).await.is_ok();
+                    let _ = done.send(ok);
+                    if !ok {
                         // EPIPE: the command closed its stdin.
                         return self.closed();
                     }
@@ -595,9 +565,6 @@ impl Actor {
     /// Runs the command to its end, then keeps its record for the TTL.
     /// Returns when the record should be removed from the registry.
     pub(crate) async fn run(mut self, shutdown: CancellationToken, kill_on_shutdown: bool) {
-        let span = tracing::info_span!("command", id = %self.shared.id, pid = self.pid);
-        let _e = span.enter();
-        drop(_e);
         let stdin_task = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
 
         let started = Instant::now();
@@ -724,7 +691,6 @@ impl Actor {
         };
         self.shared.changed.send_modify(|v| *v += 1);
         tracing::info!(
-            parent: &span,
             code = ?exit.code,
             signal = ?exit.signal,
             reason = ?exit.reason,
@@ -873,13 +839,6 @@ impl Actor {
 impl Reaped {
     /// Status for a child whose wait failed (should not happen).
     fn unknown() -> Reaped {
-        Reaped {
-            code: None,
-            signal: None,
-            core_dumped: false,
-            user_us: 0,
-            sys_us: 0,
-            max_rss_kb: 0,
-        }
+        Reaped { code: None, signal: None, core_dumped: false, user_us: 0, sys_us: 0, max_rss_kb: 0 }
     }
 }

@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned};
 use crate::spec::{CommandSpec, ManagerConfig};
@@ -92,10 +93,7 @@ impl Manager {
             None => cfg.ring_bytes,
             Some(n) if (MIN_RING_BYTES..=cfg.max_ring_bytes).contains(&n) => n,
             Some(n) => {
-                return Err(ExecError::BadRingSize {
-                    asked: n as u64,
-                    max: cfg.max_ring_bytes as u64,
-                });
+                return Err(ExecError::BadRingSize { asked: n as u64, max: cfg.max_ring_bytes as u64 });
             }
         };
         let reservation = self.reserve(2 * ring_bytes)?;
@@ -127,8 +125,9 @@ impl Manager {
         let weak = Arc::downgrade(&self.inner);
         let shutdown = inner.shutdown.clone();
         let kill = inner.kill_on_shutdown;
+        let span = tracing::info_span!("command", %id, pid = handle.pid());
         inner.tracker.spawn(async move {
-            actor.run(shutdown, kill).await;
+            actor.run(shutdown, kill).instrument(span).await;
             if let Some(inner) = weak.upgrade() {
                 inner.commands.remove(&id);
             }
@@ -141,29 +140,19 @@ impl Manager {
         let max = inner.cfg.max_commands;
         inner
             .count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
             .map_err(|_| ExecError::TooManyCommands(max))?;
         let limit = inner.cfg.max_total_ring_bytes;
         let committed = inner
             .committed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c + bytes <= limit).then_some(c + bytes)
-            });
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c + bytes <= limit).then_some(c + bytes));
         match committed {
-            Ok(_) => Ok(Reservation {
-                bytes,
-                committed: inner.committed.clone(),
-                count: Some(inner.clone()),
-            }),
+            Ok(_) => {
+                Ok(Reservation { bytes, committed: inner.committed.clone(), count: Some(inner.clone()) })
+            }
             Err(c) => {
                 inner.count.fetch_sub(1, Ordering::SeqCst);
-                Err(ExecError::RingMemory {
-                    asked: bytes,
-                    available: limit.saturating_sub(c),
-                    limit,
-                })
+                Err(ExecError::RingMemory { asked: bytes, available: limit.saturating_sub(c), limit })
             }
         }
     }
@@ -181,12 +170,7 @@ impl Manager {
 
     /// All held commands, oldest first.
     pub fn list(&self) -> Vec<CommandInfo> {
-        let handles: Vec<CommandHandle> = self
-            .inner
-            .commands
-            .iter()
-            .map(|r| r.value().clone())
-            .collect();
+        let handles: Vec<CommandHandle> = self.inner.commands.iter().map(|r| r.value().clone()).collect();
         let mut infos: Vec<CommandInfo> = handles.iter().map(CommandHandle::info).collect();
         infos.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         infos
@@ -257,10 +241,7 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
                 });
             }
             Err(source) => {
-                return Err(ExecError::BadCwd {
-                    path: shown,
-                    source,
-                });
+                return Err(ExecError::BadCwd { path: shown, source });
             }
         }
     }
@@ -283,14 +264,8 @@ fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spa
     // Its own process group, so signals reach the whole job. std resets
     // SIGPIPE and the signal mask in the child, and every fd the daemon
     // opens is close-on-exec, so only 0/1/2 are inherited.
-    cmd.process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-        program: argv[0].clone(),
-        source,
-    })?;
+    cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: argv[0].clone(), source })?;
     let pid = child.id();
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let io = move || -> std::io::Result<Spawned> {
@@ -310,10 +285,7 @@ fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spa
             // Leave no process and no zombie behind.
             let _ = process::signal_group(pid, libc::SIGKILL);
             let _ = child.wait();
-            Err(ExecError::Io {
-                context: "registering pipes",
-                source,
-            })
+            Err(ExecError::Io { context: "registering pipes", source })
         }
     }
 }

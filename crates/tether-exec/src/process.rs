@@ -36,13 +36,10 @@ impl ExitWatch {
         match pidfd_open(pid) {
             // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it
             // stays open exactly as long as it is registered.
-            Ok(fd) => {
-                match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                {
-                    Ok(afd) => return ExitWatch::PidFd(afd),
-                    Err(e) => tracing::debug!("pidfd not pollable, polling instead: {e}"),
-                }
-            }
+            Ok(fd) => match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+                Ok(afd) => return ExitWatch::PidFd(afd),
+                Err(e) => tracing::debug!("pidfd not pollable, polling instead: {e}"),
+            },
             Err(e) => tracing::debug!("pidfd_open failed, polling instead: {e}"),
         }
         let mut iv = tokio::time::interval(Duration::from_millis(20));
@@ -135,11 +132,7 @@ pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) {
 pub(crate) fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
     // SAFETY: kill(2) with a negative pid; no memory is involved.
     let r = unsafe { libc::kill(-(pgid as libc::pid_t), sig) };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// All processes whose parent chain leads to `root` (excluding `root`).
@@ -149,11 +142,7 @@ fn descendants(root: u32) -> Vec<u32> {
     };
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if let Some(ppid) = read_ppid(pid) {

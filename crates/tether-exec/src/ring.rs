@@ -55,13 +55,7 @@ pub(crate) enum Read {
 
 impl Ring {
     pub(crate) fn new(cap: usize) -> Ring {
-        Ring {
-            chunks: VecDeque::new(),
-            first_held: 0,
-            end: 0,
-            charged: 0,
-            cap,
-        }
+        Ring { chunks: VecDeque::new(), first_held: 0, end: 0, charged: 0, cap }
     }
 
     pub(crate) fn first_held(&self) -> u64 {
@@ -107,9 +101,7 @@ impl Ring {
     /// two chunks at once, so `seq` is exact.
     pub(crate) fn read(&self, from: u64, max: usize) -> Read {
         if from < self.first_held {
-            return Read::Gap {
-                first_held: self.first_held,
-            };
+            return Read::Gap { first_held: self.first_held };
         }
         if from >= self.end {
             return Read::Pending;
@@ -119,10 +111,7 @@ impl Ring {
         let c = &self.chunks[idx];
         let start = (from - c.offset) as usize;
         let stop = c.data.len().min(start + max);
-        Read::Data {
-            seq: c.seq,
-            data: c.data.slice(start..stop),
-        }
+        Read::Data { seq: c.seq, data: c.data.slice(start..stop) }
     }
 }
 
@@ -139,34 +128,10 @@ mod tests {
         let mut r = Ring::new(1 << 20);
         r.push(bytes("hello "), 0);
         r.push(bytes("world"), 1);
-        assert_eq!(
-            r.read(0, 100),
-            Read::Data {
-                seq: 0,
-                data: bytes("hello ")
-            }
-        );
-        assert_eq!(
-            r.read(3, 2),
-            Read::Data {
-                seq: 0,
-                data: bytes("lo")
-            }
-        );
-        assert_eq!(
-            r.read(6, 100),
-            Read::Data {
-                seq: 1,
-                data: bytes("world")
-            }
-        );
-        assert_eq!(
-            r.read(8, 100),
-            Read::Data {
-                seq: 1,
-                data: bytes("rld")
-            }
-        );
+        assert_eq!(r.read(0, 100), Read::Data { seq: 0, data: bytes("hello ") });
+        assert_eq!(r.read(3, 2), Read::Data { seq: 0, data: bytes("lo") });
+        assert_eq!(r.read(6, 100), Read::Data { seq: 1, data: bytes("world") });
+        assert_eq!(r.read(8, 100), Read::Data { seq: 1, data: bytes("rld") });
         assert_eq!(r.read(11, 100), Read::Pending);
         assert_eq!(r.end(), 11);
     }
@@ -182,13 +147,7 @@ mod tests {
         assert_eq!(r.end(), 500);
         assert_eq!(r.read(0, 10), Read::Gap { first_held: 300 });
         assert_eq!(r.read(299, 10), Read::Gap { first_held: 300 });
-        assert_eq!(
-            r.read(300, 1),
-            Read::Data {
-                seq: 3,
-                data: Bytes::from(vec![3u8])
-            }
-        );
+        assert_eq!(r.read(300, 1), Read::Data { seq: 3, data: Bytes::from(vec![3u8]) });
         assert!(r.charged() <= cap);
     }
 
@@ -198,12 +157,6 @@ mod tests {
         r.push(bytes("0123456789abcdef"), 0);
         assert_eq!(r.end(), 16);
         assert_eq!(r.first_held(), 6);
-        assert_eq!(
-            r.read(6, 100),
-            Read::Data {
-                seq: 0,
-                data: bytes("6789abcdef")
-            }
-        );
+        assert_eq!(r.read(6, 100), Read::Data { seq: 0, data: bytes("6789abcdef") });
     }
 }

@@ -112,10 +112,7 @@ impl CommandSpec {
 
     /// A command line run by the default shell.
     pub fn shell(script: impl Into<String>) -> CommandSpec {
-        CommandSpec::new(Program::Shell {
-            shell: None,
-            script: script.into(),
-        })
+        CommandSpec::new(Program::Shell { shell: None, script: script.into() })
     }
 
     /// A spec for `program` with every option at its default.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_exec::{
-    CommandSpec, Event, ExecError, ExitInfo, ExitReason, Lifetime, Manager, ManagerConfig,
-    OutputLimit, Stream, Subscription,
+    CommandSpec, Event, ExecError, ExitInfo, ExitReason, Lifetime, Manager, ManagerConfig, OutputLimit,
+    Stream, Subscription,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -20,33 +20,21 @@ async fn collect(mut sub: Subscription) -> (Vec<u8>, Vec<u8>, ExitInfo) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         while let Some(ev) = sub.next(64 * 1024).await {
             match ev {
-                Event::Output {
-                    stream: Stream::Stdout,
-                    data,
-                    ..
-                } => out.extend_from_slice(&data),
-                Event::Output {
-                    stream: Stream::Stderr,
-                    data,
-                    ..
-                } => err.extend_from_slice(&data),
+                Event::Output { stream: Stream::Stdout, data, .. } => out.extend_from_slice(&data),
+                Event::Output { stream: Stream::Stderr, data, .. } => err.extend_from_slice(&data),
                 Event::Gap { .. } => panic!("unexpected gap"),
                 Event::Exit(e) => return (out, err, e),
             }
         }
         panic!("subscription ended without exit");
     };
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .expect("command finished in time")
+    tokio::time::timeout(LIMIT, fut).await.expect("command finished in time")
 }
 
 #[tokio::test]
 async fn separates_streams_and_reports_exit_code() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::shell("echo out; echo err >&2; exit 7"))
-        .unwrap();
+    let h = m.start(CommandSpec::shell("echo out; echo err >&2; exit 7")).unwrap();
     let (out, err, exit) = collect(h.attach([0, 0]).unwrap()).await;
     assert_eq!(out, b"out\n");
     assert_eq!(err, b"err\n");
@@ -58,28 +46,21 @@ async fn separates_streams_and_reports_exit_code() {
 #[tokio::test]
 async fn stdin_and_eof_reach_the_command() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::argv(["wc", "-c"]).stdin(Bytes::from_static(b"abc"), false))
-        .unwrap();
+    let h = m.start(CommandSpec::argv(["wc", "-c"]).stdin(Bytes::from_static(b"abc"), false)).unwrap();
     let sub = h.attach([0, 0]).unwrap();
     h.write_stdin(Bytes::from_static(b"defg")).await.unwrap();
     h.close_stdin().await.unwrap();
     let (out, _, exit) = collect(sub).await;
     assert_eq!(String::from_utf8_lossy(&out).trim(), "7");
     assert_eq!(exit.code, Some(0));
-    assert!(matches!(
-        h.write_stdin(Bytes::from_static(b"x")).await,
-        Err(ExecError::StdinClosed(_))
-    ));
+    assert!(matches!(h.write_stdin(Bytes::from_static(b"x")).await, Err(ExecError::StdinClosed(_))));
 }
 
 #[tokio::test]
 async fn children_inherit_only_stdio() {
     let m = manager();
     // ls opens one fd of its own for /proc/self/fd.
-    let h = m
-        .start(CommandSpec::shell("ls /proc/self/fd | wc -l"))
-        .unwrap();
+    let h = m.start(CommandSpec::shell("ls /proc/self/fd | wc -l")).unwrap();
     let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
     // 0, 1, 2 and the directory fd of ls itself.
     assert_eq!(String::from_utf8_lossy(&out).trim(), "4");
@@ -97,20 +78,14 @@ async fn timeout_kills_the_whole_group() {
     let grandchild: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
     // The grandchild must be gone (or a zombie awaiting its reaper).
     let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z"),
-        "grandchild survived: {stat}"
-    );
+    assert!(stat.is_empty() || stat.contains(") Z"), "grandchild survived: {stat}");
 }
 
 #[tokio::test]
 async fn idle_timeout_kills_unattached_command() {
     let m = manager();
     let h = m
-        .start(
-            CommandSpec::argv(["sleep", "100"])
-                .idle_timeout(Lifetime::After(Duration::from_millis(200))),
-        )
+        .start(CommandSpec::argv(["sleep", "100"]).idle_timeout(Lifetime::After(Duration::from_millis(200))))
         .unwrap();
     let exit = tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
     assert_eq!(exit.reason, ExitReason::IdleTimeout);
@@ -119,9 +94,7 @@ async fn idle_timeout_kills_unattached_command() {
 #[tokio::test]
 async fn kill_on_disconnect_fires_when_last_client_leaves() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::argv(["sleep", "100"]).kill_on_disconnect(true))
-        .unwrap();
+    let h = m.start(CommandSpec::argv(["sleep", "100"]).kill_on_disconnect(true)).unwrap();
     let a = h.attach([0, 0]).unwrap();
     let b = h.attach([0, 0]).unwrap();
     drop(a);
@@ -135,9 +108,7 @@ async fn kill_on_disconnect_fires_when_last_client_leaves() {
 #[tokio::test]
 async fn ttl_expiry_removes_the_record() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::argv(["true"]).ttl(Lifetime::After(Duration::from_millis(100))))
-        .unwrap();
+    let h = m.start(CommandSpec::argv(["true"]).ttl(Lifetime::After(Duration::from_millis(100)))).unwrap();
     let id = h.id().to_owned();
     tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
     assert!(m.get(&id).is_ok(), "held right after exit");
@@ -153,17 +124,11 @@ async fn ttl_expiry_removes_the_record() {
 #[tokio::test]
 async fn old_offset_gets_a_gap_then_data() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::shell("head -c 100000 /dev/zero").ring_bytes(8192))
-        .unwrap();
+    let h = m.start(CommandSpec::shell("head -c 100000 /dev/zero").ring_bytes(8192)).unwrap();
     h.wait().await;
     let mut sub = h.attach([0, 0]).unwrap();
     match sub.next(1 << 20).await.unwrap() {
-        Event::Gap {
-            stream: Stream::Stdout,
-            requested: 0,
-            first_held,
-        } => {
+        Event::Gap { stream: Stream::Stdout, requested: 0, first_held } => {
             assert!(first_held > 90_000 && first_held < 100_000, "{first_held}");
         }
         other => panic!("expected gap, got {other:?}"),
@@ -180,9 +145,7 @@ async fn old_offset_gets_a_gap_then_data() {
 #[tokio::test]
 async fn output_limit_kills_or_truncates() {
     let m = manager();
-    let h = m
-        .start(CommandSpec::argv(["yes"]).max_output(10_000, OutputLimit::Kill))
-        .unwrap();
+    let h = m.start(CommandSpec::argv(["yes"]).max_output(10_000, OutputLimit::Kill)).unwrap();
     let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
     assert_eq!(exit.reason, ExitReason::OutputLimit);
     assert_eq!(out.len(), 10_000);
@@ -203,38 +166,19 @@ async fn output_limit_kills_or_truncates() {
 #[tokio::test]
 async fn bad_starts_are_typed_errors() {
     let m = manager();
-    let e = m
-        .start(CommandSpec::argv(["/nonexistent/prog"]))
-        .unwrap_err();
-    assert!(
-        matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(libc_enoent()),
-        "{e:?}"
-    );
+    let e = m.start(CommandSpec::argv(["/nonexistent/prog"])).unwrap_err();
+    assert!(matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(libc_enoent()), "{e:?}");
     let e = m.start(CommandSpec::argv(["/etc/passwd"])).unwrap_err();
-    assert!(
-        matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(13),
-        "{e:?}"
-    );
-    let e = m
-        .start(CommandSpec::argv(["true"]).cwd("/nonexistent"))
-        .unwrap_err();
+    assert!(matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(13), "{e:?}");
+    let e = m.start(CommandSpec::argv(["true"]).cwd("/nonexistent")).unwrap_err();
     assert!(matches!(e, ExecError::BadCwd { .. }), "{e:?}");
     let e = m.start(CommandSpec::argv(["echo", "a\0b"])).unwrap_err();
     assert!(matches!(e, ExecError::NulByte { what: "argv" }), "{e:?}");
-    let e = m
-        .start(CommandSpec::argv(["true"]).env("A", "x\0"))
-        .unwrap_err();
+    let e = m.start(CommandSpec::argv(["true"]).env("A", "x\0")).unwrap_err();
     assert!(matches!(e, ExecError::NulByte { what: "env" }), "{e:?}");
-    let e = m
-        .start(CommandSpec::argv(["echo".to_owned(), "x".repeat(200_000)]))
-        .unwrap_err();
-    assert!(
-        matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(7),
-        "{e:?}"
-    );
-    let e = m
-        .start(CommandSpec::argv(Vec::<String>::new()))
-        .unwrap_err();
+    let e = m.start(CommandSpec::argv(["echo".to_owned(), "x".repeat(200_000)])).unwrap_err();
+    assert!(matches!(e, ExecError::Spawn { .. }) && e.errno() == Some(7), "{e:?}");
+    let e = m.start(CommandSpec::argv(Vec::<String>::new())).unwrap_err();
     assert!(matches!(e, ExecError::EmptyArgv), "{e:?}");
     assert!(m.is_empty(), "failed starts leave no record");
 }
@@ -245,28 +189,16 @@ fn libc_enoent() -> i32 {
 
 #[tokio::test]
 async fn limits_are_typed_errors() {
-    let cfg = ManagerConfig {
-        max_commands: 2,
-        ..ManagerConfig::default()
-    };
+    let cfg = ManagerConfig { max_commands: 2, ..ManagerConfig::default() };
     let m = Manager::new(cfg, true);
     let a = m.start(CommandSpec::argv(["sleep", "10"])).unwrap();
     let _b = m.start(CommandSpec::argv(["sleep", "10"])).unwrap();
-    assert!(matches!(
-        m.start(CommandSpec::argv(["true"])),
-        Err(ExecError::TooManyCommands(2))
-    ));
+    assert!(matches!(m.start(CommandSpec::argv(["true"])), Err(ExecError::TooManyCommands(2))));
     a.kill().await.unwrap();
-    let cfg = ManagerConfig {
-        max_total_ring_bytes: 3 << 20,
-        ..ManagerConfig::default()
-    };
+    let cfg = ManagerConfig { max_total_ring_bytes: 3 << 20, ..ManagerConfig::default() };
     let m2 = Manager::new(cfg, true);
     let _c = m2.start(CommandSpec::argv(["sleep", "10"])).unwrap();
-    assert!(matches!(
-        m2.start(CommandSpec::argv(["true"])),
-        Err(ExecError::RingMemory { .. })
-    ));
+    assert!(matches!(m2.start(CommandSpec::argv(["true"])), Err(ExecError::RingMemory { .. })));
     m.shutdown().await;
     m2.shutdown().await;
 }
@@ -279,10 +211,7 @@ async fn signal_reaches_group_and_kill_reports_killed() {
     let exit = tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
     assert_eq!(exit.signal, Some(15));
     assert_eq!(exit.reason, ExitReason::Exited);
-    assert!(matches!(
-        h.signal("BOGUS").await,
-        Err(ExecError::BadSignal(_))
-    ));
+    assert!(matches!(h.signal("BOGUS").await, Err(ExecError::BadSignal(_))));
 
     let h = m.start(CommandSpec::argv(["sleep", "100"])).unwrap();
     h.kill().await.unwrap();

@@ -80,9 +80,7 @@ mod tests {
     #[test]
     fn huge_array_header_does_not_allocate() {
         // fixmap{type: "list", id: array32 claiming 2^32-1 elements}
-        let mut frame = vec![
-            0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'l', b'i', b's', b't',
-        ];
+        let mut frame = vec![0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'l', b'i', b's', b't'];
         frame.extend_from_slice(&[0xa2, b'i', b'd', 0xdd, 0xff, 0xff, 0xff, 0xff]);
         assert!(decode::<ClientMsg>(&frame, Encoding::MsgPack).is_err());
     }

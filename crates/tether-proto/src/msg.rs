@@ -89,9 +89,10 @@ pub enum ClientMsg {
         /// The command to detach from.
         command: CommandId,
     },
-    /// Bytes for the command's stdin. No reply unless it fails.
+    /// Bytes for the command's stdin. Answered by `ok` once the bytes are
+    /// queued for the command's stdin (see `Limits::stdin_window_bytes`).
     Stdin {
-        /// Request id, echoed in an error.
+        /// Request id, echoed in the reply.
         id: ReqId,
         /// Target command.
         command: CommandId,
@@ -390,6 +391,11 @@ pub struct Limits {
     pub default_ring_bytes: u64,
     /// Largest ring buffer size a `start` may ask for.
     pub max_ring_bytes: u64,
+    /// Most unacknowledged `stdin` bytes per command per connection; past
+    /// it a `stdin` is refused with `limit_exceeded`. Clients wait for the
+    /// `ok` of earlier `stdin` frames to stay under it.
+    #[serde(default)]
+    pub stdin_window_bytes: u64,
 }
 
 /// Why a command ended.

@@ -94,10 +94,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Payload, E> {
-        STANDARD
-            .decode(v)
-            .map(Payload::from)
-            .map_err(|e| E::custom(format_args!("invalid base64: {e}")))
+        STANDARD.decode(v).map(Payload::from).map_err(|e| E::custom(format_args!("invalid base64: {e}")))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {

@@ -20,9 +20,8 @@ use serde::Serialize;
 use serde::de::value::MapDeserializer;
 use serde::de::{self, DeserializeOwned};
 use tether_proto::{
-    ClientMsg, CommandId, CommandInfo, CommandState, Encoding, ErrorCode, ExitReason, ExitStatus,
-    Limits, OutputLimitAction, Payload, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, decode,
-    encode,
+    ClientMsg, CommandId, CommandInfo, CommandState, Encoding, ErrorCode, ExitReason, ExitStatus, Limits,
+    OutputLimitAction, Payload, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, decode, encode,
 };
 
 #[test]
@@ -45,15 +44,9 @@ fn golden_vectors() {
 fn every_variant_has_a_vector() {
     let cases = cases();
     let have = |direction: &str| -> BTreeSet<String> {
-        cases
-            .iter()
-            .filter(|c| c.direction() == direction)
-            .map(Case::kind)
-            .collect()
+        cases.iter().filter(|c| c.direction() == direction).map(Case::kind).collect()
     };
-    let want = |variants: &[&str]| -> BTreeSet<String> {
-        variants.iter().map(|v| (*v).to_owned()).collect()
-    };
+    let want = |variants: &[&str]| -> BTreeSet<String> { variants.iter().map(|v| (*v).to_owned()).collect() };
     assert_eq!(have("client"), want(variant_names::<ClientMsg>()));
     assert_eq!(have("server"), want(variant_names::<ServerMsg>()));
     // One vector per kind, so file names are unique.
@@ -88,10 +81,7 @@ impl Case {
             Msg::Server(m) => serde_json::to_value(m),
         }
         .expect("message serializes");
-        value["type"]
-            .as_str()
-            .expect("message has a string `type`")
-            .to_owned()
+        value["type"].as_str().expect("message has a string `type`").to_owned()
     }
 
     /// File name without extension: `<direction>_<type>`.
@@ -134,12 +124,8 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 fn read(path: &Path) -> Vec<u8> {
-    fs::read(path).unwrap_or_else(|e| {
-        panic!(
-            "read {}: {e} (run with UPDATE_VECTORS=1 to create it)",
-            path.display()
-        )
-    })
+    fs::read(path)
+        .unwrap_or_else(|e| panic!("read {}: {e} (run with UPDATE_VECTORS=1 to create it)", path.display()))
 }
 
 fn check<T>(dir: &Path, stem: &str, want: &T)
@@ -147,8 +133,8 @@ where
     T: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
 {
     let msgpack = read(&dir.join(format!("{stem}.msgpack")));
-    let got: T = decode(&msgpack, Encoding::MsgPack)
-        .unwrap_or_else(|e| panic!("{stem}.msgpack does not decode: {e}"));
+    let got: T =
+        decode(&msgpack, Encoding::MsgPack).unwrap_or_else(|e| panic!("{stem}.msgpack does not decode: {e}"));
     assert_eq!(&got, want, "{stem}.msgpack decodes to another message");
     assert!(
         encode(&got, Encoding::MsgPack) == msgpack,
@@ -156,8 +142,7 @@ where
     );
 
     let json = read(&dir.join(format!("{stem}.json")));
-    let got: T = decode(&json, Encoding::Json)
-        .unwrap_or_else(|e| panic!("{stem}.json does not decode: {e}"));
+    let got: T = decode(&json, Encoding::Json).unwrap_or_else(|e| panic!("{stem}.json does not decode: {e}"));
     assert_eq!(&got, want, "{stem}.json decodes to another message");
     assert!(
         pretty_json(&got).as_bytes() == json,
@@ -176,10 +161,7 @@ fn frame_files(dir: &Path) -> Vec<PathBuf> {
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
-        if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("msgpack" | "json")
-        ) {
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("msgpack" | "json")) {
             out.push(path);
         }
     }
@@ -195,18 +177,10 @@ fn check_no_stray_files(dir: &Path, cases: &[Case]) {
     expected.insert("README.md".to_owned());
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
     let found: BTreeSet<String> = entries
-        .map(|e| {
-            e.expect("directory entry")
-                .file_name()
-                .into_string()
-                .expect("UTF-8 file name")
-        })
+        .map(|e| e.expect("directory entry").file_name().into_string().expect("UTF-8 file name"))
         .collect();
     let stray: Vec<_> = found.difference(&expected).collect();
-    assert!(
-        stray.is_empty(),
-        "files in protocol/vectors/ that no case covers: {stray:?}"
-    );
+    assert!(stray.is_empty(), "files in protocol/vectors/ that no case covers: {stray:?}");
     let missing: Vec<_> = expected.difference(&found).collect();
     assert!(missing.is_empty(), "missing vectors: {missing:?}");
 }
@@ -258,10 +232,7 @@ fn cmd() -> CommandId {
 
 fn cases() -> Vec<Case> {
     let client = [
-        ClientMsg::Start {
-            id: ReqId(1),
-            spec: start_spec(),
-        },
+        ClientMsg::Start { id: ReqId(1), spec: start_spec() },
         ClientMsg::Attach {
             id: ReqId(2),
             command: cmd(),
@@ -269,37 +240,18 @@ fn cases() -> Vec<Case> {
             stderr_offset: 0,
             tail_bytes: Some(65_536),
         },
-        ClientMsg::Detach {
-            id: ReqId(3),
-            command: cmd(),
-        },
+        ClientMsg::Detach { id: ReqId(3), command: cmd() },
         ClientMsg::Stdin {
             id: ReqId(4),
             command: cmd(),
             data: Payload::from(&b"yes\n\x00\xff\xfe\x1b[A"[..]),
         },
-        ClientMsg::CloseStdin {
-            id: ReqId(5),
-            command: cmd(),
-        },
-        ClientMsg::Signal {
-            id: ReqId(6),
-            command: cmd(),
-            signal: "SIGINT".to_owned(),
-        },
-        ClientMsg::Kill {
-            id: ReqId(7),
-            command: cmd(),
-        },
+        ClientMsg::CloseStdin { id: ReqId(5), command: cmd() },
+        ClientMsg::Signal { id: ReqId(6), command: cmd(), signal: "SIGINT".to_owned() },
+        ClientMsg::Kill { id: ReqId(7), command: cmd() },
         ClientMsg::List { id: ReqId(8) },
-        ClientMsg::Status {
-            id: ReqId(9),
-            command: cmd(),
-        },
-        ClientMsg::Remove {
-            id: ReqId(10),
-            command: cmd(),
-        },
+        ClientMsg::Status { id: ReqId(9), command: cmd() },
+        ClientMsg::Remove { id: ReqId(10), command: cmd() },
     ];
     let server = [
         ServerMsg::Hello {
@@ -311,13 +263,10 @@ fn cases() -> Vec<Case> {
                 max_commands: 1_024,
                 default_ring_bytes: 1_048_576,
                 max_ring_bytes: 67_108_864,
+                stdin_window_bytes: 4_194_304,
             },
         },
-        ServerMsg::Started {
-            id: ReqId(1),
-            command: cmd(),
-            pid: 48_213,
-        },
+        ServerMsg::Started { id: ReqId(1), command: cmd(), pid: 48_213 },
         ServerMsg::Attached {
             id: ReqId(2),
             command: cmd(),
@@ -330,12 +279,7 @@ fn cases() -> Vec<Case> {
             offset: 5_368_709_120,
             data: Payload::from(&b"step 3/7: ok\n\xff\x00\xfe\x1b[32mdone\x1b[0m\r\n"[..]),
         },
-        ServerMsg::Gap {
-            command: cmd(),
-            stream: Stream::Stderr,
-            requested: 4_096,
-            first_held: 65_536,
-        },
+        ServerMsg::Gap { command: cmd(), stream: Stream::Stderr, requested: 4_096, first_held: 65_536 },
         ServerMsg::Exit {
             command: cmd(),
             status: ExitStatus {
@@ -353,19 +297,12 @@ fn cases() -> Vec<Case> {
             },
         },
         ServerMsg::Ok { id: ReqId(5) },
-        ServerMsg::List {
-            id: ReqId(8),
-            commands: vec![finished_info(), running_info()],
-        },
-        ServerMsg::Status {
-            id: ReqId(9),
-            info: running_info(),
-        },
+        ServerMsg::List { id: ReqId(8), commands: vec![finished_info(), running_info()] },
+        ServerMsg::Status { id: ReqId(9), info: running_info() },
         ServerMsg::Error {
             id: Some(ReqId(11)),
             code: ErrorCode::SpawnFailed,
-            message: "cannot execute /opt/build/run.sh: No such file or directory (os error 2)"
-                .to_owned(),
+            message: "cannot execute /opt/build/run.sh: No such file or directory (os error 2)".to_owned(),
             errno: Some(2),
         },
     ];
@@ -434,14 +371,8 @@ fn running_info() -> CommandInfo {
         state: CommandState::Running,
         started_at_ms: 1_767_225_600_000,
         exit: None,
-        stdout: StreamInfo {
-            first_held: 5_364_514_816,
-            end: 5_368_709_120,
-        },
-        stderr: StreamInfo {
-            first_held: 65_536,
-            end: 4_259_840,
-        },
+        stdout: StreamInfo { first_held: 5_364_514_816, end: 5_368_709_120 },
+        stderr: StreamInfo { first_held: 65_536, end: 4_259_840 },
         attached: 2,
     }
 }
@@ -451,11 +382,7 @@ fn finished_info() -> CommandInfo {
         command: CommandId::from("c-0a1b2c3d4e5f6071"),
         name: None,
         labels: BTreeMap::new(),
-        argv: vec![
-            "/bin/bash".to_owned(),
-            "-c".to_owned(),
-            "uname -a; date -u".to_owned(),
-        ],
+        argv: vec!["/bin/bash".to_owned(), "-c".to_owned(), "uname -a; date -u".to_owned()],
         pid: 47_990,
         state: CommandState::Exited,
         started_at_ms: 1_767_225_541_250,
@@ -472,14 +399,8 @@ fn finished_info() -> CommandInfo {
             stderr_bytes: 0,
             truncated: false,
         }),
-        stdout: StreamInfo {
-            first_held: 0,
-            end: 138,
-        },
-        stderr: StreamInfo {
-            first_held: 0,
-            end: 0,
-        },
+        stdout: StreamInfo { first_held: 0, end: 138 },
+        stderr: StreamInfo { first_held: 0, end: 0 },
         attached: 0,
     }
 }

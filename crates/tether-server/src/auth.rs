@@ -48,26 +48,16 @@ pub(crate) async fn require(State(st): State<Arc<AppState>>, req: Request, next:
     }
     if !presented_tokens(headers).any(|t| st.cfg.token.matches(t)) {
         tracing::warn!(path = %req.uri().path(), "refused: missing or wrong token");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        );
+        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
     }
     next.run(req).await
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut resp = (
-        status,
-        axum::Json(serde_json::json!({ "code": code, "message": message })),
-    )
-        .into_response();
+    let mut resp =
+        (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     }
     resp
 }
@@ -79,10 +69,7 @@ fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .get_all(header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .filter_map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let proto = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -102,10 +89,7 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static 
         return Ok(());
     };
     let origin = origin.to_str().map_err(|_| "Origin is not text")?;
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
         return Ok(());
     }
     let origin_host = origin
@@ -140,10 +124,7 @@ mod tests {
     fn tokens_from_header_and_subprotocol() {
         let h = headers(&[
             (header::AUTHORIZATION, "Bearer abc"),
-            (
-                header::SEC_WEBSOCKET_PROTOCOL,
-                "tether.v1, tether.token.xyz",
-            ),
+            (header::SEC_WEBSOCKET_PROTOCOL, "tether.v1, tether.token.xyz"),
         ]);
         let got: Vec<&str> = presented_tokens(&h).collect();
         assert_eq!(got, ["abc", "xyz"]);
@@ -154,15 +135,9 @@ mod tests {
 
     #[test]
     fn origin_must_be_same_host_or_allowed() {
-        let same = headers(&[
-            (header::ORIGIN, "http://127.0.0.1:7070"),
-            (header::HOST, "127.0.0.1:7070"),
-        ]);
+        let same = headers(&[(header::ORIGIN, "http://127.0.0.1:7070"), (header::HOST, "127.0.0.1:7070")]);
         assert!(check_origin(&same, &[]).is_ok());
-        let evil = headers(&[
-            (header::ORIGIN, "http://evil.example"),
-            (header::HOST, "127.0.0.1:7070"),
-        ]);
+        let evil = headers(&[(header::ORIGIN, "http://evil.example"), (header::HOST, "127.0.0.1:7070")]);
         assert!(check_origin(&evil, &[]).is_err());
         assert!(check_origin(&evil, &["http://evil.example".to_owned()]).is_ok());
         assert!(check_origin(&headers(&[(header::HOST, "x")]), &[]).is_ok());

@@ -11,8 +11,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use tether_exec::{Event, Manager, Subscription};
@@ -60,6 +63,9 @@ enum Out {
     Close(u16, &'static str),
 }
 
+/// Unacknowledged stdin bytes one connection may queue for one command.
+pub(crate) const STDIN_WINDOW_BYTES: usize = 4 << 20;
+
 /// Close codes (RFC 6455 section 7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -70,10 +76,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// Serves one upgraded WebSocket until either side closes it.
 pub(crate) async fn serve<S>(socket: S, ctx: ConnCtx)
 where
-    S: Stream<Item = Result<Message, axum::Error>>
-        + Sink<Message, Error = axum::Error>
-        + Send
-        + 'static,
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
 {
     let span = tracing::info_span!("conn", peer = %ctx.peer);
     run(socket, ctx).instrument(span).await
@@ -81,23 +84,15 @@ where
 
 async fn run<S>(socket: S, ctx: ConnCtx)
 where
-    S: Stream<Item = Result<Message, axum::Error>>
-        + Sink<Message, Error = axum::Error>
-        + Send
-        + 'static,
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
 {
     tracing::info!(encoding = ?ctx.encoding, "connected");
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(ctx.cfg.outbound_queue.max(1));
     let writer = tokio::spawn(write_loop(sink, out_rx, ctx.encoding).in_current_span());
     let (done_tx, mut done_rx) = mpsc::channel(64);
-    let mut conn = Conn {
-        ctx,
-        out,
-        attachments: HashMap::new(),
-        done_tx,
-        generation: 0,
-    };
+    let mut conn =
+        Conn { ctx, out, attachments: HashMap::new(), pumps: HashMap::new(), done_tx, generation: 0 };
 
     let hello = ServerMsg::Hello {
         version: proto::PROTOCOL_VERSION,
@@ -108,6 +103,7 @@ where
             max_commands: conn.ctx.manager.config().max_commands as u64,
             default_ring_bytes: conn.ctx.manager.config().ring_bytes as u64,
             max_ring_bytes: conn.ctx.manager.config().max_ring_bytes as u64,
+            stdin_window_bytes: STDIN_WINDOW_BYTES as u64,
         },
     };
     conn.send(hello).await;
@@ -117,10 +113,7 @@ where
     if let Some(q) = conn.ctx.attach.take() {
         let command = q.command.unwrap_or_default();
         let from = [q.stdout_offset, q.stderr_offset];
-        if !conn
-            .attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes)
-            .await
-        {
+        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes).await {
             conn.close(CLOSE_NORMAL, "attach failed").await;
         }
         single = Some(command);
@@ -182,9 +175,7 @@ where
     }
     // Dropping the attachments aborts the forwarders, which drops their
     // subscriptions: the commands see this client detach.
-    let Conn {
-        out, attachments, ..
-    } = conn;
+    let Conn { out, attachments, .. } = conn;
     drop(attachments);
     drop(out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
@@ -194,10 +185,7 @@ where
 fn classify(e: &axum::Error) -> (u16, &'static str) {
     let text = e.to_string();
     // tungstenite reports size limits as capacity errors.
-    if text.contains("Space limit exceeded")
-        || text.contains("too long")
-        || text.contains("Capacity")
-    {
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
         (CLOSE_TOO_BIG, "frame too large")
     } else {
         (CLOSE_PROTOCOL, "websocket protocol error")
@@ -209,10 +197,26 @@ struct Attachment {
     _task: AbortOnDropHandle<()>,
 }
 
+/// Writes one command's stdin for one connection, in order, so that a
+/// command that does not read its stdin stalls only its own stdin queue,
+/// never the connection's other requests (signals, kills, other commands).
+struct Pump {
+    tx: mpsc::Sender<(ReqId, StdinOp)>,
+    /// Bytes queued and not yet handed to the command.
+    queued: Arc<AtomicUsize>,
+    _task: AbortOnDropHandle<()>,
+}
+
+enum StdinOp {
+    Data(Bytes),
+    Close,
+}
+
 struct Conn {
     ctx: ConnCtx,
     out: mpsc::Sender<Out>,
     attachments: HashMap<String, Attachment>,
+    pumps: HashMap<String, Pump>,
     done_tx: mpsc::Sender<(String, u64)>,
     generation: u64,
 }
@@ -231,13 +235,7 @@ impl Conn {
     }
 
     async fn error(&self, id: Option<ReqId>, code: ErrorCode, message: &str) {
-        self.send(ServerMsg::Error {
-            id,
-            code,
-            message: message.to_owned(),
-            errno: None,
-        })
-        .await;
+        self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
     }
 
     async fn close(&self, code: u16, reason: &'static str) {
@@ -248,9 +246,7 @@ impl Conn {
         match proto::decode::<ClientMsg>(bytes, self.ctx.encoding) {
             Ok(msg) => self.dispatch(msg).await,
             Err(e) => {
-                let id = proto::decode::<Peek>(bytes, self.ctx.encoding)
-                    .ok()
-                    .and_then(|p| p.id);
+                let id = proto::decode::<Peek>(bytes, self.ctx.encoding).ok().and_then(|p| p.id);
                 tracing::info!("bad frame: {e}");
                 self.error(id, ErrorCode::BadFrame, &e.to_string()).await;
             }
@@ -261,79 +257,36 @@ impl Conn {
         let id = msg.id();
         let reply = match msg {
             ClientMsg::Start { id, spec } => self.start(id, spec).await,
-            ClientMsg::Attach {
-                id,
-                command,
-                stdout_offset,
-                stderr_offset,
-                tail_bytes,
-            } => {
-                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes)
-                    .await;
+            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes } => {
+                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes).await;
                 Ok(None)
             }
             ClientMsg::Detach { id, command } => {
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
             }
-            ClientMsg::Stdin { command, data, .. } => match self.ctx.manager.get(&command.0) {
-                Ok(h) => h
-                    .write_stdin(data.0)
-                    .await
-                    .map(|()| None)
-                    .map_err(WireError::from),
-                Err(e) => Err(e.into()),
-            },
-            ClientMsg::CloseStdin { id, command } => match self.ctx.manager.get(&command.0) {
-                Ok(h) => h
-                    .close_stdin()
-                    .await
-                    .map(|()| Some(ServerMsg::Ok { id }))
-                    .map_err(Into::into),
-                Err(e) => Err(e.into()),
-            },
-            ClientMsg::Signal {
-                id,
-                command,
-                signal,
-            } => match self.ctx.manager.get(&command.0) {
-                Ok(h) => h
-                    .signal(&signal)
-                    .await
-                    .map(|()| Some(ServerMsg::Ok { id }))
-                    .map_err(Into::into),
+            ClientMsg::Stdin { id, command, data } => self.stdin(id, command, StdinOp::Data(data.0)),
+            ClientMsg::CloseStdin { id, command } => self.stdin(id, command, StdinOp::Close),
+            ClientMsg::Signal { id, command, signal } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h.signal(&signal).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
                 Err(e) => Err(e.into()),
             },
             ClientMsg::Kill { id, command } => match self.ctx.manager.get(&command.0) {
                 Ok(h) => {
                     tracing::info!(command = %command, "kill requested");
-                    h.kill()
-                        .await
-                        .map(|()| Some(ServerMsg::Ok { id }))
-                        .map_err(Into::into)
+                    h.kill().await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into)
                 }
                 Err(e) => Err(e.into()),
             },
             ClientMsg::List { id } => {
-                let commands = self
-                    .ctx
-                    .manager
-                    .list()
-                    .into_iter()
-                    .map(map::info_to_wire)
-                    .collect();
+                let commands = self.ctx.manager.list().into_iter().map(map::info_to_wire).collect();
                 Ok(Some(ServerMsg::List { id, commands }))
             }
             ClientMsg::Status { id, command } => self
                 .ctx
                 .manager
                 .get(&command.0)
-                .map(|h| {
-                    Some(ServerMsg::Status {
-                        id,
-                        info: map::info_to_wire(h.info()),
-                    })
-                })
+                .map(|h| Some(ServerMsg::Status { id, info: map::info_to_wire(h.info()) }))
                 .map_err(Into::into),
             ClientMsg::Remove { id, command } => {
                 self.attachments.remove(&command.0);
@@ -352,11 +305,69 @@ impl Conn {
         }
     }
 
-    async fn start(
-        &mut self,
-        id: ReqId,
-        spec: proto::StartSpec,
-    ) -> Result<Option<ServerMsg>, WireError> {
+    /// Queues a stdin operation on the command's pump (created on first
+    /// use); its `ok` or error is sent when the command's stdin took it.
+    fn stdin(&mut self, id: ReqId, command: CommandId, op: StdinOp) -> Result<Option<ServerMsg>, WireError> {
+        if !self.pumps.get(&command.0).is_some_and(|p| !p.tx.is_closed()) {
+            self.ctx.manager.get(&command.0)?;
+            let (tx, mut rx) = mpsc::channel::<(ReqId, StdinOp)>(256);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let (out, q) = (self.out.clone(), queued.clone());
+            // The pump looks the command up per operation rather than holding
+            // a handle, so it never keeps a finished command's memory alive.
+            let (manager, cmd) = (self.ctx.manager.clone(), command.0.clone());
+            let task = tokio::spawn(async move {
+                while let Some((id, op)) = rx.recv().await {
+                    let (last, n) = match &op {
+                        StdinOp::Data(b) => (false, b.len()),
+                        StdinOp::Close => (true, 0),
+                    };
+                    let r = match (manager.get(&cmd), op) {
+                        (Err(e), _) => Err(e),
+                        (Ok(h), StdinOp::Data(b)) => h.write_stdin(b).await,
+                        (Ok(h), StdinOp::Close) => h.close_stdin().await,
+                    };
+                    q.fetch_sub(n, Ordering::SeqCst);
+                    let msg = match r {
+                        Ok(()) => ServerMsg::Ok { id },
+                        Err(e) => WireError::from(e).into_msg(Some(id)),
+                    };
+                    if out.send(Out::Msg(msg)).await.is_err() || last {
+                        return;
+                    }
+                }
+            });
+            let pump = Pump { tx, queued, _task: AbortOnDropHandle::new(task) };
+            self.pumps.insert(command.0.clone(), pump);
+        }
+        let Some(pump) = self.pumps.get(&command.0) else { unreachable!("inserted above") };
+        let n = match &op {
+            StdinOp::Data(b) => b.len(),
+            StdinOp::Close => 0,
+        };
+        if pump.queued.fetch_add(n, Ordering::SeqCst) + n > STDIN_WINDOW_BYTES {
+            pump.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(WireError {
+                code: ErrorCode::LimitExceeded,
+                message: format!(
+                    "stdin window exceeded: more than {STDIN_WINDOW_BYTES} unacknowledged bytes \
+                     for {command}; wait for the ok of earlier stdin frames"
+                ),
+                errno: None,
+            });
+        }
+        if pump.tx.try_send((id, op)).is_err() {
+            pump.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(WireError {
+                code: ErrorCode::LimitExceeded,
+                message: format!("too many unacknowledged stdin frames for {command}"),
+                errno: None,
+            });
+        }
+        Ok(None)
+    }
+
+    async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
         let attach = spec.attach;
         let spec = map::spec_from_wire(spec)?;
         let h = self.ctx.manager.start(spec)?;
@@ -364,12 +375,7 @@ impl Conn {
         tracing::info!(command = %command, pid = h.pid(), "started");
         // `started` goes into the queue before any of the output frames the
         // forwarder will queue.
-        self.send(ServerMsg::Started {
-            id,
-            command: command.clone(),
-            pid: h.pid(),
-        })
-        .await;
+        self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
         if attach {
             match h.attach([0, 0]) {
                 Ok(sub) => self.forward(sub),
@@ -382,13 +388,7 @@ impl Conn {
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
-    async fn attach(
-        &mut self,
-        id: ReqId,
-        command: CommandId,
-        from: [u64; 2],
-        tail: Option<u64>,
-    ) -> bool {
+    async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], tail: Option<u64>) -> bool {
         let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
             Some(t) => Ok(h.attach_tail(t)),
             None => h.attach(from),
@@ -396,13 +396,7 @@ impl Conn {
         match sub {
             Ok(sub) => {
                 let [stdout_offset, stderr_offset] = sub.offsets();
-                self.send(ServerMsg::Attached {
-                    id,
-                    command,
-                    stdout_offset,
-                    stderr_offset,
-                })
-                .await;
+                self.send(ServerMsg::Attached { id, command, stdout_offset, stderr_offset }).await;
                 self.forward(sub);
                 true
             }
@@ -430,13 +424,7 @@ impl Conn {
             }
             .instrument(span),
         );
-        self.attachments.insert(
-            cmd,
-            Attachment {
-                generation,
-                _task: AbortOnDropHandle::new(task),
-            },
-        );
+        self.attachments.insert(cmd, Attachment { generation, _task: AbortOnDropHandle::new(task) });
     }
 }
 
@@ -445,27 +433,14 @@ async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
     let command = CommandId(sub.id().to_owned());
     while let Some(ev) = sub.next(max).await {
         let msg = match ev {
-            Event::Output {
-                stream,
-                offset,
-                data,
-            } => ServerMsg::Output {
+            Event::Output { stream, offset, data } => ServerMsg::Output {
                 command: command.clone(),
                 stream: map::stream_to_wire(stream),
                 offset,
                 data: data.into(),
             },
-            Event::Gap {
-                stream,
-                requested,
-                first_held,
-            } => {
-                tracing::info!(
-                    ?stream,
-                    requested,
-                    first_held,
-                    "client fell behind the ring: gap"
-                );
+            Event::Gap { stream, requested, first_held } => {
+                tracing::info!(?stream, requested, first_held, "client fell behind the ring: gap");
                 ServerMsg::Gap {
                     command: command.clone(),
                     stream: map::stream_to_wire(stream),
@@ -473,10 +448,7 @@ async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
                     first_held,
                 }
             }
-            Event::Exit(e) => ServerMsg::Exit {
-                command: command.clone(),
-                status: map::exit_to_wire(&e),
-            },
+            Event::Exit(e) => ServerMsg::Exit { command: command.clone(), status: map::exit_to_wire(&e) },
         };
         if out.send(Out::Msg(msg)).await.is_err() {
             return;
@@ -497,19 +469,12 @@ where
                 match enc {
                     Encoding::MsgPack => Message::Binary(bytes.into()),
                     // serde_json output is always UTF-8.
-                    Encoding::Json => {
-                        Message::Text(String::from_utf8_lossy(&bytes).into_owned().into())
-                    }
+                    Encoding::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
                 }
             }
             Out::Ping => Message::Ping(Default::default()),
             Out::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    })))
-                    .await;
+                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
                 return;
             }
         };

@@ -80,14 +80,8 @@ impl Server {
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
-            .layer(axum::middleware::from_fn_with_state(
-                st.clone(),
-                auth::require,
-            ));
-        Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .merge(authed)
-            .with_state(st)
+            .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
+        Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(st)
     }
 
     /// Serves `listener` until `shutdown` resolves, then shuts down
@@ -100,22 +94,15 @@ impl Server {
     ) -> std::io::Result<()> {
         let st = self.state.clone();
         let token = st.shutdown.clone();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down");
             token.cancel();
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
         st.conns.close();
-        if tokio::time::timeout(Duration::from_secs(5), st.conns.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), st.conns.wait()).await.is_err() {
             tracing::warn!("connections did not close within 5 s");
         }
         st.manager.shutdown().await;
@@ -131,10 +118,7 @@ async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let ws = ws
-        .protocols([
-            tether_proto::SUBPROTOCOL_MSGPACK,
-            tether_proto::SUBPROTOCOL_JSON,
-        ])
+        .protocols([tether_proto::SUBPROTOCOL_MSGPACK, tether_proto::SUBPROTOCOL_JSON])
         .max_message_size(st.cfg.max_frame_bytes)
         .max_frame_size(st.cfg.max_frame_bytes);
     let encoding = ws
@@ -143,8 +127,8 @@ async fn ws_handler(
         .and_then(tether_proto::Encoding::from_subprotocol)
         .unwrap_or_default();
     let st2 = st.clone();
-    ws.on_failed_upgrade(move |e| tracing::warn!(%peer, "websocket upgrade failed: {e}"))
-        .on_upgrade(move |socket| {
+    ws.on_failed_upgrade(move |e| tracing::warn!(%peer, "websocket upgrade failed: {e}")).on_upgrade(
+        move |socket| {
             let ctx = conn::ConnCtx {
                 manager: st2.manager.clone(),
                 cfg: st2.cfg.clone(),
@@ -154,15 +138,11 @@ async fn ws_handler(
                 attach: attach.command.is_some().then_some(attach),
             };
             st2.conns.track_future(conn::serve(socket, ctx))
-        })
+        },
+    )
 }
 
 async fn list_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let list: Vec<tether_proto::CommandInfo> = st
-        .manager
-        .list()
-        .into_iter()
-        .map(map::info_to_wire)
-        .collect();
+    let list: Vec<tether_proto::CommandInfo> = st.manager.list().into_iter().map(map::info_to_wire).collect();
     axum::Json(list)
 }

@@ -14,20 +14,11 @@ pub(crate) struct WireError {
 
 impl WireError {
     pub(crate) fn bad_request(message: impl Into<String>) -> WireError {
-        WireError {
-            code: proto::ErrorCode::BadRequest,
-            message: message.into(),
-            errno: None,
-        }
+        WireError { code: proto::ErrorCode::BadRequest, message: message.into(), errno: None }
     }
 
     pub(crate) fn into_msg(self, id: Option<proto::ReqId>) -> proto::ServerMsg {
-        proto::ServerMsg::Error {
-            id,
-            code: self.code,
-            message: self.message,
-            errno: self.errno,
-        }
+        proto::ServerMsg::Error { id, code: self.code, message: self.message, errno: self.errno }
     }
 }
 
@@ -50,11 +41,7 @@ impl From<exec::ExecError> for WireError {
             E::ShuttingDown => C::ShuttingDown,
             E::Io { .. } => C::Internal,
         };
-        WireError {
-            code,
-            errno: e.errno(),
-            message: e.to_string(),
-        }
+        WireError { code, errno: e.errno(), message: e.to_string() }
     }
 }
 
@@ -63,22 +50,15 @@ impl From<exec::ExecError> for WireError {
 pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, WireError> {
     let program = match (s.argv.is_empty(), s.shell) {
         (false, None) => exec::Program::Argv(s.argv),
-        (true, Some(script)) => exec::Program::Shell {
-            shell: s.shell_program,
-            script,
-        },
+        (true, Some(script)) => exec::Program::Shell { shell: s.shell_program, script },
         (false, Some(_)) => {
-            return Err(WireError::bad_request(
-                "give either argv or shell, not both",
-            ));
+            return Err(WireError::bad_request("give either argv or shell, not both"));
         }
         (true, None) => return Err(WireError::bad_request("give argv or shell: nothing to run")),
     };
     let ring_bytes = match s.ring_bytes {
         None => None,
-        Some(n) => {
-            Some(usize::try_from(n).map_err(|_| WireError::bad_request("ring_bytes too large"))?)
-        }
+        Some(n) => Some(usize::try_from(n).map_err(|_| WireError::bad_request("ring_bytes too large"))?),
     };
     let mut spec = exec::CommandSpec::new(program);
     spec.cwd = s.cwd.map(Into::into);
@@ -141,15 +121,8 @@ pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
         labels: i.labels,
         argv: i.argv,
         pid: i.pid,
-        state: if i.exit.is_some() {
-            proto::CommandState::Exited
-        } else {
-            proto::CommandState::Running
-        },
-        started_at_ms: i
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        state: if i.exit.is_some() { proto::CommandState::Exited } else { proto::CommandState::Running },
+        started_at_ms: i.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         exit: i.exit.as_ref().map(exit_to_wire),
         stdout: stream(i.offsets[0]),
         stderr: stream(i.offsets[1]),

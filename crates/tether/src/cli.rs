@@ -19,12 +19,7 @@ pub(crate) struct Cli {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ConnArgs {
     /// Daemon URL.
-    #[arg(
-        long,
-        global = true,
-        env = "TETHER_URL",
-        default_value = "http://127.0.0.1:7070"
-    )]
+    #[arg(long, global = true, env = "TETHER_URL", default_value = "http://127.0.0.1:7070")]
     pub(crate) url: String,
     /// Bearer token (default: the daemon's token file).
     #[arg(long, global = true, env = "TETHER_TOKEN", hide_env_values = true)]

@@ -102,9 +102,7 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
     spec.cwd = args.cwd.clone();
     let mut env = BTreeMap::new();
     for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env {kv:?}: expected K=V"))?;
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected K=V"))?;
         env.insert(k.to_owned(), v.to_owned());
     }
     spec.env = env;
@@ -130,13 +128,7 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     let ex = match client.start(spec).await {
         Ok(ex) => ex,
         // Like a shell: 127 for "not found", 126 for "cannot execute".
-        Err(
-            e @ ClientError::Server {
-                code: ErrorCode::SpawnFailed,
-                errno,
-                ..
-            },
-        ) => {
+        Err(e @ ClientError::Server { code: ErrorCode::SpawnFailed, errno, .. }) => {
             eprintln!("tether: {e}");
             return Ok(if errno == Some(2) { 127 } else { 126 });
         }
@@ -161,11 +153,7 @@ async fn forward_stdin(client: Client, id: CommandId) {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if client
-                    .write_stdin(&id, Bytes::copy_from_slice(&buf[..n]))
-                    .await
-                    .is_err()
-                {
+                if client.write_stdin(&id, Bytes::copy_from_slice(&buf[..n])).await.is_err() {
                     return;
                 }
             }
@@ -201,9 +189,7 @@ async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
         match ev? {
             ExecEvent::Stdout(b) => {
                 seen_data = true;
-                out.write_all(&b)
-                    .and_then(|()| out.flush())
-                    .context("writing stdout")?;
+                out.write_all(&b).and_then(|()| out.flush()).context("writing stdout")?;
             }
             ExecEvent::Stderr(b) => {
                 seen_data = true;
@@ -211,11 +197,7 @@ async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
             }
             ExecEvent::Gap { stream, from, to } => {
                 if !(quiet_gaps_at_start && !seen_data) {
-                    let s = if stream == Stream::Stdout {
-                        "stdout"
-                    } else {
-                        "stderr"
-                    };
+                    let s = if stream == Stream::Stdout { "stdout" } else { "stderr" };
                     eprintln!(
                         "\ntether: {} bytes of {s} lost (offsets {from}..{to}): the daemon's ring no longer held them",
                         to - from
@@ -262,23 +244,14 @@ async fn logs(client: &Client, id: CommandId, follow: bool) -> Result<i32> {
 }
 
 fn print_table(list: &[CommandInfo]) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64;
-    println!(
-        "{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} COMMAND",
-        "ID", "PID", "STATE", "EXIT", "AGE", "NAME"
-    );
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64;
+    println!("{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} COMMAND", "ID", "PID", "STATE", "EXIT", "AGE", "NAME");
     for c in list {
         let state = match c.state {
             CommandState::Running => "running",
             CommandState::Exited => "exited",
         };
-        let exit = c
-            .exit
-            .as_ref()
-            .map_or(String::new(), |e| e.shell_code().to_string());
+        let exit = c.exit.as_ref().map_or(String::new(), |e| e.shell_code().to_string());
         let age = human_age(now.saturating_sub(c.started_at_ms) / 1000);
         let mut cmdline = c.argv.join(" ");
         if cmdline.len() > 60 {

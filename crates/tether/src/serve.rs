@@ -22,15 +22,8 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
                 None => token::default_path()?,
             };
             let (t, created) = token::load_or_create(&path)?;
-            let verb = if created {
-                "wrote a new token to"
-            } else {
-                "using the token in"
-            };
-            eprintln!(
-                "tether: {verb} {} (clients read it from there)",
-                path.display()
-            );
+            let verb = if created { "wrote a new token to" } else { "using the token in" };
+            eprintln!("tether: {verb} {} (clients read it from there)", path.display());
             t
         }
     };
@@ -47,9 +40,8 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.manager.ttl = secs(args.ttl);
     cfg.manager.default_shell = args.shell;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     // On stdout, one line, so scripts and tests can find a port-0 address.
     println!("tether: listening on http://{addr}");
@@ -78,9 +70,7 @@ async fn shutdown_signal() {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),

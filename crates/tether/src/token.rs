@@ -18,8 +18,8 @@ pub(crate) fn default_path() -> Result<PathBuf> {
 
 /// Reads a token file.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    let s = std::fs::read_to_string(path)
-        .with_context(|| format!("reading token file {}", path.display()))?;
+    let s =
+        std::fs::read_to_string(path).with_context(|| format!("reading token file {}", path.display()))?;
     let t = s.trim().to_owned();
     anyhow::ensure!(!t.is_empty(), "token file {} is empty", path.display());
     Ok(t)
@@ -38,9 +38,7 @@ pub(crate) fn load_or_create(path: &Path) -> Result<(String, bool)> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

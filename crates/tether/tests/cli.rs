@@ -32,14 +32,8 @@ impl Daemon {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("tether: listening on ")
-            .expect("listening line")
-            .to_owned();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("tether: listening on ").expect("listening line").to_owned();
         Daemon { child, url, token }
     }
 
@@ -49,9 +43,7 @@ impl Daemon {
 
     fn cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .env("TETHER_URL", &self.url)
-            .env("TETHER_TOKEN", &self.token);
+        c.args(args).env("TETHER_URL", &self.url).env("TETHER_TOKEN", &self.token);
         c
     }
 
@@ -69,9 +61,7 @@ impl Daemon {
     }
 
     fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
     }
 
     fn zombie_children(&self) -> Vec<i32> {
@@ -95,27 +85,20 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
 
 fn rand_u64() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
 }
 
 fn wait_bounded(child: &mut Child) {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            start.elapsed() < LIMIT,
-            "CLI command did not finish within {LIMIT:?}"
-        );
+        assert!(start.elapsed() < LIMIT, "CLI command did not finish within {LIMIT:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -148,22 +131,14 @@ fn exec_streams_output_and_propagates_exit_codes() {
     // A program that does not exist: tether's own failure, with the OS reason.
     let o = d.run(&["exec", "--", "/nonexistent/program"]);
     assert_eq!(o.status.code(), Some(127));
-    assert!(
-        text(&o.stderr).contains("No such file or directory"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("No such file or directory"), "{}", text(&o.stderr));
 }
 
 #[test]
 fn exec_forwards_stdin_with_eof() {
     let d = Daemon::start(&[]);
-    let mut child = d
-        .cli(&["exec", "--", "wc", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        d.cli(&["exec", "--", "wc", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&vec![b'z'; 300_000]).unwrap();
     drop(stdin);
@@ -192,10 +167,7 @@ fn ctrl_c_is_forwarded_to_the_command() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     wait_bounded(&mut child);
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
@@ -221,10 +193,7 @@ fn detach_attach_logs_wait_ls_kill() {
     assert!(id.starts_with("c-"), "{id}");
 
     let ls = text(&d.run(&["ls"]).stdout);
-    assert!(
-        ls.contains(&id) && ls.contains("two-lines") && ls.contains("running"),
-        "{ls}"
-    );
+    assert!(ls.contains(&id) && ls.contains("two-lines") && ls.contains("running"), "{ls}");
 
     let o = d.run(&["attach", &id]);
     assert_eq!(text(&o.stdout), "a\nb\n");
@@ -239,27 +208,18 @@ fn detach_attach_logs_wait_ls_kill() {
     let sleeper = text(&o.stdout).trim().to_owned();
     assert_eq!(d.run(&["kill", &sleeper]).status.code(), Some(0));
     assert_eq!(d.run(&["wait", &sleeper]).status.code(), Some(137));
-    let status: serde_json::Value =
-        serde_json::from_slice(&d.run(&["status", &sleeper]).stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&d.run(&["status", &sleeper]).stdout).unwrap();
     assert_eq!(status["exit"]["reason"], "killed");
     assert_eq!(d.run(&["rm", &sleeper]).status.code(), Some(0));
     let o = d.run(&["status", &sleeper]);
     assert_eq!(o.status.code(), Some(255));
-    assert!(
-        text(&o.stderr).contains("no command"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("no command"), "{}", text(&o.stderr));
 }
 
 #[test]
 fn wrong_token_is_a_clear_error() {
     let d = Daemon::start(&[]);
-    let o = d
-        .cli(&["ls"])
-        .env("TETHER_TOKEN", "wrong")
-        .output()
-        .unwrap();
+    let o = d.cli(&["ls"]).env("TETHER_TOKEN", "wrong").output().unwrap();
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stderr).contains("401"), "{}", text(&o.stderr));
 }
@@ -269,22 +229,12 @@ fn sigterm_shuts_down_and_kills_commands() {
     let mut d = Daemon::start(&[]);
     let o = d.run(&["exec", "-d", "--", "sleep", "100"]);
     let id = text(&o.stdout).trim().to_owned();
-    let status: serde_json::Value =
-        serde_json::from_slice(&d.run(&["status", &id]).stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&d.run(&["status", &id]).stdout).unwrap();
     let pid = status["pid"].as_u64().unwrap();
-    Command::new("kill")
-        .args(["-TERM", &d.child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-TERM", &d.child.id().to_string()]).status().unwrap();
     wait_bounded(&mut d.child);
-    assert!(
-        d.child.wait().unwrap().success(),
-        "daemon exits 0 on SIGTERM"
-    );
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "command {pid} survived the daemon"
-    );
+    assert!(d.child.wait().unwrap().success(), "daemon exits 0 on SIGTERM");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "command {pid} survived the daemon");
 }
 
 #[test]
@@ -308,9 +258,7 @@ fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
             tasks.push(tokio::spawn(async move {
                 match i % 5 {
                     0 => {
-                        c.run(argv(&["sh", "-c", "echo x; echo y >&2"]))
-                            .await
-                            .unwrap();
+                        c.run(argv(&["sh", "-c", "echo x; echo y >&2"])).await.unwrap();
                     }
                     1 => {
                         let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
@@ -371,8 +319,5 @@ fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
 }
 
 fn argv(a: &[&str]) -> StartSpec {
-    StartSpec {
-        argv: a.iter().map(|s| s.to_string()).collect(),
-        ..StartSpec::default()
-    }
+    StartSpec { argv: a.iter().map(|s| s.to_string()).collect(), ..StartSpec::default() }
 }
