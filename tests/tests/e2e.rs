@@ -55,6 +55,38 @@ async fn binary_output_is_byte_exact() {
 }
 
 #[tokio::test]
+async fn pacing_makes_a_slow_reader_lossless_with_a_small_ring() {
+    let s = TestServer::start().await;
+    let c = s.client().await;
+    let (file, hash) = random_file(20 << 20);
+    // 64 KiB ring, 20 MiB of output, a reader that dawdles: without pacing
+    // almost everything would be a gap.
+    let spec = StartSpec { ring_bytes: Some(64 << 10), pace: true, ..argv(&["cat", file.as_str()]) };
+    let mut ex = c.start(spec).await.unwrap();
+    let mut h = Sha256::new();
+    let mut n = 0;
+    let status = bounded(async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    n += b.len();
+                    h.update(&b);
+                    if n % (1 << 20) < b.len() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                ExecEvent::Exit(st) => break st,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(n, 20 << 20);
+    assert_eq!(status.stdout_bytes, 20 << 20);
+    assert_eq!(<[u8; 32]>::from(h.finalize()), hash);
+}
+
+#[tokio::test]
 async fn hundred_megabytes_byte_exact() {
     let s = TestServer::start().await;
     let c = s.client().await;
@@ -347,6 +379,7 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
             stdout_offset: 0,
             stderr_offset: 0,
             tail_bytes: None,
+            pace: false,
         })
         .await;
     // The stalled peer never reads again while the fast one streams.

@@ -188,6 +188,7 @@ impl Client {
             stdout_offset: from[0],
             stderr_offset: from[1],
             tail_bytes,
+            pace: false,
         };
         match self.request(msg, Some(etx)).await? {
             ServerMsg::Attached { command, .. } => {
@@ -197,8 +198,11 @@ impl Client {
         }
     }
 
-    /// Runs a command to its end and returns its captured output.
-    pub async fn run(&self, spec: StartSpec) -> Result<Output, ClientError> {
+    /// Runs a command to its end and returns its captured output. The
+    /// command is paced to this client (`spec.pace`), so no byte is lost
+    /// however large the output.
+    pub async fn run(&self, mut spec: StartSpec) -> Result<Output, ClientError> {
+        spec.pace = true;
         self.start(spec).await?.output().await
     }
 

@@ -40,6 +40,8 @@ struct Pending {
     watch: Option<EventTx>,
     /// Set for the driver's own re-attach after a reconnect.
     resume: Option<CommandId>,
+    /// The request asked for a pacing attachment.
+    pace: bool,
 }
 
 struct Watch {
@@ -48,6 +50,8 @@ struct Watch {
     next: [u64; 2],
     /// The caller killed it: do not re-attach after a drop.
     killed: bool,
+    /// The attachment paces the command; a resume asks for it again.
+    pace: bool,
 }
 
 /// Ids the driver uses for its own requests, far above the caller's.
@@ -217,18 +221,20 @@ impl Driver {
 
     /// Re-attaches every watched command from the offsets delivered so far.
     async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
-        let targets: Vec<(CommandId, [u64; 2])> =
-            self.watches.iter().map(|(c, w)| (c.clone(), w.next)).collect();
-        for (command, next) in targets {
+        let targets: Vec<(CommandId, [u64; 2], bool)> =
+            self.watches.iter().map(|(c, w)| (c.clone(), w.next, w.pace)).collect();
+        for (command, next, pace) in targets {
             let id = ReqId(self.next_internal);
             self.next_internal += 1;
-            self.pending.insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()) });
+            self.pending
+                .insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()), pace });
             let msg = ClientMsg::Attach {
                 id,
                 command,
                 stdout_offset: next[0],
                 stderr_offset: next[1],
                 tail_bytes: None,
+                pace,
             };
             send(ws, &msg).await?;
         }
@@ -248,8 +254,13 @@ impl Driver {
             _ => {}
         }
         let id = c.msg.id();
+        let pace = match &c.msg {
+            ClientMsg::Start { spec, .. } => spec.pace,
+            ClientMsg::Attach { pace, .. } => *pace,
+            _ => false,
+        };
         if c.reply.is_some() || c.watch.is_some() {
-            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None });
+            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None, pace });
         }
         send(ws, &c.msg).await
     }
@@ -268,7 +279,8 @@ impl Driver {
             ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        self.watches.insert(command.clone(), Watch { tx, next: [0, 0], killed: false });
+                        let w = Watch { tx, next: [0, 0], killed: false, pace: p.pace };
+                        self.watches.insert(command.clone(), w);
                     }
                     reply(p.reply, Ok(msg));
                 }
@@ -276,7 +288,8 @@ impl Driver {
             ServerMsg::Attached { id, ref command, stdout_offset, stderr_offset } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        let w = Watch { tx, next: [stdout_offset, stderr_offset], killed: false };
+                        let next = [stdout_offset, stderr_offset];
+                        let w = Watch { tx, next, killed: false, pace: p.pace };
                         self.watches.insert(command.clone(), w);
                     }
                     if p.resume.is_some() {

@@ -154,6 +154,9 @@ pub(crate) struct Shared {
     ever_attached: AtomicBool,
     attach_changed: Notify,
     stdin_open: AtomicBool,
+    /// Signalled when a pacing subscription advances or goes away.
+    pacer_moved: Notify,
+    next_subscription: std::sync::atomic::AtomicU64,
     pub(crate) ctl: mpsc::Sender<Control>,
     stdin_tx: mpsc::Sender<StdinMsg>,
     /// Returns this command's committed ring memory to the manager on drop.
@@ -164,6 +167,19 @@ struct Output {
     rings: [Ring; 2],
     seq: u64,
     exit: Option<ExitInfo>,
+    /// Next offsets of the pacing subscriptions, by subscription number.
+    pacers: Vec<(u64, [u64; 2])>,
+}
+
+impl Output {
+    /// Bytes stream `i` may still take before a pacing subscriber's unread
+    /// data would be evicted (`None`: no pacer, no limit). Half the ring is
+    /// kept as headroom for the per-chunk accounting.
+    fn pace_room(&self, i: usize) -> Option<u64> {
+        let slowest = self.pacers.iter().map(|(_, next)| next[i]).min()?;
+        let unread = self.rings[i].end() - slowest;
+        Some((self.rings[i].cap() as u64 / 2).saturating_sub(unread))
+    }
 }
 
 impl Shared {
@@ -222,6 +238,15 @@ impl CommandHandle {
     /// than the ring yields a [`Event::Gap`] first; one beyond the end is an
     /// error.
     pub fn attach(&self, from: [u64; 2]) -> Result<Subscription, ExecError> {
+        self.attach_paced(from, false)
+    }
+
+    /// Like [`CommandHandle::attach`]; with `pace`, this subscription paces
+    /// the command: when it falls half a ring behind, the actor stops
+    /// reading the command's pipes (the command blocks on write) until it
+    /// catches up, so it never misses a byte. Other subscriptions never
+    /// slow the command; a pacing one stops pacing when dropped.
+    pub fn attach_paced(&self, from: [u64; 2], pace: bool) -> Result<Subscription, ExecError> {
         {
             let out = self.shared.output();
             for i in 0..2 {
@@ -231,12 +256,12 @@ impl CommandHandle {
                 }
             }
         }
-        Ok(self.subscribe(from))
+        Ok(self.subscribe(from, pace))
     }
 
     /// Attaches starting at most `tail` bytes before each stream's end (and
-    /// never before the first held byte).
-    pub fn attach_tail(&self, tail: u64) -> Subscription {
+    /// never before the first held byte), pacing or not.
+    pub fn attach_tail(&self, tail: u64, pace: bool) -> Subscription {
         let from = {
             let out = self.shared.output();
             [0, 1].map(|i| {
@@ -244,15 +269,19 @@ impl CommandHandle {
                 r.end().saturating_sub(tail).max(r.first_held())
             })
         };
-        self.subscribe(from)
+        self.subscribe(from, pace)
     }
 
-    fn subscribe(&self, from: [u64; 2]) -> Subscription {
+    fn subscribe(&self, from: [u64; 2], pace: bool) -> Subscription {
         let shared = self.shared.clone();
+        let number = shared.next_subscription.fetch_add(1, Ordering::Relaxed);
+        if pace {
+            shared.output().pacers.push((number, from));
+        }
         shared.attached.fetch_add(1, Ordering::SeqCst);
         shared.ever_attached.store(true, Ordering::SeqCst);
         shared.attach_changed.notify_one();
-        Subscription { rx: shared.changed.subscribe(), shared, next: from, done: false }
+        Subscription { rx: shared.changed.subscribe(), shared, next: from, done: false, pace, number }
     }
 
     /// Writes bytes to the command's stdin; returns once they are in the
@@ -334,6 +363,10 @@ pub struct Subscription {
     next: [u64; 2],
     rx: watch::Receiver<u64>,
     done: bool,
+    /// Whether this subscription paces the command.
+    pace: bool,
+    /// Its number among the command's subscriptions (pacer bookkeeping).
+    number: u64,
 }
 
 impl Subscription {
@@ -365,38 +398,56 @@ impl Subscription {
     }
 
     fn poll_once(&mut self, max: usize) -> Option<Event> {
-        let out = self.shared.output();
-        let mut best: Option<(u64, usize, Bytes)> = None;
-        for i in 0..2 {
-            match out.rings[i].read(self.next[i], max) {
-                Read::Gap { first_held } => {
-                    let requested = self.next[i];
-                    self.next[i] = first_held;
-                    return Some(Event::Gap { stream: Stream::from_index(i), requested, first_held });
-                }
-                Read::Data { seq, data } => {
-                    if best.as_ref().is_none_or(|b| seq < b.0) {
-                        best = Some((seq, i, data));
-                    }
-                }
-                Read::Pending => {}
+        let mut out = self.shared.output();
+        let ev = read_locked(&mut self.next, &mut self.done, &out, max);
+        if self.pace && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
+            let (number, next) = (self.number, self.next);
+            if let Some(p) = out.pacers.iter_mut().find(|p| p.0 == number) {
+                p.1 = next;
             }
+            drop(out);
+            self.shared.pacer_moved.notify_one();
         }
-        if let Some((_, i, data)) = best {
-            let offset = self.next[i];
-            self.next[i] += data.len() as u64;
-            return Some(Event::Output { stream: Stream::from_index(i), offset, data });
-        }
-        if let Some(exit) = &out.exit {
-            self.done = true;
-            return Some(Event::Exit(exit.clone()));
-        }
-        None
+        ev
     }
+}
+
+/// One event for a reader at `next` (advanced past it), under the lock.
+fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -> Option<Event> {
+    let mut best: Option<(u64, usize, Bytes)> = None;
+    for i in 0..2 {
+        match out.rings[i].read(next[i], max) {
+            Read::Gap { first_held } => {
+                let requested = next[i];
+                next[i] = first_held;
+                return Some(Event::Gap { stream: Stream::from_index(i), requested, first_held });
+            }
+            Read::Data { seq, data } => {
+                if best.as_ref().is_none_or(|b| seq < b.0) {
+                    best = Some((seq, i, data));
+                }
+            }
+            Read::Pending => {}
+        }
+    }
+    if let Some((_, i, data)) = best {
+        let offset = next[i];
+        next[i] += data.len() as u64;
+        return Some(Event::Output { stream: Stream::from_index(i), offset, data });
+    }
+    if let Some(exit) = &out.exit {
+        *done = true;
+        return Some(Event::Exit(exit.clone()));
+    }
+    None
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.pace {
+            self.shared.output().pacers.retain(|p| p.0 != self.number);
+            self.shared.pacer_moved.notify_one();
+        }
         self.shared.attached.fetch_sub(1, Ordering::SeqCst);
         self.shared.attach_changed.notify_one();
     }
@@ -454,12 +505,15 @@ pub(crate) fn new_command(
             rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
             seq: 0,
             exit: None,
+            pacers: Vec::new(),
         }),
         changed,
         attached: AtomicUsize::new(0),
         ever_attached: AtomicBool::new(false),
         attach_changed: Notify::new(),
         stdin_open: AtomicBool::new(!meta.close_stdin),
+        pacer_moved: Notify::new(),
+        next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
         stdin_tx,
         _reservation: reservation,
@@ -541,6 +595,9 @@ pub(crate) struct Actor {
 /// Largest single read from a pipe.
 const READ_BYTES: usize = 64 * 1024;
 
+/// A paced stream is not read while less than this much room is left.
+const MIN_PACED_READ: u64 = 1024;
+
 thread_local! {
     /// Read scratch space shared by all actors on a worker thread, so an
     /// idle command holds no read buffer.
@@ -581,6 +638,7 @@ impl Actor {
         self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
 
         while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
+            let paused = [0, 1].map(|i| self.paced_room(i) < MIN_PACED_READ);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !shutdown_seen => {
@@ -632,8 +690,14 @@ impl Actor {
                         }
                     }
                 }
-                r = readable(&self.pipes[0]) => self.drain(0, r, &mut reason, &mut truncated, false),
-                r = readable(&self.pipes[1]) => self.drain(1, r, &mut reason, &mut truncated, false),
+                r = readable(&self.pipes[0]), if !paused[0] => {
+                    self.drain(0, r, &mut reason, &mut truncated, false);
+                }
+                r = readable(&self.pipes[1]), if !paused[1] => {
+                    self.drain(1, r, &mut reason, &mut truncated, false);
+                }
+                // A pacing reader advanced or left: re-check the pause.
+                _ = self.shared.pacer_moved.notified(), if paused[0] || paused[1] => {}
                 _ = self.shared.attach_changed.notified() => {
                     self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
                 }
@@ -654,10 +718,15 @@ impl Actor {
                 _ = at(drain_until) => {
                     // The process is gone but a descendant holds a pipe open:
                     // take what the pipe buffers hold, then stop reading.
+                    // A stream held back by a pacing reader stays open until
+                    // it has caught up.
                     drain_until = None;
                     for i in 0..2 {
-                        self.drain(i, Ok(()), &mut reason, &mut truncated, true);
-                        self.pipes[i] = None;
+                        if self.drain(i, Ok(()), &mut reason, &mut truncated, true) {
+                            drain_until = Some(Instant::now() + self.life.drain_grace);
+                        } else {
+                            self.pipes[i] = None;
+                        }
                     }
                 }
             }
@@ -754,8 +823,19 @@ impl Actor {
         }
     }
 
-    /// Reads what pipe `i` has (a bounded number of reads, so one busy
-    /// stream cannot starve the actor's other duties) into its ring.
+    /// Room stream `i` has before a pacing reader would lose data
+    /// (`u64::MAX` without pacing readers).
+    fn paced_room(&self, i: usize) -> u64 {
+        if self.pipes[i].is_none() {
+            return u64::MAX;
+        }
+        self.shared.output().pace_room(i).unwrap_or(u64::MAX)
+    }
+
+    /// Reads what pipe `i` has into its ring: a bounded number of reads (or,
+    /// with `to_empty`, until the pipe is empty), so one busy stream cannot
+    /// starve the actor's other duties, and never past a pacing reader's
+    /// room. Returns whether it stopped for a pacing reader.
     fn drain(
         &mut self,
         i: usize,
@@ -763,17 +843,24 @@ impl Actor {
         reason: &mut Option<ExitReason>,
         truncated: &mut bool,
         to_empty: bool,
-    ) {
+    ) -> bool {
         if let Err(e) = ready {
             tracing::warn!(id = %self.shared.id, "pipe poll failed: {e}");
             self.pipes[i] = None;
-            return;
+            return false;
         }
         let mut pushed = false;
+        let mut stalled = false;
         let max_reads = if to_empty { usize::MAX } else { 8 };
         for _ in 0..max_reads {
+            let room = self.paced_room(i);
+            if room < MIN_PACED_READ {
+                stalled = true;
+                break;
+            }
             let Some(p) = &self.pipes[i] else { break };
-            let got = SCRATCH.with_borrow_mut(|buf| match p.try_read(buf) {
+            let want = room.min(READ_BYTES as u64) as usize;
+            let got = SCRATCH.with_borrow_mut(|buf| match p.try_read(&mut buf[..want]) {
                 Ok(0) => Ok(None),
                 Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
                 Err(e) => Err(e),
@@ -800,6 +887,7 @@ impl Actor {
         if pushed {
             self.shared.changed.send_modify(|v| *v += 1);
         }
+        stalled
     }
 
     /// Stores a chunk, applying the output limit. Returns whether anything

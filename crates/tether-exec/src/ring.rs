@@ -58,6 +58,11 @@ impl Ring {
         Ring { chunks: VecDeque::new(), first_held: 0, end: 0, charged: 0, cap }
     }
 
+    /// Capacity in bytes (data plus per-chunk overhead).
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
     pub(crate) fn first_held(&self) -> u64 {
         self.first_held
     }

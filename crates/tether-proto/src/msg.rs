@@ -81,6 +81,9 @@ pub enum ClientMsg {
         /// instead of at the given offset (`tether attach --tail N`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail_bytes: Option<u64>,
+        /// This attachment paces the command (see [`StartSpec::pace`]).
+        #[serde(default, skip_serializing_if = "is_false")]
+        pace: bool,
     },
     /// Stop receiving a command's output on this connection. Answered by `ok`.
     Detach {
@@ -229,6 +232,14 @@ pub struct StartSpec {
     /// Attach the starting connection from offset 0 (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub attach: bool,
+    /// Pace the command to the starting connection's attachment: when that
+    /// attachment falls half a ring behind, the daemon stops reading the
+    /// command's output (the command blocks on its pipe) instead of letting
+    /// the attachment miss bytes. For captured output (`tether exec`, SDK
+    /// one-shot runs). Only this attachment paces; it stops pacing when it
+    /// detaches or its connection goes.
+    #[serde(skip_serializing_if = "is_false")]
+    pub pace: bool,
 }
 
 impl Default for StartSpec {
@@ -253,6 +264,7 @@ impl Default for StartSpec {
             ring_bytes: None,
             kill_grace_ms: None,
             attach: true,
+            pace: false,
         }
     }
 }

@@ -239,6 +239,7 @@ fn cases() -> Vec<Case> {
             stdout_offset: 0,
             stderr_offset: 0,
             tail_bytes: Some(65_536),
+            pace: false,
         },
         ClientMsg::Detach { id: ReqId(3), command: cmd() },
         ClientMsg::Stdin {
@@ -349,6 +350,7 @@ fn start_spec() -> StartSpec {
         ring_bytes: Some(4_194_304),
         kill_grace_ms: Some(5_000),
         attach: true,
+        pace: true,
     }
 }
 

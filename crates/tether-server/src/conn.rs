@@ -113,7 +113,7 @@ where
     if let Some(q) = conn.ctx.attach.take() {
         let command = q.command.unwrap_or_default();
         let from = [q.stdout_offset, q.stderr_offset];
-        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes).await {
+        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes, false).await {
             conn.close(CLOSE_NORMAL, "attach failed").await;
         }
         single = Some(command);
@@ -257,8 +257,8 @@ impl Conn {
         let id = msg.id();
         let reply = match msg {
             ClientMsg::Start { id, spec } => self.start(id, spec).await,
-            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes } => {
-                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes).await;
+            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes, pace } => {
+                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes, pace).await;
                 Ok(None)
             }
             ClientMsg::Detach { id, command } => {
@@ -368,7 +368,7 @@ impl Conn {
     }
 
     async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
-        let attach = spec.attach;
+        let (attach, pace) = (spec.attach, spec.pace);
         let spec = map::spec_from_wire(spec)?;
         let h = self.ctx.manager.start(spec)?;
         let command = CommandId(h.id().to_owned());
@@ -377,7 +377,7 @@ impl Conn {
         // forwarder will queue.
         self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
         if attach {
-            match h.attach([0, 0]) {
+            match h.attach_paced([0, 0], pace) {
                 Ok(sub) => self.forward(sub),
                 Err(e) => return Err(e.into()),
             }
@@ -388,10 +388,17 @@ impl Conn {
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
-    async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], tail: Option<u64>) -> bool {
+    async fn attach(
+        &mut self,
+        id: ReqId,
+        command: CommandId,
+        from: [u64; 2],
+        tail: Option<u64>,
+        pace: bool,
+    ) -> bool {
         let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
-            Some(t) => Ok(h.attach_tail(t)),
-            None => h.attach(from),
+            Some(t) => Ok(h.attach_tail(t, pace)),
+            None => h.attach_paced(from, pace),
         });
         match sub {
             Ok(sub) => {

@@ -166,6 +166,11 @@ pub(crate) struct ExecArgs {
     /// Do not forward local stdin (the command's stdin is closed).
     #[arg(long)]
     pub(crate) no_stdin: bool,
+    /// Let the command run ahead of this client: if the client reads slower
+    /// than the command writes, output older than the ring is skipped (and
+    /// reported) instead of the command being slowed down.
+    #[arg(long)]
+    pub(crate) no_pace: bool,
     /// The program and its arguments.
     #[arg(last = true)]
     pub(crate) argv: Vec<String>,

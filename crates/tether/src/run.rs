@@ -115,6 +115,7 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
     spec.ring_bytes = args.ring_bytes;
     spec.name = args.name.clone();
     spec.close_stdin = args.no_stdin || args.detach;
+    spec.pace = !args.no_pace && !args.detach;
     Ok(spec)
 }
 
