@@ -48,9 +48,14 @@ impl TestServer {
 
     pub async fn with(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let token = format!("test-{:016x}", rand::random::<u64>());
+        TestServer::on("127.0.0.1:0".parse().unwrap(), token, f).await
+    }
+
+    /// A daemon on a given address with a given token (to restart one).
+    pub async fn on(addr: SocketAddr, token: String, f: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let mut cfg = ServerConfig::new(Token::new(token.clone()));
         f(&mut cfg);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::new(cfg);
         let manager = server.manager().clone();

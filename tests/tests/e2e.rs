@@ -445,6 +445,35 @@ async fn reconnect_through_cutting_proxy_is_byte_exact() {
 }
 
 #[tokio::test]
+async fn client_reconnects_to_a_restarted_daemon() {
+    let s = TestServer::start().await;
+    let (addr, token) = (s.addr, s.token.clone());
+    let c = s.client().await;
+    let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
+    s.shutdown().await;
+    // The execution's command died with the daemon: its stream says so.
+    let restarted = TestServer::on(addr, token, |_| {}).await;
+    let mut ex = ex;
+    let mut saw_end = false;
+    while let Some(ev) = bounded(ex.next()).await {
+        match ev {
+            Ok(ExecEvent::Exit(st)) => {
+                assert_eq!(st.reason, ExitReason::Killed);
+                saw_end = true;
+            }
+            Err(ClientError::Server { code: ErrorCode::NotFound, .. }) => saw_end = true,
+            Err(ClientError::Disconnected) => saw_end = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_end);
+    // The same client object works against the new daemon.
+    let out = bounded(c.run(argv(&["echo", "back"]))).await.unwrap();
+    assert_eq!(out.stdout, b"back\n");
+    drop(restarted);
+}
+
+#[tokio::test]
 async fn graceful_shutdown_sends_going_away_and_kills_commands() {
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
