@@ -318,6 +318,25 @@ async fn half_open_peer_is_detected_by_ping_timeout() {
 }
 
 #[tokio::test]
+async fn half_open_peer_with_a_full_queue_is_dropped_too() {
+    let s = TestServer::with(|cfg| {
+        cfg.ping_interval = Duration::from_millis(100);
+        cfg.peer_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let watcher = s.client().await;
+    let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
+    // `yes` fills the socket, the outbound queue and the forwarder; the
+    // peer never reads again.
+    let spec = StartSpec { kill_on_disconnect: true, ..argv(&["yes"]) };
+    raw.send(&ClientMsg::Start { id: ReqId(1), spec }).await;
+    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
+    let info = wait_state(&watcher, &command).await;
+    assert_eq!(info.exit.unwrap().reason, ExitReason::Disconnected);
+    drop(raw);
+}
+
+#[tokio::test]
 async fn ttl_expiry_forgets_the_command() {
     let s = TestServer::start().await;
     let c = s.client().await;

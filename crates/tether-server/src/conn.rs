@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
@@ -91,8 +92,15 @@ where
     let (out, out_rx) = mpsc::channel(ctx.cfg.outbound_queue.max(1));
     let writer = tokio::spawn(write_loop(sink, out_rx, ctx.encoding).in_current_span());
     let (done_tx, mut done_rx) = mpsc::channel(64);
-    let mut conn =
-        Conn { ctx, out, attachments: HashMap::new(), pumps: HashMap::new(), done_tx, generation: 0 };
+    let mut conn = Conn {
+        ctx,
+        out,
+        attachments: HashMap::new(),
+        pumps: HashMap::new(),
+        done_tx,
+        generation: 0,
+        dead: false,
+    };
 
     let hello = ServerMsg::Hello {
         version: proto::PROTOCOL_VERSION,
@@ -122,7 +130,7 @@ where
     let interval = conn.ctx.cfg.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_seen = Instant::now();
-    loop {
+    while !conn.dead {
         tokio::select! {
             _ = conn.ctx.shutdown.cancelled() => {
                 conn.close(CLOSE_GOING_AWAY, "server shutting down").await;
@@ -173,22 +181,25 @@ where
             }
         }
     }
-    // Dropping the attachments aborts the forwarders, which drops their
-    // subscriptions: the commands see this client detach.
-    let Conn { out, attachments, .. } = conn;
-    drop(attachments);
-    drop(out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    // Dropping the attachments and pumps aborts their tasks, which drops
+    // their subscriptions (the commands see this client detach) and their
+    // queue senders, so the writer ends once it has flushed. A writer stuck
+    // on a dead peer is aborted.
+    drop(conn);
+    let mut writer = AbortOnDropHandle::new(writer);
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        tracing::info!("peer not accepting data: dropping the socket");
+    }
     tracing::info!("disconnected");
 }
 
 fn classify(e: &axum::Error) -> (u16, &'static str) {
-    let text = e.to_string();
-    // tungstenite reports size limits as capacity errors.
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity") {
-        (CLOSE_TOO_BIG, "frame too large")
-    } else {
-        (CLOSE_PROTOCOL, "websocket protocol error")
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // axum wraps tungstenite's error; size limits are capacity errors.
+    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(_)) => (CLOSE_TOO_BIG, "frame too large"),
+        _ => (CLOSE_PROTOCOL, "websocket protocol error"),
     }
 }
 
@@ -219,6 +230,8 @@ struct Conn {
     pumps: HashMap<String, Pump>,
     done_tx: mpsc::Sender<(String, u64)>,
     generation: u64,
+    /// The peer is gone or unresponsive: leave the read loop.
+    dead: bool,
 }
 
 /// Only the `id` of a frame that did not decode as a message, to echo it.
@@ -228,18 +241,29 @@ struct Peek {
 }
 
 impl Conn {
-    async fn send(&self, msg: ServerMsg) {
-        // Fails only when the writer is gone, i.e. the socket is dead; the
-        // read loop notices that on its own.
-        let _ = self.out.send(Out::Msg(msg)).await;
+    /// Queues a frame. A peer that does not take a frame within the peer
+    /// timeout is dead (or half-open): the connection ends.
+    async fn send(&mut self, msg: ServerMsg) {
+        let timeout = self.ctx.cfg.peer_timeout;
+        match tokio::time::timeout(timeout, self.out.send(Out::Msg(msg))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.dead = true,
+            Err(_) => {
+                tracing::warn!("peer took no frame for {timeout:?}: dropping it");
+                self.dead = true;
+            }
+        }
     }
 
-    async fn error(&self, id: Option<ReqId>, code: ErrorCode, message: &str) {
+    async fn error(&mut self, id: Option<ReqId>, code: ErrorCode, message: &str) {
         self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
     }
 
-    async fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.out.send(Out::Close(code, reason)).await;
+    /// Queues a close frame, waiting at most a second: a peer that is not
+    /// reading gets no close frame, just a closed socket.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(Out::Close(code, reason))).await;
+        self.dead = true;
     }
 
     async fn frame(&mut self, bytes: &[u8]) {
