@@ -105,11 +105,11 @@ impl Driver {
                     match self.reconnect(&lost).await {
                         Ok(ws) => {
                             conn = Some(ws);
-                            if let Some(ws) = &mut conn {
-                                if self.resume(ws).await.is_err() {
-                                    conn = None;
-                                    continue;
-                                }
+                            if let Some(ws) = &mut conn
+                                && self.resume(ws).await.is_err()
+                            {
+                                conn = None;
+                                continue;
                             }
                             continue;
                         }
@@ -118,21 +118,21 @@ impl Driver {
                             for (_, w) in self.watches.drain() {
                                 let _ = w.tx.try_send(Err(e.clone()));
                             }
-                            if let Some(c) = queued.take() {
-                                if let Some(r) = c.reply {
-                                    let _ = r.send(Err(e.clone()));
-                                }
+                            if let Some(c) = queued.take()
+                                && let Some(r) = c.reply
+                            {
+                                let _ = r.send(Err(e.clone()));
                             }
                             continue;
                         }
                     }
                 }
             };
-            if let Some(c) = queued.take() {
-                if self.send_cmd(ws, c).await.is_err() {
-                    conn = self.lose(Lost::Error, &mut lost);
-                    continue;
-                }
+            if let Some(c) = queued.take()
+                && self.send_cmd(ws, c).await.is_err()
+            {
+                conn = self.lose(Lost::Error, &mut lost);
+                continue;
             }
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {

@@ -1,4 +1,5 @@
 //! Command manager tests against real processes.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -52,6 +52,8 @@ impl Stream {
 }
 
 /// Messages from a client to the daemon.
+// `start` is larger than the rest; messages are short-lived, so no box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {

@@ -108,6 +108,7 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;

@@ -57,7 +57,9 @@ pub(crate) struct ConnCtx {
     pub(crate) attach: Option<AttachQuery>,
 }
 
-/// A frame for the writer task.
+/// A frame for the writer task (at most `outbound_queue` exist at once, so
+/// the size of the large variant does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Out {
     Msg(ServerMsg),
     Ping,
@@ -332,7 +334,7 @@ impl Conn {
     /// Queues a stdin operation on the command's pump (created on first
     /// use); its `ok` or error is sent when the command's stdin took it.
     fn stdin(&mut self, id: ReqId, command: CommandId, op: StdinOp) -> Result<Option<ServerMsg>, WireError> {
-        if !self.pumps.get(&command.0).is_some_and(|p| !p.tx.is_closed()) {
+        if self.pumps.get(&command.0).is_none_or(|p| p.tx.is_closed()) {
             self.ctx.manager.get(&command.0)?;
             let (tx, mut rx) = mpsc::channel::<(ReqId, StdinOp)>(256);
             let queued = Arc::new(AtomicUsize::new(0));

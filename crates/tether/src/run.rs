@@ -197,7 +197,7 @@ async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
                 err.write_all(&b).context("writing stderr")?;
             }
             ExecEvent::Gap { stream, from, to } => {
-                if !(quiet_gaps_at_start && !seen_data) {
+                if !quiet_gaps_at_start || seen_data {
                     let s = if stream == Stream::Stdout { "stdout" } else { "stderr" };
                     eprintln!(
                         "\ntether: {} bytes of {s} lost (offsets {from}..{to}): the daemon's ring no longer held them",
