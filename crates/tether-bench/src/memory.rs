@@ -1,0 +1,217 @@
+//! Memory per idle command: tether with many detached `sleep 600`,
+//! websocketd with many open connections, terminado with many terminals.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::{StreamExt, stream};
+use tether_client::{Client, CommandId, StartSpec};
+use tokio::time::{Instant, sleep};
+
+use crate::procs::{self, Daemon};
+use crate::wsclient::{self, Ws};
+
+/// RSS of a server before, while holding `count` idle things, and after
+/// letting them go. All in KiB.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Footprint {
+    /// How many commands/connections/terminals were held.
+    pub(crate) count: usize,
+    /// The server's own RSS before.
+    pub(crate) own_before: u64,
+    /// The server's own RSS while holding them.
+    pub(crate) own_during: u64,
+    /// The server's own RSS after killing/closing them.
+    pub(crate) own_after: u64,
+    /// The server plus its descendants, before.
+    pub(crate) tree_before: u64,
+    /// The server plus its descendants, while holding them.
+    pub(crate) tree_during: u64,
+}
+
+impl Footprint {
+    /// The server's own growth per held thing, in KiB.
+    pub(crate) fn own_per(&self) -> f64 {
+        self.own_during.saturating_sub(self.own_before) as f64 / self.count.max(1) as f64
+    }
+
+    /// The growth of the server and its descendants per held thing, in KiB.
+    pub(crate) fn tree_per(&self) -> f64 {
+        self.tree_during.saturating_sub(self.tree_before) as f64 / self.count.max(1) as f64
+    }
+}
+
+/// How many requests the bench keeps in flight at once.
+const PARALLEL: usize = 16;
+
+/// Lets allocations and lazily started processes settle before a reading.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Waits until `root` has at least `want` live descendants, at most `limit`.
+async fn wait_descendants(root: u32, want: usize, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n = procs::descendants(root).len();
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {want} processes appeared within {limit:?}");
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rss(pid: u32) -> Result<(u64, u64)> {
+    let (own, tree, _) = procs::tree_rss(pid).with_context(|| format!("process {pid} is gone"))?;
+    Ok((own, tree))
+}
+
+/// Starts `count` detached `sleep 600` on a fresh daemon, reads its RSS,
+/// kills them all, reads it again.
+pub(crate) async fn tether(d: &Daemon, count: usize) -> Result<Footprint> {
+    let client = Client::connect(&d.url, &d.token).await?;
+    // Warm up the connection and the spawn path.
+    for _ in 0..5 {
+        client.run(StartSpec { argv: vec!["true".into()], ..Default::default() }).await?;
+    }
+    sleep(SETTLE).await;
+    let (own_before, tree_before) = rss(d.pid)?;
+    let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
+        .map(|_| {
+            let c = client.clone();
+            async move {
+                c.start_detached(StartSpec { argv: vec!["sleep".into(), "600".into()], ..Default::default() })
+                    .await
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut ids = Vec::with_capacity(count);
+    let mut first_err = None;
+    for r in started {
+        match r {
+            Ok((id, _pid)) => ids.push(id),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let held = ids.len();
+    let result = async {
+        if let Some(e) = first_err {
+            bail!("{} of {count} starts failed, the first with: {e}", count - held);
+        }
+        wait_descendants(d.pid, count, Duration::from_secs(30)).await?;
+        sleep(SETTLE).await;
+        rss(d.pid)
+    }
+    .await;
+    // Kill whatever started, also when the measurement failed.
+    let killed: Vec<_> = stream::iter(ids.iter())
+        .map(|id| {
+            let c = client.clone();
+            async move { c.kill(id).await }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let (own_during, tree_during) = result?;
+    if let Some(Err(e)) = killed.into_iter().find(|r| r.is_err()) {
+        bail!("kill failed: {e}");
+    }
+    // Wait until the daemon has reaped them (no live descendants left).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !procs::descendants(d.pid).is_empty() {
+        if Instant::now() > deadline {
+            bail!("killed commands still alive after 30 s");
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(SETTLE).await;
+    let (own_after, _) = rss(d.pid)?;
+    Ok(Footprint { count, own_before, own_during, own_after, tree_before, tree_during })
+}
+
+/// Holds `count` connections to `websocketd ... sleep 600` (one process
+/// each), reads websocketd's RSS, closes them.
+pub(crate) async fn websocketd(pid: u32, port: u16, count: usize) -> Result<Footprint> {
+    let url = format!("ws://127.0.0.1:{port}/");
+    // Warm up: one connection, closed again.
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+        let _ = ws.close(None).await;
+    }
+    wait_no_descendants(pid, Duration::from_secs(10)).await;
+    sleep(SETTLE).await;
+    let (own_before, tree_before) = rss(pid)?;
+    let conns: Vec<Result<Ws>> = stream::iter(0..count)
+        .map(|_| {
+            let url = url.clone();
+            async move {
+                let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                anyhow::Ok(ws)
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut open = Vec::with_capacity(count);
+    for c in conns {
+        open.push(c?);
+    }
+    wait_descendants(pid, count, Duration::from_secs(30)).await?;
+    sleep(SETTLE).await;
+    let (own_during, tree_during) = rss(pid)?;
+    close_all(open).await;
+    wait_no_descendants(pid, Duration::from_secs(10)).await;
+    sleep(SETTLE).await;
+    let (own_after, _) = rss(pid)?;
+    Ok(Footprint { count, own_before, own_during, own_after, tree_before, tree_during })
+}
+
+/// Opens `count` terminado terminals (one bash each), reads the server's
+/// RSS, closes them.
+pub(crate) async fn terminado(pid: u32, port: u16, count: usize) -> Result<Footprint> {
+    {
+        let mut ws = wsclient::open_terminal(port).await?;
+        let _ = ws.close(None).await;
+    }
+    wait_no_descendants(pid, Duration::from_secs(10)).await;
+    sleep(SETTLE).await;
+    let (own_before, tree_before) = rss(pid)?;
+    let conns: Vec<Result<Ws>> = stream::iter(0..count)
+        .map(|_| wsclient::open_terminal(port))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut open = Vec::with_capacity(count);
+    for c in conns {
+        open.push(c?);
+    }
+    wait_descendants(pid, count, Duration::from_secs(30)).await?;
+    sleep(SETTLE).await;
+    let (own_during, tree_during) = rss(pid)?;
+    close_all(open).await;
+    wait_no_descendants(pid, Duration::from_secs(10)).await;
+    sleep(SETTLE).await;
+    let (own_after, _) = rss(pid)?;
+    Ok(Footprint { count, own_before, own_during, own_after, tree_before, tree_during })
+}
+
+async fn close_all(conns: Vec<Ws>) {
+    stream::iter(conns)
+        .for_each_concurrent(PARALLEL, |mut ws| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        })
+        .await;
+}
+
+/// Best effort: gives the server up to `limit` to reap what it started.
+async fn wait_no_descendants(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !procs::descendants(pid).is_empty() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50)).await;
+    }
+}
