@@ -593,7 +593,7 @@ pub(crate) struct Actor {
 }
 
 /// Largest single read from a pipe.
-const READ_BYTES: usize = 64 * 1024;
+const READ_BYTES: usize = 256 * 1024;
 
 /// A paced stream is not read while less than this much room is left.
 const MIN_PACED_READ: u64 = 1024;
@@ -862,6 +862,14 @@ impl Actor {
             let want = room.min(READ_BYTES as u64) as usize;
             let got = SCRATCH.with_borrow_mut(|buf| match p.try_read(&mut buf[..want]) {
                 Ok(0) => Ok(None),
+                // A large read keeps the scratch buffer itself (no copy; at
+                // most half of it unused) and the thread gets a new one; a
+                // small read is copied out at its exact size.
+                Ok(n) if n >= READ_BYTES / 2 => {
+                    let mut full = std::mem::replace(buf, vec![0; READ_BYTES]);
+                    full.truncate(n);
+                    Ok(Some(Bytes::from(full)))
+                }
                 Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
                 Err(e) => Err(e),
             });

@@ -16,6 +16,9 @@ use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned}
 use crate::spec::{CommandSpec, ManagerConfig};
 use crate::{ExecError, process};
 
+/// Pipe buffer asked for on stdout and stderr.
+const PIPE_BYTES: i32 = 1 << 20;
+
 /// Smallest ring a command may ask for.
 const MIN_RING_BYTES: usize = 4096;
 
@@ -272,6 +275,8 @@ fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spa
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
             return Err(std::io::Error::other("missing stdio pipe"));
         };
+        process::grow_pipe(&stdout, PIPE_BYTES);
+        process::grow_pipe(&stderr, PIPE_BYTES);
         Ok(Spawned {
             pid,
             stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,

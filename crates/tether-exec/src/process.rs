@@ -170,6 +170,16 @@ fn read_ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Asks for a larger pipe buffer (`F_SETPIPE_SZ`), so a fast writer fills
+/// more per wake-up and the reader gets more per `read`. Best effort: the
+/// kernel caps it at `/proc/sys/fs/pipe-max-size` for unprivileged users.
+pub(crate) fn grow_pipe(fd: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes);
+    }
+}
+
 /// Marks every open fd above 2 close-on-exec. Everything tether opens is
 /// close-on-exec already; this catches fds the daemon inherited from its
 /// own parent (a shell, a CI runner), which children must not see.

@@ -57,6 +57,20 @@ pub fn encode<T: Serialize>(msg: &T, enc: Encoding) -> Vec<u8> {
     }
 }
 
+/// Encodes a message into a buffer pre-sized for `payload_hint` bytes of
+/// payload, so a large `output` frame is written without regrowing.
+pub fn encode_sized<T: Serialize>(msg: &T, enc: Encoding, payload_hint: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(payload_hint + 256);
+    match enc {
+        Encoding::MsgPack => {
+            let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map();
+            msg.serialize(&mut ser).expect("message serializes");
+        }
+        Encoding::Json => serde_json::to_writer(&mut buf, msg).expect("message serializes"),
+    }
+    buf
+}
+
 /// Decodes a message.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], enc: Encoding) -> Result<T, DecodeError> {
     match enc {

@@ -20,7 +20,7 @@ mod codec;
 mod msg;
 mod payload;
 
-pub use codec::{DecodeError, Encoding, decode, encode};
+pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
 pub use msg::{
     ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, Limits,
     OutputLimitAction, ReqId, ServerMsg, StartSpec, Stream, StreamInfo,

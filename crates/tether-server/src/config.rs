@@ -39,7 +39,7 @@ impl ServerConfig {
             ping_interval: Duration::from_secs(15),
             peer_timeout: Duration::from_secs(45),
             max_frame_bytes: 1 << 20,
-            max_chunk_bytes: 64 * 1024,
+            max_chunk_bytes: 256 * 1024,
             outbound_queue: 16,
             kill_on_shutdown: true,
             manager: ManagerConfig::default(),

@@ -498,7 +498,12 @@ where
     while let Some(o) = rx.recv().await {
         let m = match o {
             Out::Msg(m) => {
-                let bytes = proto::encode(&m, enc);
+                let hint = match &m {
+                    // base64 in JSON is 4/3 of the bytes.
+                    ServerMsg::Output { data, .. } => data.len() * 4 / 3,
+                    _ => 0,
+                };
+                let bytes = proto::encode_sized(&m, enc, hint);
                 match enc {
                     Encoding::MsgPack => Message::Binary(bytes.into()),
                     // serde_json output is always UTF-8.

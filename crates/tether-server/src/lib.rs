@@ -30,6 +30,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tether_exec::Manager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,13 @@ impl Server {
             tracing::info!("shutting down");
             token.cancel();
         };
+        // Small frames (a prompt, an exit) must not wait for Nagle plus the
+        // peer's delayed ACK (40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, app).with_graceful_shutdown(signal).await?;
         st.conns.close();
         if tokio::time::timeout(Duration::from_secs(5), st.conns.wait()).await.is_err() {
