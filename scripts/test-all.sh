@@ -14,4 +14,13 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1; fi
 fi
 
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One summary line over all test binaries (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
