@@ -128,7 +128,8 @@ impl Manager {
         let weak = Arc::downgrade(&self.inner);
         let shutdown = inner.shutdown.clone();
         let kill = inner.kill_on_shutdown;
-        let span = tracing::info_span!("command", %id, pid = handle.pid());
+        // A root span: the command outlives the connection that started it.
+        let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
         inner.tracker.spawn(async move {
             actor.run(shutdown, kill).instrument(span).await;
             if let Some(inner) = weak.upgrade() {

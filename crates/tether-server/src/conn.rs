@@ -161,9 +161,13 @@ where
                     None => break,
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
-                        let (code, reason) = classify(&e);
-                        tracing::info!("closing on a bad frame: {e}");
-                        conn.close(code, reason).await;
+                        match classify(&e) {
+                            None => tracing::debug!("peer went away: {e}"),
+                            Some((code, reason)) => {
+                                tracing::info!("closing on a bad frame: {e}");
+                                conn.close(code, reason).await;
+                            }
+                        }
                         break;
                     }
                 };
@@ -195,13 +199,22 @@ where
     tracing::info!("disconnected");
 }
 
-fn classify(e: &axum::Error) -> (u16, &'static str) {
+/// The close frame a read error deserves; `None` when the peer is simply
+/// gone (reset, EOF, I/O error), so there is nobody to send one to.
+fn classify(e: &axum::Error) -> Option<(u16, &'static str)> {
     use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     // axum wraps tungstenite's error; size limits are capacity errors.
     let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
     match inner {
-        Some(WsError::Capacity(_)) => (CLOSE_TOO_BIG, "frame too large"),
-        _ => (CLOSE_PROTOCOL, "websocket protocol error"),
+        Some(WsError::Capacity(_)) => Some((CLOSE_TOO_BIG, "frame too large")),
+        Some(
+            WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Io(_)
+            | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+        ) => None,
+        _ => Some((CLOSE_PROTOCOL, "websocket protocol error")),
     }
 }
 
