@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -601,7 +601,7 @@ const MIN_PACED_READ: u64 = 1024;
 thread_local! {
     /// Read scratch space shared by all actors on a worker thread, so an
     /// idle command holds no read buffer.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 async fn at(t: Option<Instant>) {
@@ -860,18 +860,19 @@ impl Actor {
             }
             let Some(p) = &self.pipes[i] else { break };
             let want = room.min(READ_BYTES as u64) as usize;
-            let got = SCRATCH.with_borrow_mut(|buf| match p.try_read(&mut buf[..want]) {
-                Ok(0) => Ok(None),
-                // A large read keeps the scratch buffer itself (no copy; at
-                // most half of it unused) and the thread gets a new one; a
-                // small read is copied out at its exact size.
-                Ok(n) if n >= READ_BYTES / 2 => {
-                    let mut full = std::mem::replace(buf, vec![0; READ_BYTES]);
-                    full.truncate(n);
-                    Ok(Some(Bytes::from(full)))
+            let got = SCRATCH.with_borrow_mut(|buf| {
+                // Read into spare capacity (never zeroed). A large read
+                // becomes the chunk itself (no copy; the thread's next read
+                // allocates afresh); a small one is copied out at its exact
+                // size and the scratch space is reused.
+                buf.clear();
+                buf.reserve(READ_BYTES);
+                match p.try_read_buf(&mut (&mut *buf).limit(want)) {
+                    Ok(0) => Ok(None),
+                    Ok(n) if n >= READ_BYTES / 2 => Ok(Some(buf.split().freeze())),
+                    Ok(_) => Ok(Some(Bytes::copy_from_slice(buf))),
+                    Err(e) => Err(e),
                 }
-                Ok(n) => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
-                Err(e) => Err(e),
             });
             match got {
                 Ok(Some(data)) => {
