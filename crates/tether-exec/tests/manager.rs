@@ -68,6 +68,26 @@ async fn children_inherit_only_stdio() {
 }
 
 #[tokio::test]
+async fn children_start_with_default_sigpipe_and_an_empty_signal_mask() {
+    let m = manager();
+    // The daemon (a Rust program) ignores SIGPIPE; its children must not.
+    let h = m.start(CommandSpec::shell("yes | head -c1 >/dev/null; echo ${PIPESTATUS[0]}")).unwrap();
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "141", "yes must die of SIGPIPE");
+    let h = m.start(CommandSpec::argv(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])).unwrap();
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(text.lines().count(), 2);
+    for line in text.lines() {
+        let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        // Signals 1-31 (bits 0-30) must be neither blocked nor ignored.
+        // (glibc's posix_spawn leaves its two internal real-time signals,
+        // 32 and 33, ignored in every child it spawns; they are reserved.)
+        assert_eq!(mask & 0x7fff_ffff, 0, "{text}");
+    }
+}
+
+#[tokio::test]
 async fn timeout_kills_the_whole_group() {
     let m = manager();
     let spec = CommandSpec::shell("sleep 300 & echo $!; trap '' TERM; sleep 300")

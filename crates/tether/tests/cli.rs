@@ -217,6 +217,44 @@ fn detach_attach_logs_wait_ls_kill() {
 }
 
 #[test]
+fn without_a_token_serve_writes_a_private_token_file_the_cli_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tether-cfg-{:016x}", rand_u64()));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("TETHER_TOKEN")
+        .env("XDG_CONFIG_HOME", &dir)
+        .env("TETHER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("tether: listening on ").unwrap().to_owned();
+    let file = dir.join("tether/token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let o = Command::new(BIN)
+        .args(["exec", "--", "echo", "via-file"])
+        .env_remove("TETHER_TOKEN")
+        .env("XDG_CONFIG_HOME", &dir)
+        .env("TETHER_URL", &url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), "via-file\n");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    wait_bounded(&mut child);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("wrote a new token to"), "{err}");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(!err.contains(token.trim()), "the token must never be printed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn wrong_token_is_a_clear_error() {
     let d = Daemon::start(&[]);
     let o = d.cli(&["ls"]).env("TETHER_TOKEN", "wrong").output().unwrap();
