@@ -29,6 +29,33 @@ fn is_gone_or_zombie(pid: i32) -> bool {
     }
 }
 
+/// Reads an execution to its exit, hashing stdout (no gap or stderr
+/// allowed), pausing `dawdle` after every MiB; asserts the byte count and
+/// the hash.
+async fn expect_stdout(ex: &mut tether_client::Execution, len: u64, hash: [u8; 32], dawdle: Duration) {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let status = bounded(async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    n += b.len() as u64;
+                    h.update(&b);
+                    if !dawdle.is_zero() && n % (1 << 20) < b.len() as u64 {
+                        tokio::time::sleep(dawdle).await;
+                    }
+                }
+                ExecEvent::Exit(st) => break st,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(n, len);
+    assert_eq!(status.stdout_bytes, len);
+    assert_eq!(<[u8; 32]>::from(h.finalize()), hash);
+}
+
 // ---------------------------------------------------------------- basics
 
 #[tokio::test]
@@ -63,27 +90,7 @@ async fn pacing_makes_a_slow_reader_lossless_with_a_small_ring() {
     // almost everything would be a gap.
     let spec = StartSpec { ring_bytes: Some(64 << 10), pace: true, ..argv(&["cat", file.as_str()]) };
     let mut ex = c.start(spec).await.unwrap();
-    let mut h = Sha256::new();
-    let mut n = 0;
-    let status = bounded(async {
-        loop {
-            match ex.next().await.unwrap().unwrap() {
-                ExecEvent::Stdout(b) => {
-                    n += b.len();
-                    h.update(&b);
-                    if n % (1 << 20) < b.len() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                ExecEvent::Exit(st) => break st,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(n, 20 << 20);
-    assert_eq!(status.stdout_bytes, 20 << 20);
-    assert_eq!(<[u8; 32]>::from(h.finalize()), hash);
+    expect_stdout(&mut ex, 20 << 20, hash, Duration::from_millis(20)).await;
 }
 
 #[tokio::test]
@@ -95,24 +102,7 @@ async fn hundred_megabytes_byte_exact() {
     // fast this (debug-built) client reads.
     let spec = StartSpec { ring_bytes: Some(128 << 20), ..argv(&["cat", file.as_str()]) };
     let mut ex = c.start(spec).await.unwrap();
-    let mut h = Sha256::new();
-    let mut n = 0usize;
-    let status = bounded(async {
-        loop {
-            match ex.next().await.unwrap().unwrap() {
-                ExecEvent::Stdout(b) => {
-                    n += b.len();
-                    h.update(&b);
-                }
-                ExecEvent::Exit(st) => break st,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(n, 100_000_000);
-    assert_eq!(status.stdout_bytes, 100_000_000);
-    assert_eq!(<[u8; 32]>::from(h.finalize()), hash);
+    expect_stdout(&mut ex, 100_000_000, hash, Duration::ZERO).await;
 }
 
 #[tokio::test]
@@ -442,24 +432,7 @@ async fn reconnect_through_cutting_proxy_is_byte_exact() {
     // The ring holds the whole output, so every resume finds its offset.
     let spec = StartSpec { ring_bytes: Some(64 << 20), ..argv(&["cat", file.as_str()]) };
     let mut ex = c.start(spec).await.unwrap();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    let status = bounded(async {
-        loop {
-            match ex.next().await.unwrap().unwrap() {
-                ExecEvent::Stdout(b) => {
-                    n += b.len() as u64;
-                    h.update(&b);
-                }
-                ExecEvent::Exit(st) => break st,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await;
-    assert_eq!(n, 50_000_000);
-    assert_eq!(status.stdout_bytes, 50_000_000);
-    assert_eq!(<[u8; 32]>::from(h.finalize()), hash);
+    expect_stdout(&mut ex, 50_000_000, hash, Duration::ZERO).await;
     assert!(proxy.cuts() >= 20, "only {} cuts", proxy.cuts());
 }
 
