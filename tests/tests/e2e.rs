@@ -163,6 +163,45 @@ async fn stdin_past_the_window_is_refused_not_buffered() {
 }
 
 #[tokio::test]
+async fn every_stdin_request_gets_one_reply_even_after_close() {
+    let s = TestServer::start().await;
+    let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
+    raw.send(&ClientMsg::Start {
+        id: ReqId(1),
+        spec: StartSpec { attach: false, ..argv(&["sleep", "100"]) },
+    })
+    .await;
+    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
+    raw.send(&ClientMsg::CloseStdin { id: ReqId(2), command: command.clone() }).await;
+    let data = Payload::from(&b"late"[..]);
+    raw.send(&ClientMsg::Stdin { id: ReqId(3), command: command.clone(), data }).await;
+    raw.send(&ClientMsg::CloseStdin { id: ReqId(4), command: command.clone() }).await;
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        match raw.recv().await.unwrap() {
+            ServerMsg::Ok { id } => replies.push((id, None)),
+            ServerMsg::Error { id: Some(id), code, .. } => replies.push((id, Some(code))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    replies.sort_by_key(|r| r.0);
+    assert_eq!(replies[0], (ReqId(2), None));
+    assert_eq!(replies[1], (ReqId(3), Some(ErrorCode::StdinClosed)));
+    assert_eq!(replies[2], (ReqId(4), Some(ErrorCode::StdinClosed)));
+    raw.send(&ClientMsg::Kill { id: ReqId(9), command }).await;
+}
+
+#[tokio::test]
+async fn remove_delivers_the_exit_to_the_attached_requester() {
+    let s = TestServer::start().await;
+    let c = s.client().await;
+    let ex = c.start(argv(&["sleep", "100"])).await.unwrap();
+    c.remove(ex.id()).await.unwrap();
+    let out = bounded(ex.output()).await.unwrap();
+    assert_eq!(out.status.reason, ExitReason::Killed);
+}
+
+#[tokio::test]
 async fn initial_stdin_in_the_start_request() {
     let s = TestServer::start().await;
     let c = s.client().await;
@@ -434,6 +473,42 @@ async fn reconnect_through_cutting_proxy_is_byte_exact() {
     let mut ex = c.start(spec).await.unwrap();
     expect_stdout(&mut ex, 50_000_000, hash, Duration::ZERO).await;
     assert!(proxy.cuts() >= 20, "only {} cuts", proxy.cuts());
+}
+
+#[tokio::test]
+async fn client_notices_a_silent_network_and_resumes() {
+    let s = TestServer::start().await;
+    let proxy = CutProxy::start(s.addr, u64::MAX - 1, u64::MAX).await;
+    let opts = tether_client::ClientOptions {
+        keepalive: Duration::from_millis(100),
+        peer_timeout: Duration::from_millis(500),
+        ..tether_tests::fast_reconnect()
+    };
+    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, opts).await.unwrap();
+    let mut ex = c.start(shell("for i in $(seq 1 30); do echo $i; sleep 0.05; done")).await.unwrap();
+    let mut text = String::new();
+    let mut froze = false;
+    let status = bounded(async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    text.push_str(&String::from_utf8_lossy(&b));
+                    if !froze && text.lines().count() >= 5 {
+                        // The network goes silent: no reset, no FIN.
+                        proxy.freeze();
+                        froze = true;
+                    }
+                }
+                ExecEvent::Exit(st) => break st,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(froze);
+    let expected: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    assert_eq!(text, expected, "every line exactly once across the silent drop");
+    assert_eq!(status.code, Some(0));
 }
 
 #[tokio::test]

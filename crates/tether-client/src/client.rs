@@ -24,8 +24,13 @@ pub struct ClientOptions {
     /// Give up reconnecting after this long.
     pub reconnect_for: Duration,
     /// Events buffered per execution before the connection waits for the
-    /// caller to read.
+    /// caller to read. Read every execution you hold: one left unread with
+    /// a full buffer stalls the whole connection.
     pub event_buffer: usize,
+    /// How often to ping the daemon.
+    pub keepalive: Duration,
+    /// Reconnect when nothing (not even a pong) arrived for this long.
+    pub peer_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -36,6 +41,8 @@ impl Default for ClientOptions {
             max_backoff: driver::secs(5),
             reconnect_for: driver::secs(300),
             event_buffer: 256,
+            keepalive: driver::secs(15),
+            peer_timeout: driver::secs(45),
         }
     }
 }
@@ -301,10 +308,13 @@ impl Client {
         let all = w.credit.acquire_many(STDIN_WINDOW as u32).await.map_err(|_| ClientError::Closed)?;
         self.stdin.lock().unwrap_or_else(|p| p.into_inner()).remove(command);
         drop(all);
-        if let Some(e) = w.error() {
-            return Err(e);
+        // Close even after a failed write, so the command is not left
+        // waiting for input; then report the earlier failure.
+        let closed = self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await;
+        match w.error() {
+            Some(e) => Err(e),
+            None => closed,
         }
-        self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await
     }
 
     /// Tells the driver to stop watching a command (best effort, no reply).

@@ -91,6 +91,11 @@ impl Driver {
         let mut conn = Some(ws);
         let mut lost = Lost::Error;
         let mut queued: Option<Cmd> = None;
+        // Keepalive: a connection that dies without a reset (NAT timeout,
+        // Wi-Fi switch) is noticed by silence, not by an error.
+        let every = self.opts.keepalive;
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+        let mut last_rx = Instant::now();
         loop {
             let ws = match &mut conn {
                 Some(ws) => ws,
@@ -105,6 +110,7 @@ impl Driver {
                     match self.reconnect(&lost).await {
                         Ok(ws) => {
                             conn = Some(ws);
+                            last_rx = Instant::now();
                             if let Some(ws) = &mut conn
                                 && self.resume(ws).await.is_err()
                             {
@@ -146,7 +152,15 @@ impl Driver {
                         }
                     }
                 },
-                frame = ws.next() => match frame {
+                _ = ping.tick() => {
+                    if last_rx.elapsed() > self.opts.peer_timeout {
+                        tracing::info!("daemon silent for {:?}: reconnecting", last_rx.elapsed());
+                        conn = self.lose(Lost::Error, &mut lost);
+                    } else if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        conn = self.lose(Lost::Error, &mut lost);
+                    }
+                }
+                frame = ws.next() => match { last_rx = Instant::now(); frame } {
                     Some(Ok(Message::Binary(b))) => {
                         if self.on_frame(ws, &b).await.is_err() {
                             conn = self.lose(Lost::Error, &mut lost);

@@ -177,7 +177,9 @@ impl Output {
     /// kept as headroom for the per-chunk accounting.
     fn pace_room(&self, i: usize) -> Option<u64> {
         let slowest = self.pacers.iter().map(|(_, next)| next[i]).min()?;
-        let unread = self.rings[i].end() - slowest;
+        // Counted as the ring charges it (bytes plus per-chunk overhead),
+        // so many tiny chunks cannot evict unread data either.
+        let unread = self.rings[i].charged_from(slowest) as u64;
         Some((self.rings[i].cap() as u64 / 2).saturating_sub(unread))
     }
 }
@@ -289,6 +291,9 @@ impl CommandHandle {
     /// than the manager buffer.
     pub async fn write_stdin(&self, data: Bytes) -> Result<(), ExecError> {
         let closed = || ExecError::StdinClosed(self.shared.id.clone());
+        if self.exit().is_some() {
+            return Err(self.not_running());
+        }
         if !self.shared.stdin_open.load(Ordering::SeqCst) {
             return Err(closed());
         }
@@ -302,6 +307,9 @@ impl CommandHandle {
 
     /// Closes stdin after everything queued before (the command reads EOF).
     pub async fn close_stdin(&self) -> Result<(), ExecError> {
+        if self.exit().is_some() {
+            return Err(self.not_running());
+        }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
             return Err(ExecError::StdinClosed(self.shared.id.clone()));
         }
@@ -533,6 +541,7 @@ pub(crate) fn new_command(
         stdin_writer: Some(stdin_writer),
         life,
         reaped: false,
+        terminated: Vec::new(),
     };
     (CommandHandle { shared }, actor)
 }
@@ -590,6 +599,8 @@ pub(crate) struct Actor {
     /// Set once the process is reaped: its pid may then be reused, so only
     /// its process group (kept alive by any remaining member) is signalled.
     reaped: bool,
+    /// Descendants that were sent SIGTERM by a timeout, to SIGKILL later.
+    terminated: Vec<u32>,
 }
 
 /// Largest single read from a pipe.
@@ -645,6 +656,9 @@ impl Actor {
                     shutdown_seen = true;
                     if kill_on_shutdown {
                         self.kill(&mut reason, ExitReason::Killed);
+                    } else {
+                        // Leave the process running; the daemon is going.
+                        return;
                     }
                 }
                 Some(ctl) = self.ctl_rx.recv() => match ctl {
@@ -704,7 +718,7 @@ impl Actor {
                 _ = at(timeout_at) => {
                     timeout_at = None;
                     reason.get_or_insert(ExitReason::TimedOut);
-                    process::signal_tree(self.pid, self.pid, libc::SIGTERM);
+                    self.terminated = process::signal_tree(self.pid, self.pid, libc::SIGTERM);
                     sigkill_at = Some(Instant::now() + self.life.kill_grace);
                 }
                 _ = at(sigkill_at) => {
@@ -731,6 +745,8 @@ impl Actor {
                 }
             }
         }
+        // The pidfd is not needed for the TTL phase: give the fd back.
+        drop(exit_watch);
         if let Some(t) = stdin_task {
             t.abort();
         }
@@ -738,6 +754,7 @@ impl Actor {
             // We killed it: make sure no member of its group outlives it,
             // even one that ignored SIGTERM after the leader died.
             let _ = process::signal_group(self.pid, libc::SIGKILL);
+            process::signal_pids(&std::mem::take(&mut self.terminated), libc::SIGKILL);
         }
 
         let (r, wall) = reaped.unwrap_or((Reaped::unknown(), started.elapsed()));
@@ -798,6 +815,9 @@ impl Actor {
         } else {
             process::signal_tree(self.pid, self.pid, libc::SIGKILL);
         }
+        // Descendants found when SIGTERM went out: one that left the group
+        // and outlived the leader can no longer be found from it.
+        process::signal_pids(&std::mem::take(&mut self.terminated), libc::SIGKILL);
     }
 
     fn on_attach_change(
@@ -851,7 +871,9 @@ impl Actor {
         }
         let mut pushed = false;
         let mut stalled = false;
-        let max_reads = if to_empty { usize::MAX } else { 8 };
+        // Even "to empty" is bounded (a full 1 MiB pipe and then some), so
+        // a descendant that writes without pause cannot pin this thread.
+        let max_reads = if to_empty { 16 } else { 8 };
         for _ in 0..max_reads {
             let room = self.paced_room(i);
             if room < MIN_PACED_READ {

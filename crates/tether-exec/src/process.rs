@@ -111,7 +111,7 @@ pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
 /// Sends `sig` to the process group `pgid` and to every live descendant of
 /// `pid` (found through `/proc`), so that a descendant that moved to its own
 /// process group or session is reached too while its ancestry is intact.
-pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) {
+pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) -> Vec<u32> {
     // Walk the tree before signalling: once the leader dies, its children
     // are reparented and can no longer be found from it.
     let tree = descendants(pid);
@@ -120,10 +120,29 @@ pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) {
     unsafe {
         libc::kill(-(pgid as libc::pid_t), sig);
     }
-    for d in tree {
-        // SAFETY: as above, for one process.
+    signal_pids(&tree, sig);
+    tree
+}
+
+/// Sends `sig` to each of these processes.
+pub(crate) fn signal_pids(pids: &[u32], sig: i32) {
+    for &p in pids {
+        // SAFETY: kill(2) on one process; no memory is involved.
         unsafe {
-            libc::kill(d as libc::pid_t, sig);
+            libc::kill(p as libc::pid_t, sig);
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: every running
+/// command holds four fds (three pipes and a pidfd).
+pub(crate) fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

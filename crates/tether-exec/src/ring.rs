@@ -102,6 +102,14 @@ impl Ring {
         self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
     }
 
+    /// Bytes charged for the data at and after `from` (what reading it
+    /// would free), overhead included.
+    pub(crate) fn charged_from(&self, from: u64) -> usize {
+        let from = from.max(self.first_held);
+        let idx = self.chunks.partition_point(|c| c.offset + c.data.len() as u64 <= from);
+        (self.end - from) as usize + (self.chunks.len() - idx) * CHUNK_OVERHEAD
+    }
+
     /// Reads up to `max` bytes starting at `from`. Never returns bytes from
     /// two chunks at once, so `seq` is exact.
     pub(crate) fn read(&self, from: u64, max: usize) -> Read {

@@ -54,7 +54,7 @@ async fn stdin_and_eof_reach_the_command() {
     let (out, _, exit) = collect(sub).await;
     assert_eq!(String::from_utf8_lossy(&out).trim(), "7");
     assert_eq!(exit.code, Some(0));
-    assert!(matches!(h.write_stdin(Bytes::from_static(b"x")).await, Err(ExecError::StdinClosed(_))));
+    assert!(matches!(h.write_stdin(Bytes::from_static(b"x")).await, Err(ExecError::NotRunning(_))));
 }
 
 #[tokio::test]

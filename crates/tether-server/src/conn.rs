@@ -327,15 +327,14 @@ impl Conn {
                 .get(&command.0)
                 .map(|h| Some(ServerMsg::Status { id, info: map::info_to_wire(h.info()) }))
                 .map_err(Into::into),
-            ClientMsg::Remove { id, command } => {
-                self.attachments.remove(&command.0);
-                self.ctx
-                    .manager
-                    .remove(&command.0)
-                    .await
-                    .map(|()| Some(ServerMsg::Ok { id }))
-                    .map_err(Into::into)
-            }
+            // The attachment stays: it delivers the exit (reason `killed`).
+            ClientMsg::Remove { id, command } => self
+                .ctx
+                .manager
+                .remove(&command.0)
+                .await
+                .map(|()| Some(ServerMsg::Ok { id }))
+                .map_err(Into::into),
         };
         match reply {
             Ok(Some(msg)) => self.send(msg).await,
@@ -371,7 +370,18 @@ impl Conn {
                         Ok(()) => ServerMsg::Ok { id },
                         Err(e) => WireError::from(e).into_msg(Some(id)),
                     };
-                    if out.send(Out::Msg(msg)).await.is_err() || last {
+                    if out.send(Out::Msg(msg)).await.is_err() {
+                        return;
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                // Stdin is closed: whatever was queued behind the close
+                // still gets its one reply.
+                while let Some((id, _)) = rx.recv().await {
+                    let e = tether_exec::ExecError::StdinClosed(cmd.clone());
+                    if out.send(Out::Msg(WireError::from(e).into_msg(Some(id)))).await.is_err() {
                         return;
                     }
                 }
@@ -412,14 +422,13 @@ impl Conn {
         let h = self.ctx.manager.start(spec)?;
         let command = CommandId(h.id().to_owned());
         tracing::info!(command = %command, pid = h.pid(), "started");
-        // `started` goes into the queue before any of the output frames the
-        // forwarder will queue.
+        // Subscribe at once (a pacing subscription must hold the command
+        // back from its first byte), but start forwarding only after
+        // `started` is queued, so it precedes every output frame.
+        let sub = if attach { Some(h.attach_paced([0, 0], pace)?) } else { None };
         self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
-        if attach {
-            match h.attach_paced([0, 0], pace) {
-                Ok(sub) => self.forward(sub),
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(sub) = sub {
+            self.forward(sub);
         }
         Ok(None)
     }
@@ -435,6 +444,9 @@ impl Conn {
         tail: Option<u64>,
         pace: bool,
     ) -> bool {
+        // An earlier attachment to the same command ends first, so none of
+        // its frames follow the new `attached`.
+        self.attachments.remove(&command.0);
         let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
             Some(t) => Ok(h.attach_tail(t, pace)),
             None => h.attach_paced(from, pace),

@@ -21,7 +21,8 @@ pub(crate) struct ConnArgs {
     /// Daemon URL.
     #[arg(long, global = true, env = "TETHER_URL", default_value = "http://127.0.0.1:7070")]
     pub(crate) url: String,
-    /// Bearer token (default: the daemon's token file).
+    /// Bearer token (default: the daemon's token file). Prefer the
+    /// environment variable: a flag is visible to other users in `ps`.
     #[arg(long, global = true, env = "TETHER_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Token file (default: $XDG_CONFIG_HOME/tether/token or ~/.config/tether/token).
@@ -93,7 +94,8 @@ pub(crate) struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
-    /// Leave running commands alive when the daemon stops.
+    /// Leave running commands alive when the daemon stops (they lose their
+    /// output pipes: a command that writes afterwards gets SIGPIPE).
     #[arg(long)]
     pub(crate) keep_commands_on_shutdown: bool,
     /// Default ring buffer size per stream, in bytes.

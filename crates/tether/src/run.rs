@@ -154,8 +154,11 @@ async fn forward_stdin(client: Client, id: CommandId) {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if client.write_stdin(&id, Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                    return;
+                if let Err(e) = client.write_stdin(&id, Bytes::copy_from_slice(&buf[..n])).await {
+                    // Stdin is not resumable across a reconnect: say so and
+                    // close it rather than leave the command waiting.
+                    eprintln!("tether: stdin forwarding stopped: {e}");
+                    break;
                 }
             }
         }
