@@ -638,6 +638,12 @@ async fn auth_and_origin_are_enforced_before_upgrade() {
     let protos = format!("tether.v1, tether.token.{}", s.token);
     req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&protos).unwrap());
     assert_eq!(status(req).await, 101);
+    // Only subprotocols the daemon does not speak.
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut()
+        .insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", s.token)).unwrap());
+    req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("mqtt"));
+    assert_eq!(status(req).await, 400);
     // A foreign Origin.
     let mut req = url.clone().into_client_request().unwrap();
     req.headers_mut()

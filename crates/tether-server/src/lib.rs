@@ -125,6 +125,18 @@ async fn ws_handler(
     Query(attach): Query<AttachQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Offering only subprotocols we do not speak (the token entry aside) is
+    // a client for something else: refuse before upgrading.
+    let offered: Vec<String> = ws
+        .requested_protocols()
+        .filter_map(|p| p.to_str().ok())
+        .filter(|p| !p.starts_with(tether_proto::TOKEN_SUBPROTOCOL_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    if !offered.is_empty() && !offered.iter().any(|p| tether_proto::Encoding::from_subprotocol(p).is_some()) {
+        let msg = format!("none of the offered subprotocols {offered:?} is tether.v1 or tether.v1.json");
+        return (axum::http::StatusCode::BAD_REQUEST, msg).into_response();
+    }
     let ws = ws
         .protocols([tether_proto::SUBPROTOCOL_MSGPACK, tether_proto::SUBPROTOCOL_JSON])
         .max_message_size(st.cfg.max_frame_bytes)
