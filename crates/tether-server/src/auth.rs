@@ -92,15 +92,22 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static 
     if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
         return Ok(());
     }
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .ok_or("Origin is not http(s)")?;
+    let (origin_host, default_port) = match origin.strip_prefix("http://") {
+        Some(h) => (h, "80"),
+        None => (origin.strip_prefix("https://").ok_or("Origin is not http(s)")?, "443"),
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or("no Host header to compare the Origin with")?;
-    if origin_host.eq_ignore_ascii_case(host) {
+    // Compare host and port, filling in the scheme's default port where
+    // either side leaves it out.
+    let with_port = |h: &str| {
+        let has_port = h.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            && !h.ends_with(']');
+        if has_port { h.to_ascii_lowercase() } else { format!("{}:{default_port}", h.to_ascii_lowercase()) }
+    };
+    if with_port(origin_host) == with_port(host) {
         Ok(())
     } else {
         Err("Origin does not match the daemon's host or the allow-list")
@@ -142,5 +149,11 @@ mod tests {
         assert!(check_origin(&evil, &[]).is_err());
         assert!(check_origin(&evil, &["http://evil.example".to_owned()]).is_ok());
         assert!(check_origin(&headers(&[(header::HOST, "x")]), &[]).is_ok());
+        let default_port =
+            headers(&[(header::ORIGIN, "http://example.com"), (header::HOST, "example.com:80")]);
+        assert!(check_origin(&default_port, &[]).is_ok());
+        let other_port =
+            headers(&[(header::ORIGIN, "http://example.com:8080"), (header::HOST, "example.com")]);
+        assert!(check_origin(&other_port, &[]).is_err());
     }
 }
