@@ -413,6 +413,19 @@ async fn two_clients_receive_identical_bytes() {
 }
 
 #[tokio::test]
+async fn a_second_attach_on_one_client_supersedes_the_first() {
+    let s = TestServer::start().await;
+    let c = s.client().await;
+    let (id, _) = c.start_detached(shell("sleep 0.3; echo late")).await.unwrap();
+    let mut first = c.attach(&id, [0, 0]).await.unwrap();
+    let second = c.attach(&id, [0, 0]).await.unwrap();
+    assert!(matches!(bounded(first.next()).await, Some(Err(ClientError::Protocol(_)))));
+    drop(first); // must not detach the second
+    let out = bounded(second.output()).await.unwrap();
+    assert_eq!(out.stdout, b"late\n");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_does_not_slow_the_other() {
     let s = TestServer::start().await;
     let fast = s.client().await;

@@ -262,9 +262,14 @@ impl Driver {
                     w.killed = true;
                 }
             }
-            ClientMsg::Detach { command, .. } => {
-                self.watches.remove(command);
-            }
+            // Sent when an `Execution` is dropped. Another, live execution
+            // of the same command (a later attach) keeps the attachment.
+            ClientMsg::Detach { command, .. } => match self.watches.get(command) {
+                Some(w) if w.tx.is_closed() => {
+                    self.watches.remove(command);
+                }
+                _ => return Ok(()),
+            },
             _ => {}
         }
         let id = c.msg.id();
@@ -277,6 +282,16 @@ impl Driver {
             self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None, pace });
         }
         send(ws, &c.msg).await
+    }
+
+    /// Registers an execution's watch. One connection has one attachment
+    /// per command, so an earlier execution of it ends with an error.
+    fn watch(&mut self, command: CommandId, w: Watch) {
+        if let Some(old) = self.watches.insert(command, w) {
+            let _ = old.tx.try_send(Err(ClientError::Protocol(
+                "superseded by a newer attach to the same command on this client".into(),
+            )));
+        }
     }
 
     async fn on_frame(&mut self, ws: &mut Ws, bytes: &[u8]) -> Result<(), tungstenite::Error> {
@@ -294,7 +309,7 @@ impl Driver {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
                         let w = Watch { tx, next: [0, 0], killed: false, pace: p.pace };
-                        self.watches.insert(command.clone(), w);
+                        self.watch(command.clone(), w);
                     }
                     reply(p.reply, Ok(msg));
                 }
@@ -304,7 +319,7 @@ impl Driver {
                     if let Some(tx) = p.watch {
                         let next = [stdout_offset, stderr_offset];
                         let w = Watch { tx, next, killed: false, pace: p.pace };
-                        self.watches.insert(command.clone(), w);
+                        self.watch(command.clone(), w);
                     }
                     if p.resume.is_some() {
                         tracing::debug!(%command, stdout_offset, stderr_offset, "resumed");
