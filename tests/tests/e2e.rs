@@ -441,6 +441,8 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
             stderr_offset: 0,
             tail_bytes: None,
             pace: false,
+            screen: false,
+            size: None,
         })
         .await;
     // The stalled peer never reads again while the fast one streams.

@@ -196,6 +196,8 @@ impl Client {
             stderr_offset: from[1],
             tail_bytes,
             pace: false,
+            screen: false,
+            size: None,
         };
         match self.request(msg, Some(etx)).await? {
             ServerMsg::Attached { command, .. } => {

@@ -249,6 +249,8 @@ impl Driver {
                 stderr_offset: next[1],
                 tail_bytes: None,
                 pace,
+                screen: false,
+                size: None,
             };
             send(ws, &msg).await?;
         }
@@ -304,7 +306,7 @@ impl Driver {
             }
         };
         match msg {
-            ServerMsg::Hello { .. } => {}
+            ServerMsg::Hello { .. } | ServerMsg::Screen { .. } | ServerMsg::Resized { .. } => {}
             ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {

@@ -23,7 +23,7 @@ mod payload;
 pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
 pub use msg::{
     ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, Limits,
-    OutputLimitAction, ReqId, ServerMsg, StartSpec, Stream, StreamInfo,
+    OutputLimitAction, PtySpec, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, TermSize,
 };
 pub use payload::Payload;
 

@@ -86,6 +86,30 @@ pub enum ClientMsg {
         /// This attachment paces the command (see [`StartSpec::pace`]).
         #[serde(default, skip_serializing_if = "is_false")]
         pace: bool,
+        /// PTY commands: restore the screen. The daemon sends a `screen`
+        /// frame (the terminal as it is now) and output from its offset,
+        /// unless `stdout_offset` is non-zero and still held, in which case
+        /// output resumes from it exactly as without `screen` (a client
+        /// whose terminal already shows everything before that offset).
+        /// Ignored for pipe commands.
+        #[serde(default, skip_serializing_if = "is_false")]
+        screen: bool,
+        /// PTY commands: this viewer's terminal size. It becomes the PTY's
+        /// size (the newest viewer's size wins) before the screen is
+        /// rendered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<TermSize>,
+    },
+    /// Set a PTY command's terminal size (the program gets SIGWINCH).
+    /// Every attachment is told with `resized`. Answered by `ok`; a pipe
+    /// command answers `bad_request`.
+    Resize {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// Target command.
+        command: CommandId,
+        /// The new size.
+        size: TermSize,
     },
     /// Stop receiving a command's output on this connection. Answered by `ok`.
     Detach {
@@ -158,6 +182,7 @@ impl ClientMsg {
             ClientMsg::Start { id, .. }
             | ClientMsg::Attach { id, .. }
             | ClientMsg::Detach { id, .. }
+            | ClientMsg::Resize { id, .. }
             | ClientMsg::Stdin { id, .. }
             | ClientMsg::CloseStdin { id, .. }
             | ClientMsg::Signal { id, .. }
@@ -242,6 +267,47 @@ pub struct StartSpec {
     /// detaches or its connection goes.
     #[serde(skip_serializing_if = "is_false")]
     pub pace: bool,
+    /// Run the command on a pseudo-terminal instead of pipes: stdin, stdout
+    /// and stderr are the terminal; its output is the `stdout` stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pty: Option<PtySpec>,
+}
+
+/// A terminal size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    /// Lines (1..=1000).
+    pub rows: u16,
+    /// Columns (1..=1000).
+    pub cols: u16,
+}
+
+/// How to set up a command's pseudo-terminal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySpec {
+    /// Lines (1..=1000; default 24).
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+    /// Columns (1..=1000; default 80).
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// `TERM` for the command (default `xterm-256color`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+}
+
+impl Default for PtySpec {
+    fn default() -> Self {
+        PtySpec { rows: default_rows(), cols: default_cols(), term: None }
+    }
+}
+
+fn default_rows() -> u16 {
+    24
+}
+
+fn default_cols() -> u16 {
+    80
 }
 
 impl Default for StartSpec {
@@ -267,6 +333,7 @@ impl Default for StartSpec {
             kill_grace_ms: None,
             attach: true,
             pace: false,
+            pty: None,
         }
     }
 }
@@ -326,6 +393,29 @@ pub enum ServerMsg {
         stdout_offset: u64,
         /// The stderr offset the attachment starts from (before any gap).
         stderr_offset: u64,
+    },
+    /// A PTY command's screen as it is at `offset`: `data` written to a
+    /// freshly reset terminal of `size` reproduces it (contents, colours,
+    /// cursor, alternate screen, input modes). Sent after `attached` when
+    /// the attach asked for `screen`; output continues from `offset`.
+    Screen {
+        /// The command.
+        command: CommandId,
+        /// The stdout offset the screen reflects; the next `output` starts
+        /// here.
+        offset: u64,
+        /// The terminal size the screen is rendered for.
+        size: TermSize,
+        /// Bytes to write to a reset terminal.
+        data: Payload,
+    },
+    /// A PTY command's terminal size changed (a `resize` or an attach with
+    /// a size, from any client). Sent to every attachment.
+    Resized {
+        /// The command.
+        command: CommandId,
+        /// The new size.
+        size: TermSize,
     },
     /// A chunk of output.
     Output {
@@ -521,6 +611,9 @@ pub struct CommandInfo {
     pub stderr: StreamInfo,
     /// Number of attached clients.
     pub attached: u32,
+    /// For a PTY command, its current terminal size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<TermSize>,
 }
 
 /// Error codes. New codes may be added in a minor version; clients treat an

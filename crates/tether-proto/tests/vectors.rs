@@ -21,7 +21,8 @@ use serde::de::value::MapDeserializer;
 use serde::de::{self, DeserializeOwned};
 use tether_proto::{
     ClientMsg, CommandId, CommandInfo, CommandState, Encoding, ErrorCode, ExitReason, ExitStatus, Limits,
-    OutputLimitAction, Payload, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, decode, encode,
+    OutputLimitAction, Payload, PtySpec, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, TermSize, decode,
+    encode,
 };
 
 #[test]
@@ -240,7 +241,10 @@ fn cases() -> Vec<Case> {
             stderr_offset: 0,
             tail_bytes: Some(65_536),
             pace: false,
+            screen: true,
+            size: Some(TermSize { rows: 50, cols: 200 }),
         },
+        ClientMsg::Resize { id: ReqId(12), command: cmd(), size: TermSize { rows: 43, cols: 132 } },
         ClientMsg::Detach { id: ReqId(3), command: cmd() },
         ClientMsg::Stdin {
             id: ReqId(4),
@@ -280,6 +284,16 @@ fn cases() -> Vec<Case> {
             offset: 5_368_709_120,
             data: Payload::from(&b"step 3/7: ok\n\xff\x00\xfe\x1b[32mdone\x1b[0m\r\n"[..]),
         },
+        ServerMsg::Screen {
+            command: cmd(),
+            offset: 5_368_709_120,
+            size: TermSize { rows: 3, cols: 20 },
+            data: Payload::from(
+                &b"\x1b[?25h\x1b[H\x1b[J\x1b[1;32m$\x1b[m ls\r\nMakefile  src\r\n\x1b[1;32m$\x1b[m \x1b[3;3H"
+                    [..],
+            ),
+        },
+        ServerMsg::Resized { command: cmd(), size: TermSize { rows: 43, cols: 132 } },
         ServerMsg::Gap { command: cmd(), stream: Stream::Stderr, requested: 4_096, first_held: 65_536 },
         ServerMsg::Exit {
             command: cmd(),
@@ -351,6 +365,7 @@ fn start_spec() -> StartSpec {
         kill_grace_ms: Some(5_000),
         attach: true,
         pace: true,
+        pty: Some(PtySpec { rows: 50, cols: 200, term: Some("xterm-256color".to_owned()) }),
     }
 }
 
@@ -376,6 +391,7 @@ fn running_info() -> CommandInfo {
         stdout: StreamInfo { first_held: 5_364_514_816, end: 5_368_709_120 },
         stderr: StreamInfo { first_held: 65_536, end: 4_259_840 },
         attached: 2,
+        pty: Some(TermSize { rows: 50, cols: 200 }),
     }
 }
 
@@ -404,5 +420,6 @@ fn finished_info() -> CommandInfo {
         stdout: StreamInfo { first_held: 0, end: 138 },
         stderr: StreamInfo { first_held: 0, end: 0 },
         attached: 0,
+        pty: None,
     }
 }

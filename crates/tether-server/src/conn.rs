@@ -296,10 +296,11 @@ impl Conn {
         let id = msg.id();
         let reply = match msg {
             ClientMsg::Start { id, spec } => self.start(id, spec).await,
-            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes, pace } => {
+            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes, pace, .. } => {
                 self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes, pace).await;
                 Ok(None)
             }
+            ClientMsg::Resize { .. } => Err(WireError::bad_request("resize: not yet supported")),
             ClientMsg::Detach { id, command } => {
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))

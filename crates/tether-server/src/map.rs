@@ -127,5 +127,6 @@ pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
         stdout: stream(i.offsets[0]),
         stderr: stream(i.offsets[1]),
         attached: i.attached as u32,
+        pty: None,
     }
 }
