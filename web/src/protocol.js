@@ -1,0 +1,517 @@
+// The tether wire protocol (protocol/PROTOCOL.md) for browsers: MessagePack
+// frames on subprotocol `tether.v1`, one multiplexed connection that
+// reconnects on its own, and a terminal session that resumes a command's
+// output by absolute offset so that no byte is written to the terminal twice.
+//
+// No DOM here: the WebSocket class is injectable so Node tests can drive it.
+
+import { decode as mpDecode, encode as mpEncode } from '@msgpack/msgpack';
+
+export const SUBPROTOCOL = 'tether.v1';
+export const TOKEN_SUBPROTOCOL_PREFIX = 'tether.token.';
+
+/** Backoff between reconnect attempts (section 11): 100 ms doubling to 5 s. */
+export const BACKOFF_MIN_MS = 100;
+export const BACKOFF_MAX_MS = 5000;
+/** A connection on which nothing arrived for this long is dead (section 12). */
+export const SILENCE_MS = 45_000;
+/**
+ * Browsers answer the daemon's pings without telling the page, so an idle
+ * but healthy connection looks silent to us. After this long without a frame
+ * we send a cheap request (`list`) whose reply proves the connection alive.
+ */
+export const PROBE_MS = 15_000;
+/** Unacknowledged stdin bytes we keep in flight (the daemon allows 4 MiB). */
+export const STDIN_WINDOW = 1 << 20;
+/** Largest stdin payload per frame (well below max_frame_bytes). */
+export const STDIN_CHUNK = 64 << 10;
+
+/** Encodes one message as a MessagePack map (named fields, `bin` payloads). */
+export function encodeMessage(msg) {
+  // Unset optional fields are omitted rather than sent as nil.
+  return mpEncode(msg, { ignoreUndefined: true });
+}
+
+/**
+ * Decodes one MessagePack frame. u64 values become numbers: exact below
+ * 2^53, which no offset or id reaches in practice (PROTOCOL.md section 1).
+ */
+export function decodeMessage(bytes) {
+  const msg = mpDecode(bytes, { useBigInt64: false });
+  if (msg === null || typeof msg !== 'object' || typeof msg.type !== 'string') {
+    throw new Error('frame is not a message (a map with a string "type")');
+  }
+  return msg;
+}
+
+/** A request answered by `error`: `code` is the protocol's error code. */
+export class TetherError extends Error {
+  constructor(code, message, errno) {
+    super(message);
+    this.name = 'TetherError';
+    this.code = code;
+    this.errno = errno ?? null;
+  }
+}
+
+/** The smallest event emitter: `on(name, fn)` returns an unsubscribe function. */
+class Emitter {
+  #handlers = new Map();
+  on(name, fn) {
+    if (!this.#handlers.has(name)) this.#handlers.set(name, new Set());
+    this.#handlers.get(name).add(fn);
+    return () => this.#handlers.get(name)?.delete(fn);
+  }
+  emit(name, ...args) {
+    for (const fn of this.#handlers.get(name) ?? []) {
+      try {
+        fn(...args);
+      } catch (e) {
+        console.error(`tether: ${name} handler failed`, e);
+      }
+    }
+  }
+}
+
+/**
+ * The WebSocket URL next to the page that was served (`v1/ws` relative to
+ * it, so a reverse proxy may mount the daemon under a path).
+ */
+export function defaultUrl(loc = globalThis.location) {
+  const u = new URL('v1/ws', loc.href);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.search = '';
+  u.hash = '';
+  return u.href;
+}
+
+/**
+ * One multiplexed connection to the daemon, kept alive across network losses.
+ *
+ * States (event `state`): `connecting` (first attempt), `connected` (hello
+ * received), `reconnecting` (lost, retrying with backoff), `closed` (by
+ * `close()` or a refused first attempt; final).
+ * Events: `state(state, detail)`, `hello(msg)`, `frame(msg)` for non-reply
+ * frames, and `connected()` after every hello, when sessions re-attach.
+ */
+export class TetherConnection extends Emitter {
+  /**
+   * @param {object} opts
+   * @param {string} opts.url `ws(s)://host/v1/ws`
+   * @param {string} opts.token the bearer token; sent only as a subprotocol entry
+   * @param {typeof WebSocket} [opts.WebSocket] the WebSocket class (tests inject one)
+   */
+  constructor({ url, token, WebSocket: WS = globalThis.WebSocket }) {
+    super();
+    this.url = url;
+    this.WS = WS;
+    this.token = token;
+    this.state = 'closed';
+    this.hello = null;
+    this.ws = null;
+    this.nextId = 1;
+    this.pending = new Map(); // request id -> { resolve, reject }
+    this.sessions = new Map(); // command id -> TerminalSession
+    this.backoff = BACKOFF_MIN_MS;
+    this.everConnected = false;
+    this.timers = { reconnect: null, silence: null, probe: null };
+  }
+
+  /** Starts connecting; resolves on the first hello, rejects if that attempt fails. */
+  open() {
+    this.#setState('connecting');
+    return new Promise((resolve, reject) => {
+      const offState = this.on('state', (state, detail) => {
+        if (state === 'connected') {
+          offState();
+          resolve(this.hello);
+        } else if (state === 'closed') {
+          offState();
+          reject(new Error(detail || 'connection closed'));
+        }
+      });
+      this.#connect();
+    });
+  }
+
+  /** Closes for good: no reconnect; pending requests fail. */
+  close() {
+    this.#clearTimers();
+    const ws = this.ws;
+    this.#detach();
+    ws?.close(1000);
+    this.#failPending('connection closed');
+    this.#setState('closed');
+  }
+
+  /**
+   * Forcibly drops the current socket as a network loss would (tests, and
+   * the silence watchdog): the connection then reconnects and resumes.
+   */
+  dropConnection() {
+    if (this.ws) this.#lost(1006, 'dropped');
+  }
+
+  /** Sends a request and resolves with its reply; an `error` reply rejects with TetherError. */
+  request(msg) {
+    if (this.state !== 'connected') {
+      return Promise.reject(new TetherError('disconnected', 'not connected'));
+    }
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.#send({ ...msg, id });
+    });
+  }
+
+  #send(msg) {
+    this.ws.send(encodeMessage(msg));
+  }
+
+  #connect() {
+    this.timers.reconnect = null;
+    let ws;
+    try {
+      ws = new this.WS(this.url, [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + this.token]);
+    } catch (e) {
+      this.#lost(1006, String(e));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onmessage = (ev) => this.#onMessage(ev.data);
+    ws.onclose = (ev) => this.#lost(ev.code, ev.reason);
+    // An error is always followed by close; close does the work.
+    ws.onerror = () => {};
+    this.#armWatchdog();
+  }
+
+  #onMessage(data) {
+    this.#armWatchdog();
+    if (typeof data === 'string') return; // we never asked for JSON
+    let msg;
+    try {
+      msg = decodeMessage(new Uint8Array(data));
+    } catch (e) {
+      console.warn('tether: undecodable frame', e);
+      return;
+    }
+    if (msg.type === 'hello') {
+      this.hello = msg;
+      this.backoff = BACKOFF_MIN_MS;
+      this.everConnected = true;
+      this.#setState('connected');
+      this.emit('hello', msg);
+      this.emit('connected');
+      return;
+    }
+    // Replies carry the request id; output, screen, gap, resized and exit do not.
+    if (msg.id != null && this.pending.has(msg.id)) {
+      const { resolve, reject } = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      if (msg.type === 'error') reject(new TetherError(msg.code, msg.message, msg.errno));
+      else resolve(msg);
+      return;
+    }
+    if (msg.command != null) this.sessions.get(msg.command)?.handle(msg);
+    this.emit('frame', msg);
+  }
+
+  /** The socket is gone (closed by the peer, the network, or us): reconnect. */
+  #lost(code, reason) {
+    this.#detach();
+    this.#failPending(`connection lost (${code}${reason ? ': ' + reason : ''})`);
+    if (this.state === 'closed') return;
+    if (!this.everConnected) {
+      // The browser hides the HTTP status of a refused upgrade; the first
+      // attempt failing means a wrong token or an unreachable daemon.
+      this.#clearTimers();
+      this.#setState('closed', 'could not connect (wrong token or daemon unreachable)');
+      return;
+    }
+    this.#setState('reconnecting', `${code}${reason ? ' ' + reason : ''}`);
+    // 1001: the daemon is restarting, come back at once (section 11).
+    const delay = code === 1001 ? 0 : this.backoff;
+    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+    clearTimeout(this.timers.reconnect);
+    this.timers.reconnect = setTimeout(() => this.#connect(), delay);
+  }
+
+  /** Unhooks and closes the current socket so its late events are ignored. */
+  #detach() {
+    const ws = this.ws;
+    this.ws = null;
+    clearTimeout(this.timers.silence);
+    clearTimeout(this.timers.probe);
+    if (!ws) return;
+    ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close();
+    } catch {
+      // Already closing, or never opened.
+    }
+  }
+
+  #failPending(why) {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.reject(new TetherError('disconnected', why));
+  }
+
+  /** (Re)arms the probe and silence timers; called on every received frame. */
+  #armWatchdog() {
+    clearTimeout(this.timers.silence);
+    clearTimeout(this.timers.probe);
+    const ws = this.ws;
+    this.timers.probe = setTimeout(() => {
+      if (this.ws === ws && this.state === 'connected') this.request({ type: 'list' }).catch(() => {});
+    }, PROBE_MS);
+    this.timers.silence = setTimeout(() => {
+      if (this.ws === ws) this.#lost(1006, 'silent for 45 s');
+    }, SILENCE_MS);
+  }
+
+  #clearTimers() {
+    for (const t of Object.values(this.timers)) clearTimeout(t);
+  }
+
+  #setState(state, detail = '') {
+    if (this.state === state && state !== 'reconnecting') return;
+    this.state = state;
+    this.emit('state', state, detail);
+  }
+}
+
+/**
+ * One command shown in one terminal: starts or attaches to it, writes its
+ * output exactly once and in order, forwards keystrokes and sizes, and
+ * re-attaches after every reconnect.
+ *
+ * Events: `opened({command, pty})` (started or attached; before any data),
+ * `reset(size)` (clear the terminal before a screen), `data(Uint8Array)`,
+ * `resized({rows, cols})`, `gap({stream, lost})`, `exit(status)`,
+ * `error(TetherError)`, `ended()` (the command is gone: exited or not found).
+ */
+export class TerminalSession extends Emitter {
+  /**
+   * A session on `conn` for a terminal of `size` ({rows, cols}). Subscribe
+   * to its events, then call `start` or `attach` once.
+   */
+  constructor(conn, size) {
+    super();
+    this.conn = conn;
+    /** The command id, once started or attached. */
+    this.command = null;
+    /** Whether the command runs on a PTY (then stderr is empty and screens exist). */
+    this.pty = false;
+    /** This viewer's terminal size, sent with every attach. */
+    this.size = size;
+    /** Per stream, the offset one past the last byte written to the terminal. */
+    this.next = { stdout: 0, stderr: 0 };
+    /** After a gap we re-attach for a screen; output until it arrives is stale. */
+    this.awaitingScreen = false;
+    this.ended = false;
+    this.stdinQueue = []; // Uint8Array chunks not yet sent
+    this.stdinInFlight = 0;
+    this.offConnected = conn.on('connected', () => this.#resume());
+  }
+
+  /**
+   * Starts a new PTY command of this terminal's size and shows it. `spec` is
+   * a StartSpec (section 8) without `pty`.
+   */
+  async start(spec) {
+    const { rows, cols } = this.size;
+    const reply = await this.conn.request({ type: 'start', spec: { ...spec, pty: { rows, cols } } });
+    // `started` is the attachment (from offset 0, no screen). Output follows
+    // it in later frames; this continuation runs in a microtask, before the
+    // next frame is handled, so none is missed.
+    this.#register(reply.command, true);
+    return reply.command;
+  }
+
+  /** Attaches to an existing command: a fresh screen for a PTY, the held history otherwise. */
+  async attach(command) {
+    const { info } = await this.conn.request({ type: 'status', command });
+    if (this.ended) throw new TetherError('closed', 'session closed');
+    this.#register(command, info.pty != null);
+    try {
+      await this.#attach(true);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    return info;
+  }
+
+  #register(command, pty) {
+    this.command = command;
+    this.pty = pty;
+    if (this.ended) {
+      // Closed while the request was in flight: the daemon attached us anyway.
+      this.conn.request({ type: 'detach', command }).catch(() => {});
+      throw new TetherError('closed', 'session closed');
+    }
+    this.conn.sessions.set(command, this);
+    this.emit('opened', { command, pty });
+  }
+
+  /** Forwards keystrokes (bytes), in order, within the stdin window. */
+  sendStdin(bytes) {
+    if (this.ended || this.command == null || bytes.length === 0) return;
+    for (let i = 0; i < bytes.length; i += STDIN_CHUNK) this.stdinQueue.push(bytes.subarray(i, i + STDIN_CHUNK));
+    this.#pumpStdin();
+  }
+
+  /** Sets the PTY's size (this viewer's terminal was resized). */
+  resize(size) {
+    this.size = size;
+    if (!this.pty || this.ended || this.conn.state !== 'connected') return;
+    this.conn.request({ type: 'resize', command: this.command, size }).catch((e) => this.#error(e));
+  }
+
+  /** Simulates a network loss (tests). */
+  dropConnection() {
+    this.conn.dropConnection();
+  }
+
+  /** Stops showing the command (it keeps running). */
+  close() {
+    this.offConnected();
+    const wasEnded = this.ended;
+    this.ended = true;
+    if (this.command == null) return;
+    if (this.conn.sessions.get(this.command) === this) this.conn.sessions.delete(this.command);
+    if (!wasEnded && this.conn.state === 'connected') {
+      this.conn.request({ type: 'detach', command: this.command }).catch(() => {});
+    }
+  }
+
+  /** A non-reply frame for this command, from the connection. */
+  handle(msg) {
+    if (this.ended) return;
+    switch (msg.type) {
+      case 'screen':
+        // The screen replaces whatever the terminal shows: reset, draw, and
+        // continue with output from the offset the screen reflects.
+        this.awaitingScreen = false;
+        this.next.stdout = msg.offset;
+        this.emit('reset', msg.size);
+        this.emit('data', msg.data);
+        break;
+      case 'output':
+        this.#output(msg.stream, msg.offset, msg.data);
+        break;
+      case 'gap':
+        this.#gap(msg.stream, msg.first_held);
+        break;
+      case 'resized':
+        this.emit('resized', msg.size);
+        break;
+      case 'exit':
+        this.emit('exit', msg.status);
+        this.#end();
+        break;
+      default:
+        break; // unknown server frames are ignored (section 3)
+    }
+  }
+
+  /** Delivers the part of a chunk past `next` (section 9). */
+  #output(stream, offset, data) {
+    if (this.awaitingScreen) return;
+    const next = this.next[stream];
+    const end = offset + data.length;
+    if (end <= next) return; // already written
+    if (offset > next) {
+      // Bytes missing without a gap notice: a bug somewhere. Re-attach from
+      // what we have rather than show a torn stream.
+      console.warn(`tether: ${stream} jumped from ${next} to ${offset}; re-attaching`);
+      this.#attach(this.pty).catch((e) => this.#error(e));
+      return;
+    }
+    this.next[stream] = end;
+    this.emit('data', offset < next ? data.subarray(next - offset) : data);
+  }
+
+  #gap(stream, firstHeld) {
+    if (this.pty) {
+      // A torn terminal stream is worse than none: ask for a clean screen
+      // (section 14) and ignore output until it comes.
+      if (!this.awaitingScreen) {
+        this.awaitingScreen = true;
+        this.#attach(true, 0).catch((e) => this.#error(e));
+      }
+      return;
+    }
+    if (firstHeld > this.next[stream]) {
+      this.emit('gap', { stream, lost: firstHeld - this.next[stream] });
+      this.next[stream] = firstHeld;
+    }
+  }
+
+  /**
+   * Attaches (or re-attaches) this connection. With `screen` a PTY command
+   * answers with its current screen, unless `stdout_offset` is non-zero and
+   * still held, in which case the raw bytes resume from there.
+   */
+  async #attach(screen, stdoutOffset = this.next.stdout) {
+    const msg = {
+      type: 'attach',
+      command: this.command,
+      stdout_offset: stdoutOffset,
+      stderr_offset: this.next.stderr,
+    };
+    if (this.pty) {
+      msg.screen = screen;
+      msg.size = this.size;
+    }
+    await this.conn.request(msg);
+  }
+
+  /** After a reconnect: re-attach where we are, then send queued keystrokes. */
+  #resume() {
+    if (this.ended || this.command == null) return;
+    this.stdinInFlight = 0; // unanswered stdin died with the old socket
+    const offset = this.awaitingScreen ? 0 : this.next.stdout;
+    this.#attach(this.pty, offset).then(
+      () => this.#pumpStdin(),
+      (e) => {
+        if (e.code === 'not_found') this.#end();
+        this.#error(e);
+      },
+    );
+  }
+
+  #pumpStdin() {
+    while (this.stdinQueue.length && this.stdinInFlight < STDIN_WINDOW && this.conn.state === 'connected') {
+      const data = this.stdinQueue.shift();
+      this.stdinInFlight += data.length;
+      this.conn.request({ type: 'stdin', command: this.command, data }).then(
+        () => {
+          this.stdinInFlight -= data.length;
+          this.#pumpStdin();
+        },
+        (e) => {
+          // Keystrokes whose request died with a connection are not resent:
+          // the daemon may have taken them, and typing twice is worse.
+          if (e.code !== 'disconnected') this.#error(e);
+        },
+      );
+    }
+  }
+
+  #error(e) {
+    if (e.code === 'disconnected') return; // the reconnect takes care of it
+    this.emit('error', e);
+  }
+
+  #end() {
+    if (this.ended) return;
+    this.ended = true;
+    this.stdinQueue = [];
+    this.offConnected();
+    if (this.conn.sessions.get(this.command) === this) this.conn.sessions.delete(this.command);
+    this.emit('ended');
+  }
+}
