@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use std::fs::File;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -16,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ExecError;
 use crate::process::{self, ExitWatch, Reaped};
+use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
-use crate::spec::OutputLimit;
+use crate::spec::{OutputLimit, TermSize};
 
 /// An output stream of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,6 +102,19 @@ pub struct CommandInfo {
     pub offsets: [(u64, u64); 2],
     /// Attached clients.
     pub attached: usize,
+    /// For a PTY command, its current terminal size.
+    pub pty: Option<TermSize>,
+}
+
+/// A PTY command's screen at a stdout offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Screen {
+    /// The stdout offset the screen reflects; output continues there.
+    pub offset: u64,
+    /// The size it is rendered for.
+    pub size: TermSize,
+    /// Bytes that reproduce the screen on a reset terminal of that size.
+    pub data: Bytes,
 }
 
 /// What a subscription yields.
@@ -120,15 +138,38 @@ pub enum Event {
         /// Where it continues.
         first_held: u64,
     },
+    /// A PTY command's terminal size is now this. The first event of every
+    /// subscription to a PTY command, then one after each change.
+    Resized(TermSize),
     /// The command ended; always the last event, after all output.
     Exit(ExitInfo),
 }
 
+/// What [`CommandHandle::attach_screen`] gives: the screen (unless the
+/// subscription resumes from a held offset) and the subscription.
+pub type ScreenAttach = (Option<Screen>, Subscription);
+
 /// Messages to a command's actor.
 pub(crate) enum Control {
-    Signal { sig: i32, reply: oneshot::Sender<Result<(), ExecError>> },
-    Kill { reason: ExitReason, reply: Option<oneshot::Sender<Result<(), ExecError>>> },
+    Signal {
+        sig: i32,
+        reply: oneshot::Sender<Result<(), ExecError>>,
+    },
+    Kill {
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Result<(), ExecError>>>,
+    },
     Remove,
+    Resize {
+        size: TermSize,
+        reply: oneshot::Sender<Result<(), ExecError>>,
+    },
+    AttachScreen {
+        from: u64,
+        size: Option<TermSize>,
+        pace: bool,
+        reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
+    },
 }
 
 enum StdinMsg {
@@ -145,6 +186,9 @@ pub(crate) struct Shared {
     pub(crate) argv: Vec<String>,
     pub(crate) pid: u32,
     pub(crate) started_at: SystemTime,
+    /// For a PTY command, its end-of-file character: `close_stdin` types it
+    /// instead of closing anything.
+    eof_char: Option<u8>,
     /// A std mutex, not an async one: it is held only to push or slice
     /// `Bytes` (no I/O, no `.await`), by one writer and a few readers.
     output: Mutex<Output>,
@@ -169,6 +213,8 @@ struct Output {
     exit: Option<ExitInfo>,
     /// Next offsets of the pacing subscriptions, by subscription number.
     pacers: Vec<(u64, [u64; 2])>,
+    /// A PTY command's terminal size, and how many times it was set.
+    size: Option<(TermSize, u64)>,
 }
 
 impl Output {
@@ -228,7 +274,49 @@ impl CommandHandle {
             exit: out.exit.clone(),
             offsets: [0, 1].map(|i| (out.rings[i].first_held(), out.rings[i].end())),
             attached: self.shared.attached.load(Ordering::Relaxed),
+            pty: out.size.map(|(s, _)| s),
         }
+    }
+
+    /// Whether the command runs on a pseudo-terminal.
+    pub fn is_pty(&self) -> bool {
+        self.shared.eof_char.is_some()
+    }
+
+    /// Sets a PTY command's terminal size; every subscription gets
+    /// [`Event::Resized`].
+    pub async fn resize(&self, size: TermSize) -> Result<(), ExecError> {
+        if !size.is_valid() {
+            return Err(ExecError::BadSize { rows: size.rows, cols: size.cols });
+        }
+        if !self.is_pty() {
+            return Err(ExecError::NotAPty(self.shared.id.clone()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.control(Control::Resize { size, reply }).await?;
+        rx.await.unwrap_or_else(|_| Err(self.not_running()))
+    }
+
+    /// Attaches to a PTY command to show it on a terminal: after applying
+    /// `size` (if given; the newest viewer's size wins), returns the current
+    /// screen and a subscription from the offset it reflects. A non-zero
+    /// stdout offset `from` that the ring still holds is a reconnect of a
+    /// viewer whose terminal is intact: no screen, output from `from`.
+    pub async fn attach_screen(
+        &self,
+        from: u64,
+        size: Option<TermSize>,
+        pace: bool,
+    ) -> Result<ScreenAttach, ExecError> {
+        if let Some(s) = size.filter(|s| !s.is_valid()) {
+            return Err(ExecError::BadSize { rows: s.rows, cols: s.cols });
+        }
+        if !self.is_pty() {
+            return Err(ExecError::NotAPty(self.shared.id.clone()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.control(Control::AttachScreen { from, size, pace, reply }).await?;
+        rx.await.unwrap_or_else(|_| Err(self.not_running()))
     }
 
     /// The exit status, if the command has finished.
@@ -275,15 +363,7 @@ impl CommandHandle {
     }
 
     fn subscribe(&self, from: [u64; 2], pace: bool) -> Subscription {
-        let shared = self.shared.clone();
-        let number = shared.next_subscription.fetch_add(1, Ordering::Relaxed);
-        if pace {
-            shared.output().pacers.push((number, from));
-        }
-        shared.attached.fetch_add(1, Ordering::SeqCst);
-        shared.ever_attached.store(true, Ordering::SeqCst);
-        shared.attach_changed.notify_one();
-        Subscription { rx: shared.changed.subscribe(), shared, next: from, done: false, pace, number }
+        subscribe(&self.shared, from, pace)
     }
 
     /// Writes bytes to the command's stdin; returns once they are in the
@@ -306,9 +386,14 @@ impl CommandHandle {
     }
 
     /// Closes stdin after everything queued before (the command reads EOF).
+    /// On a terminal this types the end-of-file character (VEOF) instead,
+    /// and the terminal stays open for more input.
     pub async fn close_stdin(&self) -> Result<(), ExecError> {
         if self.exit().is_some() {
             return Err(self.not_running());
+        }
+        if let Some(c) = self.shared.eof_char {
+            return self.write_stdin(Bytes::copy_from_slice(&[c])).await;
         }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
             return Err(ExecError::StdinClosed(self.shared.id.clone()));
@@ -375,6 +460,21 @@ pub struct Subscription {
     pace: bool,
     /// Its number among the command's subscriptions (pacer bookkeeping).
     number: u64,
+    /// How many terminal size changes it has reported.
+    sizes_seen: u64,
+}
+
+fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Subscription {
+    let shared = shared.clone();
+    let number = shared.next_subscription.fetch_add(1, Ordering::Relaxed);
+    if pace {
+        shared.output().pacers.push((number, from));
+    }
+    shared.attached.fetch_add(1, Ordering::SeqCst);
+    shared.ever_attached.store(true, Ordering::SeqCst);
+    shared.attach_changed.notify_one();
+    let rx = shared.changed.subscribe();
+    Subscription { rx, shared, next: from, done: false, pace, number, sizes_seen: 0 }
 }
 
 impl Subscription {
@@ -407,6 +507,10 @@ impl Subscription {
 
     fn poll_once(&mut self, max: usize) -> Option<Event> {
         let mut out = self.shared.output();
+        if let Some((size, n)) = out.size.filter(|&(_, n)| n != self.sizes_seen && !self.done) {
+            self.sizes_seen = n;
+            return Some(Event::Resized(size));
+        }
         let ev = read_locked(&mut self.next, &mut self.done, &out, max);
         if self.pace && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
             let (number, next) = (self.number, self.next);
@@ -476,9 +580,15 @@ pub(crate) struct Lifetimes {
 /// A spawned process with its pipes, before its actor runs.
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
-    pub(crate) stdin: pipe::Sender,
-    pub(crate) stdout: pipe::Receiver,
-    pub(crate) stderr: pipe::Receiver,
+    pub(crate) io: SpawnedIo,
+}
+
+/// How a spawned process talks to us.
+pub(crate) enum SpawnedIo {
+    /// Three pipes.
+    Pipes { stdin: pipe::Sender, stdout: pipe::Receiver, stderr: pipe::Receiver },
+    /// A terminal: input, output (one stream) and control on the master.
+    Pty(Pty),
 }
 
 /// Metadata for a new command.
@@ -490,6 +600,8 @@ pub(crate) struct Meta {
     pub(crate) ring_bytes: usize,
     pub(crate) initial_stdin: Bytes,
     pub(crate) close_stdin: bool,
+    /// For a PTY command, its initial size.
+    pub(crate) pty_size: Option<TermSize>,
 }
 
 /// Creates the shared state and returns the actor to run.
@@ -502,6 +614,27 @@ pub(crate) fn new_command(
     let (ctl, ctl_rx) = mpsc::channel(32);
     let (stdin_tx, stdin_rx) = mpsc::channel(16);
     let (changed, _) = watch::channel(0);
+    let (stdin, sources, pty) = match proc_.io {
+        SpawnedIo::Pipes { stdin, stdout, stderr } => {
+            let stdin: Box<dyn AsyncWrite + Send + Unpin> = Box::new(stdin);
+            (stdin, [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
+        }
+        SpawnedIo::Pty(p) => {
+            let stdin: Box<dyn AsyncWrite + Send + Unpin> = Box::new(PtyWriter(p.io.clone()));
+            (stdin, [Some(Source::Pty(p.io.clone())), None], Some(p))
+        }
+    };
+    let eof_char = pty.as_ref().map(Pty::eof_char);
+    let mut initial_stdin = meta.initial_stdin;
+    let mut close_stdin = meta.close_stdin;
+    if let (Some(c), true) = (eof_char, close_stdin) {
+        // A terminal is never closed: end of input is typed.
+        let mut b = BytesMut::from(&initial_stdin[..]);
+        b.put_u8(c);
+        initial_stdin = b.freeze();
+        close_stdin = false;
+    }
+    let size = meta.pty_size;
     let shared = Arc::new(Shared {
         id: meta.id,
         name: meta.name,
@@ -509,17 +642,19 @@ pub(crate) fn new_command(
         argv: meta.argv,
         pid: proc_.pid,
         started_at: SystemTime::now(),
+        eof_char,
         output: Mutex::new(Output {
             rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
             seq: 0,
             exit: None,
             pacers: Vec::new(),
+            size: size.map(|s| (s, 1)),
         }),
         changed,
         attached: AtomicUsize::new(0),
         ever_attached: AtomicBool::new(false),
         attach_changed: Notify::new(),
-        stdin_open: AtomicBool::new(!meta.close_stdin),
+        stdin_open: AtomicBool::new(!close_stdin),
         pacer_moved: Notify::new(),
         next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
@@ -527,16 +662,18 @@ pub(crate) fn new_command(
         _reservation: reservation,
     });
     let stdin_writer = StdinWriter {
-        pipe: proc_.stdin,
+        pipe: stdin,
         rx: stdin_rx,
-        initial: meta.initial_stdin,
-        close_after_initial: meta.close_stdin,
+        initial: initial_stdin,
+        close_after_initial: close_stdin,
         shared: Arc::downgrade(&shared),
     };
     let actor = Actor {
         shared: shared.clone(),
         pid: proc_.pid,
-        pipes: [Some(proc_.stdout), Some(proc_.stderr)],
+        pipes: sources,
+        term: size.map(Term::new),
+        pty,
         ctl_rx,
         stdin_writer: Some(stdin_writer),
         life,
@@ -549,7 +686,7 @@ pub(crate) fn new_command(
 /// Writes stdin in its own task so a command that does not read its stdin
 /// never stalls the actor draining its output.
 struct StdinWriter {
-    pipe: pipe::Sender,
+    pipe: Box<dyn AsyncWrite + Send + Unpin>,
     rx: mpsc::Receiver<StdinMsg>,
     initial: Bytes,
     close_after_initial: bool,
@@ -592,7 +729,12 @@ impl StdinWriter {
 pub(crate) struct Actor {
     shared: Arc<Shared>,
     pid: u32,
-    pipes: [Option<pipe::Receiver>; 2],
+    /// Where stdout and stderr come from; `None` once a stream has ended.
+    pipes: [Option<Source>; 2],
+    /// A PTY command's terminal, until the process and its output end.
+    pty: Option<Pty>,
+    /// A PTY command's screen model, fed with every stored byte of stdout.
+    term: Option<Term>,
     ctl_rx: mpsc::Receiver<Control>,
     stdin_writer: Option<StdinWriter>,
     life: Lifetimes,
@@ -622,9 +764,39 @@ async fn at(t: Option<Instant>) {
     }
 }
 
-async fn readable(p: &Option<pipe::Receiver>) -> io::Result<()> {
+/// An output stream's source.
+enum Source {
+    Pipe(pipe::Receiver),
+    /// A terminal master (non-blocking, registered with the runtime).
+    Pty(Arc<AsyncFd<File>>),
+}
+
+/// Largest single read from a terminal (they rarely hold more than 4 KiB).
+const PTY_READ_BYTES: usize = 64 * 1024;
+
+impl Source {
+    /// Reads at most `want` bytes, appending to `buf`. `Ok(0)` is the end.
+    fn try_read(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        match self {
+            Source::Pipe(p) => p.try_read_buf(&mut buf.limit(want)),
+            Source::Pty(fd) => {
+                let want = want.min(PTY_READ_BYTES);
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let r = pty::try_read(fd, &mut buf[start..]);
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                r
+            }
+        }
+    }
+}
+
+async fn readable(p: &Option<Source>) -> io::Result<()> {
     match p {
-        Some(p) => p.readable().await,
+        Some(Source::Pipe(p)) => p.readable().await,
+        // The guard is dropped without clearing: the next `try_read` clears
+        // readiness when it finds nothing.
+        Some(Source::Pty(fd)) => fd.readable().await.map(drop),
         None => std::future::pending().await,
     }
 }
@@ -666,10 +838,22 @@ impl Actor {
                         let r = if reaped.is_some() {
                             Err(ExecError::NotRunning(self.shared.id.clone()))
                         } else {
-                            process::signal_group(self.pid, sig)
+                            // On a terminal, signals go where a keyboard's
+                            // would: to the foreground job.
+                            let group = self.pty.as_ref().and_then(Pty::foreground_group).unwrap_or(self.pid);
+                            process::signal_group(group, sig)
                                 .map_err(|source| ExecError::Io { context: "kill(2)", source })
                         };
                         let _ = reply.send(r);
+                    }
+                    Control::Resize { size, reply } => {
+                        let _ = reply.send(self.resize(size));
+                    }
+                    Control::AttachScreen { from, size, pace, reply } => {
+                        if let Some(size) = size {
+                            let _ = self.resize(size);
+                        }
+                        let _ = reply.send(self.attach_screen(from, pace));
                     }
                     Control::Kill { reason: why, reply } => {
                         let r = if reaped.is_some() && self.pipes.iter().all(Option::is_none) {
@@ -745,8 +929,10 @@ impl Actor {
                 }
             }
         }
-        // The pidfd is not needed for the TTL phase: give the fd back.
+        // The pidfd and the terminal are not needed for the TTL phase: give
+        // the fds back. The screen model stays, for viewers of the end.
         drop(exit_watch);
+        self.pty = None;
         if let Some(t) = stdin_task {
             t.abort();
         }
@@ -798,6 +984,17 @@ impl Actor {
                     Some(Control::Signal { reply, .. }) => {
                         let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
                     }
+                    Some(Control::Resize { reply, .. }) => {
+                        let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
+                    }
+                    Some(Control::AttachScreen { from, size, pace, reply }) => {
+                        // Rendered for the viewer's size; there is no
+                        // process left to tell.
+                        if let (Some(size), Some(term)) = (size, self.term.as_mut()) {
+                            term.resize(size);
+                        }
+                        let _ = reply.send(self.attach_screen(from, pace));
+                    }
                     Some(Control::Kill { reply, .. }) => {
                         if let Some(reply) = reply {
                             let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
@@ -806,6 +1003,46 @@ impl Actor {
                 },
             }
         }
+    }
+
+    /// Sets the terminal size (the newest request wins) and tells every
+    /// subscription.
+    fn resize(&mut self, size: TermSize) -> Result<(), ExecError> {
+        let (Some(pty), Some(term)) = (&self.pty, &mut self.term) else {
+            return Err(ExecError::NotRunning(self.shared.id.clone()));
+        };
+        pty.resize(size)?;
+        term.resize(size);
+        {
+            let mut out = self.shared.output();
+            let n = out.size.map_or(0, |(_, n)| n);
+            out.size = Some((size, n + 1));
+        }
+        self.shared.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The screen and a subscription from the offset it reflects, or, for a
+    /// non-zero offset still held, a subscription from there. Consistent
+    /// because the actor is the only writer of the ring and the model: both
+    /// are at the ring's end.
+    fn attach_screen(&mut self, from: u64, pace: bool) -> Result<ScreenAttach, ExecError> {
+        let Some(term) = &self.term else {
+            return Err(ExecError::NotAPty(self.shared.id.clone()));
+        };
+        let (first_held, end, size) = {
+            let out = self.shared.output();
+            (out.rings[0].first_held(), out.rings[0].end(), out.size.map(|(s, _)| s))
+        };
+        if from > end {
+            return Err(ExecError::OffsetBeyondEnd { asked: from, end });
+        }
+        if from != 0 && from >= first_held {
+            return Ok((None, subscribe(&self.shared, [from, 0], pace)));
+        }
+        let size = size.ok_or_else(|| ExecError::NotAPty(self.shared.id.clone()))?;
+        let screen = Screen { offset: end, size, data: Bytes::from(term.render()) };
+        Ok((Some(screen), subscribe(&self.shared, [end, 0], pace)))
     }
 
     fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
@@ -889,7 +1126,7 @@ impl Actor {
                 // size and the scratch space is reused.
                 buf.clear();
                 buf.reserve(READ_BYTES);
-                match p.try_read_buf(&mut (&mut *buf).limit(want)) {
+                match p.try_read(buf, want) {
                     Ok(0) => Ok(None),
                     Ok(n) if n >= READ_BYTES / 2 => Ok(Some(buf.split().freeze())),
                     Ok(_) => Ok(Some(Bytes::copy_from_slice(buf))),
@@ -950,7 +1187,11 @@ impl Actor {
         }
         let seq = out.seq;
         out.seq += 1;
-        out.rings[i].push(data, seq);
+        out.rings[i].push(data.clone(), seq);
+        drop(out);
+        if let Some(term) = self.term.as_mut().filter(|_| i == 0) {
+            term.feed(&data);
+        }
         true
     }
 }

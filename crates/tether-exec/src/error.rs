@@ -45,6 +45,17 @@ pub enum ExecError {
         /// Largest allowed.
         max: u64,
     },
+    /// A terminal size outside 1..=1000 in either dimension.
+    #[error("terminal size {rows}x{cols} outside 1..=1000")]
+    BadSize {
+        /// Rows asked for.
+        rows: u16,
+        /// Columns asked for.
+        cols: u16,
+    },
+    /// A terminal operation (resize, screen) on a command without a PTY.
+    #[error("command {0} has no terminal")]
+    NotAPty(String),
     /// No command with this id (never existed, removed, or expired).
     #[error("no command {0}")]
     NotFound(String),

@@ -19,6 +19,8 @@
 //! - `spec`: [`CommandSpec`], [`ManagerConfig`] and their option types.
 //! - `manager`: [`Manager`]: validation, spawning, the registry, limits.
 //! - `command`: the actor, [`CommandHandle`], [`Subscription`], [`Event`].
+//! - `pty`: pseudo-terminals: spawning a session on one, the non-blocking
+//!   master, the screen model that restores a viewer's screen.
 //! - `ring`: the offset-addressed ring buffer.
 //! - `process`: pidfd, `wait4`, signalling a process tree (the only
 //!   `unsafe` code in the workspace).
@@ -28,10 +30,13 @@ mod command;
 mod error;
 mod manager;
 mod process;
+mod pty;
 mod ring;
 mod spec;
 
-pub use command::{CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Stream, Subscription};
+pub use command::{
+    CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Screen, ScreenAttach, Stream, Subscription,
+};
 pub use error::ExecError;
 pub use manager::Manager;
-pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program};
+pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program, PtyOptions, TermSize};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned};
+use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned, SpawnedIo};
 use crate::spec::{CommandSpec, ManagerConfig};
 use crate::{ExecError, process};
 
@@ -100,7 +100,9 @@ impl Manager {
                 return Err(ExecError::BadRingSize { asked: n as u64, max: cfg.max_ring_bytes as u64 });
             }
         };
-        let reservation = self.reserve(2 * ring_bytes)?;
+        // A terminal has one output stream, so one ring's worth of memory.
+        let rings = if spec.pty.is_some() { 1 } else { 2 };
+        let reservation = self.reserve(rings * ring_bytes)?;
 
         let spawned = spawn(&spec, &argv, cfg)?;
         let id = new_id();
@@ -122,6 +124,7 @@ impl Manager {
             ring_bytes,
             initial_stdin: spec.stdin.clone(),
             close_stdin: spec.close_stdin,
+            pty_size: spec.pty.as_ref().map(|p| p.size),
         };
         tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
         let (handle, actor) = command::new_command(meta, spawned, life, reservation);
@@ -232,6 +235,14 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
             return Err(ExecError::BadEnvName(k.clone()));
         }
     }
+    if let Some(pty) = &spec.pty {
+        if !pty.size.is_valid() {
+            return Err(ExecError::BadSize { rows: pty.size.rows, cols: pty.size.cols });
+        }
+        if pty.term.as_deref().is_some_and(|t| t.contains('\0')) {
+            return Err(ExecError::NulByte { what: "term" });
+        }
+    }
     if let Some(cwd) = &spec.cwd {
         let shown = cwd.to_string_lossy().into_owned();
         if shown.contains('\0') {
@@ -254,6 +265,18 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
 }
 
 fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spawned, ExecError> {
+    let cmd = command(spec, argv, cfg);
+    match &spec.pty {
+        Some(opts) => {
+            let (pid, pty) = crate::pty::spawn(cmd, &argv[0], opts)?;
+            Ok(Spawned { pid, io: SpawnedIo::Pty(pty) })
+        }
+        None => spawn_piped(cmd, &argv[0]),
+    }
+}
+
+/// The program, arguments, environment and cwd of a command.
+fn command(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> std::process::Command {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     if spec.env_clear {
@@ -266,11 +289,15 @@ fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spa
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    cmd
+}
+
+fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Result<Spawned, ExecError> {
     // Its own process group, so signals reach the whole job. std resets
     // SIGPIPE and the signal mask in the child, and every fd the daemon
     // opens is close-on-exec, so only 0/1/2 are inherited.
     cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: argv[0].clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
     let pid = child.id();
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let io = move || -> std::io::Result<Spawned> {
@@ -281,9 +308,11 @@ fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spa
         process::grow_pipe(&stderr, PIPE_BYTES);
         Ok(Spawned {
             pid,
-            stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
-            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
-            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+            io: SpawnedIo::Pipes {
+                stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+                stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
+                stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+            },
         })
     };
     match io() {

@@ -2,8 +2,9 @@
 //! waiting through a pidfd, reaping with resource usage, signalling a
 //! process group and its descendants.
 //!
-//! This is the only module with `unsafe` code: three libc calls (`pidfd_open`,
-//! `wait4` and wrapping the returned fd) that std and tokio do not expose.
+//! This is the only module with `unsafe` code: libc calls that std and tokio
+//! do not expose (`pidfd_open`, `wait4`, `kill`, `fcntl`, and the two calls
+//! a child makes to take a terminal as its controlling terminal).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -145,6 +146,62 @@ pub(crate) fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// Makes the child of `cmd` the leader of a new session whose controlling
+/// terminal is the terminal on its stdin (`setsid` + `TIOCSCTTY`).
+pub(crate) fn new_session_on_stdin_tty(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It calls
+    // only async-signal-safe functions (setsid, ioctl) and allocates nothing
+    // (`last_os_error` holds a plain errno).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A close-on-exec duplicate of `raw`, switched to non-blocking mode.
+/// The flag is on the open file description, which the original shares.
+pub(crate) fn dup_nonblocking(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: `raw` is an fd the caller owns and keeps open for the duration
+    // of this call; it is only borrowed to duplicate it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }.try_clone_to_owned()?;
+    // SAFETY: F_GETFL/F_SETFL only change the file status flags of an fd we
+    // own; no memory is involved.
+    let r = unsafe {
+        let flags = libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(fd) }
+}
+
+/// Registers a non-blocking file with the runtime for reading and writing.
+pub(crate) fn register_file(file: std::fs::File) -> io::Result<AsyncFd<std::fs::File>> {
+    // SAFETY: the `File` owns its fd and moves into the `AsyncFd`, so the fd
+    // stays open exactly as long as it is registered.
+    unsafe {
+        AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE)
+            .map_err(|e| e.into_parts().1)
+    }
+}
+
+/// Waits for a child that has been sent SIGKILL (failure paths only).
+pub(crate) fn wait_blocking(pid: u32) -> io::Result<()> {
+    // SAFETY: waitpid with a null status pointer; no memory of ours.
+    let r = unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Sends `sig` to one process group.

@@ -98,6 +98,36 @@ pub struct CommandSpec {
     pub ring_bytes: Option<usize>,
     /// SIGTERM-to-SIGKILL grace on timeout (`None`: the manager's default).
     pub kill_grace: Option<Duration>,
+    /// Run on a pseudo-terminal instead of pipes.
+    pub pty: Option<PtyOptions>,
+}
+
+/// A terminal size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TermSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+impl TermSize {
+    /// Largest accepted number of rows or columns.
+    pub const MAX: u16 = 1000;
+
+    /// Whether both dimensions are within 1..=[`TermSize::MAX`].
+    pub fn is_valid(self) -> bool {
+        (1..=Self::MAX).contains(&self.rows) && (1..=Self::MAX).contains(&self.cols)
+    }
+}
+
+/// How to set up a command's pseudo-terminal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PtyOptions {
+    /// Initial size.
+    pub size: TermSize,
+    /// `TERM` for the command (`None`: `xterm-256color`).
+    pub term: Option<String>,
 }
 
 impl CommandSpec {
@@ -134,6 +164,7 @@ impl CommandSpec {
             output_limit: OutputLimit::Kill,
             ring_bytes: None,
             kill_grace: None,
+            pty: None,
         }
     }
 
@@ -190,6 +221,12 @@ impl CommandSpec {
     /// Sets the ring size per stream.
     pub fn ring_bytes(mut self, bytes: usize) -> Self {
         self.ring_bytes = Some(bytes);
+        self
+    }
+
+    /// Runs the command on a pseudo-terminal of this size.
+    pub fn pty(mut self, rows: u16, cols: u16) -> Self {
+        self.pty = Some(PtyOptions { size: TermSize { rows, cols }, term: None });
         self
     }
 

@@ -24,6 +24,7 @@ async fn collect(mut sub: Subscription) -> (Vec<u8>, Vec<u8>, ExitInfo) {
                 Event::Output { stream: Stream::Stdout, data, .. } => out.extend_from_slice(&data),
                 Event::Output { stream: Stream::Stderr, data, .. } => err.extend_from_slice(&data),
                 Event::Gap { .. } => panic!("unexpected gap"),
+                Event::Resized(_) => {}
                 Event::Exit(e) => return (out, err, e),
             }
         }
@@ -65,6 +66,16 @@ async fn children_inherit_only_stdio() {
     let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
     // 0, 1, 2 and the directory fd of ls itself.
     assert_eq!(String::from_utf8_lossy(&out).trim(), "4");
+    // The same on a terminal (spawned another way), with SIGPIPE default.
+    let h = m
+        .start(CommandSpec::shell("ls /proc/self/fd | wc -l; grep SigIgn /proc/self/status").pty(24, 80))
+        .unwrap();
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (count, ignored) = text.trim_end().split_once("\r\nSigIgn:\t").unwrap();
+    assert_eq!(count, "4");
+    // Signals 1-31 not ignored (see the next test about 32 and 33).
+    assert_eq!(u64::from_str_radix(ignored, 16).unwrap() & 0x7fff_ffff, 0, "{text}");
 }
 
 #[tokio::test]
@@ -239,4 +250,189 @@ async fn signal_reaches_group_and_kill_reports_killed() {
     let exit = tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
     assert_eq!((exit.signal, exit.reason), (Some(9), ExitReason::Killed));
     assert!(matches!(h.kill().await, Err(ExecError::NotRunning(_))));
+}
+
+// PTY commands.
+
+use tether_exec::TermSize;
+
+/// Reads a PTY subscription until its output contains `want`; returns all
+/// output so far.
+async fn read_until(sub: &mut Subscription, out: &mut Vec<u8>, want: &str) {
+    let fut = async {
+        while !String::from_utf8_lossy(out).contains(want) {
+            match sub.next(64 * 1024).await {
+                Some(Event::Output { data, .. }) => out.extend_from_slice(&data),
+                Some(Event::Exit(e)) => {
+                    panic!("exited ({e:?}) before {want:?}; output {:?}", String::from_utf8_lossy(out))
+                }
+                Some(_) => {}
+                None => panic!("ended"),
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} in time; output {:?}", String::from_utf8_lossy(out)));
+}
+
+/// An interactive bash without rc files on a terminal, with a fixed prompt.
+fn bash_pty() -> CommandSpec {
+    CommandSpec::argv(["bash", "--norc", "--noprofile", "-i"]).env("PS1", "PROMPT$ ").pty(24, 80)
+}
+
+#[tokio::test]
+async fn a_pty_command_has_a_terminal_of_the_start_size() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("tty; stty size; echo $TERM").pty(33, 101)).unwrap();
+    assert!(h.is_pty());
+    let (out, err, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let out = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{out:?}");
+    assert_eq!(lines[1], "33 101");
+    assert_eq!(lines[2], "xterm-256color");
+    assert!(err.is_empty(), "a terminal has one stream");
+    assert_eq!(exit.code, Some(0));
+}
+
+#[tokio::test]
+async fn resize_reaches_the_program_and_every_subscriber() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("read line; stty size").pty(24, 80)).unwrap();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let first = tokio::time::timeout(LIMIT, sub.next(1024)).await.unwrap();
+    assert_eq!(first, Some(Event::Resized(TermSize { rows: 24, cols: 80 })));
+    h.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
+    assert_eq!(h.info().pty, Some(TermSize { rows: 30, cols: 100 }));
+    h.write_stdin(Bytes::from_static(b"\n")).await.unwrap();
+    let mut out = Vec::new();
+    let mut resized = Vec::new();
+    let fut = async {
+        while let Some(ev) = sub.next(1024).await {
+            match ev {
+                Event::Output { data, .. } => out.extend_from_slice(&data),
+                Event::Resized(s) => resized.push(s),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("30 100"), "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(resized, [TermSize { rows: 30, cols: 100 }]);
+    assert!(matches!(h.resize(TermSize { rows: 0, cols: 10 }).await, Err(ExecError::BadSize { .. })));
+}
+
+#[tokio::test]
+async fn resize_of_a_pipe_command_is_refused() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("sleep 5")).unwrap();
+    assert!(matches!(h.resize(TermSize { rows: 10, cols: 10 }).await, Err(ExecError::NotAPty(_))));
+    h.kill().await.unwrap();
+}
+
+/// Waits until `bash` has a child running `comm`.
+async fn wait_for_child(bash: u32, comm: &str) {
+    let fut = async {
+        loop {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{bash}/task/{bash}/children")).unwrap_or_default();
+            for k in kids.split_whitespace() {
+                let name = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+                if name.trim() == comm {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.expect("child started");
+}
+
+#[tokio::test]
+async fn interrupt_stops_the_foreground_job_and_not_the_shell() {
+    let m = manager();
+    let h = m.start(bash_pty()).unwrap();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let mut out = Vec::new();
+    read_until(&mut sub, &mut out, "PROMPT$ ").await;
+    // Once by signal (to the foreground group), once by the Ctrl-C byte.
+    h.write_stdin(Bytes::from_static(b"sleep 100\n")).await.unwrap();
+    wait_for_child(h.pid(), "sleep").await;
+    h.signal("INT").await.unwrap();
+    h.write_stdin(Bytes::from_static(b"echo alive $?\n")).await.unwrap();
+    read_until(&mut sub, &mut out, "alive 130").await;
+    h.write_stdin(Bytes::from_static(b"sleep 100\n")).await.unwrap();
+    wait_for_child(h.pid(), "sleep").await;
+    h.write_stdin(Bytes::from_static(b"\x03")).await.unwrap();
+    h.write_stdin(Bytes::from_static(b"echo again $?\n")).await.unwrap();
+    read_until(&mut sub, &mut out, "again 130").await;
+    assert!(h.exit().is_none(), "the shell survives");
+    h.write_stdin(Bytes::from_static(b"exit 4\n")).await.unwrap();
+    let (_, _, exit) = collect(sub).await;
+    assert_eq!(exit.code, Some(4));
+}
+
+#[tokio::test]
+async fn close_stdin_on_a_terminal_types_end_of_file() {
+    let m = manager();
+    let h = m.start(CommandSpec::argv(["wc", "-c"]).pty(24, 80)).unwrap();
+    let sub = h.attach([0, 0]).unwrap();
+    h.write_stdin(Bytes::from_static(b"abc\n")).await.unwrap();
+    h.close_stdin().await.unwrap();
+    let (out, _, exit) = collect(sub).await;
+    // The echo of the input, then the count (the line discipline made the
+    // newline a CR LF on output but wc read 4 bytes).
+    assert!(String::from_utf8_lossy(&out).ends_with("4\r\n"), "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(exit.code, Some(0));
+}
+
+#[tokio::test]
+async fn terminal_output_is_complete_after_exit() {
+    let m = manager();
+    // Output still in the terminal when the leader exits, and output of a
+    // background process that outlives it (ignoring the hangup).
+    let h = m
+        .start(
+            CommandSpec::shell("(trap '' HUP; sleep 0.1; echo late) & seq 1 20000; echo early").pty(24, 80),
+        )
+        .unwrap();
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let out = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert_eq!(lines[..20000], (1..=20000).map(|n| n.to_string()).collect::<Vec<_>>()[..]);
+    assert!(out.contains("early"));
+    assert!(out.contains("late"), "{:?}", &out[out.len().saturating_sub(100)..]);
+    assert_eq!(exit.code, Some(0));
+}
+
+#[tokio::test]
+async fn a_screen_is_restored_for_a_new_viewer_and_skipped_on_resume() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("printf 'hello\\033[3;5Hworld'; sleep 30").pty(5, 20)).unwrap();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let mut out = Vec::new();
+    read_until(&mut sub, &mut out, "world").await;
+    let (screen, _sub2) = h.attach_screen(0, None, false).await.unwrap();
+    let screen = screen.expect("a new viewer gets the screen");
+    assert_eq!(screen.offset, out.len() as u64);
+    assert_eq!(screen.size, TermSize { rows: 5, cols: 20 });
+    let mut viewer = vt100::Parser::new(5, 20, 0);
+    viewer.process(&screen.data);
+    assert_eq!(viewer.screen().contents(), "hello\n\n    world");
+    assert_eq!(viewer.screen().cursor_position(), (2, 9));
+    // A viewer that has seen up to offset 5 resumes there: no screen.
+    let (screen, mut resumed) = h.attach_screen(5, None, false).await.unwrap();
+    assert!(screen.is_none());
+    assert_eq!(resumed.offsets(), [5, 0]);
+    let _ = resumed.next(1024).await; // Resized comes first
+    match resumed.next(1024).await {
+        Some(Event::Output { offset, .. }) => assert_eq!(offset, 5),
+        other => panic!("{other:?}"),
+    }
+    // A viewer with its own size makes it the terminal's size.
+    let (screen, _) = h.attach_screen(0, Some(TermSize { rows: 10, cols: 40 }), false).await.unwrap();
+    assert_eq!(screen.unwrap().size, TermSize { rows: 10, cols: 40 });
+    assert_eq!(h.info().pty, Some(TermSize { rows: 10, cols: 40 }));
+    h.kill().await.unwrap();
 }
