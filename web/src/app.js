@@ -18,7 +18,7 @@ const encoder = new TextEncoder();
 
 let conn = null;
 let session = null;
-const term = new Terminal({ scrollback: 5000, cursorBlink: true, fontFamily: 'monospace' });
+const term = new Terminal({ scrollback: 5000, cursorBlink: true, fontFamily: 'monospace', theme: { background: '#1e1e1e' } });
 const fit = new FitAddon();
 term.loadAddon(fit);
 window.tether = { term, session: null, conn: null };
@@ -151,7 +151,7 @@ $('new-shell-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const line = $('shell').value.trim();
   const spec = line ? { shell: line } : { argv: ['/bin/bash', '-l'] };
-  show((s) => s.start({ ...spec, idle_timeout_ms: IDLE_TIMEOUT_MS, name: 'browser shell' }));
+  show((s) => s.start({ ...spec, idle_timeout_ms: IDLE_TIMEOUT_MS }));
 });
 
 $('refresh').addEventListener('click', () => refreshList());
@@ -176,7 +176,7 @@ async function refreshList() {
       b.title = `${c.command}\n${c.argv.join(' ')}`;
       b.addEventListener('click', () => show((s) => s.attach(c.command)));
       const meta = document.createElement('small');
-      meta.textContent = `${c.pty ? 'pty' : 'pipes'} · ${c.state}${c.command === session?.command ? ' · shown' : ''}`;
+      meta.textContent = `${c.command} · ${c.pty ? 'pty' : 'pipes'} · ${c.state}`;
       li.append(b, meta);
       li.classList.toggle('current', c.command === session?.command);
       li.classList.toggle('exited', c.state !== 'running');
