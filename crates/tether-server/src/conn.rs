@@ -19,7 +19,7 @@ use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use tether_exec::{Event, Manager, Subscription};
+use tether_exec::{CommandHandle, Event, ExecError, Manager, Subscription};
 use tether_proto::{self as proto, ClientMsg, CommandId, Encoding, ErrorCode, ReqId, ServerMsg};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -123,7 +123,8 @@ where
     if let Some(q) = conn.ctx.attach.take() {
         let command = q.command.unwrap_or_default();
         let from = [q.stdout_offset, q.stderr_offset];
-        if !conn.attach(ReqId(0), CommandId(command.clone()), from, q.tail_bytes, false).await {
+        let how = How { tail: q.tail_bytes, ..How::default() };
+        if !conn.attach(ReqId(0), CommandId(command.clone()), from, how).await {
             conn.close(CLOSE_NORMAL, "attach failed").await;
         }
         single = Some(command);
@@ -296,11 +297,28 @@ impl Conn {
         let id = msg.id();
         let reply = match msg {
             ClientMsg::Start { id, spec } => self.start(id, spec).await,
-            ClientMsg::Attach { id, command, stdout_offset, stderr_offset, tail_bytes, pace, .. } => {
-                self.attach(id, command, [stdout_offset, stderr_offset], tail_bytes, pace).await;
+            ClientMsg::Attach {
+                id,
+                command,
+                stdout_offset,
+                stderr_offset,
+                tail_bytes,
+                pace,
+                screen,
+                size,
+            } => {
+                let how = How { tail: tail_bytes, pace, screen, size: size.map(map::size_from_wire) };
+                self.attach(id, command, [stdout_offset, stderr_offset], how).await;
                 Ok(None)
             }
-            ClientMsg::Resize { .. } => Err(WireError::bad_request("resize: not yet supported")),
+            ClientMsg::Resize { id, command, size } => match self.ctx.manager.get(&command.0) {
+                Ok(h) => h
+                    .resize(map::size_from_wire(size))
+                    .await
+                    .map(|()| Some(ServerMsg::Ok { id }))
+                    .map_err(Into::into),
+                Err(e) => Err(e.into()),
+            },
             ClientMsg::Detach { id, command } => {
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
@@ -437,25 +455,24 @@ impl Conn {
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
-    async fn attach(
-        &mut self,
-        id: ReqId,
-        command: CommandId,
-        from: [u64; 2],
-        tail: Option<u64>,
-        pace: bool,
-    ) -> bool {
+    async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], how: How) -> bool {
         // An earlier attachment to the same command ends first, so none of
         // its frames follow the new `attached`.
         self.attachments.remove(&command.0);
-        let sub = self.ctx.manager.get(&command.0).and_then(|h| match tail {
-            Some(t) => Ok(h.attach_tail(t, pace)),
-            None => h.attach_paced(from, pace),
-        });
+        let sub = match self.ctx.manager.get(&command.0) {
+            Ok(h) => subscribe(&h, from, how).await,
+            Err(e) => Err(e),
+        };
         match sub {
-            Ok(sub) => {
+            Ok((screen, sub)) => {
                 let [stdout_offset, stderr_offset] = sub.offsets();
-                self.send(ServerMsg::Attached { id, command, stdout_offset, stderr_offset }).await;
+                self.send(ServerMsg::Attached { id, command: command.clone(), stdout_offset, stderr_offset })
+                    .await;
+                if let Some(s) = screen {
+                    let size = map::size_to_wire(s.size);
+                    self.send(ServerMsg::Screen { command, offset: s.offset, size, data: s.data.into() })
+                        .await;
+                }
                 self.forward(sub);
                 true
             }
@@ -487,6 +504,34 @@ impl Conn {
     }
 }
 
+/// How an `attach` wants to be attached.
+#[derive(Default)]
+struct How {
+    tail: Option<u64>,
+    pace: bool,
+    screen: bool,
+    size: Option<tether_exec::TermSize>,
+}
+
+/// The subscription an `attach` asks for, with the screen to send first.
+async fn subscribe(
+    h: &CommandHandle,
+    from: [u64; 2],
+    how: How,
+) -> Result<(Option<tether_exec::Screen>, Subscription), ExecError> {
+    if h.is_pty() && how.screen && how.tail.is_none() {
+        return h.attach_screen(from[0], how.size, how.pace).await;
+    }
+    if let Some(size) = how.size.filter(|_| h.is_pty()) {
+        h.resize(size).await?;
+    }
+    let sub = match how.tail {
+        Some(t) => h.attach_tail(t, how.pace),
+        None => h.attach_paced(from, how.pace)?,
+    };
+    Ok((None, sub))
+}
+
 /// Pushes a subscription's events as frames until its exit.
 async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
     let command = CommandId(sub.id().to_owned());
@@ -506,6 +551,9 @@ async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
                     requested,
                     first_held,
                 }
+            }
+            Event::Resized(size) => {
+                ServerMsg::Resized { command: command.clone(), size: map::size_to_wire(size) }
             }
             Event::Exit(e) => ServerMsg::Exit { command: command.clone(), status: map::exit_to_wire(&e) },
         };

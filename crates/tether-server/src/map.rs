@@ -32,6 +32,8 @@ impl From<exec::ExecError> for WireError {
             | E::BadEnvName(_)
             | E::BadSignal(_)
             | E::BadRingSize { .. }
+            | E::BadSize { .. }
+            | E::NotAPty(_)
             | E::OffsetBeyondEnd { .. } => C::BadRequest,
             E::BadCwd { .. } | E::Spawn { .. } => C::SpawnFailed,
             E::NotFound(_) => C::NotFound,
@@ -79,7 +81,17 @@ pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, W
     };
     spec.ring_bytes = ring_bytes;
     spec.kill_grace = s.kill_grace_ms.map(Duration::from_millis);
+    spec.pty =
+        s.pty.map(|p| exec::PtyOptions { size: exec::TermSize { rows: p.rows, cols: p.cols }, term: p.term });
     Ok(spec)
+}
+
+pub(crate) fn size_to_wire(s: exec::TermSize) -> proto::TermSize {
+    proto::TermSize { rows: s.rows, cols: s.cols }
+}
+
+pub(crate) fn size_from_wire(s: proto::TermSize) -> exec::TermSize {
+    exec::TermSize { rows: s.rows, cols: s.cols }
 }
 
 pub(crate) fn stream_to_wire(s: exec::Stream) -> proto::Stream {
@@ -127,6 +139,6 @@ pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
         stdout: stream(i.offsets[0]),
         stderr: stream(i.offsets[1]),
         attached: i.attached as u32,
-        pty: None,
+        pty: i.pty.map(size_to_wire),
     }
 }
