@@ -13,12 +13,16 @@
 //!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
 //!   without sockets.
 //! - `map`: wire types <-> `tether-exec` types and errors.
+//! - `web`: the browser terminal page, built from `web/` by `build.rs` and
+//!   embedded. Served without auth: it holds no data, and asks for the
+//!   token, which it sends only inside the WebSocket subprotocol list.
 #![forbid(unsafe_code)]
 
 mod auth;
 mod config;
 mod conn;
 mod map;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,7 +86,14 @@ impl Server {
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
-        Router::new().route("/healthz", get(|| async { "ok\n" })).merge(authed).with_state(st)
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/", get(page_handler))
+            .route("/index.html", get(page_handler))
+            .route("/app.js", get(page_handler))
+            .route("/app.css", get(page_handler))
+            .merge(authed)
+            .with_state(st)
     }
 
     /// Serves `listener` until `shutdown` resolves, then shuts down
@@ -160,6 +171,31 @@ async fn ws_handler(
             st2.conns.track_future(conn::serve(socket, ctx))
         },
     )
+}
+
+/// The terminal page's files, with headers that keep the page to itself:
+/// no framing (clickjacking), no inline scripts, no referrer, connections
+/// only back to this daemon.
+async fn page_handler(uri: axum::http::Uri) -> Response {
+    use axum::http::{StatusCode, header};
+    let Some((content_type, body)) = web::asset(uri.path()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let csp = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+               connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
+               form-action 'self'";
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn list_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
