@@ -216,6 +216,15 @@ impl CutProxy {
         self.frozen.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
+    /// Cuts every connection open now (both sides see the socket close).
+    /// New connections work.
+    pub fn cut_all(&self) {
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+            self.cuts.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     pub fn cuts(&self) -> u64 {
         self.cuts.load(Ordering::SeqCst)
     }

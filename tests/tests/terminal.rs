@@ -242,3 +242,78 @@ async fn interrupt_gets_through_an_output_flood() {
     a.until_screen("done-130").await;
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_rust_client_resumes_a_terminal_through_cuts_without_loss_or_duplicates() {
+    use tether_client::{Client, ExecEvent};
+    let s = TestServer::start().await;
+    // Budgets above the largest frame (a terminal read is at most 64 KiB).
+    let proxy = tether_tests::CutProxy::start(s.addr, 100_000, 300_000).await;
+    let client = Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect()).await.unwrap();
+    let spec = StartSpec {
+        shell: Some("seq -f line-%g 1 60000; sleep 0.2".into()),
+        pty: Some(PtySpec { rows: 24, cols: 80, term: None }),
+        ..StartSpec::default()
+    };
+    let mut ex = client.start(spec).await.unwrap();
+    let mut out = Vec::new();
+    let mut screens = 0;
+    let status = bounded(async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => out.extend_from_slice(&b),
+                ExecEvent::Screen { .. } => screens += 1,
+                ExecEvent::Gap { .. } => panic!("gap"),
+                ExecEvent::Exit(st) => return st,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(proxy.cuts() > 0, "the proxy cut the connection");
+    assert_eq!(screens, 0, "every resume found its offset held: no screen");
+    assert_eq!(out.len() as u64, status.stdout_bytes);
+    let text = String::from_utf8(out).unwrap();
+    let want: String = (1..=60000).map(|i| format!("line-{i}\r\n")).collect();
+    assert_eq!(text, want);
+}
+
+#[tokio::test]
+async fn a_terminal_attachment_starts_with_size_and_screen_and_redraws_on_request() {
+    use tether_client::{Client, ExecEvent};
+    let s = TestServer::start().await;
+    let client = Client::connect(&format!("http://{}", s.addr), &s.token).await.unwrap();
+    let spec = StartSpec {
+        shell: Some("printf 'ready\\n'; sleep 30".into()),
+        pty: Some(PtySpec { rows: 24, cols: 80, term: None }),
+        attach: false,
+        ..StartSpec::default()
+    };
+    let (id, _) = client.start_detached(spec).await.unwrap();
+    let size = TermSize { rows: 50, cols: 200 };
+    let mut ex = client.attach_terminal(&id, size).await.unwrap();
+    let mut first = Vec::new();
+    bounded(async {
+        while first.len() < 2 {
+            first.push(ex.next().await.unwrap().unwrap());
+        }
+    })
+    .await;
+    assert!(first.contains(&ExecEvent::Resized(size)), "{first:?}");
+    assert!(first.iter().any(|e| matches!(e, ExecEvent::Screen { size: s, .. } if *s == size)), "{first:?}");
+    let small = TermSize { rows: 10, cols: 40 };
+    ex.redraw(small).await.unwrap();
+    let screen = bounded(async {
+        loop {
+            if let ExecEvent::Screen { size, data } = ex.next().await.unwrap().unwrap() {
+                return (size, data);
+            }
+        }
+    })
+    .await;
+    assert_eq!(screen.0, small);
+    let mut term = vt100::Parser::new(small.rows, small.cols, 0);
+    term.process(&screen.1);
+    assert!(term.screen().contents().contains("ready"));
+    ex.kill().await.unwrap();
+}

@@ -96,7 +96,7 @@ pub(crate) async fn tether(d: &Daemon, n: u64, pace: bool) -> Result<Transfer> {
     loop {
         match exec.next().await {
             Some(Ok(ExecEvent::Stdout(b))) => bytes += b.len() as u64,
-            Some(Ok(ExecEvent::Stderr(_))) => {}
+            Some(Ok(ExecEvent::Stderr(_) | ExecEvent::Screen { .. } | ExecEvent::Resized(_))) => {}
             Some(Ok(ExecEvent::Gap { from, to, .. })) => lost += to - from,
             Some(Ok(ExecEvent::Exit(status))) => {
                 let elapsed = t.elapsed();

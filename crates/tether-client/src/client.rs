@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_proto::{ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tether_proto::{
+    ClientMsg, CommandId, CommandInfo, ExitStatus, ReqId, ServerMsg, StartSpec, Stream, TermSize,
+};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::driver::{self, Cmd, Driver, EventTx};
 use crate::error::ClientError;
@@ -64,14 +66,41 @@ pub enum ExecEvent {
         /// Where the stream continues.
         to: u64,
     },
+    /// A PTY command's screen: reset the terminal, resize it to `size` and
+    /// write `data`; `Stdout` bytes continue from there. Comes first on a
+    /// terminal attachment ([`Client::attach_terminal`]), and again after a
+    /// reconnect that found the viewer's offset gone from the ring.
+    Screen {
+        /// The size the screen is rendered for.
+        size: TermSize,
+        /// Bytes that draw it on a reset terminal.
+        data: Bytes,
+    },
+    /// A PTY command's terminal size is now this (first on every
+    /// attachment, then after every change by any client).
+    Resized(TermSize),
     /// The command ended; the last event.
     Exit(ExitStatus),
+}
+
+/// The state of a client's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// Connected to the daemon.
+    Connected,
+    /// The connection dropped; reconnecting with backoff. Executions resume
+    /// when it is back.
+    Reconnecting,
+    /// Reconnecting failed for good (see [`ClientOptions::reconnect_for`]);
+    /// the next request tries again.
+    Failed,
 }
 
 /// A connection to a tether daemon. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct Client {
     tx: mpsc::Sender<Cmd>,
+    state: watch::Receiver<Connection>,
     ids: Arc<AtomicU64>,
     opts: ClientOptions,
     /// Stdin flow control per command. A std mutex: held only to look up or
@@ -123,11 +152,17 @@ impl Client {
         let ws_url = driver::ws_url(url)?;
         let ws = driver::connect(&ws_url, token, &opts).await?;
         let (tx, rx) = mpsc::channel(64);
-        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx);
+        let (state_tx, state) = watch::channel(Connection::Connected);
+        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx, state_tx);
         // The driver ends when every Client clone is dropped (its command
         // channel closes), so nothing leaks.
         tokio::spawn(d.run(ws));
-        Ok(Client { tx, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default() })
+        Ok(Client { tx, state, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default() })
+    }
+
+    /// The connection's state, to show it (`changed().await` to follow it).
+    pub fn connection(&self) -> watch::Receiver<Connection> {
+        self.state.clone()
     }
 
     fn next_id(&self) -> ReqId {
@@ -174,12 +209,25 @@ impl Client {
 
     /// Attaches to a command from per-stream offsets (stdout, stderr).
     pub async fn attach(&self, command: &CommandId, from: [u64; 2]) -> Result<Execution, ClientError> {
-        self.attach_inner(command, from, None).await
+        self.attach_inner(command, from, None, None).await
     }
 
     /// Attaches starting at most `tail` bytes before each stream's end.
     pub async fn attach_tail(&self, command: &CommandId, tail: u64) -> Result<Execution, ClientError> {
-        self.attach_inner(command, [0, 0], Some(tail)).await
+        self.attach_inner(command, [0, 0], Some(tail), None).await
+    }
+
+    /// Attaches to a PTY command as a terminal of `size`: the first events
+    /// are [`ExecEvent::Resized`] and [`ExecEvent::Screen`] (the screen as
+    /// it is now, rendered for `size`, which becomes the terminal's size),
+    /// then `Stdout`. After a reconnect the terminal resumes exactly where
+    /// it was, or gets a fresh `Screen` if those bytes are gone.
+    pub async fn attach_terminal(
+        &self,
+        command: &CommandId,
+        size: TermSize,
+    ) -> Result<Execution, ClientError> {
+        self.attach_inner(command, [0, 0], None, Some(size)).await
     }
 
     async fn attach_inner(
@@ -187,6 +235,7 @@ impl Client {
         command: &CommandId,
         from: [u64; 2],
         tail_bytes: Option<u64>,
+        terminal: Option<TermSize>,
     ) -> Result<Execution, ClientError> {
         let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
         let msg = ClientMsg::Attach {
@@ -196,8 +245,8 @@ impl Client {
             stderr_offset: from[1],
             tail_bytes,
             pace: false,
-            screen: false,
-            size: None,
+            screen: terminal.is_some(),
+            size: terminal,
         };
         match self.request(msg, Some(etx)).await? {
             ServerMsg::Attached { command, .. } => {
@@ -241,6 +290,12 @@ impl Client {
     pub async fn signal(&self, command: &CommandId, signal: &str) -> Result<(), ClientError> {
         self.ok(ClientMsg::Signal { id: self.next_id(), command: command.clone(), signal: signal.to_owned() })
             .await
+    }
+
+    /// Sets a PTY command's terminal size (the newest request wins; every
+    /// attachment gets [`ExecEvent::Resized`]).
+    pub async fn resize(&self, command: &CommandId, size: TermSize) -> Result<(), ClientError> {
+        self.ok(ClientMsg::Resize { id: self.next_id(), command: command.clone(), size }).await
     }
 
     /// Forgets a command, killing it if it runs.
@@ -411,6 +466,7 @@ impl Execution {
                 ExecEvent::Stdout(b) => stdout.extend_from_slice(&b),
                 ExecEvent::Stderr(b) => stderr.extend_from_slice(&b),
                 ExecEvent::Gap { from, to, .. } => lost_bytes += to - from,
+                ExecEvent::Screen { .. } | ExecEvent::Resized(_) => {}
                 ExecEvent::Exit(status) => {
                     return Ok(Output { stdout, stderr, status, lost_bytes });
                 }
@@ -432,6 +488,32 @@ impl Execution {
     /// Sends a signal to the command's process group.
     pub async fn signal(&self, signal: &str) -> Result<(), ClientError> {
         self.client.signal(&self.id, signal).await
+    }
+
+    /// Sets the command's terminal size.
+    pub async fn resize(&self, size: TermSize) -> Result<(), ClientError> {
+        self.client.resize(&self.id, size).await
+    }
+
+    /// Asks for the current screen of this PTY command again, rendered for
+    /// `size` (which becomes the terminal's size): an [`ExecEvent::Screen`]
+    /// follows, and output continues after it. For a viewer whose display
+    /// was disturbed (a notice printed over it, a local resize).
+    pub async fn redraw(&self, size: TermSize) -> Result<(), ClientError> {
+        let msg = ClientMsg::Attach {
+            id: self.client.next_id(),
+            command: self.id.clone(),
+            stdout_offset: 0,
+            stderr_offset: 0,
+            tail_bytes: None,
+            pace: false,
+            screen: true,
+            size: Some(size),
+        };
+        match self.client.request(msg, None).await? {
+            ServerMsg::Attached { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Kills the command; its exit still arrives on this execution.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tether_proto::{self as proto, ClientMsg, CommandId, ErrorCode, ReqId, ServerMsg, Stream};
+use tether_proto::{self as proto, ClientMsg, CommandId, ErrorCode, ReqId, ServerMsg, Stream, TermSize};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ClientOptions, ExecEvent};
+use crate::client::{ClientOptions, Connection, ExecEvent};
 use crate::error::ClientError;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -40,8 +40,21 @@ struct Pending {
     watch: Option<EventTx>,
     /// Set for the driver's own re-attach after a reconnect.
     resume: Option<CommandId>,
-    /// The request asked for a pacing attachment.
+    /// How the request attaches.
+    mode: Mode,
+}
+
+/// How an attachment is made, and remade after a reconnect.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mode {
+    /// The attachment paces the command.
     pace: bool,
+    /// A terminal viewer of a PTY command: a resume asks for the screen
+    /// (which the daemon sends only if the offset is no longer held) and
+    /// re-asserts the viewer's size.
+    terminal: bool,
+    /// The viewer's latest terminal size.
+    size: Option<TermSize>,
 }
 
 struct Watch {
@@ -50,8 +63,8 @@ struct Watch {
     next: [u64; 2],
     /// The caller killed it: do not re-attach after a drop.
     killed: bool,
-    /// The attachment paces the command; a resume asks for it again.
-    pace: bool,
+    /// How to re-attach.
+    mode: Mode,
 }
 
 /// Ids the driver uses for its own requests, far above the caller's.
@@ -65,6 +78,8 @@ pub(crate) struct Driver {
     pending: HashMap<ReqId, Pending>,
     watches: HashMap<CommandId, Watch>,
     next_internal: u64,
+    /// Published for callers that show the connection's state.
+    state: watch::Sender<Connection>,
 }
 
 enum Lost {
@@ -75,8 +90,15 @@ enum Lost {
 }
 
 impl Driver {
-    pub(crate) fn new(url: String, token: String, opts: ClientOptions, rx: mpsc::Receiver<Cmd>) -> Driver {
+    pub(crate) fn new(
+        url: String,
+        token: String,
+        opts: ClientOptions,
+        rx: mpsc::Receiver<Cmd>,
+        state: watch::Sender<Connection>,
+    ) -> Driver {
         Driver {
+            state,
             url,
             token,
             opts,
@@ -121,6 +143,7 @@ impl Driver {
                         }
                         Err(e) => {
                             tracing::warn!("giving up reconnecting: {e}");
+                            self.state.send_replace(Connection::Failed);
                             for (_, w) in self.watches.drain() {
                                 let _ = w.tx.try_send(Err(e.clone()));
                             }
@@ -160,7 +183,7 @@ impl Driver {
                         conn = self.lose(Lost::Error, &mut lost);
                     }
                 }
-                frame = ws.next() => match { last_rx = Instant::now(); frame } {
+                frame = ws.next() => match Some(frame).inspect(|_| last_rx = Instant::now()).flatten() {
                     Some(Ok(Message::Binary(b))) => {
                         if self.on_frame(ws, &b).await.is_err() {
                             conn = self.lose(Lost::Error, &mut lost);
@@ -184,6 +207,7 @@ impl Driver {
 
     /// Fails in-flight requests and forgets killed commands.
     fn lose(&mut self, why: Lost, lost: &mut Lost) -> Option<Ws> {
+        self.state.send_replace(Connection::Reconnecting);
         for (_, p) in self.pending.drain() {
             if let Some(r) = p.reply {
                 let _ = r.send(Err(ClientError::Disconnected));
@@ -216,6 +240,7 @@ impl Driver {
             match connect(&self.url, &self.token, &self.opts).await {
                 Ok(ws) => {
                     tracing::info!("reconnected after {:?}", started.elapsed());
+                    self.state.send_replace(Connection::Connected);
                     return Ok(ws);
                 }
                 Err(
@@ -235,22 +260,25 @@ impl Driver {
 
     /// Re-attaches every watched command from the offsets delivered so far.
     async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
-        let targets: Vec<(CommandId, [u64; 2], bool)> =
-            self.watches.iter().map(|(c, w)| (c.clone(), w.next, w.pace)).collect();
-        for (command, next, pace) in targets {
+        let targets: Vec<(CommandId, [u64; 2], Mode)> =
+            self.watches.iter().map(|(c, w)| (c.clone(), w.next, w.mode)).collect();
+        for (command, next, mode) in targets {
             let id = ReqId(self.next_internal);
             self.next_internal += 1;
             self.pending
-                .insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()), pace });
+                .insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()), mode });
             let msg = ClientMsg::Attach {
                 id,
                 command,
                 stdout_offset: next[0],
                 stderr_offset: next[1],
                 tail_bytes: None,
-                pace,
-                screen: false,
-                size: None,
+                pace: mode.pace,
+                // At offset 0 the viewer has shown nothing: the raw bytes
+                // from 0 are exactly what it lacks (a screen is for a
+                // viewer whose offset is gone).
+                screen: mode.terminal && next[0] > 0,
+                size: mode.size.filter(|_| mode.terminal),
             };
             send(ws, &msg).await?;
         }
@@ -272,16 +300,33 @@ impl Driver {
                 }
                 _ => return Ok(()),
             },
+            ClientMsg::Resize { command, size, .. } => {
+                if let Some(w) = self.watches.get_mut(command) {
+                    w.mode.size = Some(*size);
+                }
+            }
+            // A redraw of a watched terminal: its size is the viewer's now.
+            ClientMsg::Attach { command, size: Some(size), .. } if c.watch.is_none() => {
+                if let Some(w) = self.watches.get_mut(command) {
+                    w.mode.size = Some(*size);
+                }
+            }
             _ => {}
         }
         let id = c.msg.id();
-        let pace = match &c.msg {
-            ClientMsg::Start { spec, .. } => spec.pace,
-            ClientMsg::Attach { pace, .. } => *pace,
-            _ => false,
+        let mode = match &c.msg {
+            ClientMsg::Start { spec, .. } => Mode {
+                pace: spec.pace,
+                terminal: spec.pty.is_some(),
+                size: spec.pty.as_ref().map(|p| TermSize { rows: p.rows, cols: p.cols }),
+            },
+            ClientMsg::Attach { pace, screen, size, .. } => {
+                Mode { pace: *pace, terminal: *screen, size: *size }
+            }
+            _ => Mode::default(),
         };
         if c.reply.is_some() || c.watch.is_some() {
-            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None, pace });
+            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None, mode });
         }
         send(ws, &c.msg).await
     }
@@ -306,11 +351,28 @@ impl Driver {
             }
         };
         match msg {
-            ServerMsg::Hello { .. } | ServerMsg::Screen { .. } | ServerMsg::Resized { .. } => {}
+            ServerMsg::Hello { .. } => {}
+            ServerMsg::Screen { command, offset, size, data } => {
+                if let Some(w) = self.watches.get_mut(&command) {
+                    // The screen replaces whatever the viewer showed; output
+                    // continues at its offset.
+                    w.next[0] = offset;
+                    if w.tx.send(Ok(ExecEvent::Screen { size, data: data.0 })).await.is_err() {
+                        self.unwatch(ws, command).await?;
+                    }
+                }
+            }
+            ServerMsg::Resized { command, size } => {
+                if let Some(w) = self.watches.get_mut(&command)
+                    && w.tx.send(Ok(ExecEvent::Resized(size))).await.is_err()
+                {
+                    self.unwatch(ws, command).await?;
+                }
+            }
             ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        let w = Watch { tx, next: [0, 0], killed: false, pace: p.pace };
+                        let w = Watch { tx, next: [0, 0], killed: false, mode: p.mode };
                         self.watch(command.clone(), w);
                     }
                     reply(p.reply, Ok(msg));
@@ -320,7 +382,7 @@ impl Driver {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
                         let next = [stdout_offset, stderr_offset];
-                        let w = Watch { tx, next, killed: false, pace: p.pace };
+                        let w = Watch { tx, next, killed: false, mode: p.mode };
                         self.watch(command.clone(), w);
                     }
                     if p.resume.is_some() {

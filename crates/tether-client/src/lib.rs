@@ -25,6 +25,8 @@ mod client;
 mod driver;
 mod error;
 
-pub use client::{Client, ClientOptions, ExecEvent, Execution, Output};
+pub use client::{Client, ClientOptions, Connection, ExecEvent, Execution, Output};
 pub use error::ClientError;
-pub use tether_proto::{CommandId, CommandInfo, ExitReason, ExitStatus, StartSpec, Stream};
+pub use tether_proto::{
+    CommandId, CommandInfo, ExitReason, ExitStatus, PtySpec, StartSpec, Stream, TermSize,
+};

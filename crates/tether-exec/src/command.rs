@@ -339,10 +339,10 @@ impl CommandHandle {
     pub fn attach_paced(&self, from: [u64; 2], pace: bool) -> Result<Subscription, ExecError> {
         {
             let out = self.shared.output();
-            for i in 0..2 {
-                let end = out.rings[i].end();
-                if from[i] > end {
-                    return Err(ExecError::OffsetBeyondEnd { asked: from[i], end });
+            for (ring, &asked) in out.rings.iter().zip(&from) {
+                let end = ring.end();
+                if asked > end {
+                    return Err(ExecError::OffsetBeyondEnd { asked, end });
                 }
             }
         }
@@ -527,6 +527,7 @@ impl Subscription {
 /// One event for a reader at `next` (advanced past it), under the lock.
 fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -> Option<Event> {
     let mut best: Option<(u64, usize, Bytes)> = None;
+    #[allow(clippy::needless_range_loop)] // `i` names the stream too
     for i in 0..2 {
         match out.rings[i].read(next[i], max) {
             Read::Gap { first_held } => {
