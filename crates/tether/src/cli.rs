@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::tty::DetachKeys;
+
 /// Run commands on this host over WebSocket; re-attach after network loss.
 #[derive(Parser, Debug)]
 #[command(name = "tether", version, about)]
@@ -36,13 +38,21 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Run a command on the daemon's host and stream its output.
     Exec(ExecArgs),
-    /// Re-attach to a command and stream its output.
+    /// Re-attach to a command: a terminal (PTY) command is shown with its
+    /// screen restored, interactively; others stream their output.
     Attach {
         /// Command id.
         id: String,
         /// Start at most N bytes before the end of each stream.
         #[arg(long)]
         tail: Option<u64>,
+        /// Stream a terminal command's raw output instead of attaching
+        /// interactively.
+        #[arg(long)]
+        raw: bool,
+        /// Key sequence that detaches and leaves the command running.
+        #[arg(long, env = "TETHER_DETACH_KEYS", default_value = "ctrl-p,ctrl-q")]
+        detach_keys: DetachKeys,
     },
     /// List commands.
     Ls {
@@ -173,6 +183,18 @@ pub(crate) struct ExecArgs {
     /// reported) instead of the command being slowed down.
     #[arg(long)]
     pub(crate) no_pace: bool,
+    /// Run the command on a terminal (PTY) the size of this one; with -i,
+    /// this terminal goes into raw mode and keystrokes go to the command.
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
+    /// Keep stdin open and forward it (the default without -t; with -t,
+    /// type into the remote terminal).
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+    /// Key sequence that detaches from a -t session and leaves the command
+    /// running (docker's syntax: ctrl-X or single characters, comma-separated).
+    #[arg(long, env = "TETHER_DETACH_KEYS", default_value = "ctrl-p,ctrl-q")]
+    pub(crate) detach_keys: DetachKeys,
     /// The program and its arguments.
     #[arg(last = true)]
     pub(crate) argv: Vec<String>,

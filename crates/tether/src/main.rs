@@ -6,12 +6,15 @@
 //! - `run`: the client subcommands (`exec`, `attach`, `ls`, `kill`, `logs`,
 //!   `wait`, `status`, `rm`).
 //! - `token`: finding, generating and storing the bearer token.
+//! - `tty`: interactive terminal sessions (`exec -it`, `attach`): raw mode,
+//!   detach keys, window size, reconnect notice, terminal restore.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod run;
 mod serve;
 mod token;
+mod tty;
 
 use clap::Parser;
 

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use tether_client::{Client, ClientError, CommandId, ExecEvent, Execution, StartSpec, Stream};
+use tether_client::{Client, ClientError, CommandId, ExecEvent, Execution, PtySpec, StartSpec, Stream};
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{Command, ConnArgs, ExecArgs};
-use crate::token;
+use crate::{token, tty};
 
 /// Exit code for failures of tether itself (as ssh uses 255).
 const TETHER_FAILURE: i32 = 255;
@@ -21,8 +21,13 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
     match cmd {
         Command::Serve(_) => unreachable!("handled in main"),
         Command::Exec(args) => exec(&client, args).await,
-        Command::Attach { id, tail } => {
+        Command::Attach { id, tail, raw, detach_keys } => {
             let id = CommandId(id);
+            let interactive = !raw && tail.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+            if interactive && client.status(&id).await?.pty.is_some() {
+                let ex = client.attach_terminal(&id, tty::local_size()).await?;
+                return tty::session(&client, ex, detach_keys, true).await;
+            }
             let ex = match tail {
                 Some(n) => client.attach_tail(&id, n).await?,
                 None => client.attach(&id, [0, 0]).await?,
@@ -116,6 +121,13 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
     spec.name = args.name.clone();
     spec.close_stdin = args.no_stdin || args.detach;
     spec.pace = !args.no_pace && !args.detach;
+    if args.tty {
+        let size = tty::local_size();
+        let term = std::env::var("TERM").ok().filter(|t| !t.is_empty() && t != "dumb");
+        spec.pty = Some(PtySpec { rows: size.rows, cols: size.cols, term });
+        // Closing a terminal's input types end-of-file: never do it unasked.
+        spec.close_stdin = false;
+    }
     Ok(spec)
 }
 
@@ -135,6 +147,9 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
+    if args.tty {
+        return tty::session(client, ex, args.detach_keys, args.interactive && !args.no_stdin).await;
+    }
     let id = ex.id().clone();
     if !args.no_stdin {
         tokio::spawn(forward_stdin(client.clone(), id.clone()));
@@ -208,6 +223,11 @@ async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
                     );
                 }
             }
+            ExecEvent::Screen { data, .. } => {
+                seen_data = true;
+                out.write_all(&data).and_then(|()| out.flush()).context("writing stdout")?;
+            }
+            ExecEvent::Resized(_) => {}
             ExecEvent::Exit(st) => {
                 out.flush().ok();
                 return Ok(st.shell_code());
@@ -240,6 +260,7 @@ async fn logs(client: &Client, id: CommandId, follow: bool) -> Result<i32> {
                 std::io::stderr().write_all(&b)?;
             }
             ExecEvent::Gap { stream, to, .. } => at[stream.index()] = to,
+            ExecEvent::Screen { .. } | ExecEvent::Resized(_) => {}
             ExecEvent::Exit(_) => break,
         }
     }

@@ -359,3 +359,147 @@ fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
 fn argv(a: &[&str]) -> StartSpec {
     StartSpec { argv: a.iter().map(|s| s.to_string()).collect(), ..StartSpec::default() }
 }
+
+// Interactive terminal sessions, driven in tmux (send-keys, capture-pane).
+
+/// A tmux server of its own (no user config) running one command in a
+/// window of a fixed size; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(url: &str, token: &str, cols: u16, rows: u16, script: &str) -> Tmux {
+        let t = Tmux { socket: format!("tether-test-{:016x}", rand_u64()) };
+        let ok = Command::new("tmux")
+            .args(["-L", &t.socket, "-f", "/dev/null", "new-session", "-d", "-s", "main"])
+            .args(["-x", &cols.to_string(), "-y", &rows.to_string()])
+            .args(["-e", &format!("TETHER_URL={url}"), "-e", &format!("TETHER_TOKEN={token}")])
+            .args(["-e", &format!("PATH={}", std::env::var("PATH").unwrap_or_default())])
+            .arg(format!("bash --norc --noprofile -c '{script}'"))
+            .status()
+            .expect("tmux runs (the tests install it)");
+        assert!(ok.success());
+        t.tmux(&["set-option", "-g", "status", "off"]);
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let o = Command::new("tmux").args(["-L", &self.socket]).args(args).output().unwrap();
+        text(&o.stdout)
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "main"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "main"])
+    }
+
+    /// Polls the screen until it contains `needle`; returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(start.elapsed() < LIMIT, "no {needle:?} on the screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+/// Runs `tether ARGS` in tmux; after it ends, prints whether the local
+/// terminal's settings are as before and its exit code, then waits.
+fn in_tmux(d: &Daemon, url: &str, cols: u16, rows: u16, args: &str) -> Tmux {
+    let script = format!(
+        "before=$(stty -g); {BIN} {args}; code=$?; [ \"$before\" = \"$(stty -g)\" ] && echo TERMINAL-RESTORED; \
+         echo EXIT=$code; sleep 600"
+    );
+    Tmux::start(url, &d.token, cols, rows, &script)
+}
+
+const SHELL: &str = "bash --norc --noprofile";
+
+#[test]
+fn exec_it_is_an_interactive_terminal_with_exit_code_and_restore() {
+    let d = Daemon::start(&[]);
+    let t = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
+    t.keys(&["echo hi-$((1+1)); stty size; tty", "Enter"]);
+    let s = t.wait_for("hi-2");
+    t.wait_for("30 100");
+    assert!(t.wait_for("/dev/pts/").contains("/dev/pts/"), "{s}");
+    // Full-screen program and back: the local terminal leaves it cleanly.
+    t.keys(&["printf '\\033[?1049h\\033[?25lALT'; sleep 0.2; exit 7", "Enter"]);
+    let s = t.wait_for("EXIT=7");
+    assert!(s.contains("TERMINAL-RESTORED"), "{s}");
+}
+
+#[test]
+fn detach_keys_leave_it_running_and_attach_restores_screen_and_size() {
+    let d = Daemon::start(&[]);
+    let a = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
+    a.keys(&["echo marker-$((6*7))", "Enter"]);
+    a.wait_for("marker-42");
+    a.keys(&["C-p", "C-q"]);
+    let s = a.wait_for("EXIT=0");
+    assert!(s.contains("TERMINAL-RESTORED"), "{s}");
+    let id = s
+        .split_whitespace()
+        .find(|w| w.starts_with("c-"))
+        .map(|w| w.trim_end_matches(';').to_owned())
+        .unwrap_or_else(|| panic!("no command id in:\n{s}"));
+    assert!(s.contains(&format!("tether attach {id}")), "{s}");
+    let o = d.run(&["status", &id]);
+    assert!(text(&o.stdout).contains("\"running\""), "still running after detach");
+
+    // Another terminal, another size: the screen comes back, the size is its own.
+    let b = in_tmux(&d, &d.url, 120, 40, &format!("attach {id}"));
+    b.wait_for("marker-42");
+    b.keys(&["clear; stty size", "Enter"]);
+    b.wait_for("40 120");
+    // The local window changes size: the remote terminal follows.
+    b.tmux(&["resize-window", "-t", "main", "-x", "90", "-y", "25"]);
+    b.keys(&["clear; stty size", "Enter"]);
+    b.wait_for("25 90");
+    b.keys(&["exit 3", "Enter"]);
+    let s = b.wait_for("EXIT=3");
+    assert!(s.contains("TERMINAL-RESTORED"), "{s}");
+}
+
+#[test]
+fn an_interactive_session_survives_a_network_cut() {
+    let d = Daemon::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
+    // Never cuts by itself; `cut_all` cuts on demand.
+    let proxy = rt.block_on(tether_tests::CutProxy::start(upstream, u64::MAX / 4, u64::MAX / 2));
+    let t = in_tmux(&d, &proxy.url(), 100, 30, &format!("exec -it -- {SHELL}"));
+    t.keys(&["echo before-$((1+1))", "Enter"]);
+    t.wait_for("before-2");
+    rt.block_on(async { proxy.cut_all() });
+    t.wait_for("reconnecting");
+    // The screen is redrawn after the reconnect (the notice is gone) and the
+    // session goes on.
+    let start = Instant::now();
+    while t.screen().contains("reconnecting") {
+        assert!(start.elapsed() < LIMIT, "never redrawn:\n{}", t.screen());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(t.screen().contains("before-2"), "{}", t.screen());
+    t.keys(&["echo after-$((2+1))", "Enter"]);
+    t.wait_for("after-3");
+    t.keys(&["exit", "Enter"]);
+    t.wait_for("EXIT=0");
+    assert!(proxy.cuts() >= 1);
+}
