@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit, golden-frame, end-to-end (real daemon,
-# real processes, a connection-cutting proxy) and CLI tests.
+# real processes, a connection-cutting proxy), CLI tests (interactive ones in
+# tmux), and the browser terminal's tests (JS units, headless Chromium).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v bash >/dev/null || need+=(bash)
 command -v setsid >/dev/null || need+=(util-linux)
+command -v tmux >/dev/null || need+=(tmux)
+command -v less >/dev/null || need+=(less)
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else
     echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1; fi
@@ -19,8 +23,12 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The browser terminal (installs chromium and the npm packages if missing).
+bash scripts/browser-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 # One summary line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^# pass / { p += $3 } /^# fail / { f += $3 }
      END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
