@@ -45,8 +45,8 @@ pub enum ExecError {
         /// Largest allowed.
         max: u64,
     },
-    /// A terminal size outside 1..=1000 in either dimension.
-    #[error("terminal size {rows}x{cols} outside 1..=1000")]
+    /// A terminal size outside 1..=500 in either dimension.
+    #[error("terminal size {rows}x{cols} outside 1..=500")]
     BadSize {
         /// Rows asked for.
         rows: u16,

@@ -112,8 +112,9 @@ pub struct TermSize {
 }
 
 impl TermSize {
-    /// Largest accepted number of rows or columns.
-    pub const MAX: u16 = 1000;
+    /// Largest accepted number of rows or columns. The screen model holds
+    /// two grids of 32-byte cells, so 500x500 bounds it at 16 MiB.
+    pub const MAX: u16 = 500;
 
     /// Whether both dimensions are within 1..=[`TermSize::MAX`].
     pub fn is_valid(self) -> bool {

@@ -276,19 +276,19 @@ pub struct StartSpec {
 /// A terminal size in character cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TermSize {
-    /// Lines (1..=1000).
+    /// Lines (1..=500).
     pub rows: u16,
-    /// Columns (1..=1000).
+    /// Columns (1..=500).
     pub cols: u16,
 }
 
 /// How to set up a command's pseudo-terminal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PtySpec {
-    /// Lines (1..=1000; default 24).
+    /// Lines (1..=500; default 24).
     #[serde(default = "default_rows")]
     pub rows: u16,
-    /// Columns (1..=1000; default 80).
+    /// Columns (1..=500; default 80).
     #[serde(default = "default_cols")]
     pub cols: u16,
     /// `TERM` for the command (default `xterm-256color`).

@@ -149,7 +149,8 @@ impl Drop for RawTerminal {
 /// The local terminal's size (24x80 when stdout is not a terminal).
 pub(crate) fn local_size() -> TermSize {
     match crossterm::terminal::size() {
-        Ok((cols, rows)) if cols > 0 && rows > 0 => TermSize { rows, cols },
+        // The daemon accepts at most 500 in each dimension.
+        Ok((cols, rows)) if cols > 0 && rows > 0 => TermSize { rows: rows.min(500), cols: cols.min(500) },
         _ => TermSize { rows: 24, cols: 80 },
     }
 }
