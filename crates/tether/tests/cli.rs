@@ -291,10 +291,25 @@ fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
     rt.block_on(async {
         let c = Client::connect(&d.url, &d.token).await.unwrap();
         let mut tasks = Vec::new();
-        for i in 0..40 {
+        for i in 0..48 {
             let c = c.clone();
             tasks.push(tokio::spawn(async move {
-                match i % 5 {
+                match i % 6 {
+                    // Terminals: one exits by itself, one is killed with a
+                    // background job holding the terminal.
+                    5 if i % 12 == 5 => {
+                        let pty = Some(tether_client::PtySpec { rows: 24, cols: 80, term: None });
+                        c.run(StartSpec { pty, ..argv(&["sh", "-c", "tty; stty size"]) }).await.unwrap();
+                    }
+                    5 => {
+                        let pty = Some(tether_client::PtySpec { rows: 24, cols: 80, term: None });
+                        let ex = c
+                            .start(StartSpec { pty, ..argv(&["sh", "-c", "sleep 100 & sleep 100"]) })
+                            .await
+                            .unwrap();
+                        ex.kill().await.unwrap();
+                        ex.output().await.unwrap();
+                    }
                     0 => {
                         c.run(argv(&["sh", "-c", "echo x; echo y >&2"])).await.unwrap();
                     }
