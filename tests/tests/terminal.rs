@@ -317,3 +317,31 @@ async fn a_terminal_attachment_starts_with_size_and_screen_and_redraws_on_reques
     assert!(term.screen().contents().contains("ready"));
     ex.kill().await.unwrap();
 }
+
+/// A plain HTTP GET; returns the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    bounded(tcp.read_to_end(&mut out)).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_terminal_page_is_public_static_and_confined() {
+    let s = TestServer::start().await;
+    let page = http_get(s.addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(lower.contains("content-security-policy: default-src 'self'; script-src 'self'"), "{page}");
+    assert!(lower.contains("x-frame-options: deny"));
+    assert!(lower.contains("referrer-policy: no-referrer"));
+    assert!(page.contains("<title>tether</title>"));
+    assert!(http_get(s.addr, "/app.js").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(s.addr, "/app.css").await.starts_with("HTTP/1.1 200"));
+    // Everything else still needs the token.
+    assert!(http_get(s.addr, "/v1/commands").await.starts_with("HTTP/1.1 401"));
+    assert!(http_get(s.addr, "/app.js.map").await.starts_with("HTTP/1.1 401"));
+}
