@@ -12,15 +12,21 @@
 //! - `throughput`: one command's stdout to one client, five ways.
 //! - `memory`: RSS per idle command / connection / terminal.
 //! - `reconnect`: connect + attach until the first resumed byte.
+//! - `pty`: terminals: keystroke echo, `cat` throughput, screen-restoring
+//!   re-attach (a table of its own).
 //! - `wsclient`: WebSocket client helpers for the peers, terminado's protocol.
+//! - `tetherws`, `msgpack`: a bare tether protocol client (no client library).
 //! - `procs`: starting and stopping the daemon and the peers, `/proc` RSS.
 //! - `report`: table rows, percentiles, formatting.
 
 mod latency;
 mod memory;
+mod msgpack;
 mod procs;
+mod pty;
 mod reconnect;
 mod report;
+mod tetherws;
 mod throughput;
 mod wsclient;
 
@@ -29,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::memory::Footprint;
 use crate::procs::{Daemon, Peer};
@@ -93,6 +99,30 @@ struct Args {
     /// The terminado launcher script.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peers/terminado_server.py"))]
     terminado_script: PathBuf,
+    /// Run only one group of measurements (default: all).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// PTY: measured keystrokes in the echo latency runs.
+    #[arg(long, default_value_t = 2000)]
+    keystrokes: usize,
+    /// PTY: size of the text file `cat` prints through a PTY.
+    #[arg(long, default_value_t = 256 << 20)]
+    cat_bytes: u64,
+    /// PTY: measured re-attaches to a full screen.
+    #[arg(long, default_value_t = 200)]
+    reattaches: usize,
+    /// PTY: the script that measures the bare PTY (the physical limit).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peers/pty_floor.py"))]
+    pty_floor_script: PathBuf,
+}
+
+/// A group of measurements, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Only {
+    /// Sections 1-7: spawn, round trips, throughput, memory, reconnect.
+    Core,
+    /// Sections P1-P3: terminals.
+    Pty,
 }
 
 impl Args {
@@ -107,11 +137,14 @@ impl Args {
                 &mut self.websocketd_conns,
                 &mut self.terminals,
                 &mut self.resumes,
+                &mut self.keystrokes,
+                &mut self.reattaches,
             ] {
                 *n = (*n / 10).max(1);
             }
             self.bytes /= 10;
             self.pty_bytes /= 10;
+            self.cat_bytes /= 10;
         }
     }
 }
@@ -137,23 +170,34 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     progress(&format!("logs in {}", logs.display()));
 
-    let mut rows = Vec::new();
-    let mut sum = Summary::default();
+    let mut tables = Vec::new();
+    if args.only != Some(Only::Pty) {
+        let mut rows = Vec::new();
+        let mut sum = Summary::default();
 
-    let daemon = Daemon::start(&tether, &logs.join("tether.log")).await?;
-    spawn_rows(&args, &daemon, &mut rows, &mut sum).await;
-    websocketd_latency_rows(&args, &logs, &mut rows).await;
-    throughput_rows(&args, &daemon, &logs, &mut rows, &mut sum).await;
-    daemon.stop().await;
+        let daemon = Daemon::start(&tether, &logs.join("tether.log")).await?;
+        spawn_rows(&args, &daemon, &mut rows, &mut sum).await;
+        websocketd_latency_rows(&args, &logs, &mut rows).await;
+        throughput_rows(&args, &daemon, &logs, &mut rows, &mut sum).await;
+        daemon.stop().await;
 
-    // A fresh daemon, so that the memory numbers are not blurred by what
-    // the allocator kept from the throughput runs.
-    let daemon = Daemon::start(&tether, &logs.join("tether-memory.log")).await?;
-    memory_rows(&args, &daemon, &logs, &mut rows, &mut sum).await;
-    reconnect_rows(&args, &daemon, &mut rows).await;
-    daemon.stop().await;
+        // A fresh daemon, so that the memory numbers are not blurred by what
+        // the allocator kept from the throughput runs.
+        let daemon = Daemon::start(&tether, &logs.join("tether-memory.log")).await?;
+        memory_rows(&args, &daemon, &logs, &mut rows, &mut sum).await;
+        reconnect_rows(&args, &daemon, &mut rows).await;
+        daemon.stop().await;
 
-    target_rows(&sum, &mut rows);
+        target_rows(&sum, &mut rows);
+        tables.push(report::render(&rows));
+    }
+    if args.only != Some(Only::Core) {
+        // A daemon of its own, as for the memory rows.
+        let daemon = Daemon::start(&tether, &logs.join("tether-pty.log")).await?;
+        let rows = pty::rows(&args, &daemon, &logs).await;
+        daemon.stop().await;
+        tables.push(format!("Terminals (PTY):\n\n{}", report::render(&rows)));
+    }
 
     let header = format!(
         "tether-bench: {} cores, Linux {}, tether {}\n\n",
@@ -161,11 +205,10 @@ async fn main() -> Result<()> {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         tether.display(),
     );
-    let table = report::render(&rows);
-    println!("{header}{table}");
+    let text = format!("{header}{}", tables.join("\n"));
+    println!("{text}");
     if let Some(out) = &args.out {
-        std::fs::write(out, format!("{header}{table}"))
-            .with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
         progress(&format!("table written to {}", out.display()));
     }
     Ok(())
@@ -281,10 +324,13 @@ fn has_terminado(args: &Args) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn start_terminado(args: &Args, logs: &Path, name: &str) -> Result<Peer> {
+/// Starts `terminado_server.py` with `command` as its terminals' program
+/// (empty: `bash`).
+async fn start_terminado(args: &Args, logs: &Path, name: &str, command: &[&str]) -> Result<Peer> {
     let port = procs::free_port()?;
-    let script = args.terminado_script.to_string_lossy().into_owned();
-    Peer::start(&args.python, &[script, port.to_string()], port, &logs.join(format!("{name}.log"))).await
+    let mut argv = vec![args.terminado_script.to_string_lossy().into_owned(), port.to_string()];
+    argv.extend(command.iter().map(|s| s.to_string()));
+    Peer::start(&args.python, &argv, port, &logs.join(format!("{name}.log"))).await
 }
 
 async fn websocketd_latency_rows(args: &Args, logs: &Path, rows: &mut Vec<Row>) {
@@ -417,7 +463,7 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
     let what = "terminado (PTY) `head -c N /dev/zero | base64 -w0`";
     if has_terminado(args) {
         let run = async {
-            let peer = start_terminado(args, logs, "terminado-throughput").await?;
+            let peer = start_terminado(args, logs, "terminado-throughput", &[]).await?;
             let r = throughput::repeat(k, || throughput::terminado(peer.port, args.pty_bytes)).await;
             peer.stop().await;
             r
@@ -486,7 +532,7 @@ async fn memory_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>, 
     let what = "terminado RSS per open terminal (bash in a PTY)";
     if has_terminado(args) {
         let run = async {
-            let peer = start_terminado(args, logs, "terminado-memory").await?;
+            let peer = start_terminado(args, logs, "terminado-memory", &[]).await?;
             let r = memory::terminado(peer.pid, peer.port, args.terminals).await;
             peer.stop().await;
             r

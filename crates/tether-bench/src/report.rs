@@ -68,6 +68,8 @@ pub(crate) struct Latency {
     pub(crate) p99: Duration,
     /// Arithmetic mean.
     pub(crate) mean: Duration,
+    /// The slowest sample.
+    pub(crate) max: Duration,
 }
 
 impl Latency {
@@ -82,7 +84,7 @@ impl Latency {
         // the samples at or below it.
         let rank = |p: f64| samples[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
         let total: Duration = samples.iter().sum();
-        Some(Latency { n, p50: rank(0.50), p99: rank(0.99), mean: total / n as u32 })
+        Some(Latency { n, p50: rank(0.50), p99: rank(0.99), mean: total / n as u32, max: samples[n - 1] })
     }
 }
 
@@ -152,6 +154,7 @@ mod tests {
         let l = Latency::of(samples).expect("non-empty");
         assert_eq!(l.p50, Duration::from_millis(50));
         assert_eq!(l.p99, Duration::from_millis(99));
+        assert_eq!(l.max, Duration::from_millis(100));
         assert_eq!(l.n, 100);
     }
 

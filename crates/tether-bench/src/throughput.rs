@@ -27,6 +27,8 @@ pub(crate) struct Transfer {
     /// CPU time the tether daemon and this process used meanwhile (tether
     /// runs only).
     pub(crate) cpu: Option<(Duration, Duration)>,
+    /// Data messages received (0 where not counted).
+    pub(crate) frames: u64,
 }
 
 impl Transfer {
@@ -109,7 +111,7 @@ pub(crate) async fn tether(d: &Daemon, n: u64, pace: bool) -> Result<Transfer> {
                 if status.stdout_bytes != n {
                     bail!("the exit reports {} stdout bytes, expected {n}", status.stdout_bytes);
                 }
-                return Ok(Transfer { bytes, lost, elapsed, cpu });
+                return Ok(Transfer { bytes, lost, elapsed, cpu, frames: 0 });
             }
             Some(Err(e)) => return Err(e).context("the execution failed"),
             None => bail!("the event stream ended without an exit"),
@@ -129,7 +131,7 @@ pub(crate) async fn raw_pipe(n: u64) -> Result<Transfer> {
     if !status.success() {
         bail!("the pipeline failed: {status}");
     }
-    Ok(Transfer { bytes: n, lost: 0, elapsed, cpu: None })
+    Ok(Transfer { bytes: n, lost: 0, elapsed, cpu: None, frames: 0 })
 }
 
 /// A bare tokio-tungstenite server and client in this process: the server
@@ -158,7 +160,7 @@ pub(crate) async fn bare_websocket(n: u64) -> Result<Transfer> {
     if bytes != n {
         bail!("received {bytes} of {n} bytes");
     }
-    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None })
+    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None, frames: 0 })
 }
 
 /// websocketd `--binary head -c n /dev/zero`: counts binary bytes until the
@@ -171,7 +173,7 @@ pub(crate) async fn websocketd(port: u16, n: u64) -> Result<Transfer> {
     if bytes != n {
         bail!("received {bytes} of {n} bytes before the connection ended");
     }
-    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None })
+    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None, frames: 0 })
 }
 
 /// Counts data bytes until the peer closes. websocketd ends a connection
@@ -231,5 +233,5 @@ pub(crate) async fn terminado(port: u16, n: u64) -> Result<Transfer> {
     }
     let elapsed = t.elapsed();
     let _ = ws.close(None).await;
-    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None })
+    Ok(Transfer { bytes, lost: 0, elapsed, cpu: None, frames: 0 })
 }

@@ -33,6 +33,18 @@ pub(crate) async fn next_term_msg(ws: &mut Ws) -> Result<(String, String)> {
     }
 }
 
+/// Opens a WebSocket to `path` on a local peer with Nagle off on the
+/// client's side (as `tether-client` and the bare tether client do), for
+/// the latency-sensitive PTY benches. terminado (tornado) leaves it on on
+/// its side, as shipped.
+pub(crate) async fn connect_nodelay(port: u16, path: &str) -> Result<Ws> {
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(ws)
+}
+
 /// Opens a terminado terminal and waits for its first output (bash is up).
 pub(crate) async fn open_terminal(port: u16) -> Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/websocket")).await?;

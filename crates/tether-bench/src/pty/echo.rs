@@ -1,0 +1,277 @@
+//! Keystroke echo: one byte typed at `cat` on a terminal in its default
+//! (canonical, echoing) mode, until the line discipline's echo of it comes
+//! back. Measured on the bare PTY, through tether (bare client and
+//! `tether-client`) and through terminado.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tether_client::{Client, ExecEvent, Execution, PtySpec, StartSpec};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::msgpack::Value;
+use crate::procs::Daemon;
+use crate::report::Latency;
+use crate::tetherws::{Frame, TetherWs};
+use crate::wsclient::{self, Ws, next_term_msg};
+
+/// Keystrokes typed before the measured ones.
+pub(crate) const WARMUP: usize = 50;
+
+/// After this many typed bytes the line is ended with `\r`, so the
+/// canonical line buffer (4095 bytes) never fills. Not measured.
+pub(crate) const FLUSH_EVERY: usize = 1000;
+
+/// A terminal to type at.
+trait Keyboard {
+    /// Types `a` and waits for its echo; the time until the echo arrived.
+    async fn key(&mut self) -> Result<Duration>;
+    /// Types `\r` and reads `n` bytes of output: the echoed `\r\n`, then
+    /// `cat`'s copy of the line with its `\r\n`.
+    async fn enter(&mut self, n: usize) -> Result<()>;
+}
+
+/// `WARMUP + n` keystrokes; the last `n` are the samples.
+async fn measure(k: &mut impl Keyboard, n: usize) -> Result<Latency> {
+    let mut samples = Vec::with_capacity(n);
+    let mut typed = 0;
+    for i in 0..WARMUP + n {
+        if typed == FLUSH_EVERY {
+            k.enter(typed + 4).await?;
+            typed = 0;
+        }
+        let d = k.key().await?;
+        typed += 1;
+        if i >= WARMUP {
+            samples.push(d);
+        }
+    }
+    Latency::of(samples).context("no samples")
+}
+
+/// The floor: `pty_floor.py echo` writes to and reads from the master of
+/// `cat`'s PTY itself, with nothing in between.
+pub(crate) async fn floor(python: &str, script: &Path, n: usize) -> Result<Latency> {
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args(["echo", &n.to_string(), &WARMUP.to_string(), &FLUSH_EVERY.to_string()])
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let samples = String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| l.trim().parse::<u64>().map(Duration::from_nanos))
+        .collect::<Result<Vec<_>, _>>()
+        .context("pty_floor.py printed something other than nanoseconds")?;
+    if samples.len() != n {
+        bail!("pty_floor.py printed {} samples, expected {n}", samples.len());
+    }
+    Latency::of(samples).context("no samples")
+}
+
+/// `start {argv: ["cat"], pty: {rows: 24, cols: 80}}`.
+fn cat_spec() -> Value {
+    Value::map([("argv", Value::Array(vec![Value::str("cat")])), ("pty", crate::tetherws::size(24, 80))])
+}
+
+/// What the bare client saw: the echo latency, and when the `ok` of each
+/// `stdin` frame came (the daemon sends it once the byte is written to
+/// the terminal, so it times the inbound half of the trip).
+pub(crate) struct RawEcho {
+    /// `stdin` sent until the echo's `output` arrived.
+    pub(crate) echo: Latency,
+    /// `stdin` sent until its `ok` arrived.
+    pub(crate) ok: Latency,
+}
+
+/// tether through the bare client: a `stdin` frame with `a`, until the
+/// `output` frame with its echo (the `ok` of the `stdin` is awaited too,
+/// so that the samples do not overlap).
+pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<RawEcho> {
+    let mut ws = TetherWs::connect(d).await?;
+    let command = ws.start(cat_spec()).await?;
+    let mut kb = RawKeyboard { ws, command, oks: Vec::new() };
+    let r = measure(&mut kb, n).await;
+    let RawKeyboard { mut ws, command, oks } = kb;
+    let _ = ws.request_ok("kill", &command).await;
+    ws.close().await;
+    let echo = r?;
+    // The last `n` keystrokes are the measured ones.
+    let ok = Latency::of(oks[oks.len().saturating_sub(n)..].to_vec()).context("no samples")?;
+    Ok(RawEcho { echo, ok })
+}
+
+struct RawKeyboard {
+    ws: TetherWs,
+    command: String,
+    /// When the `ok` of each keystroke's `stdin` arrived.
+    oks: Vec<Duration>,
+}
+
+impl RawKeyboard {
+    /// Sends `data` and reads output until `n` bytes and the `ok` arrived;
+    /// returns the output, when its last byte arrived and when the `ok` did.
+    async fn type_and_read(
+        &mut self,
+        data: &'static [u8],
+        n: usize,
+    ) -> Result<(Vec<u8>, Duration, Duration)> {
+        let t = Instant::now();
+        let id = self.ws.stdin(&self.command, data).await?;
+        let (mut out, mut done_at, mut acked) = (Vec::new(), None, None);
+        while done_at.is_none() || acked.is_none() {
+            match self.ws.recv().await? {
+                Frame::Output { data, .. } => {
+                    out.extend_from_slice(&data);
+                    if out.len() > n {
+                        bail!("expected {n} bytes of output, got {:?}", String::from_utf8_lossy(&out));
+                    }
+                    if out.len() == n {
+                        done_at = Some(t.elapsed());
+                    }
+                }
+                Frame::Ok { id: got } if got == id => acked = Some(t.elapsed()),
+                Frame::Exit { .. } => bail!("cat exited"),
+                Frame::Gap { .. } => bail!("a gap in cat's output"),
+                _ => {}
+            }
+        }
+        Ok((out, done_at.unwrap_or_default(), acked.unwrap_or_default()))
+    }
+}
+
+impl Keyboard for RawKeyboard {
+    async fn key(&mut self) -> Result<Duration> {
+        let (out, d, ok) = self.type_and_read(b"a", 1).await?;
+        if out != b"a" {
+            bail!("expected the echo \"a\", got {:?}", String::from_utf8_lossy(&out));
+        }
+        self.oks.push(ok);
+        Ok(d)
+    }
+
+    async fn enter(&mut self, n: usize) -> Result<()> {
+        self.type_and_read(b"\r", n).await.map(drop)
+    }
+}
+
+/// tether through `tether-client`: `Execution::write_stdin("a")`, then
+/// `next()` until the echo (the client acknowledges stdin in the
+/// background, as in normal use).
+pub(crate) async fn tether_client(d: &Daemon, n: usize) -> Result<Latency> {
+    let client = Client::connect(&d.url, &d.token).await?;
+    let spec = StartSpec {
+        argv: vec!["cat".into()],
+        pty: Some(PtySpec { rows: 24, cols: 80, term: None }),
+        ..Default::default()
+    };
+    let mut kb = LibKeyboard { exec: client.start(spec).await? };
+    let r = measure(&mut kb, n).await;
+    let _ = kb.exec.kill().await;
+    r
+}
+
+struct LibKeyboard {
+    exec: Execution,
+}
+
+impl LibKeyboard {
+    async fn type_and_read(&mut self, data: &'static [u8], n: usize) -> Result<(Vec<u8>, Duration)> {
+        let t = Instant::now();
+        self.exec.write_stdin(Bytes::from_static(data)).await?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.exec.next().await.context("the events ended")?? {
+                ExecEvent::Stdout(b) => out.extend_from_slice(&b),
+                ExecEvent::Exit(_) => bail!("cat exited"),
+                ExecEvent::Gap { .. } => bail!("a gap in cat's output"),
+                _ => {}
+            }
+        }
+        let d = t.elapsed();
+        if out.len() > n {
+            bail!("expected {n} bytes of output, got {:?}", String::from_utf8_lossy(&out));
+        }
+        Ok((out, d))
+    }
+}
+
+impl Keyboard for LibKeyboard {
+    async fn key(&mut self) -> Result<Duration> {
+        let (out, d) = self.type_and_read(b"a", 1).await?;
+        if out != b"a" {
+            bail!("expected the echo \"a\", got {:?}", String::from_utf8_lossy(&out));
+        }
+        Ok(d)
+    }
+
+    async fn enter(&mut self, n: usize) -> Result<()> {
+        self.type_and_read(b"\r", n).await.map(drop)
+    }
+}
+
+/// terminado running `cat` (a `UniqueTermManager` terminal per
+/// connection): `["stdin", "a"]` until `["stdout", "a"]`.
+pub(crate) async fn terminado(port: u16, n: usize) -> Result<Latency> {
+    let mut ws = wsclient::connect_nodelay(port, "/websocket").await?;
+    // `cat` prints nothing: the terminal is ready with terminado's `setup`.
+    loop {
+        let (kind, _) = next_term_msg(&mut ws).await?;
+        if kind == "setup" {
+            break;
+        }
+    }
+    let mut kb = TermKeyboard { ws };
+    let r = measure(&mut kb, n).await;
+    let _ = kb.ws.close(None).await;
+    r
+}
+
+struct TermKeyboard {
+    ws: Ws,
+}
+
+impl TermKeyboard {
+    async fn type_and_read(&mut self, text: &str, n: usize) -> Result<(String, Duration)> {
+        let t = Instant::now();
+        self.ws.send(Message::text(serde_json::json!(["stdin", text]).to_string())).await?;
+        let mut out = String::new();
+        while out.len() < n {
+            match next_term_msg(&mut self.ws).await? {
+                (kind, text) if kind == "stdout" => out.push_str(&text),
+                (kind, _) if kind == "disconnect" => bail!("the terminal closed"),
+                _ => {}
+            }
+        }
+        let d = t.elapsed();
+        if out.len() > n {
+            bail!("expected {n} bytes of output, got {out:?}");
+        }
+        Ok((out, d))
+    }
+}
+
+impl Keyboard for TermKeyboard {
+    async fn key(&mut self) -> Result<Duration> {
+        let (out, d) = self.type_and_read("a", 1).await?;
+        if out != "a" {
+            bail!("expected the echo \"a\", got {out:?}");
+        }
+        Ok(d)
+    }
+
+    async fn enter(&mut self, n: usize) -> Result<()> {
+        self.type_and_read("\r", n).await.map(drop)
+    }
+}
