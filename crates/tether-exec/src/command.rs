@@ -775,19 +775,24 @@ enum Source {
 /// Largest single read from a terminal (they rarely hold more than 4 KiB).
 const PTY_READ_BYTES: usize = 64 * 1024;
 
+thread_local! {
+    /// Terminal read space shared by all actors on a worker thread.
+    static PTY_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; PTY_READ_BYTES].into_boxed_slice());
+}
+
 impl Source {
     /// Reads at most `want` bytes, appending to `buf`. `Ok(0)` is the end.
     fn try_read(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
         match self {
             Source::Pipe(p) => p.try_read_buf(&mut buf.limit(want)),
-            Source::Pty(fd) => {
-                let want = want.min(PTY_READ_BYTES);
-                let start = buf.len();
-                buf.resize(start + want, 0);
-                let r = pty::try_read(fd, &mut buf[start..]);
-                buf.truncate(start + *r.as_ref().unwrap_or(&0));
-                r
-            }
+            // A terminal read is small (about 4 KiB): read into a zeroed
+            // scratch array once, then copy out exactly what came.
+            Source::Pty(fd) => PTY_SCRATCH.with_borrow_mut(|scratch| {
+                let want = want.min(scratch.len());
+                let n = pty::try_read(fd, &mut scratch[..want])?;
+                buf.extend_from_slice(&scratch[..n]);
+                Ok(n)
+            }),
         }
     }
 }
@@ -1012,6 +1017,10 @@ impl Actor {
         let (Some(pty), Some(term)) = (&self.pty, &mut self.term) else {
             return Err(ExecError::NotRunning(self.shared.id.clone()));
         };
+        // The same size again: nothing changes, nobody is told.
+        if self.shared.output().size.is_some_and(|(s, _)| s == size) {
+            return Ok(());
+        }
         pty.resize(size)?;
         term.resize(size);
         {

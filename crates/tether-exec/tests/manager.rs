@@ -304,6 +304,8 @@ async fn resize_reaches_the_program_and_every_subscriber() {
     let first = tokio::time::timeout(LIMIT, sub.next(1024)).await.unwrap();
     assert_eq!(first, Some(Event::Resized(TermSize { rows: 24, cols: 80 })));
     h.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
+    // The same size again changes nothing and tells nobody.
+    h.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
     assert_eq!(h.info().pty, Some(TermSize { rows: 30, cols: 100 }));
     h.write_stdin(Bytes::from_static(b"\n")).await.unwrap();
     let mut out = Vec::new();
