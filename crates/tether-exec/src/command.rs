@@ -527,6 +527,7 @@ impl Subscription {
 /// One event for a reader at `next` (advanced past it), under the lock.
 fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -> Option<Event> {
     let mut best: Option<(u64, usize, Bytes)> = None;
+    let mut seqs = [u64::MAX; 2];
     #[allow(clippy::needless_range_loop)] // `i` names the stream too
     for i in 0..2 {
         match out.rings[i].read(next[i], max) {
@@ -536,6 +537,7 @@ fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -
                 return Some(Event::Gap { stream: Stream::from_index(i), requested, first_held });
             }
             Read::Data { seq, data } => {
+                seqs[i] = seq;
                 if best.as_ref().is_none_or(|b| seq < b.0) {
                     best = Some((seq, i, data));
                 }
@@ -543,7 +545,14 @@ fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -
             Read::Pending => {}
         }
     }
-    if let Some((_, i, data)) = best {
+    if let Some((_, i, mut data)) = best {
+        // Join what follows in the same stream, up to the other stream's
+        // next chunk: fewer, larger frames, same order.
+        if data.len() < max
+            && let Read::Data { data: merged, .. } = out.rings[i].read_merged(next[i], max, seqs[1 - i])
+        {
+            data = merged;
+        }
         let offset = next[i];
         next[i] += data.len() as u64;
         return Some(Event::Output { stream: Stream::from_index(i), offset, data });

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Bookkeeping cost charged per chunk on top of its bytes, so that a command
 /// printing one byte per read cannot hold far more memory than its ring size.
@@ -126,6 +126,40 @@ impl Ring {
         let stop = c.data.len().min(start + max);
         Read::Data { seq: c.seq, data: c.data.slice(start..stop) }
     }
+
+    /// Like [`Ring::read`], but when the chunk at `from` ends before `max`,
+    /// appends the following chunks that arrived before `before_seq` (the
+    /// other stream's next chunk), copying, up to `max` bytes in all. Many
+    /// small reads (a terminal's 4 KiB) then go out as few frames, in the
+    /// order they were produced. `seq` is the first chunk's.
+    pub(crate) fn read_merged(&self, from: u64, max: usize, before_seq: u64) -> Read {
+        let (seq, first) = match self.read(from, max) {
+            Read::Data { seq, data } if data.len() < max => (seq, data),
+            other => return other,
+        };
+        let mut at = from + first.len() as u64;
+        let mut idx = self.chunks.partition_point(|c| c.offset <= from);
+        let mut merged: Option<BytesMut> = None;
+        let mut len = first.len();
+        while len < max && idx < self.chunks.len() {
+            let c = &self.chunks[idx];
+            if c.seq >= before_seq || c.offset != at {
+                break;
+            }
+            let take = c.data.len().min(max - len);
+            let buf = merged.get_or_insert_with(|| {
+                let mut b = BytesMut::with_capacity(max.min((self.end - from) as usize));
+                b.extend_from_slice(&first);
+                b
+            });
+            buf.extend_from_slice(&c.data[..take]);
+            len += take;
+            at += take as u64;
+            idx += 1;
+        }
+        let data = merged.map_or(first, BytesMut::freeze);
+        Read::Data { seq, data }
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +181,19 @@ mod tests {
         assert_eq!(r.read(8, 100), Read::Data { seq: 1, data: bytes("rld") });
         assert_eq!(r.read(11, 100), Read::Pending);
         assert_eq!(r.end(), 11);
+    }
+
+    #[test]
+    fn merged_reads_join_chunks_in_arrival_order_up_to_max() {
+        let mut r = Ring::new(1 << 20);
+        r.push(bytes("ab"), 0);
+        r.push(bytes("cd"), 1);
+        r.push(bytes("ef"), 3); // seq 2 went to the other stream
+        assert_eq!(r.read_merged(0, 100, 2), Read::Data { seq: 0, data: bytes("abcd") });
+        assert_eq!(r.read_merged(0, 100, u64::MAX), Read::Data { seq: 0, data: bytes("abcdef") });
+        assert_eq!(r.read_merged(1, 4, u64::MAX), Read::Data { seq: 0, data: bytes("bcde") });
+        assert_eq!(r.read_merged(4, 100, u64::MAX), Read::Data { seq: 3, data: bytes("ef") });
+        assert_eq!(r.read_merged(6, 100, u64::MAX), Read::Pending);
     }
 
     #[test]
