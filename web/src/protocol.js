@@ -137,19 +137,17 @@ export class TetherConnection extends Emitter {
   /** Closes for good: no reconnect; pending requests fail. */
   close() {
     this.#clearTimers();
-    const ws = this.ws;
-    this.#detach();
-    ws?.close(1000);
+    this.#detach(1000);
     this.#failPending('connection closed');
     this.#setState('closed');
   }
 
   /**
-   * Forcibly drops the current socket as a network loss would (tests, and
-   * the silence watchdog): the connection then reconnects and resumes.
+   * Forcibly drops the current socket as a network loss would (for tests):
+   * the connection then reconnects and resumes, not before `downMs`.
    */
-  dropConnection() {
-    if (this.ws) this.#lost(1006, 'dropped');
+  dropConnection(downMs = 0) {
+    if (this.ws) this.#lost(1006, 'dropped', downMs);
   }
 
   /** Sends a request and resolves with its reply; an `error` reply rejects with TetherError. */
@@ -218,7 +216,7 @@ export class TetherConnection extends Emitter {
   }
 
   /** The socket is gone (closed by the peer, the network, or us): reconnect. */
-  #lost(code, reason) {
+  #lost(code, reason, minDelayMs = 0) {
     this.#detach();
     this.#failPending(`connection lost (${code}${reason ? ': ' + reason : ''})`);
     if (this.state === 'closed') return;
@@ -231,14 +229,17 @@ export class TetherConnection extends Emitter {
     }
     this.#setState('reconnecting', `${code}${reason ? ' ' + reason : ''}`);
     // 1001: the daemon is restarting, come back at once (section 11).
-    const delay = code === 1001 ? 0 : this.backoff;
+    const delay = Math.max(code === 1001 ? 0 : this.backoff, minDelayMs);
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
     clearTimeout(this.timers.reconnect);
     this.timers.reconnect = setTimeout(() => this.#connect(), delay);
   }
 
-  /** Unhooks and closes the current socket so its late events are ignored. */
-  #detach() {
+  /**
+   * Unhooks and closes the current socket so its late events are ignored.
+   * Without `code` the close frame has no status (as after a network loss).
+   */
+  #detach(code) {
     const ws = this.ws;
     this.ws = null;
     clearTimeout(this.timers.silence);
@@ -246,7 +247,8 @@ export class TetherConnection extends Emitter {
     if (!ws) return;
     ws.onmessage = ws.onclose = ws.onerror = null;
     try {
-      ws.close();
+      if (code) ws.close(code);
+      else ws.close();
     } catch {
       // Already closing, or never opened.
     }
@@ -370,9 +372,9 @@ export class TerminalSession extends Emitter {
     this.conn.request({ type: 'resize', command: this.command, size }).catch((e) => this.#error(e));
   }
 
-  /** Simulates a network loss (tests). */
-  dropConnection() {
-    this.conn.dropConnection();
+  /** Simulates a network loss of at least `downMs` (tests). */
+  dropConnection(downMs = 0) {
+    this.conn.dropConnection(downMs);
   }
 
   /** Stops showing the command (it keeps running). */

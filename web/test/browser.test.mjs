@@ -1,7 +1,8 @@
 // The terminal page in a real browser (Debian's chromium through
 // playwright-core) against a real daemon: log in, run a shell, survive a cut
 // connection without losing or repeating a byte, restore the screen after a
-// reload, follow the window's size.
+// reload and after a reconnect the ring could not bridge, follow the
+// window's size.
 //
 // Env: TETHER_BIN (default ../target/debug/tether), CHROMIUM (default
 // /usr/bin/chromium). Run with scripts/browser-tests.sh, or
@@ -136,12 +137,51 @@ test('resizing the window resizes the PTY', { timeout: TEST_MS }, async (t) => {
   await waitForLine(page, `${want.rows} ${want.cols}`);
 });
 
+test('a reconnect after the ring moved on gets a clean screen', { timeout: TEST_MS }, async (t) => {
+  // A daemon whose 4 KiB rings are overtaken while the page is offline, so
+  // the resume cannot continue from its offset and must restore the screen.
+  const small = await startDaemon(['--ring-bytes', '4096']);
+  let page;
+  try {
+    page = await openPage(t, null, small.url);
+  } finally {
+    // After the page's own clean-up (hooks run in order), so that a page
+    // still open never sees its daemon vanish.
+    t.after(() => small.stop());
+  }
+  await login(page, small.token);
+  const command = await newShell(page);
+  await typeLine(page, 'sleep 1; seq 1 3000 | sed s/^/q/; echo done-q');
+  // Cut only once the shell has the line (its echo is on screen).
+  await waitForLine(page, 'sleep 1; seq 1 3000 | sed s/^/q/; echo done-q', { endsWith: true });
+  await page.evaluate(() => window.tether.session.dropConnection(3000));
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'connected', null, {
+    timeout: WAIT_MS,
+  });
+  await waitForLine(page, 'done-q');
+
+  // The screen shows the end of the output in order, with nothing torn or
+  // repeated: ..., q2999, q3000, done-q, prompt.
+  const lines = await bufferLines(page);
+  const at = lines.indexOf('done-q');
+  assert.equal(lines[at - 1], 'q3000', lines.join('\n'));
+  const qs = lines.slice(0, at).filter((l) => /^q\d+$/.test(l)).map((l) => Number(l.slice(1)));
+  assert.ok(qs.length > 10, lines.join('\n'));
+  qs.forEach((n, i) => assert.equal(n, 3000 - qs.length + 1 + i, `q lines not consecutive: ${qs}`));
+  // And the page's offset is the daemon's: nothing left to deliver twice.
+  const [next, end] = await page.evaluate(async (c) => {
+    const { info } = await window.tether.conn.request({ type: 'status', command: c });
+    return [window.tether.session.next.stdout, info.stdout.end];
+  }, command);
+  assert.equal(next, end);
+});
+
 // ---- helpers ----------------------------------------------------------------
 
 /** Runs `tether serve` on a free port with a fresh token; resolves once it listens. */
-function startDaemon() {
+function startDaemon(args = []) {
   const token = randomBytes(24).toString('hex');
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args], {
     env: { ...process.env, TETHER_TOKEN: token, TETHER_LOG: process.env.TETHER_LOG || 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -155,15 +195,16 @@ function startDaemon() {
       child.kill('SIGKILL');
       reject(new Error(`${e.message}\n${stderr}`));
     };
+    const early = (code) => fail(new Error(`the daemon exited (${code}) before listening`));
     child.once('error', fail);
-    child.once('exit', (code) => fail(new Error(`the daemon exited (${code}) before listening`)));
+    child.once('exit', early);
     let out = '';
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/tether: listening on (http:\/\/\S+)/);
       if (!m) return;
       clearTimeout(timer);
-      child.removeAllListeners('exit');
+      child.off('exit', early);
       resolve({
         url: `${m[1]}/`,
         token,
@@ -181,7 +222,7 @@ function startDaemon() {
 }
 
 /** A fresh browser context on the page; console errors fail the test unless `allow` matches. */
-async function openPage(t, allow = null) {
+async function openPage(t, allow = null, url = daemon.url) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
   t.after(() => context.close());
   const page = await context.newPage();
@@ -191,7 +232,7 @@ async function openPage(t, allow = null) {
   // A CSP violation or a script error is a failure even if the UI copes.
   page.on('console', (m) => m.type() === 'error' && !allow?.test(m.text()) && errors.push(new Error(m.text())));
   t.after(() => assert.deepEqual(errors.map(String), []));
-  await page.goto(daemon.url);
+  await page.goto(url);
   return page;
 }
 
@@ -216,16 +257,22 @@ async function typeLine(page, line) {
   await page.keyboard.press('Enter');
 }
 
-/** Waits until some line of the terminal (scrollback included) is exactly `text`. */
-async function waitForLine(page, text) {
+/**
+ * Waits until some line of the terminal (scrollback included) is exactly
+ * `text`, or with `endsWith`, ends with it (a prompt before a typed line).
+ */
+async function waitForLine(page, text, { endsWith = false } = {}) {
   try {
     await page.waitForFunction(
-      (want) => {
+      ([want, suffix]) => {
         const b = window.tether.term.buffer.active;
-        for (let i = 0; i < b.length; i++) if (b.getLine(i)?.translateToString(true).trim() === want) return true;
+        for (let i = 0; i < b.length; i++) {
+          const line = b.getLine(i)?.translateToString(true).trim() ?? '';
+          if (suffix ? line.endsWith(want) : line === want) return true;
+        }
         return false;
       },
-      text,
+      [text, endsWith],
       { timeout: WAIT_MS, polling: 50 },
     );
   } catch (e) {
