@@ -301,6 +301,22 @@ async fn a_terminal_attachment_starts_with_size_and_screen_and_redraws_on_reques
     .await;
     assert!(first.contains(&ExecEvent::Resized(size)), "{first:?}");
     assert!(first.iter().any(|e| matches!(e, ExecEvent::Screen { size: s, .. } if *s == size)), "{first:?}");
+    // Wait until the program's output is there (it may start after the
+    // attach), so the redrawn screen must show it.
+    let mut seen = Vec::new();
+    for e in &first {
+        if let ExecEvent::Screen { data, .. } = e {
+            seen.extend_from_slice(data);
+        }
+    }
+    bounded(async {
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            if let ExecEvent::Stdout(b) = ex.next().await.unwrap().unwrap() {
+                seen.extend_from_slice(&b);
+            }
+        }
+    })
+    .await;
     let small = TermSize { rows: 10, cols: 40 };
     ex.redraw(small).await.unwrap();
     let screen = bounded(async {
