@@ -351,7 +351,8 @@ async fn the_terminal_page_is_public_static_and_confined() {
     let page = http_get(s.addr, "/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     let lower = page.to_ascii_lowercase();
-    assert!(lower.contains("content-security-policy: default-src 'self'; script-src 'self'"), "{page}");
+    assert!(lower.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{page}");
+    assert!(lower.contains("cross-origin-opener-policy: same-origin"));
     assert!(lower.contains("x-frame-options: deny"));
     assert!(lower.contains("referrer-policy: no-referrer"));
     assert!(page.contains("<title>tether</title>"));

@@ -27,8 +27,11 @@ window.tether = { term, session: null, conn: null };
 term.onData((s) => session?.sendStdin(encoder.encode(s)));
 term.onBinary((s) => session?.sendStdin(Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff)));
 
+/** The daemon accepts at most 500 rows and columns (PROTOCOL.md section 14). */
+const MAX_CELLS = 500;
+
 function size() {
-  return { rows: term.rows, cols: term.cols };
+  return { rows: Math.min(term.rows, MAX_CELLS), cols: Math.min(term.cols, MAX_CELLS) };
 }
 
 function say(text) {

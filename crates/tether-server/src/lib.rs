@@ -181,9 +181,10 @@ async fn page_handler(uri: axum::http::Uri) -> Response {
     let Some((content_type, body)) = web::asset(uri.path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let csp = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-               connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
-               form-action 'self'";
+    // xterm.js inserts <style> elements, hence inline styles (never scripts).
+    let csp = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+               connect-src 'self'; img-src 'self' data:; font-src 'self'; frame-ancestors 'none'; \
+               base-uri 'none'; form-action 'none'";
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -191,6 +192,8 @@ async fn page_handler(uri: axum::http::Uri) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::REFERRER_POLICY, "no-referrer"),
+            (axum::http::HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+            (axum::http::HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
