@@ -198,8 +198,12 @@ pub(crate) struct Shared {
     ever_attached: AtomicBool,
     attach_changed: Notify,
     stdin_open: AtomicBool,
-    /// Signalled when a pacing subscription advances or goes away.
+    /// Signalled when a pacing subscription advances or goes away, and when
+    /// the screen model catches up.
     pacer_moved: Notify,
+    /// Bytes (plus a per-chunk charge) handed to the screen model and not
+    /// yet parsed by it.
+    model_lag: AtomicUsize,
     next_subscription: std::sync::atomic::AtomicU64,
     pub(crate) ctl: mpsc::Sender<Control>,
     stdin_tx: mpsc::Sender<StdinMsg>,
@@ -666,6 +670,7 @@ pub(crate) fn new_command(
         attach_changed: Notify::new(),
         stdin_open: AtomicBool::new(!close_stdin),
         pacer_moved: Notify::new(),
+        model_lag: AtomicUsize::new(0),
         next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
         stdin_tx,
@@ -682,7 +687,7 @@ pub(crate) fn new_command(
         shared: shared.clone(),
         pid: proc_.pid,
         pipes: sources,
-        term: size.map(Term::new),
+        model: size.map(|s| Model::spawn(Term::new(s), shared.clone())),
         pty,
         ctl_rx,
         stdin_writer: Some(stdin_writer),
@@ -744,7 +749,7 @@ pub(crate) struct Actor {
     /// A PTY command's terminal, until the process and its output end.
     pty: Option<Pty>,
     /// A PTY command's screen model, fed with every stored byte of stdout.
-    term: Option<Term>,
+    model: Option<Model>,
     ctl_rx: mpsc::Receiver<Control>,
     stdin_writer: Option<StdinWriter>,
     life: Lifetimes,
@@ -868,7 +873,7 @@ impl Actor {
                         if let Some(size) = size {
                             let _ = self.resize(size);
                         }
-                        let _ = reply.send(self.attach_screen(from, pace));
+                        self.attach_screen(from, pace, reply);
                     }
                     Control::Kill { reason: why, reply } => {
                         let r = if reaped.is_some() && self.pipes.iter().all(Option::is_none) {
@@ -1005,10 +1010,10 @@ impl Actor {
                     Some(Control::AttachScreen { from, size, pace, reply }) => {
                         // Rendered for the viewer's size; there is no
                         // process left to tell.
-                        if let (Some(size), Some(term)) = (size, self.term.as_mut()) {
-                            term.resize(size);
+                        if let (Some(size), Some(model)) = (size, &self.model) {
+                            model.send(ModelMsg::Resize(size));
                         }
-                        let _ = reply.send(self.attach_screen(from, pace));
+                        self.attach_screen(from, pace, reply);
                     }
                     Some(Control::Kill { reply, .. }) => {
                         if let Some(reply) = reply {
@@ -1023,7 +1028,7 @@ impl Actor {
     /// Sets the terminal size (the newest request wins) and tells every
     /// subscription.
     fn resize(&mut self, size: TermSize) -> Result<(), ExecError> {
-        let (Some(pty), Some(term)) = (&self.pty, &mut self.term) else {
+        let (Some(pty), Some(model)) = (&self.pty, &self.model) else {
             return Err(ExecError::NotRunning(self.shared.id.clone()));
         };
         // The same size again: nothing changes, nobody is told.
@@ -1031,7 +1036,7 @@ impl Actor {
             return Ok(());
         }
         pty.resize(size)?;
-        term.resize(size);
+        model.send(ModelMsg::Resize(size));
         {
             let mut out = self.shared.output();
             let n = out.size.map_or(0, |(_, n)| n);
@@ -1041,27 +1046,33 @@ impl Actor {
         Ok(())
     }
 
-    /// The screen and a subscription from the offset it reflects, or, for a
-    /// non-zero offset still held, a subscription from there. Consistent
-    /// because the actor is the only writer of the ring and the model: both
-    /// are at the ring's end.
-    fn attach_screen(&mut self, from: u64, pace: bool) -> Result<ScreenAttach, ExecError> {
-        let Some(term) = &self.term else {
-            return Err(ExecError::NotAPty(self.shared.id.clone()));
+    /// Replies with the screen and a subscription from the offset it
+    /// reflects, or, for a non-zero offset still held, a subscription from
+    /// there. The screen is rendered by the model task after it has parsed
+    /// every byte stored so far (its channel is in order), i.e. exactly at
+    /// the ring's end now, where the subscription starts.
+    fn attach_screen(
+        &mut self,
+        from: u64,
+        pace: bool,
+        reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
+    ) {
+        let Some(model) = &self.model else {
+            let _ = reply.send(Err(ExecError::NotAPty(self.shared.id.clone())));
+            return;
         };
-        let (first_held, end, size) = {
+        let (first_held, end) = {
             let out = self.shared.output();
-            (out.rings[0].first_held(), out.rings[0].end(), out.size.map(|(s, _)| s))
+            (out.rings[0].first_held(), out.rings[0].end())
         };
         if from > end {
-            return Err(ExecError::OffsetBeyondEnd { asked: from, end });
+            let _ = reply.send(Err(ExecError::OffsetBeyondEnd { asked: from, end }));
+        } else if from != 0 && from >= first_held {
+            let _ = reply.send(Ok((None, subscribe(&self.shared, [from, 0], pace))));
+        } else {
+            let sub = subscribe(&self.shared, [end, 0], pace);
+            model.send(ModelMsg::Render { offset: end, sub, reply });
         }
-        if from != 0 && from >= first_held {
-            return Ok((None, subscribe(&self.shared, [from, 0], pace)));
-        }
-        let size = size.ok_or_else(|| ExecError::NotAPty(self.shared.id.clone()))?;
-        let screen = Screen { offset: end, size, data: Bytes::from(term.render()) };
-        Ok((Some(screen), subscribe(&self.shared, [end, 0], pace)))
     }
 
     fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
@@ -1105,7 +1116,14 @@ impl Actor {
         if self.pipes[i].is_none() {
             return u64::MAX;
         }
-        self.shared.output().pace_room(i).unwrap_or(u64::MAX)
+        let room = self.shared.output().pace_room(i).unwrap_or(u64::MAX);
+        if i == 0 && self.model.is_some() {
+            // The screen model may lag this far behind; past it, reading
+            // waits for it (and the command for us).
+            let lag = self.shared.model_lag.load(Ordering::SeqCst);
+            return room.min(MODEL_MAX_LAG.saturating_sub(lag) as u64);
+        }
+        room
     }
 
     /// Reads what pipe `i` has into its ring: a bounded number of reads (or,
@@ -1208,10 +1226,72 @@ impl Actor {
         out.seq += 1;
         out.rings[i].push(data.clone(), seq);
         drop(out);
-        if let Some(term) = self.term.as_mut().filter(|_| i == 0) {
-            term.feed(&data);
+        if let Some(model) = self.model.as_ref().filter(|_| i == 0) {
+            self.shared.model_lag.fetch_add(data.len() + MODEL_CHUNK_CHARGE, Ordering::SeqCst);
+            model.send(ModelMsg::Feed(data));
         }
         true
+    }
+}
+
+/// Most bytes the screen model may be behind the ring before the actor
+/// stops reading the terminal.
+const MODEL_MAX_LAG: usize = 512 * 1024;
+
+/// Charged per chunk handed to the model, so many tiny chunks count too.
+const MODEL_CHUNK_CHARGE: usize = 64;
+
+enum ModelMsg {
+    Feed(Bytes),
+    Resize(TermSize),
+    /// Render the screen (at `offset`: everything fed so far) and reply
+    /// with it and the subscription that starts there.
+    Render {
+        offset: u64,
+        sub: Subscription,
+        reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
+    },
+}
+
+/// A PTY command's screen model in a task of its own, so that parsing
+/// (the costliest part of a terminal's output path) runs beside the actor's
+/// reading rather than in it. Fed in order through a channel whose content
+/// is bounded by [`MODEL_MAX_LAG`] (the actor stops reading past it), so the
+/// channel needs no bound of its own.
+struct Model {
+    tx: mpsc::UnboundedSender<ModelMsg>,
+    _task: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl Model {
+    fn spawn(mut term: Term, shared: Arc<Shared>) -> Model {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ModelMsg::Feed(data) => {
+                        term.feed(&data);
+                        let charge = data.len() + MODEL_CHUNK_CHARGE;
+                        let before = shared.model_lag.fetch_sub(charge, Ordering::SeqCst);
+                        // Wake a stalled actor once the lag halves.
+                        if before > MODEL_MAX_LAG / 2 && before - charge <= MODEL_MAX_LAG / 2 {
+                            shared.pacer_moved.notify_one();
+                        }
+                    }
+                    ModelMsg::Resize(size) => term.resize(size),
+                    ModelMsg::Render { offset, sub, reply } => {
+                        let screen = Screen { offset, size: term.size(), data: Bytes::from(term.render()) };
+                        let _ = reply.send(Ok((Some(screen), sub)));
+                    }
+                }
+            }
+        });
+        Model { tx, _task: tokio_util::task::AbortOnDropHandle::new(task) }
+    }
+
+    fn send(&self, msg: ModelMsg) {
+        // The task lives as long as this handle.
+        let _ = self.tx.send(msg);
     }
 }
 

@@ -162,6 +162,11 @@ impl Term {
         self.parser.screen_mut().set_size(size.rows, size.cols);
     }
 
+    pub(crate) fn size(&self) -> TermSize {
+        let (rows, cols) = self.parser.screen().size();
+        TermSize { rows, cols }
+    }
+
     /// Bytes that, written to a reset terminal of this size, reproduce the
     /// screen: alternate screen, contents with attributes, cursor position
     /// and visibility, input modes.

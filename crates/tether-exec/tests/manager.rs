@@ -438,3 +438,19 @@ async fn a_screen_is_restored_for_a_new_viewer_and_skipped_on_resume() {
     assert_eq!(h.info().pty, Some(TermSize { rows: 10, cols: 40 }));
     h.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_screen_model_keeps_up_with_a_flood() {
+    let m = manager();
+    // About 1.3 MB: more than the model may lag, so reading waits for it.
+    let h = m.start(CommandSpec::shell("seq 1 200000").pty(5, 20)).unwrap();
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    assert_eq!(exit.code, Some(0));
+    assert_eq!(out.len() as u64, exit.ends[0]);
+    let (screen, _) = h.attach_screen(0, None, false).await.unwrap();
+    let screen = screen.unwrap();
+    assert_eq!(screen.offset, exit.ends[0]);
+    let mut viewer = vt100::Parser::new(5, 20, 0);
+    viewer.process(&screen.data);
+    assert_eq!(viewer.screen().contents(), "199997\n199998\n199999\n200000");
+}
