@@ -185,6 +185,9 @@ pub(crate) async fn session(
     let mut winch = signal(SignalKind::window_change())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut termsig = signal(SignalKind::terminate())?;
+    // In raw mode Ctrl-C is a byte for the command; a SIGINT comes from
+    // elsewhere (`kill -INT`) and must not leave the terminal raw.
+    let mut intsig = signal(SignalKind::interrupt())?;
     let mut conn = client.connection();
     let mut stdin_open = stdin;
     let end = loop {
@@ -239,6 +242,7 @@ pub(crate) async fn session(
             }
             _ = hup.recv() => break End::Signalled(129),
             _ = termsig.recv() => break End::Signalled(143),
+            _ = intsig.recv() => break End::Signalled(130),
         }
     };
     drop(term);

@@ -518,3 +518,20 @@ fn an_interactive_session_survives_a_network_cut() {
     t.wait_for("EXIT=0");
     assert!(proxy.cuts() >= 1);
 }
+
+#[test]
+fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_command() {
+    let d = Daemon::start(&[]);
+    let t = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
+    t.keys(&["echo up-$((3+4))", "Enter"]);
+    t.wait_for("up-7");
+    // The tether client (anchored: the wrapper shell's command line
+    // contains the same words).
+    let o = Command::new("pkill").args(["-TERM", "-f", &format!("^{BIN} exec -it")]).status().unwrap();
+    assert!(o.success());
+    let s = t.wait_for("EXIT=143");
+    assert!(s.contains("TERMINAL-RESTORED"), "{s}");
+    assert!(s.contains("keeps running"), "{s}");
+    let list = text(&d.run(&["ls"]).stdout);
+    assert!(list.contains("running"), "{list}");
+}
