@@ -525,9 +525,13 @@ fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_comman
     let t = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
     t.keys(&["echo up-$((3+4))", "Enter"]);
     t.wait_for("up-7");
-    // The tether client (anchored: the wrapper shell's command line
-    // contains the same words).
-    let o = Command::new("pkill").args(["-TERM", "-f", &format!("^{BIN} exec -it")]).status().unwrap();
+    // This pane's tether client: the child of the pane's wrapper shell
+    // (other tests run clients of their own at the same time).
+    let pane = t.tmux(&["display-message", "-p", "-t", "main", "#{pane_pid}"]);
+    let o = Command::new("pkill")
+        .args(["-TERM", "-P", pane.trim(), "-f", &format!("^{BIN} exec -it")])
+        .status()
+        .unwrap();
     assert!(o.success());
     let s = t.wait_for("EXIT=143");
     assert!(s.contains("TERMINAL-RESTORED"), "{s}");
