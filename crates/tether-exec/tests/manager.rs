@@ -443,7 +443,9 @@ async fn a_screen_is_restored_for_a_new_viewer_and_skipped_on_resume() {
 async fn the_screen_model_keeps_up_with_a_flood() {
     let m = manager();
     // About 1.3 MB: more than the model may lag, so reading waits for it.
-    let h = m.start(CommandSpec::shell("seq 1 200000").pty(5, 20)).unwrap();
+    // The ring holds it all, so a reader slowed down by a busy machine
+    // gets no gap.
+    let h = m.start(CommandSpec::shell("seq 1 200000").pty(5, 20).ring_bytes(4 << 20)).unwrap();
     let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
     assert_eq!(exit.code, Some(0));
     assert_eq!(out.len() as u64, exit.ends[0]);
