@@ -362,3 +362,41 @@ async fn the_terminal_page_is_public_static_and_confined() {
     assert!(http_get(s.addr, "/v1/commands").await.starts_with("HTTP/1.1 401"));
     assert!(http_get(s.addr, "/app.js.map").await.starts_with("HTTP/1.1 401"));
 }
+
+#[tokio::test]
+async fn a_finished_terminal_command_can_still_be_viewed() {
+    let s = TestServer::start().await;
+    let mut a = Viewer::new(&s, 24, 80).await;
+    let id = start(&mut a, pty_spec(&["sh", "-c", "printf 'last words'"], 24, 80)).await;
+    bounded(async {
+        while !a.exited {
+            a.step().await;
+        }
+    })
+    .await;
+    // With the screen: the final screen, then the exit.
+    let mut b = Viewer::new(&s, 24, 80).await;
+    b.send(attach(&id, 0, Some(TermSize { rows: 10, cols: 40 }))).await;
+    b.until_screen("last words").await;
+    assert_eq!(b.term.screen().size(), (10, 40));
+    bounded(async {
+        while !b.exited {
+            b.step().await;
+        }
+    })
+    .await;
+    // Raw, with a size (which a finished command ignores): the bytes.
+    let mut c = Viewer::new(&s, 24, 80).await;
+    let mut raw = attach(&id, 0, Some(TermSize { rows: 10, cols: 40 }));
+    if let ClientMsg::Attach { screen, .. } = &mut raw {
+        *screen = false;
+    }
+    c.send(raw).await;
+    c.until_screen("last words").await;
+    bounded(async {
+        while !c.exited {
+            c.step().await;
+        }
+    })
+    .await;
+}

@@ -523,7 +523,12 @@ async fn subscribe(
         return h.attach_screen(from[0], how.size, how.pace).await;
     }
     if let Some(size) = how.size.filter(|_| h.is_pty()) {
-        h.resize(size).await?;
+        // A finished command has no terminal to resize; its output is
+        // still there to read.
+        match h.resize(size).await {
+            Ok(()) | Err(ExecError::NotRunning(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     let sub = match how.tail {
         Some(t) => h.attach_tail(t, how.pace),
