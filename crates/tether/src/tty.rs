@@ -92,8 +92,10 @@ struct RawTerminal {
 }
 
 impl RawTerminal {
-    fn enter(size: TermSize) -> Result<RawTerminal> {
-        let raw = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    /// Raw mode only when keystrokes go to the command (`interactive`) and
+    /// stdin is a terminal; otherwise Ctrl-C stays a local signal.
+    fn enter(size: TermSize, interactive: bool) -> Result<RawTerminal> {
+        let raw = interactive && std::io::IsTerminal::is_terminal(&std::io::stdin());
         if raw {
             crossterm::terminal::enable_raw_mode().context("switching the terminal to raw mode")?;
         }
@@ -174,7 +176,7 @@ pub(crate) async fn session(
 ) -> Result<i32> {
     let id = ex.id().clone();
     let mut size = local_size();
-    let mut term = RawTerminal::enter(size)?;
+    let mut term = RawTerminal::enter(size, stdin)?;
     let (keys_tx, mut keys_rx) = mpsc::channel::<Bytes>(16);
     if stdin {
         tokio::spawn(read_stdin(keys_tx));
@@ -185,8 +187,9 @@ pub(crate) async fn session(
     let mut winch = signal(SignalKind::window_change())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut termsig = signal(SignalKind::terminate())?;
-    // In raw mode Ctrl-C is a byte for the command; a SIGINT comes from
-    // elsewhere (`kill -INT`) and must not leave the terminal raw.
+    // In raw mode Ctrl-C is a byte for the command, and a SIGINT comes from
+    // elsewhere (`kill -INT`): stop, leaving the command. Without raw mode
+    // (`-t` without `-i`) Ctrl-C is a SIGINT: forward it, as `exec` does.
     let mut intsig = signal(SignalKind::interrupt())?;
     let mut conn = client.connection();
     let mut stdin_open = stdin;
@@ -242,7 +245,14 @@ pub(crate) async fn session(
             }
             _ = hup.recv() => break End::Signalled(129),
             _ = termsig.recv() => break End::Signalled(143),
-            _ = intsig.recv() => break End::Signalled(130),
+            _ = intsig.recv() => {
+                if term.raw {
+                    break End::Signalled(130);
+                }
+                if let Err(e) = client.signal(&id, "INT").await {
+                    term.notice(&format!("could not forward SIGINT: {e}"));
+                }
+            }
         }
     };
     drop(term);

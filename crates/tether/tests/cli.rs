@@ -539,3 +539,16 @@ fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_comman
     let list = text(&d.run(&["ls"]).stdout);
     assert!(list.contains("running"), "{list}");
 }
+
+#[test]
+fn exec_t_without_i_forwards_ctrl_c_to_the_command() {
+    let d = Daemon::start(&[]);
+    // A terminal for the command, but keystrokes stay local: Ctrl-C is a
+    // signal here, forwarded to the command's foreground job.
+    let t = in_tmux(&d, &d.url, 100, 30, "exec -t -- sh -c \"tty; echo go; sleep 100\"");
+    t.wait_for("go");
+    t.keys(&["C-c"]);
+    let s = t.wait_for("EXIT=130");
+    assert!(s.contains("/dev/pts/"), "{s}");
+    assert!(s.contains("TERMINAL-RESTORED"), "{s}");
+}
