@@ -183,24 +183,27 @@ impl Driver {
                         conn = self.lose(Lost::Error, &mut lost);
                     }
                 }
-                frame = ws.next() => match Some(frame).inspect(|_| last_rx = Instant::now()).flatten() {
-                    Some(Ok(Message::Binary(b))) => {
-                        if self.on_frame(ws, &b).await.is_err() {
+                frame = ws.next() => {
+                    last_rx = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Binary(b))) => {
+                            if self.on_frame(ws, &b).await.is_err() {
+                                conn = self.lose(Lost::Error, &mut lost);
+                            }
+                        }
+                        Some(Ok(Message::Close(cf))) => {
+                            let going_away = cf.as_ref().is_some_and(|c| u16::from(c.code) == 1001);
+                            tracing::info!(?cf, "daemon closed the connection");
+                            conn = self.lose(if going_away { Lost::GoingAway } else { Lost::Error }, &mut lost);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::info!("connection lost: {e}");
                             conn = self.lose(Lost::Error, &mut lost);
                         }
+                        None => conn = self.lose(Lost::Error, &mut lost),
                     }
-                    Some(Ok(Message::Close(cf))) => {
-                        let going_away = cf.as_ref().is_some_and(|c| u16::from(c.code) == 1001);
-                        tracing::info!(?cf, "daemon closed the connection");
-                        conn = self.lose(if going_away { Lost::GoingAway } else { Lost::Error }, &mut lost);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::info!("connection lost: {e}");
-                        conn = self.lose(Lost::Error, &mut lost);
-                    }
-                    None => conn = self.lose(Lost::Error, &mut lost),
-                },
+                }
             }
         }
     }

@@ -552,10 +552,8 @@ fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -
     if let Some((_, i, mut data)) = best {
         // Join what follows in the same stream, up to the other stream's
         // next chunk: fewer, larger frames, same order.
-        if data.len() < max
-            && let Read::Data { data: merged, .. } = out.rings[i].read_merged(next[i], max, seqs[1 - i])
-        {
-            data = merged;
+        if data.len() < max {
+            data = out.rings[i].extend_read(next[i], data, max, seqs[1 - i]);
         }
         let offset = next[i];
         next[i] += data.len() as u64;
@@ -795,17 +793,30 @@ thread_local! {
 }
 
 impl Source {
-    /// Reads at most `want` bytes, appending to `buf`. `Ok(0)` is the end.
-    fn try_read(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    /// Reads at most `want` bytes as one chunk; `Ok(None)` is the end.
+    fn try_read(&self, want: usize) -> io::Result<Option<Bytes>> {
         match self {
-            Source::Pipe(p) => p.try_read_buf(&mut buf.limit(want)),
-            // A terminal read is small (about 4 KiB): read into a zeroed
-            // scratch array once, then copy out exactly what came.
+            Source::Pipe(p) => SCRATCH.with_borrow_mut(|buf| {
+                // Read into spare capacity (never zeroed). A large read
+                // becomes the chunk itself (no copy; the thread's next read
+                // allocates afresh); a small one is copied out at its exact
+                // size and the scratch space is reused.
+                buf.clear();
+                buf.reserve(READ_BYTES);
+                match p.try_read_buf(&mut (&mut *buf).limit(want))? {
+                    0 => Ok(None),
+                    n if n >= READ_BYTES / 2 => Ok(Some(buf.split().freeze())),
+                    _ => Ok(Some(Bytes::copy_from_slice(buf))),
+                }
+            }),
+            // A terminal read is small (about 4 KiB): read into a scratch
+            // array zeroed once, then copy out exactly what came.
             Source::Pty(fd) => PTY_SCRATCH.with_borrow_mut(|scratch| {
                 let want = want.min(scratch.len());
-                let n = pty::try_read(fd, &mut scratch[..want])?;
-                buf.extend_from_slice(&scratch[..n]);
-                Ok(n)
+                match pty::try_read(fd, &mut scratch[..want])? {
+                    0 => Ok(None),
+                    n => Ok(Some(Bytes::copy_from_slice(&scratch[..n]))),
+                }
             }),
         }
     }
@@ -1156,21 +1167,7 @@ impl Actor {
             }
             let Some(p) = &self.pipes[i] else { break };
             let want = room.min(READ_BYTES as u64) as usize;
-            let got = SCRATCH.with_borrow_mut(|buf| {
-                // Read into spare capacity (never zeroed). A large read
-                // becomes the chunk itself (no copy; the thread's next read
-                // allocates afresh); a small one is copied out at its exact
-                // size and the scratch space is reused.
-                buf.clear();
-                buf.reserve(READ_BYTES);
-                match p.try_read(buf, want) {
-                    Ok(0) => Ok(None),
-                    Ok(n) if n >= READ_BYTES / 2 => Ok(Some(buf.split().freeze())),
-                    Ok(_) => Ok(Some(Bytes::copy_from_slice(buf))),
-                    Err(e) => Err(e),
-                }
-            });
-            match got {
+            match p.try_read(want) {
                 Ok(Some(data)) => {
                     if self.store(i, data, reason, truncated) {
                         pushed = true;

@@ -127,18 +127,14 @@ impl Ring {
         Read::Data { seq: c.seq, data: c.data.slice(start..stop) }
     }
 
-    /// Like [`Ring::read`], but when the chunk at `from` ends before `max`,
-    /// appends the following chunks that arrived before `before_seq` (the
-    /// other stream's next chunk), copying, up to `max` bytes in all. Many
-    /// small reads (a terminal's 4 KiB) then go out as few frames, in the
-    /// order they were produced. `seq` is the first chunk's.
-    pub(crate) fn read_merged(&self, from: u64, max: usize, before_seq: u64) -> Read {
-        let (seq, first) = match self.read(from, max) {
-            Read::Data { seq, data } if data.len() < max => (seq, data),
-            other => return other,
-        };
+    /// Extends `first`, the data [`Ring::read`] returned for `from`, with
+    /// the chunks that follow it and arrived before `before_seq` (the other
+    /// stream's next chunk), copying, up to `max` bytes in all. Many small
+    /// reads (a terminal's 4 KiB) then go out as few frames, in the order
+    /// they were produced.
+    pub(crate) fn extend_read(&self, from: u64, first: Bytes, max: usize, before_seq: u64) -> Bytes {
         let mut at = from + first.len() as u64;
-        let mut idx = self.chunks.partition_point(|c| c.offset <= from);
+        let mut idx = self.chunks.partition_point(|c| c.offset < at);
         let mut merged: Option<BytesMut> = None;
         let mut len = first.len();
         while len < max && idx < self.chunks.len() {
@@ -157,8 +153,7 @@ impl Ring {
             at += take as u64;
             idx += 1;
         }
-        let data = merged.map_or(first, BytesMut::freeze);
-        Read::Data { seq, data }
+        merged.map_or(first, BytesMut::freeze)
     }
 }
 
@@ -189,11 +184,15 @@ mod tests {
         r.push(bytes("ab"), 0);
         r.push(bytes("cd"), 1);
         r.push(bytes("ef"), 3); // seq 2 went to the other stream
-        assert_eq!(r.read_merged(0, 100, 2), Read::Data { seq: 0, data: bytes("abcd") });
-        assert_eq!(r.read_merged(0, 100, u64::MAX), Read::Data { seq: 0, data: bytes("abcdef") });
-        assert_eq!(r.read_merged(1, 4, u64::MAX), Read::Data { seq: 0, data: bytes("bcde") });
-        assert_eq!(r.read_merged(4, 100, u64::MAX), Read::Data { seq: 3, data: bytes("ef") });
-        assert_eq!(r.read_merged(6, 100, u64::MAX), Read::Pending);
+        let merged = |from, max, before| match r.read(from, max) {
+            Read::Data { data, .. } => r.extend_read(from, data, max, before),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(merged(0, 100, 2), bytes("abcd"));
+        assert_eq!(merged(0, 100, u64::MAX), bytes("abcdef"));
+        assert_eq!(merged(1, 4, u64::MAX), bytes("bcde"));
+        assert_eq!(merged(4, 100, u64::MAX), bytes("ef"));
+        assert_eq!(r.read(6, 100), Read::Pending);
     }
 
     #[test]

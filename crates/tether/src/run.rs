@@ -5,10 +5,8 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use tether_client::{Client, ClientError, CommandId, ExecEvent, Execution, PtySpec, StartSpec, Stream};
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
-use tokio::io::AsyncReadExt;
 
 use crate::cli::{Command, ConnArgs, ExecArgs};
 use crate::{token, tty};
@@ -163,19 +161,14 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
 }
 
 async fn forward_stdin(client: Client, id: CommandId) {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Err(e) = client.write_stdin(&id, Bytes::copy_from_slice(&buf[..n])).await {
-                    // Stdin is not resumable across a reconnect: say so and
-                    // close it rather than leave the command waiting.
-                    eprintln!("tether: stdin forwarding stopped: {e}");
-                    break;
-                }
-            }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(tty::read_stdin(tx));
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = client.write_stdin(&id, chunk).await {
+            // Stdin is not resumable across a reconnect: say so and close
+            // it rather than leave the command waiting.
+            eprintln!("tether: stdin forwarding stopped: {e}");
+            break;
         }
     }
     let _ = client.close_stdin(&id).await;

@@ -269,10 +269,11 @@ pub(crate) async fn session(
     }
 }
 
-/// Reads keystrokes from the local stdin.
-async fn read_stdin(tx: mpsc::Sender<Bytes>) {
+/// Reads the local stdin (keystrokes, or piped input for `exec`) in chunks
+/// until EOF or until the receiver goes.
+pub(crate) async fn read_stdin(tx: mpsc::Sender<Bytes>) {
     let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => return,

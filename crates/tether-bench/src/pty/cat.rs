@@ -46,22 +46,7 @@ pub(crate) fn make_file(path: &Path, bytes: u64) -> Result<u64> {
 /// The floor: `pty_floor.py cat FILE` reads the master of `cat`'s PTY
 /// itself (64 KiB reads), from before the spawn to the terminal's end.
 pub(crate) async fn floor(python: &str, script: &Path, file: &Path, expected: u64) -> Result<Transfer> {
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg("cat")
-        .arg(file)
-        .output()
-        .await
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8(out.stdout)?;
+    let text = super::run_floor(python, script, [Path::new("cat"), file]).await?;
     let mut it = text.split_whitespace().map(str::parse::<u64>);
     let (Some(Ok(bytes)), Some(Ok(nanos))) = (it.next(), it.next()) else {
         bail!("pty_floor.py printed {text:?}, expected \"BYTES NANOS\"");

@@ -55,21 +55,9 @@ async fn measure(k: &mut impl Keyboard, n: usize) -> Result<Latency> {
 /// The floor: `pty_floor.py echo` writes to and reads from the master of
 /// `cat`'s PTY itself, with nothing in between.
 pub(crate) async fn floor(python: &str, script: &Path, n: usize) -> Result<Latency> {
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .args(["echo", &n.to_string(), &WARMUP.to_string(), &FLUSH_EVERY.to_string()])
-        .output()
-        .await
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let samples = String::from_utf8(out.stdout)?
+    let args = ["echo".to_owned(), n.to_string(), WARMUP.to_string(), FLUSH_EVERY.to_string()];
+    let samples = super::run_floor(python, script, args)
+        .await?
         .lines()
         .map(|l| l.trim().parse::<u64>().map(Duration::from_nanos))
         .collect::<Result<Vec<_>, _>>()

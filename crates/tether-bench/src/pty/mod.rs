@@ -30,6 +30,30 @@ pub(crate) async fn rows(args: &Args, d: &Daemon, logs: &Path) -> Vec<Row> {
 }
 
 /// A latency row: p50/p99, and max and mean as the result.
+/// Runs `pty_floor.py` with these arguments; returns what it printed.
+async fn run_floor<I, S>(python: &str, script: &Path, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use anyhow::{Context, bail};
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 fn lat_row(section: &'static str, what: &str, r: &Result<Latency>, notes: String) -> Row {
     match r {
         Ok(l) => Row::new(section, what)
