@@ -139,9 +139,13 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        let undo = self.undo_modes();
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&undo).and_then(|()| out.flush());
+        // Output piped to a file or a program gets no terminal sequences
+        // of ours.
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            let undo = self.undo_modes();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&undo).and_then(|()| out.flush());
+        }
         if self.raw {
             let _ = crossterm::terminal::disable_raw_mode();
         }

@@ -552,3 +552,12 @@ fn exec_t_without_i_forwards_ctrl_c_to_the_command() {
     assert!(s.contains("/dev/pts/"), "{s}");
     assert!(s.contains("TERMINAL-RESTORED"), "{s}");
 }
+
+#[test]
+fn exec_t_with_piped_output_writes_only_the_commands_bytes() {
+    let d = Daemon::start(&[]);
+    let o = d.run(&["exec", "-t", "--", "sh", "-c", "printf 'a\\nb'"]);
+    assert_eq!(o.status.code(), Some(0));
+    // The terminal's CR LF, and none of tether's own terminal sequences.
+    assert_eq!(text(&o.stdout), "a\r\nb");
+}
