@@ -415,7 +415,12 @@ impl Driver {
                     let _ = w.tx.send(Ok(ExecEvent::Exit(status))).await;
                 }
             }
-            ServerMsg::Ok { id } | ServerMsg::List { id, .. } | ServerMsg::Status { id, .. } => {
+            ServerMsg::Ok { id }
+            | ServerMsg::List { id, .. }
+            | ServerMsg::Status { id, .. }
+            | ServerMsg::Shell { id, .. }
+            | ServerMsg::ShellList { id, .. }
+            | ServerMsg::ShellHistory { id, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     reply(p.reply, Ok(msg));
                 }

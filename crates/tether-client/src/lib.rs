@@ -28,5 +28,6 @@ mod error;
 pub use client::{Client, ClientOptions, Connection, ExecEvent, Execution, Output};
 pub use error::ClientError;
 pub use tether_proto::{
-    CommandId, CommandInfo, ExitReason, ExitStatus, PtySpec, StartSpec, Stream, TermSize,
+    CommandId, CommandInfo, CommandState, ExitReason, ExitStatus, HistoryEntry, PtySpec, ShellCloseReason,
+    ShellClosed, ShellInfo, ShellRunSpec, ShellSpec, ShellState, StartSpec, Stream, TermSize,
 };

@@ -22,6 +22,7 @@ use crate::ExecError;
 use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
+use crate::shell::{JobEvent, JobLink, ShellCtl};
 use crate::spec::{OutputLimit, TermSize};
 
 /// An output stream of a command.
@@ -54,6 +55,10 @@ pub enum ExitReason {
     Disconnected,
     /// Its output passed the limit.
     OutputLimit,
+    /// A shell command whose shell closed before or while it ran.
+    ShellClosed,
+    /// A shell command that could not be handed to its shell.
+    SpawnFailed,
 }
 
 /// How a command ended.
@@ -79,6 +84,8 @@ pub struct ExitInfo {
     pub ends: [u64; 2],
     /// Whether output past the limit was dropped.
     pub truncated: bool,
+    /// A shell command: the shell's working directory when it ended.
+    pub cwd: Option<String>,
 }
 
 /// A snapshot of a command for listings.
@@ -104,6 +111,10 @@ pub struct CommandInfo {
     pub attached: usize,
     /// For a PTY command, its current terminal size.
     pub pty: Option<TermSize>,
+    /// A shell command: the shell it was submitted to.
+    pub shell: Option<String>,
+    /// A shell command still waiting for the commands before it.
+    pub queued: bool,
 }
 
 /// A PTY command's screen at a stdout offset.
@@ -186,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) argv: Vec<String>,
     pub(crate) pid: u32,
     pub(crate) started_at: SystemTime,
+    /// A shell command: the shell's name.
+    pub(crate) shell: Option<String>,
     /// For a PTY command, its end-of-file character: `close_stdin` types it
     /// instead of closing anything.
     eof_char: Option<u8>,
@@ -219,6 +232,8 @@ struct Output {
     pacers: Vec<(u64, [u64; 2])>,
     /// A PTY command's terminal size, and how many times it was set.
     size: Option<(TermSize, u64)>,
+    /// A shell command that its shell has not started yet.
+    queued: bool,
 }
 
 impl Output {
@@ -279,6 +294,8 @@ impl CommandHandle {
             offsets: [0, 1].map(|i| (out.rings[i].first_held(), out.rings[i].end())),
             attached: self.shared.attached.load(Ordering::Relaxed),
             pty: out.size.map(|(s, _)| s),
+            shell: self.shared.shell.clone(),
+            queued: out.queued,
         }
     }
 
@@ -601,6 +618,9 @@ pub(crate) enum SpawnedIo {
     Pipes { stdin: pipe::Sender, stdout: pipe::Receiver, stderr: pipe::Receiver },
     /// A terminal: input, output (one stream) and control on the master.
     Pty(Pty),
+    /// A command run by a named shell: its pipes come when the shell
+    /// starts it, its end when the shell reports it.
+    Shell(JobLink),
 }
 
 /// Metadata for a new command.
@@ -614,6 +634,8 @@ pub(crate) struct Meta {
     pub(crate) close_stdin: bool,
     /// For a PTY command, its initial size.
     pub(crate) pty_size: Option<TermSize>,
+    /// A shell command: the shell's name.
+    pub(crate) shell: Option<String>,
 }
 
 /// Creates the shared state and returns the actor to run.
@@ -626,16 +648,26 @@ pub(crate) fn new_command(
     let (ctl, ctl_rx) = mpsc::channel(32);
     let (stdin_tx, stdin_rx) = mpsc::channel(16);
     let (changed, _) = watch::channel(0);
+    let mut job = None;
+    let mut stdin_later = None;
     let (stdin, sources, pty) = match proc_.io {
         SpawnedIo::Pipes { stdin, stdout, stderr } => {
-            let stdin: Box<dyn AsyncWrite + Send + Unpin> = Box::new(stdin);
-            (stdin, [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
+            let stdin: StdinPipe = Box::new(stdin);
+            (Some(stdin), [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
         }
         SpawnedIo::Pty(p) => {
-            let stdin: Box<dyn AsyncWrite + Send + Unpin> = Box::new(PtyWriter(p.io.clone()));
-            (stdin, [Some(Source::Pty(p.io.clone())), None], Some(p))
+            let stdin: StdinPipe = Box::new(PtyWriter(p.io.clone()));
+            (Some(stdin), [Some(Source::Pty(p.io.clone())), None], Some(p))
+        }
+        SpawnedIo::Shell(link) => {
+            // Nothing to read or write until the shell starts it.
+            let (tx, rx) = oneshot::channel();
+            stdin_later = Some(rx);
+            job = Some(Job { link, stdin: Some(tx), cwd: None });
+            (None, [None, None], None)
         }
     };
+    let queued = job.is_some();
     let eof_char = pty.as_ref().map(Pty::eof_char);
     let mut initial_stdin = meta.initial_stdin;
     let mut close_stdin = meta.close_stdin;
@@ -654,6 +686,7 @@ pub(crate) fn new_command(
         argv: meta.argv,
         pid: proc_.pid,
         started_at: SystemTime::now(),
+        shell: meta.shell,
         eof_char,
         output: Mutex::new(Output {
             rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
@@ -661,6 +694,7 @@ pub(crate) fn new_command(
             exit: None,
             pacers: Vec::new(),
             size: size.map(|s| (s, 1)),
+            queued,
         }),
         changed,
         attached: AtomicUsize::new(0),
@@ -676,6 +710,7 @@ pub(crate) fn new_command(
     });
     let stdin_writer = StdinWriter {
         pipe: stdin,
+        later: stdin_later,
         rx: stdin_rx,
         initial: initial_stdin,
         close_after_initial: close_stdin,
@@ -692,6 +727,7 @@ pub(crate) fn new_command(
         life,
         reaped: false,
         terminated: Vec::new(),
+        job,
     };
     (CommandHandle { shared }, actor)
 }
@@ -699,7 +735,11 @@ pub(crate) fn new_command(
 /// Writes stdin in its own task so a command that does not read its stdin
 /// never stalls the actor draining its output.
 struct StdinWriter {
-    pipe: Box<dyn AsyncWrite + Send + Unpin>,
+    pipe: Option<StdinPipe>,
+    /// A shell command's stdin, handed over when the shell starts it.
+    /// Nothing is written (or closed) before: closing the FIFO before the
+    /// shell has opened it would leave the shell blocked in `open`.
+    later: Option<oneshot::Receiver<StdinPipe>>,
     rx: mpsc::Receiver<StdinMsg>,
     initial: Bytes,
     close_after_initial: bool,
@@ -709,7 +749,15 @@ struct StdinWriter {
 impl StdinWriter {
     async fn run(mut self) {
         use tokio::io::AsyncWriteExt;
-        if !self.initial.is_empty() && self.pipe.write_all(&self.initial).await.is_err() {
+        let mut pipe = match (self.pipe.take(), self.later.take()) {
+            (Some(p), _) => p,
+            (None, Some(later)) => match later.await {
+                Ok(p) => p,
+                Err(_) => return self.closed(),
+            },
+            (None, None) => return self.closed(),
+        };
+        if !self.initial.is_empty() && pipe.write_all(&self.initial).await.is_err() {
             return self.closed();
         }
         if self.close_after_initial {
@@ -718,7 +766,7 @@ impl StdinWriter {
         while let Some(msg) = self.rx.recv().await {
             match msg {
                 StdinMsg::Data(b, done) => {
-                    let ok = self.pipe.write_all(&b).await.is_ok();
+                    let ok = pipe.write_all(&b).await.is_ok();
                     let _ = done.send(ok);
                     if !ok {
                         // EPIPE: the command closed its stdin.
@@ -756,6 +804,28 @@ pub(crate) struct Actor {
     reaped: bool,
     /// Descendants that were sent SIGTERM by a timeout, to SIGKILL later.
     terminated: Vec<u32>,
+    /// A shell command: its link to the shell, which starts it, signals and
+    /// kills it, and reports its end. `pid` is then the shell's.
+    job: Option<Job>,
+}
+
+/// The writing end of a command's stdin.
+type StdinPipe = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the actor of a shell command holds.
+struct Job {
+    link: JobLink,
+    /// Where the stdin pipe goes when the shell starts the command.
+    stdin: Option<oneshot::Sender<StdinPipe>>,
+    /// The shell's cwd when the command ended.
+    cwd: Option<String>,
+}
+
+async fn job_event(job: &mut Option<Job>) -> Option<JobEvent> {
+    match job {
+        Some(j) => j.link.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Largest single read from a pipe.
@@ -768,6 +838,13 @@ thread_local! {
     /// Read scratch space shared by all actors on a worker thread, so an
     /// idle command holds no read buffer.
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+async fn exit_ready(w: &mut Option<ExitWatch>) {
+    match w {
+        Some(w) => w.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn at(t: Option<Instant>) {
@@ -838,11 +915,12 @@ impl Actor {
     pub(crate) async fn run(mut self, shutdown: CancellationToken, kill_on_shutdown: bool) {
         let stdin_task = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
 
-        let started = Instant::now();
-        let mut exit_watch = ExitWatch::new(self.pid);
+        // A shell command's clock starts when its shell starts it.
+        let mut started = Instant::now();
+        let mut exit_watch = self.job.is_none().then(|| ExitWatch::new(self.pid));
         let mut reaped: Option<(Reaped, Duration)> = None;
         let mut reason: Option<ExitReason> = None;
-        let mut timeout_at = self.life.timeout.map(|d| started + d);
+        let mut timeout_at = self.life.timeout.filter(|_| self.job.is_none()).map(|d| started + d);
         let mut sigkill_at: Option<Instant> = None;
         let mut idle_at: Option<Instant> = None;
         let mut drain_until: Option<Instant> = None;
@@ -868,6 +946,15 @@ impl Actor {
                     Control::Signal { sig, reply } => {
                         let r = if reaped.is_some() {
                             Err(ExecError::NotRunning(self.shared.id.clone()))
+                        } else if let Some(job) = &self.job {
+                            // The shell knows where the signal goes.
+                            let msg = ShellCtl::Signal { id: self.shared.id.clone(), sig, reply };
+                            if let Err(mpsc::error::SendError(ShellCtl::Signal { reply, .. })) =
+                                job.link.shell.send(msg).await
+                            {
+                                let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
+                            }
+                            continue;
                         } else {
                             // On a terminal, signals go where a keyboard's
                             // would: to the foreground job.
@@ -902,7 +989,40 @@ impl Actor {
                         self.kill(&mut reason, ExitReason::Killed);
                     }
                 },
-                _ = exit_watch.ready(), if reaped.is_none() => {
+                ev = job_event(&mut self.job), if reaped.is_none() => match ev {
+                    Some(JobEvent::Started { stdin, stdout, stderr }) => {
+                        started = Instant::now();
+                        timeout_at = self.life.timeout.map(|d| started + d);
+                        self.pipes = [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))];
+                        if let Some(slot) = self.job.as_mut().and_then(|j| j.stdin.take()) {
+                            let _ = slot.send(Box::new(stdin));
+                        }
+                        self.shared.output().queued = false;
+                        self.shared.changed.send_modify(|v| *v += 1);
+                    }
+                    Some(JobEvent::Ended { code, signal, cwd, reason: why }) => {
+                        if let Some(why) = why {
+                            reason.get_or_insert(why);
+                        }
+                        if let Some(job) = &mut self.job {
+                            job.cwd = cwd;
+                        }
+                        let r = Reaped { code, signal, ..Reaped::unknown() };
+                        self.reaped = true;
+                        reaped = Some((r, started.elapsed()));
+                        drain_until = Some(Instant::now() + self.life.drain_grace);
+                        timeout_at = None;
+                        idle_at = None;
+                    }
+                    None => {
+                        // The shell went away without a word.
+                        reason.get_or_insert(ExitReason::ShellClosed);
+                        self.reaped = true;
+                        reaped = Some((Reaped::unknown(), started.elapsed()));
+                        drain_until = Some(Instant::now() + self.life.drain_grace);
+                    }
+                },
+                _ = exit_ready(&mut exit_watch), if reaped.is_none() => {
                     match process::try_reap(self.pid) {
                         Ok(Some(r)) => {
                             self.reaped = true;
@@ -932,6 +1052,11 @@ impl Actor {
                 }
                 _ = at(timeout_at) => {
                     timeout_at = None;
+                    if self.job.is_some() {
+                        // The shell interrupts, then escalates.
+                        self.kill(&mut reason, ExitReason::TimedOut);
+                        continue;
+                    }
                     reason.get_or_insert(ExitReason::TimedOut);
                     self.terminated = process::signal_tree(self.pid, self.pid, libc::SIGTERM);
                     sigkill_at = Some(Instant::now() + self.life.kill_grace);
@@ -953,8 +1078,11 @@ impl Actor {
                     for i in 0..2 {
                         if self.drain(i, Ok(()), &mut reason, &mut truncated, true) {
                             drain_until = Some(Instant::now() + self.life.drain_grace);
-                        } else {
-                            self.pipes[i] = None;
+                        } else if let (Some(Source::Pipe(p)), Some(job)) = (self.pipes[i].take(), &self.job) {
+                            // A background job of the shell still holds the
+                            // pipe: keep its reader open (closing it would
+                            // kill the job with SIGPIPE) for the shell's life.
+                            crate::shell::linger(p, job.link.linger.clone());
                         }
                     }
                 }
@@ -967,7 +1095,7 @@ impl Actor {
         if let Some(t) = stdin_task {
             t.abort();
         }
-        if reason.is_some() {
+        if reason.is_some() && self.job.is_none() {
             // We killed it: make sure no member of its group outlives it,
             // even one that ignored SIGTERM after the leader died.
             let _ = process::signal_group(self.pid, libc::SIGKILL);
@@ -988,6 +1116,7 @@ impl Actor {
                 max_rss_kb: r.max_rss_kb,
                 ends: [out.rings[0].end(), out.rings[1].end()],
                 truncated,
+                cwd: self.job.as_mut().and_then(|j| j.cwd.take()),
             };
             out.exit = Some(exit.clone());
             exit
@@ -1088,6 +1217,19 @@ impl Actor {
 
     fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
         reason.get_or_insert(why);
+        if let Some(job) = &self.job {
+            if !self.reaped {
+                let msg = ShellCtl::Kill { id: self.shared.id.clone(), reason: why };
+                if let Err(mpsc::error::TrySendError::Full(msg)) = job.link.shell.try_send(msg) {
+                    // Never lose a kill: wait for room in a task of its own.
+                    let tx = job.link.shell.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(msg).await;
+                    });
+                }
+            }
+            return;
+        }
         if self.reaped {
             let _ = process::signal_group(self.pid, libc::SIGKILL);
         } else {
@@ -1294,7 +1436,7 @@ impl Model {
 
 impl Reaped {
     /// Status for a child whose wait failed (should not happen).
-    fn unknown() -> Reaped {
+    pub(crate) fn unknown() -> Reaped {
         Reaped { code: None, signal: None, core_dumped: false, user_us: 0, sys_us: 0, max_rss_kb: 0 }
     }
 }

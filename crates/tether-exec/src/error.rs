@@ -86,6 +86,35 @@ pub enum ExecError {
         /// The limit.
         limit: usize,
     },
+    /// No named shell of this name.
+    #[error("no shell {0:?}")]
+    ShellNotFound(String),
+    /// A shell name outside 1..=64 characters of `[A-Za-z0-9._-]`.
+    #[error("invalid shell name {0:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    BadShellName(String),
+    /// The shell has closed (or closed while the command waited).
+    #[error("shell {name:?} is closed: {why}")]
+    ShellClosed {
+        /// The shell.
+        name: String,
+        /// How it closed.
+        why: String,
+    },
+    /// The shell program could not be made ready.
+    #[error("cannot start shell {program:?}: {why}")]
+    ShellStart {
+        /// The program.
+        program: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// An option that a command run in a named shell cannot have (the
+    /// shell's own state decides it).
+    #[error("{0} cannot be set for a command run in a shell (set it in the script or at shell creation)")]
+    NotForShell(&'static str),
+    /// The manager holds its maximum number of shells.
+    #[error("too many shells (limit {0})")]
+    TooManyShells(usize),
     /// The manager is shutting down.
     #[error("the command manager is shutting down")]
     ShuttingDown,

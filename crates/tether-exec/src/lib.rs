@@ -21,6 +21,8 @@
 //! - `command`: the actor, [`CommandHandle`], [`Subscription`], [`Event`].
 //! - `pty`: pseudo-terminals: spawning a session on one, the non-blocking
 //!   master, the screen model that restores a viewer's screen.
+//! - `shell`: named shells: one long-lived bash per name running queued
+//!   scripts one at a time; each script is a command like any other.
 //! - `ring`: the offset-addressed ring buffer.
 //! - `process`: pidfd, `wait4`, signalling a process tree (the only
 //!   `unsafe` code in the workspace).
@@ -32,6 +34,7 @@ mod manager;
 mod process;
 mod pty;
 mod ring;
+mod shell;
 mod spec;
 
 pub use command::{
@@ -39,4 +42,8 @@ pub use command::{
 };
 pub use error::ExecError;
 pub use manager::Manager;
+pub use shell::{
+    CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,
+    ShellInfo, ShellSpec, ShellState,
+};
 pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program, PtyOptions, TermSize};

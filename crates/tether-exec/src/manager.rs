@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::command::{self, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned, SpawnedIo};
-use crate::spec::{CommandSpec, ManagerConfig};
+use crate::command::{self, Actor, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned, SpawnedIo};
+use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
+use crate::spec::{CommandSpec, ManagerConfig, Program};
 use crate::{ExecError, process};
 
 /// Pipe buffer asked for on stdout and stderr.
@@ -31,6 +32,10 @@ pub struct Manager {
 struct Inner {
     cfg: ManagerConfig,
     commands: DashMap<String, CommandHandle>,
+    shells: DashMap<String, ShellHandle>,
+    /// Serialises shell creation, so two clients creating the same name at
+    /// once get one shell. An async mutex: held across the shell's start-up.
+    creating: tokio::sync::Mutex<()>,
     /// Commands held (running or finished), counted separately from the map
     /// so that the limit check and the reservation are one atomic step.
     count: AtomicUsize,
@@ -67,6 +72,8 @@ impl Manager {
             inner: Arc::new(Inner {
                 cfg,
                 commands: DashMap::new(),
+                shells: DashMap::new(),
+                creating: tokio::sync::Mutex::new(()),
                 count: AtomicUsize::new(0),
                 committed: Arc::new(AtomicUsize::new(0)),
                 tracker: TaskTracker::new(),
@@ -93,29 +100,14 @@ impl Manager {
         let cfg = &inner.cfg;
         let argv = spec.resolved_argv(cfg);
         validate(&spec, &argv)?;
-        let ring_bytes = match spec.ring_bytes {
-            None => cfg.ring_bytes,
-            Some(n) if (MIN_RING_BYTES..=cfg.max_ring_bytes).contains(&n) => n,
-            Some(n) => {
-                return Err(ExecError::BadRingSize { asked: n as u64, max: cfg.max_ring_bytes as u64 });
-            }
-        };
+        let ring_bytes = self.ring_bytes(&spec)?;
         // A terminal has one output stream, so one ring's worth of memory.
         let rings = if spec.pty.is_some() { 1 } else { 2 };
         let reservation = self.reserve(rings * ring_bytes)?;
 
         let spawned = spawn(&spec, &argv, cfg)?;
         let id = new_id();
-        let life = Lifetimes {
-            timeout: spec.timeout,
-            idle_timeout: spec.resolved_idle(cfg),
-            ttl: spec.resolved_ttl(cfg),
-            kill_on_disconnect: spec.kill_on_disconnect,
-            max_output_bytes: spec.max_output_bytes,
-            output_limit: spec.output_limit,
-            kill_grace: spec.kill_grace.unwrap_or(cfg.kill_grace),
-            drain_grace: cfg.drain_grace,
-        };
+        let life = self.lifetimes(&spec);
         let meta = Meta {
             id: id.clone(),
             name: spec.name.clone(),
@@ -125,9 +117,18 @@ impl Manager {
             initial_stdin: spec.stdin.clone(),
             close_stdin: spec.close_stdin,
             pty_size: spec.pty.as_ref().map(|p| p.size),
+            shell: None,
         };
         tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
         let (handle, actor) = command::new_command(meta, spawned, life, reservation);
+        self.launch(&handle, actor);
+        Ok(handle)
+    }
+
+    /// Registers a command and runs its actor.
+    fn launch(&self, handle: &CommandHandle, actor: Actor) {
+        let inner = &self.inner;
+        let id = handle.id().to_owned();
         inner.commands.insert(id.clone(), handle.clone());
         let weak = Arc::downgrade(&self.inner);
         let shutdown = inner.shutdown.clone();
@@ -140,7 +141,167 @@ impl Manager {
                 inner.commands.remove(&id);
             }
         });
+    }
+
+    fn ring_bytes(&self, spec: &CommandSpec) -> Result<usize, ExecError> {
+        let cfg = &self.inner.cfg;
+        match spec.ring_bytes {
+            None => Ok(cfg.ring_bytes),
+            Some(n) if (MIN_RING_BYTES..=cfg.max_ring_bytes).contains(&n) => Ok(n),
+            Some(n) => Err(ExecError::BadRingSize { asked: n as u64, max: cfg.max_ring_bytes as u64 }),
+        }
+    }
+
+    fn lifetimes(&self, spec: &CommandSpec) -> Lifetimes {
+        let cfg = &self.inner.cfg;
+        Lifetimes {
+            timeout: spec.timeout,
+            idle_timeout: spec.resolved_idle(cfg),
+            ttl: spec.resolved_ttl(cfg),
+            kill_on_disconnect: spec.kill_on_disconnect,
+            max_output_bytes: spec.max_output_bytes,
+            output_limit: spec.output_limit,
+            kill_grace: spec.kill_grace.unwrap_or(cfg.kill_grace),
+            drain_grace: cfg.drain_grace,
+        }
+    }
+
+    /// Creates a named shell, or returns the live shell of that name
+    /// (`false`: it existed). A closed shell of that name is replaced.
+    pub async fn create_shell(&self, spec: ShellSpec) -> Result<(ShellHandle, bool), ExecError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let name = match &spec.name {
+            Some(n) if shell::valid_name(n) => n.clone(),
+            Some(n) => return Err(ExecError::BadShellName(n.clone())),
+            None => shell::new_name(),
+        };
+        validate_env(&spec.env)?;
+        if let Some(cwd) = &spec.cwd {
+            validate_cwd(cwd)?;
+        }
+        if spec.program.as_deref().is_some_and(|p| p.is_empty() || p.contains('\0')) {
+            return Err(ExecError::NulByte { what: "program" });
+        }
+        let _one_at_a_time = inner.creating.lock().await;
+        if let Ok(h) = self.shell(&name) {
+            if !h.is_closed() {
+                return Ok((h, false));
+            }
+            inner.shells.remove(&name);
+        }
+        let live = inner.shells.iter().filter(|s| !s.value().is_closed()).count();
+        if live >= inner.cfg.max_shells {
+            return Err(ExecError::TooManyShells(inner.cfg.max_shells));
+        }
+        let idle_ttl = spec.idle_ttl.resolve(inner.cfg.shell_idle_ttl);
+        let started =
+            shell::start(name.clone(), &spec, &inner.cfg.env_remove, idle_ttl, inner.cfg.ttl).await?;
+        let handle = started.handle;
+        tracing::info!(shell = %name, pid = handle.pid(), "shell started");
+        inner.shells.insert(name.clone(), handle.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = inner.shutdown.clone();
+        let span = tracing::info_span!(parent: None, "shell", %name, pid = handle.pid());
+        let me = handle.clone();
+        let actor = started.actor;
+        inner.tracker.spawn(async move {
+            actor.run(shutdown).instrument(span).await;
+            if let Some(inner) = weak.upgrade() {
+                // Only this shell: the name may belong to a newer one now.
+                inner.shells.remove_if(&name, |_, h| Arc::ptr_eq(&h.shared, &me.shared));
+            }
+        });
+        Ok((handle, true))
+    }
+
+    /// A handle to a shell.
+    pub fn shell(&self, name: &str) -> Result<ShellHandle, ExecError> {
+        self.inner
+            .shells
+            .get(name)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| ExecError::ShellNotFound(name.to_owned()))
+    }
+
+    /// All shells (live and recently closed), oldest first.
+    pub fn shells(&self) -> Vec<ShellInfo> {
+        let handles: Vec<ShellHandle> = self.inner.shells.iter().map(|r| r.value().clone()).collect();
+        let mut infos: Vec<ShellInfo> = handles.iter().map(ShellHandle::info).collect();
+        infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        infos
+    }
+
+    /// Queues a script in a shell and returns its command at once (queued
+    /// or running). The spec's program must be [`CommandSpec::shell`] with
+    /// the default shell; cwd, env and PTY belong to the shell, not to one
+    /// command, and are refused.
+    pub async fn shell_run(&self, shell: &str, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let sh = self.shell(shell)?;
+        let script = match &spec.program {
+            Program::Shell { shell: None, script } => script.clone(),
+            Program::Shell { shell: Some(_), .. } => return Err(ExecError::NotForShell("a shell program")),
+            Program::Argv(_) => return Err(ExecError::NotForShell("argv")),
+        };
+        if script.contains('\0') {
+            return Err(ExecError::NulByte { what: "script" });
+        }
+        if spec.cwd.is_some() {
+            return Err(ExecError::NotForShell("cwd"));
+        }
+        if !spec.env.is_empty() || spec.env_clear {
+            return Err(ExecError::NotForShell("env"));
+        }
+        if spec.pty.is_some() {
+            return Err(ExecError::NotForShell("pty"));
+        }
+        if sh.is_closed() {
+            let why = sh.info().closed.map_or_else(|| "it has closed".to_owned(), |c| c.message);
+            return Err(ExecError::ShellClosed { name: shell.to_owned(), why });
+        }
+        let ring_bytes = self.ring_bytes(&spec)?;
+        let reservation = self.reserve(2 * ring_bytes)?;
+        let id = new_id();
+        let (events_tx, events) = tokio::sync::mpsc::channel(4);
+        let link = JobLink { shell: sh.shared.ctl.clone(), events, linger: sh.shared.linger.clone() };
+        let life = self.lifetimes(&spec);
+        let kill_grace = life.kill_grace;
+        let meta = Meta {
+            id: id.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            argv: vec![script.clone()],
+            ring_bytes,
+            initial_stdin: spec.stdin.clone(),
+            close_stdin: spec.close_stdin,
+            pty_size: None,
+            shell: Some(shell.to_owned()),
+        };
+        let spawned = Spawned { pid: sh.pid(), io: SpawnedIo::Shell(link) };
+        let (handle, actor) = command::new_command(meta, spawned, life, reservation);
+        // Queue first: a refused command leaves no record behind.
+        sh.submit(QueuedJob { id: id.clone(), script, events: events_tx, kill_grace }).await?;
+        tracing::info!(%id, shell, "shell command queued");
+        self.launch(&handle, actor);
         Ok(handle)
+    }
+
+    /// Closes a shell (killing what it runs and its background jobs) and
+    /// forgets it and its commands.
+    pub async fn close_shell(&self, name: &str) -> Result<(), ExecError> {
+        let sh = self.shell(name)?;
+        sh.close().await;
+        self.inner.shells.remove_if(name, |_, h| Arc::ptr_eq(&h.shared, &sh.shared));
+        for id in sh.command_ids() {
+            let _ = self.remove(&id).await;
+        }
+        Ok(())
     }
 
     fn reserve(&self, bytes: usize) -> Result<Reservation, ExecError> {
@@ -227,14 +388,7 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(ExecError::NulByte { what: "argv" });
     }
-    for (k, v) in &spec.env {
-        if k.contains('\0') || v.contains('\0') {
-            return Err(ExecError::NulByte { what: "env" });
-        }
-        if k.is_empty() || k.contains('=') {
-            return Err(ExecError::BadEnvName(k.clone()));
-        }
-    }
+    validate_env(&spec.env)?;
     if let Some(pty) = &spec.pty {
         if !pty.size.is_valid() {
             return Err(ExecError::BadSize { rows: pty.size.rows, cols: pty.size.cols });
@@ -244,24 +398,35 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
         }
     }
     if let Some(cwd) = &spec.cwd {
-        let shown = cwd.to_string_lossy().into_owned();
-        if shown.contains('\0') {
-            return Err(ExecError::NulByte { what: "cwd" });
+        validate_cwd(cwd)?;
+    }
+    Ok(())
+}
+
+fn validate_env(env: &std::collections::BTreeMap<String, String>) -> Result<(), ExecError> {
+    for (k, v) in env {
+        if k.contains('\0') || v.contains('\0') {
+            return Err(ExecError::NulByte { what: "env" });
         }
-        match std::fs::metadata(cwd) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(ExecError::BadCwd {
-                    path: shown,
-                    source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
-                });
-            }
-            Err(source) => {
-                return Err(ExecError::BadCwd { path: shown, source });
-            }
+        if k.is_empty() || k.contains('=') {
+            return Err(ExecError::BadEnvName(k.clone()));
         }
     }
     Ok(())
+}
+
+fn validate_cwd(cwd: &std::path::Path) -> Result<(), ExecError> {
+    let shown = cwd.to_string_lossy().into_owned();
+    if shown.contains('\0') {
+        return Err(ExecError::NulByte { what: "cwd" });
+    }
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            Err(ExecError::BadCwd { path: shown, source: std::io::Error::from_raw_os_error(libc::ENOTDIR) })
+        }
+        Err(source) => Err(ExecError::BadCwd { path: shown, source }),
+    }
 }
 
 fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spawned, ExecError> {

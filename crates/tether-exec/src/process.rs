@@ -168,6 +168,76 @@ pub(crate) fn new_session_on_stdin_tty(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes the child of `cmd` the leader of a new session (its own process
+/// group too) that finds `status` as its file descriptor 3, not
+/// close-on-exec: a named shell writes its status records there.
+pub(crate) fn new_session_with_fd3(cmd: &mut std::process::Command, status: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It calls
+    // only async-signal-safe functions (setsid, dup2, fcntl) and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if status == 3 {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(status, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Creates a FIFO at `path` with `mode`.
+pub(crate) fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Sends `sig` to one process (no group, no descendants).
+pub(crate) fn signal_pid(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) on one process; no memory is involved.
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Every live process of session `sid` as `(pid, ppid)`, from `/proc`.
+pub(crate) fn session_members(sid: u32) -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the `(comm)` field: state ppid pgrp session ...
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().take(4).collect();
+        if f.len() == 4
+            && f[0] != "Z"
+            && f[3].parse() == Ok(sid)
+            && let Ok(ppid) = f[1].parse()
+        {
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
 /// A close-on-exec duplicate of `raw`, switched to non-blocking mode.
 /// The flag is on the open file description, which the original shares.
 pub(crate) fn dup_nonblocking(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> {

@@ -43,7 +43,7 @@ impl Lifetime {
         }
     }
 
-    fn resolve(self, default: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn resolve(self, default: Option<Duration>) -> Option<Duration> {
         match self {
             Lifetime::Default => default,
             Lifetime::Never => None,
@@ -284,6 +284,10 @@ pub struct ManagerConfig {
     /// Environment variables never passed to children (the daemon's own
     /// secrets, e.g. `TETHER_TOKEN`).
     pub env_remove: Vec<String>,
+    /// Most named shells alive at once.
+    pub max_shells: usize,
+    /// Default idle TTL of a named shell (`None`: never).
+    pub shell_idle_ttl: Option<Duration>,
 }
 
 impl Default for ManagerConfig {
@@ -299,6 +303,8 @@ impl Default for ManagerConfig {
             kill_grace: Duration::from_secs(2),
             drain_grace: Duration::from_millis(250),
             env_remove: Vec::new(),
+            max_shells: 64,
+            shell_idle_ttl: Some(Duration::from_secs(3600)),
         }
     }
 }

@@ -22,8 +22,9 @@ mod payload;
 
 pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
 pub use msg::{
-    ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, Limits,
-    OutputLimitAction, PtySpec, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, TermSize,
+    ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry, Limits,
+    OutputLimitAction, PtySpec, ReqId, ServerMsg, ShellCloseReason, ShellClosed, ShellInfo, ShellRunSpec,
+    ShellSpec, ShellState, StartSpec, Stream, StreamInfo, TermSize,
 };
 pub use payload::Payload;
 

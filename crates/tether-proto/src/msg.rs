@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::Payload;
 
 /// A client-chosen request id. Every reply to a request (`started`,
-/// `attached`, `ok`, `list`, `status`, `error`) echoes it.
+/// `attached`, `ok`, `list`, `status`, `shell`, `shell_list`,
+/// `shell_history`, `error`) echoes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ReqId(pub u64);
@@ -173,6 +174,47 @@ pub enum ClientMsg {
         /// Target command.
         command: CommandId,
     },
+    /// Create a named shell, or get the live shell of that name if there is
+    /// one. Answered by `shell` or `error`.
+    ShellCreate {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The shell's name and how to start it.
+        spec: ShellSpec,
+    },
+    /// Queue a script in a named shell. Answered by `started` (the new
+    /// command's id, `pid` = the shell's pid), then, unless `spec.attach` is
+    /// false, the command's output on this connection exactly as for
+    /// `start`; or by `error`.
+    ShellRun {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The shell's name.
+        shell: String,
+        /// The script and the command's lifetimes and limits.
+        spec: ShellRunSpec,
+    },
+    /// List the named shells. Answered by `shell_list`.
+    ShellList {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+    },
+    /// A named shell's recent commands. Answered by `shell_history`.
+    ShellHistory {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The shell's name.
+        shell: String,
+    },
+    /// Close a named shell: kill what it runs and its background jobs
+    /// (except those started detached with `setsid`), and forget the shell
+    /// and its commands. Answered by `ok`.
+    ShellClose {
+        /// Request id, echoed in the reply.
+        id: ReqId,
+        /// The shell's name.
+        shell: String,
+    },
 }
 
 impl ClientMsg {
@@ -189,7 +231,12 @@ impl ClientMsg {
             | ClientMsg::Kill { id, .. }
             | ClientMsg::List { id }
             | ClientMsg::Status { id, .. }
-            | ClientMsg::Remove { id, .. } => *id,
+            | ClientMsg::Remove { id, .. }
+            | ClientMsg::ShellCreate { id, .. }
+            | ClientMsg::ShellRun { id, .. }
+            | ClientMsg::ShellList { id }
+            | ClientMsg::ShellHistory { id, .. }
+            | ClientMsg::ShellClose { id, .. } => *id,
         }
     }
 }
@@ -361,6 +408,109 @@ pub enum OutputLimitAction {
     Truncate,
 }
 
+/// How to create a named shell. Every field is optional; absent fields take
+/// the daemon's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShellSpec {
+    /// The shell's name: 1..=64 characters of `[A-Za-z0-9._-]`. Absent: the
+    /// daemon generates an unguessable one (`sh-` and 16 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The shell's initial working directory (default: the daemon's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Environment variables added to the daemon's environment.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The shell program (default `bash`). It must be bash-compatible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Close the shell after this long with nothing queued or running and no
+    /// submission; -1 never. Absent: the daemon default (3600 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ttl_ms: Option<i64>,
+}
+
+/// A script to run in a named shell, with the command's lifetimes and
+/// limits. The other fields mean what the [`StartSpec`] fields of the same
+/// names mean, except that killing a running shell command starts with an
+/// interrupt (see `timeout_ms` and `kill_grace_ms`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShellRunSpec {
+    /// The script: any text without NUL, possibly several lines (heredocs
+    /// included). The shell runs it in its current state (working
+    /// directory, variables, functions, options).
+    pub script: String,
+    /// Bytes written to the command's stdin first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<Payload>,
+    /// Close stdin after the initial bytes (the command sees EOF).
+    #[serde(skip_serializing_if = "is_false")]
+    pub close_stdin: bool,
+    /// Client-chosen labels, shown in listings.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Wall-clock limit; past it the command is interrupted, then its
+    /// processes killed (reason `timed_out`). The shell survives. Absent: no
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Kill the command after this long with no client attached; -1 never.
+    /// Absent: the daemon default (300 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<i64>,
+    /// How long a finished command stays attachable; -1 until removed.
+    /// Absent: the daemon default (600 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<i64>,
+    /// Kill the command when its last attached client detaches or vanishes.
+    #[serde(skip_serializing_if = "is_false")]
+    pub kill_on_disconnect: bool,
+    /// Limit on stdout+stderr bytes; see `output_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+    /// What happens past `max_output_bytes` (default `kill`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_limit: Option<OutputLimitAction>,
+    /// Ring buffer size per stream (default: the daemon's, 1 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_bytes: Option<u64>,
+    /// When the command is killed or times out: how long after the
+    /// interrupt its processes get SIGTERM, then SIGKILL (default 2 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_grace_ms: Option<u64>,
+    /// Attach the submitting connection from offset 0 (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub attach: bool,
+    /// Pace the command to the submitting connection's attachment (see
+    /// [`StartSpec::pace`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub pace: bool,
+}
+
+impl Default for ShellRunSpec {
+    fn default() -> Self {
+        ShellRunSpec {
+            script: String::new(),
+            stdin: None,
+            close_stdin: false,
+            labels: BTreeMap::new(),
+            timeout_ms: None,
+            idle_timeout_ms: None,
+            ttl_ms: None,
+            kill_on_disconnect: false,
+            max_output_bytes: None,
+            output_limit: None,
+            ring_bytes: None,
+            kill_grace_ms: None,
+            attach: true,
+            pace: false,
+        }
+    }
+}
+
 /// Messages from the daemon to a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -467,6 +617,32 @@ pub enum ServerMsg {
         /// The command.
         info: CommandInfo,
     },
+    /// Reply to `shell_create`.
+    Shell {
+        /// Echo of the request id.
+        id: ReqId,
+        /// The shell.
+        info: ShellInfo,
+        /// True if the shell was created by this request; false if a live
+        /// shell of that name already existed and is returned unchanged.
+        created: bool,
+    },
+    /// Reply to `shell_list`.
+    ShellList {
+        /// Echo of the request id.
+        id: ReqId,
+        /// All shells the daemon holds, oldest first.
+        shells: Vec<ShellInfo>,
+    },
+    /// Reply to `shell_history`.
+    ShellHistory {
+        /// Echo of the request id.
+        id: ReqId,
+        /// The shell's name.
+        shell: String,
+        /// Its last 1000 commands, in submission order.
+        entries: Vec<HistoryEntry>,
+    },
     /// A request failed, or a frame could not be understood.
     Error {
         /// Echo of the request id, when one could be read.
@@ -521,6 +697,9 @@ pub enum ExitReason {
     /// The process could not be started. Not sent by v1 daemons (a failed
     /// `start` is answered with an `error`); reserved for detached starts.
     SpawnFailed,
+    /// A shell command that never ran, or was cut off, because its shell
+    /// closed.
+    ShellClosed,
     /// A reason this client does not know (sent by a newer daemon).
     #[serde(other)]
     Unknown,
@@ -551,6 +730,10 @@ pub struct ExitStatus {
     pub stderr_bytes: u64,
     /// Whether output past `max_output_bytes` was dropped.
     pub truncated: bool,
+    /// Shell commands: the working directory the shell was in when the
+    /// command ended (lossy UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 impl ExitStatus {
@@ -568,7 +751,9 @@ impl ExitStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
-    /// The process is alive.
+    /// A shell command waiting for the commands before it in its shell.
+    Queued,
+    /// The process is alive (for a shell command: the shell runs it).
     Running,
     /// The process has ended; its output stays attachable until the TTL.
     Exited,
@@ -598,7 +783,7 @@ pub struct CommandInfo {
     pub argv: Vec<String>,
     /// Process id.
     pub pid: u32,
-    /// Running or exited.
+    /// Queued, running or exited.
     pub state: CommandState,
     /// Start time, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
@@ -614,6 +799,123 @@ pub struct CommandInfo {
     /// For a PTY command, its current terminal size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<TermSize>,
+    /// For a shell command, the name of the shell it was submitted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+}
+
+/// A named shell as shown by `shell` and `shell_list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellInfo {
+    /// Its name.
+    pub name: String,
+    /// The shell program, e.g. `bash`.
+    pub program: String,
+    /// The shell's process id.
+    pub pid: u32,
+    /// Idle, busy or closed.
+    pub state: ShellState,
+    /// The working directory the last command ended in, or the initial one
+    /// (lossy UTF-8).
+    pub cwd: String,
+    /// Number of commands waiting for the running one.
+    pub queued: u32,
+    /// The command the shell is running, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<CommandId>,
+    /// Number of commands submitted to the shell so far.
+    pub commands: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When the shell was last used (a command submitted or ended),
+    /// milliseconds since the Unix epoch; `idle_ttl_ms` counts from it.
+    pub last_used_ms: u64,
+    /// Why and how the shell closed, once closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<ShellClosed>,
+}
+
+/// Lifecycle state of a named shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShellState {
+    /// Alive, running nothing.
+    Idle,
+    /// Alive, running a command.
+    Busy,
+    /// Gone; it accepts no more commands.
+    Closed,
+    /// A state this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+/// How a named shell closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShellClosed {
+    /// Why it closed.
+    pub reason: ShellCloseReason,
+    /// The shell's exit code, if it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal number that ended the shell, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Why a named shell closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShellCloseReason {
+    /// A client sent `shell_close`.
+    Closed,
+    /// The shell exited by itself (`exit 3`, a failure under `set -e`,
+    /// `exec prog`); `code` or `signal` says how.
+    Exited,
+    /// Nothing was queued, running or submitted for `idle_ttl_ms`.
+    IdleTtl,
+    /// A command could not be interrupted, so the shell was killed.
+    Stuck,
+    /// The daemon shut down.
+    Shutdown,
+    /// A reason this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+/// One command of a named shell's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The command's id (it answers `not_found` once its TTL has passed).
+    pub command: CommandId,
+    /// The script: at most its first 4096 bytes, cut at a char boundary.
+    pub script: String,
+    /// Whether `script` was cut.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub script_truncated: bool,
+    /// Queued, running or exited.
+    pub state: CommandState,
+    /// The command's exit code (the shell's `$?` after the script), once it
+    /// ended with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it ended, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ExitReason>,
+    /// Submission time, milliseconds since the Unix epoch.
+    pub submitted_at_ms: u64,
+    /// Start time, milliseconds since the Unix epoch, once it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// End time, milliseconds since the Unix epoch, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    /// The working directory the shell was in when the command ended
+    /// (lossy UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// Error codes. New codes may be added in a minor version; clients treat an
@@ -641,8 +943,41 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A bug or an unexpected OS failure.
     Internal,
+    /// The named shell has closed; `message` says why.
+    ShellClosed,
     /// A code this client does not know (sent by a newer daemon); treat as
     /// `internal`.
     #[serde(other)]
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_shell_run_takes_the_defaults_and_omits_them() {
+        let frame = r#"{"type":"shell_run","id":3,"shell":"build","spec":{"script":"make"}}"#;
+        let msg: ClientMsg = serde_json::from_str(frame).expect("decodes");
+        let spec = ShellRunSpec { script: "make".to_owned(), ..ShellRunSpec::default() };
+        assert!(spec.attach, "attach defaults to true");
+        assert_eq!(msg, ClientMsg::ShellRun { id: ReqId(3), shell: "build".to_owned(), spec });
+        assert_eq!(msg.id(), ReqId(3));
+        assert_eq!(serde_json::to_string(&msg).expect("encodes"), frame);
+    }
+
+    #[test]
+    fn an_empty_shell_spec_is_the_default() {
+        let msg: ClientMsg =
+            serde_json::from_str(r#"{"type":"shell_create","id":1,"spec":{}}"#).expect("decodes");
+        assert_eq!(msg, ClientMsg::ShellCreate { id: ReqId(1), spec: ShellSpec::default() });
+    }
+
+    #[test]
+    fn unknown_shell_states_and_reasons_decode_as_unknown() {
+        let state: ShellState = serde_json::from_str(r#""starting""#).expect("decodes");
+        assert_eq!(state, ShellState::Unknown);
+        let reason: ShellCloseReason = serde_json::from_str(r#""oom""#).expect("decodes");
+        assert_eq!(reason, ShellCloseReason::Unknown);
+    }
 }

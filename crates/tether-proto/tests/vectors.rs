@@ -20,9 +20,10 @@ use serde::Serialize;
 use serde::de::value::MapDeserializer;
 use serde::de::{self, DeserializeOwned};
 use tether_proto::{
-    ClientMsg, CommandId, CommandInfo, CommandState, Encoding, ErrorCode, ExitReason, ExitStatus, Limits,
-    OutputLimitAction, Payload, PtySpec, ReqId, ServerMsg, StartSpec, Stream, StreamInfo, TermSize, decode,
-    encode,
+    ClientMsg, CommandId, CommandInfo, CommandState, Encoding, ErrorCode, ExitReason, ExitStatus,
+    HistoryEntry, Limits, OutputLimitAction, Payload, PtySpec, ReqId, ServerMsg, ShellCloseReason,
+    ShellClosed, ShellInfo, ShellRunSpec, ShellSpec, ShellState, StartSpec, Stream, StreamInfo, TermSize,
+    decode, encode,
 };
 
 #[test]
@@ -257,6 +258,11 @@ fn cases() -> Vec<Case> {
         ClientMsg::List { id: ReqId(8) },
         ClientMsg::Status { id: ReqId(9), command: cmd() },
         ClientMsg::Remove { id: ReqId(10), command: cmd() },
+        ClientMsg::ShellCreate { id: ReqId(20), spec: shell_spec() },
+        ClientMsg::ShellRun { id: ReqId(21), shell: SHELL.to_owned(), spec: shell_run_spec() },
+        ClientMsg::ShellList { id: ReqId(22) },
+        ClientMsg::ShellHistory { id: ReqId(23), shell: SHELL.to_owned() },
+        ClientMsg::ShellClose { id: ReqId(24), shell: SHELL.to_owned() },
     ];
     let server = [
         ServerMsg::Hello {
@@ -309,11 +315,15 @@ fn cases() -> Vec<Case> {
                 stdout_bytes: 5_368_774_656,
                 stderr_bytes: 4_259_840,
                 truncated: false,
+                cwd: None,
             },
         },
         ServerMsg::Ok { id: ReqId(5) },
         ServerMsg::List { id: ReqId(8), commands: vec![finished_info(), running_info()] },
         ServerMsg::Status { id: ReqId(9), info: running_info() },
+        ServerMsg::Shell { id: ReqId(20), info: new_shell(), created: true },
+        ServerMsg::ShellList { id: ReqId(22), shells: vec![exited_shell(), busy_shell()] },
+        ServerMsg::ShellHistory { id: ReqId(23), shell: SHELL.to_owned(), entries: history() },
         ServerMsg::Error {
             id: Some(ReqId(11)),
             code: ErrorCode::SpawnFailed,
@@ -392,6 +402,7 @@ fn running_info() -> CommandInfo {
         stderr: StreamInfo { first_held: 65_536, end: 4_259_840 },
         attached: 2,
         pty: Some(TermSize { rows: 50, cols: 200 }),
+        shell: None,
     }
 }
 
@@ -416,10 +427,147 @@ fn finished_info() -> CommandInfo {
             stdout_bytes: 138,
             stderr_bytes: 0,
             truncated: false,
+            cwd: None,
         }),
         stdout: StreamInfo { first_held: 0, end: 138 },
         stderr: StreamInfo { first_held: 0, end: 0 },
         attached: 0,
         pty: None,
+        shell: None,
     }
+}
+
+// Named shells.
+
+const SHELL: &str = "build";
+
+/// A `shell_create` spec with every field set.
+fn shell_spec() -> ShellSpec {
+    ShellSpec {
+        name: Some(SHELL.to_owned()),
+        cwd: Some("/srv/build".to_owned()),
+        env: BTreeMap::from([
+            ("CARGO_TERM_COLOR".to_owned(), "always".to_owned()),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ]),
+        program: Some("/bin/bash".to_owned()),
+        idle_ttl_ms: Some(-1),
+    }
+}
+
+/// A multi-line script with a heredoc and a timeout; `attach` keeps its
+/// default and `kill_on_disconnect` is unset, so both are absent.
+fn shell_run_spec() -> ShellRunSpec {
+    ShellRunSpec {
+        script: "cd /srv/build/tether\ncat > .env <<'EOF'\nRUST_LOG=debug\nTARGET=$HOME/ci\nEOF\n\
+                 cargo test --workspace 2>&1 | tail -n 50\n"
+            .to_owned(),
+        stdin: Some(Payload::from(&b"y\n\x00\xff"[..])),
+        close_stdin: true,
+        labels: BTreeMap::from([("job".to_owned(), "ci-1843".to_owned())]),
+        timeout_ms: Some(1_800_000),
+        idle_timeout_ms: Some(-1),
+        ttl_ms: Some(86_400_000),
+        kill_on_disconnect: false,
+        max_output_bytes: Some(10_737_418_240),
+        output_limit: Some(OutputLimitAction::Kill),
+        ring_bytes: Some(4_194_304),
+        kill_grace_ms: Some(5_000),
+        attach: true,
+        pace: true,
+    }
+}
+
+/// The shell `shell_create` made: idle, nothing submitted yet.
+fn new_shell() -> ShellInfo {
+    ShellInfo {
+        name: SHELL.to_owned(),
+        program: "/bin/bash".to_owned(),
+        pid: 51_007,
+        state: ShellState::Idle,
+        cwd: "/srv/build".to_owned(),
+        queued: 0,
+        running: None,
+        commands: 0,
+        created_at_ms: 1_767_225_700_000,
+        last_used_ms: 1_767_225_700_000,
+        closed: None,
+    }
+}
+
+/// A shell with a generated name whose last command ran `exit 3`.
+fn exited_shell() -> ShellInfo {
+    ShellInfo {
+        name: "sh-9f2c41d07be35a18".to_owned(),
+        program: "bash".to_owned(),
+        pid: 49_120,
+        state: ShellState::Closed,
+        cwd: "/home/ci/work dir".to_owned(),
+        queued: 0,
+        running: None,
+        commands: 17,
+        created_at_ms: 1_767_225_480_500,
+        last_used_ms: 1_767_225_690_125,
+        closed: Some(ShellClosed {
+            reason: ShellCloseReason::Exited,
+            code: Some(3),
+            signal: None,
+            message: "the shell exited with code 3".to_owned(),
+        }),
+    }
+}
+
+/// The `build` shell running a command, with one more queued.
+fn busy_shell() -> ShellInfo {
+    ShellInfo {
+        state: ShellState::Busy,
+        cwd: "/srv/build/tether".to_owned(),
+        queued: 1,
+        running: Some(CommandId::from("c-7d3e0f5a9b21c464")),
+        commands: 3,
+        last_used_ms: 1_767_225_712_750,
+        ..new_shell()
+    }
+}
+
+/// The `build` shell's history: one command exited, one running, one queued.
+fn history() -> Vec<HistoryEntry> {
+    vec![
+        HistoryEntry {
+            command: CommandId::from("c-2b8e4d6f1a3c5e70"),
+            script: "cd tether && git log --oneline -n 3".to_owned(),
+            script_truncated: false,
+            state: CommandState::Exited,
+            exit_code: Some(0),
+            reason: Some(ExitReason::Exited),
+            submitted_at_ms: 1_767_225_701_002,
+            started_at_ms: Some(1_767_225_701_003),
+            ended_at_ms: Some(1_767_225_701_019),
+            cwd: Some("/srv/build/tether".to_owned()),
+        },
+        HistoryEntry {
+            command: CommandId::from("c-7d3e0f5a9b21c464"),
+            script: shell_run_spec().script,
+            script_truncated: false,
+            state: CommandState::Running,
+            exit_code: None,
+            reason: None,
+            submitted_at_ms: 1_767_225_702_400,
+            started_at_ms: Some(1_767_225_702_401),
+            ended_at_ms: None,
+            cwd: None,
+        },
+        HistoryEntry {
+            command: CommandId::from("c-c1f09e8d7b6a5243"),
+            script: "make -C docs html".to_owned(),
+            script_truncated: false,
+            state: CommandState::Queued,
+            exit_code: None,
+            reason: None,
+            submitted_at_ms: 1_767_225_712_750,
+            started_at_ms: None,
+            ended_at_ms: None,
+            cwd: None,
+        },
+    ]
 }

@@ -354,6 +354,38 @@ impl Conn {
                 .await
                 .map(|()| Some(ServerMsg::Ok { id }))
                 .map_err(Into::into),
+            ClientMsg::ShellCreate { id, spec } => {
+                match self.ctx.manager.create_shell(map::shell_spec_from_wire(spec)).await {
+                    Ok((h, created)) => {
+                        tracing::info!(shell = %h.name(), created, "shell");
+                        Ok(Some(ServerMsg::Shell { id, info: map::shell_to_wire(h.info()), created }))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            ClientMsg::ShellRun { id, shell, spec } => self.shell_run(id, shell, spec).await,
+            ClientMsg::ShellList { id } => {
+                let shells = self.ctx.manager.shells().into_iter().map(map::shell_to_wire).collect();
+                Ok(Some(ServerMsg::ShellList { id, shells }))
+            }
+            ClientMsg::ShellHistory { id, shell } => self
+                .ctx
+                .manager
+                .shell(&shell)
+                .map(|h| {
+                    let entries = h.history().into_iter().map(map::history_to_wire).collect();
+                    Some(ServerMsg::ShellHistory { id, shell, entries })
+                })
+                .map_err(Into::into),
+            ClientMsg::ShellClose { id, shell } => {
+                tracing::info!(%shell, "shell close requested");
+                self.ctx
+                    .manager
+                    .close_shell(&shell)
+                    .await
+                    .map(|()| Some(ServerMsg::Ok { id }))
+                    .map_err(Into::into)
+            }
         };
         match reply {
             Ok(Some(msg)) => self.send(msg).await,
@@ -446,6 +478,26 @@ impl Conn {
         // `started` is queued, so it precedes every output frame.
         let sub = if attach { Some(h.attach_paced([0, 0], pace)?) } else { None };
         self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
+        if let Some(sub) = sub {
+            self.forward(sub);
+        }
+        Ok(None)
+    }
+
+    /// Queues a script in a shell; answered like `start`.
+    async fn shell_run(
+        &mut self,
+        id: ReqId,
+        shell: String,
+        spec: proto::ShellRunSpec,
+    ) -> Result<Option<ServerMsg>, WireError> {
+        let (attach, pace) = (spec.attach, spec.pace);
+        let spec = map::shell_run_from_wire(spec)?;
+        let h = self.ctx.manager.shell_run(&shell, spec).await?;
+        let command = CommandId(h.id().to_owned());
+        tracing::info!(command = %command, %shell, "queued in shell");
+        let sub = if attach { Some(h.attach_paced([0, 0], pace)?) } else { None };
+        self.send(ServerMsg::Started { id, command, pid: h.pid() }).await;
         if let Some(sub) = sub {
             self.forward(sub);
         }

@@ -1,6 +1,6 @@
 //! Wire types <-> command-manager types.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_exec as exec;
 use tether_proto as proto;
@@ -34,12 +34,15 @@ impl From<exec::ExecError> for WireError {
             | E::BadRingSize { .. }
             | E::BadSize { .. }
             | E::NotAPty(_)
-            | E::OffsetBeyondEnd { .. } => C::BadRequest,
-            E::BadCwd { .. } | E::Spawn { .. } => C::SpawnFailed,
-            E::NotFound(_) => C::NotFound,
+            | E::OffsetBeyondEnd { .. }
+            | E::BadShellName(_)
+            | E::NotForShell(_) => C::BadRequest,
+            E::BadCwd { .. } | E::Spawn { .. } | E::ShellStart { .. } => C::SpawnFailed,
+            E::NotFound(_) | E::ShellNotFound(_) => C::NotFound,
+            E::ShellClosed { .. } => C::ShellClosed,
             E::NotRunning(_) => C::NotRunning,
             E::StdinClosed(_) => C::StdinClosed,
-            E::TooManyCommands(_) | E::RingMemory { .. } => C::LimitExceeded,
+            E::TooManyCommands(_) | E::RingMemory { .. } | E::TooManyShells(_) => C::LimitExceeded,
             E::ShuttingDown => C::ShuttingDown,
             E::Io { .. } => C::Internal,
         };
@@ -58,10 +61,6 @@ pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, W
         }
         (true, None) => return Err(WireError::bad_request("give argv or shell: nothing to run")),
     };
-    let ring_bytes = match s.ring_bytes {
-        None => None,
-        Some(n) => Some(usize::try_from(n).map_err(|_| WireError::bad_request("ring_bytes too large"))?),
-    };
     let mut spec = exec::CommandSpec::new(program);
     spec.cwd = s.cwd.map(Into::into);
     spec.env = s.env;
@@ -75,15 +74,119 @@ pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, W
     spec.ttl = exec::Lifetime::from_millis(s.ttl_ms);
     spec.kill_on_disconnect = s.kill_on_disconnect;
     spec.max_output_bytes = s.max_output_bytes;
-    spec.output_limit = match s.output_limit.unwrap_or_default() {
-        proto::OutputLimitAction::Kill => exec::OutputLimit::Kill,
-        proto::OutputLimitAction::Truncate => exec::OutputLimit::Truncate,
-    };
-    spec.ring_bytes = ring_bytes;
+    spec.output_limit = output_limit(s.output_limit);
+    spec.ring_bytes = ring_bytes(s.ring_bytes)?;
     spec.kill_grace = s.kill_grace_ms.map(Duration::from_millis);
     spec.pty =
         s.pty.map(|p| exec::PtyOptions { size: exec::TermSize { rows: p.rows, cols: p.cols }, term: p.term });
     Ok(spec)
+}
+
+fn output_limit(a: Option<proto::OutputLimitAction>) -> exec::OutputLimit {
+    match a.unwrap_or_default() {
+        proto::OutputLimitAction::Kill => exec::OutputLimit::Kill,
+        proto::OutputLimitAction::Truncate => exec::OutputLimit::Truncate,
+    }
+}
+
+fn ring_bytes(n: Option<u64>) -> Result<Option<usize>, WireError> {
+    n.map(|n| usize::try_from(n).map_err(|_| WireError::bad_request("ring_bytes too large"))).transpose()
+}
+
+/// A wire `shell_run` spec as a manager spec for [`exec::Manager::shell_run`].
+pub(crate) fn shell_run_from_wire(s: proto::ShellRunSpec) -> Result<exec::CommandSpec, WireError> {
+    let mut spec = exec::CommandSpec::shell(s.script);
+    spec.stdin = s.stdin.map(|p| p.0).unwrap_or_default();
+    spec.close_stdin = s.close_stdin;
+    spec.labels = s.labels;
+    spec.timeout = s.timeout_ms.map(Duration::from_millis);
+    spec.idle_timeout = exec::Lifetime::from_millis(s.idle_timeout_ms);
+    spec.ttl = exec::Lifetime::from_millis(s.ttl_ms);
+    spec.kill_on_disconnect = s.kill_on_disconnect;
+    spec.max_output_bytes = s.max_output_bytes;
+    spec.output_limit = output_limit(s.output_limit);
+    spec.ring_bytes = ring_bytes(s.ring_bytes)?;
+    spec.kill_grace = s.kill_grace_ms.map(Duration::from_millis);
+    Ok(spec)
+}
+
+/// A wire `shell_create` spec as a manager spec.
+pub(crate) fn shell_spec_from_wire(s: proto::ShellSpec) -> exec::ShellSpec {
+    exec::ShellSpec {
+        name: s.name,
+        cwd: s.cwd.map(Into::into),
+        env: s.env,
+        program: s.program,
+        idle_ttl: exec::Lifetime::from_millis(s.idle_ttl_ms),
+    }
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn shell_to_wire(i: exec::ShellInfo) -> proto::ShellInfo {
+    proto::ShellInfo {
+        name: i.name,
+        program: i.program,
+        pid: i.pid,
+        state: match i.state {
+            exec::ShellState::Idle => proto::ShellState::Idle,
+            exec::ShellState::Busy => proto::ShellState::Busy,
+            exec::ShellState::Closed => proto::ShellState::Closed,
+        },
+        cwd: i.cwd,
+        queued: i.queued as u32,
+        running: i.running.map(proto::CommandId),
+        commands: i.commands,
+        created_at_ms: ms(i.created_at),
+        last_used_ms: ms(i.last_used),
+        closed: i.closed.map(|c| proto::ShellClosed {
+            reason: match c.reason {
+                exec::CloseReason::Closed => proto::ShellCloseReason::Closed,
+                exec::CloseReason::Exited => proto::ShellCloseReason::Exited,
+                exec::CloseReason::IdleTtl => proto::ShellCloseReason::IdleTtl,
+                exec::CloseReason::Stuck => proto::ShellCloseReason::Stuck,
+                exec::CloseReason::Shutdown => proto::ShellCloseReason::Shutdown,
+            },
+            code: c.code,
+            signal: c.signal,
+            message: c.message,
+        }),
+    }
+}
+
+pub(crate) fn history_to_wire(e: exec::HistoryEntry) -> proto::HistoryEntry {
+    proto::HistoryEntry {
+        command: proto::CommandId(e.id),
+        script: e.script,
+        script_truncated: e.script_truncated,
+        state: match e.state {
+            exec::JobState::Queued => proto::CommandState::Queued,
+            exec::JobState::Running => proto::CommandState::Running,
+            exec::JobState::Exited => proto::CommandState::Exited,
+        },
+        exit_code: e.exit_code,
+        reason: e.reason.map(reason_to_wire),
+        submitted_at_ms: ms(e.submitted_at),
+        started_at_ms: e.started_at.map(ms),
+        ended_at_ms: e.ended_at.map(ms),
+        cwd: e.cwd,
+    }
+}
+
+fn reason_to_wire(r: exec::ExitReason) -> proto::ExitReason {
+    use exec::ExitReason as R;
+    match r {
+        R::Exited => proto::ExitReason::Exited,
+        R::TimedOut => proto::ExitReason::TimedOut,
+        R::IdleTimeout => proto::ExitReason::IdleTimeout,
+        R::Killed => proto::ExitReason::Killed,
+        R::Disconnected => proto::ExitReason::Disconnected,
+        R::OutputLimit => proto::ExitReason::OutputLimit,
+        R::ShellClosed => proto::ExitReason::ShellClosed,
+        R::SpawnFailed => proto::ExitReason::SpawnFailed,
+    }
 }
 
 pub(crate) fn size_to_wire(s: exec::TermSize) -> proto::TermSize {
@@ -102,19 +205,11 @@ pub(crate) fn stream_to_wire(s: exec::Stream) -> proto::Stream {
 }
 
 pub(crate) fn exit_to_wire(e: &exec::ExitInfo) -> proto::ExitStatus {
-    use exec::ExitReason as R;
     proto::ExitStatus {
         code: e.code,
         signal: e.signal,
         core_dumped: e.core_dumped,
-        reason: match e.reason {
-            R::Exited => proto::ExitReason::Exited,
-            R::TimedOut => proto::ExitReason::TimedOut,
-            R::IdleTimeout => proto::ExitReason::IdleTimeout,
-            R::Killed => proto::ExitReason::Killed,
-            R::Disconnected => proto::ExitReason::Disconnected,
-            R::OutputLimit => proto::ExitReason::OutputLimit,
-        },
+        reason: reason_to_wire(e.reason),
         wall_ms: e.wall.as_millis() as u64,
         user_us: e.user_us,
         sys_us: e.sys_us,
@@ -122,6 +217,7 @@ pub(crate) fn exit_to_wire(e: &exec::ExitInfo) -> proto::ExitStatus {
         stdout_bytes: e.ends[0],
         stderr_bytes: e.ends[1],
         truncated: e.truncated,
+        cwd: e.cwd.clone(),
     }
 }
 
@@ -133,12 +229,17 @@ pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
         labels: i.labels,
         argv: i.argv,
         pid: i.pid,
-        state: if i.exit.is_some() { proto::CommandState::Exited } else { proto::CommandState::Running },
-        started_at_ms: i.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        state: match (&i.exit, i.queued) {
+            (Some(_), _) => proto::CommandState::Exited,
+            (None, true) => proto::CommandState::Queued,
+            (None, false) => proto::CommandState::Running,
+        },
+        started_at_ms: ms(i.started_at),
         exit: i.exit.as_ref().map(exit_to_wire),
         stdout: stream(i.offsets[0]),
         stderr: stream(i.offsets[1]),
         attached: i.attached as u32,
         pty: i.pty.map(size_to_wire),
+        shell: i.shell,
     }
 }

@@ -91,6 +91,71 @@ pub(crate) enum Command {
         /// Command id.
         id: String,
     },
+    /// Named shells: cwd, variables, functions and aliases persist from one
+    /// command to the next; commands queue and run one at a time.
+    #[command(subcommand)]
+    Shell(ShellCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ShellCommand {
+    /// Create a shell (or find the live one of that name); prints its name.
+    Create {
+        /// Its name (default: a generated, unguessable one).
+        name: Option<String>,
+        /// Initial working directory.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Environment variable (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// The shell program (bash-compatible).
+        #[arg(long)]
+        program: Option<String>,
+        /// Close the shell after this many idle seconds (-1: never).
+        #[arg(long, allow_negative_numbers = true)]
+        idle_ttl: Option<f64>,
+    },
+    /// Run a script in a shell and stream its output; exits with its exit
+    /// code. Ctrl-C interrupts the script, not the shell.
+    Run {
+        /// The shell's name.
+        name: String,
+        /// Wall-clock timeout in seconds (the script is interrupted).
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Keep the finished command this many seconds (-1: until removed).
+        #[arg(long, allow_negative_numbers = true)]
+        ttl: Option<f64>,
+        /// Queue the script, print its command id and return.
+        #[arg(long, short)]
+        detach: bool,
+        /// Do not forward local stdin (the script's stdin is closed).
+        #[arg(long)]
+        no_stdin: bool,
+        /// The script (words are joined with spaces).
+        #[arg(last = true, required = true)]
+        script: Vec<String>,
+    },
+    /// List shells.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a shell's commands: id, exit code, start and end, script.
+    History {
+        /// The shell's name.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a shell: kill what it runs and its background jobs, forget it.
+    Rm {
+        /// The shell's name.
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]

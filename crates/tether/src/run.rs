@@ -5,10 +5,13 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use tether_client::{Client, ClientError, CommandId, ExecEvent, Execution, PtySpec, StartSpec, Stream};
+use tether_client::{
+    Client, ClientError, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec, ShellState,
+    StartSpec, Stream,
+};
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
 
-use crate::cli::{Command, ConnArgs, ExecArgs};
+use crate::cli::{Command, ConnArgs, ExecArgs, ShellCommand};
 use crate::{token, tty};
 
 /// Exit code for failures of tether itself (as ssh uses 255).
@@ -75,7 +78,136 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
             client.remove(&CommandId(id)).await?;
             Ok(0)
         }
+        Command::Shell(cmd) => shell(&client, cmd).await,
     }
+}
+
+async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
+    match cmd {
+        ShellCommand::Create { name, cwd, env, program, idle_ttl } => {
+            let spec = ShellSpec {
+                name,
+                cwd,
+                env: parse_env(&env)?,
+                program,
+                idle_ttl_ms: idle_ttl.map(|s| if s < 0.0 { -1 } else { (s * 1000.0) as i64 }),
+            };
+            let (info, created) = client.shell_create(spec).await?;
+            if !created {
+                eprintln!("tether: shell {} exists; using it", info.name);
+            }
+            println!("{}", info.name);
+            Ok(0)
+        }
+        ShellCommand::Run { name, timeout, ttl, detach, no_stdin, script } => {
+            let spec = ShellRunSpec {
+                script: script.join(" "),
+                timeout_ms: timeout.map(|s| (s * 1000.0).max(0.0) as u64),
+                ttl_ms: ttl.map(|s| if s < 0.0 { -1 } else { (s * 1000.0) as i64 }),
+                close_stdin: no_stdin || detach,
+                pace: !detach,
+                ..ShellRunSpec::default()
+            };
+            if detach {
+                println!("{}", client.shell_submit(&name, spec).await?);
+                return Ok(0);
+            }
+            let ex = client.shell_run(&name, spec).await?;
+            let id = ex.id().clone();
+            if !no_stdin {
+                tokio::spawn(forward_stdin(client.clone(), id.clone()));
+            }
+            // Ctrl-C interrupts the script (the shell stays), as on a terminal.
+            let signals = forward_signals(client.clone(), id);
+            tokio::select! {
+                code = stream(ex, false) => code,
+                r = signals => r.map(|()| TETHER_FAILURE),
+            }
+        }
+        ShellCommand::Ls { json } => {
+            let shells = client.shells().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shells)?);
+                return Ok(0);
+            }
+            println!(
+                "{:<24} {:>8} {:<7} {:>6} {:>8} {:>8} CWD",
+                "NAME", "PID", "STATE", "QUEUED", "AGE", "USED"
+            );
+            let now = now_ms();
+            for s in shells {
+                let state = match s.state {
+                    ShellState::Idle => "idle",
+                    ShellState::Busy => "busy",
+                    ShellState::Closed => "closed",
+                    ShellState::Unknown => "?",
+                };
+                println!(
+                    "{:<24} {:>8} {:<7} {:>6} {:>8} {:>8} {}",
+                    s.name,
+                    s.pid,
+                    state,
+                    s.queued,
+                    human_age(now.saturating_sub(s.created_at_ms) / 1000),
+                    human_age(now.saturating_sub(s.last_used_ms) / 1000),
+                    s.cwd
+                );
+            }
+            Ok(0)
+        }
+        ShellCommand::History { name, json } => {
+            let entries = client.shell_history(&name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(0);
+            }
+            println!("{:<20} {:<7} {:>5} {:>9} {:>9} SCRIPT", "ID", "STATE", "EXIT", "STARTED", "TOOK");
+            let now = now_ms();
+            for e in entries {
+                let state = match e.state {
+                    CommandState::Queued => "queued",
+                    CommandState::Running => "running",
+                    CommandState::Exited => "exited",
+                };
+                let exit = match (e.exit_code, e.reason) {
+                    (Some(c), _) => c.to_string(),
+                    (None, Some(_)) => "-".to_owned(),
+                    (None, None) => String::new(),
+                };
+                let started = e
+                    .started_at_ms
+                    .map_or(String::new(), |t| human_age(now.saturating_sub(t) / 1000) + " ago");
+                let took = match (e.started_at_ms, e.ended_at_ms) {
+                    (Some(a), Some(b)) => format!("{}ms", b.saturating_sub(a)),
+                    _ => String::new(),
+                };
+                let mut line = e.script.replace('\n', "; ");
+                if line.len() > 60 {
+                    line.truncate(line.floor_char_boundary(57));
+                    line.push_str("...");
+                }
+                println!("{:<20} {:<7} {:>5} {:>9} {:>9} {}", e.command, state, exit, started, took, line);
+            }
+            Ok(0)
+        }
+        ShellCommand::Rm { name } => {
+            client.shell_close(&name).await?;
+            Ok(0)
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
+}
+
+fn parse_env(kvs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for kv in kvs {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected K=V"))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(env)
 }
 
 async fn connect(conn: &ConnArgs) -> Result<Client> {
@@ -103,12 +235,7 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
         (Some(_), false) => bail!("give either --shell or an argv, not both"),
     }
     spec.cwd = args.cwd.clone();
-    let mut env = BTreeMap::new();
-    for kv in &args.env {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected K=V"))?;
-        env.insert(k.to_owned(), v.to_owned());
-    }
-    spec.env = env;
+    spec.env = parse_env(&args.env)?;
     let ms = |s: f64| (s * 1000.0) as i64;
     spec.timeout_ms = args.timeout.map(|s| ms(s).max(0) as u64);
     spec.idle_timeout_ms = args.idle_timeout.map(|s| if s < 0.0 { -1 } else { ms(s) });
@@ -262,16 +389,17 @@ async fn logs(client: &Client, id: CommandId, follow: bool) -> Result<i32> {
 }
 
 fn print_table(list: &[CommandInfo]) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64;
+    let now = now_ms();
     println!("{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} COMMAND", "ID", "PID", "STATE", "EXIT", "AGE", "NAME");
     for c in list {
         let state = match c.state {
+            CommandState::Queued => "queued",
             CommandState::Running => "running",
             CommandState::Exited => "exited",
         };
         let exit = c.exit.as_ref().map_or(String::new(), |e| e.shell_code().to_string());
         let age = human_age(now.saturating_sub(c.started_at_ms) / 1000);
-        let mut cmdline = c.argv.join(" ");
+        let mut cmdline = c.argv.join(" ").replace('\n', " ");
         if cmdline.len() > 60 {
             cmdline.truncate(cmdline.floor_char_boundary(57));
             cmdline.push_str("...");
