@@ -211,6 +211,30 @@ pub(crate) fn signal_pid(pid: u32, sig: i32) -> io::Result<()> {
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Whether `pid` has SIGINT at its default action (neither caught nor
+/// ignored): such a process dies of a SIGINT it receives.
+pub(crate) fn sigint_default(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let bit = 1u64 << (libc::SIGINT - 1);
+    (mask("SigCgt:") | mask("SigIgn:")) & bit == 0
+}
+
+/// The process group of `pid`.
+pub(crate) fn pgid_of(pid: u32) -> Option<u32> {
+    // SAFETY: getpgid(2) takes a pid and touches no memory of ours.
+    let r = unsafe { libc::getpgid(pid as libc::pid_t) };
+    (r >= 0).then_some(r as u32)
+}
+
 /// Every live process of session `sid` as `(pid, ppid)`, from `/proc`.
 pub(crate) fn session_members(sid: u32) -> Vec<(u32, u32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -389,6 +389,11 @@ readonly PROMPT_COMMAND
 }
 "#;
 
+/// After an interrupt, how often and how many times to look for processes
+/// that missed it.
+const RECHECK_EVERY: Duration = Duration::from_millis(100);
+const RECHECKS: u32 = 5;
+
 /// How long a new shell may take to report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -666,6 +671,9 @@ struct Current {
     before: HashSet<u32>,
     /// Set once it is being killed.
     kill: Option<Escalation>,
+    /// After an interrupt: when to look for processes that missed it, and
+    /// how many more looks.
+    recheck: Option<(Instant, u32)>,
 }
 
 struct Fifos {
@@ -733,6 +741,7 @@ impl ShellActor {
                 }
             }
             let escalate_at = self.current.as_ref().and_then(|c| c.kill.as_ref()).map(|k| k.next_at);
+            let recheck_at = self.current.as_ref().and_then(|c| c.recheck).map(|(t, _)| t);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -775,6 +784,7 @@ impl ShellActor {
                         tracing::debug!(shell = %self.shared.name, "shell said: {}", said.trim_end());
                     }
                 }
+                _ = at(recheck_at) => self.recheck_interrupt(),
                 _ = at(escalate_at) => {
                     if !self.escalate() {
                         let msg = "a command could not be interrupted; the shell was killed".to_owned();
@@ -886,7 +896,7 @@ impl ShellActor {
             // The shell is gone; its status pipe reports that next.
             tracing::warn!(shell = %self.shared.name, "control pipe: {e}");
         }
-        self.current = Some(Current { job, n, line, files: Some(files), before, kill: None });
+        self.current = Some(Current { job, n, line, files: Some(files), before, kill: None, recheck: None });
     }
 
     /// Writes command `n`'s script and makes and opens its FIFOs: the
@@ -946,7 +956,7 @@ impl ShellActor {
                 }
                 // Asked to die before it started: interrupt it now.
                 if self.current.as_ref().is_some_and(|c| c.kill.is_some()) {
-                    let _ = process::signal_group(self.pid, libc::SIGINT);
+                    let _ = self.interrupt();
                 }
             }
             Record::Ended { n, rc, cwd } => {
@@ -1016,16 +1026,54 @@ impl ShellActor {
         let Some(cur) = self.current.as_ref().filter(|c| c.job.id == id && c.files.is_none()) else {
             return Err(ExecError::NotRunning(id.to_owned()));
         };
-        if sig == libc::SIGINT || sig == libc::SIGQUIT {
-            // What a terminal's Ctrl-C does: the shell and its foreground
-            // processes get it; background jobs ignore it.
-            return process::signal_group(self.pid, sig)
-                .map_err(|source| ExecError::Io { context: "kill(2)", source });
+        let os_err = |source| ExecError::Io { context: "kill(2)", source };
+        if sig == libc::SIGINT {
+            return self.interrupt().map_err(os_err);
+        }
+        if sig == libc::SIGQUIT {
+            // What a terminal's Ctrl-\ does.
+            return process::signal_group(self.pid, sig).map_err(os_err);
         }
         for p in self.own_processes(cur) {
             let _ = process::signal_pid(p, sig);
         }
         Ok(())
+    }
+
+    /// What a terminal's Ctrl-C does: SIGINT to the shell and its
+    /// foreground processes (background jobs ignore it). Then a few looks
+    /// for processes that missed it (see [`ShellActor::recheck_interrupt`]).
+    fn interrupt(&mut self) -> io::Result<()> {
+        if let Some(cur) = self.current.as_mut() {
+            cur.recheck = Some((Instant::now() + RECHECK_EVERY, RECHECKS));
+        }
+        process::signal_group(self.pid, libc::SIGINT)
+    }
+
+    /// A SIGINT that reaches the shell while it is between forking a child
+    /// and waiting for it can be lost for the child: the child is not yet
+    /// in its own program (it handles the signal with the shell's handler
+    /// and goes on to exec), and the shell, which noted it, waits for that
+    /// child for ever (seen with `echo x; sleep 1000` interrupted at once).
+    /// A process of the command's group that is still alive with SIGINT at
+    /// its default action cannot have received it: send it again to those
+    /// only. Programs that catch or ignore SIGINT are left alone.
+    fn recheck_interrupt(&mut self) {
+        let Some(cur) = self.current.as_ref() else { return };
+        let missed: Vec<u32> = self
+            .own_processes(cur)
+            .into_iter()
+            .filter(|&p| process::pgid_of(p) == Some(self.pid) && process::sigint_default(p))
+            .collect();
+        for &p in &missed {
+            tracing::debug!(shell = %self.shared.name, pid = p, "interrupt missed: sending SIGINT again");
+            let _ = process::signal_pid(p, libc::SIGINT);
+        }
+        let Some(cur) = self.current.as_mut() else { return };
+        cur.recheck = match cur.recheck {
+            Some((_, n)) if n > 1 => Some((Instant::now() + RECHECK_EVERY, n - 1)),
+            _ => None,
+        };
     }
 
     /// The running command's processes: members of the session, other than
@@ -1073,7 +1121,13 @@ impl ShellActor {
             return;
         }
         cur.kill = Some(Escalation { round: 0, next_at: Instant::now() + cur.job.kill_grace });
-        let _ = process::signal_group(pid, libc::SIGINT);
+        if cur.files.is_none() {
+            let _ = self.interrupt();
+        } else {
+            // Not started yet: the interrupt makes the shell drop the line
+            // (an `R` follows), or stops the command as it begins.
+            let _ = process::signal_group(pid, libc::SIGINT);
+        }
     }
 
     /// One more escalation round; false when the command is stuck.
@@ -1093,7 +1147,7 @@ impl ShellActor {
         }
         // Once a foreground program dies the shell goes on with the next
         // statement of the script: interrupt that too.
-        let _ = process::signal_group(self.pid, libc::SIGINT);
+        let _ = self.interrupt();
         true
     }
 

@@ -184,6 +184,37 @@ async fn interrupt_and_timeout_keep_the_shell() {
     assert_eq!(m.shell("intr").unwrap().info().state, ShellState::Idle);
 }
 
+/// A file a script waits for, so that commands can be queued behind it.
+struct Gate(std::path::PathBuf);
+
+impl Gate {
+    fn new() -> Gate {
+        Gate(std::env::temp_dir().join(format!("tether-gate-{:x}", rand_u64())))
+    }
+
+    /// Script text that waits for the gate.
+    fn wait(&self) -> String {
+        format!("while [ ! -e {} ]; do sleep 0.01; done; ", self.0.display())
+    }
+
+    fn open(&self) {
+        std::fs::write(&self.0, b"").unwrap();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 async fn wait_running(h: &CommandHandle) {
     let mut sub = h.attach([0, 0]).unwrap();
     tokio::time::timeout(LIMIT, async {
@@ -216,8 +247,11 @@ async fn stdin_goes_to_the_command_not_the_shell() {
 async fn exit_closes_the_shell() {
     let m = manager();
     shell(&m, "exit").await;
-    let h = m.shell_run("exit", CommandSpec::shell("echo bye; exit 3")).await.unwrap();
+    let gate = Gate::new();
+    let h =
+        m.shell_run("exit", CommandSpec::shell(format!("{}echo bye; exit 3", gate.wait()))).await.unwrap();
     let queued = m.shell_run("exit", CommandSpec::shell("echo never")).await.unwrap();
+    gate.open();
     let (out, err, exit) = collect(&h).await;
     assert_eq!((out.as_slice(), err.as_slice()), (&b"bye\n"[..], &b""[..]));
     assert_eq!((exit.code, exit.reason), (Some(3), ExitReason::Exited));
@@ -326,4 +360,34 @@ async fn history_ordering_and_close() {
     m.close_shell("hist").await.unwrap();
     assert!(m.get(&id).is_err(), "the shell's commands are freed");
     assert!(m.shells().is_empty());
+}
+
+/// An interrupt that reaches bash between its fork of a child and its wait
+/// for it is lost for the child (bash notes it and waits for ever); the
+/// shell resends it to processes that cannot have received it.
+#[tokio::test]
+async fn an_interrupt_right_at_the_start_is_not_lost() {
+    let m = manager();
+    shell(&m, "early").await;
+    for _ in 0..20 {
+        let h =
+            m.shell_run("early", CommandSpec::shell("echo started; sleep 1000; echo never")).await.unwrap();
+        wait_running(&h).await;
+        h.signal("INT").await.unwrap();
+        let (out, _, exit) = collect(&h).await;
+        assert!(out.is_empty() || out == b"started\n", "{out:?}");
+        assert_eq!(exit.code, Some(130));
+    }
+    // Then a timeout, then `exit 3` with a command queued behind it.
+    let h = m
+        .shell_run("early", CommandSpec::shell("sleep 1000").timeout(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert_eq!(collect(&h).await.2.reason, ExitReason::TimedOut);
+    let gate = Gate::new();
+    let h = m.shell_run("early", CommandSpec::shell(format!("{}exit 3", gate.wait()))).await.unwrap();
+    let q = m.shell_run("early", CommandSpec::shell("echo never")).await.unwrap();
+    gate.open();
+    assert_eq!(collect(&h).await.2.code, Some(3));
+    assert_eq!(collect(&q).await.2.reason, ExitReason::ShellClosed);
 }
