@@ -115,7 +115,7 @@ async fn fifty_submissions_from_five_clients_run_in_order() {
     }
     let history = c.shell_history("order").await.unwrap();
     assert_eq!(history.len(), 50);
-    let mut seen = vec![false; 50];
+    let mut seen = [false; 50];
     for (label, id, out) in &all {
         let text = String::from_utf8(out.stdout.clone()).unwrap();
         let (got, n) = text.trim().split_once(' ').unwrap();
@@ -306,13 +306,10 @@ async fn history_and_close() {
     exec(&c, "h", "false").await;
     let id = c.shell_submit("h", script("sleep 1000 & echo $!; wait")).await.unwrap();
     // Wait until it runs and has printed its background job's pid.
-    let ex = c.attach(&id, [0, 0]).await.unwrap();
-    let mut ex = ex;
-    let pid: i32 = loop {
-        match bounded(ex.next()).await.unwrap().unwrap() {
-            ExecEvent::Stdout(b) => break String::from_utf8_lossy(&b).trim().parse().unwrap(),
-            other => panic!("unexpected {other:?}"),
-        }
+    let mut ex = c.attach(&id, [0, 0]).await.unwrap();
+    let pid: i32 = match bounded(ex.next()).await.unwrap().unwrap() {
+        ExecEvent::Stdout(b) => String::from_utf8_lossy(&b).trim().parse().unwrap(),
+        other => panic!("unexpected {other:?}"),
     };
     let h = c.shell_history("h").await.unwrap();
     assert_eq!(h.len(), 3);
