@@ -561,3 +561,166 @@ fn exec_t_with_piped_output_writes_only_the_commands_bytes() {
     // The terminal's CR LF, and none of tether's own terminal sequences.
     assert_eq!(text(&o.stdout), "a\r\nb");
 }
+
+#[test]
+fn shell_create_run_ls_history_rm() {
+    let d = Daemon::start(&[]);
+    let out = d.run(&["shell", "create", "dev", "--cwd", "/tmp", "-e", "GREETING=hi"]);
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("dev\n", Some(0)));
+    let out = d.run(&["shell", "run", "dev", "--", "cd /usr && export X=1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Words after `--` are joined into one script.
+    let out = d.run(&["shell", "run", "dev", "--", "echo", "$PWD", "$X", "$GREETING;", "exit 3"]);
+    assert_eq!(text(&out.stdout), "/usr 1 hi\n");
+    assert_eq!(out.status.code(), Some(3));
+    let out = d.run(&["shell", "ls"]);
+    let line = text(&out.stdout).lines().find(|l| l.starts_with("dev ")).unwrap().to_owned();
+    assert!(line.contains("closed") && line.ends_with("/usr"), "{line}");
+    let out = d.run(&["shell", "history", "dev", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h[0]["script"], "cd /usr && export X=1");
+    assert_eq!(h[1]["exit_code"], 3);
+    // A closed shell: a clear error and tether's own failure code.
+    let out = d.run(&["shell", "run", "dev", "--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("closed"), "{}", text(&out.stderr));
+    assert_eq!(d.run(&["shell", "rm", "dev"]).status.code(), Some(0));
+    assert!(!text(&d.run(&["shell", "ls"]).stdout).contains("dev "));
+    assert_ne!(d.run(&["shell", "rm", "dev"]).status.code(), Some(0));
+}
+
+#[test]
+fn shell_run_forwards_ctrl_c_and_stdin() {
+    let d = Daemon::start(&[]);
+    d.run(&["shell", "create", "sh1"]);
+    let out = {
+        let mut child = d
+            .cli(&["shell", "run", "sh1", "--", "read a; echo got:$a; wc -c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"first\nabc").unwrap();
+        wait_bounded(&mut child);
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(text(&out.stdout), "got:first\n3\n");
+    let mut child = d
+        .cli(&["shell", "run", "sh1", "--no-stdin", "--", "x=kept; echo ready; sleep 1000; echo never"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    wait_bounded(&mut child);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // The shell lives on with its state.
+    let out = d.run(&["shell", "run", "sh1", "--", "echo $x"]);
+    assert_eq!(text(&out.stdout), "kept\n");
+}
+
+#[test]
+fn shells_leak_no_fds_processes_or_files() {
+    let d = Daemon::start(&["--ttl", "1"]);
+    // Where the daemon puts shells' private directories.
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let shells_dir = || -> Vec<String> {
+        std::fs::read_dir(&base)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tether-sh-"))
+            .collect()
+    };
+    let dirs_before = shells_dir();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::connect(&d.url, &d.token).await.unwrap();
+        c.shell_create(tether_client::ShellSpec::default()).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = d.fd_count();
+    let pids = rt.block_on(async {
+        let c = Client::connect(&d.url, &d.token).await.unwrap();
+        let mut pids = Vec::new();
+        for i in 0..4 {
+            let spec = tether_client::ShellSpec { name: Some(format!("leak{i}")), ..Default::default() };
+            let (info, _) = c.shell_create(spec).await.unwrap();
+            pids.push(info.pid as i32);
+            let name = info.name;
+            for s in [
+                "echo a",
+                "sleep 1000 & echo $!",
+                "head -c 100000 /dev/zero | wc -c",
+                "false",
+                "(sleep 0.2; echo late) &",
+            ] {
+                let out = c.shell_exec(&name, s).await.unwrap();
+                if s.starts_with("sleep 1000") {
+                    pids.push(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
+                }
+            }
+            match i {
+                0 => c.shell_close(&name).await.unwrap(),
+                1 => {
+                    c.shell_exec(&name, "exit 4").await.unwrap();
+                    c.shell_close(&name).await.unwrap();
+                }
+                2 => {
+                    // Closed while a command runs and one is queued.
+                    let id = c
+                        .shell_submit(
+                            &name,
+                            tether_client::ShellRunSpec { script: "sleep 1000".into(), ..Default::default() },
+                        )
+                        .await
+                        .unwrap();
+                    c.shell_submit(
+                        &name,
+                        tether_client::ShellRunSpec { script: "true".into(), ..Default::default() },
+                    )
+                    .await
+                    .unwrap();
+                    while c.status(&id).await.unwrap().state == tether_proto::CommandState::Queued {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    c.shell_close(&name).await.unwrap();
+                }
+                _ => c.shell_close(&name).await.unwrap(),
+            }
+        }
+        pids
+    });
+    // Every process of the closed shells is gone and reaped; the fds and
+    // the private directories are back to where they were.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let alive: Vec<i32> =
+            pids.iter().copied().filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()).collect();
+        let fds = d.fd_count();
+        if alive.is_empty() && fds <= baseline && d.zombie_children().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alive {alive:?}, fds {fds} > {baseline}, zombies {:?}",
+            d.zombie_children()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dirs_after = shells_dir();
+    assert_eq!(
+        dirs_after.len(),
+        dirs_before.len() + 1,
+        "only the first shell's directory remains: {dirs_after:?}"
+    );
+}
