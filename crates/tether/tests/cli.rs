@@ -20,8 +20,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_in(extra, None)
+    }
+
+    /// A daemon whose temporary directory is `tmp`.
+    fn start_in(extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
         let token = format!("cli-test-{:016x}", rand_u64());
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(tmp) = tmp {
+            cmd.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
+        }
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("TETHER_TOKEN", &token)
@@ -627,12 +636,11 @@ fn shell_run_forwards_ctrl_c_and_stdin() {
 
 #[test]
 fn shells_leak_no_fds_processes_or_files() {
-    let d = Daemon::start(&["--ttl", "1"]);
-    // Where the daemon puts shells' private directories.
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+    // A temporary directory of its own, where the shells' private
+    // directories go.
+    let base = std::env::temp_dir().join(format!("tether-cli-tmp-{:016x}", rand_u64()));
+    std::fs::create_dir(&base).unwrap();
+    let d = Daemon::start_in(&["--ttl", "1"], Some(&base));
     let shells_dir = || -> Vec<String> {
         std::fs::read_dir(&base)
             .unwrap()
@@ -641,7 +649,6 @@ fn shells_leak_no_fds_processes_or_files() {
             .filter(|n| n.starts_with("tether-sh-"))
             .collect()
     };
-    let dirs_before = shells_dir();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = Client::connect(&d.url, &d.token).await.unwrap();
@@ -717,10 +724,8 @@ fn shells_leak_no_fds_processes_or_files() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let dirs_after = shells_dir();
-    assert_eq!(
-        dirs_after.len(),
-        dirs_before.len() + 1,
-        "only the first shell's directory remains: {dirs_after:?}"
-    );
+    let dirs = shells_dir();
+    assert_eq!(dirs.len(), 1, "only the live shell's directory remains: {dirs:?}");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&base);
 }
