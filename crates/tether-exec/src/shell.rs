@@ -589,6 +589,9 @@ fn read_available(p: &pipe::Receiver) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Longest status record accepted.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
+
 /// NUL-terminated records from the status pipe.
 #[derive(Default)]
 struct Records {
@@ -610,7 +613,14 @@ impl Records {
         loop {
             match p.try_read(&mut chunk) {
                 Ok(0) => return Ok(false),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    // Records are short (a cwd is at most PATH_MAX); only a
+                    // broken shell writes more without a NUL.
+                    if self.buf.len() > MAX_RECORD_BYTES && !self.buf.contains(&0) {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "status record too long"));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

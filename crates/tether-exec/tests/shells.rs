@@ -391,3 +391,28 @@ async fn an_interrupt_right_at_the_start_is_not_lost() {
     assert_eq!(collect(&h).await.2.code, Some(3));
     assert_eq!(collect(&q).await.2.reason, ExitReason::ShellClosed);
 }
+
+#[tokio::test]
+async fn an_idle_shell_closes_after_its_ttl_and_a_busy_one_does_not() {
+    let m = manager();
+    let spec = ShellSpec {
+        idle_ttl: tether_exec::Lifetime::After(Duration::from_millis(300)),
+        ..ShellSpec::named("idle")
+    };
+    m.create_shell(spec).await.unwrap();
+    // Busy for longer than the TTL: still open afterwards.
+    let (_, _, exit) = run(&m, "idle", "sleep 0.6").await;
+    assert_eq!(exit.code, Some(0));
+    assert_eq!(m.shell("idle").unwrap().info().state, ShellState::Idle);
+    tokio::time::timeout(LIMIT, async {
+        while !m.shell("idle").unwrap().is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let closed = m.shell("idle").unwrap().info().closed.unwrap();
+    assert_eq!(closed.reason, CloseReason::IdleTtl);
+    let e = m.shell_run("idle", CommandSpec::shell("true")).await.unwrap_err();
+    assert!(matches!(e, ExecError::ShellClosed { .. }), "{e}");
+}
