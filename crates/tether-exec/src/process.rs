@@ -235,6 +235,39 @@ pub(crate) fn pgid_of(pid: u32) -> Option<u32> {
     (r >= 0).then_some(r as u32)
 }
 
+/// The children of `pid`, from `/proc/PID/task/*/children` (a few small
+/// reads), or, on a kernel without those files, from a scan of `/proc`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    static HAVE_CHILDREN_FILES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let have = *HAVE_CHILDREN_FILES.get_or_init(|| {
+        let me = std::process::id();
+        std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+    });
+    if !have {
+        return children_by_scan(pid);
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(list.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+fn children_by_scan(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&p| read_ppid(p) == Some(pid))
+        .collect()
+}
+
 /// Every live process of session `sid` as `(pid, ppid)`, from `/proc`.
 pub(crate) fn session_members(sid: u32) -> Vec<(u32, u32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -14,7 +14,7 @@
 //! it does can eat the next command. Interrupting is SIGINT to the shell's
 //! process group, exactly what Ctrl-C on a terminal does.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -589,6 +589,9 @@ fn read_available(p: &pipe::Receiver) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Most processes of a shell's tree looked at (bounds a fork bomb's cost).
+const MAX_TREE: usize = 100_000;
+
 /// Longest status record accepted.
 const MAX_RECORD_BYTES: usize = 64 * 1024;
 
@@ -718,6 +721,17 @@ pub(crate) struct ShellActor {
     /// How long a closed shell stays listed.
     ttl: Option<Duration>,
     exit_watch: ExitWatch,
+}
+
+impl Drop for ShellActor {
+    fn drop(&mut self) {
+        // Dropped without closing (a runtime torn down under it): leave no
+        // shell waiting for a command that will never come.
+        if self.shared.status().closed.is_none() {
+            kill_session(self.pid);
+            let _ = process::try_reap(self.pid);
+        }
+    }
 }
 
 async fn at(t: Option<Instant>) {
@@ -901,7 +915,7 @@ impl ShellActor {
         // Taken before the shell can read the line, so every process the
         // command starts is new (taken at `S`, a fast command may already
         // have forked).
-        let before = process::session_members(self.pid).into_iter().map(|(p, _)| p).collect();
+        let before = self.descendants(|_| true).into_iter().collect();
         if let Err(e) = self.control.write_all(&line).await {
             // The shell is gone; its status pipe reports that next.
             tracing::warn!(shell = %self.shared.name, "control pipe: {e}");
@@ -1091,31 +1105,25 @@ impl ShellActor {
     /// without passing through a process that existed before (a background
     /// job of an earlier command).
     fn own_processes(&self, cur: &Current) -> Vec<u32> {
-        let before = &cur.before;
-        let members = process::session_members(self.pid);
-        let parent: HashMap<u32, u32> = members.iter().copied().collect();
-        members
-            .iter()
-            .map(|&(p, _)| p)
-            .filter(|p| {
-                let mut at = *p;
-                for _ in 0..64 {
-                    if at == self.pid {
-                        return true;
-                    }
-                    if before.contains(&at) {
-                        return false;
-                    }
-                    match parent.get(&at) {
-                        Some(&pp) => at = pp,
-                        // Reparented away from the shell: not ours to find.
-                        None => return false,
-                    }
+        self.descendants(|p| !cur.before.contains(&p))
+    }
+
+    /// The shell's descendants, walking down from it into the processes
+    /// `enter` accepts only. A few small reads per process of the tree,
+    /// not a scan of every process on the host. A process reparented away
+    /// from the shell (its parent died) is not found.
+    fn descendants(&self, enter: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.pid];
+        while let Some(p) = stack.pop() {
+            for c in process::children(p) {
+                if enter(c) && out.len() < MAX_TREE {
+                    out.push(c);
+                    stack.push(c);
                 }
-                false
-            })
-            .filter(|&p| p != self.pid)
-            .collect()
+            }
+        }
+        out
     }
 
     fn kill(&mut self, id: &str, reason: ExitReason) {
