@@ -14,6 +14,8 @@
 //! - `reconnect`: connect + attach until the first resumed byte.
 //! - `pty`: terminals: keystroke echo, `cat` throughput, screen-restoring
 //!   re-attach (a table of its own).
+//! - `shell`: named shells: per-command overhead of `true` in one shell
+//!   next to a bash coprocess on a pipe (a table of its own).
 //! - `wsclient`: WebSocket client helpers for the peers, terminado's protocol.
 //! - `tetherws`, `msgpack`: a bare tether protocol client (no client library).
 //! - `procs`: starting and stopping the daemon and the peers, `/proc` RSS.
@@ -26,6 +28,7 @@ mod procs;
 mod pty;
 mod reconnect;
 mod report;
+mod shell;
 mod tetherws;
 mod throughput;
 mod wsclient;
@@ -114,6 +117,12 @@ struct Args {
     /// PTY: the script that measures the bare PTY (the physical limit).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peers/pty_floor.py"))]
     pty_floor_script: PathBuf,
+    /// Named shells: measured commands (`true`) per loop. The
+    /// `tether-client` loops keep their commands (2 MiB of ring reservation
+    /// each) until the shell closes or their TTL, so past about 2000 they
+    /// hit the daemon's 4 GiB ring-memory limit.
+    #[arg(long, default_value_t = 1000)]
+    shell_commands: usize,
 }
 
 /// A group of measurements, for `--only`.
@@ -123,6 +132,8 @@ enum Only {
     Core,
     /// Sections P1-P3: terminals.
     Pty,
+    /// Sections S1-S2: named shells.
+    Shell,
 }
 
 impl Args {
@@ -139,6 +150,7 @@ impl Args {
                 &mut self.resumes,
                 &mut self.keystrokes,
                 &mut self.reattaches,
+                &mut self.shell_commands,
             ] {
                 *n = (*n / 10).max(1);
             }
@@ -170,8 +182,10 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     progress(&format!("logs in {}", logs.display()));
 
+    // Without `--only`, every group runs.
+    let runs = |group: Only| args.only.is_none_or(|o| o == group);
     let mut tables = Vec::new();
-    if args.only != Some(Only::Pty) {
+    if runs(Only::Core) {
         let mut rows = Vec::new();
         let mut sum = Summary::default();
 
@@ -191,12 +205,18 @@ async fn main() -> Result<()> {
         target_rows(&sum, &mut rows);
         tables.push(report::render(&rows));
     }
-    if args.only != Some(Only::Core) {
+    if runs(Only::Pty) {
         // A daemon of its own, as for the memory rows.
         let daemon = Daemon::start(&tether, &logs.join("tether-pty.log")).await?;
         let rows = pty::rows(&args, &daemon, &logs).await;
         daemon.stop().await;
         tables.push(format!("Terminals (PTY):\n\n{}", report::render(&rows)));
+    }
+    if runs(Only::Shell) {
+        let daemon = Daemon::start(&tether, &logs.join("tether-shell.log")).await?;
+        let rows = shell::rows(&args, &daemon).await;
+        daemon.stop().await;
+        tables.push(format!("Named shells:\n\n{}", report::render(&rows)));
     }
 
     let header = format!(
@@ -228,6 +248,17 @@ async fn bounded<T>(secs: u64, fut: impl Future<Output = Result<T>>) -> Result<T
 
 fn failed(e: &anyhow::Error) -> String {
     format!("FAILED: {e:#}")
+}
+
+/// A latency row: p50/p99, and max and mean as the result.
+fn lat_row(section: &'static str, what: &str, r: &Result<Latency>, notes: String) -> Row {
+    match r {
+        Ok(l) => Row::new(section, what)
+            .latency(l)
+            .result(format!("max {}; mean {}", fmt_dur(l.max), fmt_dur(l.mean)))
+            .notes(notes),
+        Err(e) => Row::new(section, what).result(failed(e)),
+    }
 }
 
 fn tether_path(given: Option<&Path>) -> Result<PathBuf> {

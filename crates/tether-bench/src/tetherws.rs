@@ -28,8 +28,12 @@ pub(crate) enum Frame {
     Gap { requested: u64, first_held: u64 },
     /// `screen`: the restored screen; `frame_bytes` is the whole frame.
     Screen { offset: u64, data: Bytes, frame_bytes: usize },
-    /// `exit`, with the final stdout offset.
-    Exit { stdout_bytes: u64 },
+    /// `exit`: which command, its exit code (none if a signal or a kill
+    /// ended it) and its final stdout offset.
+    Exit { command: String, code: Option<i64>, stdout_bytes: u64 },
+    /// `shell`: the reply to `shell_create`; `created` is false when a
+    /// live shell of that name already existed.
+    Shell { id: u64, created: bool },
     /// `ok`.
     Ok { id: u64 },
     /// Anything else (`resized`, `hello`, ...), by type.
@@ -92,8 +96,7 @@ impl TetherWs {
     /// `start` with `spec`; returns the command id once `started` arrives.
     pub(crate) async fn start(&mut self, spec: Value) -> Result<String> {
         let id = self.id();
-        self.send(&Value::map([("type", Value::str("start")), ("id", Value::Uint(id)), ("spec", spec)]))
-            .await?;
+        self.send(&start_msg(id, spec)).await?;
         loop {
             match self.recv().await? {
                 Frame::Started { id: got, command } if got == id => return Ok(command),
@@ -126,6 +129,53 @@ impl TetherWs {
             ("command", Value::str(command)),
         ]))
         .await?;
+        self.until_ok(id).await
+    }
+
+    /// `shell_create` of a shell named `name` with every other option at
+    /// its default; whether this request created it.
+    pub(crate) async fn shell_create(&mut self, name: &str) -> Result<bool> {
+        let id = self.id();
+        self.send(&shell_create_msg(id, name)).await?;
+        loop {
+            match self.recv().await? {
+                Frame::Shell { id: got, created } if got == id => return Ok(created),
+                Frame::Other(_) => {}
+                other => bail!("unexpected frame before shell: {other:?}"),
+            }
+        }
+    }
+
+    /// `shell_close` of the shell named `name`, until its `ok`.
+    pub(crate) async fn shell_close(&mut self, name: &str) -> Result<()> {
+        let id = self.id();
+        self.send(&shell_close_msg(id, name)).await?;
+        self.until_ok(id).await
+    }
+
+    /// Sends `msg`, an attached `start` or `shell_run` with request id
+    /// `id`, and reads until the `exit` of the command it started, skipping
+    /// its output. Returns the command id and its exit code.
+    pub(crate) async fn run_to_exit(&mut self, id: u64, msg: &Value) -> Result<(String, Option<i64>)> {
+        self.send(msg).await?;
+        let command = loop {
+            match self.recv().await? {
+                Frame::Started { id: got, command } if got == id => break command,
+                Frame::Other(_) => {}
+                other => bail!("unexpected frame before started: {other:?}"),
+            }
+        };
+        loop {
+            match self.recv().await? {
+                Frame::Exit { command: got, code, .. } if got == command => return Ok((command, code)),
+                Frame::Output { .. } | Frame::Other(_) => {}
+                other => bail!("unexpected frame before the exit of {command}: {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the `ok` of request `id`, skipping anything else.
+    async fn until_ok(&mut self, id: u64) -> Result<()> {
         loop {
             match self.recv().await? {
                 Frame::Ok { id: got } if got == id => return Ok(()),
@@ -138,6 +188,37 @@ impl TetherWs {
     pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// `start` with request id `id`.
+pub(crate) fn start_msg(id: u64, spec: Value) -> Value {
+    Value::map([("type", Value::str("start")), ("id", Value::Uint(id)), ("spec", spec)])
+}
+
+/// `shell_create` of a shell named `name`, every other option at its
+/// default.
+pub(crate) fn shell_create_msg(id: u64, name: &str) -> Value {
+    Value::map([
+        ("type", Value::str("shell_create")),
+        ("id", Value::Uint(id)),
+        ("spec", Value::map([("name", Value::str(name))])),
+    ])
+}
+
+/// `shell_run` of `script` in `shell`, attached (the default, so absent
+/// as the daemon's own encoder leaves it), with stdin closed, unpaced.
+pub(crate) fn shell_run_msg(id: u64, shell: &str, script: &str) -> Value {
+    Value::map([
+        ("type", Value::str("shell_run")),
+        ("id", Value::Uint(id)),
+        ("shell", Value::str(shell)),
+        ("spec", Value::map([("script", Value::str(script)), ("close_stdin", Value::Bool(true))])),
+    ])
+}
+
+/// `shell_close` of `shell`.
+pub(crate) fn shell_close_msg(id: u64, shell: &str) -> Value {
+    Value::map([("type", Value::str("shell_close")), ("id", Value::Uint(id)), ("shell", Value::str(shell))])
 }
 
 /// `{rows, cols}`.
@@ -165,14 +246,30 @@ fn parse(b: &Bytes) -> Result<Frame> {
         }
         "gap" => Frame::Gap { requested: u("requested")?, first_held: u("first_held")? },
         "screen" => Frame::Screen { offset: u("offset")?, data: bin("data")?, frame_bytes: b.len() },
-        "exit" => Frame::Exit {
-            stdout_bytes: v
-                .get("status")
-                .and_then(|s| s.get("stdout_bytes"))
-                .and_then(Value::as_u64)
-                .context("exit without status.stdout_bytes")?,
-        },
+        "exit" => {
+            let status = v.get("status").context("exit without status")?;
+            Frame::Exit {
+                command: v.get("command").and_then(Value::as_str).context("exit without command")?.to_owned(),
+                code: match status.get("code") {
+                    None | Some(Value::Nil) => None,
+                    Some(Value::Uint(n)) => Some(i64::try_from(*n).context("exit code out of range")?),
+                    Some(Value::Int(n)) => Some(*n),
+                    Some(other) => bail!("exit with a code of {other:?}"),
+                },
+                stdout_bytes: status
+                    .get("stdout_bytes")
+                    .and_then(Value::as_u64)
+                    .context("exit without status.stdout_bytes")?,
+            }
+        }
         "ok" => Frame::Ok { id: u("id")? },
+        "shell" => Frame::Shell {
+            id: u("id")?,
+            created: match v.get("created") {
+                Some(Value::Bool(b)) => *b,
+                _ => bail!("shell without created"),
+            },
+        },
         "error" => bail!(
             "the daemon answered {}: {}",
             v.get("code").and_then(Value::as_str).unwrap_or("?"),
@@ -180,4 +277,56 @@ fn parse(b: &Bytes) -> Result<Frame> {
         ),
         other => Frame::Other(other.to_owned()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol/vectors");
+
+    fn vector(name: &str) -> Bytes {
+        let path = format!("{VECTORS}/{name}.msgpack");
+        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    }
+
+    #[test]
+    fn shell_close_encodes_as_the_golden_frame() {
+        assert_eq!(msgpack::encode(&shell_close_msg(24, "build")), vector("client_shell_close").to_vec());
+    }
+
+    #[test]
+    fn shell_messages_carry_the_fields_the_spec_names() {
+        let create = shell_create_msg(20, "build");
+        assert_eq!(create.get("spec").and_then(|s| s.get("name")).and_then(Value::as_str), Some("build"));
+        let run = shell_run_msg(21, "build", "true");
+        assert_eq!(run.get("shell").and_then(Value::as_str), Some("build"));
+        let spec = run.get("spec").expect("spec");
+        assert_eq!(spec.get("script").and_then(Value::as_str), Some("true"));
+        assert_eq!(spec.get("close_stdin"), Some(&Value::Bool(true)));
+        assert_eq!(spec.get("attach"), None, "attach is left at its default, true");
+    }
+
+    #[test]
+    fn shell_exit_and_started_replies_parse() {
+        match parse(&vector("server_shell")).expect("parses") {
+            Frame::Shell { id: 20, created: true } => {}
+            other => panic!("server_shell parsed as {other:?}"),
+        }
+        match parse(&vector("server_exit")).expect("parses") {
+            Frame::Exit { command, code: None, stdout_bytes: 5368774656 } => {
+                assert_eq!(command, "c-5f0c9a7e21b34d08");
+            }
+            other => panic!("server_exit parsed as {other:?}"),
+        }
+        let exit = Value::map([
+            ("type", Value::str("exit")),
+            ("command", Value::str("c-1")),
+            ("status", Value::map([("code", Value::Uint(0)), ("stdout_bytes", Value::Uint(0))])),
+        ]);
+        match parse(&Bytes::from(msgpack::encode(&exit))).expect("parses") {
+            Frame::Exit { code: Some(0), .. } => {}
+            other => panic!("exit with code 0 parsed as {other:?}"),
+        }
+    }
 }

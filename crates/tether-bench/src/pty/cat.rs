@@ -98,7 +98,7 @@ pub(crate) async fn tether_raw(d: &Daemon, file: &Path, expected: u64) -> Result
                 lost += first_held - requested;
                 next = first_held;
             }
-            Frame::Exit { stdout_bytes } => {
+            Frame::Exit { stdout_bytes, .. } => {
                 let elapsed = t.elapsed();
                 let cpu = cpu_since(d.pid, cpu0);
                 ws.close().await;

@@ -18,7 +18,7 @@ use anyhow::Result;
 use crate::procs::Daemon;
 use crate::report::{Latency, Row, fmt_bytes, fmt_dur};
 use crate::throughput::{self, Runs};
-use crate::{Args, NOT_INSTALLED, bounded, failed, has_terminado, progress, ratio, start_terminado};
+use crate::{Args, NOT_INSTALLED, bounded, failed, has_terminado, lat_row, progress, ratio, start_terminado};
 
 /// Runs every PTY measurement against `d` and the peers; returns the rows.
 pub(crate) async fn rows(args: &Args, d: &Daemon, logs: &Path) -> Vec<Row> {
@@ -29,7 +29,6 @@ pub(crate) async fn rows(args: &Args, d: &Daemon, logs: &Path) -> Vec<Row> {
     rows
 }
 
-/// A latency row: p50/p99, and max and mean as the result.
 /// Runs `pty_floor.py` with these arguments; returns what it printed.
 async fn run_floor<I, S>(python: &str, script: &Path, args: I) -> Result<String>
 where
@@ -52,16 +51,6 @@ where
         );
     }
     Ok(String::from_utf8(out.stdout)?)
-}
-
-fn lat_row(section: &'static str, what: &str, r: &Result<Latency>, notes: String) -> Row {
-    match r {
-        Ok(l) => Row::new(section, what)
-            .latency(l)
-            .result(format!("max {}; mean {}", fmt_dur(l.max), fmt_dur(l.mean)))
-            .notes(notes),
-        Err(e) => Row::new(section, what).result(failed(e)),
-    }
 }
 
 /// "; p50 N.Nx the PTY floor's", when the floor was measured.
