@@ -183,18 +183,21 @@ impl Client {
         }
     }
 
+    fn execution(
+        &self,
+        id: CommandId,
+        pid: Option<u32>,
+        events: mpsc::Receiver<Result<ExecEvent, ClientError>>,
+    ) -> Execution {
+        Execution { client: self.clone(), id, pid, events, finished: false }
+    }
+
     /// Starts a command and attaches to it from the first byte.
     pub async fn start(&self, mut spec: StartSpec) -> Result<Execution, ClientError> {
         spec.attach = true;
         let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
         match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
-            ServerMsg::Started { command, pid, .. } => Ok(Execution {
-                client: self.clone(),
-                id: command,
-                pid: Some(pid),
-                events: erx,
-                finished: false,
-            }),
+            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx)),
             other => Err(unexpected(&other)),
         }
     }
@@ -250,9 +253,7 @@ impl Client {
             size: terminal,
         };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Attached { command, .. } => {
-                Ok(Execution { client: self.clone(), id: command, pid: None, events: erx, finished: false })
-            }
+            ServerMsg::Attached { command, .. } => Ok(self.execution(command, None, erx)),
             other => Err(unexpected(&other)),
         }
     }
@@ -283,13 +284,7 @@ impl Client {
         let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
         let msg = ClientMsg::ShellRun { id: self.next_id(), shell: shell.to_owned(), spec };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Started { command, pid, .. } => Ok(Execution {
-                client: self.clone(),
-                id: command,
-                pid: Some(pid),
-                events: erx,
-                finished: false,
-            }),
+            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx)),
             other => Err(unexpected(&other)),
         }
     }

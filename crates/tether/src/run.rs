@@ -85,13 +85,8 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
 async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
     match cmd {
         ShellCommand::Create { name, cwd, env, program, idle_ttl } => {
-            let spec = ShellSpec {
-                name,
-                cwd,
-                env: parse_env(&env)?,
-                program,
-                idle_ttl_ms: idle_ttl.map(|s| if s < 0.0 { -1 } else { (s * 1000.0) as i64 }),
-            };
+            let spec =
+                ShellSpec { name, cwd, env: parse_env(&env)?, program, idle_ttl_ms: lifetime_ms(idle_ttl) };
             let (info, created) = client.shell_create(spec).await?;
             if !created {
                 eprintln!("tether: shell {} exists; using it", info.name);
@@ -102,8 +97,8 @@ async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
         ShellCommand::Run { name, timeout, ttl, detach, no_stdin, script } => {
             let spec = ShellRunSpec {
                 script: script.join(" "),
-                timeout_ms: timeout.map(|s| (s * 1000.0).max(0.0) as u64),
-                ttl_ms: ttl.map(|s| if s < 0.0 { -1 } else { (s * 1000.0) as i64 }),
+                timeout_ms: timeout_ms(timeout),
+                ttl_ms: lifetime_ms(ttl),
                 close_stdin: no_stdin || detach,
                 pace: !detach,
                 ..ShellRunSpec::default()
@@ -164,11 +159,7 @@ async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
             println!("{:<20} {:<7} {:>5} {:>9} {:>9} SCRIPT", "ID", "STATE", "EXIT", "STARTED", "TOOK");
             let now = now_ms();
             for e in entries {
-                let state = match e.state {
-                    CommandState::Queued => "queued",
-                    CommandState::Running => "running",
-                    CommandState::Exited => "exited",
-                };
+                let state = state_name(e.state);
                 let exit = match (e.exit_code, e.reason) {
                     (Some(c), _) => c.to_string(),
                     (None, Some(_)) => "-".to_owned(),
@@ -195,6 +186,24 @@ async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn state_name(s: CommandState) -> &'static str {
+    match s {
+        CommandState::Queued => "queued",
+        CommandState::Running => "running",
+        CommandState::Exited => "exited",
+    }
+}
+
+/// Seconds from a flag as the wire's milliseconds, negative meaning never.
+fn lifetime_ms(secs: Option<f64>) -> Option<i64> {
+    secs.map(|s| if s < 0.0 { -1 } else { (s * 1000.0) as i64 })
+}
+
+/// Seconds from a flag as the wire's milliseconds (never negative).
+fn timeout_ms(secs: Option<f64>) -> Option<u64> {
+    secs.map(|s| (s * 1000.0).max(0.0) as u64)
 }
 
 fn now_ms() -> u64 {
@@ -236,10 +245,9 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
     }
     spec.cwd = args.cwd.clone();
     spec.env = parse_env(&args.env)?;
-    let ms = |s: f64| (s * 1000.0) as i64;
-    spec.timeout_ms = args.timeout.map(|s| ms(s).max(0) as u64);
-    spec.idle_timeout_ms = args.idle_timeout.map(|s| if s < 0.0 { -1 } else { ms(s) });
-    spec.ttl_ms = args.ttl.map(|s| if s < 0.0 { -1 } else { ms(s) });
+    spec.timeout_ms = timeout_ms(args.timeout);
+    spec.idle_timeout_ms = lifetime_ms(args.idle_timeout);
+    spec.ttl_ms = lifetime_ms(args.ttl);
     spec.kill_on_disconnect = args.kill_on_disconnect;
     spec.max_output_bytes = args.max_output;
     spec.ring_bytes = args.ring_bytes;
@@ -392,11 +400,7 @@ fn print_table(list: &[CommandInfo]) {
     let now = now_ms();
     println!("{:<20} {:>8} {:<8} {:>6} {:>8} {:<12} COMMAND", "ID", "PID", "STATE", "EXIT", "AGE", "NAME");
     for c in list {
-        let state = match c.state {
-            CommandState::Queued => "queued",
-            CommandState::Running => "running",
-            CommandState::Exited => "exited",
-        };
+        let state = state_name(c.state);
         let exit = c.exit.as_ref().map_or(String::new(), |e| e.shell_code().to_string());
         let age = human_age(now.saturating_sub(c.started_at_ms) / 1000);
         let mut cmdline = c.argv.join(" ").replace('\n', " ");
