@@ -15,12 +15,15 @@
 //! - `msg`: the message enums and the structures they carry.
 //! - `codec`: [`Encoding`], [`encode`] and [`decode`].
 //! - `payload`: [`Payload`], the byte-string type.
+//! - `http`: bodies of the plain HTTP routes (`/v1/exec`, `/v1/code`).
 
 mod codec;
+mod http;
 mod msg;
 mod payload;
 
 pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
+pub use http::{CodeRequest, ExecRequest, ExecResponse, HttpError, RunOptions, TextEncoding};
 pub use msg::{
     ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry, Limits,
     OutputLimitAction, PtySpec, ReqId, ServerMsg, ShellCloseReason, ShellClosed, ShellInfo, ShellRunSpec,

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tether_exec::ManagerConfig;
@@ -28,6 +29,9 @@ pub struct ServerConfig {
     pub kill_on_shutdown: bool,
     /// Command manager defaults and limits.
     pub manager: ManagerConfig,
+    /// `POST /v1/code` languages: name to the interpreter's argv (the code
+    /// file and the request's `args` follow).
+    pub interpreters: BTreeMap<String, Vec<String>>,
 }
 
 impl ServerConfig {
@@ -43,6 +47,7 @@ impl ServerConfig {
             outbound_queue: 16,
             kill_on_shutdown: true,
             manager: ManagerConfig::default(),
+            interpreters: crate::oneshot::default_interpreters(),
         }
     }
 }

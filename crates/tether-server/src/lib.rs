@@ -13,6 +13,8 @@
 //!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
 //!   without sockets.
 //! - `map`: wire types <-> `tether-exec` types and errors.
+//! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
+//!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
 //!   embedded. Served without auth: it holds no data, and asks for the
 //!   token, which it sends only inside the WebSocket subprotocol list.
@@ -22,6 +24,7 @@ mod auth;
 mod config;
 mod conn;
 mod map;
+mod oneshot;
 mod web;
 
 use std::future::Future;
@@ -33,7 +36,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tether_exec::Manager;
 use tokio::net::TcpListener;
@@ -43,6 +46,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::Token;
 pub use config::ServerConfig;
 pub use conn::AttachQuery;
+pub use oneshot::default_interpreters;
 
 /// The daemon.
 pub struct Server {
@@ -85,6 +89,9 @@ impl Server {
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
+            .route("/v1/exec", post(oneshot::exec_handler))
+            .route("/v1/code", post(oneshot::code_handler))
+            .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY))
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

@@ -191,6 +191,11 @@ pub(crate) struct ServeArgs {
     /// Shell for shell-string commands.
     #[arg(long, default_value = "/bin/bash")]
     pub(crate) shell: String,
+    /// A language for `POST /v1/code` (repeatable), e.g. `ruby=ruby` or
+    /// `py=python3 -X utf8`; the code file and its arguments follow. Built
+    /// in: python3, python, node, bash, sh.
+    #[arg(long = "interpreter", value_name = "NAME=PROGRAM")]
+    pub(crate) interpreters: Vec<String>,
     /// Seconds between WebSocket pings.
     #[arg(long, default_value_t = 15.0)]
     pub(crate) ping_interval: f64,

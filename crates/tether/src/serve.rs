@@ -39,6 +39,13 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.manager.idle_timeout = secs(args.idle_timeout);
     cfg.manager.ttl = secs(args.ttl);
     cfg.manager.default_shell = args.shell;
+    for spec in &args.interpreters {
+        let (name, program) = spec
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.trim().is_empty())
+            .with_context(|| format!("--interpreter {spec:?}: expected NAME=PROGRAM [ARGS...]"))?;
+        cfg.interpreters.insert(name.to_owned(), program.split_whitespace().map(str::to_owned).collect());
+    }
 
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

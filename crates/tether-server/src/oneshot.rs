@@ -1,0 +1,252 @@
+//! One-shot runs over plain HTTP: `POST /v1/exec` (a command) and
+//! `POST /v1/code` (a snippet for an interpreter). The request waits until
+//! the command ends and gets its exit status and output in one response,
+//! JSON or MessagePack. The command is a normal command meanwhile: listed,
+//! attachable over the WebSocket, with its own id.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tether_exec as exec;
+use tether_proto::{self as proto, Encoding, ErrorCode, ExecResponse, HttpError, Payload, RunOptions};
+
+use crate::AppState;
+use crate::map::{self, WireError};
+
+/// Output kept and returned when a request does not say.
+const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
+
+/// Most output a request may ask to get back.
+const MAX_OUTPUT: u64 = 1 << 30;
+
+/// Largest request body (the code, or stdin).
+pub(crate) const MAX_BODY: usize = 64 << 20;
+
+/// The interpreters `POST /v1/code` knows without configuration.
+pub fn default_interpreters() -> BTreeMap<String, Vec<String>> {
+    [("python3", "python3"), ("python", "python3"), ("node", "node"), ("bash", "bash"), ("sh", "sh")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), vec![v.to_owned()]))
+        .collect()
+}
+
+pub(crate) async fn exec_handler(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (req_enc, resp_enc) = encodings(&headers);
+    let req: proto::ExecRequest = match proto::decode(&body, req_enc) {
+        Ok(r) => r,
+        Err(e) => return error(resp_enc, bad_frame(e)),
+    };
+    let program = match (req.command, req.argv.is_empty()) {
+        (Some(c), true) => exec::Program::Shell { shell: req.shell_program, script: c },
+        (None, false) => exec::Program::Argv(req.argv),
+        (Some(_), false) => {
+            return error(resp_enc, WireError::bad_request("give either command or argv, not both"));
+        }
+        (None, true) => {
+            return error(resp_enc, WireError::bad_request("give command or argv: nothing to run"));
+        }
+    };
+    respond(resp_enc, run(&st, program, req.options).await)
+}
+
+pub(crate) async fn code_handler(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (req_enc, resp_enc) = encodings(&headers);
+    let req: proto::CodeRequest = match proto::decode(&body, req_enc) {
+        Ok(r) => r,
+        Err(e) => return error(resp_enc, bad_frame(e)),
+    };
+    let Some(interpreter) = st.cfg.interpreters.get(&req.language) else {
+        let known: Vec<&str> = st.cfg.interpreters.keys().map(String::as_str).collect();
+        let msg = format!("unknown language {:?}; this daemon knows {}", req.language, known.join(", "));
+        return error(resp_enc, WireError::bad_request(msg));
+    };
+    if req.code.contains('\0') {
+        return error(resp_enc, WireError::bad_request("code contains a NUL byte"));
+    }
+    // The code goes through a private file: no quoting, no argv size limit,
+    // and stdin stays the request's.
+    let file = match CodeFile::write(&req.code) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!("writing the code to a temporary file: {e}");
+            return error(
+                resp_enc,
+                WireError { code: ErrorCode::Internal, message: msg, errno: e.raw_os_error() },
+            );
+        }
+    };
+    let mut argv = interpreter.clone();
+    argv.push(file.path.to_string_lossy().into_owned());
+    argv.extend(req.args);
+    let r = run(&st, exec::Program::Argv(argv), req.options).await;
+    // Only now: the interpreter may open the file at any time before it ends.
+    drop(file);
+    respond(resp_enc, r)
+}
+
+/// Starts the command, collects its output (paced, so nothing is lost) up
+/// to the limit, and waits for its end.
+async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<ExecResponse, WireError> {
+    let max = o.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT);
+    if max > MAX_OUTPUT {
+        return Err(WireError::bad_request(format!(
+            "max_output_bytes {max} is over the limit of {MAX_OUTPUT}"
+        )));
+    }
+    let mut spec = exec::CommandSpec::new(program);
+    spec.cwd = o.cwd.map(Into::into);
+    spec.env = o.env;
+    let stdin = match (o.stdin, o.stdin_text) {
+        (Some(b), None) => b.0,
+        (None, Some(t)) => Bytes::from(t),
+        (None, None) => Bytes::new(),
+        (Some(_), Some(_)) => {
+            return Err(WireError::bad_request("give either stdin or stdin_text, not both"));
+        }
+    };
+    spec = spec.stdin(stdin, true);
+    spec.timeout = o.timeout_ms.map(Duration::from_millis);
+    spec.kill_grace = o.kill_grace_ms.map(Duration::from_millis);
+    spec.name = o.name;
+    spec.labels = o.labels;
+    // Past the limit the command runs on and its output is dropped as it
+    // is read: never held.
+    spec = spec.max_output(max, exec::OutputLimit::Truncate);
+    let h = st.manager.start(spec)?;
+    let mut sub = h.attach_paced([0, 0], true)?;
+    tracing::info!(command = %h.id(), "one-shot started");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = loop {
+        match sub.next(256 * 1024).await {
+            Some(exec::Event::Output { stream: exec::Stream::Stdout, data, .. }) => {
+                out.extend_from_slice(&data)
+            }
+            Some(exec::Event::Output { stream: exec::Stream::Stderr, data, .. }) => {
+                err.extend_from_slice(&data)
+            }
+            Some(exec::Event::Gap { .. } | exec::Event::Resized(_)) => {}
+            Some(exec::Event::Exit(e)) => break e,
+            None => break h.wait().await,
+        }
+    };
+    Ok(ExecResponse {
+        command: proto::CommandId(h.id().to_owned()),
+        exit_code: exit.code,
+        signal: exit.signal,
+        reason: map::exit_to_wire(&exit).reason,
+        duration_ms: exit.wall.as_millis() as u64,
+        stdout: Payload::from(out),
+        stderr: Payload::from(err),
+        stdout_encoding: None,
+        stderr_encoding: None,
+        truncated: exit.truncated,
+    })
+}
+
+/// The request's encoding (its `Content-Type`) and the response's (its
+/// `Accept`, else the request's). JSON unless MessagePack is named.
+fn encodings(headers: &HeaderMap) -> (Encoding, Encoding) {
+    let names_msgpack =
+        |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(|v| v.contains("msgpack"));
+    let req =
+        if names_msgpack(header::CONTENT_TYPE) == Some(true) { Encoding::MsgPack } else { Encoding::Json };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let resp = if accept.contains("msgpack") {
+        Encoding::MsgPack
+    } else if accept.contains("json") {
+        Encoding::Json
+    } else {
+        req
+    };
+    (req, resp)
+}
+
+fn bad_frame(e: proto::DecodeError) -> WireError {
+    WireError {
+        code: ErrorCode::BadFrame,
+        message: format!("the request body is not a valid request: {e}"),
+        errno: None,
+    }
+}
+
+fn respond(enc: Encoding, r: Result<ExecResponse, WireError>) -> Response {
+    match r {
+        Ok(resp) => {
+            let body = match enc {
+                Encoding::Json => resp.to_json(),
+                Encoding::MsgPack => proto::encode(&resp, Encoding::MsgPack),
+            };
+            ([(header::CONTENT_TYPE, content_type(enc))], body).into_response()
+        }
+        Err(e) => error(enc, e),
+    }
+}
+
+/// An error as its HTTP status and a typed body.
+pub(crate) fn error(enc: Encoding, e: WireError) -> Response {
+    let status = match e.code {
+        ErrorCode::BadFrame | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::SpawnFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NotRunning | ErrorCode::StdinClosed | ErrorCode::ShellClosed => StatusCode::CONFLICT,
+        ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = HttpError { code: e.code, message: e.message, errno: e.errno };
+    (status, [(header::CONTENT_TYPE, content_type(enc))], proto::encode(&body, enc)).into_response()
+}
+
+fn content_type(enc: Encoding) -> &'static str {
+    match enc {
+        Encoding::Json => "application/json",
+        Encoding::MsgPack => "application/msgpack",
+    }
+}
+
+/// A snippet in a private directory, removed on drop.
+struct CodeFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl CodeFile {
+    fn write(code: &str) -> std::io::Result<CodeFile> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = std::env::temp_dir().join(format!("tether-code-{:016x}", rand_u64()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("code");
+        let guard = CodeFile { dir, path };
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&guard.path)?;
+        std::io::Write::write_all(&mut f, code.as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for CodeFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    h.finish()
+}
