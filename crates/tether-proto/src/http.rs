@@ -181,6 +181,7 @@ impl ExecResponse {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{Encoding, decode, encode};
