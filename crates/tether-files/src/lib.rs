@@ -1,0 +1,425 @@
+//! File operations for the daemon's file routes: reads, atomic writes,
+//! stat, listings, mkdir, remove, rename, and directory trees as tar
+//! streams in both directions.
+//!
+//! Every path is resolved against one root directory, held open as a file
+//! descriptor. When the root **confines** (`tether serve --files-root`),
+//! every lookup goes through `openat2(2)` with `RESOLVE_BENEATH`: the
+//! kernel refuses any `..`, absolute symlink or symlink that would leave the
+//! tree, at the moment of the lookup, so a symlink swapped in during an
+//! operation cannot escape either (there are no string checks to race).
+//! Operations below a directory hold that directory's fd and work with
+//! single names (`openat`, `renameat`, `unlinkat` with `O_NOFOLLOW` where
+//! it matters).
+//!
+//! A write goes to a new temporary file in the target's directory and is
+//! renamed over the target only when complete: a reader never sees a
+//! half-written file, and a failed or interrupted upload leaves the old
+//! file as it was (the temporary file is removed on drop).
+//!
+//! Everything here blocks: callers on an async runtime use
+//! `spawn_blocking` (or tokio's `File`, for the data).
+//!
+//! # Layout
+//! - `error`: [`FileError`], one variant per way a request can be refused.
+//! - `tree`: directory trees to and from tar streams.
+
+mod error;
+mod tree;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
+
+pub use error::FileError;
+
+/// The root every path is resolved against.
+#[derive(Debug)]
+pub struct Files {
+    root: OwnedFd,
+    root_path: PathBuf,
+    confined: bool,
+}
+
+/// What a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (not followed).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+}
+
+/// What `stat` tells about a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Its name (the last component; the root's is empty).
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (`0o755`), with setuid/setgid/sticky.
+    pub mode: u32,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub mtime_ms: i64,
+    /// A symlink's target, as stored.
+    pub target: Option<String>,
+}
+
+impl Files {
+    /// A root at `path` (it must be a directory). With `confine`, no
+    /// operation can reach outside it; without, absolute paths go anywhere
+    /// and relative ones start at `path`.
+    pub fn new(path: &Path, confine: bool) -> Result<Files, FileError> {
+        let root_path = std::fs::canonicalize(path).map_err(|e| FileError::from_io(e, path))?;
+        let root =
+            rustix::fs::open(&root_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| FileError::from_errno(e, path))?;
+        Ok(Files { root, root_path, confined: confine })
+    }
+
+    /// The root's path.
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Whether paths are confined to the root.
+    pub fn is_confined(&self) -> bool {
+        self.confined
+    }
+
+    /// A client's path as one relative to the root (or, unconfined, an
+    /// absolute one). Confined, an absolute path must name something under
+    /// the root; the kernel checks the rest at lookup.
+    fn rel(&self, path: &str) -> Result<PathBuf, FileError> {
+        if path.contains('\0') {
+            return Err(FileError::BadPath { path: path.to_owned(), why: "contains a NUL byte" });
+        }
+        let p = Path::new(path);
+        if !p.is_absolute() {
+            return Ok(p.to_owned());
+        }
+        if !self.confined {
+            return Ok(p.to_owned());
+        }
+        match p.strip_prefix(&self.root_path) {
+            Ok(rest) => Ok(rest.to_owned()),
+            Err(_) => Err(FileError::Outside { path: path.to_owned() }),
+        }
+    }
+
+    fn resolve(&self) -> ResolveFlags {
+        if self.confined {
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+        } else {
+            ResolveFlags::empty()
+        }
+    }
+
+    /// `openat2` of `rel` below `dir` (the root when `None`).
+    fn open_at(
+        &self,
+        dir: Option<&OwnedFd>,
+        rel: &Path,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, FileError> {
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let dir = dir.unwrap_or(&self.root);
+        rustix::fs::openat2(dir, rel, flags | OFlags::CLOEXEC, mode, self.resolve())
+            .map_err(|e| FileError::from_errno(e, rel))
+    }
+
+    /// The directory holding `rel` (opened) and `rel`'s last name.
+    fn parent(&self, path: &str) -> Result<(OwnedFd, OsString), FileError> {
+        let rel = self.rel(path)?;
+        let name = match rel.components().next_back() {
+            Some(Component::Normal(n)) => n.to_owned(),
+            _ => return Err(FileError::BadPath { path: path.to_owned(), why: "does not end in a name" }),
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = self.open_at(None, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        Ok((dir, name))
+    }
+
+    /// Opens a file for reading. FIFOs, sockets and devices are refused
+    /// unless `special` (they can block for ever or never end); the caller
+    /// bounds what it reads from them.
+    pub fn open_read(&self, path: &str, special: bool) -> Result<(File, Stat), FileError> {
+        let rel = self.rel(path)?;
+        // Non-blocking open: a FIFO without a writer must not hang us.
+        let fd =
+            self.open_at(None, &rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, Mode::empty())?;
+        let st = stat_fd(&fd, name_of(&rel))?;
+        match st.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(FileError::IsADirectory { path: path.to_owned() }),
+            _ if !special => return Err(FileError::Special { path: path.to_owned() }),
+            _ => {}
+        }
+        let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| FileError::from_errno(e, &rel))?;
+        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| FileError::from_errno(e, &rel))?;
+        Ok((File::from(fd), st))
+    }
+
+    /// Starts an atomic write of `path`: a temporary file next to it that
+    /// [`Upload::commit`] renames over it. `mode` (default: the existing
+    /// file's, else 0644); `parents` creates missing directories.
+    pub fn create(&self, path: &str, mode: Option<u32>, parents: bool) -> Result<Upload, FileError> {
+        if parents {
+            let rel = self.rel(path)?;
+            if let Some(p) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.mkdir_all(p, 0o755)?;
+            }
+        }
+        let (dir, name) = self.parent(path)?;
+        let existing = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        if existing.as_ref().is_some_and(|s| file_kind(s.st_mode) == Kind::Dir) {
+            return Err(FileError::IsADirectory { path: path.to_owned() });
+        }
+        let mode = mode.or(existing.map(|s| s.st_mode & 0o7777)).unwrap_or(0o644);
+        Upload::new(dir, name, mode, path)
+    }
+
+    /// What `path` is (a final symlink is not followed).
+    pub fn stat(&self, path: &str) -> Result<Stat, FileError> {
+        let rel = self.rel(path)?;
+        if matches!(rel.components().next_back(), None | Some(Component::RootDir)) {
+            let fd = self.open_at(None, &rel, OFlags::PATH, Mode::empty())?;
+            return stat_fd(&fd, String::new());
+        }
+        let (dir, name) = self.parent(path)?;
+        stat_at(&dir, &name)
+    }
+
+    /// The entries of a directory (without `.` and `..`), sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<Stat>, FileError> {
+        let rel = self.rel(path)?;
+        let fd = self.open_at(None, &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let mut out =
+            read_dir(&fd, &rel)?.into_iter().map(|n| stat_at(&fd, &n)).collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Makes a directory; with `parents`, also the missing ones above it,
+    /// and an existing directory is fine.
+    pub fn mkdir(&self, path: &str, parents: bool, mode: u32) -> Result<(), FileError> {
+        if parents {
+            let rel = self.rel(path)?;
+            return self.mkdir_all(&rel, mode).map(drop);
+        }
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(mode))
+            .map_err(|e| FileError::from_errno(e, path))
+    }
+
+    /// Creates every missing directory of `rel`, one name at a time below
+    /// the previous one (never through a symlink out of the tree), and
+    /// returns the last one.
+    fn mkdir_all(&self, rel: &Path, mode: u32) -> Result<OwnedFd, FileError> {
+        let mut cur =
+            self.open_at(None, Path::new(root_of(rel)), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        for c in rel.components() {
+            let name = match c {
+                Component::Normal(n) => n,
+                Component::RootDir | Component::CurDir => continue,
+                _ => {
+                    let path = rel.display().to_string();
+                    return Err(FileError::BadPath {
+                        path,
+                        why: "`..` is not allowed when creating directories",
+                    });
+                }
+            };
+            match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(FileError::from_errno(e, rel)),
+            }
+            cur =
+                self.open_at(Some(&cur), Path::new(name), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        }
+        Ok(cur)
+    }
+
+    /// Removes a file, symlink or empty directory; with `recursive`, a
+    /// directory and everything in it (symlinks are removed, never
+    /// followed).
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), FileError> {
+        let (dir, name) = self.parent(path)?;
+        let st = stat_at(&dir, &name)?;
+        if st.kind != Kind::Dir {
+            return rustix::fs::unlinkat(&dir, &name, AtFlags::empty())
+                .map_err(|e| FileError::from_errno(e, path));
+        }
+        if recursive {
+            remove_tree(&dir, &name)
+        } else {
+            rustix::fs::unlinkat(&dir, &name, AtFlags::REMOVEDIR).map_err(|e| FileError::from_errno(e, path))
+        }
+    }
+
+    /// Renames `from` to `to`; without `overwrite`, an existing `to` is an
+    /// error.
+    pub fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), FileError> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        let flags = if overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+        rustix::fs::renameat_with(&fdir, &fname, &tdir, &tname, flags)
+            .map_err(|e| FileError::from_errno(e, to))
+    }
+}
+
+/// The root a relative path starts at: `.` (the root fd) or `/`.
+fn root_of(rel: &Path) -> &str {
+    if rel.is_absolute() { "/" } else { "." }
+}
+
+fn name_of(rel: &Path) -> String {
+    rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// An atomic write in progress; dropped without [`Upload::commit`], it
+/// removes its temporary file and leaves the target untouched.
+#[derive(Debug)]
+pub struct Upload {
+    dir: OwnedFd,
+    tmp: OsString,
+    name: OsString,
+    file: Option<File>,
+    committed: bool,
+    path: String,
+}
+
+impl Upload {
+    fn new(dir: OwnedFd, name: OsString, mode: u32, path: &str) -> Result<Upload, FileError> {
+        let mut tmp = OsString::from(".");
+        tmp.push(&name);
+        tmp.push(format!(".tether-{:016x}", random()));
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, &tmp, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| FileError::from_errno(e, path))?;
+        let up =
+            Upload { dir, tmp, name, file: Some(File::from(fd)), committed: false, path: path.to_owned() };
+        // The mode is set on the new file before any byte is written, so
+        // the umask does not apply and nobody sees other permissions.
+        if let Some(f) = &up.file {
+            rustix::fs::fchmod(f, Mode::from_raw_mode(mode)).map_err(|e| FileError::from_errno(e, path))?;
+        }
+        Ok(up)
+    }
+
+    /// The temporary file, to write the data into.
+    pub fn file(&mut self) -> Result<File, FileError> {
+        self.file.take().ok_or(FileError::BadPath { path: self.path.clone(), why: "already taken" })
+    }
+
+    /// Renames the complete temporary file over the target.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        rustix::fs::renameat(&self.dir, &self.tmp, &self.dir, &self.name)
+            .map_err(|e| FileError::from_errno(e, &self.path))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rustix::fs::unlinkat(&self.dir, &self.tmp, AtFlags::empty());
+        }
+    }
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+fn file_kind(mode: u32) -> Kind {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::Directory => Kind::Dir,
+        rustix::fs::FileType::Symlink => Kind::Symlink,
+        rustix::fs::FileType::Fifo => Kind::Fifo,
+        rustix::fs::FileType::Socket => Kind::Socket,
+        rustix::fs::FileType::CharacterDevice => Kind::CharDevice,
+        rustix::fs::FileType::BlockDevice => Kind::BlockDevice,
+        _ => Kind::File,
+    }
+}
+
+fn to_stat(st: &rustix::fs::Stat, name: String, target: Option<String>) -> Stat {
+    Stat {
+        name,
+        kind: file_kind(st.st_mode),
+        size: st.st_size as u64,
+        mode: st.st_mode & 0o7777,
+        mtime_ms: st.st_mtime * 1000 + (st.st_mtime_nsec / 1_000_000) as i64,
+        target,
+    }
+}
+
+fn stat_fd(fd: &OwnedFd, name: String) -> Result<Stat, FileError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| FileError::from_errno(e, Path::new(&name)))?;
+    Ok(to_stat(&st, name, None))
+}
+
+/// `name` in `dir`, not following a final symlink.
+fn stat_at(dir: &impl AsFd, name: &OsStr) -> Result<Stat, FileError> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| FileError::from_errno(e, Path::new(name)))?;
+    let target = (file_kind(st.st_mode) == Kind::Symlink)
+        .then(|| rustix::fs::readlinkat(dir, name, Vec::new()).ok())
+        .flatten()
+        .map(|t| t.to_string_lossy().into_owned());
+    Ok(to_stat(&st, name.to_string_lossy().into_owned(), target))
+}
+
+/// The names in a directory, without `.` and `..`.
+fn read_dir(fd: &OwnedFd, rel: &Path) -> Result<Vec<OsString>, FileError> {
+    let mut dir = rustix::fs::Dir::read_from(fd).map_err(|e| FileError::from_errno(e, rel))?;
+    let mut out = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry.map_err(|e| FileError::from_errno(e, rel))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(OsStr::from_bytes(name).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes directory `name` in `dir` and everything below it.
+fn remove_tree(dir: &OwnedFd, name: &OsStr) -> Result<(), FileError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let sub = rustix::fs::openat(dir, name, flags, Mode::empty())
+        .map_err(|e| FileError::from_errno(e, Path::new(name)))?;
+    for child in read_dir(&sub, Path::new(name))? {
+        let st = stat_at(&sub, &child)?;
+        if st.kind == Kind::Dir {
+            remove_tree(&sub, &child)?;
+        } else {
+            rustix::fs::unlinkat(&sub, &child, AtFlags::empty())
+                .map_err(|e| FileError::from_errno(e, Path::new(&child)))?;
+        }
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| FileError::from_errno(e, Path::new(name)))
+}

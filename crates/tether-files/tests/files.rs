@@ -1,0 +1,215 @@
+//! File operations against a real file system: confinement, atomic writes,
+//! tar round trips.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use tether_files::{FileError, Files, Kind};
+
+/// A directory removed on drop.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new() -> Tmp {
+        let p = std::env::temp_dir().join(format!("tether-files-test-{:016x}", rand()));
+        std::fs::create_dir(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A confined root `t/root` with a secret next to it, `t/secret`.
+fn setup() -> (Tmp, Files) {
+    let t = Tmp::new();
+    std::fs::create_dir(t.0.join("root")).unwrap();
+    std::fs::write(t.0.join("secret"), b"secret").unwrap();
+    let f = Files::new(&t.0.join("root"), true).unwrap();
+    (t, f)
+}
+
+fn write(f: &Files, path: &str, data: &[u8]) -> Result<(), FileError> {
+    let mut up = f.create(path, None, true)?;
+    up.file()?.write_all(data).unwrap();
+    up.commit()
+}
+
+fn read(f: &Files, path: &str) -> Result<Vec<u8>, FileError> {
+    let (mut file, _) = f.open_read(path, false)?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).unwrap();
+    Ok(out)
+}
+
+#[test]
+fn confinement_refuses_every_escape() {
+    let (t, f) = setup();
+    let root = t.0.join("root");
+    write(&f, "a/b.txt", b"inside").unwrap();
+    symlink("../secret", root.join("up")).unwrap();
+    symlink(t.0.join("secret"), root.join("abs")).unwrap();
+    symlink(&t.0, root.join("outdir")).unwrap();
+    symlink("a/b.txt", root.join("ok-link")).unwrap();
+    for path in [
+        "../secret",
+        "a/../../secret",
+        "up",
+        "abs",
+        "outdir/secret",
+        "/etc/passwd",
+        t.0.join("secret").to_str().unwrap(),
+    ] {
+        let e = read(&f, path).unwrap_err();
+        assert!(matches!(e, FileError::Outside { .. }), "{path}: {e:?}");
+        assert_eq!(e.status(), 403);
+    }
+    // Writes, through a symlinked directory or a `..`, are refused too.
+    for path in ["outdir/new", "../new"] {
+        assert!(write(&f, path, b"x").is_err(), "{path}");
+    }
+    assert!(!t.0.join("new").exists());
+    // Writing to a name that is a symlink replaces the link, never what
+    // it points to.
+    write(&f, "abs", b"replaced").unwrap();
+    assert_eq!(f.stat("abs").unwrap().kind, Kind::File);
+    assert_eq!(std::fs::read(t.0.join("secret")).unwrap(), b"secret");
+    // Inside is fine, by relative or absolute path, and through a link
+    // that stays inside.
+    assert_eq!(read(&f, "a/b.txt").unwrap(), b"inside");
+    assert_eq!(read(&f, root.join("a/b.txt").to_str().unwrap()).unwrap(), b"inside");
+    assert_eq!(read(&f, "ok-link").unwrap(), b"inside");
+    // stat does not follow a final symlink, and shows its target.
+    let st = f.stat("up").unwrap();
+    assert_eq!((st.kind, st.target.as_deref()), (Kind::Symlink, Some("../secret")));
+    // Renames and removals cannot reach outside either.
+    assert!(f.rename("a/b.txt", "../stolen", false).is_err());
+    assert!(f.remove("../secret", false).is_err());
+    assert!(t.0.join("secret").exists());
+}
+
+#[test]
+fn writes_are_atomic_and_keep_the_old_file_on_failure() {
+    let (t, f) = setup();
+    write(&f, "f", b"old contents").unwrap();
+    // An upload dropped before commit leaves the old file and no temp file.
+    let mut up = f.create("f", None, false).unwrap();
+    up.file().unwrap().write_all(b"half").unwrap();
+    drop(up);
+    assert_eq!(read(&f, "f").unwrap(), b"old contents");
+    let names: Vec<String> = f.list("").unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["f"]);
+    // Mode: given, kept from the old file, or 0644.
+    let mut up = f.create("f", Some(0o600), false).unwrap();
+    up.file().unwrap().write_all(b"new").unwrap();
+    up.commit().unwrap();
+    assert_eq!(std::fs::metadata(t.0.join("root/f")).unwrap().permissions().mode() & 0o777, 0o600);
+    write(&f, "f", b"newer").unwrap();
+    assert_eq!(std::fs::metadata(t.0.join("root/f")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(f.stat("f").unwrap().size, 5);
+    // Without parents, a missing directory is an error; a directory cannot
+    // be overwritten by a file.
+    assert!(matches!(f.create("x/y", None, false).unwrap_err(), FileError::NotFound { .. }));
+    f.mkdir("d", false, 0o755).unwrap();
+    assert!(matches!(f.create("d", None, false).unwrap_err(), FileError::IsADirectory { .. }));
+    assert!(matches!(f.mkdir("d", false, 0o755).unwrap_err(), FileError::Exists { .. }));
+    f.mkdir("d/e/g", true, 0o755).unwrap();
+    // Special files are refused unless asked for.
+    let fifo = t.0.join("root/fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(matches!(f.open_read("fifo", false).unwrap_err(), FileError::Special { .. }));
+    assert!(f.open_read("fifo", true).is_ok());
+    assert!(matches!(f.open_read("d", false).unwrap_err(), FileError::IsADirectory { .. }));
+}
+
+#[test]
+fn rename_and_remove() {
+    let (_t, f) = setup();
+    write(&f, "a", b"1").unwrap();
+    write(&f, "b", b"2").unwrap();
+    assert!(matches!(f.rename("a", "b", false).unwrap_err(), FileError::Exists { .. }));
+    f.rename("a", "b", true).unwrap();
+    assert_eq!(read(&f, "b").unwrap(), b"1");
+    write(&f, "t/u/v", b"deep").unwrap();
+    assert!(matches!(f.remove("t", false).unwrap_err(), FileError::Exists { .. }));
+    f.remove("t", true).unwrap();
+    assert!(matches!(f.stat("t").unwrap_err(), FileError::NotFound { .. }));
+}
+
+#[test]
+fn trees_round_trip_through_tar_with_modes_and_symlinks() {
+    let (t, f) = setup();
+    let src = t.0.join("root/src");
+    std::fs::create_dir_all(src.join("sub/empty")).unwrap();
+    std::fs::write(src.join("sub/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(src.join("sub/run.sh"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::fs::write(src.join("bin"), (0..=255u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(src.join("empty-file"), b"").unwrap();
+    std::fs::set_permissions(src.join("sub/empty"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    symlink("sub/run.sh", src.join("link")).unwrap();
+    symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    let mut tar = Vec::new();
+    let n = f.tar_to("src", &mut tar).unwrap();
+    assert_eq!(n, 8, "src, sub, sub/empty, sub/run.sh, bin, empty-file, link, dangling");
+    assert_eq!(f.untar_from("copy", &tar[..]).unwrap(), 8);
+    let dst = t.0.join("root/copy/src");
+    assert_eq!(std::fs::read(dst.join("bin")).unwrap(), std::fs::read(src.join("bin")).unwrap());
+    assert_eq!(std::fs::read(dst.join("empty-file")).unwrap(), b"");
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dst.join("sub/run.sh")), 0o751);
+    assert_eq!(mode(&dst.join("sub/empty")), 0o700);
+    assert_eq!(std::fs::read_link(dst.join("link")).unwrap(), Path::new("sub/run.sh"));
+    assert_eq!(std::fs::read_link(dst.join("dangling")).unwrap(), Path::new("/nowhere/at/all"));
+    // A single file packs too.
+    let mut one = Vec::new();
+    assert_eq!(f.tar_to("src/bin", &mut one).unwrap(), 1);
+}
+
+#[test]
+fn hostile_archives_cannot_escape() {
+    let (t, f) = setup();
+    // `..` in a name.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    // The builder refuses `..` itself: write the name into the header raw.
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../escaped-it");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let bad = b.into_inner().unwrap();
+    assert!(matches!(f.untar_from("x", &bad[..]).unwrap_err(), FileError::BadArchive(_)));
+    assert!(!t.0.join("escaped-it").exists());
+    // A symlink to the outside, then a file written through it.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "out", &t.0).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(5);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "out/planted", &b"owned"[..]).unwrap();
+    let bad = b.into_inner().unwrap();
+    assert!(f.untar_from("y", &bad[..]).is_err());
+    assert!(!t.0.join("planted").exists());
+    // Even without confinement an archive cannot write through a symlink
+    // it planted.
+    let open = Files::new(&t.0.join("root"), false).unwrap();
+    assert!(open.untar_from("z", &bad[..]).is_err());
+    assert!(!t.0.join("planted").exists());
+}
