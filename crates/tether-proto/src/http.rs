@@ -134,6 +134,33 @@ pub struct HttpError {
     pub errno: Option<i32>,
 }
 
+/// What the file routes say about a path (`GET /v1/files/stat`, the
+/// entries of `GET /v1/files/list`, the answer to a `PUT`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Its name (the last component of the path).
+    pub name: String,
+    /// `file`, `dir`, `symlink`, `fifo`, `socket`, `char_device` or
+    /// `block_device`. A final symlink is not followed.
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits, e.g. 420 (0644).
+    pub mode: u32,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub mtime_ms: i64,
+    /// A symlink's target, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The answer to `GET /v1/files/list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileList {
+    /// The entries, sorted by name, without `.` and `..`.
+    pub entries: Vec<FileStat>,
+}
+
 impl ExecResponse {
     /// The JSON body: `stdout`/`stderr` as their text with encoding `utf8`
     /// when they are valid UTF-8, else base64 with encoding `base64`.

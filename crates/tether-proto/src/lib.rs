@@ -23,7 +23,9 @@ mod msg;
 mod payload;
 
 pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
-pub use http::{CodeRequest, ExecRequest, ExecResponse, HttpError, RunOptions, TextEncoding};
+pub use http::{
+    CodeRequest, ExecRequest, ExecResponse, FileList, FileStat, HttpError, RunOptions, TextEncoding,
+};
 pub use msg::{
     ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry, Limits,
     OutputLimitAction, PtySpec, ReqId, ServerMsg, ShellCloseReason, ShellClosed, ShellInfo, ShellRunSpec,

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub kill_on_shutdown: bool,
     /// Command manager defaults and limits.
     pub manager: ManagerConfig,
+    /// The file routes' root, confining them to that tree. `None`: paths
+    /// are absolute or relative to the daemon's working directory, not
+    /// confined.
+    pub files_root: Option<std::path::PathBuf>,
     /// `POST /v1/code` languages: name to the interpreter's argv (the code
     /// file and the request's `args` follow).
     pub interpreters: BTreeMap<String, Vec<String>>,
@@ -48,6 +52,7 @@ impl ServerConfig {
             kill_on_shutdown: true,
             manager: ManagerConfig::default(),
             interpreters: crate::oneshot::default_interpreters(),
+            files_root: None,
         }
     }
 }

@@ -13,6 +13,9 @@
 //!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
 //!   without sockets.
 //! - `map`: wire types <-> `tether-exec` types and errors.
+//! - `files`: the file routes (`/v1/files...`): streaming reads and atomic
+//!   writes, stat, list, mkdir, remove, rename, tar streams, over
+//!   `tether-files`.
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
@@ -23,6 +26,7 @@
 mod auth;
 mod config;
 mod conn;
+mod files;
 mod map;
 mod oneshot;
 mod web;
@@ -60,6 +64,8 @@ struct AppState {
     shutdown: CancellationToken,
     /// Every upgraded WebSocket connection, so shutdown can wait for them.
     conns: TaskTracker,
+    /// The root of the file routes (`None`: it could not be opened).
+    files: Option<Arc<tether_files::Files>>,
 }
 
 impl Server {
@@ -68,12 +74,22 @@ impl Server {
         let mut mcfg = cfg.manager.clone();
         mcfg.env_remove.push("TETHER_TOKEN".to_owned());
         let manager = Manager::new(mcfg, cfg.kill_on_shutdown);
+        let root =
+            cfg.files_root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
+        let files = match tether_files::Files::new(&root, cfg.files_root.is_some()) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::error!("file routes disabled: {e}");
+                None
+            }
+        };
         Server {
             state: Arc::new(AppState {
                 cfg,
                 manager,
                 shutdown: CancellationToken::new(),
                 conns: TaskTracker::new(),
+                files,
             }),
         }
     }
@@ -86,12 +102,24 @@ impl Server {
     /// The axum router (all routes, auth included).
     fn router(&self) -> Router {
         let st = self.state.clone();
+        let oneshot = Router::new()
+            .route("/v1/exec", post(oneshot::exec_handler))
+            .route("/v1/code", post(oneshot::code_handler))
+            .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY));
+        // Uploads stream to disk: no body limit.
+        let files = Router::new()
+            .route("/v1/files", get(files::read).put(files::write).delete(files::remove))
+            .route("/v1/files/stat", get(files::stat))
+            .route("/v1/files/list", get(files::list))
+            .route("/v1/files/mkdir", post(files::mkdir))
+            .route("/v1/files/rename", post(files::rename))
+            .route("/v1/files/tar", get(files::tar_out).put(files::tar_in))
+            .layer(axum::extract::DefaultBodyLimit::disable());
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
-            .route("/v1/exec", post(oneshot::exec_handler))
-            .route("/v1/code", post(oneshot::code_handler))
-            .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY))
+            .merge(oneshot)
+            .merge(files)
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

@@ -91,6 +91,38 @@ pub(crate) enum Command {
         /// Command id.
         id: String,
     },
+    /// Copy a file or a directory tree to or from the daemon's host: write
+    /// the remote side as `:PATH` (`tether cp build.tar :/srv/`, `tether cp
+    /// :/var/log/app ./logs`).
+    Cp {
+        /// Source (`:PATH` on the daemon's host).
+        from: String,
+        /// Destination (`:PATH` on the daemon's host).
+        to: String,
+    },
+    /// Print a file of the daemon's host.
+    Cat {
+        /// `:PATH` (the colon is optional).
+        path: String,
+    },
+    /// Run a snippet with an interpreter on the daemon's host (python3,
+    /// node, bash, sh, or one the daemon was configured with); exits with
+    /// its exit code.
+    RunCode {
+        /// The language.
+        language: String,
+        /// The code (or use --file).
+        code: Option<String>,
+        /// Read the code from this file (`-`: stdin).
+        #[arg(long, short, conflicts_with = "code")]
+        file: Option<PathBuf>,
+        /// Arguments for the code (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+        /// Wall-clock timeout in seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
     /// Named shells: cwd, variables, functions and aliases persist from one
     /// command to the next; commands queue and run one at a time.
     #[command(subcommand)]
@@ -191,6 +223,10 @@ pub(crate) struct ServeArgs {
     /// Shell for shell-string commands.
     #[arg(long, default_value = "/bin/bash")]
     pub(crate) shell: String,
+    /// Confine the file routes to this directory tree (default: not
+    /// confined; relative paths start at the daemon's working directory).
+    #[arg(long, env = "TETHER_FILES_ROOT")]
+    pub(crate) files_root: Option<PathBuf>,
     /// A language for `POST /v1/code` (repeatable), e.g. `ruby=ruby` or
     /// `py=python3 -X utf8`; the code file and its arguments follow. Built
     /// in: python3, python, node, bash, sh.

@@ -5,12 +5,14 @@
 //! - `serve`: `tether serve`.
 //! - `run`: the client subcommands (`exec`, `attach`, `ls`, `kill`, `logs`,
 //!   `wait`, `status`, `rm`).
+//! - `files`: `cp`, `cat`, `run-code` over the plain HTTP routes.
 //! - `token`: finding, generating and storing the bearer token.
 //! - `tty`: interactive terminal sessions (`exec -it`, `attach`): raw mode,
 //!   detach keys, window size, reconnect notice, terminal restore.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod files;
 mod run;
 mod serve;
 mod token;

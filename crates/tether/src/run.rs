@@ -18,9 +18,20 @@ use crate::{token, tty};
 const TETHER_FAILURE: i32 = 255;
 
 pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> {
+    // The plain HTTP ones need no WebSocket.
+    let cmd = match cmd {
+        Command::Cp { from, to } => return crate::files::cp(&conn, &from, &to).await,
+        Command::Cat { path } => return crate::files::cat(&conn, &path).await,
+        Command::RunCode { language, code, file, args, timeout } => {
+            return crate::files::run_code(&conn, language, code, file, args, timeout).await;
+        }
+        cmd => cmd,
+    };
     let client = connect(&conn).await?;
     match cmd {
-        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Cp { .. } | Command::Cat { .. } | Command::RunCode { .. } => {
+            unreachable!("handled above")
+        }
         Command::Exec(args) => exec(&client, args).await,
         Command::Attach { id, tail, raw, detach_keys } => {
             let id = CommandId(id);
@@ -220,17 +231,21 @@ fn parse_env(kvs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 async fn connect(conn: &ConnArgs) -> Result<Client> {
-    let token = match &conn.token {
-        Some(t) if !t.is_empty() => t.clone(),
+    Ok(Client::connect(&conn.url, &token(conn)?).await?)
+}
+
+/// The token: given, or from the token file.
+pub(crate) fn token(conn: &ConnArgs) -> Result<String> {
+    match &conn.token {
+        Some(t) if !t.is_empty() => Ok(t.clone()),
         _ => {
             let path = match &conn.token_file {
                 Some(p) => p.clone(),
                 None => token::default_path()?,
             };
-            token::read(&path).context("no TETHER_TOKEN and no readable token file")?
+            token::read(&path).context("no TETHER_TOKEN and no readable token file")
         }
-    };
-    Ok(Client::connect(&conn.url, &token).await?)
+    }
 }
 
 fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {

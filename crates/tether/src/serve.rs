@@ -39,6 +39,12 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.manager.idle_timeout = secs(args.idle_timeout);
     cfg.manager.ttl = secs(args.ttl);
     cfg.manager.default_shell = args.shell;
+    if let Some(root) = &args.files_root {
+        if !root.is_dir() {
+            anyhow::bail!("--files-root {}: not a directory", root.display());
+        }
+        cfg.files_root = Some(root.clone());
+    }
     for spec in &args.interpreters {
         let (name, program) = spec
             .split_once('=')
