@@ -230,32 +230,28 @@ impl Files {
             .map_err(|e| FileError::from_errno(e, path))
     }
 
-    /// Creates every missing directory of `rel`, one name at a time below
-    /// the previous one (never through a symlink out of the tree), and
-    /// returns the last one.
+    /// Creates every missing directory of `rel`, each looked up again from
+    /// the root (so the kernel checks every step, `..` included, against
+    /// the root), and returns the last one.
     fn mkdir_all(&self, rel: &Path, mode: u32) -> Result<OwnedFd, FileError> {
-        let mut cur =
-            self.open_at(None, Path::new(root_of(rel)), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        let mut prefix = PathBuf::new();
         for c in rel.components() {
-            let name = match c {
-                Component::Normal(n) => n,
-                Component::RootDir | Component::CurDir => continue,
-                _ => {
-                    let path = rel.display().to_string();
-                    return Err(FileError::BadPath {
-                        path,
-                        why: "`..` is not allowed when creating directories",
-                    });
+            match c {
+                Component::RootDir => prefix.push("/"),
+                Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => prefix.push(".."),
+                Component::Normal(name) => {
+                    let parent =
+                        self.open_at(None, &prefix, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+                    match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(FileError::from_errno(e, rel)),
+                    }
+                    prefix.push(name);
                 }
-            };
-            match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(mode)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(FileError::from_errno(e, rel)),
             }
-            cur =
-                self.open_at(Some(&cur), Path::new(name), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
         }
-        Ok(cur)
+        self.open_at(None, &prefix, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
     }
 
     /// Removes a file, symlink or empty directory; with `recursive`, a
@@ -284,11 +280,6 @@ impl Files {
         rustix::fs::renameat_with(&fdir, &fname, &tdir, &tname, flags)
             .map_err(|e| FileError::from_errno(e, to))
     }
-}
-
-/// The root a relative path starts at: `.` (the root fd) or `/`.
-fn root_of(rel: &Path) -> &str {
-    if rel.is_absolute() { "/" } else { "." }
 }
 
 fn name_of(rel: &Path) -> String {
