@@ -317,3 +317,50 @@ async fn trees_round_trip_as_tar_with_modes_and_symlinks() {
     assert_eq!(bounded(r.send()).await.unwrap().status().as_u16(), 400);
     assert!(!t.0.join("outside!").exists());
 }
+
+/// A small tmpfs, unmounted on drop; `None` where mounting is not allowed.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: PathBuf, size: &str) -> Option<SmallFs> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        // Lazily: a daemon that has not finished shutting down may still
+        // hold its root open.
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_507_and_leaves_no_partial_file() {
+    let t = Tmp::new();
+    let Some(fs) = SmallFs::mount(t.0.join("small"), "1m") else {
+        // Mounting needs root (CI runs as root); elsewhere say so loudly.
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let root = fs.0.clone();
+    let s = TestServer::with(move |c| c.files_root = Some(root)).await;
+    let h = Http::new(&s);
+    assert_eq!(h.put("f", b"old".to_vec()).await, 200);
+    let r = h.req(reqwest::Method::PUT, "/v1/files", &[("path", "f")]).body(vec![b'x'; 3 << 20]);
+    let r = bounded(r.send()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 507);
+    let body: serde_json::Value = serde_json::from_slice(&bounded(r.bytes()).await.unwrap()).unwrap();
+    assert_eq!(body["code"], "no_space");
+    assert_eq!(h.get("f").await, (200, b"old".to_vec()));
+    let names: Vec<String> =
+        std::fs::read_dir(&fs.0).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["f"], "no temporary file left behind");
+    s.shutdown().await;
+}

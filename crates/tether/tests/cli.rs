@@ -729,3 +729,59 @@ fn shells_leak_no_fds_processes_or_files() {
     drop(d);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn cp_cat_and_run_code() {
+    let base = std::env::temp_dir().join(format!("tether-cli-cp-{:016x}", rand_u64()));
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = Daemon::start(&["--files-root", root.to_str().unwrap()]);
+    // A file up and down, byte for byte, mode kept.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let local = base.join("data.bin");
+    std::fs::write(&local, &data).unwrap();
+    std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let out = d.run(&["cp", local.to_str().unwrap(), ":in/"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Piped: no progress bar in the output.
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(root.join("in/data.bin")).unwrap(), data);
+    let back = base.join("back.bin");
+    assert_eq!(d.run(&["cp", ":in/data.bin", back.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(p).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&back), 0o640);
+    // A tree with a symlink, up and down.
+    let tree = base.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/x"), b"x").unwrap();
+    std::os::unix::fs::symlink("sub/x", tree.join("link")).unwrap();
+    assert_eq!(d.run(&["cp", tree.to_str().unwrap(), ":trees"]).status.code(), Some(0));
+    assert_eq!(std::fs::read_link(root.join("trees/tree/link")).unwrap(), std::path::Path::new("sub/x"));
+    let down = base.join("down");
+    assert_eq!(d.run(&["cp", ":trees/tree", down.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(std::fs::read(down.join("tree/sub/x")).unwrap(), b"x");
+    assert_eq!(std::fs::read_link(down.join("tree/link")).unwrap(), std::path::Path::new("sub/x"));
+    // cat, and errors with the daemon's reason.
+    assert_eq!(d.run(&["cat", ":trees/tree/sub/x"]).stdout, b"x");
+    let out = d.run(&["cat", ":../secret"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("outside the files root"), "{}", text(&out.stderr));
+    // run-code: the code as given, arguments, exit code.
+    let out = d.run(&[
+        "run-code",
+        "python3",
+        "import sys; print(\"it's\", sys.argv[1:]); sys.exit(3)",
+        "--",
+        "a b",
+    ]);
+    assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("it's ['a b']\n", Some(3)));
+    let script = base.join("s.sh");
+    std::fs::write(&script, "echo \"$1\"\n").unwrap();
+    let out = d.run(&["run-code", "bash", "--file", script.to_str().unwrap(), "--", "from file"]);
+    assert_eq!(text(&out.stdout), "from file\n");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&base);
+}
