@@ -250,8 +250,11 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
         );
         assert_eq!(r.exit_code, Some(0), "{language}");
     }
-    // node when it is installed (the browser tests install it in CI).
-    if std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    // node: installed by scripts/test-all.sh, so required in CI.
+    let have_node =
+        std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(have_node || std::env::var_os("CI").is_none(), "node is missing in CI");
+    if have_node {
         let req = CodeRequest {
             language: "node".into(),
             code: format!("console.log({tricky:?}); console.log(process.argv.slice(2).join('|'))"),

@@ -114,7 +114,11 @@ async fn upload(http: &Http, local: &Path, dst: &str) -> Result<()> {
         pb.finish_and_clear();
         return Ok(());
     }
-    let dst = if dst.ends_with('/') || dst.is_empty() {
+    // Into an existing remote directory, as cp does.
+    let into_dir =
+        dst.ends_with('/') || dst.is_empty() || http.stat(dst).await.is_ok_and(|s| s.kind == "dir");
+    let dst = if into_dir {
+        let dst = if dst.is_empty() || dst.ends_with('/') { dst.to_owned() } else { format!("{dst}/") };
         let name = local.file_name().context("the local path has no file name")?.to_string_lossy();
         format!("{dst}{name}")
     } else {

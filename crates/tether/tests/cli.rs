@@ -746,6 +746,11 @@ fn cp_cat_and_run_code() {
     // Piped: no progress bar in the output.
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(root.join("in/data.bin")).unwrap(), data);
+    // Into an existing directory named without a trailing slash, as cp does.
+    let other = base.join("other.txt");
+    std::fs::write(&other, b"other").unwrap();
+    assert_eq!(d.run(&["cp", other.to_str().unwrap(), ":in"]).status.code(), Some(0));
+    assert_eq!(std::fs::read(root.join("in/other.txt")).unwrap(), b"other");
     let back = base.join("back.bin");
     assert_eq!(d.run(&["cp", ":in/data.bin", back.to_str().unwrap()]).status.code(), Some(0));
     assert_eq!(std::fs::read(&back).unwrap(), data);
