@@ -213,16 +213,26 @@ pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>)
         let (f2, p2) = (f.clone(), path.clone());
         blocking(move || f2.stat(&p2)).await?;
         let (w, r) = tokio::io::duplex(256 * 1024);
+        let (failed_tx, failed) = tokio::sync::oneshot::channel::<std::io::Error>();
         tokio::task::spawn_blocking(move || {
             let mut bridge = SyncIoBridge::new(w);
-            if let Err(e) = f.tar_to(&path, &mut bridge) {
-                // The status is sent: the stream ends short, and the client's
-                // tar reader reports a truncated archive.
+            let r = f.tar_to(&path, &mut bridge).map(drop).map_err(|e| {
                 tracing::warn!(%path, "tar download failed: {e}");
+                std::io::Error::other(e.to_string())
+            });
+            match r.and_then(|()| std::io::Write::flush(&mut bridge)) {
+                Ok(()) => drop(failed_tx),
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                }
             }
-            let _ = std::io::Write::flush(&mut bridge);
         });
-        let mut resp = Response::new(Body::from_stream(ReaderStream::with_capacity(r, 256 * 1024)));
+        // The status is sent by then: a failure aborts the body, so the
+        // client sees a broken transfer rather than a short archive.
+        let tail = futures_util::stream::once(async move { failed.await.ok() })
+            .filter_map(|e| async move { e.map(Err) });
+        let body = ReaderStream::with_capacity(r, 256 * 1024).chain(tail);
+        let mut resp = Response::new(Body::from_stream(body));
         resp.headers_mut().insert(header::CONTENT_TYPE, "application/x-tar".parse().expect("valid"));
         Ok::<_, Response>(resp)
     };
