@@ -16,11 +16,14 @@
 //!   re-attach (a table of its own).
 //! - `shell`: named shells: per-command overhead of `true` in one shell
 //!   next to a bash coprocess on a pipe (a table of its own).
+//! - `files`: file upload/download over HTTP next to `cat` and `dd`, and
+//!   one-shot `POST /v1/exec` rates next to raw spawns (a table of its own).
 //! - `wsclient`: WebSocket client helpers for the peers, terminado's protocol.
 //! - `tetherws`, `msgpack`: a bare tether protocol client (no client library).
 //! - `procs`: starting and stopping the daemon and the peers, `/proc` RSS.
 //! - `report`: table rows, percentiles, formatting.
 
+mod files;
 mod latency;
 mod memory;
 mod msgpack;
@@ -123,6 +126,17 @@ struct Args {
     /// hit the daemon's 4 GiB ring-memory limit.
     #[arg(long, default_value_t = 1000)]
     shell_commands: usize,
+    /// Files: size of the file uploaded and downloaded over HTTP.
+    #[arg(long, default_value_t = 1 << 30)]
+    file_bytes: u64,
+    /// Files: one-shot `POST /v1/exec` requests per run (and raw spawns in
+    /// the floor next to it).
+    #[arg(long, default_value_t = 2000)]
+    exec_requests: usize,
+    /// Files: concurrent clients sending the one-shot requests (and
+    /// concurrent tasks in the raw spawn floor). Not divided by `--quick`.
+    #[arg(long, default_value_t = 16)]
+    exec_clients: usize,
 }
 
 /// A group of measurements, for `--only`.
@@ -134,6 +148,8 @@ enum Only {
     Pty,
     /// Sections S1-S2: named shells.
     Shell,
+    /// Sections F1-F4: file upload/download and one-shot exec over HTTP.
+    Files,
 }
 
 impl Args {
@@ -151,12 +167,14 @@ impl Args {
                 &mut self.keystrokes,
                 &mut self.reattaches,
                 &mut self.shell_commands,
+                &mut self.exec_requests,
             ] {
                 *n = (*n / 10).max(1);
             }
             self.bytes /= 10;
             self.pty_bytes /= 10;
             self.cat_bytes /= 10;
+            self.file_bytes /= 10;
         }
     }
 }
@@ -217,6 +235,17 @@ async fn main() -> Result<()> {
         let rows = shell::rows(&args, &daemon).await;
         daemon.stop().await;
         tables.push(format!("Named shells:\n\n{}", report::render(&rows)));
+    }
+    if runs(Only::Files) {
+        // The scratch directory (the test file, uploads, downloads) is the
+        // daemon's files root; it goes when `scratch` is dropped.
+        let scratch = files::Scratch::new()?;
+        let log = logs.join("tether-files.log");
+        let daemon = Daemon::start_with(&tether, &log, &files::daemon_args(&scratch)).await?;
+        let rows = files::rows(&args, &daemon, &scratch).await;
+        daemon.stop().await;
+        drop(scratch);
+        tables.push(format!("Files and one-shot exec:\n\n{}", report::render(&rows)));
     }
 
     let header = format!(
@@ -389,8 +418,9 @@ async fn websocketd_latency_rows(args: &Args, logs: &Path, rows: &mut Vec<Row>) 
     }
 }
 
-fn tp_row(what: &str, n: u64, r: &Result<Runs>, extra: &str) -> Row {
-    let row = Row::new("4", what);
+/// A throughput row of section `section`: the median run's MiB/s.
+fn tp_row(section: &'static str, what: &str, n: u64, r: &Result<Runs>, extra: &str) -> Row {
+    let row = Row::new(section, what);
     match r {
         Ok(runs) => {
             let t = runs.median;
@@ -436,7 +466,7 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
     if let Ok(runs) = &r {
         sum.raw_pipe = Some(runs.median.rate());
     }
-    rows.push(tp_row("raw pipe `head -c N /dev/zero | cat > /dev/null`", n, &r, "the physical limit"));
+    rows.push(tp_row("4", "raw pipe `head -c N /dev/zero | cat > /dev/null`", n, &r, "the physical limit"));
 
     for (pace, what, how) in [
         (false, "tether `head -c N /dev/zero` via `start` + events", "not paced: a slower client gets gaps"),
@@ -460,12 +490,13 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
                 extra.push_str(&format!("; {:.0}% of the raw pipe", 100.0 * rate / raw));
             }
         }
-        rows.push(tp_row(what, n, &r, &extra));
+        rows.push(tp_row("4", what, n, &r, &extra));
     }
 
     progress("4. throughput: bare tokio-tungstenite loopback");
     let r = bounded(limit, throughput::repeat(k, || throughput::bare_websocket(n))).await;
     rows.push(tp_row(
+        "4",
         "bare tokio-tungstenite loopback, 64 KiB binary frames",
         n,
         &r,
@@ -485,7 +516,7 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
             r
         };
         let r = bounded(limit, run).await;
-        rows.push(tp_row(what, n, &r, "a new connection (and process) per run"));
+        rows.push(tp_row("4", what, n, &r, "a new connection (and process) per run"));
     } else {
         rows.push(Row::new("4", what).result(NOT_INSTALLED));
     }
@@ -502,6 +533,7 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
         // A PTY is an order of magnitude slower: allow a minute per run.
         let r = bounded(60 + 60 * k as u64, run).await;
         rows.push(tp_row(
+            "4",
             what,
             args.pty_bytes,
             &r,

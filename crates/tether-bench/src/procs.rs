@@ -32,10 +32,17 @@ impl Daemon {
     /// Starts `tether serve --listen 127.0.0.1:0` and waits for its address
     /// line. Its log (warnings and errors only) goes to `log`.
     pub(crate) async fn start(bin: &Path, log: &Path) -> Result<Daemon> {
+        Daemon::start_with(bin, log, &[]).await
+    }
+
+    /// [`Daemon::start`] with `extra` arguments after `serve --listen ...`
+    /// (e.g. `--files-root DIR`).
+    pub(crate) async fn start_with(bin: &Path, log: &Path, extra: &[String]) -> Result<Daemon> {
         let token = format!("bench-{}-{}", std::process::id(), now_nanos());
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("TETHER_TOKEN", &token)
             .env("TETHER_LOG", "warn")
             .stdin(Stdio::null())

@@ -122,6 +122,10 @@ async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<Exe
     spec.kill_grace = o.kill_grace_ms.map(Duration::from_millis);
     spec.name = o.name;
     spec.labels = o.labels;
+    // Its output goes back in the response: nothing to keep it for once it
+    // ended (held for the TTL, every finished run would keep its ring
+    // reservation, and a busy client would run the daemon out of them).
+    spec.ttl = exec::Lifetime::After(Duration::ZERO);
     // Past the limit the command runs on and its output is dropped as it
     // is read: never held.
     spec = spec.max_output(max, exec::OutputLimit::Truncate);
