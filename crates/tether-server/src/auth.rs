@@ -62,8 +62,8 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     resp
 }
 
-/// Tokens offered in `Authorization: Bearer` or in the WebSocket
-/// subprotocol list (`tether.token.<TOKEN>`).
+/// Tokens offered in `Authorization: Bearer`, in the WebSocket subprotocol
+/// list (`tether.token.<TOKEN>`) or in `X-Api-Key`.
 fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let bearer = headers
         .get_all(header::AUTHORIZATION)
@@ -78,7 +78,9 @@ fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter_map(|p| p.strip_prefix(tether_proto::TOKEN_SUBPROTOCOL_PREFIX));
-    bearer.chain(proto)
+    // The LangSmith sandbox client's header (`/compat/langsmith`).
+    let api_key = headers.get_all("x-api-key").iter().filter_map(|v| v.to_str().ok()).map(str::trim);
+    bearer.chain(proto).chain(api_key)
 }
 
 /// A request without `Origin` (a non-browser client) passes. With one, its

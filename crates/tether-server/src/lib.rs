@@ -16,6 +16,8 @@
 //! - `files`: the file routes (`/v1/files...`): streaming reads and atomic
 //!   writes, stat, list, mkdir, remove, rename, tar streams, over
 //!   `tether-files`.
+//! - `langsmith`: the LangSmith sandbox client's command dialect at
+//!   `/compat/langsmith/execute/ws` (`protocol/compat/langsmith.md`).
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
@@ -27,6 +29,7 @@ mod auth;
 mod config;
 mod conn;
 mod files;
+mod langsmith;
 mod map;
 mod oneshot;
 mod web;
@@ -118,6 +121,7 @@ impl Server {
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
+            .route("/compat/langsmith/execute/ws", get(langsmith::ws_handler))
             .merge(oneshot)
             .merge(files)
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));

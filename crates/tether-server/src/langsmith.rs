@@ -1,0 +1,473 @@
+//! The LangSmith sandbox client's command dialect, served at
+//! `/compat/langsmith/execute/ws` (`protocol/compat/langsmith.md` §5, §12):
+//! one command per WebSocket connection, JSON text frames, `execute`
+//! (idempotent by the client's `command_id`) or `reconnect` from per-stream
+//! byte offsets, `input`, `close_stdin`, `kill`; answered by `started`,
+//! `stdout`/`stderr` with offsets, and `exit` or `error`. Commands are
+//! normal tether commands (listed, attachable natively, same lifetimes).
+//!
+//! The client counts its position as `offset + len(utf8(data))`, so each
+//! stream goes through a UTF-8 decoder that holds back an incomplete
+//! character and anchors every frame on the raw offset just past it
+//! (§12.3): reconnects land on exact bytes even around invalid UTF-8.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tether_exec::{self as exec, CommandHandle, Event, ExecError, ExitReason, Stream, Subscription};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+
+/// The label that keeps the client's idempotency key on the command.
+const ID_LABEL: &str = "langsmith.command_id";
+
+/// Raw bytes per output frame: JSON escaping can grow text up to 6x and the
+/// client refuses frames over 1 MiB.
+const FRAME_RAW_BYTES: usize = 128 * 1024;
+
+/// Largest client frame (`input` is never chunked by the client).
+const MAX_CLIENT_FRAME: usize = 64 << 20;
+
+/// A client frame.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Execute(Execute),
+    Reconnect {
+        command_id: String,
+        #[serde(default)]
+        stdout_offset: i64,
+        #[serde(default)]
+        stderr_offset: i64,
+    },
+    Input {
+        data: String,
+    },
+    CloseStdin,
+    Kill,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+struct Execute {
+    command: String,
+    #[serde(default)]
+    shell: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<i64>,
+    #[serde(default)]
+    idle_timeout_seconds: Option<i64>,
+    #[serde(default)]
+    kill_on_disconnect: bool,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    command_id: Option<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    run_config: Option<RunConfig>,
+    #[serde(default)]
+    close_stdin: bool,
+    #[serde(default)]
+    pty: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RunConfig {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    work_dir: Option<String>,
+    #[serde(default)]
+    env_vars: std::collections::BTreeMap<String, String>,
+}
+
+pub(crate) async fn ws_handler(State(st): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    // No subprotocol is selected: the client rejects a handshake that
+    // names one.
+    let st2 = st.clone();
+    ws.max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st)))
+}
+
+async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
+    // Control frames that come before the connection is bound to a command
+    // (a queued `close_stdin` precedes `reconnect`) are applied after.
+    let mut early = Vec::new();
+    let bound = loop {
+        let frame = tokio::select! {
+            f = ws.recv() => f,
+            _ = st.shutdown.cancelled() => return close(ws, 1001, "server restarting").await,
+        };
+        let Some(Ok(msg)) = frame else { return };
+        let Some(frame) = parse(&msg) else { continue };
+        match frame {
+            ClientFrame::Execute(e) => break execute(&st, e),
+            ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {
+                break reconnect(&st, &command_id, [stdout_offset, stderr_offset]);
+            }
+            ClientFrame::Unknown => {}
+            other => early.push(other),
+        }
+    };
+    let (h, sub) = match bound {
+        Ok(b) => b,
+        Err(Refused::Error(kind, message)) => {
+            let _ = send(&mut ws, json!({"type": "error", "error_type": kind, "error": message})).await;
+            return close(ws, 1000, "").await;
+        }
+        // Let the client send the same `execute` to the restarted daemon.
+        Err(Refused::Restarting) => return close(ws, 1001, "server restarting").await,
+    };
+    if send(&mut ws, json!({"type": "started", "command_id": h.id(), "pid": h.pid()})).await.is_err() {
+        return;
+    }
+    // Stdin goes through a task of its own, in order, so a command that
+    // does not read never stalls this connection.
+    let (stdin_tx, stdin_rx) = mpsc::channel(64);
+    let stdin = tokio::spawn(feed_stdin(h.clone(), stdin_rx));
+    for f in early {
+        control(&h, &stdin_tx, f).await;
+    }
+    let mut out = Writer::new(sub.offsets());
+    let mut sub = sub;
+    loop {
+        tokio::select! {
+            biased;
+            _ = st.shutdown.cancelled() => {
+                stdin.abort();
+                return close(ws, 1001, "server restarting").await;
+            }
+            frame = ws.recv() => match frame {
+                Some(Ok(msg)) => {
+                    if let Some(f) = parse(&msg) {
+                        control(&h, &stdin_tx, f).await;
+                    }
+                }
+                // The client went away: dropping the subscription detaches.
+                _ => break,
+            },
+            ev = sub.next(FRAME_RAW_BYTES) => match ev {
+                Some(Event::Output { stream, offset, data }) => {
+                    if out.output(&mut ws, stream, offset, &data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Event::Gap { stream, requested, first_held }) => {
+                    tracing::warn!(command = %h.id(), ?stream, requested, first_held, "compat client missed output");
+                    out.gap(stream, first_held);
+                }
+                Some(Event::Resized(_)) => {}
+                Some(Event::Exit(e)) => {
+                    let _ = out.flush(&mut ws).await;
+                    let msg = match e.reason {
+                        ExitReason::TimedOut => json!({
+                            "type": "error",
+                            "error_type": "CommandTimeout",
+                            "error": "Command timed out",
+                        }),
+                        _ => json!({"type": "exit", "exit_code": shell_code(&e)}),
+                    };
+                    let _ = send(&mut ws, msg).await;
+                    stdin.abort();
+                    return close(ws, 1000, "").await;
+                }
+                None => break,
+            },
+        }
+    }
+    stdin.abort();
+}
+
+enum Refused {
+    /// An `error` frame (`error_type`, message), then close.
+    Error(&'static str, String),
+    /// Close with 1001 before `started`: the client tries again.
+    Restarting,
+}
+
+fn refused(e: ExecError) -> Refused {
+    match e {
+        ExecError::ShuttingDown => Refused::Restarting,
+        ExecError::TooManyCommands(_) | ExecError::RingMemory { .. } => {
+            Refused::Error("QuotaExceeded", e.to_string())
+        }
+        e => Refused::Error("CommandError", e.to_string()),
+    }
+}
+
+/// Starts the command, or finds the one this `command_id` started before.
+fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
+    if let Some(id) = &e.command_id {
+        if let Some(h) = find(st, id) {
+            let sub = h.attach_paced([0, 0], true).map_err(refused)?;
+            return Ok((h, sub));
+        }
+    }
+    let rc = e.run_config.unwrap_or_default();
+    if let Some(user) = rc.user.filter(|u| !is_me(u)) {
+        return Err(Refused::Error(
+            "CommandError",
+            format!("run_config.user {user:?} is not supported by this daemon"),
+        ));
+    }
+    let mut spec = exec::CommandSpec::new(exec::Program::Shell { shell: e.shell, script: e.command });
+    spec.cwd = rc.work_dir.or(e.cwd).map(Into::into);
+    spec.env = if rc.env_vars.is_empty() { e.env } else { rc.env_vars };
+    spec.timeout = e.timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
+    spec.idle_timeout = exec::Lifetime::from_millis(e.idle_timeout_seconds.map(|s| s.saturating_mul(1000)));
+    spec.ttl = exec::Lifetime::from_millis(e.ttl_seconds.map(|s| s.saturating_mul(1000)));
+    spec.kill_on_disconnect = e.kill_on_disconnect;
+    spec.close_stdin = e.close_stdin && !e.pty;
+    if e.pty {
+        spec = spec.pty(24, 80);
+    }
+    if let Some(id) = e.command_id {
+        spec.labels.insert(ID_LABEL.to_owned(), id);
+    }
+    let h = st.manager.start(spec).map_err(refused)?;
+    let sub = h.attach_paced([0, 0], true).map_err(refused)?;
+    tracing::info!(command = %h.id(), "started through the LangSmith dialect");
+    Ok((h, sub))
+}
+
+/// Attaches from the client's offsets (clamped to what the stream has).
+fn reconnect(st: &AppState, id: &str, from: [i64; 2]) -> Result<(CommandHandle, Subscription), Refused> {
+    let Some(h) = st.manager.get(id).ok().or_else(|| find(st, id)) else {
+        return Err(Refused::Error("CommandNotFound", format!("Command not found: {id}")));
+    };
+    let info = h.info();
+    let at = [0, 1].map(|i| (from[i].max(0) as u64).min(info.offsets[i].1));
+    let sub = h.attach_paced(at, true).map_err(refused)?;
+    Ok((h, sub))
+}
+
+/// The command started with this client `command_id`, if still held.
+fn find(st: &AppState, client_id: &str) -> Option<CommandHandle> {
+    let info =
+        st.manager.list().into_iter().find(|i| i.labels.get(ID_LABEL).is_some_and(|v| v == client_id))?;
+    st.manager.get(&info.id).ok()
+}
+
+/// Whether a `run_config.user` names the daemon's own user.
+fn is_me(user: &str) -> bool {
+    let uid = my_uid();
+    let name = std::env::var("USER").unwrap_or_default();
+    let first = user.split(':').next().unwrap_or("");
+    first == uid.to_string() || (!name.is_empty() && first == name)
+}
+
+fn my_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+fn shell_code(e: &exec::ExitInfo) -> i32 {
+    match (e.code, e.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 255,
+    }
+}
+
+/// `input`, `close_stdin` and `kill`. Nothing is answered: the client
+/// expects no reply, and an error frame would end its stream.
+async fn control(h: &CommandHandle, stdin: &mpsc::Sender<StdinOp>, f: ClientFrame) {
+    match f {
+        ClientFrame::Input { data } => {
+            let _ = stdin.send(StdinOp::Data(Bytes::from(data))).await;
+        }
+        ClientFrame::CloseStdin => {
+            let _ = stdin.send(StdinOp::Close).await;
+        }
+        ClientFrame::Kill => {
+            tracing::info!(command = %h.id(), "kill through the LangSmith dialect");
+            let _ = h.kill().await;
+        }
+        ClientFrame::Execute(_) | ClientFrame::Reconnect { .. } | ClientFrame::Unknown => {}
+    }
+}
+
+enum StdinOp {
+    Data(Bytes),
+    Close,
+}
+
+async fn feed_stdin(h: CommandHandle, mut rx: mpsc::Receiver<StdinOp>) {
+    while let Some(op) = rx.recv().await {
+        let r = match op {
+            StdinOp::Data(b) => h.write_stdin(b).await,
+            StdinOp::Close => h.close_stdin().await,
+        };
+        if let Err(e) = r {
+            tracing::debug!(command = %h.id(), "compat stdin dropped: {e}");
+        }
+    }
+}
+
+fn parse(msg: &Message) -> Option<ClientFrame> {
+    let text = match msg {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) => b,
+        _ => return None,
+    };
+    match serde_json::from_slice::<ClientFrame>(text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::debug!("compat frame ignored: {e}");
+            None
+        }
+    }
+}
+
+async fn send(ws: &mut WebSocket, v: serde_json::Value) -> Result<(), axum::Error> {
+    ws.send(Message::Text(v.to_string().into())).await
+}
+
+async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
+    let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+/// Per-stream text decoding with byte-exact offsets for the client.
+struct Writer {
+    streams: [Decoder; 2],
+}
+
+/// One stream: the raw offset of `pending[0]` (or of the next byte) and an
+/// incomplete UTF-8 sequence held back.
+struct Decoder {
+    at: u64,
+    pending: Vec<u8>,
+}
+
+impl Writer {
+    fn new(from: [u64; 2]) -> Writer {
+        Writer { streams: from.map(|at| Decoder { at, pending: Vec::new() }) }
+    }
+
+    async fn output(
+        &mut self,
+        ws: &mut WebSocket,
+        stream: Stream,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), axum::Error> {
+        let i = if stream == Stream::Stdout { 0 } else { 1 };
+        let d = &mut self.streams[i];
+        if offset != d.at + d.pending.len() as u64 {
+            // Cannot happen for an in-order subscription; keep offsets true.
+            d.pending.clear();
+            d.at = offset;
+        }
+        let mut bytes = std::mem::take(&mut d.pending);
+        bytes.extend_from_slice(data);
+        let (text, used) = decode(&bytes, false);
+        d.pending = bytes[used..].to_vec();
+        let start = d.at;
+        d.at += used as u64;
+        if !text.is_empty() {
+            send_text(ws, stream, start, d.at, text).await?;
+        }
+        Ok(())
+    }
+
+    fn gap(&mut self, stream: Stream, first_held: u64) {
+        let d = &mut self.streams[if stream == Stream::Stdout { 0 } else { 1 }];
+        d.pending.clear();
+        d.at = first_held;
+    }
+
+    /// At the end: a held-back incomplete sequence becomes U+FFFD.
+    async fn flush(&mut self, ws: &mut WebSocket) -> Result<(), axum::Error> {
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let d = &mut self.streams[i];
+            if d.pending.is_empty() {
+                continue;
+            }
+            let (text, used) = decode(&std::mem::take(&mut d.pending), true);
+            let start = d.at;
+            d.at += used as u64;
+            send_text(ws, stream, start, d.at, text).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One frame: `offset` is anchored so that `offset + len(utf8(data))` is
+/// the raw end (equal to the raw start whenever the bytes were valid).
+async fn send_text(
+    ws: &mut WebSocket,
+    stream: Stream,
+    start: u64,
+    end: u64,
+    text: String,
+) -> Result<(), axum::Error> {
+    let offset = end as i64 - text.len() as i64;
+    debug_assert!(text.len() as u64 != end - start || offset == start as i64);
+    let kind = if stream == Stream::Stdout { "stdout" } else { "stderr" };
+    send(ws, json!({"type": kind, "data": text, "offset": offset})).await
+}
+
+/// Decodes `bytes` with each invalid sequence as U+FFFD. Unless `at_end`, a
+/// trailing incomplete sequence is left out. Returns the text and how many
+/// bytes it stands for.
+fn decode(bytes: &[u8], at_end: bool) -> (String, usize) {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match std::str::from_utf8(&bytes[i..]) {
+            Ok(s) => {
+                out.push_str(s);
+                i = bytes.len();
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                out.push_str(std::str::from_utf8(&bytes[i..i + good]).unwrap_or_default());
+                i += good;
+                match e.error_len() {
+                    Some(n) => {
+                        out.push('\u{FFFD}');
+                        i += n;
+                    }
+                    None if at_end => {
+                        out.push('\u{FFFD}');
+                        i = bytes.len();
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    (out, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    #[test]
+    fn decodes_holding_back_an_incomplete_character() {
+        assert_eq!(decode(b"caf\xc3", false), ("caf".to_owned(), 3));
+        assert_eq!(decode(b"\xc3\xa9!", false), ("é!".to_owned(), 3));
+        assert_eq!(decode(b"a\xffb", false), ("a\u{FFFD}b".to_owned(), 3));
+        assert_eq!(decode(b"x\xe2\x82", true), ("x\u{FFFD}".to_owned(), 3));
+    }
+}
