@@ -39,7 +39,7 @@ const MAX_CLIENT_FRAME: usize = 64 << 20;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
-    Execute(Execute),
+    Execute(Box<Execute>),
     Reconnect {
         command_id: String,
         #[serde(default)]
@@ -114,7 +114,7 @@ async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
         let Some(Ok(msg)) = frame else { return };
         let Some(frame) = parse(&msg) else { continue };
         match frame {
-            ClientFrame::Execute(e) => break execute(&st, e),
+            ClientFrame::Execute(e) => break execute(&st, *e),
             ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {
                 break reconnect(&st, &command_id, [stdout_offset, stderr_offset]);
             }
@@ -210,11 +210,9 @@ fn refused(e: ExecError) -> Refused {
 
 /// Starts the command, or finds the one this `command_id` started before.
 fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
-    if let Some(id) = &e.command_id {
-        if let Some(h) = find(st, id) {
-            let sub = h.attach_paced([0, 0], true).map_err(refused)?;
-            return Ok((h, sub));
-        }
+    if let Some(h) = e.command_id.as_deref().and_then(|id| find(st, id)) {
+        let sub = h.attach_paced([0, 0], true).map_err(refused)?;
+        return Ok((h, sub));
     }
     let rc = e.run_config.unwrap_or_default();
     if let Some(user) = rc.user.filter(|u| !is_me(u)) {
