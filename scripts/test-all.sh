@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit, golden-frame, end-to-end (real daemon,
 # real processes, a connection-cutting proxy), CLI tests (interactive ones in
-# tmux), and the browser terminal's tests (JS units, headless Chromium).
+# tmux), the browser terminal's tests (JS units, headless Chromium), and the
+# LangSmith sandbox client driven against the daemon (tests/compat).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v setsid >/dev/null || need+=(util-linux)
 command -v tmux >/dev/null || need+=(tmux)
 command -v less >/dev/null || need+=(less)
 command -v npm >/dev/null || need+=(nodejs npm)
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else
     echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1; fi
@@ -25,6 +27,9 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The browser terminal (installs chromium and the npm packages if missing).
 bash scripts/browser-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The LangSmith sandbox client against the daemon (installs it if missing).
+bash scripts/compat-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 # One summary line over all test binaries (cargo prints one per binary).

@@ -29,8 +29,9 @@ use crate::AppState;
 const ID_LABEL: &str = "langsmith.command_id";
 
 /// Raw bytes per output frame: JSON escaping can grow text up to 6x and the
-/// client refuses frames over 1 MiB.
-const FRAME_RAW_BYTES: usize = 128 * 1024;
+/// client refuses frames over 1 MiB; small frames also let a connection
+/// that keeps dropping get some output through each time.
+const FRAME_RAW_BYTES: usize = 64 * 1024;
 
 /// Largest client frame (`input` is never chunked by the client).
 const MAX_CLIENT_FRAME: usize = 64 << 20;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The LangSmith sandbox client (langsmith, pinned) driven against a real
+# tether daemon: tests/compat. Installs the client into a venv under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=0.14.17
+venv=target/compat-venv
+if ! "$venv/bin/python" -c "import langsmith, pytest, sys; sys.exit(langsmith.__version__ != '$version')" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "langsmith==$version" pytest
+fi
+cargo build --locked -q -p tether
+set +e
+out=$(TETHER_BIN=target/debug/tether timeout 600 "$venv/bin/pytest" -q -p no:cacheprovider tests/compat 2>&1)
+status=$?
+set -e
+echo "$out"
+# The summary line for scripts/test-all.sh.
+passed=$(echo "$out" | { grep -oE '[0-9]+ passed' || true; } | tail -1 | cut -d' ' -f1)
+failed=$(echo "$out" | { grep -oE '[0-9]+ (failed|errors?)' || true; } | awk '{n += $1} END {print n + 0}')
+# No summary at all (a crash, the timeout): count it as a failure.
+[ -n "$passed$failed" ] && [ "$status" = 0 ] || failed=$(( ${failed:-0} > 0 ? failed : 1 ))
+echo "# pass ${passed:-0}"
+echo "# fail ${failed:-0}"
+[ "$status" = 0 ] && [ "${failed:-0}" = 0 ]

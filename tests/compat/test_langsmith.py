@@ -1,0 +1,94 @@
+"""The real `langsmith` sandbox client (pinned) against a tether daemon
+serving its dialect at /compat/langsmith (protocol/compat/langsmith.md)."""
+import hashlib
+import time
+
+import pytest
+from langsmith.sandbox import CommandTimeoutError, SandboxOperationError
+
+from conftest import CutProxy, sandbox
+
+
+def test_run_returns_output_and_exit_code(sb):
+    r = sb.run("echo héllo; echo err >&2; exit 3")
+    assert (r.stdout, r.stderr, r.exit_code) == ("héllo\n", "err\n", 3)
+    assert sb.run("true").exit_code == 0
+
+
+def test_callbacks_and_a_handle_stream_every_chunk(sb):
+    seen_out, seen_err = [], []
+    r = sb.run("for i in 1 2 3; do echo $i; echo e$i >&2; sleep 0.05; done",
+               on_stdout=seen_out.append, on_stderr=seen_err.append)
+    assert "".join(seen_out) == "1\n2\n3\n" == r.stdout
+    assert "".join(seen_err) == "e1\ne2\ne3\n"
+    h = sb.run("printf 'a\\nb\\n'", wait=False)
+    chunks = list(h)
+    assert "".join(c.data for c in chunks if c.stream == "stdout") == "a\nb\n"
+    assert h.result.exit_code == 0
+
+
+def test_send_input_reaches_stdin(sb):
+    h = sb.run("read a; echo got:$a; cat", wait=False, close_input=False)
+    h.send_input("first\n")
+    h.send_input("more")
+    h.close_input()
+    assert h.result.stdout == "got:first\nmore"
+
+
+def test_timeout_raises_command_timeout(sb):
+    t0 = time.monotonic()
+    with pytest.raises(CommandTimeoutError):
+        sb.run("sleep 30", timeout=1)
+    assert time.monotonic() - t0 < 15
+
+
+def test_kill_ends_the_command_and_a_reconnect_reads_137(sb):
+    h = sb.run("echo started; sleep 100", wait=False)
+    first = next(iter(h))
+    assert first.data == "started\n"
+    h.kill()
+    assert sb.reconnect(h.command_id).result.exit_code == 137
+
+
+def test_reconnect_from_offsets_gets_the_rest_once(sb):
+    h = sb.run("for i in $(seq 1 5); do echo line-$i; sleep 0.05; done", wait=False)
+    first = next(iter(h))
+    r = sb.reconnect(h.command_id, stdout_offset=len(first.data.encode()))
+    assert first.data + r.result.stdout == "".join("line-%d\n" % i for i in range(1, 6))
+
+
+def test_output_survives_connection_cuts_byte_exact(daemon):
+    # About 780 kB of text (within the daemon's 1 MiB ring: output written
+    # while the client is away is kept up to the ring, and this client cannot
+    # see a gap), cut every 200 kB of daemon-to-client traffic (frames are
+    # at most 64 KiB of output each, so every connection gets some through).
+    proxy = CutProxy(daemon["url"], 200_000)
+    try:
+        sb = sandbox(proxy.url, daemon["token"])
+        r = sb.run("seq 1 120000", timeout=120)
+        want = "".join("%d\n" % i for i in range(1, 120001))
+        assert hashlib.sha256(r.stdout.encode()).hexdigest() == hashlib.sha256(want.encode()).hexdigest()
+        assert r.exit_code == 0
+        assert proxy.cuts >= 2, proxy.cuts
+    finally:
+        proxy.close()
+
+
+def test_a_finished_command_expires_after_its_ttl(sb):
+    h = sb.run("echo x", wait=False, ttl_seconds=1)
+    assert h.result.exit_code == 0
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sb.reconnect(h.command_id).result
+        except SandboxOperationError as e:
+            assert e.error_type == "CommandNotFound"
+            break
+        assert time.monotonic() < deadline, "still reconnectable long after its TTL"
+        time.sleep(0.2)
+
+
+def test_pty_runs_on_a_terminal(sb):
+    r = sb.run("tty; echo $TERM", pty=True)
+    assert r.exit_code == 0
+    assert r.stdout.startswith("/dev/pts/"), r.stdout
