@@ -92,3 +92,24 @@ def test_pty_runs_on_a_terminal(sb):
     r = sb.run("tty; echo $TERM", pty=True)
     assert r.exit_code == 0
     assert r.stdout.startswith("/dev/pts/"), r.stdout
+
+
+def test_files_write_read_stat_and_ranges(sb, daemon):
+    from langsmith.sandbox import ResourceNotFoundError
+
+    data = bytes(range(256)) * 40
+    sb.write("deep/dir/blob.bin", data)  # parents are created
+    assert open(daemon["root"] + "/deep/dir/blob.bin", "rb").read() == data
+    assert sb.read("deep/dir/blob.bin") == data
+    sb.write("deep/dir/blob.bin", "héllo")  # overwrite, text as UTF-8
+    assert sb.read("deep/dir/blob.bin") == "héllo".encode()
+    st = sb.stat("deep/dir/blob.bin")
+    assert st.size_bytes == 6 and st.etag
+    chunk = sb.read_range("deep/dir/blob.bin", start=1, end=3)
+    assert (chunk.content, chunk.partial, chunk.start, chunk.total_bytes) == ("é".encode() + b"l", True, 1, 6)
+    assert sb.read_range("deep/dir/blob.bin", suffix_bytes=2).content == b"lo"
+    assert sb.read_range("deep/dir/blob.bin", start=0, if_none_match=st.etag).unchanged
+    with pytest.raises(SandboxOperationError):
+        sb.read_range("deep/dir/blob.bin", start=100)
+    with pytest.raises(ResourceNotFoundError):
+        sb.read("no/such/file")

@@ -18,6 +18,7 @@
 //!   `tether-files`.
 //! - `langsmith`: the LangSmith sandbox client's command dialect at
 //!   `/compat/langsmith/execute/ws` (`protocol/compat/langsmith.md`).
+//! - `langsmith_files`: its file routes (`/upload`, `/download` with ranges).
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
@@ -30,6 +31,7 @@ mod config;
 mod conn;
 mod files;
 mod langsmith;
+mod langsmith_files;
 mod map;
 mod oneshot;
 mod web;
@@ -117,6 +119,8 @@ impl Server {
             .route("/v1/files/mkdir", post(files::mkdir))
             .route("/v1/files/rename", post(files::rename))
             .route("/v1/files/tar", get(files::tar_out).put(files::tar_in))
+            .route("/compat/langsmith/upload", post(langsmith_files::upload))
+            .route("/compat/langsmith/download", get(langsmith_files::download))
             .layer(axum::extract::DefaultBodyLimit::disable());
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
