@@ -337,6 +337,16 @@ impl Manager {
             .ok_or_else(|| ExecError::NotFound(id.to_owned()))
     }
 
+    /// A held command with this label, if any (without building a
+    /// listing of every command).
+    pub fn find_by_label(&self, key: &str, value: &str) -> Option<CommandHandle> {
+        self.inner
+            .commands
+            .iter()
+            .find(|r| r.value().shared.labels.get(key).is_some_and(|v| v == value))
+            .map(|r| r.value().clone())
+    }
+
     /// All held commands, oldest first.
     pub fn list(&self) -> Vec<CommandInfo> {
         let handles: Vec<CommandHandle> = self.inner.commands.iter().map(|r| r.value().clone()).collect();

@@ -204,13 +204,6 @@ pub(crate) fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// Sends `sig` to one process (no group, no descendants).
-pub(crate) fn signal_pid(pid: u32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill(2) on one process; no memory is involved.
-    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
 /// Whether `pid` has SIGINT at its default action (neither caught nor
 /// ignored): such a process dies of a SIGINT it receives.
 pub(crate) fn sigint_default(pid: u32) -> bool {
@@ -259,40 +252,40 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
 }
 
 fn children_by_scan(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(|&p| read_ppid(p) == Some(pid))
-        .collect()
+    all_pids().filter(|&p| proc_stat(p).is_some_and(|s| s.ppid == pid)).collect()
 }
 
-/// Every live process of session `sid` as `(pid, ppid)`, from `/proc`.
-pub(crate) fn session_members(sid: u32) -> Vec<(u32, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the `(comm)` field: state ppid pgrp session ...
-        let Some(close) = stat.rfind(')') else { continue };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().take(4).collect();
-        if f.len() == 4
-            && f[0] != "Z"
-            && f[3].parse() == Ok(sid)
-            && let Ok(ppid) = f[1].parse()
-        {
-            out.push((pid, ppid));
-        }
-    }
-    out
+/// Every live (not zombie) process of session `sid`, from `/proc`.
+pub(crate) fn session_members(sid: u32) -> Vec<u32> {
+    all_pids().filter(|&p| proc_stat(p).is_some_and(|s| s.session == sid && !s.zombie)).collect()
+}
+
+/// Every pid in `/proc`.
+fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+}
+
+/// The fields of `/proc/PID/stat` tether looks at.
+struct ProcStat {
+    zombie: bool,
+    ppid: u32,
+    session: u32,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces
+    // or parentheses itself: parse from the last ')'. Then: state ppid
+    // pgrp session ...
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let zombie = f.next()? == "Z";
+    let ppid = f.next()?.parse().ok()?;
+    let session = f.nth(1)?.parse().ok()?;
+    Some(ProcStat { zombie, ppid, session })
 }
 
 /// A close-on-exec duplicate of `raw`, switched to non-blocking mode.
@@ -340,16 +333,10 @@ pub(crate) fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
 
 /// All processes whose parent chain leads to `root` (excluding `root`).
 fn descendants(root: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some(ppid) = read_ppid(pid) {
-            children.entry(ppid).or_default().push(pid);
+    for pid in all_pids() {
+        if let Some(s) = proc_stat(pid) {
+            children.entry(s.ppid).or_default().push(pid);
         }
     }
     let mut out = Vec::new();
@@ -363,14 +350,6 @@ fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
-}
-
-fn read_ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces
-    // or parentheses itself: parse from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Asks for a larger pipe buffer (`F_SETPIPE_SZ`), so a fast writer fills
@@ -466,6 +445,8 @@ mod tests {
     #[test]
     fn ppid_of_self_is_parent() {
         let me = std::process::id();
-        assert_eq!(read_ppid(me), Some(std::os::unix::process::parent_id()));
+        let s = proc_stat(me).expect("our own stat");
+        assert_eq!(s.ppid, std::os::unix::process::parent_id());
+        assert!(!s.zombie);
     }
 }

@@ -1058,9 +1058,7 @@ impl ShellActor {
             // What a terminal's Ctrl-\ does.
             return process::signal_group(self.pid, sig).map_err(os_err);
         }
-        for p in self.own_processes(cur) {
-            let _ = process::signal_pid(p, sig);
-        }
+        process::signal_pids(&self.own_processes(cur), sig);
         Ok(())
     }
 
@@ -1089,9 +1087,9 @@ impl ShellActor {
             .into_iter()
             .filter(|&p| process::pgid_of(p) == Some(self.pid) && process::sigint_default(p))
             .collect();
-        for &p in &missed {
-            tracing::debug!(shell = %self.shared.name, pid = p, "interrupt missed: sending SIGINT again");
-            let _ = process::signal_pid(p, libc::SIGINT);
+        if !missed.is_empty() {
+            tracing::debug!(shell = %self.shared.name, ?missed, "interrupt missed: sending SIGINT again");
+            process::signal_pids(&missed, libc::SIGINT);
         }
         let Some(cur) = self.current.as_mut() else { return };
         cur.recheck = match cur.recheck {
@@ -1160,9 +1158,7 @@ impl ShellActor {
         }
         k.next_at = Instant::now() + cur.job.kill_grace;
         let sig = if k.round == 1 { libc::SIGTERM } else { libc::SIGKILL };
-        for p in procs {
-            let _ = process::signal_pid(p, sig);
-        }
+        process::signal_pids(&procs, sig);
         // Once a foreground program dies the shell goes on with the next
         // statement of the script: interrupt that too.
         let _ = self.interrupt();
@@ -1240,7 +1236,7 @@ impl ShellActor {
             if tokio::time::timeout_at(deadline, self.exit_watch.ready()).await.is_err() {
                 tracing::warn!(shell = %self.shared.name, "shell did not exit: killing it");
                 kill_session(self.pid);
-                let _ = process::signal_pid(self.pid, libc::SIGKILL);
+                process::signal_pids(&[self.pid], libc::SIGKILL);
                 return tokio::task::spawn_blocking({
                     let pid = self.pid;
                     move || process::wait_blocking(pid)
@@ -1258,9 +1254,7 @@ impl ShellActor {
 /// children), twice, for one forked between the scan and the signals.
 fn kill_session(sid: u32) {
     for _ in 0..2 {
-        for (p, _) in process::session_members(sid) {
-            let _ = process::signal_pid(p, libc::SIGKILL);
-        }
+        process::signal_pids(&process::session_members(sid), libc::SIGKILL);
     }
 }
 

@@ -255,9 +255,7 @@ fn reconnect(st: &AppState, id: &str, from: [i64; 2]) -> Result<(CommandHandle, 
 
 /// The command started with this client `command_id`, if still held.
 fn find(st: &AppState, client_id: &str) -> Option<CommandHandle> {
-    let info =
-        st.manager.list().into_iter().find(|i| i.labels.get(ID_LABEL).is_some_and(|v| v == client_id))?;
-    st.manager.get(&info.id).ok()
+    st.manager.find_by_label(ID_LABEL, client_id)
 }
 
 /// Whether a `run_config.user` names the daemon's own user.
