@@ -4,14 +4,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use std::fs::File;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ExecError;
+use crate::handover::{Frozen, FrozenLife, FrozenReaped, FrozenStdin, Handover, Live, Phase};
 use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
@@ -41,7 +42,7 @@ impl Stream {
 }
 
 /// Why a command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitReason {
     /// It ended on its own (or by a signal from outside tether).
     Exited,
@@ -62,7 +63,7 @@ pub enum ExitReason {
 }
 
 /// How a command ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitInfo {
     /// Exit code, if it exited normally.
     pub code: Option<i32>,
@@ -645,18 +646,14 @@ pub(crate) fn new_command(
     life: Lifetimes,
     reservation: crate::manager::Reservation,
 ) -> (CommandHandle, Actor) {
-    let (ctl, ctl_rx) = mpsc::channel(32);
-    let (stdin_tx, stdin_rx) = mpsc::channel(16);
-    let (changed, _) = watch::channel(0);
     let mut job = None;
     let mut stdin_later = None;
     let (stdin, sources, pty) = match proc_.io {
         SpawnedIo::Pipes { stdin, stdout, stderr } => {
-            let stdin: StdinPipe = Box::new(stdin);
-            (Some(stdin), [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
+            (Some(StdinPipe::Pipe(stdin)), [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
         }
         SpawnedIo::Pty(p) => {
-            let stdin: StdinPipe = Box::new(PtyWriter(p.io.clone()));
+            let stdin = StdinPipe::Pty(PtyWriter(p.io.clone()));
             (Some(stdin), [Some(Source::Pty(p.io.clone())), None], Some(p))
         }
         SpawnedIo::Shell(link) => {
@@ -679,57 +676,240 @@ pub(crate) fn new_command(
         close_stdin = false;
     }
     let size = meta.pty_size;
+    assemble(Parts {
+        shared: SharedParts {
+            id: meta.id,
+            name: meta.name,
+            labels: meta.labels,
+            argv: meta.argv,
+            pid: proc_.pid,
+            started_at: SystemTime::now(),
+            shell: meta.shell,
+            eof_char,
+            output: Output {
+                rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
+                seq: 0,
+                exit: None,
+                pacers: Vec::new(),
+                size: size.map(|s| (s, 1)),
+                queued,
+            },
+            ever_attached: false,
+            stdin_open: !close_stdin,
+            reservation,
+        },
+        stdin: StdinParts { pipe: stdin, later: stdin_later, initial: initial_stdin, close: close_stdin },
+        sources,
+        pty,
+        term: size.map(Term::new),
+        life,
+        job,
+        resume: None,
+    })
+}
+
+/// The fields of [`Shared`] that differ between commands.
+struct SharedParts {
+    id: String,
+    name: Option<String>,
+    labels: BTreeMap<String, String>,
+    argv: Vec<String>,
+    pid: u32,
+    started_at: SystemTime,
+    shell: Option<String>,
+    eof_char: Option<u8>,
+    output: Output,
+    ever_attached: bool,
+    stdin_open: bool,
+    reservation: crate::manager::Reservation,
+}
+
+struct StdinParts {
+    pipe: Option<StdinPipe>,
+    later: Option<oneshot::Receiver<StdinPipe>>,
+    initial: Bytes,
+    close: bool,
+}
+
+/// Everything a command's shared state and actor are made of.
+struct Parts {
+    shared: SharedParts,
+    stdin: StdinParts,
+    sources: [Option<Source>; 2],
+    pty: Option<Pty>,
+    /// The screen model's terminal, already fed with what the ring holds.
+    term: Option<Term>,
+    life: Lifetimes,
+    job: Option<Job>,
+    resume: Option<Resume>,
+}
+
+fn assemble(p: Parts) -> (CommandHandle, Actor) {
+    let (ctl, ctl_rx) = mpsc::channel(32);
+    let (stdin_tx, stdin_rx) = mpsc::channel(16);
+    let (changed, _) = watch::channel(0);
+    let sp = p.shared;
+    let pid = sp.pid;
     let shared = Arc::new(Shared {
-        id: meta.id,
-        name: meta.name,
-        labels: meta.labels,
-        argv: meta.argv,
-        pid: proc_.pid,
-        started_at: SystemTime::now(),
-        shell: meta.shell,
-        eof_char,
-        output: Mutex::new(Output {
-            rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
-            seq: 0,
-            exit: None,
-            pacers: Vec::new(),
-            size: size.map(|s| (s, 1)),
-            queued,
-        }),
+        id: sp.id,
+        name: sp.name,
+        labels: sp.labels,
+        argv: sp.argv,
+        pid,
+        started_at: sp.started_at,
+        shell: sp.shell,
+        eof_char: sp.eof_char,
+        output: Mutex::new(sp.output),
         changed,
         attached: AtomicUsize::new(0),
-        ever_attached: AtomicBool::new(false),
+        ever_attached: AtomicBool::new(sp.ever_attached),
         attach_changed: Notify::new(),
-        stdin_open: AtomicBool::new(!close_stdin),
+        stdin_open: AtomicBool::new(sp.stdin_open),
         pacer_moved: Notify::new(),
         model_lag: AtomicUsize::new(0),
         next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
         stdin_tx,
-        _reservation: reservation,
+        _reservation: sp.reservation,
     });
+    let stdin_stop = CancellationToken::new();
     let stdin_writer = StdinWriter {
-        pipe: stdin,
-        later: stdin_later,
+        pipe: p.stdin.pipe,
+        later: p.stdin.later,
         rx: stdin_rx,
-        initial: initial_stdin,
-        close_after_initial: close_stdin,
+        initial: p.stdin.initial,
+        close_after_initial: p.stdin.close,
         shared: Arc::downgrade(&shared),
+        stop: stdin_stop.clone(),
     };
     let actor = Actor {
         shared: shared.clone(),
-        pid: proc_.pid,
-        pipes: sources,
-        model: size.map(|s| Model::spawn(Term::new(s), shared.clone())),
-        pty,
+        pid,
+        pipes: p.sources,
+        model: p.term.map(|t| Model::spawn(t, shared.clone())),
+        pty: p.pty,
         ctl_rx,
         stdin_writer: Some(stdin_writer),
-        life,
+        stdin_stop,
+        life: p.life,
         reaped: false,
         terminated: Vec::new(),
-        job,
+        job: p.job,
+        resume: p.resume,
+        resumed_cwd: None,
     };
     (CommandHandle { shared }, actor)
+}
+
+/// Rebuilds a command handed over by a previous daemon (or by this one,
+/// when its exec failed). Its fds come out of `h`; one that is missing
+/// counts as a stream that ended.
+pub(crate) fn thaw(
+    f: Frozen,
+    h: &mut Handover,
+    reservation: crate::manager::Reservation,
+) -> (CommandHandle, Actor) {
+    let rings = f.rings.map(Ring::thaw);
+    let term = f.size.map(|(size, _)| {
+        // The screen is rebuilt from what the ring still holds.
+        let mut t = Term::new(size);
+        let mut at = rings[0].first_held();
+        while let Read::Data { data, .. } = rings[0].read(at, usize::MAX) {
+            t.feed(&data);
+            at += data.len() as u64;
+        }
+        t
+    });
+    let life = Lifetimes {
+        timeout: f.life.timeout,
+        idle_timeout: f.life.idle_timeout,
+        ttl: f.life.ttl,
+        kill_on_disconnect: f.life.kill_on_disconnect,
+        max_output_bytes: f.life.max_output_bytes,
+        output_limit: f.life.output_limit,
+        kill_grace: f.life.kill_grace,
+        drain_grace: f.life.drain_grace,
+    };
+    let id = f.id.clone();
+    let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
+        Phase::Held { exit, ttl_left } => {
+            let stdin = StdinParts { pipe: None, later: None, initial: Bytes::new(), close: true };
+            (Some(exit), false, Resume::Held { ttl_left }, stdin, [None, None], None)
+        }
+        Phase::Live(l) => {
+            let mut l = *l;
+            let pty = h.fd(l.master).and_then(|fd| {
+                Pty::from_master(fd).map_err(|e| tracing::warn!(%id, "terminal not taken over: {e}")).ok()
+            });
+            let sources = [0, 1].map(|i| match (&pty, l.outputs[i]) {
+                (Some(p), Some(raw)) if Some(raw) == l.master => Some(Source::Pty(p.io.clone())),
+                (_, raw) => h.fd(raw).and_then(|fd| {
+                    pipe::Receiver::from_owned_fd(fd)
+                        .map_err(|e| tracing::warn!(%id, "output pipe not taken over: {e}"))
+                        .ok()
+                        .map(Source::Pipe)
+                }),
+            });
+            let pipe = match &pty {
+                Some(p) => Some(StdinPipe::Pty(PtyWriter(p.io.clone()))),
+                None => {
+                    h.fd(l.stdin.fd).and_then(|fd| pipe::Sender::from_owned_fd(fd).ok().map(StdinPipe::Pipe))
+                }
+            };
+            let stdin = StdinParts {
+                close: l.stdin.close || pipe.is_none(),
+                pipe,
+                later: None,
+                initial: Bytes::from(std::mem::take(&mut l.stdin.pending).into_vec()),
+            };
+            let open = l.stdin.open && stdin.pipe.is_some();
+            (None, open, Resume::Live(Box::new(l)), stdin, sources, pty)
+        }
+    };
+    let eof_char = f.size.map(|_| pty.as_ref().map_or(4, Pty::eof_char));
+    assemble(Parts {
+        shared: SharedParts {
+            id: f.id,
+            name: f.name,
+            labels: f.labels,
+            argv: f.argv,
+            pid: f.pid,
+            started_at: f.started_at,
+            shell: f.shell,
+            eof_char,
+            output: Output { rings, seq: f.seq, exit, pacers: Vec::new(), size: f.size, queued: false },
+            ever_attached: f.ever_attached,
+            stdin_open,
+            reservation,
+        },
+        stdin,
+        sources,
+        pty,
+        term,
+        life,
+        job: None,
+        resume: Some(resume),
+    })
+}
+
+/// Where a thawed actor picks up.
+enum Resume {
+    Live(Box<Live>),
+    Held { ttl_left: Option<Duration> },
+}
+
+/// Where actors send their frozen state and fds, once a handover begins.
+pub(crate) type HandoverSlot = Arc<std::sync::OnceLock<mpsc::UnboundedSender<(Frozen, Vec<OwnedFd>)>>>;
+
+/// How the actors learn that the daemon stops, and what to do then.
+#[derive(Clone)]
+pub(crate) struct Stop {
+    pub(crate) token: CancellationToken,
+    /// Kill running commands (else leave them running, unread).
+    pub(crate) kill: bool,
+    /// Set before `token` is cancelled for a handover: each actor sends
+    /// its frozen state and fds here instead.
+    pub(crate) handover: HandoverSlot,
 }
 
 /// Writes stdin in its own task so a command that does not read its stdin
@@ -744,43 +924,112 @@ struct StdinWriter {
     initial: Bytes,
     close_after_initial: bool,
     shared: std::sync::Weak<Shared>,
+    /// Cancelled for a handover: the writer stops between two writes and
+    /// returns its pipe and whatever it has not written.
+    stop: CancellationToken,
+}
+
+/// What a stopped stdin writer leaves.
+struct StdinLeft {
+    /// The pipe (`None`: closed).
+    pipe: Option<StdinPipe>,
+    /// Accepted bytes not yet written.
+    pending: BytesMut,
+    /// Close after them.
+    close: bool,
 }
 
 impl StdinWriter {
-    async fn run(mut self) {
-        use tokio::io::AsyncWriteExt;
-        let mut pipe = match (self.pipe.take(), self.later.take()) {
-            (Some(p), _) => p,
-            (None, Some(later)) => match later.await {
-                Ok(p) => p,
-                Err(_) => return self.closed(),
+    async fn run(mut self) -> StdinLeft {
+        let pipe = match (self.pipe.take(), self.later.take()) {
+            (Some(p), _) => Some(p),
+            (None, Some(later)) => tokio::select! {
+                p = later => p.ok(),
+                _ = self.stop.cancelled() => return self.left(None, Bytes::new(), true),
             },
-            (None, None) => return self.closed(),
+            (None, None) => None,
         };
-        if !self.initial.is_empty() && pipe.write_all(&self.initial).await.is_err() {
-            return self.closed();
-        }
-        if self.close_after_initial {
-            return;
-        }
-        while let Some(msg) = self.rx.recv().await {
-            match msg {
-                StdinMsg::Data(b, done) => {
-                    let ok = pipe.write_all(&b).await.is_ok();
-                    let _ = done.send(ok);
-                    if !ok {
-                        // EPIPE: the command closed its stdin.
-                        return self.closed();
-                    }
+        let Some(mut pipe) = pipe else {
+            self.closed();
+            return self.left(None, Bytes::new(), true);
+        };
+        // The bytes being written and where to say they are in the pipe.
+        let mut cur = std::mem::take(&mut self.initial);
+        let mut done: Option<oneshot::Sender<bool>> = None;
+        let mut close_when_written = self.close_after_initial;
+        loop {
+            if cur.is_empty() {
+                if let Some(d) = done.take() {
+                    let _ = d.send(true);
                 }
-                StdinMsg::Close => return,
+                if close_when_written {
+                    return self.left(None, Bytes::new(), true);
+                }
+                let msg = tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = self.stop.cancelled() => return self.left(Some(pipe), cur, false),
+                };
+                match msg {
+                    Some(StdinMsg::Data(b, d)) => (cur, done) = (b, Some(d)),
+                    Some(StdinMsg::Close) | None => close_when_written = true,
+                }
+                continue;
+            }
+            // `write` is cancel-safe: a write that did not complete wrote
+            // nothing, so stopping here loses no byte.
+            let r = tokio::select! {
+                r = pipe.write(&cur) => r,
+                _ = self.stop.cancelled() => return self.left(Some(pipe), cur, close_when_written),
+            };
+            match r {
+                Ok(n) if n > 0 => cur.advance(n),
+                _ => {
+                    // EPIPE: the command closed its stdin.
+                    if let Some(d) = done.take() {
+                        let _ = d.send(false);
+                    }
+                    self.closed();
+                    return self.left(None, Bytes::new(), true);
+                }
             }
         }
+    }
+
+    /// What is left: the pipe, the unwritten rest of the current write and
+    /// everything still queued, and whether to close after them. The
+    /// writers of those bytes are not told (their connections are gone by
+    /// the time of a handover).
+    fn left(&mut self, pipe: Option<StdinPipe>, cur: Bytes, close: bool) -> StdinLeft {
+        let mut pending = BytesMut::from(&cur[..]);
+        let mut close = close || pipe.is_none();
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                StdinMsg::Data(b, _) if !close => pending.extend_from_slice(&b),
+                _ => close = true,
+            }
+        }
+        StdinLeft { pipe, pending, close }
     }
 
     fn closed(&self) {
         if let Some(s) = self.shared.upgrade() {
             s.stdin_open.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The writing end of a command's stdin.
+enum StdinPipe {
+    Pipe(pipe::Sender),
+    Pty(PtyWriter),
+}
+
+impl StdinPipe {
+    async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            StdinPipe::Pipe(p) => p.write(buf).await,
+            StdinPipe::Pty(p) => p.write(buf).await,
         }
     }
 }
@@ -798,6 +1047,8 @@ pub(crate) struct Actor {
     model: Option<Model>,
     ctl_rx: mpsc::Receiver<Control>,
     stdin_writer: Option<StdinWriter>,
+    /// Stops the stdin writer for a handover.
+    stdin_stop: CancellationToken,
     life: Lifetimes,
     /// Set once the process is reaped: its pid may then be reused, so only
     /// its process group (kept alive by any remaining member) is signalled.
@@ -807,10 +1058,11 @@ pub(crate) struct Actor {
     /// A shell command: its link to the shell, which starts it, signals and
     /// kills it, and reports its end. `pid` is then the shell's.
     job: Option<Job>,
+    /// A command handed over by a previous daemon: where it was.
+    resume: Option<Resume>,
+    /// A handed-over shell command's final cwd.
+    resumed_cwd: Option<String>,
 }
-
-/// The writing end of a command's stdin.
-type StdinPipe = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What the actor of a shell command holds.
 struct Job {
@@ -912,8 +1164,27 @@ async fn readable(p: &Option<Source>) -> io::Result<()> {
 impl Actor {
     /// Runs the command to its end, then keeps its record for the TTL.
     /// Returns when the record should be removed from the registry.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken, kill_on_shutdown: bool) {
-        let stdin_task = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
+    pub(crate) async fn run(mut self, stop: Stop) {
+        let ttl_at = match self.resume.take() {
+            Some(Resume::Held { ttl_left }) => ttl_left.map(|d| Instant::now() + d),
+            resume => {
+                let live = match resume {
+                    Some(Resume::Live(l)) => Some(l),
+                    _ => None,
+                };
+                if !self.live(&stop, live).await {
+                    return;
+                }
+                self.life.ttl.map(|d| Instant::now() + d)
+            }
+        };
+        self.hold(ttl_at, &stop).await;
+    }
+
+    /// The running phase: until the process is reaped and its output
+    /// drained. Returns whether to keep the record for the TTL.
+    async fn live(&mut self, stop: &Stop, resumed: Option<Box<Live>>) -> bool {
+        let mut stdin_task = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
 
         // A shell command's clock starts when its shell starts it.
         let mut started = Instant::now();
@@ -927,19 +1198,67 @@ impl Actor {
         let mut truncated = false;
         let mut shutdown_seen = false;
         let mut remove_after_exit = false;
+        if let Some(l) = resumed {
+            let now = Instant::now();
+            let at = |d: Option<Duration>| d.map(|d| now + d);
+            started = now.checked_sub(l.elapsed).unwrap_or(now);
+            reaped = l.reaped.map(|(r, wall)| (Reaped::from(r), wall));
+            self.reaped = reaped.is_some();
+            if self.reaped {
+                exit_watch = None;
+            }
+            reason = l.reason;
+            timeout_at = at(l.timeout_left);
+            sigkill_at = at(l.sigkill_left);
+            idle_at = at(l.idle_left);
+            drain_until = at(l.drain_left);
+            truncated = l.truncated;
+            remove_after_exit = l.remove_after_exit;
+            self.terminated = l.terminated;
+            self.resumed_cwd = l.cwd;
+        }
         self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
 
         while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
             let paused = [0, 1].map(|i| self.paced_room(i) < MIN_PACED_READ);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !shutdown_seen => {
+                _ = stop.token.cancelled(), if !shutdown_seen => {
                     shutdown_seen = true;
-                    if kill_on_shutdown {
+                    if let Some(tx) = stop.handover.get() {
+                        let left = match stdin_task.take() {
+                            Some(t) => {
+                                self.stdin_stop.cancel();
+                                t.await.ok()
+                            }
+                            None => None,
+                        };
+                        let now = Instant::now();
+                        let left_of = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
+                        let live = Live {
+                            elapsed: started.elapsed(),
+                            reaped: reaped.as_ref().map(|(r, wall)| (FrozenReaped::from(r), *wall)),
+                            reason,
+                            timeout_left: left_of(timeout_at),
+                            sigkill_left: left_of(sigkill_at),
+                            idle_left: left_of(idle_at),
+                            drain_left: left_of(drain_until),
+                            truncated,
+                            remove_after_exit,
+                            terminated: std::mem::take(&mut self.terminated),
+                            cwd: None,
+                            outputs: [None, None],
+                            master: None,
+                            stdin: FrozenStdin { fd: None, open: false, pending: Default::default(), close: true },
+                        };
+                        let _ = tx.send(self.freeze_live(live, left));
+                        return false;
+                    }
+                    if stop.kill {
                         self.kill(&mut reason, ExitReason::Killed);
                     } else {
                         // Leave the process running; the daemon is going.
-                        return;
+                        return false;
                     }
                 }
                 Some(ctl) = self.ctl_rx.recv() => match ctl {
@@ -995,7 +1314,7 @@ impl Actor {
                         timeout_at = self.life.timeout.map(|d| started + d);
                         self.pipes = [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))];
                         if let Some(slot) = self.job.as_mut().and_then(|j| j.stdin.take()) {
-                            let _ = slot.send(Box::new(stdin));
+                            let _ = slot.send(StdinPipe::Pipe(stdin));
                         }
                         self.shared.output().queued = false;
                         self.shared.changed.send_modify(|v| *v += 1);
@@ -1095,6 +1414,7 @@ impl Actor {
         if let Some(t) = stdin_task {
             t.abort();
         }
+        let cwd = self.job.as_mut().and_then(|j| j.cwd.take()).or(self.resumed_cwd.take());
         if reason.is_some() && self.job.is_none() {
             // We killed it: make sure no member of its group outlives it,
             // even one that ignored SIGTERM after the leader died.
@@ -1116,7 +1436,7 @@ impl Actor {
                 max_rss_kb: r.max_rss_kb,
                 ends: [out.rings[0].end(), out.rings[1].end()],
                 truncated,
-                cwd: self.job.as_mut().and_then(|j| j.cwd.take()),
+                cwd,
             };
             out.exit = Some(exit.clone());
             exit
@@ -1131,14 +1451,24 @@ impl Actor {
         );
 
         // Keep the record attachable for the TTL.
-        if remove_after_exit {
-            return;
-        }
-        let ttl_at = self.life.ttl.map(|d| Instant::now() + d);
+        !remove_after_exit
+    }
+
+    /// The finished phase: the record stays attachable until `ttl_at`.
+    async fn hold(&mut self, ttl_at: Option<Instant>, stop: &Stop) {
         loop {
             tokio::select! {
                 _ = at(ttl_at) => return,
-                _ = shutdown.cancelled() => return,
+                _ = stop.token.cancelled() => {
+                    if let Some(tx) = stop.handover.get() {
+                        let ttl_left = ttl_at.map(|t| t.saturating_duration_since(Instant::now()));
+                        let exit = self.shared.output().exit.clone();
+                        if let Some(exit) = exit {
+                            let _ = tx.send((self.freeze(Phase::Held { exit, ttl_left }), Vec::new()));
+                        }
+                    }
+                    return;
+                }
                 ctl = self.ctl_rx.recv() => match ctl {
                     Some(Control::Remove) | None => return,
                     Some(Control::Signal { reply, .. }) => {
@@ -1163,6 +1493,80 @@ impl Actor {
                 },
             }
         }
+    }
+
+    /// The command's record for a handover, in `phase`.
+    fn freeze(&self, phase: Phase) -> Frozen {
+        let s = &self.shared;
+        let out = s.output();
+        let l = &self.life;
+        Frozen {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            labels: s.labels.clone(),
+            argv: s.argv.clone(),
+            pid: s.pid,
+            started_at: s.started_at,
+            shell: s.shell.clone(),
+            rings: [out.rings[0].freeze(), out.rings[1].freeze()],
+            seq: out.seq,
+            size: out.size,
+            ever_attached: s.ever_attached.load(Ordering::SeqCst),
+            life: FrozenLife {
+                timeout: l.timeout,
+                idle_timeout: l.idle_timeout,
+                ttl: l.ttl,
+                kill_on_disconnect: l.kill_on_disconnect,
+                max_output_bytes: l.max_output_bytes,
+                output_limit: l.output_limit,
+                kill_grace: l.kill_grace,
+                drain_grace: l.drain_grace,
+            },
+            phase,
+        }
+    }
+
+    /// A running command's record and fds for a handover. A shell
+    /// command cannot outlive its shell, which is not handed over: one
+    /// still running counts as ended (`shell_closed`).
+    fn freeze_live(&mut self, mut live: Live, stdin: Option<StdinLeft>) -> (Frozen, Vec<OwnedFd>) {
+        let mut fds = Vec::new();
+        let mut keep = |fd: io::Result<OwnedFd>, what: &str| match fd {
+            Ok(fd) => {
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                fds.push(fd);
+                Some(raw)
+            }
+            Err(e) => {
+                tracing::warn!(id = %self.shared.id, "{what} not handed over: {e}");
+                None
+            }
+        };
+        if let Some(job) = &mut self.job {
+            live.cwd = job.cwd.take();
+            if live.reaped.is_none() {
+                live.reaped = Some((FrozenReaped::from(&Reaped::unknown()), live.elapsed));
+                live.reason.get_or_insert(ExitReason::ShellClosed);
+            }
+        }
+        live.master = self.pty.take().map(Pty::into_master).and_then(|fd| keep(Ok(fd), "terminal"));
+        for i in 0..2 {
+            live.outputs[i] = match self.pipes[i].take() {
+                Some(Source::Pipe(p)) => keep(p.into_blocking_fd(), "output pipe"),
+                Some(Source::Pty(_)) => live.master,
+                None => None,
+            };
+        }
+        if let Some(left) = stdin {
+            live.stdin.open = self.shared.stdin_open.load(Ordering::SeqCst);
+            live.stdin.pending = serde_bytes::ByteBuf::from(left.pending.to_vec());
+            live.stdin.close = left.close;
+            live.stdin.fd = match left.pipe {
+                Some(StdinPipe::Pipe(p)) => keep(p.into_blocking_fd(), "stdin pipe"),
+                _ => None,
+            };
+        }
+        (self.freeze(Phase::Live(Box::new(live))), fds)
     }
 
     /// Sets the terminal size (the newest request wins) and tells every
@@ -1431,6 +1835,32 @@ impl Model {
     fn send(&self, msg: ModelMsg) {
         // The task lives as long as this handle.
         let _ = self.tx.send(msg);
+    }
+}
+
+impl From<FrozenReaped> for Reaped {
+    fn from(r: FrozenReaped) -> Reaped {
+        Reaped {
+            code: r.code,
+            signal: r.signal,
+            core_dumped: r.core_dumped,
+            user_us: r.user_us,
+            sys_us: r.sys_us,
+            max_rss_kb: r.max_rss_kb,
+        }
+    }
+}
+
+impl From<&Reaped> for FrozenReaped {
+    fn from(r: &Reaped) -> FrozenReaped {
+        FrozenReaped {
+            code: r.code,
+            signal: r.signal,
+            core_dumped: r.core_dumped,
+            user_us: r.user_us,
+            sys_us: r.sys_us,
+            max_rss_kb: r.max_rss_kb,
+        }
     }
 }
 

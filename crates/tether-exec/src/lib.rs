@@ -23,6 +23,8 @@
 //!   master, the screen model that restores a viewer's screen.
 //! - `shell`: named shells: one long-lived bash per name running queued
 //!   scripts one at a time; each script is a command like any other.
+//! - `handover`: a daemon's commands (state and fds) handed to the daemon
+//!   that re-executes it: [`Manager::handover`], [`Manager::resume`].
 //! - `ring`: the offset-addressed ring buffer.
 //! - `process`: pidfd, `wait4`, signalling a process tree (the only
 //!   `unsafe` code in the workspace).
@@ -30,6 +32,7 @@
 
 mod command;
 mod error;
+mod handover;
 mod manager;
 mod process;
 mod pty;
@@ -41,6 +44,7 @@ pub use command::{
     CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Screen, ScreenAttach, Stream, Subscription,
 };
 pub use error::ExecError;
+pub use handover::Handover;
 pub use manager::Manager;
 pub use shell::{
     CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,

@@ -3,16 +3,20 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::command::{self, Actor, CommandHandle, CommandInfo, Lifetimes, Meta, Spawned, SpawnedIo};
+use crate::command::{
+    self, Actor, CommandHandle, CommandInfo, HandoverSlot, Lifetimes, Meta, Spawned, SpawnedIo, Stop,
+};
+use crate::handover::Handover;
 use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
 use crate::spec::{CommandSpec, ManagerConfig, Program};
 use crate::{ExecError, process};
@@ -44,6 +48,8 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     kill_on_shutdown: bool,
+    /// Where actors send their state when the manager hands over.
+    handover: HandoverSlot,
 }
 
 /// Committed ring memory and a command slot, given back on drop.
@@ -79,6 +85,7 @@ impl Manager {
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 kill_on_shutdown,
+                handover: Arc::new(OnceLock::new()),
             }),
         }
     }
@@ -131,12 +138,15 @@ impl Manager {
         let id = handle.id().to_owned();
         inner.commands.insert(id.clone(), handle.clone());
         let weak = Arc::downgrade(&self.inner);
-        let shutdown = inner.shutdown.clone();
-        let kill = inner.kill_on_shutdown;
+        let stop = Stop {
+            token: inner.shutdown.clone(),
+            kill: inner.kill_on_shutdown,
+            handover: inner.handover.clone(),
+        };
         // A root span: the command outlives the connection that started it.
         let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
         inner.tracker.spawn(async move {
-            actor.run(shutdown, kill).instrument(span).await;
+            actor.run(stop).instrument(span).await;
             if let Some(inner) = weak.upgrade() {
                 inner.commands.remove(&id);
             }
@@ -302,6 +312,58 @@ impl Manager {
             let _ = self.remove(&id).await;
         }
         Ok(())
+    }
+
+    /// Stops every command without touching its process and returns their
+    /// state and fds, for the next daemon ([`Manager::resume`], see the
+    /// `handover` module). Named shells cannot be handed over: they are
+    /// closed first, and their commands handed over finished
+    /// (`shell_closed`). The manager accepts nothing afterwards.
+    pub async fn handover(&self) -> Handover {
+        let inner = &self.inner;
+        let shells: Vec<ShellHandle> = inner.shells.iter().map(|r| r.value().clone()).collect();
+        for sh in &shells {
+            sh.close().await;
+            for id in sh.command_ids() {
+                if let Ok(h) = self.get(&id) {
+                    // Its end comes once the shell's session is gone.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h.wait()).await;
+                }
+            }
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _ = inner.handover.set(tx);
+        inner.shutdown.cancel();
+        inner.tracker.close();
+        inner.tracker.wait().await;
+        let (mut commands, mut fds) = (Vec::new(), Vec::new());
+        while let Ok((frozen, owned)) = rx.try_recv() {
+            commands.push(frozen);
+            fds.extend(owned);
+        }
+        tracing::info!(commands = commands.len(), fds = fds.len(), "commands ready to hand over");
+        Handover::new(commands, fds)
+    }
+
+    /// A manager that takes over the commands of a [`Handover`] (their
+    /// fds are taken out of it; fds added by the caller stay). Limits are
+    /// not applied to them: they were admitted before.
+    pub fn resume(cfg: ManagerConfig, kill_on_shutdown: bool, h: &mut Handover) -> Manager {
+        let m = Manager::new(cfg, kill_on_shutdown);
+        let inner = &m.inner;
+        for frozen in std::mem::take(&mut h.commands) {
+            // A terminal has one output stream, so one ring's worth.
+            let rings = if frozen.size.is_some() { 1 } else { 2 };
+            let bytes = rings * frozen.rings[0].cap;
+            inner.count.fetch_add(1, Ordering::SeqCst);
+            inner.committed.fetch_add(bytes, Ordering::SeqCst);
+            let reservation =
+                Reservation { bytes, committed: inner.committed.clone(), count: Some(inner.clone()) };
+            let (handle, actor) = command::thaw(frozen, h, reservation);
+            tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
+            m.launch(&handle, actor);
+        }
+        m
     }
 
     fn reserve(&self, bytes: usize) -> Result<Reservation, ExecError> {

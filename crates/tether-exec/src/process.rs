@@ -307,6 +307,122 @@ pub(crate) fn dup_nonblocking(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(fd) }
 }
 
+/// A close-on-exec duplicate of `raw`, an fd the caller keeps open.
+pub(crate) fn dup_fd(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the caller owns `raw` and keeps it open for this call; it is
+    // only borrowed to duplicate it.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }.try_clone_to_owned()
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ).
+pub(crate) fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads the `winsize` we own for the duration of the
+    // call, on a borrowed open fd.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCSWINSZ, &ws) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// A terminal's foreground process group, if it has one.
+pub(crate) fn foreground_group(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    // SAFETY: tcgetpgrp only reads the terminal's state.
+    let pgrp = unsafe { libc::tcgetpgrp(std::os::fd::AsRawFd::as_raw_fd(&fd)) };
+    u32::try_from(pgrp).ok().filter(|p| *p > 0)
+}
+
+/// A terminal's end-of-file character (VEOF).
+pub(crate) fn veof(fd: std::os::fd::BorrowedFd<'_>) -> Option<u8> {
+    // SAFETY: zeroed is a valid value of this plain C struct, which
+    // tcgetattr fills; both are ours for the duration of the call.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut t) };
+    (r == 0).then_some(t.c_cc[libc::VEOF])
+}
+
+/// Clears close-on-exec, so `fd` survives the daemon's re-exec (handover).
+pub(crate) fn keep_on_exec(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: F_GETFD/F_SETFD only change a flag of a borrowed open fd.
+    let r = unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFD);
+        if flags < 0 { flags } else { libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) }
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Sets close-on-exec again (after an exec that failed).
+pub(crate) fn close_on_exec(fd: std::os::fd::BorrowedFd<'_>) {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: F_GETFD/F_SETFD only change a flag of a borrowed open fd.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(raw, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Takes ownership of an fd inherited across exec from the previous daemon
+/// (its number came in the handover state), marking it close-on-exec
+/// again. Fails for a number that is not an open fd.
+pub(crate) fn take_inherited_fd(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD only read and set a flag; a closed number fails.
+    let r = unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFD);
+        if flags < 0 { flags } else { libc::fcntl(raw, libc::F_SETFD, flags | libc::FD_CLOEXEC) }
+    };
+    if r < 0 || raw <= 2 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("handover fd {raw} is not open")));
+    }
+    // SAFETY: the previous daemon handed this open fd to this process and
+    // nothing else in this process owns it: it is taken exactly once, from
+    // the handover state, before anything else can open a file there.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
+}
+
+/// Sets `sigs` to be ignored and returns their previous actions, for
+/// [`restore_signals`]. An ignored signal stays ignored across exec, so a
+/// signal that arrives while the next daemon starts cannot kill it; that
+/// daemon's own handlers replace the setting.
+pub(crate) fn ignore_signals(sigs: &[i32]) -> Vec<(i32, libc::sigaction)> {
+    let mut old = Vec::new();
+    for &sig in sigs {
+        // SAFETY: sigaction reads `new` and fills `prev`, both ours; SIG_IGN
+        // involves no handler code.
+        unsafe {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = libc::SIG_IGN;
+            let mut prev: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, &new, &mut prev) == 0 {
+                old.push((sig, prev));
+            }
+        }
+    }
+    old
+}
+
+/// Puts back what [`ignore_signals`] replaced.
+pub(crate) fn restore_signals(old: Vec<(i32, libc::sigaction)>) {
+    for (sig, prev) in old {
+        // SAFETY: `prev` is the action sigaction returned for this signal.
+        unsafe {
+            libc::sigaction(sig, &prev, std::ptr::null_mut());
+        }
+    }
+}
+
+/// An anonymous in-memory file that survives exec (the handover state).
+pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags and
+    // returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
 /// Registers a non-blocking file with the runtime for reading and writing.
 pub(crate) fn register_file(file: std::fs::File) -> io::Result<AsyncFd<std::fs::File>> {
     // SAFETY: the `File` owns its fd and moves into the `AsyncFd`, so the fd

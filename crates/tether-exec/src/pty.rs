@@ -4,13 +4,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use portable_pty::{MasterPty, PtySize, native_pty_system};
+use portable_pty::{PtySize, native_pty_system};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, Interest};
 
@@ -23,9 +24,10 @@ const DEFAULT_TERM: &str = "xterm-256color";
 
 /// The master side of a command's terminal, owned by its actor.
 pub(crate) struct Pty {
-    /// portable-pty's master, for resizing and asking for the foreground
-    /// process group and the termios settings.
-    master: Box<dyn MasterPty + Send>,
+    /// The master fd, for resizing and asking for the foreground process
+    /// group and the termios settings. Our own (not portable-pty's), so a
+    /// terminal handed over by a previous daemon (`handover`) is the same.
+    master: OwnedFd,
     /// A non-blocking duplicate of the master fd registered with the
     /// runtime: the actor reads output from it and the stdin writer writes
     /// input to it.
@@ -33,22 +35,32 @@ pub(crate) struct Pty {
 }
 
 impl Pty {
+    /// Takes over a master fd: registers a non-blocking duplicate.
+    pub(crate) fn from_master(master: OwnedFd) -> io::Result<Pty> {
+        let io = process::register_file(File::from(process::dup_nonblocking(master.as_raw_fd())?))?;
+        Ok(Pty { master, io: Arc::new(io) })
+    }
+
+    /// Gives the master fd back (for a handover).
+    pub(crate) fn into_master(self) -> OwnedFd {
+        self.master
+    }
+
     /// Sets the window size; the kernel sends SIGWINCH to the foreground
     /// process group.
     pub(crate) fn resize(&self, size: TermSize) -> Result<(), ExecError> {
-        self.master
-            .resize(pty_size(size))
-            .map_err(|e| ExecError::Io { context: "resizing the terminal", source: other(e) })
+        process::set_winsize(self.master.as_fd(), size.rows, size.cols)
+            .map_err(|source| ExecError::Io { context: "resizing the terminal", source })
     }
 
     /// The terminal's foreground process group, if it has one.
     pub(crate) fn foreground_group(&self) -> Option<u32> {
-        self.master.process_group_leader().and_then(|p| u32::try_from(p).ok())
+        process::foreground_group(self.master.as_fd())
     }
 
     /// The end-of-file character (VEOF), normally Ctrl-D.
     pub(crate) fn eof_char(&self) -> u8 {
-        self.master.get_termios().map_or(4, |t| t.control_chars[libc::VEOF]).max(1)
+        process::veof(self.master.as_fd()).unwrap_or(4).max(1)
     }
 }
 
@@ -85,13 +97,15 @@ pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Resul
     let pid = child.id();
     // The child is reaped through its pidfd by the actor, not by `Child`.
     drop(child);
-    let io = pair
+    // Our own copy of the master; portable-pty's is closed with `pair`.
+    let pty = pair
         .master
         .as_raw_fd()
         .ok_or_else(|| io::Error::other("master has no fd"))
-        .and_then(|raw| process::register_file(File::from(process::dup_nonblocking(raw)?)));
-    match io {
-        Ok(io) => Ok((pid, Pty { master: pair.master, io: Arc::new(io) })),
+        .and_then(process::dup_fd)
+        .and_then(Pty::from_master);
+    match pty {
+        Ok(pty) => Ok((pid, pty)),
         Err(source) => {
             let _ = process::signal_group(pid, libc::SIGKILL);
             let _ = process::wait_blocking(pid);

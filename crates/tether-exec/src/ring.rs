@@ -102,6 +102,42 @@ impl Ring {
         self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
     }
 
+    /// Its held bytes, for a handover.
+    pub(crate) fn freeze(&self) -> crate::handover::FrozenRing {
+        crate::handover::FrozenRing {
+            cap: self.cap,
+            end: self.end,
+            chunks: self
+                .chunks
+                .iter()
+                .map(|c| (c.offset, c.seq, serde_bytes::ByteBuf::from(c.data.to_vec())))
+                .collect(),
+        }
+    }
+
+    /// A ring holding what [`Ring::freeze`] gave, offsets unchanged. Chunks
+    /// that do not follow each other are dropped (never from a real ring).
+    pub(crate) fn thaw(f: crate::handover::FrozenRing) -> Ring {
+        let mut ring = Ring::new(f.cap);
+        let mut kept: Vec<Chunk> = Vec::new();
+        for (offset, seq, data) in f.chunks.into_iter().rev() {
+            let fits = match kept.last() {
+                Some(next) => offset + data.len() as u64 == next.offset,
+                None => offset + data.len() as u64 == f.end,
+            };
+            if !fits || data.is_empty() {
+                break;
+            }
+            kept.push(Chunk { offset, seq, data: Bytes::from(data.into_vec()) });
+        }
+        kept.reverse();
+        ring.charged = kept.iter().map(|c| c.data.len() + CHUNK_OVERHEAD).sum();
+        ring.end = f.end;
+        ring.first_held = kept.first().map_or(f.end, |c| c.offset);
+        ring.chunks = kept.into();
+        ring
+    }
+
     /// Bytes charged for the data at and after `from` (what reading it
     /// would free), overhead included.
     pub(crate) fn charged_from(&self, from: u64) -> usize {
@@ -163,6 +199,23 @@ mod tests {
 
     fn bytes(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_thawed_ring_reads_like_the_original() {
+        let mut r = Ring::new(4096);
+        for i in 0..100u64 {
+            r.push(bytes(&format!("chunk {i:03}\n")), i * 2);
+        }
+        let t = Ring::thaw(r.freeze());
+        assert_eq!(
+            (t.first_held(), t.end(), t.charged(), t.cap()),
+            (r.first_held(), r.end(), r.charged(), r.cap())
+        );
+        for at in [t.first_held(), t.first_held() + 5, t.end() - 1, t.end()] {
+            assert_eq!(t.read(at, 1000), r.read(at, 1000));
+        }
+        assert_eq!(t.read(0, 10), Read::Gap { first_held: r.first_held() });
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Lifetime {
 }
 
 /// What happens when a command's output passes its `max_output_bytes`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OutputLimit {
     /// Kill the command (exit reason `OutputLimit`).
     #[default]
@@ -103,7 +103,7 @@ pub struct CommandSpec {
 }
 
 /// A terminal size in character cells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TermSize {
     /// Lines.
     pub rows: u16,

@@ -3,7 +3,10 @@
 //!
 //! [`Server::run`] serves a listener until a shutdown future resolves, then
 //! closes every WebSocket with 1001 (going away), kills and reaps commands
-//! (unless configured to leave them) and returns.
+//! (unless configured to leave them) and returns. [`Server::serve`] can
+//! also stop for a restart: the same, but the commands and the listening
+//! socket are handed over ([`Ended::Restart`]) for the re-executed daemon,
+//! which picks them up with [`Server::resume`].
 //!
 //! # Layout
 //! - `config`: [`ServerConfig`].
@@ -56,6 +59,7 @@ pub use auth::Token;
 pub use config::ServerConfig;
 pub use conn::AttachQuery;
 pub use oneshot::default_interpreters;
+pub use tether_exec::Handover;
 
 /// The daemon.
 pub struct Server {
@@ -73,12 +77,52 @@ struct AppState {
     files: Option<Arc<tether_files::Files>>,
 }
 
+/// What stops [`Server::serve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Close every connection, end the commands (see
+    /// [`ServerConfig::kill_on_shutdown`]) and return.
+    Shutdown,
+    /// Close every connection and hand the commands and the listening
+    /// socket over, for a re-executed daemon.
+    Restart,
+}
+
+/// Why [`Server::serve`] returned.
+#[derive(Debug)]
+pub enum Ended {
+    /// Shut down.
+    Shutdown,
+    /// Stopped for a restart: the commands, and the listening socket under
+    /// the name [`LISTENER_FD`].
+    Restart(Handover),
+}
+
+/// The listening socket's name in a [`Handover`].
+pub const LISTENER_FD: &str = "listener";
+
+/// The environment variable that carries the handover state's fd to a
+/// re-executed daemon (removed from commands' environments).
+pub const HANDOVER_ENV: &str = "TETHER_HANDOVER_FD";
+
+/// In-flight HTTP requests and WebSocket connections get this long to end
+/// once the daemon stops.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 impl Server {
     /// A server with its own command manager.
     pub fn new(cfg: ServerConfig) -> Server {
-        let mut mcfg = cfg.manager.clone();
-        mcfg.env_remove.push("TETHER_TOKEN".to_owned());
-        let manager = Manager::new(mcfg, cfg.kill_on_shutdown);
+        let manager = Manager::new(manager_config(&cfg), cfg.kill_on_shutdown);
+        Server::with_manager(cfg, manager)
+    }
+
+    /// A server that takes over the commands of a previous daemon.
+    pub fn resume(cfg: ServerConfig, handover: &mut Handover) -> Server {
+        let manager = Manager::resume(manager_config(&cfg), cfg.kill_on_shutdown, handover);
+        Server::with_manager(cfg, manager)
+    }
+
+    fn with_manager(cfg: ServerConfig, manager: Manager) -> Server {
         let root =
             cfg.files_root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
         let files = match tether_files::Files::new(&root, cfg.files_root.is_some()) {
@@ -147,12 +191,34 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve(listener, async move {
+            shutdown.await;
+            Stop::Shutdown
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Serves `listener` until `stop` resolves. Then every WebSocket gets
+    /// close code 1001, in-flight requests get [`STOP_GRACE`], and the
+    /// commands are ended ([`Stop::Shutdown`]) or handed over with the
+    /// listening socket ([`Stop::Restart`]). Connections that arrive
+    /// meanwhile wait in the socket's backlog for the next daemon.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = Stop> + Send + 'static,
+    ) -> std::io::Result<Ended> {
         let st = self.state.clone();
         let token = st.shutdown.clone();
+        // Kept open across the stop for a restart (close-on-exec until then).
+        let kept = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down");
+            let why = stop.await;
+            tracing::info!(?why, "stopping");
+            let _ = stop_tx.send(why);
             token.cancel();
         };
         // Small frames (a prompt, an exit) must not wait for Nagle plus the
@@ -162,15 +228,59 @@ impl Server {
                 tracing::debug!("TCP_NODELAY: {e}");
             }
         });
-        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
-        st.conns.close();
-        if tokio::time::timeout(Duration::from_secs(5), st.conns.wait()).await.is_err() {
-            tracing::warn!("connections did not close within 5 s");
+        let serving = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+        tokio::pin!(serving);
+        let grace_over = async {
+            st.shutdown.cancelled().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        tokio::select! {
+            r = &mut serving => r?,
+            _ = grace_over => tracing::warn!("requests still running {STOP_GRACE:?} after the stop: dropped"),
         }
-        st.manager.shutdown().await;
-        tracing::info!("shutdown complete");
-        Ok(())
+        let why = stop_rx.await.unwrap_or(Stop::Shutdown);
+        st.conns.close();
+        if tokio::time::timeout(STOP_GRACE, st.conns.wait()).await.is_err() {
+            tracing::warn!("connections did not close within {STOP_GRACE:?}");
+        }
+        match why {
+            Stop::Shutdown => {
+                drop(kept);
+                st.manager.shutdown().await;
+                tracing::info!("shutdown complete");
+                Ok(Ended::Shutdown)
+            }
+            Stop::Restart => {
+                let mut handover = st.manager.handover().await;
+                handover.add_fd(LISTENER_FD, kept);
+                Ok(Ended::Restart(handover))
+            }
+        }
     }
+}
+
+/// Replaces this process with `exe args` (the daemon's own binary and
+/// arguments), handing it `handover` through [`HANDOVER_ENV`]; SIGUSR2 (the
+/// restart signal) is ignored across the exec so a second one cannot kill
+/// the new daemon before it listens for it. Returns only if the exec
+/// failed; `handover` is then intact (resume it in this process).
+pub fn exec_restart(
+    handover: &Handover,
+    exe: &std::path::Path,
+    args: &[std::ffi::OsString],
+) -> std::io::Error {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args);
+    handover.exec(cmd, HANDOVER_ENV, &[libc::SIGUSR2])
+}
+
+/// The manager's configuration: the server's, minus the daemon's own
+/// variables in commands' environments.
+fn manager_config(cfg: &ServerConfig) -> tether_exec::ManagerConfig {
+    let mut mcfg = cfg.manager.clone();
+    mcfg.env_remove.push("TETHER_TOKEN".to_owned());
+    mcfg.env_remove.push(HANDOVER_ENV.to_owned());
+    mcfg
 }
 
 async fn ws_handler(

@@ -1,10 +1,12 @@
 //! `tether serve`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tether_server::{Server, ServerConfig, Token};
+use tether_server::{Ended, HANDOVER_ENV, Handover, LISTENER_FD, Server, ServerConfig, Stop, Token};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::cli::{ConnArgs, LogFormat, ServeArgs};
 use crate::token;
@@ -53,31 +55,106 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         cfg.interpreters.insert(name.to_owned(), program.split_whitespace().map(str::to_owned).collect());
     }
 
-    let listener =
-        TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    // On stdout, one line, so scripts and tests can find a port-0 address.
-    println!("tether: listening on http://{addr}");
-    tracing::info!(%addr, "listening");
-    let server = Server::new(cfg);
-    server.run(listener, shutdown_signal()).await?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    // Recorded now: after an upgrade replaced the binary, this path names
+    // the new one (`/proc/self/exe` would still name the old).
+    let exe = std::env::current_exe().context("finding the daemon's own binary")?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // Handlers first: after a restart, SIGUSR2 was ignored across the exec
+    // and is handled again from here on (before the "listening" line).
+    let stops = stop_signals();
+    let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
+        Some(fd) => {
+            let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
+            let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
+            let listener = listener_of(&mut h)?;
+            let n = h.len();
+            let server = Server::resume(cfg.clone(), &mut h);
+            tracing::info!(commands = n, "restarted: took over the previous daemon's commands");
+            (server, listener)
+        }
+        None => {
+            let listener =
+                TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+            (Server::new(cfg.clone()), listener)
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    loop {
+        let addr = listener.local_addr()?;
+        // On stdout, one line, so scripts and tests can find a port-0
+        // address (again after each restart). Whoever read it may have
+        // closed the pipe since: that is no error.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "tether: listening on http://{addr}").and_then(|()| out.flush());
+        }
+        tracing::info!(%addr, "listening");
+        let stops = stops.clone();
+        let stop = async move { stops.lock().await.recv().await.unwrap_or(Stop::Shutdown) };
+        match server.serve(listener, stop).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Restart(mut h) => {
+                tracing::info!(commands = h.len(), exe = %exe.display(), "restarting: exec");
+                // Returns only if the exec failed: carry on in this process.
+                let e = tether_server::exec_restart(&h, &exe, &argv);
+                tracing::error!("exec of {} failed: {e}; resuming in this process", exe.display());
+                listener = listener_of(&mut h)?;
+                server = Server::resume(cfg.clone(), &mut h);
+            }
+        }
     }
+}
+
+/// The listening socket handed over with the commands.
+fn listener_of(h: &mut Handover) -> Result<TcpListener> {
+    let fd = h.take_fd(LISTENER_FD).context("the handover has no listening socket")?;
+    let std = std::net::TcpListener::from(fd);
+    std.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(std)?)
+}
+
+/// SIGTERM or Ctrl-C: shut down. SIGUSR2: restart in place (re-exec the
+/// binary, keeping commands and the listening socket). The handlers are
+/// installed before this returns; stops arrive on the channel.
+fn stop_signals() -> Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Stop>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = mpsc::unbounded_channel();
+    let term = signal(SignalKind::terminate()).map_err(|e| tracing::error!("cannot watch SIGTERM: {e}")).ok();
+    let usr2 = signal(SignalKind::user_defined2())
+        .map_err(|e| tracing::error!("cannot watch SIGUSR2 (no restart): {e}"))
+        .ok();
+    let int = signal(SignalKind::interrupt()).map_err(|e| tracing::error!("cannot watch SIGINT: {e}")).ok();
+    tokio::spawn(async move {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let (mut term, mut usr2, mut int) = (term, usr2, int);
+        loop {
+            let stop = tokio::select! {
+                _ = next(&mut term) => {
+                    tracing::info!("SIGTERM");
+                    Stop::Shutdown
+                }
+                _ = next(&mut int) => {
+                    tracing::info!("SIGINT");
+                    Stop::Shutdown
+                }
+                _ = next(&mut usr2) => {
+                    tracing::info!("SIGUSR2");
+                    Stop::Restart
+                }
+            };
+            if tx.send(stop).is_err() {
+                return;
+            }
+        }
+    });
+    Arc::new(tokio::sync::Mutex::new(rx))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -3,118 +3,14 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tether_client::{Client, ExecEvent, StartSpec};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tether");
-const LIMIT: Duration = Duration::from_secs(60);
+mod common;
 
-/// A `tether serve` process on port 0, stopped with SIGTERM on drop.
-struct Daemon {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Daemon {
-    fn start(extra: &[&str]) -> Daemon {
-        Daemon::start_in(extra, None)
-    }
-
-    /// A daemon whose temporary directory is `tmp`.
-    fn start_in(extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
-        let token = format!("cli-test-{:016x}", rand_u64());
-        let mut cmd = Command::new(BIN);
-        if let Some(tmp) = tmp {
-            cmd.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
-        }
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("TETHER_TOKEN", &token)
-            .env("TETHER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("tether: listening on ").expect("listening line").to_owned();
-        Daemon { child, url, token }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn cli(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args).env("TETHER_URL", &self.url).env("TETHER_TOKEN", &self.token);
-        c
-    }
-
-    /// Runs a CLI command to completion (bounded) with stdin closed.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .cli(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_bounded(&mut child);
-        child.wait_with_output().unwrap()
-    }
-
-    fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
-    }
-
-    fn zombie_children(&self) -> Vec<i32> {
-        let me = self.pid();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-            if rest[1].parse::<i32>() == Ok(me) && rest[0] == "Z" {
-                out.push(pid);
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_u64() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
-}
-
-fn wait_bounded(child: &mut Child) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < LIMIT, "CLI command did not finish within {LIMIT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{BIN, Daemon, LIMIT, rand_u64, text, wait_bounded};
 
 #[test]
 fn exec_streams_output_and_propagates_exit_codes() {

@@ -1,0 +1,270 @@
+//! Handing commands to a re-executed daemon (a graceful restart or an
+//! in-place upgrade).
+//!
+//! `execve` keeps the process id, so the commands' processes stay this
+//! process's children and keep writing into the same pipes; what must cross
+//! the exec is each command's state and its fds. [`Manager::handover`]
+//! stops every actor and collects a [`Frozen`] record of each (metadata,
+//! both rings byte for byte, the exit or the live deadlines as durations
+//! left, stdin bytes accepted but not yet written) plus the fds it owned
+//! (stdout and stderr pipes, the stdin pipe, a terminal's master). The
+//! daemon writes [`Handover::encode`] into a memfd, clears close-on-exec on
+//! [`Handover::fds`] and execs itself; the new process reads the memfd back
+//! with [`Handover::inherit`] and rebuilds every actor with
+//! [`Manager::resume`]. If exec fails, the same `Handover` resumes in the old
+//! process. Offsets are preserved exactly, so a client re-attaches at the
+//! byte it last saw.
+//!
+//! Not handed over: named shells (they are closed first; their commands end
+//! as `shell_closed`), subscriptions (every connection is closed first, and
+//! clients re-attach), pacing (it ends with the connections), a terminal's
+//! screen model (rebuilt from the ring, so exact only while the ring still
+//! holds the terminal's whole output since its last full redraw).
+//!
+//! [`Manager::handover`]: crate::Manager::handover
+//! [`Manager::resume`]: crate::Manager::resume
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{ExitInfo, ExitReason};
+use crate::process;
+use crate::spec::{OutputLimit, TermSize};
+
+/// Format version of the encoded state; a daemon refuses another.
+const VERSION: u32 = 1;
+
+/// Everything one daemon hands to the next: commands, their fds, and named
+/// fds of the caller's own (a listening socket).
+pub struct Handover {
+    pub(crate) commands: Vec<Frozen>,
+    /// Every fd the state names, by number.
+    pub(crate) fds: BTreeMap<RawFd, OwnedFd>,
+    /// The caller's fds, by name.
+    named: BTreeMap<String, RawFd>,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover")
+            .field("commands", &self.commands.len())
+            .field("fds", &self.fds.len())
+            .finish()
+    }
+}
+
+/// The encoded form.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    version: u32,
+    commands: Vec<Frozen>,
+    fds: Vec<RawFd>,
+    named: BTreeMap<String, RawFd>,
+}
+
+impl Handover {
+    pub(crate) fn new(commands: Vec<Frozen>, fds: Vec<OwnedFd>) -> Handover {
+        let fds = fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
+        Handover { commands, fds, named: BTreeMap::new() }
+    }
+
+    /// How many commands it carries.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// True when it carries no command.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Adds an fd of the caller's own under a name (e.g. the listener).
+    pub fn add_fd(&mut self, name: &str, fd: OwnedFd) {
+        self.named.insert(name.to_owned(), fd.as_raw_fd());
+        self.fds.insert(fd.as_raw_fd(), fd);
+    }
+
+    /// Takes back a named fd.
+    pub fn take_fd(&mut self, name: &str) -> Option<OwnedFd> {
+        let raw = self.named.remove(name)?;
+        self.fds.remove(&raw)
+    }
+
+    /// Writes the state into a new memfd and marks it and every fd it
+    /// names to survive `exec`. Returns the memfd: pass its number to the
+    /// next process (see [`Handover::inherit`]) and keep both it and `self`
+    /// alive until the exec.
+    pub fn prepare_exec(&self) -> io::Result<OwnedFd> {
+        let wire = Wire {
+            version: VERSION,
+            commands: self.commands.clone(),
+            fds: self.fds.keys().copied().collect(),
+            named: self.named.clone(),
+        };
+        let bytes = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
+        let mut file = std::fs::File::from(process::memfd(c"tether-handover")?);
+        file.write_all(&bytes)?;
+        file.rewind()?;
+        for fd in self.fds.values() {
+            process::keep_on_exec(fd.as_fd())?;
+        }
+        let fd = OwnedFd::from(file);
+        process::keep_on_exec(fd.as_fd())?;
+        Ok(fd)
+    }
+
+    /// Replaces this process with `cmd` (normally the daemon's own binary
+    /// and arguments), handing it this state: the memfd's number goes in
+    /// the environment variable `env`, and `ignore` are signals ignored
+    /// across the exec so that one arriving before the next daemon has
+    /// installed its handlers cannot kill it. Returns only if the exec
+    /// failed; the state is then intact (resume it in this process).
+    pub fn exec(&self, mut cmd: std::process::Command, env: &str, ignore: &[i32]) -> io::Error {
+        use std::os::unix::process::CommandExt;
+        let memfd = match self.prepare_exec() {
+            Ok(fd) => fd,
+            Err(e) => return e,
+        };
+        cmd.env(env, memfd.as_raw_fd().to_string());
+        let old = process::ignore_signals(ignore);
+        let e = cmd.exec();
+        process::restore_signals(old);
+        // Still ours: children started from here on must not inherit them.
+        for fd in self.fds.values() {
+            process::close_on_exec(fd.as_fd());
+        }
+        drop(memfd);
+        e
+    }
+
+    /// In the new process: reads the state from the memfd numbered `raw`
+    /// and takes ownership of every fd it names (marking each close-on-exec
+    /// again). Call it before anything else opens files.
+    pub fn inherit(raw: RawFd) -> io::Result<Handover> {
+        let mut file = std::fs::File::from(process::take_inherited_fd(raw)?);
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        drop(file);
+        let wire: Wire =
+            rmp_serde::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if wire.version != VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("handover state version {} (this daemon reads {VERSION})", wire.version),
+            ));
+        }
+        let mut fds = BTreeMap::new();
+        for raw in wire.fds {
+            fds.insert(raw, process::take_inherited_fd(raw)?);
+        }
+        Ok(Handover { commands: wire.commands, fds, named: wire.named })
+    }
+
+    /// Takes the fd numbered `raw`, if the state has it.
+    pub(crate) fn fd(&mut self, raw: Option<RawFd>) -> Option<OwnedFd> {
+        self.fds.remove(&raw?)
+    }
+}
+
+/// One command, stopped.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Frozen {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) argv: Vec<String>,
+    pub(crate) pid: u32,
+    pub(crate) started_at: SystemTime,
+    pub(crate) shell: Option<String>,
+    pub(crate) rings: [FrozenRing; 2],
+    pub(crate) seq: u64,
+    /// A terminal's size and how many times it was set.
+    pub(crate) size: Option<(TermSize, u64)>,
+    pub(crate) ever_attached: bool,
+    pub(crate) life: FrozenLife,
+    pub(crate) phase: Phase,
+}
+
+/// A ring's held bytes.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct FrozenRing {
+    pub(crate) cap: usize,
+    pub(crate) end: u64,
+    /// `(offset, seq, bytes)` in order.
+    pub(crate) chunks: Vec<(u64, u64, serde_bytes::ByteBuf)>,
+}
+
+/// [`crate::command::Lifetimes`], serialisable.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct FrozenLife {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) kill_on_disconnect: bool,
+    pub(crate) max_output_bytes: Option<u64>,
+    pub(crate) output_limit: OutputLimit,
+    pub(crate) kill_grace: Duration,
+    pub(crate) drain_grace: Duration,
+}
+
+/// Where a command was in its life.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) enum Phase {
+    /// Running, or ended with output still draining.
+    Live(Box<Live>),
+    /// Finished; attachable until its TTL runs out (`None`: forever).
+    Held { exit: ExitInfo, ttl_left: Option<Duration> },
+}
+
+/// A running command's state. Deadlines are durations left.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Live {
+    /// Time since it started (its wall clock so far).
+    pub(crate) elapsed: Duration,
+    /// Its status, once reaped, and its wall time then.
+    pub(crate) reaped: Option<(FrozenReaped, Duration)>,
+    pub(crate) reason: Option<ExitReason>,
+    pub(crate) timeout_left: Option<Duration>,
+    pub(crate) sigkill_left: Option<Duration>,
+    pub(crate) idle_left: Option<Duration>,
+    pub(crate) drain_left: Option<Duration>,
+    pub(crate) truncated: bool,
+    pub(crate) remove_after_exit: bool,
+    /// Descendants sent SIGTERM by a timeout, to SIGKILL later.
+    pub(crate) terminated: Vec<u32>,
+    /// The shell's working directory at the end (a shell command).
+    pub(crate) cwd: Option<String>,
+    /// Output fds still open, stdout then stderr (pipes).
+    pub(crate) outputs: [Option<RawFd>; 2],
+    /// A terminal's master.
+    pub(crate) master: Option<RawFd>,
+    pub(crate) stdin: FrozenStdin,
+}
+
+/// A command's stdin.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct FrozenStdin {
+    /// The pipe's writing end (`None`: closed, or a terminal's master).
+    pub(crate) fd: Option<RawFd>,
+    /// Whether stdin is still open to clients.
+    pub(crate) open: bool,
+    /// Accepted bytes not yet written.
+    pub(crate) pending: serde_bytes::ByteBuf,
+    /// Close after writing `pending`.
+    pub(crate) close: bool,
+}
+
+/// [`crate::process::Reaped`], serialisable.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct FrozenReaped {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) core_dumped: bool,
+    pub(crate) user_us: u64,
+    pub(crate) sys_us: u64,
+    pub(crate) max_rss_kb: u64,
+}

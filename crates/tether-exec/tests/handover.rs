@@ -1,0 +1,258 @@
+//! Handing commands from one manager to the next (`Manager::handover`,
+//! `Manager::resume`), in one process: the state and fds that cross a
+//! daemon's re-exec, without the exec (the server tests do the exec).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tether_exec::{
+    CommandSpec, Event, ExitInfo, ExitReason, Handover, Lifetime, Manager, ManagerConfig, ShellSpec, Stream,
+    Subscription, TermSize,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn manager() -> Manager {
+    Manager::new(ManagerConfig::default(), true)
+}
+
+async fn hand_over(m: Manager) -> (Manager, Handover) {
+    let mut h = tokio::time::timeout(LIMIT, m.handover()).await.expect("handover in time");
+    let next = Manager::resume(ManagerConfig::default(), true, &mut h);
+    (next, h)
+}
+
+/// Reads until `want` bytes of stdout have come (or the exit).
+async fn read_out(sub: &mut Subscription, out: &mut Vec<u8>, want: usize) {
+    let fut = async {
+        while out.len() < want {
+            match sub.next(64 * 1024).await.expect("event") {
+                Event::Output { stream: Stream::Stdout, data, .. } => out.extend_from_slice(&data),
+                Event::Exit(e) => panic!("exit before {want} bytes: {e:?}"),
+                Event::Gap { .. } => panic!("gap"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.expect("output in time");
+}
+
+async fn rest(mut sub: Subscription) -> ([Vec<u8>; 2], ExitInfo) {
+    let fut = async {
+        let mut out = [Vec::new(), Vec::new()];
+        while let Some(ev) = sub.next(64 * 1024).await {
+            match ev {
+                Event::Output { stream, data, .. } => out[stream as usize].extend_from_slice(&data),
+                Event::Gap { .. } => panic!("gap"),
+                Event::Resized(_) => {}
+                Event::Exit(e) => return (out, e),
+            }
+        }
+        panic!("no exit");
+    };
+    tokio::time::timeout(LIMIT, fut).await.expect("exit in time")
+}
+
+#[tokio::test]
+async fn output_continues_at_the_same_offsets_and_the_exit_is_reported() {
+    let m = manager();
+    let script = "for i in $(seq 1 3000); do echo out-$i; echo err-$i >&2; done; sleep 0.3; \
+                  for i in $(seq 3001 6000); do echo out-$i; done; exit 7";
+    let h = m.start(CommandSpec::shell(script)).unwrap();
+    let id = h.id().to_owned();
+    let pid = h.pid();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let mut first = Vec::new();
+    read_out(&mut sub, &mut first, 1000).await;
+    let at = sub.offsets();
+    drop(sub);
+    let (m2, _) = hand_over(m).await;
+    assert!(h.exit().is_none(), "the old handle saw no exit: the command was not stopped");
+    let h2 = m2.get(&id).unwrap();
+    assert_eq!(h2.pid(), pid);
+    let (out, exit) = rest(h2.attach(at).unwrap()).await;
+    let mut stdout = first[..at[0] as usize].to_vec();
+    stdout.extend_from_slice(&out[0]);
+    let want: String = (1..=6000).map(|i| format!("out-{i}\n")).collect();
+    assert_eq!(String::from_utf8(stdout).unwrap(), want);
+    assert_eq!(exit.code, Some(7));
+    assert_eq!(exit.reason, ExitReason::Exited);
+    // All of stderr from 0 is still held.
+    let (all, _) = rest(h2.attach([0, 0]).unwrap()).await;
+    let want_err: String = (1..=3000).map(|i| format!("err-{i}\n")).collect();
+    assert_eq!(String::from_utf8(all[1].clone()).unwrap(), want_err);
+}
+
+#[tokio::test]
+async fn stdin_not_yet_written_is_written_after_the_handover_then_closed() {
+    let m = manager();
+    // Reads nothing for a while: most of 3 MB of stdin waits in the writer,
+    // part of it written into the pipe, the rest handed over.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let spec = CommandSpec::shell("sleep 1; sha256sum").stdin(Bytes::from(data.clone()), true);
+    let h = m.start(spec).unwrap();
+    let id = h.id().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
+    let want = format!("{:x}  -\n", Sha256::digest(&data));
+    assert_eq!(String::from_utf8_lossy(&out[0]), want, "every byte once, in order, then EOF");
+    assert_eq!(exit.code, Some(0));
+}
+
+#[tokio::test]
+async fn stdin_stays_open_across_the_handover() {
+    let m = manager();
+    let h = m.start(CommandSpec::argv(["cat"]).stdin(Bytes::new(), false)).unwrap();
+    let id = h.id().to_owned();
+    h.write_stdin(Bytes::from_static(b"before\n")).await.unwrap();
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    h2.write_stdin(Bytes::from_static(b"after\n")).await.unwrap();
+    h2.close_stdin().await.unwrap();
+    let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
+    assert_eq!(out[0], b"before\nafter\n");
+    assert_eq!(exit.code, Some(0));
+}
+
+#[tokio::test]
+async fn a_finished_command_keeps_its_exit_and_ttl() {
+    let m = manager();
+    let h = m
+        .start(CommandSpec::shell("echo done; exit 3").ttl(Lifetime::After(Duration::from_secs(2))))
+        .unwrap();
+    let id = h.id().to_owned();
+    let exit = tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    assert_eq!(h2.exit(), Some(exit.clone()));
+    let (out, e) = rest(h2.attach([0, 0]).unwrap()).await;
+    assert_eq!(out[0], b"done\n");
+    assert_eq!(e.code, Some(3));
+    // The TTL runs on from where it was.
+    let gone = async {
+        while m2.get(&id).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone).await.expect("forgotten after its TTL");
+}
+
+#[tokio::test]
+async fn a_timeout_set_before_fires_after() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("sleep 60").timeout(Duration::from_millis(1500))).unwrap();
+    let id = h.id().to_owned();
+    let started = tokio::time::Instant::now();
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
+    assert_eq!(exit.reason, ExitReason::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(10), "timed out late: {:?}", started.elapsed());
+    assert!(exit.wall >= Duration::from_millis(1400), "wall counts from the first start: {:?}", exit.wall);
+}
+
+#[tokio::test]
+async fn a_terminal_is_taken_over_with_its_size_and_screen() {
+    let m = manager();
+    let spec = CommandSpec::argv(["bash", "--norc", "--noprofile", "-i"]).env("PS1", "PROMPT$ ").pty(24, 80);
+    let h = m.start(spec).unwrap();
+    let id = h.id().to_owned();
+    let mut sub = h.attach([0, 0]).unwrap();
+    h.write_stdin(Bytes::from_static(b"echo before-$((6*7))\n")).await.unwrap();
+    let mut seen = Vec::new();
+    let fut = async {
+        while !String::from_utf8_lossy(&seen).contains("before-42") {
+            if let Some(Event::Output { data, .. }) = sub.next(65536).await {
+                seen.extend_from_slice(&data);
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.unwrap();
+    drop(sub);
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    assert!(h2.is_pty());
+    // The screen model was rebuilt from the ring.
+    let (screen, mut sub) = h2.attach_screen(0, None, false).await.unwrap();
+    let screen = screen.unwrap();
+    assert!(String::from_utf8_lossy(&screen.data).contains("before-42"));
+    h2.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
+    h2.write_stdin(Bytes::from_static(b"stty size; echo after-$((6*7))\n")).await.unwrap();
+    let mut seen = Vec::new();
+    let fut = async {
+        while !String::from_utf8_lossy(&seen).contains("after-42") {
+            if let Some(Event::Output { data, .. }) = sub.next(65536).await {
+                seen.extend_from_slice(&data);
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.unwrap();
+    assert!(String::from_utf8_lossy(&seen).contains("30 100"), "{}", String::from_utf8_lossy(&seen));
+    h2.write_stdin(Bytes::from_static(b"exit 5\n")).await.unwrap();
+    let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
+    assert_eq!((exit.code, exit.reason), (Some(5), ExitReason::Exited));
+}
+
+#[tokio::test]
+async fn kill_and_signals_reach_a_taken_over_command() {
+    let m = manager();
+    let script = "trap 'echo got-usr1' USR1; echo ready; while :; do sleep 0.05; done";
+    let h = m.start(CommandSpec::shell(script)).unwrap();
+    let id = h.id().to_owned();
+    let mut out = Vec::new();
+    read_out(&mut h.attach([0, 0]).unwrap(), &mut out, b"ready\n".len()).await;
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    let mut sub = h2.attach([0, 0]).unwrap();
+    h2.signal("USR1").await.unwrap();
+    let mut out = Vec::new();
+    read_out(&mut sub, &mut out, b"ready\ngot-usr1\n".len()).await;
+    assert_eq!(out, b"ready\ngot-usr1\n");
+    h2.kill().await.unwrap();
+    let (_, exit) = rest(sub).await;
+    assert_eq!(exit.reason, ExitReason::Killed);
+    assert_eq!(exit.signal, Some(9));
+}
+
+#[tokio::test]
+async fn shells_are_closed_and_their_commands_handed_over_finished() {
+    let m = manager();
+    let (sh, _) = m.create_shell(ShellSpec { name: Some("s1".into()), ..Default::default() }).await.unwrap();
+    let h = m.shell_run(sh.name(), CommandSpec::shell("echo in-shell; sleep 60")).await.unwrap();
+    let id = h.id().to_owned();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let mut out = Vec::new();
+    read_out(&mut sub, &mut out, b"in-shell\n".len()).await;
+    drop(sub);
+    let (m2, _) = hand_over(m).await;
+    assert!(m2.shells().is_empty());
+    let h2 = m2.get(&id).unwrap();
+    let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
+    assert_eq!(out[0], b"in-shell\n");
+    assert_eq!(exit.reason, ExitReason::ShellClosed);
+}
+
+#[tokio::test]
+async fn named_fds_go_back_to_the_caller() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("head -c 2000000 /dev/urandom | base64")).unwrap();
+    let id = h.id().to_owned();
+    let mut hv = tokio::time::timeout(LIMIT, m.handover()).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    hv.add_fd("listener", listener.into());
+    let m2 = Manager::resume(ManagerConfig::default(), true, &mut hv);
+    let back = std::net::TcpListener::from(hv.take_fd("listener").unwrap());
+    assert_eq!(back.local_addr().unwrap(), addr);
+    let h2 = m2.get(&id).unwrap();
+    let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
+    assert_eq!(exit.code, Some(0));
+    // The whole output, nothing twice: base64 lines of 76 characters.
+    let text = String::from_utf8(out[0].clone()).unwrap();
+    assert_eq!(text.len(), 2_000_000usize.div_ceil(3) * 4 + 2_000_000usize.div_ceil(57));
+    let _ = Sha256::digest(text.as_bytes());
+}

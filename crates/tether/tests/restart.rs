@@ -1,0 +1,181 @@
+//! Graceful restart: SIGUSR2 makes `tether serve` re-execute its binary in
+//! the same process, handing over its commands and listening socket. A
+//! real daemon, real commands, the real Rust client across the restart.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_client::{Client, ClientOptions, ExecEvent, StartSpec};
+
+mod common;
+
+use common::{BIN, Daemon, LIMIT, text};
+
+fn usr2(d: &Daemon) {
+    assert!(Command::new("kill").args(["-USR2", &d.pid().to_string()]).status().unwrap().success());
+}
+
+fn shell(script: &str) -> StartSpec {
+    StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
+}
+
+async fn client(d: &Daemon) -> Client {
+    let opts = ClientOptions { initial_backoff: Duration::from_millis(20), ..ClientOptions::default() };
+    Client::connect_with(&d.url, &d.token, opts).await.unwrap()
+}
+
+/// Attaches from the start and reads to the exit (bounded).
+async fn finish(c: &Client, id: &tether_proto::CommandId) -> tether_client::Output {
+    let ex = c.attach(id, [0, 0]).await.unwrap();
+    tokio::time::timeout(LIMIT, ex.output()).await.expect("finished in time").unwrap()
+}
+
+/// The fds of a process, as link targets (sockets and pipes by inode).
+fn fds(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_link(e.path()).unwrap().display()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_continues_byte_exact_across_a_restart() {
+    let d = Daemon::start(&[]);
+    let before = fds(d.pid());
+    let c = client(&d).await;
+    // About 3.9 MB over about 2 s: the restart lands mid-stream.
+    let script = "for i in $(seq 0 39); do seq $((i*50000)) $((i*50000+49999)); sleep 0.05; done; \
+                  echo done >&2; exit 5";
+    let mut ex = c.start(shell(script)).await.unwrap();
+    let pid = ex.pid();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut restarted = false;
+    let status = tokio::time::timeout(LIMIT, async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    out.extend_from_slice(&b);
+                    if !restarted && out.len() > 200_000 {
+                        restarted = true;
+                        usr2(&d);
+                    }
+                }
+                ExecEvent::Stderr(b) => err.extend_from_slice(&b),
+                ExecEvent::Gap { .. } => panic!("output lost"),
+                ExecEvent::Exit(s) => return s,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the command finished in time");
+    // The daemon re-executed itself: the same process, a second start.
+    let lines = d.wait_lines(2);
+    assert_eq!(lines[1], lines[0], "the same address after the restart");
+    let want: String = (0..2_000_000).map(|i| format!("{i}\n")).collect();
+    assert!(
+        out.len() == want.len() && out == want.as_bytes(),
+        "stdout differs ({} of {} bytes)",
+        out.len(),
+        want.len()
+    );
+    assert_eq!(text(&err), "done\n");
+    assert_eq!(status.code, Some(5));
+    let info = c.status(&ex.id().clone()).await.unwrap();
+    assert_eq!(Some(info.pid), pid);
+    drop(ex);
+    drop(c);
+    // Nothing leaked across the exec: no more fds once the client is gone
+    // (fewer, if the daemon inherited any: those were close-on-exec).
+    let settled = async {
+        loop {
+            let now = fds(d.pid());
+            if now.len() <= before.len() {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let after = tokio::time::timeout(Duration::from_secs(10), settled).await.unwrap_or_else(|_| fds(d.pid()));
+    assert!(after.len() <= before.len(), "before: {before:#?}\nafter: {after:#?}");
+    assert!(d.zombie_children().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_in_every_state_survive_two_restarts() {
+    let d = Daemon::start(&[]);
+    let c = client(&d).await;
+    // Finished, held for its TTL.
+    let (finished, _) = c.start_detached(shell("echo finished; exit 3")).await.unwrap();
+    assert_eq!(finish(&c, &finished).await.status.code, Some(3));
+    // Running, reading stdin.
+    let cat = StartSpec { argv: vec!["cat".into()], close_stdin: false, ..StartSpec::default() };
+    let (reader, reader_pid) = c.start_detached(cat).await.unwrap();
+    c.write_stdin(&reader, Bytes::from_static(b"one\n")).await.unwrap();
+    // Running with a timeout that falls after the restarts.
+    let mut sleeper = shell("sleep 60");
+    sleeper.timeout_ms = Some(2500);
+    let (sleeper, _) = c.start_detached(sleeper).await.unwrap();
+    // A terminal.
+    let mut pty =
+        StartSpec { argv: vec!["bash".into(), "--norc".into(), "-i".into()], ..StartSpec::default() };
+    pty.pty = Some(tether_proto::PtySpec::default());
+    pty.close_stdin = false;
+    let (term, _) = c.start_detached(pty).await.unwrap();
+
+    for n in 2..=3 {
+        usr2(&d);
+        d.wait_lines(n);
+    }
+    // The client reconnected by itself; every command is still there.
+    let list = tokio::time::timeout(LIMIT, c.list()).await.unwrap().unwrap();
+    for id in [&finished, &reader, &sleeper, &term] {
+        assert!(list.iter().any(|i| &i.command == id), "{id:?} missing after the restarts: {list:#?}");
+    }
+    let st = c.status(&finished).await.unwrap();
+    assert_eq!(st.exit.unwrap().code, Some(3));
+    assert_eq!(text(&finish(&c, &finished).await.stdout), "finished\n");
+    assert_eq!(c.status(&reader).await.unwrap().pid, reader_pid);
+    c.write_stdin(&reader, Bytes::from_static(b"two\n")).await.unwrap();
+    c.close_stdin(&reader).await.unwrap();
+    let o = finish(&c, &reader).await;
+    assert_eq!((text(&o.stdout).as_str(), o.status.code), ("one\ntwo\n", Some(0)));
+    assert_eq!(finish(&c, &sleeper).await.status.reason, tether_proto::ExitReason::TimedOut);
+    c.write_stdin(&term, Bytes::from_static(b"exit 9\n")).await.unwrap();
+    assert_eq!(finish(&c, &term).await.status.code, Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_exec_resumes_in_the_same_process() {
+    // A copy of the binary, removed before the restart: the exec fails.
+    let dir = std::env::temp_dir().join(format!("tether-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("tether");
+    std::fs::copy(BIN, &bin).unwrap();
+    let d = Daemon::start_bin(bin.to_str().unwrap(), &[], None);
+    let c = client(&d).await;
+    let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    usr2(&d);
+    d.wait_lines(2);
+    let o = finish(&c, &id).await;
+    assert_eq!((text(&o.stdout).as_str(), o.status.code), ("still-here\n", Some(0)));
+    // The restart signal still works (it was not left ignored).
+    usr2(&d);
+    d.wait_lines(3);
+    let (id, _) = c.start_detached(shell("ls /proc/self/fd | wc -l")).await.unwrap();
+    // The handed-over fds are close-on-exec again: 0, 1, 2 and ls's own.
+    assert_eq!(text(&finish(&c, &id).await.stdout).trim(), "4");
+}
