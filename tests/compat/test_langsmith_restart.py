@@ -1,0 +1,128 @@
+"""A graceful restart under the real `langsmith` client: SIGUSR2 makes the
+daemon close every dialect connection with 1001 and re-execute itself in
+the same process, keeping its commands and listening socket; the client
+reconnects from its offsets and the output comes out whole, once."""
+import hashlib
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import sandbox
+
+
+class Daemon:
+    """A daemon of this module's own (restarting it must not disturb the
+    other tests), with every stdout line collected."""
+
+    def __init__(self):
+        self.token = "restart-" + secrets.token_hex(8)
+        env = dict(os.environ, TETHER_TOKEN=self.token, TETHER_LOG="warn")
+        self.proc = subprocess.Popen(
+            [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=tempfile.mkdtemp(prefix="tether-restart-"),
+            text=True,
+        )
+        self.lines = []
+        self.cv = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        first = self.wait_lines(1)[0]
+        assert first.startswith("tether: listening on "), first
+        self.url = first.split("listening on ", 1)[1].strip()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cv:
+                self.lines.append(line)
+                self.cv.notify_all()
+
+    def wait_lines(self, n, timeout=30):
+        with self.cv:
+            assert self.cv.wait_for(lambda: len(self.lines) >= n, timeout), self.lines
+            return list(self.lines)
+
+    def restart(self):
+        n = len(self.lines)
+        self.proc.send_signal(signal.SIGUSR2)
+        return n + 1
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def d():
+    daemon = Daemon()
+    yield daemon
+    daemon.close()
+
+
+def digest(s):
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def test_a_stream_survives_a_restart_byte_exact(d):
+    sb = sandbox(d.url, d.token)
+    # About 3.3 MB over about 2 s, read through a handle while the daemon
+    # restarts once mid-stream.
+    h = sb.run("for i in $(seq 0 19); do seq $((i*30000)) $((i*30000+29999)); sleep 0.1; done; exit 4",
+               wait=False, timeout=120)
+    out, restarted_at = [], None
+    for chunk in h:
+        if chunk.stream == "stdout":
+            out.append(chunk.data)
+        if restarted_at is None and sum(map(len, out)) > 100_000:
+            restarted_at = d.restart()
+    assert restarted_at is not None
+    lines = d.wait_lines(restarted_at)
+    assert lines[-1] == lines[0], "the same address after the restart"
+    assert d.proc.poll() is None, "the daemon process lives on"
+    want = "".join("%d\n" % i for i in range(600000))
+    got = "".join(out)
+    assert (len(got), digest(got)) == (len(want), digest(want))
+    assert h.result.exit_code == 4
+
+
+def test_run_waiting_for_a_command_survives_two_restarts(d):
+    sb = sandbox(d.url, d.token)
+    result = {}
+
+    def run():
+        result["r"] = sb.run("sleep 1.5; echo late; exit 6", timeout=60)
+
+    t = threading.Thread(target=run)
+    t.start()
+    # The command has started once it is listed.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(d.url + "/v1/commands", headers={"Authorization": "Bearer " + d.token})
+        if b"sleep 1.5" in urllib.request.urlopen(req, timeout=5).read():
+            break
+        time.sleep(0.05)
+    d.wait_lines(d.restart())
+    d.wait_lines(d.restart())
+    t.join(timeout=60)
+    assert not t.is_alive()
+    assert (result["r"].stdout, result["r"].exit_code) == ("late\n", 6)
+
+
+def test_a_command_started_before_a_restart_is_reconnectable_after(d):
+    sb = sandbox(d.url, d.token)
+    h = sb.run("echo before; sleep 1; echo after; exit 2", wait=False)
+    it = iter(h)
+    first = next(it)
+    assert first.data == "before\n"
+    d.wait_lines(d.restart())
+    # A second handle from the offsets, and the first one, which reconnects
+    # by itself: both get the rest once.
+    r = sb.reconnect(h.command_id, stdout_offset=len(first.data.encode()))
+    assert (r.result.stdout, r.result.exit_code) == ("after\n", 2)
+    assert "".join(c.data for c in it) == "after\n"
+    assert h.result.exit_code == 2
