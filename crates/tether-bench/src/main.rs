@@ -31,6 +31,7 @@ mod procs;
 mod pty;
 mod reconnect;
 mod report;
+mod restart;
 mod shell;
 mod tetherws;
 mod throughput;
@@ -137,6 +138,13 @@ struct Args {
     /// concurrent tasks in the raw spawn floor). Not divided by `--quick`.
     #[arg(long, default_value_t = 16)]
     exec_clients: usize,
+    /// Restart: running commands held by the daemon in the largest run
+    /// (a tenth of it in the middle one).
+    #[arg(long, default_value_t = 1000)]
+    restart_commands: usize,
+    /// Restart: measured restarts per run.
+    #[arg(long, default_value_t = 10)]
+    restarts: usize,
 }
 
 /// A group of measurements, for `--only`.
@@ -150,6 +158,8 @@ enum Only {
     Shell,
     /// Sections F1-F4: file upload/download and one-shot exec over HTTP.
     Files,
+    /// Sections R1-R2: graceful restart with commands held.
+    Restart,
 }
 
 impl Args {
@@ -168,6 +178,7 @@ impl Args {
                 &mut self.reattaches,
                 &mut self.shell_commands,
                 &mut self.exec_requests,
+                &mut self.restart_commands,
             ] {
                 *n = (*n / 10).max(1);
             }
@@ -246,6 +257,10 @@ async fn main() -> Result<()> {
         daemon.stop().await;
         drop(scratch);
         tables.push(format!("Files and one-shot exec:\n\n{}", report::render(&rows)));
+    }
+    if runs(Only::Restart) {
+        let rows = restart::rows(&args, &tether, &logs).await;
+        tables.push(format!("Graceful restart:\n\n{}", report::render(&rows)));
     }
 
     let header = format!(

@@ -26,6 +26,8 @@ pub(crate) struct Daemon {
     /// Drains the daemon's stdout after the address line, so a later write
     /// there never fails; aborted on stop.
     drain: JoinHandle<()>,
+    /// When each later "listening" line arrived (one per restart).
+    pub(crate) relistened: tokio::sync::mpsc::UnboundedReceiver<Instant>,
 }
 
 impl Daemon {
@@ -63,8 +65,15 @@ impl Daemon {
             .with_context(|| format!("unexpected first line from the daemon: {first:?}"))?
             .trim()
             .to_owned();
-        let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Daemon { url, token, pid, child, drain })
+        let (tx, relistened) = tokio::sync::mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("tether: listening on ") {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        });
+        Ok(Daemon { url, token, pid, child, drain, relistened })
     }
 
     /// SIGTERM (the daemon then kills its commands), SIGKILL after 5 s.

@@ -25,10 +25,12 @@
 //! [`Manager::resume`]: crate::Manager::resume
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek, Write};
+
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ExitInfo, ExitReason};
@@ -57,8 +59,17 @@ impl std::fmt::Debug for Handover {
     }
 }
 
-/// The encoded form.
-#[derive(Serialize, Deserialize)]
+/// The encoded form, as written (borrowing the state).
+#[derive(Serialize)]
+struct WireRef<'a> {
+    version: u32,
+    commands: &'a [Frozen],
+    fds: Vec<RawFd>,
+    named: &'a BTreeMap<String, RawFd>,
+}
+
+/// The encoded form, as read.
+#[derive(Deserialize)]
 struct Wire {
     version: u32,
     commands: Vec<Frozen>,
@@ -99,21 +110,36 @@ impl Handover {
     /// next process (see [`Handover::inherit`]) and keep both it and `self`
     /// alive until the exec.
     pub fn prepare_exec(&self) -> io::Result<OwnedFd> {
-        let wire = Wire {
+        let t = std::time::Instant::now();
+        let wire = WireRef {
             version: VERSION,
-            commands: self.commands.clone(),
+            commands: &self.commands,
             fds: self.fds.keys().copied().collect(),
-            named: self.named.clone(),
+            named: &self.named,
         };
-        let bytes = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
+        // Layout: the encoded state's length (u64, little endian), the
+        // state, then every ring's bytes, raw, in the state's order.
+        let header = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
         let mut file = std::fs::File::from(process::memfd(c"tether-handover")?);
-        file.write_all(&bytes)?;
+        {
+            let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(&header)?;
+            for ring in self.commands.iter().flat_map(|c| &c.rings) {
+                for chunk in &ring.data {
+                    w.write_all(chunk)?;
+                }
+            }
+            w.flush()?;
+        }
+        let bytes = file.stream_position()?;
         file.rewind()?;
         for fd in self.fds.values() {
             process::keep_on_exec(fd.as_fd())?;
         }
         let fd = OwnedFd::from(file);
         process::keep_on_exec(fd.as_fd())?;
+        tracing::info!(bytes, ms = t.elapsed().as_millis() as u64, "handover state written");
         Ok(fd)
     }
 
@@ -145,12 +171,32 @@ impl Handover {
     /// and takes ownership of every fd it names (marking each close-on-exec
     /// again). Call it before anything else opens files.
     pub fn inherit(raw: RawFd) -> io::Result<Handover> {
-        let mut file = std::fs::File::from(process::take_inherited_fd(raw)?);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let file = std::fs::File::from(process::take_inherited_fd(raw)?);
+        // Mapped, not read: the rings' bytes stay where the previous daemon
+        // wrote them (the memfd's pages), as slices of one `Bytes`.
+        let mut bytes = Bytes::from_owner(process::Mapped::new(&file)?);
         drop(file);
-        let wire: Wire =
-            rmp_serde::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("handover state: {what}"));
+        if bytes.len() < 8 {
+            return Err(bad("truncated"));
+        }
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("truncated"))?);
+        let header_end =
+            usize::try_from(header_len).ok().and_then(|n| n.checked_add(8)).filter(|&e| e <= bytes.len());
+        let header_end = header_end.ok_or_else(|| bad("header past the end"))?;
+        let mut wire: Wire = rmp_serde::from_slice(&bytes[8..header_end])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // The rings' bytes: slices of the one buffer, no copies.
+        let mut blob = bytes.split_off(header_end);
+        for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
+            for &(_, _, n) in &ring.chunks {
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= blob.len())
+                    .ok_or_else(|| bad("ring bytes missing"))?;
+                ring.data.push(blob.split_to(n));
+            }
+        }
         if wire.version != VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -171,7 +217,7 @@ impl Handover {
 }
 
 /// One command, stopped.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Frozen {
     pub(crate) id: String,
     pub(crate) name: Option<String>,
@@ -190,12 +236,17 @@ pub(crate) struct Frozen {
 }
 
 /// A ring's held bytes.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct FrozenRing {
     pub(crate) cap: usize,
     pub(crate) end: u64,
-    /// `(offset, seq, bytes)` in order.
-    pub(crate) chunks: Vec<(u64, u64, serde_bytes::ByteBuf)>,
+    /// `(offset, seq, length)` of each chunk, in order.
+    pub(crate) chunks: Vec<(u64, u64, u64)>,
+    /// The chunks' bytes (shared, not copied). Not in the encoded state:
+    /// they follow it raw in the memfd, in order, and come back as slices
+    /// of one buffer.
+    #[serde(skip)]
+    pub(crate) data: Vec<Bytes>,
 }
 
 /// [`crate::command::Lifetimes`], serialisable.

@@ -411,6 +411,66 @@ pub(crate) fn restore_signals(old: Vec<(i32, libc::sigaction)>) {
     }
 }
 
+/// A read-only private mapping of a whole file, unmapped on drop: the
+/// handover state read without copying it (rings keep slices of it).
+pub(crate) struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone; reading
+// it from any thread is sound.
+unsafe impl Send for Mapped {}
+// SAFETY: as above: shared references only read.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    pub(crate) fn new(file: &std::fs::File) -> io::Result<Mapped> {
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+        if len == 0 {
+            return Ok(Mapped { ptr: std::ptr::null_mut(), len: 0 });
+        }
+        // SAFETY: a new private read-only mapping of an fd we hold open for
+        // the call; nothing else aliases it, and it is unmapped only in
+        // `drop`. The memfd is sealed by nobody, but no one else has it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            unsafe {
+                libc::munmap(self.ptr, self.len);
+            }
+        }
+    }
+}
+
 /// An anonymous in-memory file that survives exec (the handover state).
 pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags and

@@ -102,33 +102,30 @@ impl Ring {
         self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
     }
 
-    /// Its held bytes, for a handover.
+    /// Its held bytes, for a handover (shared, not copied).
     pub(crate) fn freeze(&self) -> crate::handover::FrozenRing {
         crate::handover::FrozenRing {
             cap: self.cap,
             end: self.end,
-            chunks: self
-                .chunks
-                .iter()
-                .map(|c| (c.offset, c.seq, serde_bytes::ByteBuf::from(c.data.to_vec())))
-                .collect(),
+            chunks: self.chunks.iter().map(|c| (c.offset, c.seq, c.data.len() as u64)).collect(),
+            data: self.chunks.iter().map(|c| c.data.clone()).collect(),
         }
     }
 
     /// A ring holding what [`Ring::freeze`] gave, offsets unchanged. Chunks
-    /// that do not follow each other are dropped (never from a real ring).
+    /// that do not follow each other, or whose bytes are missing, are
+    /// dropped with everything before them (never from a real ring).
     pub(crate) fn thaw(f: crate::handover::FrozenRing) -> Ring {
         let mut ring = Ring::new(f.cap);
         let mut kept: Vec<Chunk> = Vec::new();
-        for (offset, seq, data) in f.chunks.into_iter().rev() {
-            let fits = match kept.last() {
-                Some(next) => offset + data.len() as u64 == next.offset,
-                None => offset + data.len() as u64 == f.end,
-            };
-            if !fits || data.is_empty() {
-                break;
+        let mut data = f.data;
+        for (i, &(offset, seq, len)) in f.chunks.iter().enumerate().rev() {
+            let next = kept.last().map_or(f.end, |c| c.offset);
+            let fits = offset.checked_add(len) == Some(next) && len > 0;
+            match data.get_mut(i).map(std::mem::take) {
+                Some(d) if fits && d.len() as u64 == len => kept.push(Chunk { offset, seq, data: d }),
+                _ => break,
             }
-            kept.push(Chunk { offset, seq, data: Bytes::from(data.into_vec()) });
         }
         kept.reverse();
         ring.charged = kept.iter().map(|c| c.data.len() + CHUNK_OVERHEAD).sum();

@@ -65,11 +65,14 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
         Some(fd) => {
             let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
+            let t = std::time::Instant::now();
             let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
+            let read_ms = t.elapsed().as_millis() as u64;
             let listener = listener_of(&mut h)?;
             let n = h.len();
             let server = Server::resume(cfg.clone(), &mut h);
-            tracing::info!(commands = n, "restarted: took over the previous daemon's commands");
+            let ms = t.elapsed().as_millis() as u64;
+            tracing::info!(commands = n, read_ms, ms, "restarted: took over the previous daemon's commands");
             (server, listener)
         }
         None => {

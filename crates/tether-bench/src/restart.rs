@@ -1,0 +1,145 @@
+//! Graceful restart (SIGUSR2): how long a daemon holding N running commands
+//! (each with 256 KiB of output in its ring) is away, next to the physical
+//! floor measured in the same run: starting the binary at all (fork, exec,
+//! exit of `tether --version`). Sections R1-R2.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tether_client::{Client, ClientOptions, ExecEvent, Execution, StartSpec};
+
+use crate::procs::{self, Daemon};
+use crate::report::{Latency, Row, fmt_dur};
+use crate::{Args, bounded, lat_row, progress};
+
+/// Output each held command has in its ring when the restarts begin.
+const HELD_BYTES: u64 = 256 * 1024;
+
+/// Runs the restart measurements; returns the rows.
+pub(crate) async fn rows(args: &Args, tether: &Path, logs: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    progress("R1. floor: fork + exec + exit of the tether binary");
+    let r = bounded(120, exec_floor(tether, args.restarts * 4)).await;
+    rows.push(lat_row(
+        "R1",
+        "physical floor: `tether --version` spawned and waited for (fork, exec, dynamic loading, exit)",
+        &r,
+        "what any re-exec costs before the daemon does anything".into(),
+    ));
+    for n in [0, args.restart_commands / 10, args.restart_commands] {
+        progress(&format!("R2. restarts with {n} commands held"));
+        let log = logs.join(format!("tether-restart-{n}.log"));
+        match bounded(600, restarts(tether, &log, n, args.restarts)).await {
+            Ok((listen, output)) => {
+                rows.push(lat_row(
+                    "R2",
+                    &format!("{n} running commands: SIGUSR2 until the new daemon prints \"listening\""),
+                    &Ok(listen),
+                    format!("{n} × {} KiB of rings handed over, plus a ticker", HELD_BYTES / 1024),
+                ));
+                rows.push(lat_row(
+                    "R2",
+                    &format!("{n} running commands: SIGUSR2 until an attached client has new output"),
+                    &Ok(output),
+                    "tether-client attached to a command printing its clock every 5 ms: until the first \
+                     line printed after the signal arrives (1001, reconnect, re-attach)"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                rows.push(Row::new("R2", format!("{n} running commands")).result(format!("FAILED: {e:#}")))
+            }
+        }
+    }
+    rows
+}
+
+async fn exec_floor(tether: &Path, n: usize) -> Result<Latency> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let st = tokio::process::Command::new(tether).arg("--version").output().await?;
+        if !st.status.success() {
+            bail!("tether --version failed");
+        }
+        samples.push(t.elapsed());
+    }
+    Latency::of(samples).context("no samples")
+}
+
+/// `n` held commands and a ticker, then `restarts` restarts: time to the
+/// new "listening" line, and to the ticker's next output after it.
+async fn restarts(tether: &Path, log: &Path, n: usize, restarts: usize) -> Result<(Latency, Latency)> {
+    let mut d = Daemon::start(tether, log).await?;
+    let r = async {
+        let opts = ClientOptions { initial_backoff: Duration::from_millis(1), ..ClientOptions::default() };
+        let c = Client::connect_with(&d.url, &d.token, opts).await?;
+        let held = format!("head -c {HELD_BYTES} /dev/zero | tr '\\0' x; exec sleep 600");
+        for _ in 0..n {
+            c.start_detached(shell(&held)).await?;
+        }
+        // Every held command has written its output.
+        loop {
+            let list = c.list().await?;
+            let full = list.iter().filter(|i| i.stdout.end >= HELD_BYTES).count();
+            if full >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Each tick is the wall-clock time it was printed at, in ns.
+        let mut ticker = c.start(shell("while :; do date +%s%N; sleep 0.005; done")).await?;
+        let mut pending = Vec::new();
+        next_tick(&mut ticker, &mut pending).await?;
+        let (mut listen, mut output) = (Vec::new(), Vec::new());
+        for _ in 0..restarts {
+            let t0 = Instant::now();
+            let wall0 = wall_ns();
+            procs::signal(d.pid, "USR2", false);
+            let at = d.relistened.recv().await.context("the daemon's stdout ended")?;
+            listen.push(at.saturating_duration_since(t0));
+            // The first tick printed after the signal: it reaches the
+            // client only through the new daemon. (Ticks from before may
+            // still be queued in the client.)
+            while next_tick(&mut ticker, &mut pending).await? <= wall0 {}
+            output.push(t0.elapsed());
+        }
+        let _ = c.kill(ticker.id()).await;
+        Ok::<_, anyhow::Error>((
+            Latency::of(listen).context("no samples")?,
+            Latency::of(output).context("no samples")?,
+        ))
+    }
+    .await;
+    d.stop().await;
+    let (l, o) = r?;
+    progress(&format!("     listening again p50 {}, output again p50 {}", fmt_dur(l.p50), fmt_dur(o.p50)));
+    Ok((l, o))
+}
+
+/// The next whole line of the ticker, as a number (`pending` holds a
+/// partial line between calls).
+async fn next_tick(ex: &mut Execution, pending: &mut Vec<u8>) -> Result<u128> {
+    loop {
+        if let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            return std::str::from_utf8(&line[..i])?.trim().parse().context("a tick that is not a number");
+        }
+        match ex.next().await.context("the ticker's events ended")?? {
+            ExecEvent::Stdout(b) => pending.extend_from_slice(&b),
+            ExecEvent::Exit(s) => bail!("the ticker exited: {s:?}"),
+            _ => {}
+        }
+    }
+}
+
+fn wall_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+fn shell(script: &str) -> StartSpec {
+    StartSpec { argv: vec!["sh".into(), "-c".into(), script.into()], ..StartSpec::default() }
+}
