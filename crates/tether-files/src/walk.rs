@@ -82,6 +82,9 @@ pub struct Entry<'a> {
 impl Entry<'_> {
     /// Opens the entry for reading, if it is (still) a regular file; never
     /// through a symlink, never blocking on a FIFO swapped in meanwhile.
+    /// The file stays `O_NONBLOCK`: no change for ordinary files, and a
+    /// "regular" file of procfs that would block (`/proc/kmsg`) fails its
+    /// read with `EAGAIN` instead.
     pub fn open(&self) -> Result<File, FileError> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let name = self.rel.file_name().unwrap_or_default();
