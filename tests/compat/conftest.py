@@ -27,6 +27,36 @@ def daemon():
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def confined():
+    """A daemon serving files only beneath `root` (--files-root), with a
+    secret next to the root and symlinks inside pointing out to it."""
+    token = "compat-" + secrets.token_hex(8)
+    top = os.path.realpath(tempfile.mkdtemp(prefix="tether-compat-confined-"))
+    root, outside = os.path.join(top, "root"), os.path.join(top, "outside")
+    os.makedirs(os.path.join(root, "dir"))
+    os.makedirs(outside)
+    with open(os.path.join(outside, "secret.txt"), "w") as f:
+        f.write("secret needle\n")
+    with open(os.path.join(root, "dir", "inside.txt"), "w") as f:
+        f.write("inside needle\n")
+    os.symlink("../outside", os.path.join(root, "up"))
+    os.symlink(outside, os.path.join(root, "abs"))
+    os.symlink("../../outside/secret.txt", os.path.join(root, "dir", "secret.txt"))
+    env = dict(os.environ, TETHER_TOKEN=token, TETHER_LOG="warn")
+    proc = subprocess.Popen(
+        [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve",
+         "--listen", "127.0.0.1:0", "--files-root", root],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=top, text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("tether: listening on "), line
+    url = line.split("listening on ", 1)[1].strip()
+    yield {"url": url, "token": token, "root": root, "outside": outside}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 def sandbox(url, token):
     from langsmith.sandbox import Sandbox, SandboxClient
 

@@ -1,6 +1,6 @@
 //! File operations for the daemon's file routes: reads, atomic writes,
-//! stat, listings, mkdir, remove, rename, and directory trees as tar
-//! streams in both directions.
+//! stat, listings, bounded walks, mkdir, remove, rename, and directory
+//! trees as tar streams in both directions.
 //!
 //! Every path is resolved against one root directory, held open as a file
 //! descriptor. When the root **confines** (`tether serve --files-root`),
@@ -23,9 +23,12 @@
 //! # Layout
 //! - `error`: [`FileError`], one variant per way a request can be refused.
 //! - `tree`: directory trees to and from tar streams.
+//! - `walk`: [`Files::walk`], a bounded, sorted walk that never follows a
+//!   symlink, for searches.
 
 mod error;
 mod tree;
+mod walk;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -37,6 +40,7 @@ use std::time::UNIX_EPOCH;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 
 pub use error::FileError;
+pub use walk::{Entry, Step, WalkEnd, WalkLimit, WalkLimits};
 
 /// The root every path is resolved against.
 #[derive(Debug)]

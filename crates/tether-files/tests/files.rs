@@ -213,3 +213,92 @@ fn hostile_archives_cannot_escape() {
     assert!(open.untar_from("z", &bad[..]).is_err());
     assert!(!t.0.join("planted").exists());
 }
+
+#[test]
+fn walks_are_sorted_bounded_and_never_follow_symlinks() {
+    use std::time::{Duration, Instant};
+    use tether_files::{Step, WalkEnd, WalkLimit, WalkLimits};
+
+    let (t, f) = setup();
+    let root = t.0.join("root");
+    write(&f, "a/b.txt", b"b").unwrap();
+    write(&f, "a/c/d.txt", b"dd").unwrap();
+    write(&f, "a-c", b"").unwrap();
+    symlink("..", root.join("up")).unwrap();
+    symlink(&t.0, root.join("outdir")).unwrap();
+    let open = WalkLimits { max_entries: 1000, max_depth: 64, deadline: None };
+    let walk = |path: &str, limits: WalkLimits, prune: &str, stop_after: usize| {
+        let mut seen = Vec::new();
+        let end = f.walk(path, limits, |e| {
+            seen.push((e.rel.to_str().unwrap().to_owned(), e.stat.kind, e.depth));
+            if seen.len() == stop_after {
+                Step::Stop
+            } else if e.rel == Path::new(prune) {
+                Step::Prune
+            } else {
+                Step::Continue
+            }
+        });
+        (end, seen)
+    };
+    // Path order: a directory's contents right after it, names by bytes;
+    // symlinks are entries of their own, never followed (nothing of the
+    // parent, where `secret` is, shows up).
+    let (end, seen) = walk("", open, "", 0);
+    assert_eq!(end.unwrap(), WalkEnd::Complete);
+    let want = [
+        ("a", Kind::Dir, 1),
+        ("a/b.txt", Kind::File, 2),
+        ("a/c", Kind::Dir, 2),
+        ("a/c/d.txt", Kind::File, 3),
+        ("a-c", Kind::File, 1),
+        ("outdir", Kind::Symlink, 1),
+        ("up", Kind::Symlink, 1),
+    ];
+    let want: Vec<_> = want.iter().map(|(p, k, d)| (p.to_string(), *k, *d)).collect();
+    assert_eq!(seen, want);
+    // The same from an absolute path and from a subdirectory.
+    assert_eq!(walk(root.to_str().unwrap(), open, "", 0).1, want);
+    let (_, sub) = walk("a", open, "", 0);
+    assert_eq!(sub.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["b.txt", "c", "c/d.txt"]);
+    // Prune and stop.
+    let (end, seen) = walk("", open, "a", 0);
+    assert_eq!(end.unwrap(), WalkEnd::Complete);
+    assert_eq!(seen.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["a", "a-c", "outdir", "up"]);
+    let (end, seen) = walk("", open, "", 2);
+    assert_eq!((end.unwrap(), seen.len()), (WalkEnd::Stopped, 2));
+    // Limits: a prefix of the full walk, and which limit it was.
+    let (end, seen) = walk("", WalkLimits { max_entries: 5, ..open }, "", 0);
+    assert_eq!(end.unwrap(), WalkEnd::Truncated(WalkLimit::Entries));
+    assert_eq!(seen, want[..1]);
+    let (end, seen) = walk("", WalkLimits { max_depth: 1, ..open }, "", 0);
+    assert_eq!(end.unwrap(), WalkEnd::Truncated(WalkLimit::Depth));
+    assert!(seen.iter().all(|s| s.2 == 1) && seen.len() == 4, "{seen:?}");
+    let past = Instant::now() - Duration::from_millis(1);
+    let (end, seen) = walk("", WalkLimits { deadline: Some(past), ..open }, "", 0);
+    assert_eq!((end.unwrap(), seen.len()), (WalkEnd::Truncated(WalkLimit::Deadline), 0));
+    // Entries open as files, symlinks and directories do not.
+    let mut opened = Vec::new();
+    f.walk("", open, |e| {
+        if let Ok(mut file) = e.open() {
+            let mut s = String::new();
+            file.read_to_string(&mut s).unwrap();
+            opened.push((e.rel.to_str().unwrap().to_owned(), s));
+        }
+        Step::Continue
+    })
+    .unwrap();
+    assert_eq!(
+        opened,
+        [("a/b.txt".into(), "b".into()), ("a/c/d.txt".into(), "dd".into()), ("a-c".into(), String::new())]
+    );
+    // The start is resolved like any path: confined, a file, missing.
+    for (path, status) in
+        [("..", 403), ("up", 403), ("outdir", 403), ("/etc", 403), ("a/b.txt", 400), ("nope", 404)]
+    {
+        let e = f.walk(path, open, |_| Step::Continue).unwrap_err();
+        assert_eq!(e.status(), status, "{path}: {e:?}");
+    }
+    assert_eq!(f.absolute("./a/./c/"), root.join("a/c"));
+    assert_eq!(f.absolute(root.join("a").to_str().unwrap()), root.join("a"));
+}

@@ -175,7 +175,7 @@ fn parse_range(v: &str, size: u64) -> Range {
 }
 
 /// The client's error shape.
-fn detail(status: u16, error: &str, message: &str) -> Response {
+pub(crate) fn detail(status: u16, error: &str, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(serde_json::json!({"detail": {"error": error, "message": message}}))).into_response()
 }
@@ -183,7 +183,7 @@ fn detail(status: u16, error: &str, message: &str) -> Response {
 /// A file error as the client expects it: 404 `FileNotFound`, 403
 /// `PermissionDenied`, else the route's `ReadError`/`WriteError` with the
 /// status of tether's own file routes.
-fn file_error(e: FileError, route_error: &str) -> Response {
+pub(crate) fn file_error(e: FileError, route_error: &str) -> Response {
     let status = e.status();
     let kind = match status {
         404 => "FileNotFound",

@@ -22,6 +22,8 @@
 //! - `langsmith`: the LangSmith sandbox client's command dialect at
 //!   `/compat/langsmith/execute/ws` (`protocol/compat/langsmith.md`).
 //! - `langsmith_files`: its file routes (`/upload`, `/download` with ranges).
+//! - `langsmith_search`: its search routes (`/glob`, `/grep`): bounded,
+//!   sorted walks below the files root.
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
@@ -35,6 +37,7 @@ mod conn;
 mod files;
 mod langsmith;
 mod langsmith_files;
+mod langsmith_search;
 mod map;
 mod oneshot;
 mod web;
@@ -165,6 +168,8 @@ impl Server {
             .route("/v1/files/tar", get(files::tar_out).put(files::tar_in))
             .route("/compat/langsmith/upload", post(langsmith_files::upload))
             .route("/compat/langsmith/download", get(langsmith_files::download))
+            .route("/compat/langsmith/glob", post(langsmith_search::glob))
+            .route("/compat/langsmith/grep", post(langsmith_search::grep))
             .layer(axum::extract::DefaultBodyLimit::disable());
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
