@@ -89,3 +89,84 @@ class CutProxy:
 
     def close(self):
         self.listener.close()
+
+
+class Daemon:
+    """A daemon of a test's own (to stop it, or to give it options), started
+    like the `daemon` fixture's. Use as a context manager."""
+
+    def __init__(self, *args):
+        self.token = "compat-" + secrets.token_hex(8)
+        self.root = tempfile.mkdtemp(prefix="tether-compat-")
+        env = dict(os.environ, TETHER_TOKEN=self.token, TETHER_LOG="warn")
+        self.proc = subprocess.Popen(
+            [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve",
+             "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=self.root, text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert line.startswith("tether: listening on "), line
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def __getitem__(self, key):
+        # The same keys as the `daemon` fixture's dict.
+        return {"url": self.url, "token": self.token, "root": self.root}[key]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+@pytest.fixture(scope="module")
+def big_ring_daemon():
+    """A daemon whose rings (8 MiB per stream) hold a whole large output, so
+    output written while a cut client is away is still there when it
+    resumes (the client cannot see a gap)."""
+    with Daemon("--ring-bytes", str(8 << 20)) as d:
+        yield d
+
+
+@pytest.fixture
+def sse(monkeypatch):
+    """The client's SSE transport (read from the environment on every call),
+    with the WebSocket paths made to fail so a test cannot pass over them."""
+    import langsmith.sandbox._sandbox as sandbox_mod
+    import langsmith.sandbox._ws_execute as ws_mod
+
+    def no_ws(*args, **kwargs):
+        raise AssertionError("the WebSocket transport was used")
+
+    monkeypatch.setenv("LANGSMITH_EXPERIMENTAL_FEATURES", "sandbox_sse_exec")
+    monkeypatch.setattr(sandbox_mod.Sandbox, "_run_ws", no_ws)
+    monkeypatch.setattr(ws_mod, "reconnect_ws_stream", no_ws)
+
+
+class CuttableProxy(CutProxy):
+    """A CutProxy (with a budget that never runs out by default) that also
+    cuts every open connection on demand."""
+
+    def __init__(self, upstream_url, budget=1 << 62):
+        self.open = set()
+        self.lock = threading.Lock()
+        super().__init__(upstream_url, budget)
+
+    def _pipe(self, src, dst, budget):
+        with self.lock:
+            self.open.update((src, dst))
+        super()._pipe(src, dst, budget)
+
+    def cut_all(self):
+        with self.lock:
+            socks, self.open = list(self.open), set()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
