@@ -91,7 +91,7 @@ pub(crate) async fn resume(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
 /// The event stream of one attachment, or of one refusal.
 fn respond(st: &AppState, bound: Result<(CommandHandle, Subscription), Refused>) -> Response {
     let mut feed = Feed {
-        h: None,
+        command: String::new(),
         sub: None,
         shutdown: st.shutdown.clone(),
         queue: VecDeque::new(),
@@ -100,7 +100,7 @@ fn respond(st: &AppState, bound: Result<(CommandHandle, Subscription), Refused>)
     match bound {
         Ok((h, sub)) => {
             feed.queue.push_back(event("started", json!({"command_id": h.id(), "pid": h.pid()})));
-            feed.h = Some(h);
+            feed.command = h.id().to_owned();
             feed.sub = Some(sub);
         }
         Err(Refused::Error(kind, message)) => feed.queue.push_back(error(kind, &message)),
@@ -116,8 +116,8 @@ fn respond(st: &AppState, bound: Result<(CommandHandle, Subscription), Refused>)
 /// One response's state. Dropped with the response: a client that goes
 /// away drops the subscription, which detaches.
 struct Feed {
-    /// The command (for log lines), while attached.
-    h: Option<CommandHandle>,
+    /// The command's id, for log lines.
+    command: String,
     /// The paced attachment; `None` once the last event is queued.
     sub: Option<Subscription>,
     /// The daemon's shutdown.
@@ -153,7 +153,7 @@ impl Feed {
                 Some(Some(Event::Gap { stream, requested, first_held })) => {
                     // Only a client that was away can miss output; its next
                     // event's offset jumps, which is all the dialect can say.
-                    let command = self.h.as_ref().map(CommandHandle::id).unwrap_or_default();
+                    let command = &self.command;
                     tracing::warn!(command, ?stream, requested, first_held, "compat client missed output");
                 }
                 Some(Some(Event::Resized(_))) => {}
@@ -161,8 +161,9 @@ impl Feed {
                     self.sub = None;
                     self.finish(&e);
                 }
-                // Only after the exit, which ends the loop above; end the
-                // response without a last event and the client resumes.
+                // Comes only after the exit, which already ended the
+                // attachment; were it to come, the response would end
+                // without a last event and the client would resume.
                 Some(None) => self.sub = None,
             }
         }
