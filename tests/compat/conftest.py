@@ -2,6 +2,7 @@
 connections. TETHER_BIN names the daemon binary (scripts/compat-tests.sh)."""
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import tempfile
@@ -12,26 +13,14 @@ import pytest
 
 @pytest.fixture(scope="module")
 def daemon():
-    token = "compat-" + secrets.token_hex(8)
-    root = tempfile.mkdtemp(prefix="tether-compat-")
-    env = dict(os.environ, TETHER_TOKEN=token, TETHER_LOG="warn")
-    proc = subprocess.Popen(
-        [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=root, text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("tether: listening on "), line
-    url = line.split("listening on ", 1)[1].strip()
-    yield {"url": url, "token": token, "root": root}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with Daemon() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
 def confined():
     """A daemon serving files only beneath `root` (--files-root), with a
     secret next to the root and symlinks inside pointing out to it."""
-    token = "compat-" + secrets.token_hex(8)
     top = os.path.realpath(tempfile.mkdtemp(prefix="tether-compat-confined-"))
     root, outside = os.path.join(top, "root"), os.path.join(top, "outside")
     os.makedirs(os.path.join(root, "dir"))
@@ -43,18 +32,8 @@ def confined():
     os.symlink("../outside", os.path.join(root, "up"))
     os.symlink(outside, os.path.join(root, "abs"))
     os.symlink("../../outside/secret.txt", os.path.join(root, "dir", "secret.txt"))
-    env = dict(os.environ, TETHER_TOKEN=token, TETHER_LOG="warn")
-    proc = subprocess.Popen(
-        [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve",
-         "--listen", "127.0.0.1:0", "--files-root", root],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=top, text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("tether: listening on "), line
-    url = line.split("listening on ", 1)[1].strip()
-    yield {"url": url, "token": token, "root": root, "outside": outside}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with Daemon("--files-root", root, cwd=top) as d:
+        yield {"url": d.url, "token": d.token, "root": root, "outside": outside}
 
 
 def sandbox(url, token):
@@ -119,3 +98,107 @@ class CutProxy:
 
     def close(self):
         self.listener.close()
+
+
+class Daemon:
+    """A tether daemon on port 0 (the `daemon` fixture's, or a test's own to
+    stop, restart or give options), every stdout line collected (one
+    "listening" line per start and restart). Use as a context manager."""
+
+    def __init__(self, *args, cwd=None):
+        self.token = "compat-" + secrets.token_hex(8)
+        self.root = cwd or tempfile.mkdtemp(prefix="tether-compat-")
+        env = dict(os.environ, TETHER_TOKEN=self.token, TETHER_LOG="warn")
+        self.proc = subprocess.Popen(
+            [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve",
+             "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=self.root, text=True,
+        )
+        self.lines = []
+        self.cv = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self.wait_lines(1)[0]
+        assert line.startswith("tether: listening on "), line
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cv:
+                self.lines.append(line)
+                self.cv.notify_all()
+
+    def wait_lines(self, n, timeout=30):
+        """Waits until the daemon has printed `n` lines; returns them."""
+        with self.cv:
+            assert self.cv.wait_for(lambda: len(self.lines) >= n, timeout), self.lines
+            return list(self.lines)
+
+    def restart(self):
+        """SIGUSR2 (a graceful restart); returns the line count that marks
+        its end, for `wait_lines`."""
+        n = len(self.lines)
+        self.proc.send_signal(signal.SIGUSR2)
+        return n + 1
+
+    def __getitem__(self, key):
+        # The same keys as the `daemon` fixture's dict.
+        return {"url": self.url, "token": self.token, "root": self.root}[key]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+@pytest.fixture(scope="module")
+def big_ring_daemon():
+    """A daemon whose rings (8 MiB per stream) hold a whole large output, so
+    output written while a cut client is away is still there when it
+    resumes (the client cannot see a gap)."""
+    with Daemon("--ring-bytes", str(8 << 20)) as d:
+        yield d
+
+
+@pytest.fixture
+def sse(monkeypatch):
+    """The client's SSE transport (read from the environment on every call),
+    with the WebSocket paths made to fail so a test cannot pass over them."""
+    import langsmith.sandbox._sandbox as sandbox_mod
+    import langsmith.sandbox._ws_execute as ws_mod
+
+    def no_ws(*args, **kwargs):
+        raise AssertionError("the WebSocket transport was used")
+
+    monkeypatch.setenv("LANGSMITH_EXPERIMENTAL_FEATURES", "sandbox_sse_exec")
+    monkeypatch.setattr(sandbox_mod.Sandbox, "_run_ws", no_ws)
+    monkeypatch.setattr(ws_mod, "reconnect_ws_stream", no_ws)
+
+
+class CuttableProxy(CutProxy):
+    """A CutProxy (with a budget that never runs out by default) that also
+    cuts every open connection on demand."""
+
+    def __init__(self, upstream_url, budget=1 << 62):
+        self.open = set()
+        self.lock = threading.Lock()
+        super().__init__(upstream_url, budget)
+
+    def _pipe(self, src, dst, budget):
+        with self.lock:
+            self.open.update((src, dst))
+        super()._pipe(src, dst, budget)
+
+    def cut_all(self):
+        with self.lock:
+            socks, self.open = list(self.open), set()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

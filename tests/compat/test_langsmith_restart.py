@@ -3,65 +3,20 @@ daemon close every dialect connection with 1001 and re-execute itself in
 the same process, keeping its commands and listening socket; the client
 reconnects from its offsets and the output comes out whole, once."""
 import hashlib
-import os
-import secrets
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
 
 import pytest
 
-from conftest import sandbox
-
-
-class Daemon:
-    """A daemon of this module's own (restarting it must not disturb the
-    other tests), with every stdout line collected."""
-
-    def __init__(self):
-        self.token = "restart-" + secrets.token_hex(8)
-        env = dict(os.environ, TETHER_TOKEN=self.token, TETHER_LOG="warn")
-        self.proc = subprocess.Popen(
-            [os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether")), "serve", "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=tempfile.mkdtemp(prefix="tether-restart-"),
-            text=True,
-        )
-        self.lines = []
-        self.cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-        first = self.wait_lines(1)[0]
-        assert first.startswith("tether: listening on "), first
-        self.url = first.split("listening on ", 1)[1].strip()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self.cv:
-                self.lines.append(line)
-                self.cv.notify_all()
-
-    def wait_lines(self, n, timeout=30):
-        with self.cv:
-            assert self.cv.wait_for(lambda: len(self.lines) >= n, timeout), self.lines
-            return list(self.lines)
-
-    def restart(self):
-        n = len(self.lines)
-        self.proc.send_signal(signal.SIGUSR2)
-        return n + 1
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+from conftest import Daemon, sandbox
 
 
 @pytest.fixture
 def d():
-    daemon = Daemon()
-    yield daemon
-    daemon.close()
+    # A daemon of this test's own: restarting it must not disturb others.
+    with Daemon() as daemon:
+        yield daemon
 
 
 def digest(s):

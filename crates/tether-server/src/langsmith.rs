@@ -10,6 +10,11 @@
 //! stream goes through a UTF-8 decoder that holds back an incomplete
 //! character and anchors every frame on the raw offset just past it
 //! (§12.3): reconnects land on exact bytes even around invalid UTF-8.
+//!
+//! The mapping onto the command manager (the `execute` body to a
+//! `CommandSpec`, the idempotent lookup, clamped reconnects, refusals and
+//! exit codes) is shared with the SSE transport (`langsmith_sse`) and the
+//! legacy `POST /execute` (`langsmith_legacy`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +36,7 @@ const ID_LABEL: &str = "langsmith.command_id";
 /// Raw bytes per output frame: JSON escaping can grow text up to 6x and the
 /// client refuses frames over 1 MiB; small frames also let a connection
 /// that keeps dropping get some output through each time.
-const FRAME_RAW_BYTES: usize = 64 * 1024;
+pub(crate) const FRAME_RAW_BYTES: usize = 64 * 1024;
 
 /// Largest client frame (`input` is never chunked by the client).
 const MAX_CLIENT_FRAME: usize = 64 << 20;
@@ -57,41 +62,90 @@ enum ClientFrame {
     Unknown,
 }
 
+/// What to run: the `execute` frame's fields (§5.4), also the body of the
+/// SSE `start` (§6), which leaves out `close_stdin`, `pty` and
+/// `kill_on_disconnect`.
 #[derive(Debug, Deserialize)]
-struct Execute {
+pub(crate) struct Execute {
+    /// The command line, run as `shell -c command`.
     command: String,
+    /// The shell (the client's default is `/bin/bash`).
     #[serde(default)]
     shell: Option<String>,
+    /// Wall-clock limit; `0` (or less) means none.
     #[serde(default)]
     timeout_seconds: Option<i64>,
+    /// Kill after this long with nobody attached; negative: never.
     #[serde(default)]
     idle_timeout_seconds: Option<i64>,
+    /// Kill when the last client goes away.
     #[serde(default)]
-    kill_on_disconnect: bool,
+    pub(crate) kill_on_disconnect: bool,
+    /// How long a finished command stays reconnectable; negative: forever.
     #[serde(default)]
     ttl_seconds: Option<i64>,
+    /// The client's idempotency key.
     #[serde(default)]
     command_id: Option<String>,
+    /// Variables for this command (the deprecated spelling of
+    /// `run_config.env_vars`).
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    /// Working directory (the deprecated spelling of `run_config.work_dir`).
     #[serde(default)]
     cwd: Option<String>,
+    /// User, working directory and environment.
     #[serde(default)]
     run_config: Option<RunConfig>,
+    /// Close stdin at spawn.
     #[serde(default)]
-    close_stdin: bool,
+    pub(crate) close_stdin: bool,
+    /// Run on a terminal.
     #[serde(default)]
-    pty: bool,
+    pub(crate) pty: bool,
 }
 
+/// `run_config` (§5.4): `user` is accepted only when it names the daemon's
+/// own account (§12.5).
 #[derive(Debug, Default, Deserialize)]
 struct RunConfig {
+    /// `name`, `uid`, `name:group` or `uid:gid`.
     #[serde(default)]
     user: Option<String>,
+    /// Absolute working directory.
     #[serde(default)]
     work_dir: Option<String>,
+    /// Variables for this command.
     #[serde(default)]
     env_vars: std::collections::BTreeMap<String, String>,
+}
+
+/// The dialect's `error_type`s that tether sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorType {
+    /// The command could not be started (bad request, spawn failure).
+    CommandError,
+    /// A daemon limit (commands, ring memory) refused the start.
+    QuotaExceeded,
+    /// No such command (never existed, or its TTL ran out).
+    CommandNotFound,
+    /// The command's wall-clock timeout fired.
+    CommandTimeout,
+    /// The daemon is going away; the client resumes (SSE only).
+    ServerShuttingDown,
+}
+
+impl ErrorType {
+    /// The name on the wire.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::CommandError => "CommandError",
+            ErrorType::QuotaExceeded => "QuotaExceeded",
+            ErrorType::CommandNotFound => "CommandNotFound",
+            ErrorType::CommandTimeout => "CommandTimeout",
+            ErrorType::ServerShuttingDown => "ServerShuttingDown",
+        }
+    }
 }
 
 pub(crate) async fn ws_handler(State(st): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
@@ -126,7 +180,8 @@ async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
     let (h, sub) = match bound {
         Ok(b) => b,
         Err(Refused::Error(kind, message)) => {
-            let _ = send(&mut ws, json!({"type": "error", "error_type": kind, "error": message})).await;
+            let msg = json!({"type": "error", "error_type": kind.as_str(), "error": message});
+            let _ = send(&mut ws, msg).await;
             return close(ws, 1000, "").await;
         }
         // Let the client send the same `execute` to the restarted daemon.
@@ -173,14 +228,8 @@ async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
                 Some(Event::Resized(_)) => {}
                 Some(Event::Exit(e)) => {
                     let _ = out.flush(&mut ws).await;
-                    let msg = match e.reason {
-                        ExitReason::TimedOut => json!({
-                            "type": "error",
-                            "error_type": "CommandTimeout",
-                            "error": "Command timed out",
-                        }),
-                        _ => json!({"type": "exit", "exit_code": shell_code(&e)}),
-                    };
+                    let (kind, mut msg) = ending(&e);
+                    msg["type"] = kind.into();
                     let _ = send(&mut ws, msg).await;
                     stdin.abort();
                     return close(ws, 1000, "").await;
@@ -192,25 +241,30 @@ async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
     stdin.abort();
 }
 
-enum Refused {
-    /// An `error` frame (`error_type`, message), then close.
-    Error(&'static str, String),
-    /// Close with 1001 before `started`: the client tries again.
+/// Why a command was not started or attached.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// An `error` (`error_type`, message): the client raises it.
+    Error(ErrorType, String),
+    /// The daemon is shutting down: the client should try again (on the
+    /// WebSocket a close with 1001 before `started`).
     Restarting,
 }
 
-fn refused(e: ExecError) -> Refused {
+/// The dialect's view of a manager error.
+pub(crate) fn refused(e: ExecError) -> Refused {
     match e {
         ExecError::ShuttingDown => Refused::Restarting,
         ExecError::TooManyCommands(_) | ExecError::RingMemory { .. } => {
-            Refused::Error("QuotaExceeded", e.to_string())
+            Refused::Error(ErrorType::QuotaExceeded, e.to_string())
         }
-        e => Refused::Error("CommandError", e.to_string()),
+        e => Refused::Error(ErrorType::CommandError, e.to_string()),
     }
 }
 
-/// Starts the command, or finds the one this `command_id` started before.
-fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
+/// Starts the command, or finds the one this `command_id` started before,
+/// and attaches paced from the start.
+pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
     if let Some(h) = e.command_id.as_deref().and_then(|id| find(st, id)) {
         let sub = h.attach_paced([0, 0], true).map_err(refused)?;
         return Ok((h, sub));
@@ -218,7 +272,7 @@ fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), R
     let rc = e.run_config.unwrap_or_default();
     if let Some(user) = rc.user.filter(|u| !is_me(u)) {
         return Err(Refused::Error(
-            "CommandError",
+            ErrorType::CommandError,
             format!("run_config.user {user:?} is not supported by this daemon"),
         ));
     }
@@ -242,10 +296,15 @@ fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), R
     Ok((h, sub))
 }
 
-/// Attaches from the client's offsets (clamped to what the stream has).
-fn reconnect(st: &AppState, id: &str, from: [i64; 2]) -> Result<(CommandHandle, Subscription), Refused> {
+/// Attaches paced from the client's offsets (clamped to what the stream
+/// has). `id` is tether's id or the client's `command_id`.
+pub(crate) fn reconnect(
+    st: &AppState,
+    id: &str,
+    from: [i64; 2],
+) -> Result<(CommandHandle, Subscription), Refused> {
     let Some(h) = st.manager.get(id).ok().or_else(|| find(st, id)) else {
-        return Err(Refused::Error("CommandNotFound", format!("Command not found: {id}")));
+        return Err(Refused::Error(ErrorType::CommandNotFound, format!("Command not found: {id}")));
     };
     let info = h.info();
     let at = [0, 1].map(|i| (from[i].max(0) as u64).min(info.offsets[i].1));
@@ -258,12 +317,29 @@ fn find(st: &AppState, client_id: &str) -> Option<CommandHandle> {
     st.manager.find_by_label(ID_LABEL, client_id)
 }
 
-/// Whether a `run_config.user` names the daemon's own user.
+/// Whether a `run_config.user` names the daemon's own user: its uid, or
+/// its name in `/etc/passwd` (`$USER` only when the uid has no entry there,
+/// as in a container run with an arbitrary uid; `$USER` is often unset, for
+/// a service or root, and can name someone else after `su`).
 fn is_me(user: &str) -> bool {
     let uid = my_uid();
-    let name = std::env::var("USER").unwrap_or_default();
     let first = user.split(':').next().unwrap_or("");
-    first == uid.to_string() || (!name.is_empty() && first == name)
+    if first == uid.to_string() {
+        return true;
+    }
+    let name = passwd_name(uid).or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+    !name.is_empty() && first == name
+}
+
+/// The name of `uid` in `/etc/passwd`.
+fn passwd_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (entry_uid == uid).then(|| name.to_owned())
+    })
 }
 
 fn my_uid() -> u32 {
@@ -277,11 +353,24 @@ fn my_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn shell_code(e: &exec::ExitInfo) -> i32 {
+/// The exit code the client gets: the code, else `128 + signal` (a kill
+/// gives 137), else 255.
+pub(crate) fn shell_code(e: &exec::ExitInfo) -> i32 {
     match (e.code, e.signal) {
         (Some(c), _) => c,
         (None, Some(s)) => 128 + s,
         (None, None) => 255,
+    }
+}
+
+/// The last message for a command that ended: its name (`exit`, or
+/// `error` with `CommandTimeout` for a timeout) and its fields.
+pub(crate) fn ending(e: &exec::ExitInfo) -> (&'static str, serde_json::Value) {
+    match e.reason {
+        ExitReason::TimedOut => {
+            ("error", json!({"error_type": ErrorType::CommandTimeout.as_str(), "error": "Command timed out"}))
+        }
+        _ => ("exit", json!({"exit_code": shell_code(e)})),
     }
 }
 
@@ -458,7 +547,21 @@ fn decode(bytes: &[u8], at_end: bool) -> (String, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, is_me, my_uid, passwd_name};
+
+    #[test]
+    fn run_config_user_must_name_the_daemons_own_account() {
+        let uid = my_uid();
+        assert!(is_me(&uid.to_string()));
+        assert!(is_me(&format!("{uid}:12345")), "the group part is not checked");
+        // By name too, whether or not `$USER` is set.
+        if let Some(name) = passwd_name(uid) {
+            assert!(is_me(&name));
+        }
+        assert!(!is_me("no-such-user-for-tether"));
+        assert!(!is_me(&uid.wrapping_add(1).to_string()));
+        assert_eq!(passwd_name(0).as_deref(), Some("root"));
+    }
 
     #[test]
     fn decodes_holding_back_an_incomplete_character() {

@@ -2,7 +2,8 @@
 //! and the mapping between wire messages and the command manager.
 //!
 //! [`Server::run`] serves a listener until a shutdown future resolves, then
-//! closes every WebSocket with 1001 (going away), kills and reaps commands
+//! closes every WebSocket with 1001 (going away), ends every event stream
+//! (the LangSmith dialect's `ServerShuttingDown`), kills and reaps commands
 //! (unless configured to leave them) and returns. [`Server::serve`] can
 //! also stop for a restart: the same, but the commands and the listening
 //! socket are handed over ([`Ended::Restart`]) for the re-executed daemon,
@@ -24,6 +25,9 @@
 //! - `langsmith_files`: its file routes (`/upload`, `/download` with ranges).
 //! - `langsmith_search`: its search routes (`/glob`, `/grep`): bounded,
 //!   sorted walks below the files root.
+//! - `langsmith_sse`: its server-sent-events transport
+//!   (`/execute/stream/start` and `/resume`) over the same mapping.
+//! - `langsmith_legacy`: its legacy one-shot `POST /execute`.
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
@@ -38,6 +42,8 @@ mod files;
 mod langsmith;
 mod langsmith_files;
 mod langsmith_search;
+mod langsmith_legacy;
+mod langsmith_sse;
 mod map;
 mod oneshot;
 mod web;
@@ -74,7 +80,8 @@ struct AppState {
     manager: Manager,
     /// Cancelled when shutdown begins; every connection watches it.
     shutdown: CancellationToken,
-    /// Every upgraded WebSocket connection, so shutdown can wait for them.
+    /// Every upgraded WebSocket connection and every event-stream
+    /// response, so shutdown can wait for them.
     conns: TaskTracker,
     /// The root of the file routes (`None`: it could not be opened).
     files: Option<Arc<tether_files::Files>>,
@@ -157,6 +164,9 @@ impl Server {
         let oneshot = Router::new()
             .route("/v1/exec", post(oneshot::exec_handler))
             .route("/v1/code", post(oneshot::code_handler))
+            .route("/compat/langsmith/execute", post(langsmith_legacy::execute))
+            .route("/compat/langsmith/execute/stream/start", post(langsmith_sse::start))
+            .route("/compat/langsmith/execute/stream/resume", post(langsmith_sse::resume))
             .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY));
         // Uploads stream to disk: no body limit.
         let files = Router::new()

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::map::{self, WireError};
 
 /// Output kept and returned when a request does not say.
-const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
+pub(crate) const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
 
 /// Most output a request may ask to get back.
 const MAX_OUTPUT: u64 = 1 << 30;
@@ -122,6 +122,41 @@ async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<Exe
     spec.kill_grace = o.kill_grace_ms.map(Duration::from_millis);
     spec.name = o.name;
     spec.labels = o.labels;
+    let Finished { id, exit, stdout, stderr } = run_to_end(st, spec, max).await?;
+    Ok(ExecResponse {
+        command: proto::CommandId(id),
+        exit_code: exit.code,
+        signal: exit.signal,
+        reason: map::exit_to_wire(&exit).reason,
+        duration_ms: exit.wall.as_millis() as u64,
+        stdout: Payload::from(stdout),
+        stderr: Payload::from(stderr),
+        stdout_encoding: None,
+        stderr_encoding: None,
+        truncated: exit.truncated,
+    })
+}
+
+/// A one-shot command that ended, with the output it kept.
+pub(crate) struct Finished {
+    /// Its id (already forgotten by the manager).
+    pub(crate) id: String,
+    /// How it ended.
+    pub(crate) exit: exec::ExitInfo,
+    /// Its stdout, up to the limit.
+    pub(crate) stdout: Vec<u8>,
+    /// Its stderr, up to the limit (shared with stdout).
+    pub(crate) stderr: Vec<u8>,
+}
+
+/// Runs `spec` as a one-shot command: started, read paced to its end (so
+/// nothing is lost) keeping at most `max` output bytes, and forgotten at
+/// exit. Also serves the LangSmith dialect's legacy `POST /execute`.
+pub(crate) async fn run_to_end(
+    st: &AppState,
+    mut spec: exec::CommandSpec,
+    max: u64,
+) -> Result<Finished, exec::ExecError> {
     // Its output goes back in the response: nothing to keep it for once it
     // ended (held for the TTL, every finished run would keep its ring
     // reservation, and a busy client would run the daemon out of them).
@@ -146,18 +181,7 @@ async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<Exe
             None => break h.wait().await,
         }
     };
-    Ok(ExecResponse {
-        command: proto::CommandId(h.id().to_owned()),
-        exit_code: exit.code,
-        signal: exit.signal,
-        reason: map::exit_to_wire(&exit).reason,
-        duration_ms: exit.wall.as_millis() as u64,
-        stdout: Payload::from(out),
-        stderr: Payload::from(err),
-        stdout_encoding: None,
-        stderr_encoding: None,
-        truncated: exit.truncated,
-    })
+    Ok(Finished { id: h.id().to_owned(), exit, stdout: out, stderr: err })
 }
 
 /// The request's encoding (its `Content-Type`) and the response's (its
