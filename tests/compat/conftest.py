@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -44,6 +45,22 @@ def sandbox(url, token):
     # api.smith.langchain.com; auto_delete=False: nothing to delete.
     client = SandboxClient(api_endpoint=dataplane, api_key=token, max_retries=0)
     return Sandbox.from_dict({"name": "tether", "dataplane_url": dataplane}, client=client, auto_delete=False)
+
+
+def assert_expires(sb, command_id, within=20):
+    """Reconnects until the command is gone (its TTL ran out): the client
+    raises `SandboxOperationError` `CommandNotFound`."""
+    from langsmith.sandbox import SandboxOperationError
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            sb.reconnect(command_id).result
+        except SandboxOperationError as e:
+            assert e.error_type == "CommandNotFound"
+            return
+        assert time.monotonic() < deadline, "still reconnectable long after its TTL"
+        time.sleep(0.2)
 
 
 @pytest.fixture

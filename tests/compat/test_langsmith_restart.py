@@ -81,3 +81,23 @@ def test_a_command_started_before_a_restart_is_reconnectable_after(d):
     assert (r.result.stdout, r.result.exit_code) == ("after\n", 2)
     assert "".join(c.data for c in it) == "after\n"
     assert h.result.exit_code == 2
+
+
+def test_an_sse_stream_survives_a_restart(d, sse):
+    # The one-way transport: the response ends with ServerShuttingDown and
+    # the client resumes from its byte cursors against the restarted daemon.
+    sb = sandbox(d.url, d.token)
+    h = sb.run("for i in $(seq 0 9); do seq $((i*20000)) $((i*20000+19999)); sleep 0.1; done; exit 3",
+               wait=False, timeout=120)
+    out, restarted_at = [], None
+    for chunk in h:
+        if chunk.stream == "stdout":
+            out.append(chunk.data)
+        if restarted_at is None and sum(map(len, out)) > 50_000:
+            restarted_at = d.restart()
+    assert restarted_at is not None
+    d.wait_lines(restarted_at)
+    want = "".join("%d\n" % i for i in range(200000))
+    got = "".join(out)
+    assert (len(got), digest(got)) == (len(want), digest(want))
+    assert h.result.exit_code == 3

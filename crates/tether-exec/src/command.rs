@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ExecError;
-use crate::handover::{Frozen, FrozenLife, FrozenReaped, FrozenStdin, Handover, Live, Phase};
+use crate::handover::{Frozen, FrozenStdin, Handover, Live, Phase};
 use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
@@ -596,6 +596,7 @@ impl Drop for Subscription {
 }
 
 /// Resolved per-command settings the actor enforces.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Lifetimes {
     pub(crate) timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
@@ -820,16 +821,7 @@ pub(crate) fn thaw(
         }
         t
     });
-    let life = Lifetimes {
-        timeout: f.life.timeout,
-        idle_timeout: f.life.idle_timeout,
-        ttl: f.life.ttl,
-        kill_on_disconnect: f.life.kill_on_disconnect,
-        max_output_bytes: f.life.max_output_bytes,
-        output_limit: f.life.output_limit,
-        kill_grace: f.life.kill_grace,
-        drain_grace: f.life.drain_grace,
-    };
+    let life = f.life;
     let id = f.id.clone();
     let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
         Phase::Held { exit, ttl_left } => {
@@ -1202,7 +1194,7 @@ impl Actor {
             let now = Instant::now();
             let at = |d: Option<Duration>| d.map(|d| now + d);
             started = now.checked_sub(l.elapsed).unwrap_or(now);
-            reaped = l.reaped.map(|(r, wall)| (Reaped::from(r), wall));
+            reaped = l.reaped;
             self.reaped = reaped.is_some();
             if self.reaped {
                 exit_watch = None;
@@ -1237,7 +1229,7 @@ impl Actor {
                         let left_of = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
                         let live = Live {
                             elapsed: started.elapsed(),
-                            reaped: reaped.as_ref().map(|(r, wall)| (FrozenReaped::from(r), *wall)),
+                            reaped,
                             reason,
                             timeout_left: left_of(timeout_at),
                             sigkill_left: left_of(sigkill_at),
@@ -1499,7 +1491,6 @@ impl Actor {
     fn freeze(&self, phase: Phase) -> Frozen {
         let s = &self.shared;
         let out = s.output();
-        let l = &self.life;
         Frozen {
             id: s.id.clone(),
             name: s.name.clone(),
@@ -1512,16 +1503,7 @@ impl Actor {
             seq: out.seq,
             size: out.size,
             ever_attached: s.ever_attached.load(Ordering::SeqCst),
-            life: FrozenLife {
-                timeout: l.timeout,
-                idle_timeout: l.idle_timeout,
-                ttl: l.ttl,
-                kill_on_disconnect: l.kill_on_disconnect,
-                max_output_bytes: l.max_output_bytes,
-                output_limit: l.output_limit,
-                kill_grace: l.kill_grace,
-                drain_grace: l.drain_grace,
-            },
+            life: self.life.clone(),
             phase,
         }
     }
@@ -1545,7 +1527,7 @@ impl Actor {
         if let Some(job) = &mut self.job {
             live.cwd = job.cwd.take();
             if live.reaped.is_none() {
-                live.reaped = Some((FrozenReaped::from(&Reaped::unknown()), live.elapsed));
+                live.reaped = Some((Reaped::unknown(), live.elapsed));
                 live.reason.get_or_insert(ExitReason::ShellClosed);
             }
         }
@@ -1835,32 +1817,6 @@ impl Model {
     fn send(&self, msg: ModelMsg) {
         // The task lives as long as this handle.
         let _ = self.tx.send(msg);
-    }
-}
-
-impl From<FrozenReaped> for Reaped {
-    fn from(r: FrozenReaped) -> Reaped {
-        Reaped {
-            code: r.code,
-            signal: r.signal,
-            core_dumped: r.core_dumped,
-            user_us: r.user_us,
-            sys_us: r.sys_us,
-            max_rss_kb: r.max_rss_kb,
-        }
-    }
-}
-
-impl From<&Reaped> for FrozenReaped {
-    fn from(r: &Reaped) -> FrozenReaped {
-        FrozenReaped {
-            code: r.code,
-            signal: r.signal,
-            core_dumped: r.core_dumped,
-            user_us: r.user_us,
-            sys_us: r.sys_us,
-            max_rss_kb: r.max_rss_kb,
-        }
     }
 }
 

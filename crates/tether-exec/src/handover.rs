@@ -33,9 +33,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ExitInfo, ExitReason};
-use crate::process;
-use crate::spec::{OutputLimit, TermSize};
+use crate::command::{ExitInfo, ExitReason, Lifetimes};
+use crate::process::{self, Reaped};
+use crate::spec::TermSize;
 
 /// Format version of the encoded state; a daemon refuses another.
 const VERSION: u32 = 1;
@@ -231,7 +231,7 @@ pub(crate) struct Frozen {
     /// A terminal's size and how many times it was set.
     pub(crate) size: Option<(TermSize, u64)>,
     pub(crate) ever_attached: bool,
-    pub(crate) life: FrozenLife,
+    pub(crate) life: Lifetimes,
     pub(crate) phase: Phase,
 }
 
@@ -249,19 +249,6 @@ pub(crate) struct FrozenRing {
     pub(crate) data: Vec<Bytes>,
 }
 
-/// [`crate::command::Lifetimes`], serialisable.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct FrozenLife {
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) kill_on_disconnect: bool,
-    pub(crate) max_output_bytes: Option<u64>,
-    pub(crate) output_limit: OutputLimit,
-    pub(crate) kill_grace: Duration,
-    pub(crate) drain_grace: Duration,
-}
-
 /// Where a command was in its life.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) enum Phase {
@@ -277,7 +264,7 @@ pub(crate) struct Live {
     /// Time since it started (its wall clock so far).
     pub(crate) elapsed: Duration,
     /// Its status, once reaped, and its wall time then.
-    pub(crate) reaped: Option<(FrozenReaped, Duration)>,
+    pub(crate) reaped: Option<(Reaped, Duration)>,
     pub(crate) reason: Option<ExitReason>,
     pub(crate) timeout_left: Option<Duration>,
     pub(crate) sigkill_left: Option<Duration>,
@@ -307,15 +294,4 @@ pub(crate) struct FrozenStdin {
     pub(crate) pending: serde_bytes::ByteBuf,
     /// Close after writing `pending`.
     pub(crate) close: bool,
-}
-
-/// [`crate::process::Reaped`], serialisable.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct FrozenReaped {
-    pub(crate) code: Option<i32>,
-    pub(crate) signal: Option<i32>,
-    pub(crate) core_dumped: bool,
-    pub(crate) user_us: u64,
-    pub(crate) sys_us: u64,
-    pub(crate) max_rss_kb: u64,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 /// How a reaped child ended, with its resource usage.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reaped {
     pub(crate) code: Option<i32>,
     pub(crate) signal: Option<i32>,

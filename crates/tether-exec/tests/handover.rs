@@ -39,6 +39,22 @@ async fn read_out(sub: &mut Subscription, out: &mut Vec<u8>, want: usize) {
     tokio::time::timeout(LIMIT, fut).await.expect("output in time");
 }
 
+/// Reads output until it contains `want`; returns it as text.
+async fn read_until(sub: &mut Subscription, want: &str) -> String {
+    let mut seen = Vec::new();
+    let fut = async {
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            match sub.next(65536).await.expect("event") {
+                Event::Output { data, .. } => seen.extend_from_slice(&data),
+                Event::Exit(e) => panic!("exit before {want:?}: {e:?}"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, fut).await.expect("output in time");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 async fn rest(mut sub: Subscription) -> ([Vec<u8>; 2], ExitInfo) {
     let fut = async {
         let mut out = [Vec::new(), Vec::new()];
@@ -163,15 +179,7 @@ async fn a_terminal_is_taken_over_with_its_size_and_screen() {
     let id = h.id().to_owned();
     let mut sub = h.attach([0, 0]).unwrap();
     h.write_stdin(Bytes::from_static(b"echo before-$((6*7))\n")).await.unwrap();
-    let mut seen = Vec::new();
-    let fut = async {
-        while !String::from_utf8_lossy(&seen).contains("before-42") {
-            if let Some(Event::Output { data, .. }) = sub.next(65536).await {
-                seen.extend_from_slice(&data);
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, fut).await.unwrap();
+    read_until(&mut sub, "before-42").await;
     drop(sub);
     let (m2, _) = hand_over(m).await;
     let h2 = m2.get(&id).unwrap();
@@ -182,16 +190,8 @@ async fn a_terminal_is_taken_over_with_its_size_and_screen() {
     assert!(String::from_utf8_lossy(&screen.data).contains("before-42"));
     h2.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
     h2.write_stdin(Bytes::from_static(b"stty size; echo after-$((6*7))\n")).await.unwrap();
-    let mut seen = Vec::new();
-    let fut = async {
-        while !String::from_utf8_lossy(&seen).contains("after-42") {
-            if let Some(Event::Output { data, .. }) = sub.next(65536).await {
-                seen.extend_from_slice(&data);
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, fut).await.unwrap();
-    assert!(String::from_utf8_lossy(&seen).contains("30 100"), "{}", String::from_utf8_lossy(&seen));
+    let seen = read_until(&mut sub, "after-42").await;
+    assert!(seen.contains("30 100"), "{seen}");
     h2.write_stdin(Bytes::from_static(b"exit 5\n")).await.unwrap();
     let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
     assert_eq!((exit.code, exit.reason), (Some(5), ExitReason::Exited));
