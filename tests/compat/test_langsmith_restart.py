@@ -23,24 +23,30 @@ def digest(s):
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+def read_through_a_restart(h, d, after):
+    """Iterates a handle's stdout, restarting the daemon once `after`
+    characters have come; returns the whole stdout once the restart is over."""
+    out, restarted_at = [], None
+    for chunk in h:
+        if chunk.stream == "stdout":
+            out.append(chunk.data)
+        if restarted_at is None and sum(map(len, out)) > after:
+            restarted_at = d.restart()
+    assert restarted_at is not None
+    lines = d.wait_lines(restarted_at)
+    assert lines[-1] == lines[0], "the same address after the restart"
+    assert d.proc.poll() is None, "the daemon process lives on"
+    return "".join(out)
+
+
 def test_a_stream_survives_a_restart_byte_exact(d):
     sb = sandbox(d.url, d.token)
     # About 3.3 MB over about 2 s, read through a handle while the daemon
     # restarts once mid-stream.
     h = sb.run("for i in $(seq 0 19); do seq $((i*30000)) $((i*30000+29999)); sleep 0.1; done; exit 4",
                wait=False, timeout=120)
-    out, restarted_at = [], None
-    for chunk in h:
-        if chunk.stream == "stdout":
-            out.append(chunk.data)
-        if restarted_at is None and sum(map(len, out)) > 100_000:
-            restarted_at = d.restart()
-    assert restarted_at is not None
-    lines = d.wait_lines(restarted_at)
-    assert lines[-1] == lines[0], "the same address after the restart"
-    assert d.proc.poll() is None, "the daemon process lives on"
+    got = read_through_a_restart(h, d, 100_000)
     want = "".join("%d\n" % i for i in range(600000))
-    got = "".join(out)
     assert (len(got), digest(got)) == (len(want), digest(want))
     assert h.result.exit_code == 4
 
@@ -89,15 +95,7 @@ def test_an_sse_stream_survives_a_restart(d, sse):
     sb = sandbox(d.url, d.token)
     h = sb.run("for i in $(seq 0 9); do seq $((i*20000)) $((i*20000+19999)); sleep 0.1; done; exit 3",
                wait=False, timeout=120)
-    out, restarted_at = [], None
-    for chunk in h:
-        if chunk.stream == "stdout":
-            out.append(chunk.data)
-        if restarted_at is None and sum(map(len, out)) > 50_000:
-            restarted_at = d.restart()
-    assert restarted_at is not None
-    d.wait_lines(restarted_at)
+    got = read_through_a_restart(h, d, 50_000)
     want = "".join("%d\n" % i for i in range(200000))
-    got = "".join(out)
     assert (len(got), digest(got)) == (len(want), digest(want))
     assert h.result.exit_code == 3
