@@ -460,6 +460,12 @@ impl CommandHandle {
         }
     }
 
+    /// Gives both rings buffers of their own (after a handover).
+    pub(crate) fn reown_rings(&self) {
+        let mut out = self.shared.output();
+        out.rings.iter_mut().for_each(Ring::reown);
+    }
+
     async fn control(&self, msg: Control) -> Result<(), ExecError> {
         self.shared.ctl.send(msg).await.map_err(|_| self.not_running())
     }

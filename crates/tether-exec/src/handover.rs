@@ -186,8 +186,12 @@ impl Handover {
         let header_end = header_end.ok_or_else(|| bad("header past the end"))?;
         let mut wire: Wire = rmp_serde::from_slice(&bytes[8..header_end])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // The rings' bytes: slices of the one buffer, no copies.
+        // The rings' bytes: slices of the mapping, no copies (the new
+        // daemon serves at once; `Manager::resume` then gives each ring its
+        // own copy in the background, so that the mapping goes and each
+        // ring's memory leaves with its command).
         let mut blob = bytes.split_off(header_end);
+        drop(bytes);
         for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
             for &(_, _, n) in &ring.chunks {
                 let n = usize::try_from(n)

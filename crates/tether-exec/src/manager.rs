@@ -351,6 +351,7 @@ impl Manager {
     pub fn resume(cfg: ManagerConfig, kill_on_shutdown: bool, h: &mut Handover) -> Manager {
         let m = Manager::new(cfg, kill_on_shutdown);
         let inner = &m.inner;
+        let mut resumed = Vec::new();
         for frozen in std::mem::take(&mut h.commands) {
             // A terminal has one output stream, so one ring's worth.
             let rings = if frozen.size.is_some() { 1 } else { 2 };
@@ -362,6 +363,19 @@ impl Manager {
             let (handle, actor) = command::thaw(frozen, h, reservation);
             tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
             m.launch(&handle, actor);
+            resumed.push(handle);
+        }
+        // The rings are slices of the handover's mapping: copy each into a
+        // buffer of its own, one command at a time, so that the mapping is
+        // released and each ring's memory leaves with its command.
+        if !resumed.is_empty() {
+            tokio::spawn(async move {
+                for h in resumed {
+                    h.reown_rings();
+                    tokio::task::yield_now().await;
+                }
+                tracing::debug!("handed-over rings copied: the handover mapping is released");
+            });
         }
         m
     }

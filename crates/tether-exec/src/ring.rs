@@ -135,6 +135,20 @@ impl Ring {
         ring
     }
 
+    /// Copies the held bytes into one buffer of the ring's own, so that
+    /// they no longer keep a shared buffer alive (the handover's mapping).
+    pub(crate) fn reown(&mut self) {
+        let total: usize = self.chunks.iter().map(|c| c.data.len()).sum();
+        let mut own = BytesMut::with_capacity(total);
+        for c in &self.chunks {
+            own.extend_from_slice(&c.data);
+        }
+        let mut own = own.freeze();
+        for c in &mut self.chunks {
+            c.data = own.split_to(c.data.len());
+        }
+    }
+
     /// Bytes charged for the data at and after `from` (what reading it
     /// would free), overhead included.
     pub(crate) fn charged_from(&self, from: u64) -> usize {

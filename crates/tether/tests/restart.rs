@@ -95,6 +95,15 @@ async fn a_stream_continues_byte_exact_across_a_restart() {
     assert_eq!(status.code, Some(5));
     let info = c.status(&ex.id().clone()).await.unwrap();
     assert_eq!(Some(info.pid), pid);
+    // The handed-over rings were copied out of the state's mapping, which
+    // is gone: each ring's memory leaves with its command.
+    let unmapped = async {
+        while std::fs::read_to_string(format!("/proc/{}/maps", d.pid())).unwrap().contains("tether-handover")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), unmapped).await.expect("the handover mapping is released");
     drop(ex);
     drop(c);
     // Nothing leaked across the exec: no more fds once the client is gone
