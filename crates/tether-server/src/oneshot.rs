@@ -169,7 +169,13 @@ pub(crate) async fn run_to_end(
     tracing::info!(command = %h.id(), "one-shot started");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = loop {
-        match sub.next(256 * 1024).await {
+        // A stopping daemon answers at once (503) rather than holding its
+        // stop (or restart) until the command ends.
+        let ev = tokio::select! {
+            ev = sub.next(256 * 1024) => ev,
+            _ = st.shutdown.cancelled() => return Err(exec::ExecError::ShuttingDown),
+        };
+        match ev {
             Some(exec::Event::Output { stream: exec::Stream::Stdout, data, .. }) => {
                 out.extend_from_slice(&data)
             }

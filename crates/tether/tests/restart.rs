@@ -188,3 +188,32 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     // The handed-over fds are close-on-exec again: 0, 1, 2 and ls's own.
     assert_eq!(text(&finish(&c, &id).await.stdout).trim(), "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_request_in_flight_does_not_hold_up_a_restart() {
+    let d = Daemon::start(&[]);
+    let c = client(&d).await;
+    let http = reqwest::Client::new();
+    let req = http
+        .post(format!("{}/v1/exec", d.url))
+        .bearer_auth(&d.token)
+        .json(&serde_json::json!({"argv": ["sleep", "30"], "name": "one-shot"}))
+        .send();
+    let pending = tokio::spawn(req);
+    // It runs once it is listed.
+    tokio::time::timeout(LIMIT, async {
+        while !c.list().await.unwrap().iter().any(|i| i.name.as_deref() == Some("one-shot")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let t = std::time::Instant::now();
+    usr2(&d);
+    let resp = tokio::time::timeout(LIMIT, pending).await.unwrap().unwrap().unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "shutting_down", "{body}");
+    d.wait_lines(2);
+    assert!(t.elapsed() < Duration::from_secs(3), "the restart waited for the request: {:?}", t.elapsed());
+}
