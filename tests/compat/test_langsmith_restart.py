@@ -99,3 +99,14 @@ def test_an_sse_stream_survives_a_restart(d, sse):
     want = "".join("%d\n" % i for i in range(200000))
     assert (len(got), digest(got)) == (len(want), digest(want))
     assert h.result.exit_code == 3
+
+
+def test_kill_on_disconnect_survives_the_restarts_own_disconnect(d):
+    # The restart closes the connection; that is not the client leaving.
+    sb = sandbox(d.url, d.token)
+    h = sb.run("for i in $(seq 0 9); do seq $((i*20000)) $((i*20000+19999)); sleep 0.1; done; exit 7",
+               wait=False, timeout=120, kill_on_disconnect=True)
+    got = read_through_a_restart(h, d, 50_000)
+    want = "".join("%d\n" % i for i in range(200000))
+    assert (len(got), digest(got)) == (len(want), digest(want))
+    assert h.result.exit_code == 7

@@ -876,7 +876,10 @@ pub(crate) fn thaw(
             shell: f.shell,
             eof_char,
             output: Output { rings, seq: f.seq, exit, pacers: Vec::new(), size: f.size, queued: false },
-            ever_attached: f.ever_attached,
+            // Every client was disconnected by the restart, not by leaving:
+            // kill-on-disconnect applies again once one has re-attached
+            // (until then the idle timeout does).
+            ever_attached: f.ever_attached && matches!(resume, Resume::Held { .. }),
             stdin_open,
             reservation,
         },
@@ -905,6 +908,9 @@ pub(crate) struct Stop {
     pub(crate) token: CancellationToken,
     /// Kill running commands (else leave them running, unread).
     pub(crate) kill: bool,
+    /// Set when a restart begins, before the connections are closed:
+    /// their going is not a disconnect that `kill_on_disconnect` acts on.
+    pub(crate) restarting: Arc<AtomicBool>,
     /// Set before `token` is cancelled for a handover: each actor sends
     /// its frozen state and fds here instead.
     pub(crate) handover: HandoverSlot,
@@ -1215,7 +1221,7 @@ impl Actor {
             self.terminated = l.terminated;
             self.resumed_cwd = l.cwd;
         }
-        self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
+        self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some(), stop);
 
         while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
             let paused = [0, 1].map(|i| self.paced_room(i) < MIN_PACED_READ);
@@ -1365,7 +1371,7 @@ impl Actor {
                 // A pacing reader advanced or left: re-check the pause.
                 _ = self.shared.pacer_moved.notified(), if paused[0] || paused[1] => {}
                 _ = self.shared.attach_changed.notified() => {
-                    self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some());
+                    self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some(), stop);
                 }
                 _ = at(timeout_at) => {
                     timeout_at = None;
@@ -1637,6 +1643,7 @@ impl Actor {
         idle_at: &mut Option<Instant>,
         reason: &mut Option<ExitReason>,
         exited: bool,
+        stop: &Stop,
     ) {
         if exited {
             return;
@@ -1645,7 +1652,9 @@ impl Actor {
             *idle_at = None;
             return;
         }
-        if self.life.kill_on_disconnect && self.shared.ever_attached.load(Ordering::SeqCst) {
+        // A restart closes every connection: that is not the client leaving.
+        let restarting = stop.restarting.load(Ordering::SeqCst);
+        if self.life.kill_on_disconnect && self.shared.ever_attached.load(Ordering::SeqCst) && !restarting {
             tracing::info!(id = %self.shared.id, "last client gone: killing (kill_on_disconnect)");
             self.kill(reason, ExitReason::Disconnected);
             return;

@@ -3,7 +3,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -50,6 +50,8 @@ struct Inner {
     kill_on_shutdown: bool,
     /// Where actors send their state when the manager hands over.
     handover: HandoverSlot,
+    /// A restart has begun ([`Manager::begin_handover`]).
+    restarting: Arc<AtomicBool>,
 }
 
 /// Committed ring memory and a command slot, given back on drop.
@@ -86,6 +88,7 @@ impl Manager {
                 shutdown: CancellationToken::new(),
                 kill_on_shutdown,
                 handover: Arc::new(OnceLock::new()),
+                restarting: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
@@ -142,6 +145,7 @@ impl Manager {
             token: inner.shutdown.clone(),
             kill: inner.kill_on_shutdown,
             handover: inner.handover.clone(),
+            restarting: inner.restarting.clone(),
         };
         // A root span: the command outlives the connection that started it.
         let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
@@ -314,6 +318,13 @@ impl Manager {
         Ok(())
     }
 
+    /// Says that a handover is coming: from now on clients going away (the
+    /// restart closes every connection) do not trigger
+    /// `kill_on_disconnect`. Call it before closing the connections.
+    pub fn begin_handover(&self) {
+        self.inner.restarting.store(true, Ordering::SeqCst);
+    }
+
     /// Stops every command without touching its process and returns their
     /// state and fds, for the next daemon ([`Manager::resume`], see the
     /// `handover` module). Named shells cannot be handed over: they are
@@ -321,6 +332,7 @@ impl Manager {
     /// (`shell_closed`). The manager accepts nothing afterwards.
     pub async fn handover(&self) -> Handover {
         let inner = &self.inner;
+        self.begin_handover();
         let shells: Vec<ShellHandle> = inner.shells.iter().map(|r| r.value().clone()).collect();
         for sh in &shells {
             sh.close().await;

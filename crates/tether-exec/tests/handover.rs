@@ -239,7 +239,7 @@ async fn shells_are_closed_and_their_commands_handed_over_finished() {
 #[tokio::test]
 async fn named_fds_go_back_to_the_caller() {
     let m = manager();
-    let h = m.start(CommandSpec::shell("head -c 2000000 /dev/urandom | base64")).unwrap();
+    let h = m.start(CommandSpec::shell("head -c 500000 /dev/urandom | base64")).unwrap();
     let id = h.id().to_owned();
     let mut hv = tokio::time::timeout(LIMIT, m.handover()).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -251,8 +251,27 @@ async fn named_fds_go_back_to_the_caller() {
     let h2 = m2.get(&id).unwrap();
     let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
     assert_eq!(exit.code, Some(0));
-    // The whole output, nothing twice: base64 lines of 76 characters.
+    // The whole output (within the ring), nothing twice: base64 lines of
+    // 76 characters.
     let text = String::from_utf8(out[0].clone()).unwrap();
-    assert_eq!(text.len(), 2_000_000usize.div_ceil(3) * 4 + 2_000_000usize.div_ceil(57));
-    let _ = Sha256::digest(text.as_bytes());
+    assert_eq!(text.len(), 500_000usize.div_ceil(3) * 4 + 500_000usize.div_ceil(57));
+}
+
+#[tokio::test]
+async fn the_restart_disconnecting_every_client_does_not_trigger_kill_on_disconnect() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("sleep 60").kill_on_disconnect(true)).unwrap();
+    let id = h.id().to_owned();
+    let sub = h.attach([0, 0]).unwrap();
+    // The order a restart goes in: announce, close every connection, hand over.
+    m.begin_handover();
+    drop(sub);
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h2.exit().is_none(), "killed by the restart's disconnect: {:?}", h2.exit());
+    // A client that comes back and leaves is a disconnect again.
+    drop(h2.attach([0, 0]).unwrap());
+    let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
+    assert_eq!(exit.reason, ExitReason::Disconnected);
 }

@@ -230,9 +230,15 @@ impl Server {
         let kept = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let manager = st.manager.clone();
         let signal = async move {
             let why = stop.await;
             tracing::info!(?why, "stopping");
+            if why == Stop::Restart {
+                // Before the connections close: their going is the
+                // restart's doing, not the clients'.
+                manager.begin_handover();
+            }
             let _ = stop_tx.send(why);
             token.cancel();
         };
