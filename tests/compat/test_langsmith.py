@@ -105,3 +105,21 @@ def test_files_write_read_stat_and_ranges(sb, daemon):
         sb.read_range("deep/dir/blob.bin", start=100)
     with pytest.raises(ResourceNotFoundError):
         sb.read("no/such/file")
+
+
+def test_a_fast_writer_loses_nothing_while_the_client_reconnects(daemon):
+    # About 6.8 MB written as fast as base64 goes, 6x the daemon's default
+    # 1 MiB ring, the connection cut every 1 MB: while the client is away
+    # (0.5 s each time) its attachment lingers and holds the command back.
+    proxy = CutProxy(daemon["url"], 1_000_000)
+    try:
+        sb = sandbox(proxy.url, daemon["token"])
+        r = sb.run("head -c 5000000 /dev/zero | tr '\\0' 'a' | base64 -w 100", timeout=120)
+        import base64
+        want = base64.b64encode(b"a" * 5_000_000).decode()
+        want = "\n".join(want[i:i + 100] for i in range(0, len(want), 100)) + "\n"
+        assert (len(r.stdout), hashlib.sha256(r.stdout.encode()).hexdigest()) == \
+            (len(want), hashlib.sha256(want.encode()).hexdigest())
+        assert proxy.cuts >= 3, proxy.cuts
+    finally:
+        proxy.close()

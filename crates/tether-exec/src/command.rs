@@ -229,12 +229,24 @@ struct Output {
     rings: [Ring; 2],
     seq: u64,
     exit: Option<ExitInfo>,
-    /// Next offsets of the pacing subscriptions, by subscription number.
-    pacers: Vec<(u64, [u64; 2])>,
+    /// The pacing subscriptions, and lingering ones that have gone.
+    pacers: Vec<Pacer>,
     /// A PTY command's terminal size, and how many times it was set.
     size: Option<(TermSize, u64)>,
     /// A shell command that its shell has not started yet.
     queued: bool,
+}
+
+/// A reader the command waits for.
+struct Pacer {
+    /// Its subscription's number.
+    number: u64,
+    /// The next offsets it will read.
+    next: [u64; 2],
+    /// A lingering pacer's subscription has gone: it holds the command back
+    /// until then, for its client to come back (see
+    /// [`CommandHandle::attach_lingering`]).
+    until: Option<Instant>,
 }
 
 impl Output {
@@ -242,7 +254,9 @@ impl Output {
     /// data would be evicted (`None`: no pacer, no limit). Half the ring is
     /// kept as headroom for the per-chunk accounting.
     fn pace_room(&self, i: usize) -> Option<u64> {
-        let slowest = self.pacers.iter().map(|(_, next)| next[i]).min()?;
+        let now = Instant::now();
+        let live = self.pacers.iter().filter(|p| p.until.is_none_or(|u| u > now));
+        let slowest = live.map(|p| p.next[i]).min()?;
         // Counted as the ring charges it (bytes plus per-chunk overhead),
         // so many tiny chunks cannot evict unread data either.
         let unread = self.rings[i].charged_from(slowest) as u64;
@@ -368,7 +382,21 @@ impl CommandHandle {
                 }
             }
         }
-        Ok(self.subscribe(from, pace))
+        Ok(self.subscribe(from, pace, None))
+    }
+
+    /// A pacing attachment ([`CommandHandle::attach_paced`]) that goes on
+    /// pacing for `linger` after it is dropped, from the oldest byte the
+    /// rings still hold (what it read may not have reached its client): the
+    /// command is held back while its client is away, so that a client that
+    /// reconnects within `linger` (and attaches again, which ends the
+    /// lingering) misses nothing even of a fast writer, as long as what was
+    /// in flight when it went is still in the ring. For clients that cannot
+    /// notice a gap (the LangSmith dialect).
+    pub fn attach_lingering(&self, from: [u64; 2], linger: Duration) -> Result<Subscription, ExecError> {
+        let mut sub = self.attach_paced(from, true)?;
+        sub.linger = Some(linger);
+        Ok(sub)
     }
 
     /// Attaches starting at most `tail` bytes before each stream's end (and
@@ -381,11 +409,13 @@ impl CommandHandle {
                 r.end().saturating_sub(tail).max(r.first_held())
             })
         };
-        self.subscribe(from, pace)
+        self.subscribe(from, pace, None)
     }
 
-    fn subscribe(&self, from: [u64; 2], pace: bool) -> Subscription {
-        subscribe(&self.shared, from, pace)
+    fn subscribe(&self, from: [u64; 2], pace: bool, linger: Option<Duration>) -> Subscription {
+        let mut sub = subscribe(&self.shared, from, pace);
+        sub.linger = linger;
+        sub
     }
 
     /// Writes bytes to the command's stdin; returns once they are in the
@@ -490,19 +520,27 @@ pub struct Subscription {
     number: u64,
     /// How many terminal size changes it has reported.
     sizes_seen: u64,
+    /// Pacing goes on this long after it is dropped.
+    linger: Option<Duration>,
 }
 
 fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Subscription {
     let shared = shared.clone();
     let number = shared.next_subscription.fetch_add(1, Ordering::Relaxed);
     if pace {
-        shared.output().pacers.push((number, from));
+        let mut out = shared.output();
+        // A new pacing reader is the lingering ones' client back (or one
+        // that replaces them): they stop holding the command.
+        out.pacers.retain(|p| p.until.is_none());
+        out.pacers.push(Pacer { number, next: from, until: None });
+        drop(out);
+        shared.pacer_moved.notify_one();
     }
     shared.attached.fetch_add(1, Ordering::SeqCst);
     shared.ever_attached.store(true, Ordering::SeqCst);
     shared.attach_changed.notify_one();
     let rx = shared.changed.subscribe();
-    Subscription { rx, shared, next: from, done: false, pace, number, sizes_seen: 0 }
+    Subscription { rx, shared, next: from, done: false, pace, number, sizes_seen: 0, linger: None }
 }
 
 impl Subscription {
@@ -542,8 +580,8 @@ impl Subscription {
         let ev = read_locked(&mut self.next, &mut self.done, &out, max);
         if self.pace && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
             let (number, next) = (self.number, self.next);
-            if let Some(p) = out.pacers.iter_mut().find(|p| p.0 == number) {
-                p.1 = next;
+            if let Some(p) = out.pacers.iter_mut().find(|p| p.number == number) {
+                p.next = next;
             }
             drop(out);
             self.shared.pacer_moved.notify_one();
@@ -593,7 +631,22 @@ fn read_locked(next: &mut [u64; 2], done: &mut bool, out: &Output, max: usize) -
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.pace {
-            self.shared.output().pacers.retain(|p| p.0 != self.number);
+            let mut out = self.shared.output();
+            match self.linger {
+                Some(d) => {
+                    // What this subscription read may not have reached its
+                    // client (socket buffers, a proxy): hold everything the
+                    // rings still have, not just what follows.
+                    let held = [out.rings[0].first_held(), out.rings[1].first_held()];
+                    let until = Instant::now() + d;
+                    if let Some(p) = out.pacers.iter_mut().find(|p| p.number == self.number) {
+                        p.until = Some(until);
+                        p.next = held;
+                    }
+                }
+                None => out.pacers.retain(|p| p.number != self.number),
+            }
+            drop(out);
             self.shared.pacer_moved.notify_one();
         }
         self.shared.attached.fetch_sub(1, Ordering::SeqCst);
@@ -829,6 +882,7 @@ pub(crate) fn thaw(
     });
     let life = f.life;
     let id = f.id.clone();
+    let mut pacers = Vec::new();
     let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
         Phase::Held { exit, ttl_left } => {
             let stdin = StdinParts { pipe: None, later: None, initial: Bytes::new(), close: true };
@@ -861,6 +915,13 @@ pub(crate) fn thaw(
                 initial: Bytes::from(std::mem::take(&mut l.stdin.pending).into_vec()),
             };
             let open = l.stdin.open && stdin.pipe.is_some();
+            let now = Instant::now();
+            // Numbered from the top, clear of the new subscriptions'.
+            pacers = std::mem::take(&mut l.lingering)
+                .into_iter()
+                .zip((0..u64::MAX).rev())
+                .map(|((next, left), number)| Pacer { number, next, until: Some(now + left) })
+                .collect();
             (None, open, Resume::Live(Box::new(l)), stdin, sources, pty)
         }
     };
@@ -875,7 +936,7 @@ pub(crate) fn thaw(
             started_at: f.started_at,
             shell: f.shell,
             eof_char,
-            output: Output { rings, seq: f.seq, exit, pacers: Vec::new(), size: f.size, queued: false },
+            output: Output { rings, seq: f.seq, exit, pacers, size: f.size, queued: false },
             // Every client was disconnected by the restart, not by leaving:
             // kill-on-disconnect applies again once one has re-attached
             // (until then the idle timeout does).
@@ -1225,6 +1286,12 @@ impl Actor {
 
         while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
             let paused = [0, 1].map(|i| self.paced_room(i) < MIN_PACED_READ);
+            // When the first lingering pacer stops holding the command.
+            let lingering = if paused[0] || paused[1] {
+                self.shared.output().pacers.iter().filter_map(|p| p.until).min()
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 _ = stop.token.cancelled(), if !shutdown_seen => {
@@ -1254,6 +1321,13 @@ impl Actor {
                             outputs: [None, None],
                             master: None,
                             stdin: FrozenStdin { fd: None, open: false, pending: Default::default(), close: true },
+                            lingering: self
+                                .shared
+                                .output()
+                                .pacers
+                                .iter()
+                                .filter_map(|p| Some((p.next, p.until?.saturating_duration_since(now))))
+                                .collect(),
                         };
                         let _ = tx.send(self.freeze_live(live, left));
                         return false;
@@ -1370,6 +1444,10 @@ impl Actor {
                 }
                 // A pacing reader advanced or left: re-check the pause.
                 _ = self.shared.pacer_moved.notified(), if paused[0] || paused[1] => {}
+                _ = at(lingering) => {
+                    let now = Instant::now();
+                    self.shared.output().pacers.retain(|p| p.until.is_none_or(|u| u > now));
+                }
                 _ = self.shared.attach_changed.notified() => {
                     self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some(), stop);
                 }

@@ -285,6 +285,9 @@ pub(crate) struct Live {
     /// A terminal's master.
     pub(crate) master: Option<RawFd>,
     pub(crate) stdin: FrozenStdin,
+    /// Lingering pacers (their clients were away at the restart, or were
+    /// disconnected by it): next offsets and time left.
+    pub(crate) lingering: Vec<([u64; 2], Duration)>,
 }
 
 /// A command's stdin.

@@ -456,3 +456,36 @@ async fn the_screen_model_keeps_up_with_a_flood() {
     viewer.process(&screen.data);
     assert_eq!(viewer.screen().contents(), "199997\n199998\n199999\n200000");
 }
+
+#[tokio::test]
+async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
+    let m = manager();
+    // About 5.4 MB as fast as base64 can go, against a 1 MiB ring.
+    let h = m.start(CommandSpec::shell("head -c 4000000 /dev/zero | base64 -w 100")).unwrap();
+    let want = 4_000_000usize.div_ceil(3) * 4 + 4_000_000usize.div_ceil(75);
+    let mut sub = h.attach_lingering([0, 0], LIMIT).unwrap();
+    let first = async {
+        let mut got = 0usize;
+        while got < 100_000 {
+            match sub.next(65536).await.expect("an event") {
+                Event::Output { data, .. } => got += data.len(),
+                ev => panic!("{ev:?} before 100 kB"),
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, first).await.expect("output in time");
+    let at = sub.offsets();
+    drop(sub);
+    // The client is away for a while: the command must wait for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.exit().is_none(), "the writer ran on without its client");
+    let (out, _, exit) = collect(h.attach_lingering(at, LIMIT).unwrap()).await;
+    assert_eq!(at[0] as usize + out.len(), want, "nothing lost, nothing twice");
+    assert_eq!(exit.code, Some(0));
+
+    // A client that does not come back holds it only for the linger.
+    let h = m.start(CommandSpec::shell("head -c 4000000 /dev/zero | base64 -w 100")).unwrap();
+    drop(h.attach_lingering([0, 0], Duration::from_millis(300)).unwrap());
+    let exit = tokio::time::timeout(LIMIT, h.wait()).await.expect("runs on after the linger");
+    assert_eq!(exit.ends[0] as usize, want);
+}

@@ -33,6 +33,11 @@ pub struct ServerConfig {
     /// are absolute or relative to the daemon's working directory, not
     /// confined.
     pub files_root: Option<std::path::PathBuf>,
+    /// Ring size per stream for commands started through the LangSmith
+    /// dialect (`None`: the manager's default). Larger than the default:
+    /// that client cannot notice lost output, and what was in flight when
+    /// its connection dropped must still be held when it reconnects.
+    pub langsmith_ring_bytes: Option<usize>,
     /// `POST /v1/code` languages: name to the interpreter's argv (the code
     /// file and the request's `args` follow).
     pub interpreters: BTreeMap<String, Vec<String>>,
@@ -53,6 +58,7 @@ impl ServerConfig {
             manager: ManagerConfig::default(),
             interpreters: crate::oneshot::default_interpreters(),
             files_root: None,
+            langsmith_ring_bytes: Some(4 << 20),
         }
     }
 }

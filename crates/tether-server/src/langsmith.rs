@@ -38,6 +38,13 @@ const ID_LABEL: &str = "langsmith.command_id";
 /// that keeps dropping get some output through each time.
 pub(crate) const FRAME_RAW_BYTES: usize = 64 * 1024;
 
+/// How long a dialect client's attachment goes on holding its command back
+/// after its connection is gone (`attach_lingering`): this client cannot
+/// notice lost output, and reconnects within about 15.5 s of backoff (0.5,
+/// 1, 2, 4, 8 s) or gives up. A fast writer then waits (half a ring of
+/// unread output) instead of overwriting what the client has not read.
+const LINGER: Duration = Duration::from_secs(20);
+
 /// Largest client frame (`input` is never chunked by the client).
 const MAX_CLIENT_FRAME: usize = 64 << 20;
 
@@ -266,7 +273,7 @@ pub(crate) fn refused(e: ExecError) -> Refused {
 /// and attaches paced from the start.
 pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
     if let Some(h) = e.command_id.as_deref().and_then(|id| find(st, id)) {
-        let sub = h.attach_paced([0, 0], true).map_err(refused)?;
+        let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;
         return Ok((h, sub));
     }
     let rc = e.run_config.unwrap_or_default();
@@ -282,6 +289,7 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subsc
     spec.timeout = e.timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
     spec.idle_timeout = exec::Lifetime::from_millis(e.idle_timeout_seconds.map(|s| s.saturating_mul(1000)));
     spec.ttl = exec::Lifetime::from_millis(e.ttl_seconds.map(|s| s.saturating_mul(1000)));
+    spec.ring_bytes = st.cfg.langsmith_ring_bytes;
     spec.kill_on_disconnect = e.kill_on_disconnect;
     spec.close_stdin = e.close_stdin && !e.pty;
     if e.pty {
@@ -291,7 +299,7 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subsc
         spec.labels.insert(ID_LABEL.to_owned(), id);
     }
     let h = st.manager.start(spec).map_err(refused)?;
-    let sub = h.attach_paced([0, 0], true).map_err(refused)?;
+    let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;
     tracing::info!(command = %h.id(), "started through the LangSmith dialect");
     Ok((h, sub))
 }
@@ -308,7 +316,7 @@ pub(crate) fn reconnect(
     };
     let info = h.info();
     let at = [0, 1].map(|i| (from[i].max(0) as u64).min(info.offsets[i].1));
-    let sub = h.attach_paced(at, true).map_err(refused)?;
+    let sub = h.attach_lingering(at, LINGER).map_err(refused)?;
     Ok((h, sub))
 }
 

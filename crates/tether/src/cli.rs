@@ -208,6 +208,10 @@ pub(crate) struct ServeArgs {
     /// Default ring buffer size per stream, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub(crate) ring_bytes: usize,
+    /// Ring size per stream for commands started by the LangSmith client
+    /// (`/compat/langsmith`), in bytes: it cannot notice lost output.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub(crate) langsmith_ring_bytes: usize,
     /// Total ring memory the daemon may commit, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     pub(crate) max_ring_total: usize,
