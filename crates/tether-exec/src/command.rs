@@ -1253,7 +1253,6 @@ impl Actor {
 
         // A shell command's clock starts when its shell starts it.
         let mut started = Instant::now();
-        let mut exit_watch = self.job.is_none().then(|| ExitWatch::new(self.pid));
         let mut reaped: Option<(Reaped, Duration)> = None;
         let mut reason: Option<ExitReason> = None;
         let mut timeout_at = self.life.timeout.filter(|_| self.job.is_none()).map(|d| started + d);
@@ -1269,9 +1268,6 @@ impl Actor {
             started = now.checked_sub(l.elapsed).unwrap_or(now);
             reaped = l.reaped;
             self.reaped = reaped.is_some();
-            if self.reaped {
-                exit_watch = None;
-            }
             reason = l.reason;
             timeout_at = at(l.timeout_left);
             sigkill_at = at(l.sigkill_left);
@@ -1282,6 +1278,8 @@ impl Actor {
             self.terminated = l.terminated;
             self.resumed_cwd = l.cwd;
         }
+        // Not for a process already reaped: its pid may belong to another.
+        let mut exit_watch = (self.job.is_none() && !self.reaped).then(|| ExitWatch::new(self.pid));
         self.on_attach_change(&mut idle_at, &mut reason, reaped.is_some(), stop);
 
         while reaped.is_none() || self.pipes.iter().any(Option::is_some) {
