@@ -33,16 +33,15 @@ async fn finish(c: &Client, id: &tether_proto::CommandId) -> tether_client::Outp
 }
 
 /// The fds of a process, as link targets (sockets and pipes by inode).
+/// An fd the daemon closes between the listing and its readlink is left
+/// out: the daemon is live while we look.
 fn fds(pid: i32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
-        .map(|e| {
-            format!(
-                "{} -> {}",
-                e.file_name().to_string_lossy(),
-                std::fs::read_link(e.path()).unwrap().display()
-            )
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!("{} -> {}", e.file_name().to_string_lossy(), target.display()))
         })
         .collect();
     v.sort();
