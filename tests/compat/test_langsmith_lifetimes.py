@@ -22,11 +22,12 @@ def websocket_transport(monkeypatch):
 
 
 def alive(pid):
-    """Whether the process exists and is not a zombie."""
+    """Whether the process exists and is not a zombie. A process reaped
+    between the open and the read makes the read fail with ESRCH."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
