@@ -44,10 +44,12 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
                 Some(n) => client.attach_tail(&id, n).await?,
                 None => client.attach(&id, [0, 0]).await?,
             };
-            // Ctrl-C detaches and leaves the command running.
+            // Ctrl-C detaches and leaves the command running (caught from
+            // here on, before any output is written).
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
             tokio::select! {
                 code = stream(ex, true) => code,
-                _ = tokio::signal::ctrl_c() => {
+                _ = int.recv() => {
                     eprintln!("\ntether: detached; `tether attach {id}` to come back");
                     Ok(130)
                 }
@@ -118,13 +120,14 @@ async fn shell(client: &Client, cmd: ShellCommand) -> Result<i32> {
                 println!("{}", client.shell_submit(&name, spec).await?);
                 return Ok(0);
             }
+            // Ctrl-C interrupts the script (the shell stays), as on a terminal.
+            let signals = Signals::install()?;
             let ex = client.shell_run(&name, spec).await?;
             let id = ex.id().clone();
             if !no_stdin {
                 tokio::spawn(forward_stdin(client.clone(), id.clone()));
             }
-            // Ctrl-C interrupts the script (the shell stays), as on a terminal.
-            let signals = forward_signals(client.clone(), id);
+            let signals = signals.forward(client.clone(), id);
             tokio::select! {
                 code = stream(ex, false) => code,
                 r = signals => r.map(|()| TETHER_FAILURE),
@@ -286,6 +289,8 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
         println!("{id}");
         return Ok(0);
     }
+    // Ctrl-C (and SIGTERM) go to the command, as ssh does; its exit ends us.
+    let signals = Signals::install()?;
     let ex = match client.start(spec).await {
         Ok(ex) => ex,
         // Like a shell: 127 for "not found", 126 for "cannot execute".
@@ -302,8 +307,7 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     if !args.no_stdin {
         tokio::spawn(forward_stdin(client.clone(), id.clone()));
     }
-    // Ctrl-C (and SIGTERM) go to the command, as ssh does; its exit ends us.
-    let signals = forward_signals(client.clone(), id);
+    let signals = signals.forward(client.clone(), id);
     tokio::select! {
         code = stream(ex, false) => code,
         r = signals => r.map(|()| TETHER_FAILURE),
@@ -324,19 +328,32 @@ async fn forward_stdin(client: Client, id: CommandId) {
     let _ = client.close_stdin(&id).await;
 }
 
-/// Forwards SIGINT and SIGTERM to the command until an error; never returns
-/// `Ok` otherwise.
-async fn forward_signals(client: Client, id: CommandId) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    loop {
-        let name = tokio::select! {
-            _ = int.recv() => "INT",
-            _ = term.recv() => "TERM",
-        };
-        if let Err(e) = client.signal(&id, name).await {
-            eprintln!("tether: could not forward SIG{name}: {e}");
+/// SIGINT and SIGTERM, caught from the moment `install` returns: one that
+/// arrives before the command's output is being read (it may already be on
+/// the screen) is held for the command, never the default action that would
+/// kill us and leave the command running.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    /// Forwards the signals to the command until an error; never returns
+    /// `Ok` otherwise.
+    async fn forward(mut self, client: Client, id: CommandId) -> Result<()> {
+        loop {
+            let name = tokio::select! {
+                _ = self.int.recv() => "INT",
+                _ = self.term.recv() => "TERM",
+            };
+            if let Err(e) = client.signal(&id, name).await {
+                eprintln!("tether: could not forward SIG{name}: {e}");
+            }
         }
     }
 }
