@@ -183,6 +183,9 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     // The restart signal still works (it was not left ignored).
     usr2(&d);
     d.wait_lines(3);
+    // A connection of its own: `c` may not have seen the 1001 yet, and a
+    // start in flight when a connection closes is refused as ambiguous.
+    let c = client(&d).await;
     let (id, _) = c.start_detached(shell("ls /proc/self/fd | wc -l")).await.unwrap();
     // The handed-over fds are close-on-exec again: 0, 1, 2 and ls's own.
     assert_eq!(text(&finish(&c, &id).await.stdout).trim(), "4");
