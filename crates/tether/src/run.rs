@@ -37,8 +37,9 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
             let id = CommandId(id);
             let interactive = !raw && tail.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
             if interactive && client.status(&id).await?.pty.is_some() {
+                let signals = Signals::install()?;
                 let ex = client.attach_terminal(&id, tty::local_size()).await?;
-                return tty::session(&client, ex, detach_keys, true).await;
+                return tty::session(&client, ex, signals, detach_keys, true).await;
             }
             let ex = match tail {
                 Some(n) => client.attach_tail(&id, n).await?,
@@ -301,7 +302,7 @@ async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
     if args.tty {
-        return tty::session(client, ex, args.detach_keys, args.interactive && !args.no_stdin).await;
+        return tty::session(client, ex, signals, args.detach_keys, args.interactive && !args.no_stdin).await;
     }
     let id = ex.id().clone();
     if !args.no_stdin {
@@ -330,15 +331,16 @@ async fn forward_stdin(client: Client, id: CommandId) {
 
 /// SIGINT and SIGTERM, caught from the moment `install` returns: one that
 /// arrives before the command's output is being read (it may already be on
-/// the screen) is held for the command, never the default action that would
-/// kill us and leave the command running.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+/// the screen) is held for whoever handles it (`forward`, a terminal
+/// session), never the default action that would kill us and leave the
+/// command running.
+pub(crate) struct Signals {
+    pub(crate) int: tokio::signal::unix::Signal,
+    pub(crate) term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Signals> {
+    pub(crate) fn install() -> Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
     }

@@ -175,6 +175,7 @@ enum End {
 pub(crate) async fn session(
     client: &Client,
     mut ex: Execution,
+    mut signals: crate::run::Signals,
     keys: DetachKeys,
     stdin: bool,
 ) -> Result<i32> {
@@ -190,11 +191,6 @@ pub(crate) async fn session(
     let mut scanner = DetachScanner { keys: keys.0, matched: 0 };
     let mut winch = signal(SignalKind::window_change())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut termsig = signal(SignalKind::terminate())?;
-    // In raw mode Ctrl-C is a byte for the command, and a SIGINT comes from
-    // elsewhere (`kill -INT`): stop, leaving the command. Without raw mode
-    // (`-t` without `-i`) Ctrl-C is a SIGINT: forward it, as `exec` does.
-    let mut intsig = signal(SignalKind::interrupt())?;
     let mut conn = client.connection();
     let mut stdin_open = stdin;
     let end = loop {
@@ -248,8 +244,12 @@ pub(crate) async fn session(
                 }
             }
             _ = hup.recv() => break End::Signalled(129),
-            _ = termsig.recv() => break End::Signalled(143),
-            _ = intsig.recv() => {
+            _ = signals.term.recv() => break End::Signalled(143),
+            // In raw mode Ctrl-C is a byte for the command, and a SIGINT
+            // comes from elsewhere (`kill -INT`): stop, leaving the command.
+            // Without raw mode (`-t` without `-i`) Ctrl-C is a SIGINT:
+            // forward it, as `exec` does.
+            _ = signals.int.recv() => {
                 if term.raw {
                     break End::Signalled(130);
                 }
