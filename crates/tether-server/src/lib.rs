@@ -206,10 +206,14 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        self.serve(listener, async move {
-            shutdown.await;
-            Stop::Shutdown
-        })
+        self.serve(
+            listener,
+            async move {
+                shutdown.await;
+                Stop::Shutdown
+            },
+            |_| {},
+        )
         .await
         .map(drop)
     }
@@ -219,15 +223,22 @@ impl Server {
     /// commands are ended ([`Stop::Shutdown`]) or handed over with the
     /// listening socket ([`Stop::Restart`]). Connections that arrive
     /// meanwhile wait in the socket's backlog for the next daemon.
+    ///
+    /// `ready` is called once everything the server holds for the whole
+    /// time it serves is in place (the listener's duplicate for a restart
+    /// included), just before it accepts: a "listening" line printed from
+    /// it means the process's open files are as they stay while it serves.
     pub async fn serve(
         self,
         listener: TcpListener,
         stop: impl Future<Output = Stop> + Send + 'static,
+        ready: impl FnOnce(SocketAddr),
     ) -> std::io::Result<Ended> {
         let st = self.state.clone();
         let token = st.shutdown.clone();
         // Kept open across the stop for a restart (close-on-exec until then).
         let kept = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
+        let addr = listener.local_addr()?;
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let manager = st.manager.clone();
@@ -251,6 +262,7 @@ impl Server {
         });
         let serving = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
         tokio::pin!(serving);
+        ready(addr);
         let grace_over = async {
             st.shutdown.cancelled().await;
             tokio::time::sleep(STOP_GRACE).await;

@@ -83,19 +83,19 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         }
     };
     loop {
-        let addr = listener.local_addr()?;
+        let stops = stops.clone();
+        let stop = async move { stops.lock().await.recv().await.unwrap_or(Stop::Shutdown) };
         // On stdout, one line, so scripts and tests can find a port-0
-        // address (again after each restart). Whoever read it may have
-        // closed the pipe since: that is no error.
-        {
+        // address (again after each restart), once the server holds all it
+        // holds while serving. Whoever read it may have closed the pipe
+        // since: that is no error.
+        let ready = |addr: std::net::SocketAddr| {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "tether: listening on http://{addr}").and_then(|()| out.flush());
-        }
-        tracing::info!(%addr, "listening");
-        let stops = stops.clone();
-        let stop = async move { stops.lock().await.recv().await.unwrap_or(Stop::Shutdown) };
-        match server.serve(listener, stop).await? {
+            tracing::info!(%addr, "listening");
+        };
+        match server.serve(listener, stop, ready).await? {
             Ended::Shutdown => return Ok(()),
             Ended::Restart(mut h) => {
                 tracing::info!(commands = h.len(), exe = %exe.display(), "restarting: exec");
