@@ -147,8 +147,11 @@ impl Handover {
     /// and arguments), handing it this state: the memfd's number goes in
     /// the environment variable `env`, and `ignore` are signals ignored
     /// across the exec so that one arriving before the next daemon has
-    /// installed its handlers cannot kill it. Returns only if the exec
-    /// failed; the state is then intact (resume it in this process).
+    /// installed its handlers cannot kill it. Signals this process was
+    /// started with ignored (and catches only so that its children start
+    /// with defaults) are ignored across the exec too: the next daemon
+    /// starts as this one did. Returns only if the exec failed; the state
+    /// is then intact (resume it in this process).
     pub fn exec(&self, mut cmd: std::process::Command, env: &str, ignore: &[i32]) -> io::Error {
         use std::os::unix::process::CommandExt;
         let memfd = match self.prepare_exec() {
@@ -156,7 +159,8 @@ impl Handover {
             Err(e) => return e,
         };
         cmd.env(env, memfd.as_raw_fd().to_string());
-        let old = process::ignore_signals(ignore);
+        let ignore: Vec<i32> = ignore.iter().chain(process::catch_inherited_ignores()).copied().collect();
+        let old = process::ignore_signals(&ignore);
         let e = cmd.exec();
         process::restore_signals(old);
         // Still ours: children started from here on must not inherit them.

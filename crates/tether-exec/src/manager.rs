@@ -75,6 +75,7 @@ impl Manager {
     /// whether [`Manager::shutdown`] kills running commands.
     pub fn new(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
         process::cloexec_inherited_fds();
+        process::catch_inherited_ignores();
         process::raise_fd_limit();
         Manager {
             inner: Arc::new(Inner {

@@ -538,6 +538,54 @@ pub(crate) fn grow_pipe(fd: &impl std::os::fd::AsRawFd, bytes: i32) {
     }
 }
 
+/// Signals this process was started with ignored (`nohup` ignores SIGHUP;
+/// a script's `tether serve &` ignores SIGINT and SIGQUIT) are caught from
+/// here on by a handler that does nothing: the same to the daemon, but exec
+/// resets a caught signal to its default action and keeps an ignored one
+/// ignored, so without this every command would inherit them (Ctrl-C would
+/// not interrupt a command; Python would not even install its handler).
+/// Every spawn path gets defaults this way, `posix_spawn` included, with no
+/// `pre_exec` (which would make std fork). Not SIGPIPE (Rust's own; std
+/// resets it in children), nor SIGTTIN/SIGTTOU: caught, a background read
+/// or write on a terminal would be restarted forever, so those two stay as
+/// inherited. Returns the signals it caught (the first call does the work):
+/// a restart ignores them again across its exec.
+pub(crate) fn catch_inherited_ignores() -> &'static [i32] {
+    static CAUGHT: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+    CAUGHT.get_or_init(|| {
+        extern "C" fn nothing(_: libc::c_int) {}
+        let skip = [libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
+        let all = (1..32).chain(libc::SIGRTMIN()..=libc::SIGRTMAX());
+        let mut caught = Vec::new();
+        for sig in all.filter(|s| !skip.contains(s)) {
+            // SAFETY: sigaction reads `new` and fills `prev`, both ours; the
+            // handler does nothing, so it is async-signal-safe.
+            unsafe {
+                let mut prev: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut prev) != 0
+                    || prev.sa_sigaction != libc::SIG_IGN
+                {
+                    continue;
+                }
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                new.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut new.sa_mask);
+                if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
+                    caught.push(sig);
+                }
+            }
+        }
+        if !caught.is_empty() {
+            tracing::debug!(
+                ?caught,
+                "signals inherited as ignored: caught, so that commands start with defaults"
+            );
+        }
+        caught
+    })
+}
+
 /// Marks every open fd above 2 close-on-exec. Everything tether opens is
 /// close-on-exec already; this catches fds the daemon inherited from its
 /// own parent (a shell, a CI runner), which children must not see.

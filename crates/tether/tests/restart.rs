@@ -219,3 +219,52 @@ async fn a_one_shot_request_in_flight_does_not_hold_up_a_restart() {
     d.wait_lines(2);
     assert!(t.elapsed() < Duration::from_secs(3), "the restart waited for the request: {:?}", t.elapsed());
 }
+
+// Linux's numbers.
+const SIGHUP: i32 = 1;
+const SIGINT: i32 = 2;
+const SIGTTIN: i32 = 21;
+const SIGTTOU: i32 = 22;
+
+/// The signals 1-31 a process ignores, less SIGTTIN and SIGTTOU (kept as
+/// inherited, see `catch_inherited_ignores`), from its `SigIgn:` line.
+fn ignored(status: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.trim().strip_prefix("SigIgn:")).expect("a SigIgn line");
+    let ttin_ttou = (1 << (SIGTTIN - 1)) | (1 << (SIGTTOU - 1));
+    u64::from_str_radix(hex.trim(), 16).unwrap() & 0x7fff_ffff & !ttin_ttou
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_with_signals_ignored_starts_commands_with_defaults() {
+    // As `nohup tether serve &` in a script does: SIGHUP, SIGINT and SIGQUIT
+    // ignored, which exec passes on to whatever the daemon runs.
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "trap '' HUP INT QUIT; exec \"$0\" \"$@\"", BIN]);
+    let d = Daemon::start_cmd(sh, &[], None);
+    let daemon_status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_eq!(ignored(&daemon_status) & bit(SIGHUP), 0, "the daemon catches SIGHUP: {daemon_status}");
+    for round in 0..2 {
+        let c = client(&d).await;
+        let o = c.run(shell("grep SigIgn /proc/self/status")).await.unwrap();
+        assert_eq!(ignored(&text(&o.stdout)), 0, "round {round}: {}", text(&o.stdout));
+        let mut pty = shell("grep SigIgn /proc/self/status");
+        pty.pty = Some(tether_proto::PtySpec::default());
+        let o = c.run(pty).await.unwrap();
+        assert_eq!(ignored(&text(&o.stdout)), 0, "round {round} (terminal): {}", text(&o.stdout));
+        // Interrupting a command works: it dies of SIGINT.
+        let (id, _) = c.start_detached(shell("exec sleep 60")).await.unwrap();
+        c.signal(&id, "INT").await.unwrap();
+        assert_eq!(finish(&c, &id).await.status.signal, Some(SIGINT), "round {round}");
+        // The daemon still ignores a hangup, as it was started to (also
+        // after a restart, which ignores those signals across its exec).
+        assert!(Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap().success());
+        let list = tokio::time::timeout(LIMIT, c.list()).await.expect("answers after SIGHUP");
+        assert!(list.is_ok(), "round {round}: {list:?}");
+        if round == 0 {
+            drop(c);
+            usr2(&d);
+            d.wait_lines(2);
+        }
+    }
+}

@@ -31,8 +31,13 @@ impl Daemon {
 
     /// A daemon run from the binary at `bin`.
     pub(crate) fn start_bin(bin: &str, extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
+        Daemon::start_cmd(Command::new(bin), extra, tmp)
+    }
+
+    /// A daemon run by `cmd` (the binary, or something that execs it with
+    /// the arguments given after its own), with `serve` and its arguments.
+    pub(crate) fn start_cmd(mut cmd: Command, extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
         let token = format!("cli-test-{:016x}", rand_u64());
-        let mut cmd = Command::new(bin);
         if let Some(tmp) = tmp {
             cmd.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
         }
