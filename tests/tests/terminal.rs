@@ -193,13 +193,18 @@ async fn a_reconnecting_viewer_resumes_from_its_offset_without_a_screen() {
 async fn resize_is_applied_and_announced_to_every_viewer() {
     let s = TestServer::start().await;
     let mut a = Viewer::new(&s, 24, 80).await;
-    let id = start(&mut a, pty_spec(&["bash", "--norc", "--noprofile"], 24, 80)).await;
+    let mut spec = pty_spec(&["bash", "--norc", "--noprofile"], 24, 80);
+    spec.env.insert("PS1".into(), "PROMPT$ ".into());
+    let id = start(&mut a, spec).await;
+    // Resizes wait for a prompt: readline reads the window size and writes
+    // it back as it starts each line, undoing a resize that lands between.
+    a.until_screen("PROMPT$").await;
     let mut b = Viewer::new(&s, 24, 80).await;
     b.send(attach(&id, 0, None)).await;
     a.send(ClientMsg::Resize { id: ReqId(7), command: id.clone(), size: TermSize { rows: 40, cols: 120 } })
         .await;
     a.type_text(8, &id, b"stty size\n").await;
-    a.until_screen("40 120").await;
+    a.until_screen("40 120\nPROMPT$").await;
     bounded(async {
         while !b.sizes.contains(&TermSize { rows: 40, cols: 120 }) {
             b.step().await;

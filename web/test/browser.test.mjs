@@ -118,6 +118,9 @@ test('resizing the window resizes the PTY', { timeout: TEST_MS }, async (t) => {
   const page = await openPage(t);
   await login(page, daemon.token);
   const command = await newShell(page);
+  // Resize once the prompt is drawn: readline reads the window size and
+  // writes it back as it starts each line, undoing a resize in between.
+  await page.waitForFunction(() => window.tether.term.buffer.active.cursorX > 0, null, { timeout: WAIT_MS });
   const before = await termSize(page);
   await page.setViewportSize({ width: 800, height: 500 });
   await page.waitForFunction((b) => window.tether.term.rows < b.rows && window.tether.term.cols < b.cols, before, {

@@ -41,9 +41,18 @@ async fn read_out(sub: &mut Subscription, out: &mut Vec<u8>, want: usize) {
 
 /// Reads output until it contains `want`; returns it as text.
 async fn read_until(sub: &mut Subscription, want: &str) -> String {
+    read_until_after(sub, "", want).await
+}
+
+/// Reads output until `want` comes after `first`; returns it as text.
+async fn read_until_after(sub: &mut Subscription, first: &str, want: &str) -> String {
     let mut seen = Vec::new();
+    let done = |seen: &[u8]| {
+        let text = String::from_utf8_lossy(seen);
+        text.find(first).is_some_and(|i| text[i + first.len()..].contains(want))
+    };
     let fut = async {
-        while !String::from_utf8_lossy(&seen).contains(want) {
+        while !done(&seen) {
             match sub.next(65536).await.expect("event") {
                 Event::Output { data, .. } => seen.extend_from_slice(&data),
                 Event::Exit(e) => panic!("exit before {want:?}: {e:?}"),
@@ -179,7 +188,10 @@ async fn a_terminal_is_taken_over_with_its_size_and_screen() {
     let id = h.id().to_owned();
     let mut sub = h.attach([0, 0]).unwrap();
     h.write_stdin(Bytes::from_static(b"echo before-$((6*7))\n")).await.unwrap();
-    read_until(&mut sub, "before-42").await;
+    // Up to the next prompt: readline reads the window size and writes it
+    // back as it starts a line (`set_winsize` in rltty.c), which would undo
+    // a resize landing in between; the prompt comes after that.
+    read_until_after(&mut sub, "before-42\r\n", "PROMPT$ ").await;
     drop(sub);
     let (m2, _) = hand_over(m).await;
     let h2 = m2.get(&id).unwrap();

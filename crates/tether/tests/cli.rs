@@ -368,9 +368,11 @@ fn exec_it_is_an_interactive_terminal_with_exit_code_and_restore() {
 #[test]
 fn detach_keys_leave_it_running_and_attach_restores_screen_and_size() {
     let d = Daemon::start(&[]);
-    let a = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
+    // Resizes wait for a prompt: readline reads the window size and writes
+    // it back as it starts each line, undoing a resize that lands between.
+    let a = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- env PS1=PROMPT: {SHELL}"));
     a.keys(&["echo marker-$((6*7))", "Enter"]);
-    a.wait_for("marker-42");
+    a.wait_for("marker-42\nPROMPT:");
     a.keys(&["C-p", "C-q"]);
     let s = a.wait_for("EXIT=0");
     assert!(s.contains("TERMINAL-RESTORED"), "{s}");
@@ -387,7 +389,7 @@ fn detach_keys_leave_it_running_and_attach_restores_screen_and_size() {
     let b = in_tmux(&d, &d.url, 120, 40, &format!("attach {id}"));
     b.wait_for("marker-42");
     b.keys(&["clear; stty size", "Enter"]);
-    b.wait_for("40 120");
+    b.wait_for("40 120\nPROMPT:");
     // The local window changes size: the remote terminal follows.
     b.tmux(&["resize-window", "-t", "main", "-x", "90", "-y", "25"]);
     b.keys(&["clear; stty size", "Enter"]);
