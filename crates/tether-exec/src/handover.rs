@@ -159,7 +159,10 @@ impl Handover {
             Err(e) => return e,
         };
         cmd.env(env, memfd.as_raw_fd().to_string());
-        let ignore: Vec<i32> = ignore.iter().chain(process::catch_inherited_ignores()).copied().collect();
+        // Not SIGCHLD: ignored, the kernel would reap a command that ends
+        // before the next daemon catches it again, and its exit be lost.
+        let inherited = process::catch_inherited_ignores().iter().filter(|&&s| s != libc::SIGCHLD);
+        let ignore: Vec<i32> = ignore.iter().chain(inherited).copied().collect();
         let old = process::ignore_signals(&ignore);
         let e = cmd.exec();
         process::restore_signals(old);

@@ -548,8 +548,10 @@ pub(crate) fn grow_pipe(fd: &impl std::os::fd::AsRawFd, bytes: i32) {
 /// `pre_exec` (which would make std fork). Not SIGPIPE (Rust's own; std
 /// resets it in children), nor SIGTTIN/SIGTTOU: caught, a background read
 /// or write on a terminal would be restarted forever, so those two stay as
-/// inherited. Returns the signals it caught (the first call does the work):
-/// a restart ignores them again across its exec.
+/// inherited. (An ignored SIGCHLD would even have the kernel reap commands
+/// before their exit could be read.) Returns the signals it caught (the
+/// first call does the work): a restart ignores them again across its exec,
+/// SIGCHLD excepted.
 pub(crate) fn catch_inherited_ignores() -> &'static [i32] {
     static CAUGHT: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
     CAUGHT.get_or_init(|| {
