@@ -385,20 +385,23 @@ pub(crate) fn take_inherited_fd(raw: std::os::fd::RawFd) -> io::Result<OwnedFd> 
 /// signal that arrives while the next daemon starts cannot kill it; that
 /// daemon's own handlers replace the setting.
 pub(crate) fn ignore_signals(sigs: &[i32]) -> Vec<(i32, libc::sigaction)> {
-    let mut old = Vec::new();
-    for &sig in sigs {
-        // SAFETY: sigaction reads `new` and fills `prev`, both ours; SIG_IGN
-        // involves no handler code.
-        unsafe {
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = libc::SIG_IGN;
-            let mut prev: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, &new, &mut prev) == 0 {
-                old.push((sig, prev));
-            }
-        }
+    sigs.iter().filter_map(|&sig| Some((sig, set_action(sig, libc::SIG_IGN, 0)?))).collect()
+}
+
+/// Sets the action of `sig` to `handler` (`SIG_IGN`, `SIG_DFL` or an
+/// async-signal-safe function) with `flags`; returns the previous action,
+/// or `None` if the signal cannot be set.
+fn set_action(sig: i32, handler: libc::sighandler_t, flags: i32) -> Option<libc::sigaction> {
+    // SAFETY: sigaction reads `new` and fills `prev`, both ours; the caller
+    // vouches for the handler.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = handler;
+        new.sa_flags = flags;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut prev: libc::sigaction = std::mem::zeroed();
+        (libc::sigaction(sig, &new, &mut prev) == 0).then_some(prev)
     }
-    old
 }
 
 /// Puts back what [`ignore_signals`] replaced.
@@ -409,6 +412,46 @@ pub(crate) fn restore_signals(old: Vec<(i32, libc::sigaction)>) {
             libc::sigaction(sig, &prev, std::ptr::null_mut());
         }
     }
+}
+
+/// Signals this process was started with ignored (`nohup` ignores SIGHUP;
+/// a script's `tether serve &` ignores SIGINT and SIGQUIT) are caught from
+/// here on by a handler that does nothing: the same to the daemon, but exec
+/// resets a caught signal to its default action and keeps an ignored one
+/// ignored, so without this every command would inherit them (Ctrl-C would
+/// not interrupt a command; Python would not even install its handler).
+/// Every spawn path gets defaults this way, `posix_spawn` included, with no
+/// `pre_exec` (which would make std fork). Not SIGPIPE (Rust's own; std
+/// resets it in children), nor SIGTTIN/SIGTTOU: caught, a background read
+/// or write on a terminal would be restarted forever, so those two stay as
+/// inherited. (An ignored SIGCHLD would even have the kernel reap commands
+/// before their exit could be read.) Returns the signals it caught (the
+/// first call does the work): a restart ignores them again across its exec,
+/// SIGCHLD excepted.
+pub(crate) fn catch_inherited_ignores() -> &'static [i32] {
+    static CAUGHT: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+    CAUGHT.get_or_init(|| {
+        extern "C" fn nothing(_: libc::c_int) {}
+        let skip = [libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
+        // SAFETY: sigaction with no new action only fills `now`, ours.
+        let ignored = |sig: i32| unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut now) == 0 && now.sa_sigaction == libc::SIG_IGN
+        };
+        let handler = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        let caught: Vec<i32> = (1..32)
+            .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .filter(|&sig| !skip.contains(&sig) && ignored(sig))
+            .filter(|&sig| set_action(sig, handler, libc::SA_RESTART).is_some())
+            .collect();
+        if !caught.is_empty() {
+            tracing::debug!(
+                ?caught,
+                "signals inherited as ignored: caught, so that commands start with defaults"
+            );
+        }
+        caught
+    })
 }
 
 /// A read-only private mapping of a whole file, unmapped on drop: the
@@ -536,56 +579,6 @@ pub(crate) fn grow_pipe(fd: &impl std::os::fd::AsRawFd, bytes: i32) {
     unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes);
     }
-}
-
-/// Signals this process was started with ignored (`nohup` ignores SIGHUP;
-/// a script's `tether serve &` ignores SIGINT and SIGQUIT) are caught from
-/// here on by a handler that does nothing: the same to the daemon, but exec
-/// resets a caught signal to its default action and keeps an ignored one
-/// ignored, so without this every command would inherit them (Ctrl-C would
-/// not interrupt a command; Python would not even install its handler).
-/// Every spawn path gets defaults this way, `posix_spawn` included, with no
-/// `pre_exec` (which would make std fork). Not SIGPIPE (Rust's own; std
-/// resets it in children), nor SIGTTIN/SIGTTOU: caught, a background read
-/// or write on a terminal would be restarted forever, so those two stay as
-/// inherited. (An ignored SIGCHLD would even have the kernel reap commands
-/// before their exit could be read.) Returns the signals it caught (the
-/// first call does the work): a restart ignores them again across its exec,
-/// SIGCHLD excepted.
-pub(crate) fn catch_inherited_ignores() -> &'static [i32] {
-    static CAUGHT: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
-    CAUGHT.get_or_init(|| {
-        extern "C" fn nothing(_: libc::c_int) {}
-        let skip = [libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
-        let all = (1..32).chain(libc::SIGRTMIN()..=libc::SIGRTMAX());
-        let mut caught = Vec::new();
-        for sig in all.filter(|s| !skip.contains(s)) {
-            // SAFETY: sigaction reads `new` and fills `prev`, both ours; the
-            // handler does nothing, so it is async-signal-safe.
-            unsafe {
-                let mut prev: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut prev) != 0
-                    || prev.sa_sigaction != libc::SIG_IGN
-                {
-                    continue;
-                }
-                let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                new.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut new.sa_mask);
-                if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
-                    caught.push(sig);
-                }
-            }
-        }
-        if !caught.is_empty() {
-            tracing::debug!(
-                ?caught,
-                "signals inherited as ignored: caught, so that commands start with defaults"
-            );
-        }
-        caught
-    })
 }
 
 /// Marks every open fd above 2 close-on-exec. Everything tether opens is
