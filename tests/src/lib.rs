@@ -1,7 +1,9 @@
 //! Test support for tether's end-to-end tests: an in-process daemon on port
 //! 0 ([`TestServer`]), a raw WebSocket peer for malformed input
-//! ([`RawWs`]), and a loopback TCP proxy that cuts connections
-//! ([`CutProxy`]).
+//! ([`RawWs`]), a loopback TCP proxy that cuts connections
+//! ([`CutProxy`]), and one that makes the chaos matrix's network faults on
+//! demand ([`FaultProxy`]; also a binary, `tether-faultproxy`, for the
+//! browser and Python tests).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -22,6 +24,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+
+mod proxy;
+
+pub use proxy::{FaultProxy, Mode as ProxyMode};
 
 /// Every test's upper bound.
 pub const LIMIT: Duration = Duration::from_secs(60);

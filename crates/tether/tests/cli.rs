@@ -426,6 +426,54 @@ fn an_interactive_session_survives_a_network_cut() {
     assert!(proxy.cuts() >= 1);
 }
 
+/// The network dies hard (both sockets reset), new connections are refused
+/// for 3 s, then it comes back: the notice shows within a few seconds, the
+/// screen is redrawn, what was typed during the outage reaches the shell,
+/// and the session goes on (issue 12's report).
+#[test]
+fn an_interactive_session_survives_a_reset_and_refused_reconnects() {
+    let d = Daemon::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = rt.block_on(tether_tests::FaultProxy::start(upstream));
+    let t = in_tmux(&d, &proxy.url(), 100, 30, &format!("exec -it -- {SHELL}"));
+    t.keys(&["echo before-$((1+1))", "Enter"]);
+    t.wait_for("before-2");
+    // The loss comes in the middle of typing: keystrokes are in flight.
+    let word = "echo abcdefghijklmnopqrstuvwxyz";
+    for (i, c) in word.chars().enumerate() {
+        t.keys(&["-l", &c.to_string()]);
+        if i == word.len() / 2 {
+            rt.block_on(async {
+                proxy.reset_all();
+                proxy.refuse();
+            });
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    t.keys(&["Enter"]);
+    let lost = Instant::now();
+    t.wait_for("reconnecting");
+    assert!(lost.elapsed() < Duration::from_secs(5), "the notice took {:?}", lost.elapsed());
+    // Typed while the network is down.
+    t.keys(&["echo typed-during-$((3+4))"]);
+    std::thread::sleep(Duration::from_secs(3));
+    rt.block_on(async { proxy.restore() });
+    let start = Instant::now();
+    while t.screen().contains("reconnecting") {
+        assert!(start.elapsed() < LIMIT, "never redrawn:\n{}", t.screen());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    t.keys(&["Enter"]);
+    t.wait_for("typed-during-7");
+    assert!(t.screen().contains("\nabcdefghijklmnopqrstuvwxyz"), "{}", t.screen());
+    t.keys(&["echo after-$((2+1))", "Enter"]);
+    t.wait_for("after-3");
+    t.keys(&["exit", "Enter"]);
+    t.wait_for("EXIT=0");
+    assert!(proxy.resets() >= 1 && proxy.refused() >= 1, "the faults happened");
+}
+
 #[test]
 fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_command() {
     let d = Daemon::start(&[]);
