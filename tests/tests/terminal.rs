@@ -66,7 +66,13 @@ impl Viewer {
     }
 
     async fn type_text(&mut self, id: u64, command: &CommandId, text: &[u8]) {
-        self.send(ClientMsg::Stdin { id: ReqId(id), command: command.clone(), data: Payload::from(text) })
+        self.send(ClientMsg::Stdin {
+            id: ReqId(id),
+            command: command.clone(),
+            data: Payload::from(text),
+            writer: None,
+            offset: None,
+        })
             .await;
     }
 }
@@ -98,6 +104,7 @@ fn attach(command: &CommandId, offset: u64, size: Option<TermSize>) -> ClientMsg
         pace: false,
         screen: true,
         size,
+        window_bytes: None,
     }
 }
 

@@ -12,7 +12,7 @@ use tether_proto::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::driver::{self, Cmd, Driver, EventTx};
+use crate::driver::{self, Acks, Cmd, Delivery, Driver, EventTx};
 use crate::error::ClientError;
 
 /// Connection and reconnect settings.
@@ -26,10 +26,12 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// Give up reconnecting after this long.
     pub reconnect_for: Duration,
-    /// Events buffered per execution before the connection waits for the
-    /// caller to read. Read every execution you hold: one left unread with
-    /// a full buffer stalls the whole connection.
-    pub event_buffer: usize,
+    /// Flow control per execution: the daemon sends at most this many
+    /// output bytes that the execution's reader has not taken yet. An
+    /// execution nobody reads therefore holds back only its own command (a
+    /// paced one waits, another falls behind its ring and gets a gap),
+    /// never the connection or other executions.
+    pub window_bytes: u64,
     /// How often to ping the daemon.
     pub keepalive: Duration,
     /// Reconnect when nothing (not even a pong) arrived for this long.
@@ -43,7 +45,7 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: driver::secs(5),
             reconnect_for: driver::secs(300),
-            event_buffer: 256,
+            window_bytes: 2 << 20,
             keepalive: driver::secs(15),
             peer_timeout: driver::secs(45),
         }
@@ -104,9 +106,14 @@ pub struct Client {
     state: watch::Receiver<Connection>,
     ids: Arc<AtomicU64>,
     opts: ClientOptions,
-    /// Stdin flow control per command. A std mutex: held only to look up or
-    /// insert an entry, never across an `.await`.
+    /// Stdin flow control and numbering per command. A std mutex: held only
+    /// to look up or insert an entry, never across an `.await`.
     stdin: Arc<Mutex<HashMap<CommandId, Arc<StdinWindow>>>>,
+    /// Consumed offsets for the driver to acknowledge.
+    acks: Arc<Acks>,
+    /// This client's name, random: the stem of its stdin writer names and
+    /// request keys.
+    name: Arc<str>,
 }
 
 /// Unacknowledged stdin bytes per command (the daemon allows 4 MiB).
@@ -114,11 +121,17 @@ const STDIN_WINDOW: usize = 1 << 20;
 /// Largest stdin frame payload (well under the daemon's 1 MiB frame limit).
 const STDIN_CHUNK: usize = 256 * 1024;
 
-/// Client-side stdin flow control for one command: at most
-/// [`STDIN_WINDOW`] bytes in flight until the daemon's `ok`s come back, and
-/// the first failure reported by the next call.
+/// Client-side stdin for one command: at most [`STDIN_WINDOW`] bytes in
+/// flight until the daemon's `ok`s come back, the numbering of resumable
+/// stdin, and the first failure reported by the next call.
 struct StdinWindow {
     credit: Arc<Semaphore>,
+    /// The writer name this client's bytes to this command go under.
+    writer: String,
+    /// The next byte's number. An async mutex: held while the frame is
+    /// handed to the driver, so that numbers and request ids follow the
+    /// order in which frames are sent (a resend goes out in id order).
+    next: tokio::sync::Mutex<u64>,
     error: Mutex<Option<ClientError>>,
 }
 
@@ -154,11 +167,23 @@ impl Client {
         let ws = driver::connect(&ws_url, token, &opts).await?;
         let (tx, rx) = mpsc::channel(64);
         let (state_tx, state) = watch::channel(Connection::Connected);
-        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx, state_tx);
+        let acks = Arc::new(Acks::default());
+        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx, acks.clone(), state_tx);
         // The driver ends when every Client clone is dropped (its command
         // channel closes), so nothing leaks.
         tokio::spawn(d.run(ws));
-        Ok(Client { tx, state, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default() })
+        let name: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+        Ok(Client { tx, state, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default(), acks, name })
+    }
+
+    /// A fresh request key: a repeat of a start after a reconnect is
+    /// recognised by the daemon and answered with the command it started.
+    fn request_key(&self) -> String {
+        format!("k-{}-{}", self.name, self.ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn window_bytes(&self) -> Option<u64> {
+        Some(self.opts.window_bytes.clamp(4096, 1 << 30))
     }
 
     /// The connection's state, to show it (`changed().await` to follow it).
@@ -187,17 +212,31 @@ impl Client {
         &self,
         id: CommandId,
         pid: Option<u32>,
-        events: mpsc::Receiver<Result<ExecEvent, ClientError>>,
+        events: mpsc::UnboundedReceiver<Delivery>,
+        from: [u64; 2],
     ) -> Execution {
-        Execution { client: self.clone(), id, pid, events, finished: false }
+        Execution {
+            client: self.clone(),
+            id,
+            pid,
+            events,
+            finished: false,
+            window: self.window_bytes(),
+            acked: from,
+        }
     }
 
-    /// Starts a command and attaches to it from the first byte.
+    /// Starts a command and attaches to it from the first byte. The start
+    /// carries a request key (one is made unless the spec has one), so a
+    /// start in flight when the connection drops is sent again and finds
+    /// the command if the first one made it.
     pub async fn start(&self, mut spec: StartSpec) -> Result<Execution, ClientError> {
         spec.attach = true;
-        let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
+        spec.request_key.get_or_insert_with(|| self.request_key());
+        spec.window_bytes = self.window_bytes();
+        let (etx, erx) = mpsc::unbounded_channel();
         match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
-            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx)),
+            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx, [0, 0])),
             other => Err(unexpected(&other)),
         }
     }
@@ -205,6 +244,7 @@ impl Client {
     /// Starts a command without attaching; returns its id and pid.
     pub async fn start_detached(&self, mut spec: StartSpec) -> Result<(CommandId, u32), ClientError> {
         spec.attach = false;
+        spec.request_key.get_or_insert_with(|| self.request_key());
         match self.request(ClientMsg::Start { id: self.next_id(), spec }, None).await? {
             ServerMsg::Started { command, pid, .. } => Ok((command, pid)),
             other => Err(unexpected(&other)),
@@ -241,7 +281,7 @@ impl Client {
         tail_bytes: Option<u64>,
         terminal: Option<TermSize>,
     ) -> Result<Execution, ClientError> {
-        let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
+        let (etx, erx) = mpsc::unbounded_channel();
         let msg = ClientMsg::Attach {
             id: self.next_id(),
             command: command.clone(),
@@ -251,9 +291,12 @@ impl Client {
             pace: false,
             screen: terminal.is_some(),
             size: terminal,
+            window_bytes: self.window_bytes(),
         };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Attached { command, .. } => Ok(self.execution(command, None, erx)),
+            ServerMsg::Attached { command, stdout_offset, stderr_offset, .. } => {
+                Ok(self.execution(command, None, erx, [stdout_offset, stderr_offset]))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -281,10 +324,12 @@ impl Client {
     /// write its stdin, signal (`INT` interrupts it), kill it.
     pub async fn shell_run(&self, shell: &str, mut spec: ShellRunSpec) -> Result<Execution, ClientError> {
         spec.attach = true;
-        let (etx, erx) = mpsc::channel(self.opts.event_buffer.max(1));
+        spec.request_key.get_or_insert_with(|| self.request_key());
+        spec.window_bytes = self.window_bytes();
+        let (etx, erx) = mpsc::unbounded_channel();
         let msg = ClientMsg::ShellRun { id: self.next_id(), shell: shell.to_owned(), spec };
         match self.request(msg, Some(etx)).await? {
-            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx)),
+            ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx, [0, 0])),
             other => Err(unexpected(&other)),
         }
     }
@@ -293,6 +338,7 @@ impl Client {
     /// at once (attach, wait or fetch its output later by id).
     pub async fn shell_submit(&self, shell: &str, mut spec: ShellRunSpec) -> Result<CommandId, ClientError> {
         spec.attach = false;
+        spec.request_key.get_or_insert_with(|| self.request_key());
         let msg = ClientMsg::ShellRun { id: self.next_id(), shell: shell.to_owned(), spec };
         match self.request(msg, None).await? {
             ServerMsg::Started { command, .. } => Ok(command),
@@ -374,9 +420,12 @@ impl Client {
 
     /// Sends stdin bytes. Returns once they are sent; at most 1 MiB per
     /// command is in flight, so a command that reads slowly (or not at all)
-    /// makes this wait rather than the daemon buffer without bound. A
-    /// failure (stdin closed, command gone, disconnect) is returned by the
-    /// next `write_stdin` or `close_stdin`.
+    /// makes this wait rather than the daemon buffer without bound. Stdin
+    /// is numbered (resumable): bytes in flight when the connection drops
+    /// are sent again after the reconnect and the daemon drops those it
+    /// already has, so none is lost or doubled. A failure (stdin closed,
+    /// command gone, reconnecting given up) is returned by the next
+    /// `write_stdin` or `close_stdin`.
     pub async fn write_stdin(&self, command: &CommandId, data: Bytes) -> Result<(), ClientError> {
         let w = self.window(command);
         let mut rest = data;
@@ -392,13 +441,23 @@ impl Client {
                 .await
                 .map_err(|_| ClientError::Closed)?;
             let (reply, rx) = oneshot::channel();
-            let msg = ClientMsg::Stdin { id: self.next_id(), command: command.clone(), data: piece.into() };
-            self.tx
-                .send(Cmd { msg, reply: Some(reply), watch: None })
-                .await
-                .map_err(|_| ClientError::Closed)?;
+            {
+                let mut next = w.next.lock().await;
+                let msg = ClientMsg::Stdin {
+                    id: self.next_id(),
+                    command: command.clone(),
+                    writer: Some(w.writer.clone()),
+                    offset: Some(*next),
+                    data: piece.clone().into(),
+                };
+                *next += piece.len() as u64;
+                self.tx
+                    .send(Cmd { msg, reply: Some(reply), watch: None })
+                    .await
+                    .map_err(|_| ClientError::Closed)?;
+            }
             let w = w.clone();
-            // Ends when the reply (or the driver's disconnect) arrives.
+            // Ends when the reply (or the driver's giving up) arrives.
             tokio::spawn(async move {
                 let failed = match rx.await {
                     Ok(Ok(ServerMsg::Ok { .. })) => None,
@@ -417,26 +476,42 @@ impl Client {
 
     fn window(&self, command: &CommandId) -> Arc<StdinWindow> {
         let mut map = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = map.len();
         map.entry(command.clone())
             .or_insert_with(|| {
                 Arc::new(StdinWindow {
                     credit: Arc::new(Semaphore::new(STDIN_WINDOW)),
+                    // A new name for every new count: numbers restart at 0.
+                    writer: format!("w-{}-{serial}-{}", self.name, rand::random::<u32>()),
+                    next: tokio::sync::Mutex::new(0),
                     error: Mutex::new(None),
                 })
             })
             .clone()
     }
 
-    /// Closes stdin (EOF) after all bytes sent before.
+    /// Forgets a command's stdin state (its exit was seen).
+    fn forget_stdin(&self, command: &CommandId) {
+        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).remove(command);
+    }
+
+    /// Closes stdin (EOF) after all bytes sent before. On a terminal this
+    /// types the end-of-file character, and more stdin may follow.
     pub async fn close_stdin(&self, command: &CommandId) -> Result<(), ClientError> {
         let w = self.window(command);
         // Wait until every earlier stdin frame is acknowledged.
         let all = w.credit.acquire_many(STDIN_WINDOW as u32).await.map_err(|_| ClientError::Closed)?;
-        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).remove(command);
+        let offset = *w.next.lock().await;
         drop(all);
         // Close even after a failed write, so the command is not left
         // waiting for input; then report the earlier failure.
-        let closed = self.ok(ClientMsg::CloseStdin { id: self.next_id(), command: command.clone() }).await;
+        let msg = ClientMsg::CloseStdin {
+            id: self.next_id(),
+            command: command.clone(),
+            writer: Some(w.writer.clone()),
+            offset: Some(offset),
+        };
+        let closed = self.ok(msg).await;
         match w.error() {
             Some(e) => Err(e),
             None => closed,
@@ -465,8 +540,12 @@ pub struct Execution {
     client: Client,
     id: CommandId,
     pid: Option<u32>,
-    events: mpsc::Receiver<Result<ExecEvent, ClientError>>,
+    events: mpsc::UnboundedReceiver<Delivery>,
     finished: bool,
+    /// The attachment's flow control window.
+    window: Option<u64>,
+    /// Offsets last acknowledged to the daemon.
+    acked: [u64; 2],
 }
 
 impl std::fmt::Debug for Execution {
@@ -510,13 +589,16 @@ impl Execution {
             return None;
         }
         match self.events.recv().await {
-            Some(Ok(ev)) => {
+            Some(Delivery { ev: Ok(ev), at }) => {
                 if matches!(ev, ExecEvent::Exit(_)) {
                     self.finished = true;
+                    self.client.forget_stdin(&self.id);
+                } else {
+                    self.consumed(at, matches!(ev, ExecEvent::Gap { .. }));
                 }
                 Some(Ok(ev))
             }
-            Some(Err(e)) => {
+            Some(Delivery { ev: Err(e), .. }) => {
                 self.finished = true;
                 Some(Err(e))
             }
@@ -524,6 +606,17 @@ impl Execution {
                 self.finished = true;
                 Some(Err(ClientError::Disconnected))
             }
+        }
+    }
+
+    /// Acknowledges what has been taken, a quarter window at a time (and
+    /// at once past a gap), so the daemon sends more.
+    fn consumed(&mut self, at: [u64; 2], gap: bool) {
+        let Some(window) = self.window else { return };
+        let taken: u64 = (0..2).map(|i| at[i].saturating_sub(self.acked[i])).sum();
+        if gap || taken >= window / 4 {
+            self.acked = [0, 1].map(|i| self.acked[i].max(at[i]));
+            self.client.acks.ack(&self.id, self.acked);
         }
     }
 
@@ -578,6 +671,7 @@ impl Execution {
             pace: false,
             screen: true,
             size: Some(size),
+            window_bytes: self.window,
         };
         match self.client.request(msg, None).await? {
             ServerMsg::Attached { .. } => Ok(()),

@@ -1,14 +1,26 @@
 //! The connection task: owns the WebSocket, routes frames to requests and
 //! executions, and reconnects and resumes after a drop.
+//!
+//! It never waits for a caller: events go to each execution's queue
+//! without blocking (the daemon sends at most a window of unacknowledged
+//! output per attachment, so a queue holds at most about a window), and
+//! acknowledgements come back through a shared table rather than the
+//! request channel.
+//!
+//! After a drop it re-attaches every watched command from the offsets it
+//! has delivered, then sends again the requests that were in flight and are
+//! safe to repeat (keyed starts, numbered stdin, attaches, lookups, kills);
+//! the others (a signal) fail with [`ClientError::Disconnected`].
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_proto::{self as proto, ClientMsg, CommandId, ErrorCode, ReqId, ServerMsg, Stream, TermSize};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -21,15 +33,47 @@ use crate::error::ClientError;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) type Reply = oneshot::Sender<Result<ServerMsg, ClientError>>;
-pub(crate) type EventTx = mpsc::Sender<Result<ExecEvent, ClientError>>;
+
+/// One event for an execution, with the offsets delivered once the
+/// execution has taken it (what it acknowledges).
+pub(crate) struct Delivery {
+    pub(crate) ev: Result<ExecEvent, ClientError>,
+    pub(crate) at: [u64; 2],
+}
+
+pub(crate) type EventTx = mpsc::UnboundedSender<Delivery>;
+
+/// Offsets executions have consumed, per command, for the driver to
+/// acknowledge (flow control). A std mutex: held for an insert or a drain.
+#[derive(Default)]
+pub(crate) struct Acks {
+    pending: Mutex<HashMap<CommandId, [u64; 2]>>,
+    notify: Notify,
+}
+
+impl Acks {
+    /// Records consumption up to `at` and wakes the driver.
+    pub(crate) fn ack(&self, command: &CommandId, at: [u64; 2]) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(command.clone()).or_insert(at);
+        e[0] = e[0].max(at[0]);
+        e[1] = e[1].max(at[1]);
+        drop(map);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Vec<(CommandId, [u64; 2])> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).drain().collect()
+    }
+}
 
 /// A request from the public API to the driver.
 pub(crate) struct Cmd {
     pub(crate) msg: ClientMsg,
-    /// Where the reply goes; `None` for fire-and-forget (`stdin`), whose
+    /// Where the reply goes; `None` for fire-and-forget (`detach`), whose
     /// errors are only logged.
     pub(crate) reply: Option<Reply>,
-    /// For `start`/`attach`: the channel the execution's events go to,
+    /// For `start`/`attach`: the queue the execution's events go to,
     /// registered when the `started`/`attached` reply arrives so no output
     /// frame can overtake it.
     pub(crate) watch: Option<EventTx>,
@@ -42,6 +86,12 @@ struct Pending {
     resume: Option<CommandId>,
     /// How the request attaches.
     mode: Mode,
+    /// The request, kept to send it again after a reconnect when that is
+    /// safe (see [`retryable`]).
+    again: Option<ClientMsg>,
+    /// This is a repeat: a `kill` finding the command ended, or a `remove`
+    /// finding it gone, did what was asked the first time.
+    repeated: bool,
 }
 
 /// How an attachment is made, and remade after a reconnect.
@@ -55,6 +105,8 @@ struct Mode {
     terminal: bool,
     /// The viewer's latest terminal size.
     size: Option<TermSize>,
+    /// Flow control window.
+    window: Option<u64>,
 }
 
 struct Watch {
@@ -75,7 +127,10 @@ pub(crate) struct Driver {
     token: String,
     opts: ClientOptions,
     rx: mpsc::Receiver<Cmd>,
+    acks: Arc<Acks>,
     pending: HashMap<ReqId, Pending>,
+    /// Requests in flight at a drop, to send again once reconnected.
+    again: Vec<(ReqId, Pending)>,
     watches: HashMap<CommandId, Watch>,
     next_internal: u64,
     /// Published for callers that show the connection's state.
@@ -95,6 +150,7 @@ impl Driver {
         token: String,
         opts: ClientOptions,
         rx: mpsc::Receiver<Cmd>,
+        acks: Arc<Acks>,
         state: watch::Sender<Connection>,
     ) -> Driver {
         Driver {
@@ -103,7 +159,9 @@ impl Driver {
             token,
             opts,
             rx,
+            acks,
             pending: HashMap::new(),
+            again: Vec::new(),
             watches: HashMap::new(),
             next_internal: INTERNAL_IDS,
         }
@@ -118,26 +176,25 @@ impl Driver {
         let every = self.opts.keepalive;
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         let mut last_rx = Instant::now();
+        let acks = self.acks.clone();
         loop {
             let ws = match &mut conn {
                 Some(ws) => ws,
                 None => {
                     // Reconnect only when someone needs the connection.
-                    if self.watches.is_empty() && queued.is_none() {
+                    if self.watches.is_empty() && self.again.is_empty() && queued.is_none() {
                         match self.rx.recv().await {
                             None => return,
                             Some(c) => queued = Some(c),
                         }
                     }
                     match self.reconnect(&lost).await {
-                        Ok(ws) => {
-                            conn = Some(ws);
+                        Ok(mut ws) => {
                             last_rx = Instant::now();
-                            if let Some(ws) = &mut conn
-                                && self.resume(ws).await.is_err()
-                            {
-                                conn = None;
-                                continue;
+                            if self.resume(&mut ws).await.is_ok() {
+                                conn = Some(ws);
+                            } else {
+                                self.lose(Lost::Error, &mut lost);
                             }
                             continue;
                         }
@@ -145,7 +202,10 @@ impl Driver {
                             tracing::warn!("giving up reconnecting: {e}");
                             self.state.send_replace(Connection::Failed);
                             for (_, w) in self.watches.drain() {
-                                let _ = w.tx.try_send(Err(e.clone()));
+                                let _ = w.tx.send(Delivery { ev: Err(e.clone()), at: w.next });
+                            }
+                            for (_, p) in self.again.drain(..) {
+                                fail(p, &e);
                             }
                             if let Some(c) = queued.take()
                                 && let Some(r) = c.reply
@@ -175,6 +235,15 @@ impl Driver {
                         }
                     }
                 },
+                () = acks.notify.notified() => {
+                    for (command, at) in acks.take() {
+                        let msg = ClientMsg::Ack { id: ReqId(0), command, stdout_offset: at[0], stderr_offset: at[1] };
+                        if send(ws, &msg).await.is_err() {
+                            conn = self.lose(Lost::Error, &mut lost);
+                            break;
+                        }
+                    }
+                }
                 _ = ping.tick() => {
                     if last_rx.elapsed() > self.opts.peer_timeout {
                         tracing::info!("daemon silent for {:?}: reconnecting", last_rx.elapsed());
@@ -208,20 +277,28 @@ impl Driver {
         }
     }
 
-    /// Fails in-flight requests and forgets killed commands.
+    /// Keeps the requests in flight that are safe to repeat, fails the
+    /// others, and forgets killed commands.
     fn lose(&mut self, why: Lost, lost: &mut Lost) -> Option<Ws> {
         self.state.send_replace(Connection::Reconnecting);
-        for (_, p) in self.pending.drain() {
-            if let Some(r) = p.reply {
-                let _ = r.send(Err(ClientError::Disconnected));
+        for (id, mut p) in self.pending.drain() {
+            if p.resume.is_some() {
+                // The driver's own re-attach: the next resume makes another.
+                continue;
             }
-            if let Some(tx) = p.watch {
-                let _ = tx.try_send(Err(ClientError::Disconnected));
+            if p.again.is_some() {
+                p.repeated = true;
+                self.again.push((id, p));
+            } else {
+                fail(p, &ClientError::Disconnected);
             }
         }
+        // In the order they were first sent (ids grow), so numbered stdin
+        // goes out again in order.
+        self.again.sort_by_key(|(id, _)| *id);
         self.watches.retain(|_, w| {
             if w.killed {
-                let _ = w.tx.try_send(Err(ClientError::Disconnected));
+                let _ = w.tx.send(Delivery { ev: Err(ClientError::Disconnected), at: w.next });
             }
             !w.killed
         });
@@ -261,15 +338,23 @@ impl Driver {
         }
     }
 
-    /// Re-attaches every watched command from the offsets delivered so far.
+    /// Re-attaches every watched command from the offsets delivered so far,
+    /// then repeats the requests that were in flight.
     async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
         let targets: Vec<(CommandId, [u64; 2], Mode)> =
             self.watches.iter().map(|(c, w)| (c.clone(), w.next, w.mode)).collect();
         for (command, next, mode) in targets {
             let id = ReqId(self.next_internal);
             self.next_internal += 1;
-            self.pending
-                .insert(id, Pending { reply: None, watch: None, resume: Some(command.clone()), mode });
+            let p = Pending {
+                reply: None,
+                watch: None,
+                resume: Some(command.clone()),
+                mode,
+                again: None,
+                repeated: false,
+            };
+            self.pending.insert(id, p);
             let msg = ClientMsg::Attach {
                 id,
                 command,
@@ -282,7 +367,13 @@ impl Driver {
                 // viewer whose offset is gone).
                 screen: mode.terminal && next[0] > 0,
                 size: mode.size.filter(|_| mode.terminal),
+                window_bytes: mode.window,
             };
+            send(ws, &msg).await?;
+        }
+        for (id, p) in std::mem::take(&mut self.again) {
+            let Some(msg) = p.again.clone() else { continue };
+            self.pending.insert(id, p);
             send(ws, &msg).await?;
         }
         Ok(())
@@ -322,14 +413,20 @@ impl Driver {
                 pace: spec.pace,
                 terminal: spec.pty.is_some(),
                 size: spec.pty.as_ref().map(|p| TermSize { rows: p.rows, cols: p.cols }),
+                window: spec.window_bytes,
             },
-            ClientMsg::Attach { pace, screen, size, .. } => {
-                Mode { pace: *pace, terminal: *screen, size: *size }
+            ClientMsg::ShellRun { spec, .. } => {
+                Mode { pace: spec.pace, window: spec.window_bytes, ..Mode::default() }
+            }
+            ClientMsg::Attach { pace, screen, size, window_bytes, .. } => {
+                Mode { pace: *pace, terminal: *screen, size: *size, window: *window_bytes }
             }
             _ => Mode::default(),
         };
         if c.reply.is_some() || c.watch.is_some() {
-            self.pending.insert(id, Pending { reply: c.reply, watch: c.watch, resume: None, mode });
+            let again = retryable(&c.msg).then(|| c.msg.clone());
+            let p = Pending { reply: c.reply, watch: c.watch, resume: None, mode, again, repeated: false };
+            self.pending.insert(id, p);
         }
         send(ws, &c.msg).await
     }
@@ -338,10 +435,19 @@ impl Driver {
     /// per command, so an earlier execution of it ends with an error.
     fn watch(&mut self, command: CommandId, w: Watch) {
         if let Some(old) = self.watches.insert(command, w) {
-            let _ = old.tx.try_send(Err(ClientError::Protocol(
-                "superseded by a newer attach to the same command on this client".into(),
-            )));
+            let err = ClientError::Protocol("superseded by a newer attach to the same command on this client".into());
+            let _ = old.tx.send(Delivery { ev: Err(err), at: old.next });
         }
+    }
+
+    /// Hands an event to a watched command's execution; an execution that
+    /// is gone is detached.
+    async fn deliver(&mut self, ws: &mut Ws, command: &CommandId, ev: ExecEvent) -> Result<(), tungstenite::Error> {
+        let Some(w) = self.watches.get(command) else { return Ok(()) };
+        if w.tx.send(Delivery { ev: Ok(ev), at: w.next }).is_err() {
+            self.unwatch(ws, command.clone()).await?;
+        }
+        Ok(())
     }
 
     async fn on_frame(&mut self, ws: &mut Ws, bytes: &[u8]) -> Result<(), tungstenite::Error> {
@@ -360,17 +466,11 @@ impl Driver {
                     // The screen replaces whatever the viewer showed; output
                     // continues at its offset.
                     w.next[0] = offset;
-                    if w.tx.send(Ok(ExecEvent::Screen { size, data: data.0 })).await.is_err() {
-                        self.unwatch(ws, command).await?;
-                    }
+                    self.deliver(ws, &command, ExecEvent::Screen { size, data: data.0 }).await?;
                 }
             }
             ServerMsg::Resized { command, size } => {
-                if let Some(w) = self.watches.get_mut(&command)
-                    && w.tx.send(Ok(ExecEvent::Resized(size))).await.is_err()
-                {
-                    self.unwatch(ws, command).await?;
-                }
+                self.deliver(ws, &command, ExecEvent::Resized(size)).await?;
             }
             ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
@@ -404,15 +504,13 @@ impl Driver {
                     if first_held > w.next[i] {
                         w.next[i] = first_held;
                         let ev = ExecEvent::Gap { stream, from, to: first_held };
-                        if w.tx.send(Ok(ev)).await.is_err() {
-                            self.unwatch(ws, command).await?;
-                        }
+                        self.deliver(ws, &command, ev).await?;
                     }
                 }
             }
             ServerMsg::Exit { command, status } => {
                 if let Some(w) = self.watches.remove(&command) {
-                    let _ = w.tx.send(Ok(ExecEvent::Exit(status))).await;
+                    let _ = w.tx.send(Delivery { ev: Ok(ExecEvent::Exit(status)), at: w.next });
                 }
             }
             ServerMsg::Ok { id }
@@ -433,11 +531,23 @@ impl Driver {
                             // The command is gone (removed, TTL expired).
                             tracing::warn!(%command, "cannot resume: {err}");
                             if let Some(w) = self.watches.remove(&command) {
-                                let _ = w.tx.send(Err(err.clone())).await;
+                                let _ = w.tx.send(Delivery { ev: Err(err.clone()), at: w.next });
                             }
                         }
+                        // A repeated kill or remove that finds its work done.
+                        let done_before = p.repeated
+                            && match (&p.again, code) {
+                                (Some(ClientMsg::Kill { .. }), ErrorCode::NotRunning) => true,
+                                (Some(ClientMsg::Remove { .. }), ErrorCode::NotFound) => true,
+                                _ => false,
+                            };
+                        if done_before {
+                            let id = id.unwrap_or_default();
+                            reply(p.reply, Ok(ServerMsg::Ok { id }));
+                            return Ok(());
+                        }
                         if let Some(tx) = p.watch {
-                            let _ = tx.send(Err(err.clone())).await;
+                            let _ = tx.send(Delivery { ev: Err(err.clone()), at: [0, 0] });
                         }
                         reply(p.reply, Err(err));
                     }
@@ -471,21 +581,20 @@ impl Driver {
         if offset > w.next[i] {
             // Bytes missing without a gap frame: say so rather than hide it.
             let ev = ExecEvent::Gap { stream, from: w.next[i], to: offset };
-            if w.tx.send(Ok(ev)).await.is_err() {
-                return self.unwatch(ws, command).await;
-            }
+            w.next[i] = offset;
+            self.deliver(ws, &command, ev).await?;
         } else {
             data = data.slice((w.next[i] - offset) as usize..);
         }
+        let Some(w) = self.watches.get_mut(&command) else {
+            return Ok(());
+        };
         w.next[i] = end;
         let ev = match stream {
             Stream::Stdout => ExecEvent::Stdout(data),
             Stream::Stderr => ExecEvent::Stderr(data),
         };
-        if w.tx.send(Ok(ev)).await.is_err() {
-            self.unwatch(ws, command).await?;
-        }
-        Ok(())
+        self.deliver(ws, &command, ev).await
     }
 
     /// The caller dropped its execution: detach from the command.
@@ -495,6 +604,39 @@ impl Driver {
         self.next_internal += 1;
         send(ws, &ClientMsg::Detach { id, command }).await
     }
+}
+
+/// Whether a request can be sent again after a drop without doing twice
+/// what it asks: keyed starts and numbered stdin (the daemon recognises the
+/// repeat), and requests that mean the same the second time. A signal, an
+/// unkeyed start or an unnamed shell would happen twice: they fail instead.
+fn retryable(msg: &ClientMsg) -> bool {
+    match msg {
+        ClientMsg::Start { spec, .. } => spec.request_key.is_some(),
+        ClientMsg::ShellRun { spec, .. } => spec.request_key.is_some(),
+        ClientMsg::ShellCreate { spec, .. } => spec.name.is_some(),
+        ClientMsg::Stdin { writer, offset, .. } | ClientMsg::CloseStdin { writer, offset, .. } => {
+            writer.is_some() && offset.is_some()
+        }
+        ClientMsg::Attach { .. }
+        | ClientMsg::Detach { .. }
+        | ClientMsg::Resize { .. }
+        | ClientMsg::Kill { .. }
+        | ClientMsg::Remove { .. }
+        | ClientMsg::List { .. }
+        | ClientMsg::Status { .. }
+        | ClientMsg::ShellList { .. }
+        | ClientMsg::ShellHistory { .. }
+        | ClientMsg::ShellClose { .. } => true,
+        ClientMsg::Signal { .. } | ClientMsg::Ack { .. } => false,
+    }
+}
+
+fn fail(p: Pending, e: &ClientError) {
+    if let Some(tx) = p.watch {
+        let _ = tx.send(Delivery { ev: Err(e.clone()), at: [0, 0] });
+    }
+    reply(p.reply, Err(e.clone()));
 }
 
 fn reply(r: Option<Reply>, v: Result<ServerMsg, ClientError>) {

@@ -24,6 +24,7 @@ use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
 use crate::shell::{JobEvent, JobLink, ShellCtl};
+use crate::stdin::{Admit, StdinSeq, Writers};
 use crate::spec::{OutputLimit, TermSize};
 
 /// An output stream of a command.
@@ -185,9 +186,23 @@ pub(crate) enum Control {
 }
 
 enum StdinMsg {
-    /// Bytes, and where to say that they are in the pipe (or not).
-    Data(Bytes, oneshot::Sender<bool>),
+    /// Bytes (from a numbered writer, or not), and where to say what
+    /// became of them.
+    Data(Bytes, Option<StdinSeq>, oneshot::Sender<Taken>),
+    /// A terminal's end-of-file character: typed once per writer and offset.
+    Eof(u8, Option<StdinSeq>, oneshot::Sender<Taken>),
     Close,
+}
+
+/// What became of stdin bytes.
+#[derive(Debug)]
+enum Taken {
+    /// They are in the pipe (or were there already: a resend).
+    Written,
+    /// Stdin closed before they could be written.
+    Closed,
+    /// They start past what their writer has given: a client bug.
+    Hole(u64),
 }
 
 /// State shared by the actor (the only writer) and subscriptions (readers).
@@ -200,6 +215,8 @@ pub(crate) struct Shared {
     pub(crate) started_at: SystemTime,
     /// A shell command: the shell's name.
     pub(crate) shell: Option<String>,
+    /// The idempotency key it was started with.
+    pub(crate) request_key: Option<String>,
     /// For a PTY command, its end-of-file character: `close_stdin` types it
     /// instead of closing anything.
     eof_char: Option<u8>,
@@ -212,6 +229,10 @@ pub(crate) struct Shared {
     ever_attached: AtomicBool,
     attach_changed: Notify,
     stdin_open: AtomicBool,
+    /// How many bytes each numbered stdin writer has given (resumable
+    /// stdin). A std mutex held only for a lookup or an update; only the
+    /// stdin writer task updates it.
+    writers: Mutex<Writers>,
     /// Signalled when a pacing subscription advances or goes away, and when
     /// the screen model catches up.
     pacer_moved: Notify,
@@ -269,6 +290,10 @@ impl Shared {
         // A poisoned lock means a panic while pushing bytes; the data is
         // still consistent enough to read, so keep serving it.
         self.output.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writers(&self) -> MutexGuard<'_, Writers> {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -422,18 +447,42 @@ impl CommandHandle {
     /// pipe, so a command that does not read makes its writers wait rather
     /// than the manager buffer.
     pub async fn write_stdin(&self, data: Bytes) -> Result<(), ExecError> {
+        self.write_stdin_at(data, None).await
+    }
+
+    /// [`CommandHandle::write_stdin`] for a numbered writer (resumable
+    /// stdin): bytes this writer has given before are dropped, so a resend
+    /// after a reconnect neither loses nor doubles any; bytes that start
+    /// past what it has given are refused ([`ExecError::StdinHole`]).
+    pub async fn write_stdin_at(&self, data: Bytes, seq: Option<StdinSeq>) -> Result<(), ExecError> {
+        if let Some(seq) = seq.as_ref().filter(|s| !s.is_valid()) {
+            return Err(ExecError::BadWriter(seq.writer.clone()));
+        }
         let closed = || ExecError::StdinClosed(self.shared.id.clone());
         if self.exit().is_some() {
             return Err(self.not_running());
         }
         if !self.shared.stdin_open.load(Ordering::SeqCst) {
-            return Err(closed());
+            // A resend of bytes written before stdin closed is not an error.
+            return match &seq {
+                Some(seq) if self.shared.writers().has(seq, data.len()) => Ok(()),
+                _ => Err(closed()),
+            };
         }
-        let (done, written) = oneshot::channel();
-        self.shared.stdin_tx.send(StdinMsg::Data(data, done)).await.map_err(|_| closed())?;
-        match written.await {
-            Ok(true) => Ok(()),
-            _ => Err(closed()),
+        let (done, taken) = oneshot::channel();
+        let msg = StdinMsg::Data(data, seq.clone(), done);
+        self.shared.stdin_tx.send(msg).await.map_err(|_| closed())?;
+        self.taken(taken.await, seq)
+    }
+
+    fn taken(&self, t: Result<Taken, oneshot::error::RecvError>, seq: Option<StdinSeq>) -> Result<(), ExecError> {
+        match t {
+            Ok(Taken::Written) => Ok(()),
+            Ok(Taken::Hole(have)) => {
+                let seq = seq.unwrap_or(StdinSeq { writer: String::new(), offset: 0 });
+                Err(ExecError::StdinHole { writer: seq.writer, offset: seq.offset, have })
+            }
+            Ok(Taken::Closed) | Err(_) => Err(ExecError::StdinClosed(self.shared.id.clone())),
         }
     }
 
@@ -441,13 +490,29 @@ impl CommandHandle {
     /// On a terminal this types the end-of-file character (VEOF) instead,
     /// and the terminal stays open for more input.
     pub async fn close_stdin(&self) -> Result<(), ExecError> {
+        self.close_stdin_at(None).await
+    }
+
+    /// [`CommandHandle::close_stdin`] for a numbered writer: a repeated
+    /// close is answered `Ok` and does nothing more (on a terminal, the
+    /// end-of-file character is typed once per writer and offset).
+    pub async fn close_stdin_at(&self, seq: Option<StdinSeq>) -> Result<(), ExecError> {
+        if let Some(seq) = seq.as_ref().filter(|s| !s.is_valid()) {
+            return Err(ExecError::BadWriter(seq.writer.clone()));
+        }
         if self.exit().is_some() {
             return Err(self.not_running());
         }
         if let Some(c) = self.shared.eof_char {
-            return self.write_stdin(Bytes::copy_from_slice(&[c])).await;
+            let (done, taken) = oneshot::channel();
+            let msg = StdinMsg::Eof(c, seq.clone(), done);
+            self.shared.stdin_tx.send(msg).await.map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))?;
+            return self.taken(taken.await, seq);
         }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
+            if seq.is_some() {
+                return Ok(());
+            }
             return Err(ExecError::StdinClosed(self.shared.id.clone()));
         }
         // If the writer is gone, stdin is closed already: that is success.
@@ -697,6 +762,8 @@ pub(crate) struct Meta {
     pub(crate) pty_size: Option<TermSize>,
     /// A shell command: the shell's name.
     pub(crate) shell: Option<String>,
+    /// The idempotency key it was started with.
+    pub(crate) request_key: Option<String>,
 }
 
 /// Creates the shared state and returns the actor to run.
@@ -745,6 +812,7 @@ pub(crate) fn new_command(
             pid: proc_.pid,
             started_at: SystemTime::now(),
             shell: meta.shell,
+            request_key: meta.request_key,
             eof_char,
             output: Output {
                 rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
@@ -756,6 +824,7 @@ pub(crate) fn new_command(
             },
             ever_attached: false,
             stdin_open: !close_stdin,
+            writers: Writers::default(),
             reservation,
         },
         stdin: StdinParts { pipe: stdin, later: stdin_later, initial: initial_stdin, close: close_stdin },
@@ -777,10 +846,12 @@ struct SharedParts {
     pid: u32,
     started_at: SystemTime,
     shell: Option<String>,
+    request_key: Option<String>,
     eof_char: Option<u8>,
     output: Output,
     ever_attached: bool,
     stdin_open: bool,
+    writers: Writers,
     reservation: crate::manager::Reservation,
 }
 
@@ -818,6 +889,7 @@ fn assemble(p: Parts) -> (CommandHandle, Actor) {
         pid,
         started_at: sp.started_at,
         shell: sp.shell,
+        request_key: sp.request_key,
         eof_char: sp.eof_char,
         output: Mutex::new(sp.output),
         changed,
@@ -825,6 +897,7 @@ fn assemble(p: Parts) -> (CommandHandle, Actor) {
         ever_attached: AtomicBool::new(sp.ever_attached),
         attach_changed: Notify::new(),
         stdin_open: AtomicBool::new(sp.stdin_open),
+        writers: Mutex::new(sp.writers),
         pacer_moved: Notify::new(),
         model_lag: AtomicUsize::new(0),
         next_subscription: std::sync::atomic::AtomicU64::new(0),
@@ -883,6 +956,7 @@ pub(crate) fn thaw(
     let life = f.life;
     let id = f.id.clone();
     let mut pacers = Vec::new();
+    let mut writers = Writers::default();
     let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
         Phase::Held { exit, ttl_left } => {
             let stdin = StdinParts { pipe: None, later: None, initial: Bytes::new(), close: true };
@@ -915,6 +989,7 @@ pub(crate) fn thaw(
                 initial: Bytes::from(std::mem::take(&mut l.stdin.pending).into_vec()),
             };
             let open = l.stdin.open && stdin.pipe.is_some();
+            writers = Writers::thaw(std::mem::take(&mut l.stdin.writers));
             let now = Instant::now();
             // Numbered from the top, clear of the new subscriptions'.
             pacers = std::mem::take(&mut l.lingering)
@@ -935,6 +1010,7 @@ pub(crate) fn thaw(
             pid: f.pid,
             started_at: f.started_at,
             shell: f.shell,
+            request_key: f.request_key,
             eof_char,
             output: Output { rings, seq: f.seq, exit, pacers, size: f.size, queued: false },
             // Every client was disconnected by the restart, not by leaving:
@@ -942,6 +1018,7 @@ pub(crate) fn thaw(
             // (until then the idle timeout does).
             ever_attached: f.ever_attached && matches!(resume, Resume::Held { .. }),
             stdin_open,
+            writers,
             reservation,
         },
         stdin,
@@ -1020,12 +1097,12 @@ impl StdinWriter {
         };
         // The bytes being written and where to say they are in the pipe.
         let mut cur = std::mem::take(&mut self.initial);
-        let mut done: Option<oneshot::Sender<bool>> = None;
+        let mut done: Option<oneshot::Sender<Taken>> = None;
         let mut close_when_written = self.close_after_initial;
         loop {
             if cur.is_empty() {
                 if let Some(d) = done.take() {
-                    let _ = d.send(true);
+                    let _ = d.send(Taken::Written);
                 }
                 if close_when_written {
                     return self.left(None, Bytes::new(), true);
@@ -1035,8 +1112,12 @@ impl StdinWriter {
                     _ = self.stop.cancelled() => return self.left(Some(pipe), cur, false),
                 };
                 match msg {
-                    Some(StdinMsg::Data(b, d)) => (cur, done) = (b, Some(d)),
                     Some(StdinMsg::Close) | None => close_when_written = true,
+                    Some(msg) => {
+                        if let Some((b, d)) = self.admit(msg) {
+                            (cur, done) = (b, Some(d));
+                        }
+                    }
                 }
                 continue;
             }
@@ -1051,7 +1132,7 @@ impl StdinWriter {
                 _ => {
                     // EPIPE: the command closed its stdin.
                     if let Some(d) = done.take() {
-                        let _ = d.send(false);
+                        let _ = d.send(Taken::Closed);
                     }
                     self.closed();
                     return self.left(None, Bytes::new(), true);
@@ -1060,17 +1141,58 @@ impl StdinWriter {
         }
     }
 
+    /// Decides what of a message is to be written: a numbered writer's
+    /// bytes that the command has already are answered at once (a resend),
+    /// bytes past a hole are refused. Returns the bytes and whom to tell
+    /// once they are written.
+    fn admit(&self, msg: StdinMsg) -> Option<(Bytes, oneshot::Sender<Taken>)> {
+        let shared = self.shared.upgrade()?;
+        let (data, done) = match msg {
+            StdinMsg::Data(data, None, done) => (data, done),
+            StdinMsg::Data(data, Some(seq), done) => match shared.writers().admit(&seq, data) {
+                Admit::Write(data) => (data, done),
+                Admit::Duplicate => {
+                    let _ = done.send(Taken::Written);
+                    return None;
+                }
+                Admit::Hole { have } => {
+                    let _ = done.send(Taken::Hole(have));
+                    return None;
+                }
+            },
+            StdinMsg::Eof(c, seq, done) => {
+                if seq.is_some_and(|seq| !shared.writers().eof_once(&seq)) {
+                    let _ = done.send(Taken::Written);
+                    return None;
+                }
+                (Bytes::copy_from_slice(&[c]), done)
+            }
+            StdinMsg::Close => return None,
+        };
+        if data.is_empty() {
+            let _ = done.send(Taken::Written);
+            return None;
+        }
+        Some((data, done))
+    }
+
     /// What is left: the pipe, the unwritten rest of the current write and
-    /// everything still queued, and whether to close after them. The
-    /// writers of those bytes are not told (their connections are gone by
-    /// the time of a handover).
+    /// everything still queued (admitted as if written, so that the next
+    /// daemon's table agrees with its bytes), and whether to close after
+    /// them. The writers of those bytes are not told (their connections
+    /// are gone by the time of a handover).
     fn left(&mut self, pipe: Option<StdinPipe>, cur: Bytes, close: bool) -> StdinLeft {
         let mut pending = BytesMut::from(&cur[..]);
         let mut close = close || pipe.is_none();
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                StdinMsg::Data(b, _) if !close => pending.extend_from_slice(&b),
-                _ => close = true,
+                StdinMsg::Close => close = true,
+                msg if !close => {
+                    if let Some((b, _)) = self.admit(msg) {
+                        pending.extend_from_slice(&b);
+                    }
+                }
+                _ => {}
             }
         }
         StdinLeft { pipe, pending, close }
@@ -1318,7 +1440,13 @@ impl Actor {
                             cwd: None,
                             outputs: [None, None],
                             master: None,
-                            stdin: FrozenStdin { fd: None, open: false, pending: Default::default(), close: true },
+                            stdin: FrozenStdin {
+                                fd: None,
+                                open: false,
+                                pending: Default::default(),
+                                close: true,
+                                writers: Vec::new(),
+                            },
                             lingering: self
                                 .shared
                                 .output()
@@ -1587,6 +1715,7 @@ impl Actor {
             pid: s.pid,
             started_at: s.started_at,
             shell: s.shell.clone(),
+            request_key: s.request_key.clone(),
             rings: [out.rings[0].freeze(), out.rings[1].freeze()],
             seq: out.seq,
             size: out.size,
@@ -1636,6 +1765,7 @@ impl Actor {
                 _ => None,
             };
         }
+        live.stdin.writers = self.shared.writers().freeze();
         (self.freeze(Phase::Live(Box::new(live))), fds)
     }
 

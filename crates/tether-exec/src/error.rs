@@ -65,6 +65,31 @@ pub enum ExecError {
     /// The command's stdin is closed.
     #[error("stdin of command {0} is closed")]
     StdinClosed(String),
+    /// Resumable stdin: bytes that start past what their writer has given
+    /// (a client must resend from the first byte not acknowledged).
+    #[error("stdin from writer {writer:?} at offset {offset} leaves a hole: {have} bytes taken from it so far")]
+    StdinHole {
+        /// The writer.
+        writer: String,
+        /// Where the refused bytes start.
+        offset: u64,
+        /// Bytes taken from this writer.
+        have: u64,
+    },
+    /// A stdin writer name that is empty or too long.
+    #[error("bad stdin writer name {0:?}: 1 to 64 bytes")]
+    BadWriter(String),
+    /// A request key that is empty or too long.
+    #[error("bad request key: 1 to 128 bytes, no NUL")]
+    BadRequestKey,
+    /// A drain grace longer than the daemon allows.
+    #[error("drain grace {asked:?} is longer than {max:?}")]
+    BadDrainGrace {
+        /// What was asked.
+        asked: std::time::Duration,
+        /// The most allowed.
+        max: std::time::Duration,
+    },
     /// Attaching beyond what the stream has produced.
     #[error("offset {asked} is beyond the end of the stream ({end})")]
     OffsetBeyondEnd {

@@ -237,6 +237,9 @@ pub(crate) struct Frozen {
     pub(crate) pid: u32,
     pub(crate) started_at: SystemTime,
     pub(crate) shell: Option<String>,
+    /// The idempotency key it was started with.
+    #[serde(default)]
+    pub(crate) request_key: Option<String>,
     pub(crate) rings: [FrozenRing; 2],
     pub(crate) seq: u64,
     /// A terminal's size and how many times it was set.
@@ -308,4 +311,7 @@ pub(crate) struct FrozenStdin {
     pub(crate) pending: serde_bytes::ByteBuf,
     /// Close after writing `pending`.
     pub(crate) close: bool,
+    /// Resumable stdin: what each numbered writer has given.
+    #[serde(default)]
+    pub(crate) writers: Vec<(String, crate::stdin::WriterPos)>,
 }

@@ -26,6 +26,8 @@
 //! - `handover`: a daemon's commands (state and fds) handed to the daemon
 //!   that re-executes it: [`Manager::handover`], [`Manager::resume`].
 //! - `ring`: the offset-addressed ring buffer.
+//! - `stdin`: resumable stdin: per-writer byte counts that make a resend
+//!   after a reconnect drop what the command already has.
 //! - `process`: pidfd, `wait4`, signalling a process tree (the only
 //!   `unsafe` code in the workspace).
 //! - `error`: [`ExecError`].
@@ -39,6 +41,7 @@ mod pty;
 mod ring;
 mod shell;
 mod spec;
+mod stdin;
 
 pub use command::{
     CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Screen, ScreenAttach, Stream, Subscription,
@@ -50,4 +53,5 @@ pub use shell::{
     CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,
     ShellInfo, ShellSpec, ShellState,
 };
+pub use stdin::StdinSeq;
 pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program, PtyOptions, TermSize};

@@ -27,6 +27,12 @@ const PIPE_BYTES: i32 = 1 << 20;
 /// Smallest ring a command may ask for.
 const MIN_RING_BYTES: usize = 4096;
 
+/// Longest request key.
+pub(crate) const MAX_REQUEST_KEY: usize = 128;
+
+/// Longest drain grace a command may ask for.
+const MAX_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The command manager. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
 pub struct Manager {
@@ -36,6 +42,11 @@ pub struct Manager {
 struct Inner {
     cfg: ManagerConfig,
     commands: DashMap<String, CommandHandle>,
+    /// Request keys of held commands, to their ids.
+    keys: DashMap<String, String>,
+    /// Serialises keyed shell submissions (their queueing awaits the
+    /// shell), so two of one key make one command.
+    keyed_runs: tokio::sync::Mutex<()>,
     shells: DashMap<String, ShellHandle>,
     /// Serialises shell creation, so two clients creating the same name at
     /// once get one shell. An async mutex: held across the shell's start-up.
@@ -61,6 +72,23 @@ pub(crate) struct Reservation {
     count: Option<Arc<Inner>>,
 }
 
+impl Inner {
+    /// Drops a command's request key (only if it still names that command).
+    fn forget_key(&self, key: Option<&str>, id: &str) {
+        if let Some(key) = key {
+            self.keys.remove_if(key, |_, v| v == id);
+        }
+    }
+}
+
+/// Refuses a request key that is empty, too long or holds a NUL.
+fn check_key(key: &str) -> Result<(), ExecError> {
+    if key.is_empty() || key.len() > MAX_REQUEST_KEY || key.contains('\0') {
+        return Err(ExecError::BadRequestKey);
+    }
+    Ok(())
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.committed.fetch_sub(self.bytes, Ordering::SeqCst);
@@ -81,6 +109,8 @@ impl Manager {
             inner: Arc::new(Inner {
                 cfg,
                 commands: DashMap::new(),
+                keys: DashMap::new(),
+                keyed_runs: tokio::sync::Mutex::new(()),
                 shells: DashMap::new(),
                 creating: tokio::sync::Mutex::new(()),
                 count: AtomicUsize::new(0),
@@ -102,8 +132,42 @@ impl Manager {
     /// Starts a command. Must be called inside a tokio runtime.
     ///
     /// Every failure (bad input, spawn error, limits) leaves nothing behind:
-    /// no record, no process, no zombie.
+    /// no record, no process, no zombie. A spec with a request key that a
+    /// held command was started with returns that command (see
+    /// [`Manager::start_keyed`]).
     pub fn start(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        self.start_keyed(spec).map(|(h, _)| h)
+    }
+
+    /// Starts a command, or, when the spec's request key is that of a held
+    /// command, returns that one; `true` when it started a new one. Two
+    /// starts with one key at once make one command.
+    pub fn start_keyed(&self, spec: CommandSpec) -> Result<(CommandHandle, bool), ExecError> {
+        let Some(key) = spec.request_key.clone() else {
+            return self.start_new(spec).map(|h| (h, true));
+        };
+        check_key(&key)?;
+        // The entry's shard stays locked while the command starts: a
+        // second start of the key waits for the first (no `.await` here;
+        // a spawn takes about a millisecond).
+        match self.inner.keys.entry(key) {
+            dashmap::Entry::Occupied(mut e) => {
+                if let Ok(h) = self.get(e.get()) {
+                    return Ok((h, false));
+                }
+                let h = self.start_new(spec)?;
+                e.insert(h.id().to_owned());
+                Ok((h, true))
+            }
+            dashmap::Entry::Vacant(v) => {
+                let h = self.start_new(spec)?;
+                v.insert(h.id().to_owned());
+                Ok((h, true))
+            }
+        }
+    }
+
+    fn start_new(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ExecError::ShuttingDown);
@@ -129,6 +193,7 @@ impl Manager {
             close_stdin: spec.close_stdin,
             pty_size: spec.pty.as_ref().map(|p| p.size),
             shell: None,
+            request_key: spec.request_key.clone(),
         };
         tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
         let (handle, actor) = command::new_command(meta, spawned, life, reservation);
@@ -150,10 +215,12 @@ impl Manager {
         };
         // A root span: the command outlives the connection that started it.
         let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
+        let key = handle.shared.request_key.clone();
         inner.tracker.spawn(async move {
             actor.run(stop).instrument(span).await;
             if let Some(inner) = weak.upgrade() {
                 inner.commands.remove(&id);
+                inner.forget_key(key.as_deref(), &id);
             }
         });
     }
@@ -177,7 +244,7 @@ impl Manager {
             max_output_bytes: spec.max_output_bytes,
             output_limit: spec.output_limit,
             kill_grace: spec.kill_grace.unwrap_or(cfg.kill_grace),
-            drain_grace: cfg.drain_grace,
+            drain_grace: spec.drain_grace.unwrap_or(cfg.drain_grace),
         }
     }
 
@@ -254,6 +321,31 @@ impl Manager {
     /// the default shell; cwd, env and PTY belong to the shell, not to one
     /// command, and are refused.
     pub async fn shell_run(&self, shell: &str, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        self.shell_run_keyed(shell, spec).await.map(|(h, _)| h)
+    }
+
+    /// [`Manager::shell_run`], or, when the spec's request key is that of a
+    /// held command, that command; `true` when it queued a new one.
+    pub async fn shell_run_keyed(
+        &self,
+        shell: &str,
+        spec: CommandSpec,
+    ) -> Result<(CommandHandle, bool), ExecError> {
+        let Some(key) = spec.request_key.clone() else {
+            return self.shell_run_new(shell, spec).await.map(|h| (h, true));
+        };
+        check_key(&key)?;
+        let _one_at_a_time = self.inner.keyed_runs.lock().await;
+        let held = self.inner.keys.get(&key).map(|id| id.value().clone());
+        if let Some(h) = held.and_then(|id| self.get(&id).ok()) {
+            return Ok((h, false));
+        }
+        let h = self.shell_run_new(shell, spec).await?;
+        self.inner.keys.insert(key, h.id().to_owned());
+        Ok((h, true))
+    }
+
+    async fn shell_run_new(&self, shell: &str, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ExecError::ShuttingDown);
@@ -276,6 +368,7 @@ impl Manager {
         if spec.pty.is_some() {
             return Err(ExecError::NotForShell("pty"));
         }
+        validate_drain_grace(&spec)?;
         if sh.is_closed() {
             let why = sh.info().closed.map_or_else(|| "it has closed".to_owned(), |c| c.message);
             return Err(ExecError::ShellClosed { name: shell.to_owned(), why });
@@ -297,6 +390,7 @@ impl Manager {
             close_stdin: spec.close_stdin,
             pty_size: None,
             shell: Some(shell.to_owned()),
+            request_key: spec.request_key.clone(),
         };
         let spawned = Spawned { pid: sh.pid(), io: SpawnedIo::Shell(link) };
         let (handle, actor) = command::new_command(meta, spawned, life, reservation);
@@ -374,6 +468,9 @@ impl Manager {
             let reservation =
                 Reservation { bytes, committed: inner.committed.clone(), count: Some(inner.clone()) };
             let (handle, actor) = command::thaw(frozen, h, reservation);
+            if let Some(key) = &handle.shared.request_key {
+                inner.keys.insert(key.clone(), handle.id().to_owned());
+            }
             tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
             m.launch(&handle, actor);
             resumed.push(handle);
@@ -415,14 +512,17 @@ impl Manager {
         }
     }
 
-    /// A handle to a held command.
+    /// A handle to a held command, by its id or by the request key it was
+    /// started with.
     pub fn get(&self, id: &str) -> Result<CommandHandle, ExecError> {
-        // Clone out of the map at once: a dashmap `Ref` must never be held
+        // Clone out of the maps at once: a dashmap `Ref` must never be held
         // across an `.await` by the caller.
-        self.inner
-            .commands
-            .get(id)
-            .map(|r| r.value().clone())
+        let by_id = |id: &str| self.inner.commands.get(id).map(|r| r.value().clone());
+        by_id(id)
+            .or_else(|| {
+                let real = self.inner.keys.get(id).map(|r| r.value().clone())?;
+                by_id(&real)
+            })
             .ok_or_else(|| ExecError::NotFound(id.to_owned()))
     }
 
@@ -447,7 +547,9 @@ impl Manager {
     /// Forgets a command, killing it first if it runs.
     pub async fn remove(&self, id: &str) -> Result<(), ExecError> {
         let h = self.get(id)?;
+        let id = h.id();
         self.inner.commands.remove(id);
+        self.inner.forget_key(h.shared.request_key.as_deref(), id);
         let _ = h.shared.ctl.send(command::Control::Remove).await;
         Ok(())
     }
@@ -488,6 +590,7 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
         return Err(ExecError::NulByte { what: "argv" });
     }
     validate_env(&spec.env)?;
+    validate_drain_grace(spec)?;
     if let Some(pty) = &spec.pty {
         if !pty.size.is_valid() {
             return Err(ExecError::BadSize { rows: pty.size.rows, cols: pty.size.cols });
@@ -500,6 +603,13 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
         validate_cwd(cwd)?;
     }
     Ok(())
+}
+
+fn validate_drain_grace(spec: &CommandSpec) -> Result<(), ExecError> {
+    match spec.drain_grace {
+        Some(asked) if asked > MAX_DRAIN_GRACE => Err(ExecError::BadDrainGrace { asked, max: MAX_DRAIN_GRACE }),
+        _ => Ok(()),
+    }
 }
 
 fn validate_env(env: &std::collections::BTreeMap<String, String>) -> Result<(), ExecError> {

@@ -149,12 +149,15 @@ impl Ring {
         }
     }
 
-    /// Bytes charged for the data at and after `from` (what reading it
-    /// would free), overhead included.
+    /// Bytes charged for the chunks a reader at `from` still needs: the
+    /// one it sits in (whole: a chunk is evicted whole, so the part before
+    /// `from` keeps taking room until the reader leaves the chunk) and every
+    /// later one, overhead included. Reading it all would free this much.
     pub(crate) fn charged_from(&self, from: u64) -> usize {
         let from = from.max(self.first_held);
         let idx = self.chunks.partition_point(|c| c.offset + c.data.len() as u64 <= from);
-        (self.end - from) as usize + (self.chunks.len() - idx) * CHUNK_OVERHEAD
+        let start = self.chunks.get(idx).map_or(self.end, |c| c.offset);
+        (self.end - start) as usize + (self.chunks.len() - idx) * CHUNK_OVERHEAD
     }
 
     /// Reads up to `max` bytes starting at `from`. Never returns bytes from
@@ -272,6 +275,22 @@ mod tests {
         assert_eq!(r.read(299, 10), Read::Gap { first_held: 300 });
         assert_eq!(r.read(300, 1), Read::Data { seq: 3, data: Bytes::from(vec![3u8]) });
         assert!(r.charged() <= cap);
+    }
+
+    #[test]
+    fn a_reader_inside_a_chunk_is_charged_the_whole_chunk() {
+        let mut r = Ring::new(1 << 20);
+        r.push(Bytes::from(vec![1u8; 100]), 0);
+        r.push(Bytes::from(vec![2u8; 100]), 1);
+        let two = 2 * (100 + CHUNK_OVERHEAD);
+        assert_eq!(r.charged_from(0), two);
+        // Half-way through the first chunk: evicting it would still take
+        // the 50 bytes not yet read, so all of it counts.
+        assert_eq!(r.charged_from(50), two);
+        assert_eq!(r.charged_from(100), 100 + CHUNK_OVERHEAD);
+        assert_eq!(r.charged_from(150), 100 + CHUNK_OVERHEAD);
+        assert_eq!(r.charged_from(200), 0);
+        assert_eq!(r.charged(), two);
     }
 
     #[test]

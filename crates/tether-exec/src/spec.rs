@@ -100,6 +100,13 @@ pub struct CommandSpec {
     pub kill_grace: Option<Duration>,
     /// Run on a pseudo-terminal instead of pipes.
     pub pty: Option<PtyOptions>,
+    /// After the process exits, how long to keep reading output a
+    /// background process still writes (`None`: the manager's default).
+    pub drain_grace: Option<Duration>,
+    /// An idempotency key: while a command started with the same key is
+    /// held, starting again returns it instead of a second process
+    /// ([`crate::Manager::start_keyed`]).
+    pub request_key: Option<String>,
 }
 
 /// A terminal size in character cells.
@@ -166,6 +173,8 @@ impl CommandSpec {
             ring_bytes: None,
             kill_grace: None,
             pty: None,
+            drain_grace: None,
+            request_key: None,
         }
     }
 
@@ -237,6 +246,18 @@ impl CommandSpec {
         self
     }
 
+    /// Sets how long output is read after the process exits.
+    pub fn drain_grace(mut self, d: Duration) -> Self {
+        self.drain_grace = Some(d);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn request_key(mut self, key: impl Into<String>) -> Self {
+        self.request_key = Some(key.into());
+        self
+    }
+
     /// The argv that will be executed.
     pub(crate) fn resolved_argv(&self, cfg: &ManagerConfig) -> Vec<String> {
         match &self.program {
@@ -279,7 +300,10 @@ pub struct ManagerConfig {
     /// Default SIGTERM-to-SIGKILL grace.
     pub kill_grace: Duration,
     /// After the process exits, how long to keep draining pipes that a
-    /// background descendant still holds open before declaring the end.
+    /// background descendant still holds open before declaring the end
+    /// (default 250 ms: long enough for a background job's last lines
+    /// written as its parent exits, short enough that a command whose
+    /// daemonised child keeps stdout open still ends promptly).
     pub drain_grace: Duration,
     /// Environment variables never passed to children (the daemon's own
     /// secrets, e.g. `TETHER_TOKEN`).

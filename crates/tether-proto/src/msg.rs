@@ -8,7 +8,7 @@ use crate::Payload;
 /// A client-chosen request id. Every reply to a request (`started`,
 /// `attached`, `ok`, `list`, `status`, `shell`, `shell_list`,
 /// `shell_history`, `error`) echoes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ReqId(pub u64);
 
@@ -100,6 +100,12 @@ pub enum ClientMsg {
         /// rendered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<TermSize>,
+        /// Flow control for this attachment: the daemon sends at most this
+        /// many output bytes beyond what the client has acknowledged with
+        /// `ack`. Absent: no window (the connection's queue is the only
+        /// bound).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_bytes: Option<u64>,
     },
     /// Set a PTY command's terminal size (the program gets SIGWINCH).
     /// Every attachment is told with `resized`. Answered by `ok`; a pipe
@@ -120,7 +126,7 @@ pub enum ClientMsg {
         command: CommandId,
     },
     /// Bytes for the command's stdin. Answered by `ok` once the bytes are
-    /// queued for the command's stdin (see `Limits::stdin_window_bytes`).
+    /// written to the command's stdin (see `Limits::stdin_window_bytes`).
     Stdin {
         /// Request id, echoed in the reply.
         id: ReqId,
@@ -128,6 +134,16 @@ pub enum ClientMsg {
         command: CommandId,
         /// The bytes.
         data: Payload,
+        /// Resumable stdin: who sends these bytes (a client-chosen name,
+        /// 1..=64 bytes, the same for all of one client's stdin to this
+        /// command). With `offset`, the daemon drops bytes it already has
+        /// from this writer, so a client may resend after a reconnect.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        writer: Option<String>,
+        /// Resumable stdin: the position of `data[0]` among the bytes this
+        /// writer has sent to this command (0 for its first byte).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
     },
     /// Close the command's stdin (EOF), after all earlier `stdin` bytes.
     /// Answered by `ok`.
@@ -136,6 +152,28 @@ pub enum ClientMsg {
         id: ReqId,
         /// Target command.
         command: CommandId,
+        /// Resumable stdin: the writer that closes (see `stdin.writer`). A
+        /// close repeated by the same writer at the same offset is answered
+        /// `ok` and does nothing (on a terminal: types no second EOF).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        writer: Option<String>,
+        /// Resumable stdin: how many bytes this writer had sent when it
+        /// closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    /// Flow control: the client has consumed a command's output up to these
+    /// offsets. Only for attachments with `window_bytes`; never answered.
+    Ack {
+        /// Unused (0): `ack` is never answered.
+        #[serde(default, skip_serializing_if = "is_zero_id")]
+        id: ReqId,
+        /// The command.
+        command: CommandId,
+        /// Stdout consumed up to here (exclusive).
+        stdout_offset: u64,
+        /// Stderr consumed up to here (exclusive).
+        stderr_offset: u64,
     },
     /// Send a signal to the command's process group. Answered by `ok`.
     Signal {
@@ -227,6 +265,7 @@ impl ClientMsg {
             | ClientMsg::Resize { id, .. }
             | ClientMsg::Stdin { id, .. }
             | ClientMsg::CloseStdin { id, .. }
+            | ClientMsg::Ack { id, .. }
             | ClientMsg::Signal { id, .. }
             | ClientMsg::Kill { id, .. }
             | ClientMsg::List { id }
@@ -318,6 +357,20 @@ pub struct StartSpec {
     /// and stderr are the terminal; its output is the `stdout` stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pty: Option<PtySpec>,
+    /// After the command's process exits, how long to keep reading output
+    /// that a background process still writes (default: the daemon's,
+    /// 250 ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_grace_ms: Option<u64>,
+    /// An idempotency key (1..=128 bytes): while a command started with the
+    /// same key is held, the daemon answers with that command (`started`
+    /// again, attached as asked) instead of starting a second one. A client
+    /// that lost its connection with a `start` in flight sends it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
+    /// Flow control for the starting attachment (see `attach.window_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_bytes: Option<u64>,
 }
 
 /// A terminal size in character cells.
@@ -381,6 +434,9 @@ impl Default for StartSpec {
             attach: true,
             pace: false,
             pty: None,
+            drain_grace_ms: None,
+            request_key: None,
+            window_bytes: None,
         }
     }
 }
@@ -395,6 +451,10 @@ fn is_true(b: &bool) -> bool {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero_id(id: &ReqId) -> bool {
+    id.0 == 0
 }
 
 /// What the daemon does when a command's output passes `max_output_bytes`.
@@ -488,6 +548,17 @@ pub struct ShellRunSpec {
     /// [`StartSpec::pace`]).
     #[serde(skip_serializing_if = "is_false")]
     pub pace: bool,
+    /// After the shell reports the script's end, how long to keep reading
+    /// what is still in its pipes (default: the daemon's, 250 ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_grace_ms: Option<u64>,
+    /// An idempotency key (see [`StartSpec::request_key`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
+    /// Flow control for the submitting attachment (see
+    /// `attach.window_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_bytes: Option<u64>,
 }
 
 impl Default for ShellRunSpec {
@@ -507,6 +578,9 @@ impl Default for ShellRunSpec {
             kill_grace_ms: None,
             attach: true,
             pace: false,
+            drain_grace_ms: None,
+            request_key: None,
+            window_bytes: None,
         }
     }
 }

@@ -244,6 +244,7 @@ fn cases() -> Vec<Case> {
             pace: false,
             screen: true,
             size: Some(TermSize { rows: 50, cols: 200 }),
+            window_bytes: Some(1_048_576),
         },
         ClientMsg::Resize { id: ReqId(12), command: cmd(), size: TermSize { rows: 43, cols: 132 } },
         ClientMsg::Detach { id: ReqId(3), command: cmd() },
@@ -251,8 +252,21 @@ fn cases() -> Vec<Case> {
             id: ReqId(4),
             command: cmd(),
             data: Payload::from(&b"yes\n\x00\xff\xfe\x1b[A"[..]),
+            writer: Some("w-2c9e41f07a5b83d6".to_owned()),
+            offset: Some(5_368_709_120),
         },
-        ClientMsg::CloseStdin { id: ReqId(5), command: cmd() },
+        ClientMsg::CloseStdin {
+            id: ReqId(5),
+            command: cmd(),
+            writer: Some("w-2c9e41f07a5b83d6".to_owned()),
+            offset: Some(5_368_709_130),
+        },
+        ClientMsg::Ack {
+            id: ReqId(0),
+            command: cmd(),
+            stdout_offset: 5_368_709_151,
+            stderr_offset: 4_096,
+        },
         ClientMsg::Signal { id: ReqId(6), command: cmd(), signal: "SIGINT".to_owned() },
         ClientMsg::Kill { id: ReqId(7), command: cmd() },
         ClientMsg::List { id: ReqId(8) },
@@ -376,6 +390,9 @@ fn start_spec() -> StartSpec {
         attach: true,
         pace: true,
         pty: Some(PtySpec { rows: 50, cols: 200, term: Some("xterm-256color".to_owned()) }),
+        drain_grace_ms: Some(1_000),
+        request_key: Some("k-7f3a9c21e0b54d6f-1".to_owned()),
+        window_bytes: Some(1_048_576),
     }
 }
 
@@ -475,6 +492,9 @@ fn shell_run_spec() -> ShellRunSpec {
         kill_grace_ms: Some(5_000),
         attach: true,
         pace: true,
+        drain_grace_ms: None,
+        request_key: Some("k-7f3a9c21e0b54d6f-2".to_owned()),
+        window_bytes: Some(1_048_576),
     }
 }
 

@@ -11,17 +11,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use axum::extract::ws::Message;
+use futures_util::{Sink, Stream, StreamExt};
 use serde::Deserialize;
-use tether_exec::{CommandHandle, Event, ExecError, Manager, Subscription};
+use tether_exec::{CommandHandle, Event, ExecError, Manager, StdinSeq, Subscription};
 use tether_proto::{self as proto, ClientMsg, CommandId, Encoding, ErrorCode, ReqId, ServerMsg};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -29,6 +25,8 @@ use tracing::Instrument;
 
 use crate::ServerConfig;
 use crate::map::{self, WireError};
+use crate::outbound::{OutTx, Outbound};
+use crate::pump::{self, StdinOp, StdinPump};
 
 /// Query parameters of a single-command connection
 /// (`/v1/ws?attach=ID&stdout_offset=N&stderr_offset=M` or `&tail_bytes=N`).
@@ -57,17 +55,11 @@ pub(crate) struct ConnCtx {
     pub(crate) attach: Option<AttachQuery>,
 }
 
-/// A frame for the writer task (at most `outbound_queue` exist at once, so
-/// the size of the large variant does not matter).
-#[allow(clippy::large_enum_variant)]
-enum Out {
-    Msg(ServerMsg),
-    Ping,
-    Close(u16, &'static str),
-}
-
 /// Unacknowledged stdin bytes one connection may queue for one command.
 pub(crate) const STDIN_WINDOW_BYTES: usize = 4 << 20;
+
+/// Smallest and largest `window_bytes` an attachment may ask for.
+const WINDOW_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
 
 /// Close codes (RFC 6455 section 7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
@@ -91,12 +83,13 @@ where
 {
     tracing::info!(encoding = ?ctx.encoding, "connected");
     let (sink, mut stream) = socket.split();
-    let (out, out_rx) = mpsc::channel(ctx.cfg.outbound_queue.max(1));
-    let writer = tokio::spawn(write_loop(sink, out_rx, ctx.encoding).in_current_span());
+    // A peer that takes no frame for the peer timeout is as good as gone.
+    let outbound = Outbound::spawn(sink, ctx.cfg.outbound_queue, ctx.cfg.peer_timeout);
+    let dead = outbound.dead();
     let (done_tx, mut done_rx) = mpsc::channel(64);
     let mut conn = Conn {
         ctx,
-        out,
+        out: outbound.tx(),
         attachments: HashMap::new(),
         pumps: HashMap::new(),
         done_tx,
@@ -120,12 +113,13 @@ where
 
     // A single-command connection attaches at once and ends with the exit.
     let mut single = None;
+    let mut closing: Option<(u16, &'static str)> = None;
     if let Some(q) = conn.ctx.attach.take() {
         let command = q.command.unwrap_or_default();
         let from = [q.stdout_offset, q.stderr_offset];
         let how = How { tail: q.tail_bytes, ..How::default() };
         if !conn.attach(ReqId(0), CommandId(command.clone()), from, how).await {
-            conn.close(CLOSE_NORMAL, "attach failed").await;
+            closing = Some((CLOSE_NORMAL, "attach failed"));
         }
         single = Some(command);
     }
@@ -133,29 +127,30 @@ where
     let interval = conn.ctx.cfg.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_seen = Instant::now();
-    while !conn.dead {
+    while !conn.dead && closing.is_none() {
         tokio::select! {
             _ = conn.ctx.shutdown.cancelled() => {
-                conn.close(CLOSE_GOING_AWAY, "server shutting down").await;
-                break;
+                closing = Some((CLOSE_GOING_AWAY, "server shutting down"));
             }
+            // The writer gave up on the peer (send timeout or error).
+            _ = dead.cancelled() => break,
             Some((cmd, generation)) = done_rx.recv() => {
                 if conn.attachments.get(&cmd).is_some_and(|a| a.generation == generation) {
                     conn.attachments.remove(&cmd);
                 }
                 if single.as_ref() == Some(&cmd) {
-                    conn.close(CLOSE_NORMAL, "command exited").await;
-                    break;
+                    closing = Some((CLOSE_NORMAL, "command exited"));
                 }
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > conn.ctx.cfg.peer_timeout {
                     tracing::warn!("peer silent for {:?}: dropping", last_seen.elapsed());
-                    conn.close(CLOSE_POLICY, "ping timeout").await;
-                    break;
+                    closing = Some((CLOSE_POLICY, "ping timeout"));
+                } else {
+                    // Ahead of queued frames: a peer busy receiving a flood
+                    // is pinged all the same, and its pongs keep it alive.
+                    outbound.ping();
                 }
-                // If the queue is full the peer is busy receiving; skip.
-                let _ = conn.out.try_send(Out::Ping);
             }
             frame = stream.next() => {
                 let msg = match frame {
@@ -166,7 +161,8 @@ where
                             None => tracing::debug!("peer went away: {e}"),
                             Some((code, reason)) => {
                                 tracing::info!("closing on a bad frame: {e}");
-                                conn.close(code, reason).await;
+                                closing = Some((code, reason));
+                                continue;
                             }
                         }
                         break;
@@ -190,13 +186,13 @@ where
     }
     // Dropping the attachments and pumps aborts their tasks, which drops
     // their subscriptions (the commands see this client detach) and their
-    // queue senders, so the writer ends once it has flushed. A writer stuck
-    // on a dead peer is aborted.
+    // queue senders, so the writer ends once it has flushed (a writer
+    // stuck on a dead peer is aborted).
     drop(conn);
-    let mut writer = AbortOnDropHandle::new(writer);
-    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
-        tracing::info!("peer not accepting data: dropping the socket");
+    if let Some((code, reason)) = closing {
+        outbound.close(code, reason).await;
     }
+    outbound.finish().await;
     tracing::info!("disconnected");
 }
 
@@ -221,29 +217,17 @@ fn classify(e: &axum::Error) -> Option<(u16, &'static str)> {
 
 struct Attachment {
     generation: u64,
+    /// Flow control: the client's acknowledged offsets, for the forwarder.
+    acked: Option<watch::Sender<[u64; 2]>>,
     _task: AbortOnDropHandle<()>,
-}
-
-/// Writes one command's stdin for one connection, in order, so that a
-/// command that does not read its stdin stalls only its own stdin queue,
-/// never the connection's other requests (signals, kills, other commands).
-struct Pump {
-    tx: mpsc::Sender<(ReqId, StdinOp)>,
-    /// Bytes queued and not yet handed to the command.
-    queued: Arc<AtomicUsize>,
-    _task: AbortOnDropHandle<()>,
-}
-
-enum StdinOp {
-    Data(Bytes),
-    Close,
 }
 
 struct Conn {
     ctx: ConnCtx,
-    out: mpsc::Sender<Out>,
+    out: OutTx,
     attachments: HashMap<String, Attachment>,
-    pumps: HashMap<String, Pump>,
+    /// Per command, the stdin queue (see [`pump`]).
+    pumps: HashMap<String, StdinPump<ReqId>>,
     done_tx: mpsc::Sender<(String, u64)>,
     generation: u64,
     /// The peer is gone or unresponsive: leave the read loop.
@@ -260,26 +244,13 @@ impl Conn {
     /// Queues a frame. A peer that does not take a frame within the peer
     /// timeout is dead (or half-open): the connection ends.
     async fn send(&mut self, msg: ServerMsg) {
-        let timeout = self.ctx.cfg.peer_timeout;
-        match tokio::time::timeout(timeout, self.out.send(Out::Msg(msg))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => self.dead = true,
-            Err(_) => {
-                tracing::warn!("peer took no frame for {timeout:?}: dropping it");
-                self.dead = true;
-            }
+        if self.out.send(encode(&msg, self.ctx.encoding)).await.is_err() {
+            self.dead = true;
         }
     }
 
     async fn error(&mut self, id: Option<ReqId>, code: ErrorCode, message: &str) {
         self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
-    }
-
-    /// Queues a close frame, waiting at most a second: a peer that is not
-    /// reading gets no close frame, just a closed socket.
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.out.send(Out::Close(code, reason))).await;
-        self.dead = true;
     }
 
     async fn frame(&mut self, bytes: &[u8]) {
@@ -306,11 +277,16 @@ impl Conn {
                 pace,
                 screen,
                 size,
-            } => {
-                let how = How { tail: tail_bytes, pace, screen, size: size.map(map::size_from_wire) };
-                self.attach(id, command, [stdout_offset, stderr_offset], how).await;
-                Ok(None)
-            }
+                window_bytes,
+            } => match window(window_bytes) {
+                Ok(window) => {
+                    let size = size.map(map::size_from_wire);
+                    let how = How { tail: tail_bytes, pace, screen, size, window };
+                    self.attach(id, command, [stdout_offset, stderr_offset], how).await;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
             ClientMsg::Resize { id, command, size } => match self.ctx.manager.get(&command.0) {
                 Ok(h) => h
                     .resize(map::size_from_wire(size))
@@ -323,8 +299,25 @@ impl Conn {
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
             }
-            ClientMsg::Stdin { id, command, data } => self.stdin(id, command, StdinOp::Data(data.0)),
-            ClientMsg::CloseStdin { id, command } => self.stdin(id, command, StdinOp::Close),
+            ClientMsg::Stdin { id, command, data, writer, offset } => match seq(writer, offset) {
+                Ok(seq) => self.stdin(id, command, StdinOp::Data(data.0, seq)),
+                Err(e) => Err(e),
+            },
+            ClientMsg::CloseStdin { id, command, writer, offset } => match seq(writer, offset) {
+                Ok(seq) => self.stdin(id, command, StdinOp::Close(seq)),
+                Err(e) => Err(e),
+            },
+            ClientMsg::Ack { command, stdout_offset, stderr_offset, .. } => {
+                // Never answered; an ack for an attachment without a window
+                // (or none at all) is ignored.
+                if let Some(acked) = self.attachments.get(&command.0).and_then(|a| a.acked.as_ref()) {
+                    acked.send_modify(|a| {
+                        a[0] = a[0].max(stdout_offset);
+                        a[1] = a[1].max(stderr_offset);
+                    });
+                }
+                Ok(None)
+            }
             ClientMsg::Signal { id, command, signal } => match self.ctx.manager.get(&command.0) {
                 Ok(h) => h.signal(&signal).await.map(|()| Some(ServerMsg::Ok { id })).map_err(Into::into),
                 Err(e) => Err(e.into()),
@@ -397,89 +390,80 @@ impl Conn {
     /// Queues a stdin operation on the command's pump (created on first
     /// use); its `ok` or error is sent when the command's stdin took it.
     fn stdin(&mut self, id: ReqId, command: CommandId, op: StdinOp) -> Result<Option<ServerMsg>, WireError> {
-        if self.pumps.get(&command.0).is_none_or(|p| p.tx.is_closed()) {
+        if self.pumps.get(&command.0).is_none_or(StdinPump::is_closed) {
             self.ctx.manager.get(&command.0)?;
-            let (tx, mut rx) = mpsc::channel::<(ReqId, StdinOp)>(256);
-            let queued = Arc::new(AtomicUsize::new(0));
-            let (out, q) = (self.out.clone(), queued.clone());
-            // The pump looks the command up per operation rather than holding
-            // a handle, so it never keeps a finished command's memory alive.
-            let (manager, cmd) = (self.ctx.manager.clone(), command.0.clone());
-            let task = tokio::spawn(async move {
-                while let Some((id, op)) = rx.recv().await {
-                    let (last, n) = match &op {
-                        StdinOp::Data(b) => (false, b.len()),
-                        StdinOp::Close => (true, 0),
-                    };
-                    let r = match (manager.get(&cmd), op) {
-                        (Err(e), _) => Err(e),
-                        (Ok(h), StdinOp::Data(b)) => h.write_stdin(b).await,
-                        (Ok(h), StdinOp::Close) => h.close_stdin().await,
-                    };
-                    q.fetch_sub(n, Ordering::SeqCst);
-                    let msg = match r {
-                        Ok(()) => ServerMsg::Ok { id },
-                        Err(e) => WireError::from(e).into_msg(Some(id)),
-                    };
-                    if out.send(Out::Msg(msg)).await.is_err() {
-                        return;
-                    }
-                    if last {
-                        break;
-                    }
-                }
-                // Stdin is closed: whatever was queued behind the close
-                // still gets its one reply.
-                while let Some((id, _)) = rx.recv().await {
-                    let e = tether_exec::ExecError::StdinClosed(cmd.clone());
-                    if out.send(Out::Msg(WireError::from(e).into_msg(Some(id)))).await.is_err() {
-                        return;
-                    }
-                }
+            let enc = self.ctx.encoding;
+            let reply: pump::Reply<ReqId> = Box::new(move |id, r| {
+                let msg = match r {
+                    Ok(()) => ServerMsg::Ok { id },
+                    Err(e) => WireError::from(e).into_msg(Some(id)),
+                };
+                Some(encode(&msg, enc))
             });
-            let pump = Pump { tx, queued, _task: AbortOnDropHandle::new(task) };
-            self.pumps.insert(command.0.clone(), pump);
+            let p = StdinPump::spawn(
+                self.ctx.manager.clone(),
+                command.0.clone(),
+                STDIN_WINDOW_BYTES,
+                self.out.clone(),
+                reply,
+            );
+            self.pumps.insert(command.0.clone(), p);
         }
-        let Some(pump) = self.pumps.get(&command.0) else { unreachable!("inserted above") };
-        let n = match &op {
-            StdinOp::Data(b) => b.len(),
-            StdinOp::Close => 0,
-        };
-        if pump.queued.fetch_add(n, Ordering::SeqCst) + n > STDIN_WINDOW_BYTES {
-            pump.queued.fetch_sub(n, Ordering::SeqCst);
-            return Err(WireError {
+        let Some(p) = self.pumps.get(&command.0) else { unreachable!("inserted above") };
+        match p.push(id, op) {
+            Ok(()) => Ok(None),
+            Err(pump::Refused::Window(w)) => Err(WireError {
                 code: ErrorCode::LimitExceeded,
                 message: format!(
-                    "stdin window exceeded: more than {STDIN_WINDOW_BYTES} unacknowledged bytes \
-                     for {command}; wait for the ok of earlier stdin frames"
+                    "stdin window exceeded: more than {w} unacknowledged bytes for {command}; \
+                     wait for the ok of earlier stdin frames"
                 ),
                 errno: None,
-            });
-        }
-        if pump.tx.try_send((id, op)).is_err() {
-            pump.queued.fetch_sub(n, Ordering::SeqCst);
-            return Err(WireError {
+            }),
+            Err(pump::Refused::Ops) => Err(WireError {
                 code: ErrorCode::LimitExceeded,
                 message: format!("too many unacknowledged stdin frames for {command}"),
                 errno: None,
-            });
+            }),
         }
-        Ok(None)
     }
 
     async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
-        let (attach, pace) = (spec.attach, spec.pace);
+        let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
         let spec = map::spec_from_wire(spec)?;
-        let h = self.ctx.manager.start(spec)?;
+        let (h, new) = self.ctx.manager.start_keyed(spec)?;
         let command = CommandId(h.id().to_owned());
-        tracing::info!(command = %command, pid = h.pid(), "started");
-        // Subscribe at once (a pacing subscription must hold the command
-        // back from its first byte), but start forwarding only after
-        // `started` is queued, so it precedes every output frame.
-        let sub = if attach { Some(h.attach_paced([0, 0], pace)?) } else { None };
-        self.send(ServerMsg::Started { id, command: command.clone(), pid: h.pid() }).await;
+        if new {
+            tracing::info!(command = %command, pid = h.pid(), "started");
+        } else {
+            tracing::info!(command = %command, "start repeated (same request key): the command it started");
+        }
+        self.started(id, &h, attach, pace, window).await
+    }
+
+    /// Answers a start with `started` and attaches from the first byte if
+    /// asked. The subscription is made at once (a pacing one must hold the
+    /// command back from its first byte), but forwarding starts only after
+    /// `started` is queued, so it precedes every output frame. (An earlier
+    /// attachment of this connection to the command, from a first try of a
+    /// repeated start, is replaced.)
+    async fn started(
+        &mut self,
+        id: ReqId,
+        h: &CommandHandle,
+        attach: bool,
+        pace: bool,
+        window: Option<u64>,
+    ) -> Result<Option<ServerMsg>, WireError> {
+        let sub = if attach {
+            self.attachments.remove(h.id());
+            Some(h.attach_paced([0, 0], pace)?)
+        } else {
+            None
+        };
+        self.send(ServerMsg::Started { id, command: CommandId(h.id().to_owned()), pid: h.pid() }).await;
         if let Some(sub) = sub {
-            self.forward(sub);
+            self.forward(sub, window);
         }
         Ok(None)
     }
@@ -491,23 +475,22 @@ impl Conn {
         shell: String,
         spec: proto::ShellRunSpec,
     ) -> Result<Option<ServerMsg>, WireError> {
-        let (attach, pace) = (spec.attach, spec.pace);
+        let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
         let spec = map::shell_run_from_wire(spec)?;
-        let h = self.ctx.manager.shell_run(&shell, spec).await?;
-        let command = CommandId(h.id().to_owned());
-        tracing::info!(command = %command, %shell, "queued in shell");
-        let sub = if attach { Some(h.attach_paced([0, 0], pace)?) } else { None };
-        self.send(ServerMsg::Started { id, command, pid: h.pid() }).await;
-        if let Some(sub) = sub {
-            self.forward(sub);
+        let (h, new) = self.ctx.manager.shell_run_keyed(&shell, spec).await?;
+        if new {
+            tracing::info!(command = h.id(), %shell, "queued in shell");
+        } else {
+            tracing::info!(command = h.id(), %shell, "shell_run repeated (same request key): the command it queued");
         }
-        Ok(None)
+        self.started(id, &h, attach, pace, window).await
     }
 
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
     async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], how: How) -> bool {
+        let window = how.window;
         // An earlier attachment to the same command ends first, so none of
         // its frames follow the new `attached`.
         self.attachments.remove(&command.0);
@@ -525,7 +508,7 @@ impl Conn {
                     self.send(ServerMsg::Screen { command, offset: s.offset, size, data: s.data.into() })
                         .await;
                 }
-                self.forward(sub);
+                self.forward(sub, window);
                 true
             }
             Err(e) => {
@@ -535,24 +518,79 @@ impl Conn {
         }
     }
 
-    /// Spawns the forwarder of a new attachment.
-    fn forward(&mut self, sub: Subscription) {
+    /// Spawns the forwarder of a new attachment, flow-controlled by
+    /// `window` bytes of unacknowledged output if given.
+    fn forward(&mut self, sub: Subscription, window: Option<u64>) {
         let out = self.out.clone();
         self.generation += 1;
         let generation = self.generation;
         let cmd = sub.id().to_owned();
         let done = self.done_tx.clone();
         let max = self.ctx.cfg.max_chunk_bytes;
+        let enc = self.ctx.encoding;
+        let (acked, credit) = match window {
+            Some(w) => {
+                let (tx, rx) = watch::channel(sub.offsets());
+                (Some(tx), Some(Credit { window: w, acked: rx, floor: sub.offsets() }))
+            }
+            None => (None, None),
+        };
         let span = tracing::info_span!("attach", command = %cmd);
         let task = tokio::spawn(
             async move {
                 let id = sub.id().to_owned();
-                forward(sub, &out, max).await;
+                forward(sub, &out, enc, max, credit).await;
                 let _ = done.send((id, generation)).await;
             }
             .instrument(span),
         );
-        self.attachments.insert(cmd, Attachment { generation, _task: AbortOnDropHandle::new(task) });
+        self.attachments.insert(cmd, Attachment { generation, acked, _task: AbortOnDropHandle::new(task) });
+    }
+}
+
+/// A `stdin`/`close_stdin`'s writer and offset: both or neither.
+fn seq(writer: Option<String>, offset: Option<u64>) -> Result<Option<StdinSeq>, WireError> {
+    match (writer, offset) {
+        (None, None) => Ok(None),
+        (Some(writer), Some(offset)) => {
+            let seq = StdinSeq { writer, offset };
+            if !seq.is_valid() {
+                return Err(WireError::bad_request(format!(
+                    "stdin writer {:?}: 1 to {} bytes",
+                    seq.writer,
+                    StdinSeq::MAX_WRITER
+                )));
+            }
+            Ok(Some(seq))
+        }
+        _ => Err(WireError::bad_request("give both writer and offset, or neither")),
+    }
+}
+
+/// A `window_bytes`, checked.
+fn window(w: Option<u64>) -> Result<Option<u64>, WireError> {
+    match w {
+        Some(w) if !WINDOW_RANGE.contains(&w) => Err(WireError::bad_request(format!(
+            "window_bytes {w} is outside {}..={}",
+            WINDOW_RANGE.start(),
+            WINDOW_RANGE.end()
+        ))),
+        w => Ok(w),
+    }
+}
+
+/// One frame, encoded.
+pub(crate) fn encode(m: &ServerMsg, enc: Encoding) -> Message {
+    let hint = match m {
+        // base64 in JSON is 4/3 of the bytes.
+        ServerMsg::Output { data, .. } => data.len() * 4 / 3,
+        _ => 0,
+    };
+    let bytes = proto::encode_sized(m, enc, hint);
+    match enc {
+        Encoding::MsgPack => Message::Binary(bytes.into()),
+        // serde_json output is always UTF-8.
+        Encoding::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
     }
 }
 
@@ -563,6 +601,38 @@ struct How {
     pace: bool,
     screen: bool,
     size: Option<tether_exec::TermSize>,
+    window: Option<u64>,
+}
+
+/// An attachment's flow control: at most `window` bytes beyond what the
+/// client acknowledged.
+struct Credit {
+    window: u64,
+    acked: watch::Receiver<[u64; 2]>,
+    /// Per stream, where the last gap ended: bytes it skipped need no ack.
+    floor: [u64; 2],
+}
+
+impl Credit {
+    /// Waits until at least a useful amount of the window is free (a
+    /// quarter of it, or a whole chunk), then returns how much is.
+    async fn room(&mut self, sent: [u64; 2], chunk: usize) -> Option<usize> {
+        let want = (self.window / 4).min(chunk as u64).max(1);
+        loop {
+            let acked = *self.acked.borrow_and_update();
+            let in_flight: u64 = (0..2).map(|i| sent[i].saturating_sub(acked[i].max(self.floor[i]))).sum();
+            let room = self.window.saturating_sub(in_flight);
+            if room >= want {
+                return Some(room.min(chunk as u64) as usize);
+            }
+            self.acked.changed().await.ok()?;
+        }
+    }
+
+    /// Bytes skipped by a gap need no acknowledgement.
+    fn skip(&mut self, stream: usize, to: u64) {
+        self.floor[stream] = self.floor[stream].max(to);
+    }
 }
 
 /// The subscription an `attach` asks for, with the screen to send first.
@@ -589,19 +659,37 @@ async fn subscribe(
     Ok((None, sub))
 }
 
-/// Pushes a subscription's events as frames until its exit.
-async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
+/// Pushes a subscription's events as frames until its exit; with a
+/// credit, never more than its window beyond what the client acknowledged
+/// (meanwhile the subscription is not read: a pacing one holds the command
+/// back, another falls behind and gets a gap, as for any slow client).
+async fn forward(mut sub: Subscription, out: &OutTx, enc: Encoding, max: usize, mut credit: Option<Credit>) {
     let command = CommandId(sub.id().to_owned());
-    while let Some(ev) = sub.next(max).await {
+    let mut sent = sub.offsets();
+    loop {
+        let limit = match credit.as_mut() {
+            Some(c) => {
+                match c.room(sent, max).await {
+                    Some(n) => n,
+                    None => return,
+                }
+            }
+            None => max,
+        };
+        let Some(ev) = sub.next(limit).await else { return };
         let msg = match ev {
-            Event::Output { stream, offset, data } => ServerMsg::Output {
-                command: command.clone(),
-                stream: map::stream_to_wire(stream),
-                offset,
-                data: data.into(),
-            },
+            Event::Output { stream, offset, data } => {
+                let i = if stream == tether_exec::Stream::Stdout { 0 } else { 1 };
+                sent[i] = offset + data.len() as u64;
+                ServerMsg::Output { command: command.clone(), stream: map::stream_to_wire(stream), offset, data: data.into() }
+            }
             Event::Gap { stream, requested, first_held } => {
                 tracing::info!(?stream, requested, first_held, "client fell behind the ring: gap");
+                let i = if stream == tether_exec::Stream::Stdout { 0 } else { 1 };
+                sent[i] = first_held;
+                if let Some(c) = credit.as_mut() {
+                    c.skip(i, first_held);
+                }
                 ServerMsg::Gap {
                     command: command.clone(),
                     stream: map::stream_to_wire(stream),
@@ -614,45 +702,8 @@ async fn forward(mut sub: Subscription, out: &mpsc::Sender<Out>, max: usize) {
             }
             Event::Exit(e) => ServerMsg::Exit { command: command.clone(), status: map::exit_to_wire(&e) },
         };
-        if out.send(Out::Msg(msg)).await.is_err() {
+        if out.send(encode(&msg, enc)).await.is_err() {
             return;
         }
     }
-}
-
-/// Owns the sending half: encodes and writes queued frames, flushing when
-/// the queue runs dry so bursts go out in few syscalls.
-async fn write_loop<K>(mut sink: K, mut rx: mpsc::Receiver<Out>, enc: Encoding)
-where
-    K: Sink<Message, Error = axum::Error> + Unpin,
-{
-    while let Some(o) = rx.recv().await {
-        let m = match o {
-            Out::Msg(m) => {
-                let hint = match &m {
-                    // base64 in JSON is 4/3 of the bytes.
-                    ServerMsg::Output { data, .. } => data.len() * 4 / 3,
-                    _ => 0,
-                };
-                let bytes = proto::encode_sized(&m, enc, hint);
-                match enc {
-                    Encoding::MsgPack => Message::Binary(bytes.into()),
-                    // serde_json output is always UTF-8.
-                    Encoding::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
-                }
-            }
-            Out::Ping => Message::Ping(Default::default()),
-            Out::Close(code, reason) => {
-                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                return;
-            }
-        };
-        if sink.feed(m).await.is_err() {
-            return;
-        }
-        if rx.is_empty() && sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }

@@ -20,15 +20,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tether_exec::{self as exec, CommandHandle, Event, ExecError, ExitReason, Stream, Subscription};
-use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use crate::AppState;
+use crate::outbound::{OutTx, Outbound};
+use crate::pump::{self, StdinOp, StdinPump};
 
 /// The label that keeps the client's idempotency key on the command.
 const ID_LABEL: &str = "langsmith.command_id";
@@ -164,88 +169,214 @@ pub(crate) async fn ws_handler(State(st): State<Arc<AppState>>, ws: WebSocketUpg
         .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st)))
 }
 
-async fn serve(mut ws: WebSocket, st: Arc<AppState>) {
+/// Unwritten stdin bytes one connection may queue (before `execute`, and
+/// for its command after): input past it is dropped with a warning, since
+/// the dialect has no way to refuse it (no reply to `input`) and blocking
+/// the read loop would hold up a `kill` behind it.
+const INPUT_WINDOW: usize = 4 << 20;
+
+/// Control frames held before the connection is bound to a command.
+const MAX_EARLY_FRAMES: usize = 256;
+
+/// The connection, as built on the native protocol's pieces: a writer task
+/// with a bounded queue and a send timeout, a forwarder task per
+/// attachment, a stdin pump with a window, and a read loop that never
+/// waits for either, so that a `kill` always gets through.
+async fn serve(ws: WebSocket, st: Arc<AppState>) {
+    let (sink, mut stream) = ws.split();
+    let outbound = Outbound::spawn(sink, st.cfg.outbound_queue, st.cfg.peer_timeout);
+    let (out, dead) = (outbound.tx(), outbound.dead());
+    let interval = st.cfg.ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+    let mut last_seen = Instant::now();
+    let mut closing: Option<(u16, &'static str)> = None;
+
     // Control frames that come before the connection is bound to a command
     // (a queued `close_stdin` precedes `reconnect`) are applied after.
     let mut early = Vec::new();
-    let bound = loop {
-        let frame = tokio::select! {
-            f = ws.recv() => f,
-            _ = st.shutdown.cancelled() => return close(ws, 1001, "server restarting").await,
-        };
-        let Some(Ok(msg)) = frame else { return };
-        let Some(frame) = parse(&msg) else { continue };
-        match frame {
-            ClientFrame::Execute(e) => break execute(&st, *e),
-            ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {
-                break reconnect(&st, &command_id, [stdout_offset, stderr_offset]);
+    let mut early_bytes = 0;
+    let mut bound = None;
+    while bound.is_none() && closing.is_none() {
+        tokio::select! {
+            _ = st.shutdown.cancelled() => closing = Some((1001, "server restarting")),
+            _ = dead.cancelled() => break,
+            _ = ping.tick() => {
+                if last_seen.elapsed() > st.cfg.peer_timeout {
+                    closing = Some((1008, "ping timeout"));
+                } else {
+                    outbound.ping();
+                }
             }
-            ClientFrame::Unknown => {}
-            other => early.push(other),
+            frame = stream.next() => {
+                let Some(Ok(msg)) = frame else { break };
+                last_seen = Instant::now();
+                let Some(frame) = parse(&msg) else { continue };
+                match frame {
+                    ClientFrame::Execute(e) => bound = Some(execute(&st, *e)),
+                    ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {
+                        bound = Some(reconnect(&st, &command_id, [stdout_offset, stderr_offset]));
+                    }
+                    ClientFrame::Unknown => {}
+                    ClientFrame::Input { data } if early_bytes + data.len() > INPUT_WINDOW
+                        || early.len() >= MAX_EARLY_FRAMES =>
+                    {
+                        tracing::warn!(bytes = data.len(), "compat input before execute dropped: window full");
+                    }
+                    other => {
+                        if let ClientFrame::Input { data } = &other {
+                            early_bytes += data.len();
+                        }
+                        if early.len() < MAX_EARLY_FRAMES {
+                            early.push(other);
+                        }
+                    }
+                }
+            }
         }
-    };
-    let (h, sub) = match bound {
-        Ok(b) => b,
-        Err(Refused::Error(kind, message)) => {
+    }
+    let b = match bound {
+        Some(Ok(b)) => Some(b),
+        Some(Err(Refused::Error(kind, message))) => {
             let msg = json!({"type": "error", "error_type": kind.as_str(), "error": message});
-            let _ = send(&mut ws, msg).await;
-            return close(ws, 1000, "").await;
+            let _ = out.send(text(&msg)).await;
+            closing = Some((1000, ""));
+            None
         }
         // Let the client send the same `execute` to the restarted daemon.
-        Err(Refused::Restarting) => return close(ws, 1001, "server restarting").await,
+        Some(Err(Refused::Restarting)) => {
+            closing = Some((1001, "server restarting"));
+            None
+        }
+        None => None,
     };
-    if send(&mut ws, json!({"type": "started", "command_id": h.id(), "pid": h.pid()})).await.is_err() {
-        return;
+    if let Some(b) = b {
+        closing = run(b, early, &st, &outbound, &mut stream, &mut ping, last_seen).await;
     }
-    // Stdin goes through a task of its own, in order, so a command that
-    // does not read never stalls this connection.
-    let (stdin_tx, stdin_rx) = mpsc::channel(64);
-    let stdin = tokio::spawn(feed_stdin(h.clone(), stdin_rx));
+    if let Some((code, reason)) = closing {
+        outbound.close(code, reason).await;
+    }
+    drop(out);
+    outbound.finish().await;
+}
+
+/// A bound connection: forwards the attachment and applies control frames
+/// until the command's end, the client's going or the daemon's. Returns the
+/// close frame to send, if any.
+async fn run(
+    b: Bound,
+    early: Vec<ClientFrame>,
+    st: &AppState,
+    outbound: &Outbound,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    ping: &mut tokio::time::Interval,
+    mut last_seen: Instant,
+) -> Option<(u16, &'static str)> {
+    let Bound { h, sub, echo } = b;
+    let out = outbound.tx();
+    if out.send(text(&json!({"type": "started", "command_id": echo, "pid": h.pid()}))).await.is_err() {
+        return None;
+    }
+    // Stdin goes through a pump of its own, in order, so a command that
+    // does not read never stalls this loop; nothing is answered.
+    let reply: pump::Reply<()> = Box::new(|(), r| {
+        if let Err(e) = r {
+            tracing::debug!("compat stdin dropped: {e}");
+        }
+        None
+    });
+    let stdin = StdinPump::spawn(st.manager.clone(), h.id().to_owned(), INPUT_WINDOW, out.clone(), reply);
     for f in early {
-        control(&h, &stdin_tx, f).await;
+        control(&h, &stdin, f).await;
     }
-    let mut out = Writer::new(sub.offsets());
-    let mut sub = sub;
-    loop {
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
+    let forwarder = {
+        let out = out.clone();
+        let id = h.id().to_owned();
+        AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                forward(sub, &out).await;
+                let _ = done_tx.send(());
+            }
+            .instrument(tracing::info_span!("compat attach", command = %id)),
+        ))
+    };
+    let dead = outbound.dead();
+    let closing = loop {
         tokio::select! {
             biased;
-            _ = st.shutdown.cancelled() => {
-                stdin.abort();
-                return close(ws, 1001, "server restarting").await;
+            _ = st.shutdown.cancelled() => break Some((1001, "server restarting")),
+            _ = dead.cancelled() => break None,
+            // The last frame (exit or error) is queued.
+            _ = &mut done => break Some((1000, "")),
+            _ = ping.tick() => {
+                if last_seen.elapsed() > st.cfg.peer_timeout {
+                    tracing::warn!(command = %h.id(), "compat peer silent: dropping");
+                    break Some((1008, "ping timeout"));
+                }
+                outbound.ping();
             }
-            frame = ws.recv() => match frame {
+            frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
+                    last_seen = Instant::now();
                     if let Some(f) = parse(&msg) {
-                        control(&h, &stdin_tx, f).await;
+                        control(&h, &stdin, f).await;
                     }
                 }
                 // The client went away: dropping the subscription detaches.
-                _ => break,
-            },
-            ev = sub.next(FRAME_RAW_BYTES) => match ev {
-                Some(Event::Output { stream, offset, data }) => {
-                    if out.output(&mut ws, stream, offset, &data).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Event::Gap { stream, requested, first_held }) => {
-                    tracing::warn!(command = %h.id(), ?stream, requested, first_held, "compat client missed output");
-                    out.gap(stream, first_held);
-                }
-                Some(Event::Resized(_)) => {}
-                Some(Event::Exit(e)) => {
-                    let _ = out.flush(&mut ws).await;
-                    let (kind, mut msg) = ending(&e);
-                    msg["type"] = kind.into();
-                    let _ = send(&mut ws, msg).await;
-                    stdin.abort();
-                    return close(ws, 1000, "").await;
-                }
-                None => break,
+                _ => break None,
             },
         }
+    };
+    drop(forwarder);
+    closing
+}
+
+/// Pushes the attachment's events as the dialect's frames until the end.
+async fn forward(mut sub: Subscription, out: &OutTx) {
+    let mut w = Writer::new(sub.offsets());
+    while let Some(ev) = sub.next(FRAME_RAW_BYTES).await {
+        let frames = match ev {
+            Event::Output { stream, offset, data } => w.output(stream, offset, &data),
+            Event::Gap { stream, requested, first_held } => {
+                tracing::warn!(?stream, requested, first_held, "compat client missed output");
+                w.gap(stream, first_held);
+                Vec::new()
+            }
+            Event::Resized(_) => Vec::new(),
+            Event::Exit(e) => {
+                let mut frames = w.flush();
+                let (kind, mut msg) = ending(&e);
+                msg["type"] = kind.into();
+                frames.push(msg);
+                for f in frames {
+                    if out.send(text(&f)).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        for f in frames {
+            if out.send(text(&f)).await.is_err() {
+                return;
+            }
+        }
     }
-    stdin.abort();
+}
+
+fn text(v: &serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+/// A command the connection is bound to, and the id `started` names.
+pub(crate) struct Bound {
+    /// The command.
+    pub(crate) h: CommandHandle,
+    /// The paced, lingering attachment.
+    pub(crate) sub: Subscription,
+    /// The id the client knows it by: its own `command_id` when it gave
+    /// one (the real dataplane echoes it), else tether's.
+    pub(crate) echo: String,
 }
 
 /// Why a command was not started or attached.
@@ -271,11 +402,7 @@ pub(crate) fn refused(e: ExecError) -> Refused {
 
 /// Starts the command, or finds the one this `command_id` started before,
 /// and attaches paced from the start.
-pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subscription), Refused> {
-    if let Some(h) = e.command_id.as_deref().and_then(|id| find(st, id)) {
-        let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;
-        return Ok((h, sub));
-    }
+pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Refused> {
     let rc = e.run_config.unwrap_or_default();
     if let Some(user) = rc.user.filter(|u| !is_me(u)) {
         return Err(Refused::Error(
@@ -295,29 +422,31 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<(CommandHandle, Subsc
     if e.pty {
         spec = spec.pty(24, 80);
     }
-    if let Some(id) = e.command_id {
-        spec.labels.insert(ID_LABEL.to_owned(), id);
+    if let Some(id) = &e.command_id {
+        spec.labels.insert(ID_LABEL.to_owned(), id.clone());
+        // The client's id is the request key: a repeated `execute` finds
+        // the command, and the native API takes the client's id too.
+        spec.request_key = Some(id.clone()).filter(|k| k.len() <= 128 && !k.contains('\0'));
     }
-    let h = st.manager.start(spec).map_err(refused)?;
+    let (h, new) = st.manager.start_keyed(spec).map_err(refused)?;
     let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;
-    tracing::info!(command = %h.id(), "started through the LangSmith dialect");
-    Ok((h, sub))
+    if new {
+        tracing::info!(command = %h.id(), "started through the LangSmith dialect");
+    }
+    let echo = e.command_id.unwrap_or_else(|| h.id().to_owned());
+    Ok(Bound { h, sub, echo })
 }
 
 /// Attaches paced from the client's offsets (clamped to what the stream
 /// has). `id` is tether's id or the client's `command_id`.
-pub(crate) fn reconnect(
-    st: &AppState,
-    id: &str,
-    from: [i64; 2],
-) -> Result<(CommandHandle, Subscription), Refused> {
+pub(crate) fn reconnect(st: &AppState, id: &str, from: [i64; 2]) -> Result<Bound, Refused> {
     let Some(h) = st.manager.get(id).ok().or_else(|| find(st, id)) else {
         return Err(Refused::Error(ErrorType::CommandNotFound, format!("Command not found: {id}")));
     };
     let info = h.info();
     let at = [0, 1].map(|i| (from[i].max(0) as u64).min(info.offsets[i].1));
     let sub = h.attach_lingering(at, LINGER).map_err(refused)?;
-    Ok((h, sub))
+    Ok(Bound { h, sub, echo: id.to_owned() })
 }
 
 /// The command started with this client `command_id`, if still held.
@@ -383,37 +512,21 @@ pub(crate) fn ending(e: &exec::ExitInfo) -> (&'static str, serde_json::Value) {
 }
 
 /// `input`, `close_stdin` and `kill`. Nothing is answered: the client
-/// expects no reply, and an error frame would end its stream.
-async fn control(h: &CommandHandle, stdin: &mpsc::Sender<StdinOp>, f: ClientFrame) {
-    match f {
-        ClientFrame::Input { data } => {
-            let _ = stdin.send(StdinOp::Data(Bytes::from(data))).await;
-        }
-        ClientFrame::CloseStdin => {
-            let _ = stdin.send(StdinOp::Close).await;
-        }
+/// expects no reply, and an error frame would end its stream. Never waits
+/// for stdin: input past the window is dropped (logged).
+async fn control(h: &CommandHandle, stdin: &StdinPump<()>, f: ClientFrame) {
+    let op = match f {
+        ClientFrame::Input { data } => StdinOp::Data(Bytes::from(data), None),
+        ClientFrame::CloseStdin => StdinOp::Close(None),
         ClientFrame::Kill => {
             tracing::info!(command = %h.id(), "kill through the LangSmith dialect");
             let _ = h.kill().await;
+            return;
         }
-        ClientFrame::Execute(_) | ClientFrame::Reconnect { .. } | ClientFrame::Unknown => {}
-    }
-}
-
-enum StdinOp {
-    Data(Bytes),
-    Close,
-}
-
-async fn feed_stdin(h: CommandHandle, mut rx: mpsc::Receiver<StdinOp>) {
-    while let Some(op) = rx.recv().await {
-        let r = match op {
-            StdinOp::Data(b) => h.write_stdin(b).await,
-            StdinOp::Close => h.close_stdin().await,
-        };
-        if let Err(e) = r {
-            tracing::debug!(command = %h.id(), "compat stdin dropped: {e}");
-        }
+        ClientFrame::Execute(_) | ClientFrame::Reconnect { .. } | ClientFrame::Unknown => return,
+    };
+    if let Err(e) = stdin.push((), op) {
+        tracing::warn!(command = %h.id(), "compat input dropped: {e:?} (the command is not reading it)");
     }
 }
 
@@ -430,14 +543,6 @@ fn parse(msg: &Message) -> Option<ClientFrame> {
             None
         }
     }
-}
-
-async fn send(ws: &mut WebSocket, v: serde_json::Value) -> Result<(), axum::Error> {
-    ws.send(Message::Text(v.to_string().into())).await
-}
-
-async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
-    let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
 /// Per-stream text decoding with byte-exact offsets for the client.
@@ -457,13 +562,9 @@ impl Writer {
         Writer { streams: from.map(|at| Decoder { at, pending: Vec::new() }) }
     }
 
-    async fn output(
-        &mut self,
-        ws: &mut WebSocket,
-        stream: Stream,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), axum::Error> {
+    /// The frames for a chunk of output (none while a character is
+    /// incomplete).
+    fn output(&mut self, stream: Stream, offset: u64, data: &[u8]) -> Vec<serde_json::Value> {
         let i = if stream == Stream::Stdout { 0 } else { 1 };
         let d = &mut self.streams[i];
         if offset != d.at + d.pending.len() as u64 {
@@ -477,10 +578,10 @@ impl Writer {
         d.pending = bytes[used..].to_vec();
         let start = d.at;
         d.at += used as u64;
-        if !text.is_empty() {
-            send_text(ws, stream, start, d.at, text).await?;
+        if text.is_empty() {
+            return Vec::new();
         }
-        Ok(())
+        vec![text_frame(stream, start, d.at, text)]
     }
 
     fn gap(&mut self, stream: Stream, first_held: u64) {
@@ -490,7 +591,8 @@ impl Writer {
     }
 
     /// At the end: a held-back incomplete sequence becomes U+FFFD.
-    async fn flush(&mut self, ws: &mut WebSocket) -> Result<(), axum::Error> {
+    fn flush(&mut self) -> Vec<serde_json::Value> {
+        let mut frames = Vec::new();
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
             let d = &mut self.streams[i];
             if d.pending.is_empty() {
@@ -499,25 +601,19 @@ impl Writer {
             let (text, used) = decode(&std::mem::take(&mut d.pending), true);
             let start = d.at;
             d.at += used as u64;
-            send_text(ws, stream, start, d.at, text).await?;
+            frames.push(text_frame(stream, start, d.at, text));
         }
-        Ok(())
+        frames
     }
 }
 
 /// One frame: `offset` is anchored so that `offset + len(utf8(data))` is
 /// the raw end (equal to the raw start whenever the bytes were valid).
-async fn send_text(
-    ws: &mut WebSocket,
-    stream: Stream,
-    start: u64,
-    end: u64,
-    text: String,
-) -> Result<(), axum::Error> {
+fn text_frame(stream: Stream, start: u64, end: u64, text: String) -> serde_json::Value {
     let offset = end as i64 - text.len() as i64;
     debug_assert!(text.len() as u64 != end - start || offset == start as i64);
     let kind = if stream == Stream::Stdout { "stdout" } else { "stderr" };
-    send(ws, json!({"type": kind, "data": text, "offset": offset})).await
+    json!({"type": kind, "data": text, "offset": offset})
 }
 
 /// Decodes `bytes` with each invalid sequence as U+FFFD. Unless `at_end`, a

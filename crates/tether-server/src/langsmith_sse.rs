@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tether_exec::{CommandHandle, Event, ExitInfo, Stream, Subscription};
+use tether_exec::{Event, ExitInfo, Stream, Subscription};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -89,7 +89,7 @@ pub(crate) async fn resume(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
 }
 
 /// The event stream of one attachment, or of one refusal.
-fn respond(st: &AppState, bound: Result<(CommandHandle, Subscription), Refused>) -> Response {
+fn respond(st: &AppState, bound: Result<langsmith::Bound, Refused>) -> Response {
     let mut feed = Feed {
         command: String::new(),
         sub: None,
@@ -98,8 +98,8 @@ fn respond(st: &AppState, bound: Result<(CommandHandle, Subscription), Refused>)
         _conn: st.conns.token(),
     };
     match bound {
-        Ok((h, sub)) => {
-            feed.queue.push_back(event("started", json!({"command_id": h.id(), "pid": h.pid()})));
+        Ok(langsmith::Bound { h, sub, echo }) => {
+            feed.queue.push_back(event("started", json!({"command_id": echo, "pid": h.pid()})));
             feed.command = h.id().to_owned();
             feed.sub = Some(sub);
         }

@@ -46,6 +46,8 @@ mod langsmith_search;
 mod langsmith_sse;
 mod map;
 mod oneshot;
+mod outbound;
+mod pump;
 mod web;
 
 use std::future::Future;

@@ -36,7 +36,11 @@ impl From<exec::ExecError> for WireError {
             | E::NotAPty(_)
             | E::OffsetBeyondEnd { .. }
             | E::BadShellName(_)
-            | E::NotForShell(_) => C::BadRequest,
+            | E::NotForShell(_)
+            | E::StdinHole { .. }
+            | E::BadWriter(_)
+            | E::BadRequestKey
+            | E::BadDrainGrace { .. } => C::BadRequest,
             E::BadCwd { .. } | E::Spawn { .. } | E::ShellStart { .. } => C::SpawnFailed,
             E::NotFound(_) | E::ShellNotFound(_) => C::NotFound,
             E::ShellClosed { .. } => C::ShellClosed,
@@ -79,6 +83,8 @@ pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, W
     spec.kill_grace = s.kill_grace_ms.map(Duration::from_millis);
     spec.pty =
         s.pty.map(|p| exec::PtyOptions { size: exec::TermSize { rows: p.rows, cols: p.cols }, term: p.term });
+    spec.drain_grace = s.drain_grace_ms.map(Duration::from_millis);
+    spec.request_key = s.request_key;
     Ok(spec)
 }
 
@@ -107,6 +113,8 @@ pub(crate) fn shell_run_from_wire(s: proto::ShellRunSpec) -> Result<exec::Comman
     spec.output_limit = output_limit(s.output_limit);
     spec.ring_bytes = ring_bytes(s.ring_bytes)?;
     spec.kill_grace = s.kill_grace_ms.map(Duration::from_millis);
+    spec.drain_grace = s.drain_grace_ms.map(Duration::from_millis);
+    spec.request_key = s.request_key;
     Ok(spec)
 }
 

@@ -30,6 +30,12 @@ pub(crate) struct ConnArgs {
     /// Token file (default: $XDG_CONFIG_HOME/tether/token or ~/.config/tether/token).
     #[arg(long, global = true, env = "TETHER_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// Treat a connection on which nothing arrived for this many seconds as
+    /// lost, and reconnect (default: 6 for interactive terminals, so the
+    /// "reconnecting" notice comes within seconds; 45 otherwise). Pings go
+    /// out at a third of it.
+    #[arg(long, global = true, env = "TETHER_SILENCE_TIMEOUT", value_name = "SECS")]
+    pub(crate) silence_timeout: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,6 +248,13 @@ pub(crate) struct ServeArgs {
     /// Drop a peer silent for this many seconds.
     #[arg(long, default_value_t = 45.0)]
     pub(crate) peer_timeout: f64,
+    /// After a command's process exits, keep reading output a background
+    /// process still writes for this many seconds (per command:
+    /// `exec --drain-grace`). Long enough for the last lines a job writes
+    /// as its parent exits; short, because until it passes a command whose
+    /// daemonised child holds its stdout open does not end.
+    #[arg(long, default_value_t = 0.25)]
+    pub(crate) drain_grace: f64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +289,11 @@ pub(crate) struct ExecArgs {
     /// Ring buffer size per stream, in bytes.
     #[arg(long)]
     pub(crate) ring_bytes: Option<u64>,
+    /// After the command's process exits, keep reading output a background
+    /// process still writes for this many seconds (default: the daemon's,
+    /// 0.25).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) drain_grace: Option<f64>,
     /// A name shown in `tether ls`.
     #[arg(long)]
     pub(crate) name: Option<String>,

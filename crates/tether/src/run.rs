@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use tether_client::{
-    Client, ClientError, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec, ShellState,
+    Client, ClientError, ClientOptions, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec, ShellState,
     StartSpec, Stream,
 };
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
@@ -27,7 +27,7 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
         }
         cmd => cmd,
     };
-    let client = connect(&conn).await?;
+    let client = connect(&conn, interactive(&cmd)).await?;
     match cmd {
         Command::Serve(_) | Command::Cp { .. } | Command::Cat { .. } | Command::RunCode { .. } => {
             unreachable!("handled above")
@@ -234,8 +234,22 @@ fn parse_env(kvs: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
-async fn connect(conn: &ConnArgs) -> Result<Client> {
-    Ok(Client::connect(&conn.url, &token(conn)?).await?)
+/// Whether the command shows an interactive terminal (a person watching:
+/// a lost connection must show within seconds).
+fn interactive(cmd: &Command) -> bool {
+    match cmd {
+        Command::Exec(a) => a.tty,
+        Command::Attach { raw, tail, .. } => !raw && tail.is_none(),
+        _ => false,
+    }
+}
+
+async fn connect(conn: &ConnArgs, interactive: bool) -> Result<Client> {
+    let mut opts = ClientOptions::default();
+    let silence = conn.silence_timeout.unwrap_or(if interactive { 6.0 } else { 45.0 });
+    opts.peer_timeout = Duration::from_secs_f64(silence.clamp(0.3, 3600.0));
+    opts.keepalive = opts.peer_timeout / 3;
+    Ok(Client::connect_with(&conn.url, &token(conn)?, opts).await?)
 }
 
 /// The token: given, or from the token file.
@@ -270,6 +284,7 @@ fn spec_from_args(args: &ExecArgs) -> Result<StartSpec> {
     spec.kill_on_disconnect = args.kill_on_disconnect;
     spec.max_output_bytes = args.max_output;
     spec.ring_bytes = args.ring_bytes;
+    spec.drain_grace_ms = timeout_ms(args.drain_grace);
     spec.name = args.name.clone();
     spec.close_stdin = args.no_stdin || args.detach;
     spec.pace = !args.no_pace && !args.detach;
@@ -320,8 +335,9 @@ async fn forward_stdin(client: Client, id: CommandId) {
     tokio::spawn(tty::read_stdin(tx));
     while let Some(chunk) = rx.recv().await {
         if let Err(e) = client.write_stdin(&id, chunk).await {
-            // Stdin is not resumable across a reconnect: say so and close
-            // it rather than leave the command waiting.
+            // Stdin survives reconnects (it is numbered and resent); this
+            // is the command closing its stdin, or the daemon gone for
+            // good. Close it rather than leave the command waiting.
             eprintln!("tether: stdin forwarding stopped: {e}");
             break;
         }

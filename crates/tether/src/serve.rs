@@ -36,6 +36,7 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
     cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
     cfg.manager.ring_bytes = args.ring_bytes;
+    cfg.manager.drain_grace = Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0));
     cfg.langsmith_ring_bytes = Some(args.langsmith_ring_bytes);
     cfg.manager.max_total_ring_bytes = args.max_ring_total;
     cfg.manager.max_commands = args.max_commands;

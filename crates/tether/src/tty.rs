@@ -9,7 +9,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use tether_client::{Client, Connection, ExecEvent, Execution, TermSize};
+use tether_client::{Client, ClientError, Connection, ExecEvent, Execution, TermSize};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -203,7 +203,7 @@ pub(crate) async fn session(
                     ExecEvent::Screen { size, data } => term.screen(size, &data)?,
                     // Output was lost (the viewer fell a ring behind):
                     // show the screen as it is instead of a torn one.
-                    ExecEvent::Gap { .. } => ex.redraw(size).await?,
+                    ExecEvent::Gap { .. } => tolerate(ex.redraw(size).await)?,
                     ExecEvent::Resized(_) => {}
                     ExecEvent::Exit(st) => break End::Exited(st.shell_code()),
                 },
@@ -228,7 +228,7 @@ pub(crate) async fn session(
                 let now = local_size();
                 if now != size {
                     size = now;
-                    ex.resize(size).await?;
+                    tolerate(ex.resize(size).await)?;
                 }
             }
             r = conn.changed() => {
@@ -239,7 +239,7 @@ pub(crate) async fn session(
                 match state {
                     Connection::Reconnecting => term.notice("connection lost; reconnecting..."),
                     // The notice disturbed the screen: draw it afresh.
-                    Connection::Connected => ex.redraw(size).await?,
+                    Connection::Connected => tolerate(ex.redraw(size).await)?,
                     Connection::Failed => term.notice("could not reconnect; still trying"),
                 }
             }
@@ -270,6 +270,16 @@ pub(crate) async fn session(
             eprintln!("\r\ntether: stopped; {id} keeps running. `tether attach {id}` to come back.");
             Ok(code)
         }
+    }
+}
+
+/// A request that a reconnect takes care of: a redraw or resize cut off
+/// by a drop is repeated by the client once connected (and a reconnect
+/// redraws anyway), so a drop is not the session's end.
+fn tolerate(r: Result<(), ClientError>) -> Result<(), ClientError> {
+    match r {
+        Err(ClientError::Disconnected) => Ok(()),
+        r => r,
     }
 }
 
