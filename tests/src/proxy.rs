@@ -26,6 +26,9 @@ pub enum Mode {
     /// Nothing passes on any connection, old or new, and nothing is
     /// closed: a black hole.
     Freeze,
+    /// Client-to-daemon bytes pass, daemon-to-client ones do not: requests
+    /// arrive, their replies are lost.
+    FreezeReplies,
 }
 
 /// A loopback TCP proxy in front of `upstream` with faults on demand.
@@ -108,6 +111,12 @@ impl FaultProxy {
     /// [`FaultProxy::restore`].
     pub fn freeze(&self) {
         self.inner.mode.send_replace(Mode::Freeze);
+    }
+
+    /// Lets requests through but holds back every reply, until
+    /// [`FaultProxy::restore`].
+    pub fn freeze_replies(&self) {
+        self.inner.mode.send_replace(Mode::FreezeReplies);
     }
 
     /// Forwards again (frozen connections resume); returns the moment.
@@ -194,12 +203,12 @@ async fn conn(inner: Arc<Inner>, mut down: TcpStream) {
             let mut buf = vec![0u8; 64 * 1024];
             let mut first = true;
             loop {
-                wait_not_frozen(&mut mode).await;
+                wait_replies(&mut mode).await;
                 let n = match ur.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                wait_not_frozen(&mut mode).await;
+                wait_replies(&mut mode).await;
                 if dw.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
@@ -237,6 +246,14 @@ async fn conn(inner: Arc<Inner>, mut down: TcpStream) {
 
 async fn wait_not_frozen(mode: &mut watch::Receiver<Mode>) {
     while *mode.borrow_and_update() == Mode::Freeze {
+        if mode.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+async fn wait_replies(mode: &mut watch::Receiver<Mode>) {
+    while matches!(*mode.borrow_and_update(), Mode::Freeze | Mode::FreezeReplies) {
         if mode.changed().await.is_err() {
             return std::future::pending().await;
         }

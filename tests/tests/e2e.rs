@@ -148,7 +148,14 @@ async fn stdin_past_the_window_is_refused_not_buffered() {
     // 6 MiB in 512 KiB frames, without waiting for acks.
     for i in 0..12 {
         let data = Payload::from(vec![b'x'; 512 << 10]);
-        raw.send(&ClientMsg::Stdin { id: ReqId(10 + i), command: command.clone(), data, writer: None, offset: None }).await;
+        raw.send(&ClientMsg::Stdin {
+            id: ReqId(10 + i),
+            command: command.clone(),
+            data,
+            writer: None,
+            offset: None,
+        })
+        .await;
     }
     // The pipe takes 64 KiB of the first frame and the window 4 MiB: the
     // last four frames are refused at once, and nothing is acknowledged.
@@ -172,10 +179,13 @@ async fn every_stdin_request_gets_one_reply_even_after_close() {
     })
     .await;
     let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
-    raw.send(&ClientMsg::CloseStdin { id: ReqId(2), command: command.clone(), writer: None, offset: None }).await;
+    raw.send(&ClientMsg::CloseStdin { id: ReqId(2), command: command.clone(), writer: None, offset: None })
+        .await;
     let data = Payload::from(&b"late"[..]);
-    raw.send(&ClientMsg::Stdin { id: ReqId(3), command: command.clone(), data, writer: None, offset: None }).await;
-    raw.send(&ClientMsg::CloseStdin { id: ReqId(4), command: command.clone(), writer: None, offset: None }).await;
+    raw.send(&ClientMsg::Stdin { id: ReqId(3), command: command.clone(), data, writer: None, offset: None })
+        .await;
+    raw.send(&ClientMsg::CloseStdin { id: ReqId(4), command: command.clone(), writer: None, offset: None })
+        .await;
     let mut replies = Vec::new();
     while replies.len() < 3 {
         match raw.recv().await.unwrap() {

@@ -136,7 +136,10 @@ async fn start_sends_raw_bytes_at_exact_offsets_and_resume_continues_anywhere() 
     let (name, started) = sse.event().await;
     assert_eq!(name, "started");
     let id = started["command_id"].as_str().unwrap().to_owned();
-    assert!(id.starts_with("c-"), "{id}");
+    // The client's own id comes back (as from the real dataplane); tether's
+    // id and the client's both name the command.
+    assert_eq!(id, "0190raw");
+    assert!(s.manager.get(&id).unwrap().id().starts_with("c-"));
     assert!(started["pid"].as_u64().unwrap() > 0);
     let (out, tail) = drain(&mut sse, [0, 0]).await;
     assert_eq!(out, [b"ab\xff\xfe\xc3\xa9!".to_vec(), b"e\x80".to_vec()]);

@@ -73,7 +73,7 @@ impl Viewer {
             writer: None,
             offset: None,
         })
-            .await;
+        .await;
     }
 }
 

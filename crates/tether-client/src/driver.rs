@@ -435,14 +435,21 @@ impl Driver {
     /// per command, so an earlier execution of it ends with an error.
     fn watch(&mut self, command: CommandId, w: Watch) {
         if let Some(old) = self.watches.insert(command, w) {
-            let err = ClientError::Protocol("superseded by a newer attach to the same command on this client".into());
+            let err = ClientError::Protocol(
+                "superseded by a newer attach to the same command on this client".into(),
+            );
             let _ = old.tx.send(Delivery { ev: Err(err), at: old.next });
         }
     }
 
     /// Hands an event to a watched command's execution; an execution that
     /// is gone is detached.
-    async fn deliver(&mut self, ws: &mut Ws, command: &CommandId, ev: ExecEvent) -> Result<(), tungstenite::Error> {
+    async fn deliver(
+        &mut self,
+        ws: &mut Ws,
+        command: &CommandId,
+        ev: ExecEvent,
+    ) -> Result<(), tungstenite::Error> {
         let Some(w) = self.watches.get(command) else { return Ok(()) };
         if w.tx.send(Delivery { ev: Ok(ev), at: w.next }).is_err() {
             self.unwatch(ws, command.clone()).await?;

@@ -24,8 +24,8 @@ use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
 use crate::shell::{JobEvent, JobLink, ShellCtl};
-use crate::stdin::{Admit, StdinSeq, Writers};
 use crate::spec::{OutputLimit, TermSize};
+use crate::stdin::{Admit, StdinSeq, Writers};
 
 /// An output stream of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -475,7 +475,11 @@ impl CommandHandle {
         self.taken(taken.await, seq)
     }
 
-    fn taken(&self, t: Result<Taken, oneshot::error::RecvError>, seq: Option<StdinSeq>) -> Result<(), ExecError> {
+    fn taken(
+        &self,
+        t: Result<Taken, oneshot::error::RecvError>,
+        seq: Option<StdinSeq>,
+    ) -> Result<(), ExecError> {
         match t {
             Ok(Taken::Written) => Ok(()),
             Ok(Taken::Hole(have)) => {
@@ -506,7 +510,11 @@ impl CommandHandle {
         if let Some(c) = self.shared.eof_char {
             let (done, taken) = oneshot::channel();
             let msg = StdinMsg::Eof(c, seq.clone(), done);
-            self.shared.stdin_tx.send(msg).await.map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))?;
+            self.shared
+                .stdin_tx
+                .send(msg)
+                .await
+                .map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))?;
             return self.taken(taken.await, seq);
         }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {

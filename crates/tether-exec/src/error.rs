@@ -67,7 +67,9 @@ pub enum ExecError {
     StdinClosed(String),
     /// Resumable stdin: bytes that start past what their writer has given
     /// (a client must resend from the first byte not acknowledged).
-    #[error("stdin from writer {writer:?} at offset {offset} leaves a hole: {have} bytes taken from it so far")]
+    #[error(
+        "stdin from writer {writer:?} at offset {offset} leaves a hole: {have} bytes taken from it so far"
+    )]
     StdinHole {
         /// The writer.
         writer: String,

@@ -53,5 +53,5 @@ pub use shell::{
     CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,
     ShellInfo, ShellSpec, ShellState,
 };
-pub use stdin::StdinSeq;
 pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program, PtyOptions, TermSize};
+pub use stdin::StdinSeq;

@@ -607,7 +607,9 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
 
 fn validate_drain_grace(spec: &CommandSpec) -> Result<(), ExecError> {
     match spec.drain_grace {
-        Some(asked) if asked > MAX_DRAIN_GRACE => Err(ExecError::BadDrainGrace { asked, max: MAX_DRAIN_GRACE }),
+        Some(asked) if asked > MAX_DRAIN_GRACE => {
+            Err(ExecError::BadDrainGrace { asked, max: MAX_DRAIN_GRACE })
+        }
         _ => Ok(()),
     }
 }

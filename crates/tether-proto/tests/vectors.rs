@@ -261,12 +261,7 @@ fn cases() -> Vec<Case> {
             writer: Some("w-2c9e41f07a5b83d6".to_owned()),
             offset: Some(5_368_709_130),
         },
-        ClientMsg::Ack {
-            id: ReqId(0),
-            command: cmd(),
-            stdout_offset: 5_368_709_151,
-            stderr_offset: 4_096,
-        },
+        ClientMsg::Ack { id: ReqId(0), command: cmd(), stdout_offset: 5_368_709_151, stderr_offset: 4_096 },
         ClientMsg::Signal { id: ReqId(6), command: cmd(), signal: "SIGINT".to_owned() },
         ClientMsg::Kill { id: ReqId(7), command: cmd() },
         ClientMsg::List { id: ReqId(8) },

@@ -668,12 +668,10 @@ async fn forward(mut sub: Subscription, out: &OutTx, enc: Encoding, max: usize, 
     let mut sent = sub.offsets();
     loop {
         let limit = match credit.as_mut() {
-            Some(c) => {
-                match c.room(sent, max).await {
-                    Some(n) => n,
-                    None => return,
-                }
-            }
+            Some(c) => match c.room(sent, max).await {
+                Some(n) => n,
+                None => return,
+            },
             None => max,
         };
         let Some(ev) = sub.next(limit).await else { return };
@@ -681,7 +679,12 @@ async fn forward(mut sub: Subscription, out: &OutTx, enc: Encoding, max: usize, 
             Event::Output { stream, offset, data } => {
                 let i = if stream == tether_exec::Stream::Stdout { 0 } else { 1 };
                 sent[i] = offset + data.len() as u64;
-                ServerMsg::Output { command: command.clone(), stream: map::stream_to_wire(stream), offset, data: data.into() }
+                ServerMsg::Output {
+                    command: command.clone(),
+                    stream: map::stream_to_wire(stream),
+                    offset,
+                    data: data.into(),
+                }
             }
             Event::Gap { stream, requested, first_held } => {
                 tracing::info!(?stream, requested, first_held, "client fell behind the ring: gap");

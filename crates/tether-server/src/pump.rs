@@ -59,7 +59,13 @@ pub(crate) struct StdinPump<T> {
 impl<T: Send + 'static> StdinPump<T> {
     /// A queue for `command` holding at most `window` bytes; each
     /// operation's outcome goes through `reply` to `out`.
-    pub(crate) fn spawn(manager: Manager, command: String, window: usize, out: OutTx, reply: Reply<T>) -> Self {
+    pub(crate) fn spawn(
+        manager: Manager,
+        command: String,
+        window: usize,
+        out: OutTx,
+        reply: Reply<T>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(T, StdinOp)>(MAX_OPS);
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();

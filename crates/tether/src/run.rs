@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use tether_client::{
-    Client, ClientError, ClientOptions, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec, ShellState,
-    StartSpec, Stream,
+    Client, ClientError, ClientOptions, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec,
+    ShellState, StartSpec, Stream,
 };
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
 

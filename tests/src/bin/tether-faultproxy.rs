@@ -8,7 +8,8 @@
 //!
 //! then one command per line on stdin, each answered by one line on stdout:
 //! `reset` (RST every open connection), `refuse` (reset new connections),
-//! `freeze` (no byte passes, nothing closes), `restore` (forward again),
+//! `freeze` (no byte passes, nothing closes), `freeze-replies` (requests
+//! pass, replies do not), `restore` (forward again),
 //! `stats` (a JSON object: `accepted`, `refused`, `resets`, `mode`, and
 //! `reconnected_ms`, the time from the last `restore` to the first
 //! daemon-to-client byte on a new connection, or null). EOF ends it.
@@ -21,7 +22,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let upstream = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: tether-faultproxy HOST:PORT"))?;
+    let upstream =
+        std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: tether-faultproxy HOST:PORT"))?;
     let upstream = upstream.trim_start_matches("http://").parse()?;
     let proxy = FaultProxy::start(upstream).await;
     let out = |line: String| {
@@ -44,6 +46,10 @@ async fn main() -> anyhow::Result<()> {
                 proxy.freeze();
                 "ok".to_owned()
             }
+            "freeze-replies" => {
+                proxy.freeze_replies();
+                "ok".to_owned()
+            }
             "restore" => {
                 proxy.restore();
                 "ok".to_owned()
@@ -56,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
                     ProxyMode::Forward => "forward",
                     ProxyMode::Refuse => "refuse",
                     ProxyMode::Freeze => "freeze",
+                    ProxyMode::FreezeReplies => "freeze-replies",
                 },
                 "reconnected_ms": proxy.reconnected_after().map(|d| d.as_secs_f64() * 1000.0),
             })
