@@ -460,3 +460,37 @@ async fn exit_reason_after_kill_through_resets() {
     assert_eq!(info.exit.unwrap().reason, tether_exec::ExitReason::Killed);
     let _ = ExitReason::Killed;
 }
+
+// ---------------------------------------------------------- drain grace
+
+/// Output a background process writes after the command's leader exits is
+/// read up to the drain grace, set per command or per daemon, for pipes
+/// and terminals alike.
+#[tokio::test]
+async fn output_after_the_leader_exits_is_read_up_to_the_drain_grace() {
+    let s = TestServer::start().await;
+    let c = s.client().await;
+    // On a terminal the job must outlive the SIGHUP of the session's end:
+    // ignored before the fork, so there is no window for it.
+    let script = "trap '' HUP; (sleep 0.5; echo late) & echo early";
+    for pty in [false, true] {
+        let pty_spec = pty.then(PtySpec::default);
+        let long = StartSpec { drain_grace_ms: Some(5_000), pty: pty_spec.clone(), ..shell(script) };
+        let out = bounded(c.run(long)).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert_eq!(text, "early\nlate\n", "pty={pty}");
+        let short = StartSpec { drain_grace_ms: Some(50), pty: pty_spec, ..shell(script) };
+        let out = bounded(c.run(short)).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert_eq!(text, "early\n", "pty={pty}");
+    }
+    // A drain grace past the daemon's limit is refused.
+    let too_long = StartSpec { drain_grace_ms: Some(10_000_000), ..shell("true") };
+    assert!(c.start(too_long).await.is_err());
+
+    // The daemon's default applies to commands that say nothing.
+    let s = TestServer::with(|cfg| cfg.manager.drain_grace = Duration::from_secs(5)).await;
+    let c = s.client().await;
+    let out = bounded(c.run(shell(script))).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "early\nlate\n");
+}

@@ -160,6 +160,47 @@ async fn a_full_screen_program_is_restored_exactly_for_a_second_viewer() {
     .await;
 }
 
+/// A viewer that attaches while a full-screen program runs gets the
+/// shell's screen underneath it too: when the program quits, it sees what
+/// a viewer who never left sees.
+#[tokio::test]
+async fn the_normal_screen_under_a_full_screen_program_is_restored() {
+    let s = TestServer::start().await;
+    let file = numbered_file(200);
+    let mut a = Viewer::new(&s, 24, 80).await;
+    let spec = StartSpec {
+        env: [("PS1".to_owned(), "PROMPT$ ".to_owned())].into(),
+        ..pty_spec(&["bash", "--norc", "--noprofile"], 24, 80)
+    };
+    let id = start(&mut a, spec).await;
+    a.until_screen("PROMPT$").await;
+    a.type_text(3, &id, b"echo before-$((1+1))\r").await;
+    a.until_screen("before-2").await;
+    a.type_text(4, &id, format!("less {}\r", file.as_str()).as_bytes()).await;
+    a.until_screen("line 023").await;
+
+    let mut b = Viewer::new(&s, 24, 80).await;
+    b.send(attach(&id, 0, Some(TermSize { rows: 24, cols: 80 }))).await;
+    b.until_screen("line 023").await;
+    assert!(b.term.screen().alternate_screen());
+    b.type_text(5, &id, b"q").await;
+    // Both see the shell again, with what was there before less.
+    bounded(async {
+        while !(a.term.screen().contents().contains("before-2") && !a.term.screen().alternate_screen()) {
+            a.step().await;
+        }
+        while b.term.screen().alternate_screen() || b.next < a.next {
+            b.step().await;
+        }
+    })
+    .await;
+    assert_eq!(b.next, a.next);
+    assert_eq!(b.term.screen().contents(), a.term.screen().contents());
+    assert!(b.term.screen().contents().contains("before-2"), "{}", b.term.screen().contents());
+    assert_eq!(b.term.screen().cursor_position(), a.term.screen().cursor_position());
+    a.type_text(6, &id, b"exit\r").await;
+}
+
 #[tokio::test]
 async fn a_reconnecting_viewer_resumes_from_its_offset_without_a_screen() {
     let s = TestServer::start().await;

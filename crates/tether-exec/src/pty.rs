@@ -182,12 +182,23 @@ impl Term {
     }
 
     /// Bytes that, written to a reset terminal of this size, reproduce the
-    /// screen: alternate screen, contents with attributes, cursor position
-    /// and visibility, input modes.
+    /// screen: contents with attributes, cursor position and visibility,
+    /// input modes. A program in the alternate screen (vim, less) is drawn
+    /// over the normal screen as it is underneath, so that when the program
+    /// quits the viewer sees the shell's screen as it was.
     pub(crate) fn render(&self) -> Vec<u8> {
         let screen = self.parser.screen();
         let mut out = Vec::new();
         if screen.alternate_screen() {
+            // The model keeps both grids but shows only the active one:
+            // a copy of it, switched back, shows the normal one (with the
+            // cursor saved when the program entered the alternate screen).
+            let mut normal = vt100::Parser::new(1, 1, 0);
+            *normal.screen_mut() = screen.clone();
+            normal.process(b"\x1b[?1049l");
+            out.extend_from_slice(&normal.screen().contents_formatted());
+            out.extend_from_slice(&normal.screen().cursor_state_formatted());
+            // Saves that cursor, switches and clears, as the program did.
             out.extend_from_slice(b"\x1b[?1049h");
         }
         out.extend_from_slice(&screen.state_formatted());
@@ -219,6 +230,24 @@ mod tests {
         assert_eq!(copy.parser.screen().cursor_position(), t.parser.screen().cursor_position());
         assert!(copy.parser.screen().application_cursor());
         assert_eq!(copy.parser.screen().cell(0, 0).map(|c| c.fgcolor()), Some(vt100::Color::Idx(1)));
+    }
+
+    #[test]
+    fn the_normal_screen_under_an_alternate_one_comes_back_when_it_ends() {
+        let mut t = Term::new(size(4, 12));
+        t.feed(b"$ ls\r\nfile-a\r\n$ vi\x1b[?1049h\x1b[H\x1b[2Jeditor\x1b[2;3H");
+        let mut copy = Term::new(size(4, 12));
+        copy.feed(b"old junk");
+        copy.feed(&t.render());
+        assert!(copy.parser.screen().alternate_screen());
+        assert_eq!(copy.text().trim_end(), "editor");
+        assert_eq!(copy.parser.screen().cursor_position(), (1, 2));
+        // The program quits: both show the shell's screen, cursor included.
+        t.feed(b"\x1b[?1049l\r\n$ ");
+        copy.feed(b"\x1b[?1049l\r\n$ ");
+        assert_eq!(copy.text(), t.text());
+        assert_eq!(copy.parser.screen().cursor_position(), t.parser.screen().cursor_position());
+        assert!(copy.text().contains("file-a"), "{}", copy.text());
     }
 
     #[test]
