@@ -47,8 +47,8 @@ struct Inner {
     accepted: AtomicU64,
     refused: AtomicU64,
     reset: AtomicU64,
-    /// Set by the first daemon-to-client byte forwarded on a connection
-    /// accepted after the last [`FaultProxy::restore`].
+    /// Set by the first daemon-to-client byte of a connection forwarded
+    /// after the last [`FaultProxy::restore`].
     first_byte_after_restore: Mutex<Option<Instant>>,
     restored_at: Mutex<Option<Instant>>,
     conns: Mutex<Vec<AbortHandle>>,
@@ -129,7 +129,8 @@ impl FaultProxy {
     }
 
     /// How long after the last [`FaultProxy::restore`] the first
-    /// daemon-to-client byte of a new connection passed.
+    /// daemon-to-client byte of a connection (its handshake's answer)
+    /// passed: when a client was connected again.
     pub fn reconnected_after(&self) -> Option<Duration> {
         let restored = (*self.inner.restored_at.lock().expect("lock"))?;
         let first = (*self.inner.first_byte_after_restore.lock().expect("lock"))?;
@@ -171,7 +172,6 @@ fn rst(s: &TcpStream) {
 
 async fn conn(inner: Arc<Inner>, mut down: TcpStream) {
     let generation = *inner.resets.borrow();
-    let restore_generation = *inner.restored_at.lock().expect("lock");
     let Ok(mut up) = TcpStream::connect(inner.upstream).await else {
         rst(&down);
         return;
@@ -214,9 +214,10 @@ async fn conn(inner: Arc<Inner>, mut down: TcpStream) {
                 }
                 if first {
                     first = false;
+                    // The first byte of a connection (its handshake's
+                    // answer) after the restore: the client is back.
                     let restored = *inner.restored_at.lock().expect("lock");
-                    // Only a connection made after the restore counts.
-                    if restored.is_some() && restored != restore_generation {
+                    if restored.is_some_and(|r| r <= Instant::now()) {
                         inner.first_byte_after_restore.lock().expect("lock").get_or_insert(Instant::now());
                     }
                 }

@@ -43,7 +43,8 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: driver::secs(10),
             initial_backoff: Duration::from_millis(100),
-            max_backoff: driver::secs(5),
+            // Reconnect attempts are cheap; a person waits for the next.
+            max_backoff: driver::secs(2),
             reconnect_for: driver::secs(300),
             window_bytes: 2 << 20,
             keepalive: driver::secs(15),

@@ -10,7 +10,7 @@ use tether_client::{Client, ExecEvent, StartSpec};
 
 mod common;
 
-use common::{BIN, Daemon, LIMIT, rand_u64, text, wait_bounded};
+use common::{BIN, Daemon, LIMIT, in_tmux, rand_u64, text, wait_bounded};
 
 #[test]
 fn exec_streams_output_and_propagates_exit_codes() {
@@ -281,73 +281,6 @@ fn argv(a: &[&str]) -> StartSpec {
 }
 
 // Interactive terminal sessions, driven in tmux (send-keys, capture-pane).
-
-/// A tmux server of its own (no user config) running one command in a
-/// window of a fixed size; killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(url: &str, token: &str, cols: u16, rows: u16, script: &str) -> Tmux {
-        let t = Tmux { socket: format!("tether-test-{:016x}", rand_u64()) };
-        let ok = Command::new("tmux")
-            .args(["-L", &t.socket, "-f", "/dev/null", "new-session", "-d", "-s", "main"])
-            .args(["-x", &cols.to_string(), "-y", &rows.to_string()])
-            .args(["-e", &format!("TETHER_URL={url}"), "-e", &format!("TETHER_TOKEN={token}")])
-            .args(["-e", &format!("PATH={}", std::env::var("PATH").unwrap_or_default())])
-            .arg(format!("bash --norc --noprofile -c '{script}'"))
-            .status()
-            .expect("tmux runs (the tests install it)");
-        assert!(ok.success());
-        t.tmux(&["set-option", "-g", "status", "off"]);
-        t
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let o = Command::new("tmux").args(["-L", &self.socket]).args(args).output().unwrap();
-        text(&o.stdout)
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "main"];
-        args.extend_from_slice(keys);
-        self.tmux(&args);
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", "main"])
-    }
-
-    /// Polls the screen until it contains `needle`; returns it.
-    fn wait_for(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(start.elapsed() < LIMIT, "no {needle:?} on the screen:\n{s}");
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
-    }
-}
-
-/// Runs `tether ARGS` in tmux; after it ends, prints whether the local
-/// terminal's settings are as before and its exit code, then waits.
-fn in_tmux(d: &Daemon, url: &str, cols: u16, rows: u16, args: &str) -> Tmux {
-    let script = format!(
-        "before=$(stty -g); {BIN} {args}; code=$?; [ \"$before\" = \"$(stty -g)\" ] && echo TERMINAL-RESTORED; \
-         echo EXIT=$code; sleep 600"
-    );
-    Tmux::start(url, &d.token, cols, rows, &script)
-}
 
 const SHELL: &str = "bash --norc --noprofile";
 
