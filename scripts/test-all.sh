@@ -22,6 +22,12 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The chaos matrix's cells (crates/tether/tests/chaos.rs, the browser's,
+# the LangSmith client's) append their results here; the table is printed
+# at the end. CHAOS_ROUNDS=N runs every cell N times (default 1).
+mkdir -p target
+export CHAOS_RESULTS=${CHAOS_RESULTS:-$PWD/target/chaos-results.jsonl}
+: > "$CHAOS_RESULTS"
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -31,6 +37,8 @@ bash scripts/browser-tests.sh 2>&1 | tee -a "$log"
 # The LangSmith sandbox client against the daemon (installs it if missing).
 bash scripts/compat-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The chaos matrix: client x fault, pass, reconnect time.
+python3 scripts/chaos-table.py "$CHAOS_RESULTS" || status=1
 set -e
 # One summary line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
