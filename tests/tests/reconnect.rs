@@ -384,6 +384,32 @@ async fn a_repeated_request_key_answers_with_the_same_command() {
     raw.send(&ClientMsg::Start { id: ReqId(4), spec: bad }).await;
     assert!(matches!(raw.recv().await.unwrap(), ServerMsg::Error { code: ErrorCode::BadRequest, .. }));
     raw.send(&ClientMsg::Kill { id: ReqId(5), command: ids[0].clone() }).await;
+
+    // The same for a named shell: one command in its history.
+    let shell = tether_proto::ShellSpec { name: Some("keyed".into()), ..tether_proto::ShellSpec::default() };
+    raw.send(&ClientMsg::ShellCreate { id: ReqId(6), spec: shell }).await;
+    let run = tether_proto::ShellRunSpec {
+        script: "echo once".into(),
+        request_key: Some("k-test-shell".into()),
+        attach: false,
+        ..tether_proto::ShellRunSpec::default()
+    };
+    let mut ids = Vec::new();
+    for id in [7, 8] {
+        raw.send(&ClientMsg::ShellRun { id: ReqId(id), shell: "keyed".into(), spec: run.clone() }).await;
+        loop {
+            match raw.recv().await.unwrap() {
+                ServerMsg::Started { command, .. } => {
+                    ids.push(command);
+                    break;
+                }
+                ServerMsg::Error { code, message, .. } => panic!("{code:?} {message}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(s.manager.shell("keyed").unwrap().history().len(), 1);
 }
 
 // -------------------------------------- review findings 1 and 2: LangSmith loop

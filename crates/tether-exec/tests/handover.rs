@@ -287,3 +287,34 @@ async fn the_restart_disconnecting_every_client_does_not_trigger_kill_on_disconn
     let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
     assert_eq!(exit.reason, ExitReason::Disconnected);
 }
+
+/// A command's request key and its stdin writers' counts cross a
+/// handover: the key still names the command, a repeated keyed start finds
+/// it, and a resend of stdin the old daemon had taken is not written twice.
+#[tokio::test]
+async fn request_keys_and_stdin_counts_cross_a_handover() {
+    use tether_exec::StdinSeq;
+    let m = manager();
+    let spec = CommandSpec::argv(["cat"]).request_key("k-handover-1");
+    let h = m.start(spec.clone()).unwrap();
+    let id = h.id().to_owned();
+    let seq = |offset| Some(StdinSeq { writer: "w-1".into(), offset });
+    h.write_stdin_at(Bytes::from_static(b"one\n"), seq(0)).await.unwrap();
+    let mut sub = h.attach([0, 0]).unwrap();
+    read_until(&mut sub, "one\n").await;
+    drop(sub);
+
+    let (m, _h) = hand_over(m).await;
+    let h = m.get("k-handover-1").expect("the key names the command after the handover");
+    assert_eq!(h.id(), id);
+    let (again, new) = m.start_keyed(spec).unwrap();
+    assert!(!new, "a repeated keyed start finds it");
+    assert_eq!(again.id(), id);
+    // A resend of "one\n" plus new bytes: only the new ones are written.
+    h.write_stdin_at(Bytes::from_static(b"one\ntwo\n"), seq(0)).await.unwrap();
+    h.close_stdin_at(seq(8)).await.unwrap();
+    h.close_stdin_at(seq(8)).await.unwrap();
+    let (out, exit) = rest(h.attach([0, 0]).unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&out[0]), "one\ntwo\n");
+    assert_eq!(exit.reason, ExitReason::Exited);
+}
