@@ -1,6 +1,9 @@
-"""A real tether daemon for the LangSmith client tests, and a proxy that cuts
-connections. TETHER_BIN names the daemon binary (scripts/compat-tests.sh)."""
+"""A real tether daemon for the LangSmith client tests, a proxy that cuts
+connections, and the chaos matrix's fault proxy. TETHER_BIN names the daemon
+binary, TETHER_FAULTPROXY the fault proxy's (scripts/compat-tests.sh)."""
+import json
 import os
+import queue
 import secrets
 import signal
 import socket
@@ -219,3 +222,119 @@ class CuttableProxy(CutProxy):
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def tether_cli(d, *args, timeout=20):
+    """Runs the tether CLI (TETHER_BIN) against daemon `d` (a Daemon or the
+    `daemon` fixture's dict); returns the CompletedProcess (text)."""
+    env = dict(os.environ, TETHER_URL=d["url"], TETHER_TOKEN=d["token"])
+    binary = os.path.abspath(os.environ.get("TETHER_BIN", "target/debug/tether"))
+    return subprocess.run([binary, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class TimedDaemon(Daemon):
+    """A Daemon that also notes when each stdout line came (`times`,
+    time.monotonic), so a test can measure from the moment a restarted
+    daemon listens again."""
+
+    def __init__(self, *args, cwd=None):
+        self.times = []
+        super().__init__(*args, cwd=cwd)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cv:
+                self.times.append(time.monotonic())
+                self.lines.append(line)
+                self.cv.notify_all()
+
+
+# The chaos daemon's keepalive: a silent peer is dropped after 3 s.
+CHAOS_PEER_TIMEOUT = 3
+
+
+@pytest.fixture
+def chaos_daemon():
+    """A daemon of the test's own (a cell may restart it) with a short
+    keepalive (--peer-timeout 3 --ping-interval 1), its lines time-stamped."""
+    with TimedDaemon("--peer-timeout", str(CHAOS_PEER_TIMEOUT), "--ping-interval", "1") as d:
+        yield d
+
+
+class FaultProxy:
+    """The chaos matrix's fault proxy, the `tether-faultproxy` binary
+    (TETHER_FAULTPROXY), in front of a daemon: `reset` every open
+    connection (RST), `refuse` new ones, `freeze` all traffic, `restore`,
+    and `stats` (`accepted`, `refused`, `resets`, `mode`, `reconnected_ms`:
+    from the last restore to the first daemon-to-client byte on a connection
+    made after it). Every command waits for the proxy's answer (bounded).
+    Use as a context manager."""
+
+    def __init__(self, upstream_url):
+        binary = os.path.abspath(os.environ.get("TETHER_FAULTPROXY", "target/debug/tether-faultproxy"))
+        self.proc = subprocess.Popen(
+            [binary, upstream_url.removeprefix("http://")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )
+        self.replies = queue.Queue()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self._reply()
+        assert line.startswith("listening on "), line
+        self.url = "http://" + line.split("listening on ", 1)[1].strip()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.replies.put(line.strip())
+        self.replies.put(None)
+
+    def _reply(self, timeout=10):
+        try:
+            line = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("the fault proxy did not answer within %ss" % timeout) from None
+        assert line is not None, "the fault proxy exited"
+        return line
+
+    def command(self, cmd):
+        """Sends one command; returns the proxy's answer."""
+        with self.lock:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+            reply = self._reply()
+        assert cmd == "stats" or reply == "ok", (cmd, reply)
+        return reply
+
+    def reset(self):
+        self.command("reset")
+
+    def refuse(self):
+        self.command("refuse")
+
+    def freeze(self):
+        self.command("freeze")
+
+    def restore(self):
+        """Forwards again; returns the moment (time.monotonic, taken just
+        before the proxy switched)."""
+        t = time.monotonic()
+        self.command("restore")
+        return t
+
+    def stats(self):
+        return json.loads(self.command("stats"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -6,7 +6,7 @@ import time
 import pytest
 from langsmith.sandbox import CommandTimeoutError, SandboxOperationError
 
-from conftest import CutProxy, assert_expires, sandbox
+from conftest import CutProxy, assert_expires, sandbox, tether_cli
 
 
 def test_run_returns_output_and_exit_code(sb):
@@ -123,3 +123,78 @@ def test_a_fast_writer_loses_nothing_while_the_client_reconnects(daemon):
         assert proxy.cuts >= 3, proxy.cuts
     finally:
         proxy.close()
+
+
+def test_started_echoes_the_clients_command_id_and_both_ids_work(sb, daemon, monkeypatch, caplog):
+    # The client makes its command_id with langsmith.uuid.uuid7 (imported
+    # at each run()); note what it made without changing it.
+    import json
+
+    import langsmith.uuid
+
+    made, real = [], langsmith.uuid.uuid7
+
+    def noting():
+        u = real()
+        made.append(u.hex)
+        return u
+
+    monkeypatch.setattr(langsmith.uuid, "uuid7", noting)
+    h = sb.run("echo one; read x; echo two:$x", wait=False, close_input=False)
+    mine = h.command_id
+    assert mine in made and len(mine) == 32 and int(mine, 16) >= 0, (mine, made)
+
+    # tether's own id, from the native listing, names the same command.
+    ls = tether_cli(daemon, "ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    [entry] = [c for c in json.loads(ls.stdout) if c.get("labels", {}).get("langsmith.command_id") == mine]
+    theirs = entry["command"]
+    assert theirs.startswith("c-") and theirs != mine
+    assert entry["pid"] == h.pid
+    for some_id in (mine, theirs):
+        st = tether_cli(daemon, "status", some_id)
+        assert st.returncode == 0, (some_id, st.stderr)
+        assert (json.loads(st.stdout)["command"], json.loads(st.stdout)["pid"]) == (theirs, h.pid), some_id
+
+    # A reconnect with either id attaches to the running command, and its
+    # `started` names the id it was asked for (no warning from the client).
+    caplog.set_level("WARNING", logger="langsmith.sandbox")
+    by_mine, by_theirs = sb.reconnect(mine), sb.reconnect(theirs)
+    assert (by_mine.command_id, by_theirs.command_id) == (mine, theirs)
+    assert next(iter(by_mine)).data == "one\n"
+    assert next(iter(by_theirs)).data == "one\n"
+    h.send_input("go\n")
+    for handle in (h, by_mine, by_theirs):
+        assert (handle.result.stdout, handle.result.exit_code) == ("one\ntwo:go\n", 0)
+    assert not [r for r in caplog.records if "acknowledgement" in r.getMessage()], caplog.text
+    # And after its end, while its TTL lasts.
+    for some_id in (mine, theirs):
+        assert sb.reconnect(some_id).result.stdout == "one\ntwo:go\n"
+
+
+def test_sse_started_echoes_the_clients_command_id_too(sb, daemon, sse, monkeypatch):
+    # The SSE transport's `started` event names the command the same way,
+    # and its resume takes either id.
+    import json
+
+    import langsmith.uuid
+
+    made, real = [], langsmith.uuid.uuid7
+
+    def noting():
+        u = real()
+        made.append(u.hex)
+        return u
+
+    monkeypatch.setattr(langsmith.uuid, "uuid7", noting)
+    h = sb.run("echo one; exit 5", wait=False)
+    mine = h.command_id
+    assert mine in made, (mine, made)
+    assert h.result.exit_code == 5
+    st = tether_cli(daemon, "status", mine)
+    assert st.returncode == 0, st.stderr
+    theirs = json.loads(st.stdout)["command"]
+    assert theirs.startswith("c-") and theirs != mine
+    for some_id in (mine, theirs):
+        r = sb.reconnect(some_id).result
+        assert (r.stdout, r.exit_code) == ("one\n", 5), some_id

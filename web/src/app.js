@@ -38,6 +38,26 @@ function say(text) {
   $('message').textContent = text;
 }
 
+/**
+ * `?silence_ms=N&probe_ms=M` in the page's URL set the connection's
+ * watchdog (PROTOCOL.md section 12), for a daemon run with a short
+ * `--peer-timeout` (the chaos tests freeze the network for a few seconds).
+ * A value only changes how soon a dead connection is noticed, nothing a
+ * crafted link could abuse; out-of-range values are ignored.
+ */
+function watchdogOptions() {
+  const q = new URLSearchParams(location.search);
+  const opts = {};
+  for (const [param, key] of [
+    ['silence_ms', 'silenceMs'],
+    ['probe_ms', 'probeMs'],
+  ]) {
+    const ms = q.has(param) ? Number(q.get(param)) : NaN;
+    if (Number.isInteger(ms) && ms >= 500 && ms <= 600_000) opts[key] = ms;
+  }
+  return opts;
+}
+
 // ---- login ----------------------------------------------------------------
 
 $('login').addEventListener('submit', async (ev) => {
@@ -76,7 +96,7 @@ async function enter(token) {
   fit.fit();
   term.focus();
 
-  conn = new TetherConnection({ url: defaultUrl(), token });
+  conn = new TetherConnection({ url: defaultUrl(), token, ...watchdogOptions() });
   window.tether.conn = conn;
   conn.on('state', (state, detail) => {
     $('status').textContent = STATUS_TEXT[state];

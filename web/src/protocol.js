@@ -1,7 +1,8 @@
 // The tether wire protocol (protocol/PROTOCOL.md) for browsers: MessagePack
 // frames on subprotocol `tether.v1`, one multiplexed connection that
 // reconnects on its own, and a terminal session that resumes a command's
-// output by absolute offset so that no byte is written to the terminal twice.
+// output by absolute offset so that no byte is written to the terminal twice,
+// and numbers its keystrokes so that none is lost or typed twice either.
 //
 // No DOM here: the WebSocket class is injectable so Node tests can drive it.
 
@@ -25,6 +26,16 @@ export const PROBE_MS = 15_000;
 export const STDIN_WINDOW = 1 << 20;
 /** Largest stdin payload per frame (well below max_frame_bytes). */
 export const STDIN_CHUNK = 64 << 10;
+
+/**
+ * A random name with `prefix` (section 9): `w-` names a writer of numbered
+ * stdin, `k-` a start's request key. 64 random bits make two pages (or two
+ * sessions of one page) that pick the same name vanishingly unlikely.
+ */
+export function randomName(prefix, bytes = 8) {
+  const b = globalThis.crypto.getRandomValues(new Uint8Array(bytes));
+  return prefix + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
 
 /** Encodes one message as a MessagePack map (named fields, `bin` payloads). */
 export function encodeMessage(msg) {
@@ -100,14 +111,25 @@ export class TetherConnection extends Emitter {
    * @param {string} opts.url `ws(s)://host/v1/ws`
    * @param {string} opts.token the bearer token; sent only as a subprotocol entry
    * @param {typeof WebSocket} [opts.WebSocket] the WebSocket class (tests inject one)
+   * @param {number} [opts.silenceMs] a connection silent this long is dead (a
+   *   daemon with a short `--peer-timeout` wants a short one here too)
+   * @param {number} [opts.probeMs] silence after which we probe with a request
    */
-  constructor({ url, token, WebSocket: WS = globalThis.WebSocket }) {
+  constructor({ url, token, WebSocket: WS = globalThis.WebSocket, silenceMs = SILENCE_MS, probeMs = PROBE_MS }) {
     super();
     this.url = url;
     this.WS = WS;
     this.token = token;
+    this.silenceMs = silenceMs;
+    this.probeMs = probeMs;
     this.state = 'closed';
     this.hello = null;
+    /**
+     * Bumped at every hello: which connection a request went out on, so a
+     * session can tell its stdin frames lost with an old one from those in
+     * flight on this one.
+     */
+    this.generation = 0;
     this.ws = null;
     this.nextId = 1;
     this.pending = new Map(); // request id -> { resolve, reject }
@@ -150,7 +172,12 @@ export class TetherConnection extends Emitter {
     if (this.ws) this.#lost(1006, 'dropped', downMs);
   }
 
-  /** Sends a request and resolves with its reply; an `error` reply rejects with TetherError. */
+  /**
+   * Sends a request and resolves with its reply; an `error` reply rejects
+   * with TetherError. A request made while not connected, or whose
+   * connection is lost before the reply, rejects with code `disconnected`:
+   * whether the daemon acted on it is unknown.
+   */
   request(msg) {
     if (this.state !== 'connected') {
       return Promise.reject(new TetherError('disconnected', 'not connected'));
@@ -159,6 +186,44 @@ export class TetherConnection extends Emitter {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.#send({ ...msg, id });
+    });
+  }
+
+  /**
+   * Like `request`, for a request that is safe to send twice (a keyed
+   * `start`, `status`, `list`...): when it fails with `disconnected`, waits
+   * for the reconnect and sends it again, until it gets a reply or the
+   * connection is closed for good. A request sent while disconnected thus
+   * goes out once the link is back rather than failing. `abandon()`, asked
+   * before each new attempt, gives up (with the `disconnected` error) when
+   * the answer is no longer wanted.
+   */
+  async requestAgain(msg, abandon = () => false) {
+    for (;;) {
+      try {
+        return await this.request(msg);
+      } catch (e) {
+        if (!(e instanceof TetherError) || e.code !== 'disconnected') throw e;
+        await this.whenConnected();
+        if (abandon()) throw e;
+      }
+    }
+  }
+
+  /** Resolves at once if connected, else at the next hello; rejects once closed for good. */
+  whenConnected() {
+    if (this.state === 'connected') return Promise.resolve();
+    if (this.state === 'closed') return Promise.reject(new TetherError('disconnected', 'connection closed'));
+    return new Promise((resolve, reject) => {
+      const off = this.on('state', (state, detail) => {
+        if (state === 'connected') {
+          off();
+          resolve();
+        } else if (state === 'closed') {
+          off();
+          reject(new TetherError('disconnected', detail || 'connection closed'));
+        }
+      });
     });
   }
 
@@ -196,6 +261,7 @@ export class TetherConnection extends Emitter {
     }
     if (msg.type === 'hello') {
       this.hello = msg;
+      this.generation++;
       this.backoff = BACKOFF_MIN_MS;
       this.everConnected = true;
       this.#setState('connected');
@@ -267,10 +333,11 @@ export class TetherConnection extends Emitter {
     const ws = this.ws;
     this.timers.probe = setTimeout(() => {
       if (this.ws === ws && this.state === 'connected') this.request({ type: 'list' }).catch(() => {});
-    }, PROBE_MS);
+    }, this.probeMs);
+    // Also bounds a connection attempt the network swallows (no hello).
     this.timers.silence = setTimeout(() => {
-      if (this.ws === ws) this.#lost(1006, 'silent for 45 s');
-    }, SILENCE_MS);
+      if (this.ws === ws) this.#lost(1006, `silent for ${this.silenceMs / 1000} s`);
+    }, this.silenceMs);
   }
 
   #clearTimers() {
@@ -286,7 +353,8 @@ export class TetherConnection extends Emitter {
 
 /**
  * One command shown in one terminal: starts or attaches to it, writes its
- * output exactly once and in order, forwards keystrokes and sizes, and
+ * output exactly once and in order, forwards keystrokes exactly once and in
+ * order (numbered stdin, section 9 *Resuming stdin*) and sizes, and
  * re-attaches after every reconnect.
  *
  * Events: `opened({command, pty})` (started or attached; before any data),
@@ -313,18 +381,38 @@ export class TerminalSession extends Emitter {
     /** After a gap we re-attach for a screen; output until it arrives is stale. */
     this.awaitingScreen = false;
     this.ended = false;
-    this.stdinQueue = []; // Uint8Array chunks not yet sent
-    this.stdinInFlight = 0;
+    /** Our stdin's writer name: the daemon counts the bytes it took from it. */
+    this.writer = randomName('w-');
+    /** How many stdin bytes this writer has numbered: the next frame's offset. */
+    this.stdinOffset = 0;
+    /**
+     * Every stdin frame not yet acknowledged, in offset order: `{offset,
+     * data, sentOn}`, where `sentOn` is the connection generation it last
+     * went out on (0: not yet). A frame leaves only with its `ok`, so one
+     * lost with a connection is sent again, with the same offset, on the
+     * next; the daemon drops whatever part of it had arrived.
+     */
+    this.stdinFrames = [];
+    /** During a re-attach keystrokes wait, so they go out after the resends. */
+    this.stdinHeld = false;
     this.offConnected = conn.on('connected', () => this.#resume());
   }
 
   /**
    * Starts a new PTY command of this terminal's size and shows it. `spec` is
    * a StartSpec (section 8) without `pty`.
+   *
+   * The start carries a request key, so when the connection is lost before
+   * the reply (did the command start or not?) the same request is sent
+   * again after the reconnect: the daemon answers with the command the
+   * first one started, if it did, and one click makes one command. A
+   * session closed meanwhile does not ask again.
    */
   async start(spec) {
     const { rows, cols } = this.size;
-    const reply = await this.conn.request({ type: 'start', spec: { ...spec, pty: { rows, cols } } });
+    const request_key = spec.request_key ?? randomName('k-', 16);
+    const msg = { type: 'start', spec: { ...spec, pty: { rows, cols }, request_key } };
+    const reply = await this.conn.requestAgain(msg, () => this.ended);
     // `started` is the attachment (from offset 0, no screen). Output follows
     // it in later frames; this continuation runs in a microtask, before the
     // next frame is handled, so none is missed.
@@ -334,12 +422,14 @@ export class TerminalSession extends Emitter {
 
   /** Attaches to an existing command: a fresh screen for a PTY, the held history otherwise. */
   async attach(command) {
-    const { info } = await this.conn.request({ type: 'status', command });
+    const { info } = await this.conn.requestAgain({ type: 'status', command }, () => this.ended);
     if (this.ended) throw new TetherError('closed', 'session closed');
     this.#register(command, info.pty != null);
     try {
       await this.#attach(true);
     } catch (e) {
+      // Lost with the connection: registered, we re-attach after the reconnect.
+      if (e.code === 'disconnected') return info;
       this.close();
       throw e;
     }
@@ -358,10 +448,18 @@ export class TerminalSession extends Emitter {
     this.emit('opened', { command, pty });
   }
 
-  /** Forwards keystrokes (bytes), in order, within the stdin window. */
+  /**
+   * Forwards keystrokes (bytes), in order, within the stdin window. Bytes
+   * given while disconnected wait for the reconnect; none is lost or typed
+   * twice by a connection loss.
+   */
   sendStdin(bytes) {
     if (this.ended || this.command == null || bytes.length === 0) return;
-    for (let i = 0; i < bytes.length; i += STDIN_CHUNK) this.stdinQueue.push(bytes.subarray(i, i + STDIN_CHUNK));
+    for (let i = 0; i < bytes.length; i += STDIN_CHUNK) {
+      const data = bytes.subarray(i, i + STDIN_CHUNK);
+      this.stdinFrames.push({ offset: this.stdinOffset, data, sentOn: 0 });
+      this.stdinOffset += data.length;
+    }
     this.#pumpStdin();
   }
 
@@ -382,6 +480,7 @@ export class TerminalSession extends Emitter {
     this.offConnected();
     const wasEnded = this.ended;
     this.ended = true;
+    this.stdinFrames = [];
     if (this.command == null) return;
     if (this.conn.sessions.get(this.command) === this) this.conn.sessions.delete(this.command);
     if (!wasEnded && this.conn.state === 'connected') {
@@ -471,36 +570,66 @@ export class TerminalSession extends Emitter {
     await this.conn.request(msg);
   }
 
-  /** After a reconnect: re-attach where we are, then send queued keystrokes. */
+  /**
+   * After a reconnect: re-attach where we are, then send again the stdin
+   * frames not acknowledged (their `ok` died with the old socket) and the
+   * keystrokes typed meanwhile, in order.
+   */
   #resume() {
     if (this.ended || this.command == null) return;
-    this.stdinInFlight = 0; // unanswered stdin died with the old socket
+    this.stdinHeld = true;
     const offset = this.awaitingScreen ? 0 : this.next.stdout;
     this.#attach(this.pty, offset).then(
-      () => this.#pumpStdin(),
+      () => {
+        this.stdinHeld = false;
+        this.#pumpStdin();
+      },
       (e) => {
+        this.stdinHeld = false;
         if (e.code === 'not_found') this.#end();
+        else this.#pumpStdin();
         this.#error(e);
       },
     );
   }
 
+  /**
+   * Sends, in offset order, every frame not yet sent on this connection,
+   * while less than STDIN_WINDOW bytes are unacknowledged on it. Frames
+   * sent on this connection form a prefix of the list (we send in order and
+   * remove only on `ok`), so the first frame not sent here is the oldest
+   * one the daemon may lack: no later byte ever overtakes it.
+   */
   #pumpStdin() {
-    while (this.stdinQueue.length && this.stdinInFlight < STDIN_WINDOW && this.conn.state === 'connected') {
-      const data = this.stdinQueue.shift();
-      this.stdinInFlight += data.length;
-      this.conn.request({ type: 'stdin', command: this.command, data }).then(
+    if (this.ended || this.stdinHeld || this.conn.state !== 'connected') return;
+    const generation = this.conn.generation;
+    let inFlight = 0;
+    for (const frame of this.stdinFrames) {
+      if (inFlight >= STDIN_WINDOW) break;
+      inFlight += frame.data.length;
+      if (frame.sentOn === generation) continue;
+      frame.sentOn = generation;
+      const { offset, data } = frame;
+      this.conn.request({ type: 'stdin', command: this.command, data, writer: this.writer, offset }).then(
         () => {
-          this.stdinInFlight -= data.length;
+          this.#forget(frame);
           this.#pumpStdin();
         },
         (e) => {
-          // Keystrokes whose request died with a connection are not resent:
-          // the daemon may have taken them, and typing twice is worse.
-          if (e.code !== 'disconnected') this.#error(e);
+          // Lost with the connection: the frame stays and goes again (with
+          // its offset, so the daemon drops what it already has). Any other
+          // error is final for these bytes (the command ended, stdin closed).
+          if (e.code === 'disconnected') return;
+          this.#forget(frame);
+          this.#error(e);
         },
       );
     }
+  }
+
+  #forget(frame) {
+    const i = this.stdinFrames.indexOf(frame);
+    if (i >= 0) this.stdinFrames.splice(i, 1);
   }
 
   #error(e) {
@@ -511,7 +640,7 @@ export class TerminalSession extends Emitter {
   #end() {
     if (this.ended) return;
     this.ended = true;
-    this.stdinQueue = [];
+    this.stdinFrames = [];
     this.offConnected();
     if (this.conn.sessions.get(this.command) === this) this.conn.sessions.delete(this.command);
     this.emit('ended');

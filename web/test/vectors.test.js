@@ -23,6 +23,27 @@ function fromJson(msg) {
 
 test('the vectors directory has frames', () => {
   assert.ok(cases.length >= 20, `only ${cases.length} cases in ${dir}`);
+  // Every frame in both forms (a lone file would be a case with a twin missing).
+  const files = readdirSync(dir);
+  for (const name of cases) {
+    assert.ok(files.includes(`${name}.msgpack`) && files.includes(`${name}.json`), `${name}: both forms`);
+  }
+});
+
+test('the fields the page sends for resumable stdin and keyed starts decode as it uses them', () => {
+  const packed = (name) => decodeMessage(new Uint8Array(readFileSync(new URL(`${name}.msgpack`, dir))));
+  const stdin = packed('client_stdin');
+  assert.equal(typeof stdin.writer, 'string');
+  // Past 2^32: MessagePack uint64, still an exact number.
+  assert.equal(stdin.offset, 5368709120);
+  const close = packed('client_close_stdin');
+  assert.equal(close.writer, stdin.writer);
+  assert.equal(typeof close.offset, 'number');
+  assert.equal(typeof packed('client_start').spec.request_key, 'string');
+  // `ack` is the one request without an id (never answered).
+  const ack = packed('client_ack');
+  assert.equal(ack.id, undefined);
+  assert.equal(typeof ack.stdout_offset, 'number');
 });
 
 for (const name of cases) {

@@ -152,7 +152,10 @@ impl Manager {
         // a spawn takes about a millisecond).
         match self.inner.keys.entry(key) {
             dashmap::Entry::Occupied(mut e) => {
-                if let Ok(h) = self.get(e.get()) {
+                // By id only: `get` would look in `keys` too, whose shard
+                // this entry holds locked.
+                let held = self.inner.commands.get(e.get()).map(|r| r.value().clone());
+                if let Some(h) = held {
                     return Ok((h, false));
                 }
                 let h = self.start_new(spec)?;
