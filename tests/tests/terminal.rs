@@ -186,7 +186,7 @@ async fn the_normal_screen_under_a_full_screen_program_is_restored() {
     b.type_text(5, &id, b"q").await;
     // Both see the shell again, with what was there before less.
     bounded(async {
-        while !(a.term.screen().contents().contains("before-2") && !a.term.screen().alternate_screen()) {
+        while !a.term.screen().contents().contains("before-2") || a.term.screen().alternate_screen() {
             a.step().await;
         }
         while b.term.screen().alternate_screen() || b.next < a.next {

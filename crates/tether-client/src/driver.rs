@@ -543,11 +543,11 @@ impl Driver {
                         }
                         // A repeated kill or remove that finds its work done.
                         let done_before = p.repeated
-                            && match (&p.again, code) {
-                                (Some(ClientMsg::Kill { .. }), ErrorCode::NotRunning) => true,
-                                (Some(ClientMsg::Remove { .. }), ErrorCode::NotFound) => true,
-                                _ => false,
-                            };
+                            && matches!(
+                                (&p.again, code),
+                                (Some(ClientMsg::Kill { .. }), ErrorCode::NotRunning)
+                                    | (Some(ClientMsg::Remove { .. }), ErrorCode::NotFound)
+                            );
                         if done_before {
                             let id = id.unwrap_or_default();
                             reply(p.reply, Ok(ServerMsg::Ok { id }));
