@@ -198,3 +198,28 @@ def test_sse_started_echoes_the_clients_command_id_too(sb, daemon, sse, monkeypa
     for some_id in (mine, theirs):
         r = sb.reconnect(some_id).result
         assert (r.stdout, r.exit_code) == ("one\n", 5), some_id
+
+
+def test_a_burst_of_input_reaches_a_slow_reader(sb):
+    # 400 `send_input` calls of 1 KiB at once (400 KiB, a tenth of the
+    # dialect's 4 MiB stdin window, langsmith.md 12.2), then `close_input`,
+    # to a loop that reads more slowly than they come: the client gets no
+    # reply and cannot resend, so the daemon must hold them all, and the
+    # end of input after them, until the command takes them.
+    h = sb.run('while IFS= read -r l; do echo "${l%% *}"; sleep 0.002; done', wait=False, close_input=False,
+               timeout=20)
+    pad = "." * 1024
+    for i in range(1, 401):
+        h.send_input("in-%d %s\n" % (i, pad))
+    h.close_input()
+    out = []
+    try:
+        for chunk in h:
+            out.append(chunk.data)
+        code = h.result.exit_code
+    except CommandTimeoutError:
+        code = "timed out: its stdin never ended"
+    got = "".join(out).split()
+    missing = sorted(set(range(1, 401)) - {int(g.removeprefix("in-")) for g in got})
+    assert not missing, "%d of 400 input lines lost (%r ...); exit: %s" % (len(missing), missing[:5], code)
+    assert (got, code) == (["in-%d" % i for i in range(1, 401)], 0)

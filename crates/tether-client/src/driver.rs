@@ -90,7 +90,7 @@ struct Pending {
     /// safe (see [`retryable`]).
     again: Option<ClientMsg>,
     /// This is a repeat: a `kill` finding the command ended, or a `remove`
-    /// finding it gone, did what was asked the first time.
+    /// (`shell_close`) finding it gone, did what was asked the first time.
     repeated: bool,
 }
 
@@ -546,7 +546,10 @@ impl Driver {
                             && matches!(
                                 (&p.again, code),
                                 (Some(ClientMsg::Kill { .. }), ErrorCode::NotRunning)
-                                    | (Some(ClientMsg::Remove { .. }), ErrorCode::NotFound)
+                                    | (
+                                        Some(ClientMsg::Remove { .. } | ClientMsg::ShellClose { .. }),
+                                        ErrorCode::NotFound
+                                    )
                             );
                         if done_before {
                             let id = id.unwrap_or_default();
