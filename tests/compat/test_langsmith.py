@@ -207,7 +207,7 @@ def test_a_burst_of_input_reaches_a_slow_reader(sb):
     # reply and cannot resend, so the daemon must hold them all, and the
     # end of input after them, until the command takes them.
     h = sb.run('while IFS= read -r l; do echo "${l%% *}"; sleep 0.002; done', wait=False, close_input=False,
-               timeout=20)
+               timeout=10)
     pad = "." * 1024
     for i in range(1, 401):
         h.send_input("in-%d %s\n" % (i, pad))

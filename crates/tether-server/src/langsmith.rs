@@ -513,7 +513,8 @@ pub(crate) fn ending(e: &exec::ExitInfo) -> (&'static str, serde_json::Value) {
 
 /// `input`, `close_stdin` and `kill`. Nothing is answered: the client
 /// expects no reply, and an error frame would end its stream. Never waits
-/// for stdin: input past the window is dropped (logged).
+/// for stdin: input past the window is dropped (logged); consecutive input
+/// frames queue as one operation, however small each is.
 async fn control(h: &CommandHandle, stdin: &StdinPump<()>, f: ClientFrame) {
     let op = match f {
         ClientFrame::Input { data } => StdinOp::Data(Bytes::from(data), None),
@@ -525,7 +526,7 @@ async fn control(h: &CommandHandle, stdin: &StdinPump<()>, f: ClientFrame) {
         }
         ClientFrame::Execute(_) | ClientFrame::Reconnect { .. } | ClientFrame::Unknown => return,
     };
-    if let Err(e) = stdin.push((), op) {
+    if let Err(e) = stdin.push_merging(op) {
         tracing::warn!(command = %h.id(), "compat input dropped: {e:?} (the command is not reading it)");
     }
 }

@@ -3,14 +3,20 @@
 //! stalls only this queue, never the connection's read loop (signals, kills,
 //! other commands, acks). The queue is bounded in bytes (the stdin window)
 //! and in operations; [`StdinPump::push`] never waits.
+//!
+//! What the connection has taken it writes: when the pump is dropped (its
+//! connection ended), its task goes on until the queue is written, or the
+//! command's stdin is gone (it ended, it closed its stdin, a handover), so
+//! bytes a client saw accepted are not lost with the connection. A
+//! numbered resend of them on a new connection is trimmed by the command.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Message;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tether_exec::{ExecError, Manager, StdinSeq};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::outbound::OutTx;
@@ -47,13 +53,27 @@ pub(crate) enum Refused {
 /// How the outcome of an operation is told: a frame to queue, or nothing.
 pub(crate) type Reply<T> = Box<dyn Fn(T, Result<(), ExecError>) -> Option<Message> + Send>;
 
+/// The queue, shared by the connection (pushing) and the task (taking).
+/// A std mutex: held to push or pop one entry, never across an `.await`.
+struct Queue<T> {
+    ops: Mutex<Ops<T>>,
+    /// Signalled on every push and when the connection lets go.
+    pushed: Notify,
+}
+
+struct Ops<T> {
+    ops: VecDeque<(T, StdinOp)>,
+    /// Bytes queued and not yet taken by the command.
+    bytes: usize,
+    /// The connection has let go: write what is queued, then end.
+    draining: bool,
+}
+
 /// A connection's stdin queue for one command.
 pub(crate) struct StdinPump<T> {
-    tx: mpsc::Sender<(T, StdinOp)>,
-    /// Bytes queued and not yet taken by the command.
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue<T>>,
     window: usize,
-    _task: AbortOnDropHandle<()>,
+    task: Option<AbortOnDropHandle<()>>,
 }
 
 impl<T: Send + 'static> StdinPump<T> {
@@ -66,49 +86,128 @@ impl<T: Send + 'static> StdinPump<T> {
         out: OutTx,
         reply: Reply<T>,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(T, StdinOp)>(MAX_OPS);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let q = queued.clone();
+        let queue = Arc::new(Queue {
+            ops: Mutex::new(Ops { ops: VecDeque::new(), bytes: 0, draining: false }),
+            pushed: Notify::new(),
+        });
+        let q = queue.clone();
         // The pump looks the command up per operation rather than holding a
         // handle, so it never keeps a finished command's memory alive. A
         // closed stdin is the command's business: later writes are answered
         // `stdin_closed` there (and a terminal's stays open).
         let task = tokio::spawn(async move {
-            while let Some((tag, op)) = rx.recv().await {
+            let mut replying = true;
+            loop {
+                let next = {
+                    let mut ops = q.lock();
+                    match ops.ops.pop_front() {
+                        Some(op) => Some(op),
+                        None if ops.draining => return,
+                        None => None,
+                    }
+                };
+                let Some((tag, op)) = next else {
+                    q.pushed.notified().await;
+                    continue;
+                };
                 let n = op.len();
                 let r = match (manager.get(&command), op) {
                     (Err(e), _) => Err(e),
                     (Ok(h), StdinOp::Data(b, seq)) => h.write_stdin_at(b, seq).await,
                     (Ok(h), StdinOp::Close(seq)) => h.close_stdin_at(seq).await,
                 };
-                q.fetch_sub(n, Ordering::SeqCst);
-                if let Some(m) = reply(tag, r)
+                q.lock().bytes -= n;
+                if let Err(e) = &r
+                    && q.lock().draining
+                    && !matches!(e, ExecError::StdinHole { .. })
+                {
+                    // Stdin is gone for good (the command ended or closed
+                    // it): nothing queued can be written any more.
+                    tracing::debug!(%command, "stdin queue of a closed connection dropped: {e}");
+                    return;
+                }
+                // The connection may be gone: the rest is still written.
+                if replying
+                    && let Some(m) = reply(tag, r)
                     && out.send(m).await.is_err()
                 {
-                    return;
+                    replying = false;
                 }
             }
         });
-        StdinPump { tx, queued, window, _task: AbortOnDropHandle::new(task) }
+        StdinPump { queue, window, task: Some(AbortOnDropHandle::new(task)) }
     }
 
     /// Queues an operation, or refuses it at once when the window or the
     /// operation count would be exceeded.
     pub(crate) fn push(&self, tag: T, op: StdinOp) -> Result<(), Refused> {
+        self.push_inner(tag, op, |_, _| false)
+    }
+
+    /// [`StdinPump::push`], appending unnumbered bytes to unnumbered bytes
+    /// queued last (for a dialect whose input frames get no reply: many
+    /// small ones then take one operation, not one each).
+    pub(crate) fn push_merging(&self, op: StdinOp) -> Result<(), Refused>
+    where
+        T: Default,
+    {
+        self.push_inner(T::default(), op, |last, op| match (last, op) {
+            (StdinOp::Data(a, None), StdinOp::Data(b, None)) => {
+                let mut joined = BytesMut::with_capacity(a.len() + b.len());
+                joined.extend_from_slice(a);
+                joined.extend_from_slice(b);
+                *a = joined.freeze();
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn push_inner(
+        &self,
+        tag: T,
+        op: StdinOp,
+        merge: impl Fn(&mut StdinOp, &StdinOp) -> bool,
+    ) -> Result<(), Refused> {
         let n = op.len();
-        if self.queued.fetch_add(n, Ordering::SeqCst) + n > self.window {
-            self.queued.fetch_sub(n, Ordering::SeqCst);
-            return Err(Refused::Window(self.window));
+        {
+            let mut ops = self.queue.lock();
+            if ops.bytes + n > self.window {
+                return Err(Refused::Window(self.window));
+            }
+            let merged = ops.ops.back_mut().is_some_and(|(_, last)| merge(last, &op));
+            if !merged {
+                if ops.ops.len() >= MAX_OPS {
+                    return Err(Refused::Ops);
+                }
+                ops.ops.push_back((tag, op));
+            }
+            ops.bytes += n;
         }
-        if self.tx.try_send((tag, op)).is_err() {
-            self.queued.fetch_sub(n, Ordering::SeqCst);
-            return Err(Refused::Ops);
-        }
+        self.queue.pushed.notify_one();
         Ok(())
     }
 
-    /// Whether the pump's task has ended (its connection's writer is gone).
+    /// Whether the pump's task has ended.
     pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl<T> Queue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ops<T>> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T> Drop for StdinPump<T> {
+    /// The connection lets go: the task writes what is queued, then ends
+    /// (bounded by the window, and by the command's stdin).
+    fn drop(&mut self) {
+        self.queue.lock().draining = true;
+        self.queue.pushed.notify_one();
+        if let Some(t) = self.task.take() {
+            drop(t.detach());
+        }
     }
 }
