@@ -379,6 +379,33 @@ async fn a_repeated_request_key_answers_with_the_same_command() {
         ServerMsg::Status { info, .. } => assert_eq!(info.command, ids[0]),
         other => panic!("{other:?}"),
     }
+    // Attached by its key, the command is named by its id in every frame.
+    raw.send(&ClientMsg::Attach {
+        id: ReqId(9),
+        command: CommandId("k-test-1".into()),
+        stdout_offset: 0,
+        stderr_offset: 0,
+        tail_bytes: None,
+        pace: false,
+        screen: false,
+        size: None,
+        window_bytes: None,
+    })
+    .await;
+    match raw.recv().await.unwrap() {
+        ServerMsg::Attached { command, .. } => assert_eq!(command, ids[0]),
+        other => panic!("{other:?}"),
+    }
+    match raw.recv().await.unwrap() {
+        ServerMsg::Output { command, data, .. } => {
+            assert_eq!(command, ids[0]);
+            assert_eq!(&data.0[..], b"once\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    raw.send(&ClientMsg::Detach { id: ReqId(10), command: CommandId("k-test-1".into()) }).await;
+    assert!(matches!(raw.recv().await.unwrap(), ServerMsg::Ok { id: ReqId(10) }));
+    until("detached by its key", || s.manager.get("k-test-1").unwrap().info().attached == 0).await;
     // A bad key is refused.
     let bad = tether_proto::StartSpec { request_key: Some(String::new()), ..spec };
     raw.send(&ClientMsg::Start { id: ReqId(4), spec: bad }).await;

@@ -115,13 +115,13 @@ where
     let mut single = None;
     let mut closing: Option<(u16, &'static str)> = None;
     if let Some(q) = conn.ctx.attach.take() {
-        let command = q.command.unwrap_or_default();
+        let command = conn.name(CommandId(q.command.unwrap_or_default()));
         let from = [q.stdout_offset, q.stderr_offset];
         let how = How { tail: q.tail_bytes, ..How::default() };
-        if !conn.attach(ReqId(0), CommandId(command.clone()), from, how).await {
+        if !conn.attach(ReqId(0), command.clone(), from, how).await {
             closing = Some((CLOSE_NORMAL, "attach failed"));
         }
-        single = Some(command);
+        single = Some(command.0);
     }
 
     let interval = conn.ctx.cfg.ping_interval;
@@ -249,6 +249,15 @@ impl Conn {
         }
     }
 
+    /// A command's id for a name that may be its request key (unchanged if
+    /// no command has that name).
+    fn name(&self, c: CommandId) -> CommandId {
+        match self.ctx.manager.get(&c.0) {
+            Ok(h) if h.id() != c.0 => CommandId(h.id().to_owned()),
+            _ => c,
+        }
+    }
+
     async fn error(&mut self, id: Option<ReqId>, code: ErrorCode, message: &str) {
         self.send(ServerMsg::Error { id, code, message: message.to_owned(), errno: None }).await;
     }
@@ -296,6 +305,7 @@ impl Conn {
                 Err(e) => Err(e.into()),
             },
             ClientMsg::Detach { id, command } => {
+                let command = self.name(command);
                 self.attachments.remove(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
             }
@@ -310,6 +320,7 @@ impl Conn {
             ClientMsg::Ack { command, stdout_offset, stderr_offset, .. } => {
                 // Never answered; an ack for an attachment without a window
                 // (or none at all) is ignored.
+                let command = self.name(command);
                 if let Some(acked) = self.attachments.get(&command.0).and_then(|a| a.acked.as_ref()) {
                     acked.send_modify(|a| {
                         a[0] = a[0].max(stdout_offset);
@@ -390,6 +401,8 @@ impl Conn {
     /// Queues a stdin operation on the command's pump (created on first
     /// use); its `ok` or error is sent when the command's stdin took it.
     fn stdin(&mut self, id: ReqId, command: CommandId, op: StdinOp) -> Result<Option<ServerMsg>, WireError> {
+        // One pump per command, whichever name (id or key) is used.
+        let command = self.name(command);
         if self.pumps.get(&command.0).is_none_or(StdinPump::is_closed) {
             self.ctx.manager.get(&command.0)?;
             let enc = self.ctx.encoding;
@@ -491,6 +504,9 @@ impl Conn {
     /// queues an error. Returns whether it attached.
     async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], how: How) -> bool {
         let window = how.window;
+        // `attached` and every frame after it name the command by its id,
+        // also when the client named it by its request key.
+        let command = self.name(command);
         // An earlier attachment to the same command ends first, so none of
         // its frames follow the new `attached`.
         self.attachments.remove(&command.0);
