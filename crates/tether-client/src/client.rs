@@ -119,6 +119,9 @@ pub struct Client {
 
 /// Unacknowledged stdin bytes per command (the daemon allows 4 MiB).
 const STDIN_WINDOW: usize = 1 << 20;
+/// Unacknowledged stdin frames per command (the daemon queues at most 256
+/// per command and connection): many small writes are bounded too.
+const STDIN_FRAMES: usize = 128;
 /// Largest stdin frame payload (well under the daemon's 1 MiB frame limit).
 const STDIN_CHUNK: usize = 256 * 1024;
 
@@ -127,6 +130,8 @@ const STDIN_CHUNK: usize = 256 * 1024;
 /// stdin, and the first failure reported by the next call.
 struct StdinWindow {
     credit: Arc<Semaphore>,
+    /// Frames in flight (see [`STDIN_FRAMES`]).
+    frames: Arc<Semaphore>,
     /// The writer name this client's bytes to this command go under.
     writer: String,
     /// The next byte's number. An async mutex: held while the frame is
@@ -435,6 +440,7 @@ impl Client {
             if let Some(e) = w.error() {
                 return Err(e);
             }
+            let frame = w.frames.clone().acquire_owned().await.map_err(|_| ClientError::Closed)?;
             let permit = w
                 .credit
                 .clone()
@@ -469,7 +475,7 @@ impl Client {
                 if let Some(e) = failed {
                     w.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                 }
-                drop(permit);
+                drop((permit, frame));
             });
         }
         Ok(())
@@ -482,6 +488,7 @@ impl Client {
             .or_insert_with(|| {
                 Arc::new(StdinWindow {
                     credit: Arc::new(Semaphore::new(STDIN_WINDOW)),
+                    frames: Arc::new(Semaphore::new(STDIN_FRAMES)),
                     // A new name for every new count: numbers restart at 0.
                     writer: format!("w-{}-{serial}-{}", self.name, rand::random::<u32>()),
                     next: tokio::sync::Mutex::new(0),
@@ -502,8 +509,9 @@ impl Client {
         let w = self.window(command);
         // Wait until every earlier stdin frame is acknowledged.
         let all = w.credit.acquire_many(STDIN_WINDOW as u32).await.map_err(|_| ClientError::Closed)?;
+        let frames = w.frames.acquire_many(STDIN_FRAMES as u32).await.map_err(|_| ClientError::Closed)?;
         let offset = *w.next.lock().await;
-        drop(all);
+        drop((all, frames));
         // Close even after a failed write, so the command is not left
         // waiting for input; then report the earlier failure.
         let msg = ClientMsg::CloseStdin {

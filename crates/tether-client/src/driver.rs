@@ -371,10 +371,16 @@ impl Driver {
             };
             send(ws, &msg).await?;
         }
-        for (id, p) in std::mem::take(&mut self.again) {
-            let Some(msg) = p.again.clone() else { continue };
+        // Every repeat is pending before the first goes out: if this
+        // connection fails too, `lose` keeps them all for the next one
+        // (none is dropped half-way through the list).
+        let again = std::mem::take(&mut self.again);
+        let msgs: Vec<ClientMsg> = again.iter().filter_map(|(_, p)| p.again.clone()).collect();
+        for (id, p) in again {
             self.pending.insert(id, p);
-            send(ws, &msg).await?;
+        }
+        for msg in &msgs {
+            send(ws, msg).await?;
         }
         Ok(())
     }

@@ -459,15 +459,16 @@ impl CommandHandle {
             return Err(ExecError::BadWriter(seq.writer.clone()));
         }
         let closed = || ExecError::StdinClosed(self.shared.id.clone());
+        // A resend of bytes the command has taken is answered as the first
+        // send was, even once stdin has closed or the command has ended.
+        if seq.as_ref().is_some_and(|seq| self.shared.writers().has(seq, data.len())) {
+            return Ok(());
+        }
         if self.exit().is_some() {
             return Err(self.not_running());
         }
         if !self.shared.stdin_open.load(Ordering::SeqCst) {
-            // A resend of bytes written before stdin closed is not an error.
-            return match &seq {
-                Some(seq) if self.shared.writers().has(seq, data.len()) => Ok(()),
-                _ => Err(closed()),
-            };
+            return Err(closed());
         }
         let (done, taken) = oneshot::channel();
         let msg = StdinMsg::Data(data, seq.clone(), done);
@@ -503,6 +504,15 @@ impl CommandHandle {
     pub async fn close_stdin_at(&self, seq: Option<StdinSeq>) -> Result<(), ExecError> {
         if let Some(seq) = seq.as_ref().filter(|s| !s.is_valid()) {
             return Err(ExecError::BadWriter(seq.writer.clone()));
+        }
+        // A repeated close is answered as the first was.
+        let repeat = match (&seq, self.shared.eof_char) {
+            (Some(seq), Some(_)) => self.shared.writers().has_eof(seq),
+            (Some(_), None) => !self.shared.stdin_open.load(Ordering::SeqCst),
+            (None, _) => false,
+        };
+        if repeat {
+            return Ok(());
         }
         if self.exit().is_some() {
             return Err(self.not_running());
@@ -1103,9 +1113,11 @@ impl StdinWriter {
             self.closed();
             return self.left(None, Bytes::new(), true);
         };
-        // The bytes being written and where to say they are in the pipe.
+        // The bytes being written, where to say they are in the pipe, and
+        // the numbered writer they came from.
         let mut cur = std::mem::take(&mut self.initial);
         let mut done: Option<oneshot::Sender<Taken>> = None;
+        let mut from: Option<String> = None;
         let mut close_when_written = self.close_after_initial;
         loop {
             if cur.is_empty() {
@@ -1122,8 +1134,8 @@ impl StdinWriter {
                 match msg {
                     Some(StdinMsg::Close) | None => close_when_written = true,
                     Some(msg) => {
-                        if let Some((b, d)) = self.admit(msg) {
-                            (cur, done) = (b, Some(d));
+                        if let Some((b, d, w)) = self.admit(msg) {
+                            (cur, done, from) = (b, Some(d), w);
                         }
                     }
                 }
@@ -1138,7 +1150,11 @@ impl StdinWriter {
             match r {
                 Ok(n) if n > 0 => cur.advance(n),
                 _ => {
-                    // EPIPE: the command closed its stdin.
+                    // EPIPE: the command closed its stdin. What was not
+                    // written is not counted as taken.
+                    if let (Some(w), Some(s)) = (&from, self.shared.upgrade()) {
+                        s.writers().unwrite(w, cur.len());
+                    }
                     if let Some(d) = done.take() {
                         let _ = d.send(Taken::Closed);
                     }
@@ -1151,37 +1167,38 @@ impl StdinWriter {
 
     /// Decides what of a message is to be written: a numbered writer's
     /// bytes that the command has already are answered at once (a resend),
-    /// bytes past a hole are refused. Returns the bytes and whom to tell
-    /// once they are written.
-    fn admit(&self, msg: StdinMsg) -> Option<(Bytes, oneshot::Sender<Taken>)> {
+    /// bytes past a hole are refused. Returns the bytes, whom to tell once
+    /// they are written, and the numbered writer they came from.
+    fn admit(&self, msg: StdinMsg) -> Option<(Bytes, oneshot::Sender<Taken>, Option<String>)> {
         let shared = self.shared.upgrade()?;
-        let (data, done) = match msg {
-            StdinMsg::Data(data, None, done) => (data, done),
-            StdinMsg::Data(data, Some(seq), done) => match shared.writers().admit(&seq, data) {
-                Admit::Write(data) => (data, done),
-                Admit::Duplicate => {
-                    let _ = done.send(Taken::Written);
-                    return None;
-                }
-                Admit::Hole { have } => {
-                    let _ = done.send(Taken::Hole(have));
-                    return None;
-                }
-            },
+        let (admit, done, writer) = match msg {
+            StdinMsg::Data(data, None, done) => (Admit::Write(data), done, None),
+            StdinMsg::Data(data, Some(seq), done) => {
+                (shared.writers().admit(&seq, data), done, Some(seq.writer))
+            }
             StdinMsg::Eof(c, seq, done) => {
-                if seq.is_some_and(|seq| !shared.writers().eof_once(&seq)) {
-                    let _ = done.send(Taken::Written);
-                    return None;
+                let eof = Bytes::copy_from_slice(&[c]);
+                match seq {
+                    None => (Admit::Write(eof), done, None),
+                    Some(seq) => match shared.writers().eof(&seq) {
+                        Admit::Write(_) => (Admit::Write(eof), done, None),
+                        other => (other, done, None),
+                    },
                 }
-                (Bytes::copy_from_slice(&[c]), done)
             }
             StdinMsg::Close => return None,
         };
-        if data.is_empty() {
-            let _ = done.send(Taken::Written);
-            return None;
+        match admit {
+            Admit::Write(data) if !data.is_empty() => Some((data, done, writer)),
+            Admit::Write(_) | Admit::Duplicate => {
+                let _ = done.send(Taken::Written);
+                None
+            }
+            Admit::Hole { have } => {
+                let _ = done.send(Taken::Hole(have));
+                None
+            }
         }
-        Some((data, done))
     }
 
     /// What is left: the pipe, the unwritten rest of the current write and
@@ -1196,7 +1213,7 @@ impl StdinWriter {
             match msg {
                 StdinMsg::Close => close = true,
                 msg if !close => {
-                    if let Some((b, _)) = self.admit(msg) {
+                    if let Some((b, _, _)) = self.admit(msg) {
                         pending.extend_from_slice(&b);
                     }
                 }

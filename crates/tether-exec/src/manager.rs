@@ -44,9 +44,10 @@ struct Inner {
     commands: DashMap<String, CommandHandle>,
     /// Request keys of held commands, to their ids.
     keys: DashMap<String, String>,
-    /// Serialises keyed shell submissions (their queueing awaits the
-    /// shell), so two of one key make one command.
-    keyed_runs: tokio::sync::Mutex<()>,
+    /// Serialises keyed shell submissions per key (their queueing awaits
+    /// the shell), so two of one key make one command. Async mutexes, held
+    /// across the submission; an entry lives while someone holds it.
+    keyed_runs: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     shells: DashMap<String, ShellHandle>,
     /// Serialises shell creation, so two clients creating the same name at
     /// once get one shell. An async mutex: held across the shell's start-up.
@@ -110,7 +111,7 @@ impl Manager {
                 cfg,
                 commands: DashMap::new(),
                 keys: DashMap::new(),
-                keyed_runs: tokio::sync::Mutex::new(()),
+                keyed_runs: DashMap::new(),
                 shells: DashMap::new(),
                 creating: tokio::sync::Mutex::new(()),
                 count: AtomicUsize::new(0),
@@ -338,14 +339,21 @@ impl Manager {
             return self.shell_run_new(shell, spec).await.map(|h| (h, true));
         };
         check_key(&key)?;
-        let _one_at_a_time = self.inner.keyed_runs.lock().await;
-        let held = self.inner.keys.get(&key).map(|id| id.value().clone());
-        if let Some(h) = held.and_then(|id| self.get(&id).ok()) {
-            return Ok((h, false));
-        }
-        let h = self.shell_run_new(shell, spec).await?;
-        self.inner.keys.insert(key, h.id().to_owned());
-        Ok((h, true))
+        let lock = self.inner.keyed_runs.entry(key.clone()).or_default().value().clone();
+        let r = {
+            let _one_at_a_time = lock.lock().await;
+            let held = self.inner.keys.get(&key).map(|id| id.value().clone());
+            match held.and_then(|id| self.get(&id).ok()) {
+                Some(h) => Ok((h, false)),
+                None => self.shell_run_new(shell, spec).await.map(|h| {
+                    self.inner.keys.insert(key.clone(), h.id().to_owned());
+                    (h, true)
+                }),
+            }
+        };
+        // Ours and the map's: nobody else waits on this key.
+        self.inner.keyed_runs.remove_if(&key, |_, l| Arc::strong_count(l) <= 2);
+        r
     }
 
     async fn shell_run_new(&self, shell: &str, spec: CommandSpec) -> Result<CommandHandle, ExecError> {

@@ -75,33 +75,57 @@ impl Writers {
     /// Decides about `data` sent by `seq.writer` at `seq.offset`, and
     /// counts what is to be written as taken.
     pub(crate) fn admit(&mut self, seq: &StdinSeq, data: Bytes) -> Admit {
-        let pos = self.entry(&seq.writer);
-        if seq.offset > pos.next {
-            return Admit::Hole { have: pos.next };
+        // A writer is remembered only once it gives bytes that fit: frames
+        // refused as holes do not evict anyone.
+        let have = self.by_name.get(&seq.writer).map_or(0, |p| p.next);
+        let Some(end) = seq.offset.checked_add(data.len() as u64) else {
+            return Admit::Hole { have };
+        };
+        if seq.offset > have {
+            return Admit::Hole { have };
         }
-        let end = seq.offset + data.len() as u64;
-        if end <= pos.next {
+        if end <= have {
+            self.entry(&seq.writer);
             return Admit::Duplicate;
         }
-        let skip = (pos.next - seq.offset) as usize;
-        pos.next = end;
-        Admit::Write(data.slice(skip..))
+        self.entry(&seq.writer).next = end;
+        Admit::Write(data.slice((have - seq.offset) as usize..))
     }
 
     /// Whether bytes sent at `seq` are all taken already.
     pub(crate) fn has(&self, seq: &StdinSeq, len: usize) -> bool {
-        self.by_name.get(&seq.writer).is_some_and(|p| seq.offset + len as u64 <= p.next)
+        let end = seq.offset.saturating_add(len as u64);
+        self.by_name.get(&seq.writer).is_some_and(|p| end <= p.next)
     }
 
-    /// Whether this writer's end-of-file at this offset was typed already;
-    /// if not, records it as typed now.
-    pub(crate) fn eof_once(&mut self, seq: &StdinSeq) -> bool {
+    /// Takes back the last `len` bytes counted for `writer`: they were
+    /// never written (the command closed its stdin), so a resend of them is
+    /// not answered as if they had been.
+    pub(crate) fn unwrite(&mut self, writer: &str, len: usize) {
+        if let Some(p) = self.by_name.get_mut(writer) {
+            p.next = p.next.saturating_sub(len as u64);
+        }
+    }
+
+    /// What to do with this writer's end-of-file at `seq.offset`: type it
+    /// (recorded now), or not, because it is a repeat (at or below one
+    /// typed before), or a hole (bytes before it are missing).
+    pub(crate) fn eof(&mut self, seq: &StdinSeq) -> Admit {
+        let have = self.by_name.get(&seq.writer).map_or(0, |p| p.next);
+        if seq.offset > have {
+            return Admit::Hole { have };
+        }
         let pos = self.entry(&seq.writer);
-        if pos.eof_at == Some(seq.offset) {
-            return false;
+        if pos.eof_at.is_some_and(|at| seq.offset <= at) {
+            return Admit::Duplicate;
         }
         pos.eof_at = Some(seq.offset);
-        true
+        Admit::Write(Bytes::new())
+    }
+
+    /// Whether this writer's end-of-file at `seq.offset` was typed already.
+    pub(crate) fn has_eof(&self, seq: &StdinSeq) -> bool {
+        self.by_name.get(&seq.writer).and_then(|p| p.eof_at).is_some_and(|at| seq.offset <= at)
     }
 
     fn entry(&mut self, writer: &str) -> &mut WriterPos {
@@ -171,11 +195,29 @@ mod tests {
     }
 
     #[test]
-    fn an_eof_is_typed_once_per_offset() {
+    fn an_eof_is_typed_once_and_a_repeat_of_an_older_one_never() {
         let mut w = Writers::default();
-        assert!(w.eof_once(&seq("a", 3)));
-        assert!(!w.eof_once(&seq("a", 3)));
-        assert!(w.eof_once(&seq("a", 7)));
+        assert_eq!(w.admit(&seq("a", 0), b("1234567")), Admit::Write(b("1234567")));
+        assert_eq!(w.eof(&seq("a", 3)), Admit::Write(Bytes::new()));
+        assert_eq!(w.eof(&seq("a", 3)), Admit::Duplicate);
+        assert_eq!(w.eof(&seq("a", 7)), Admit::Write(Bytes::new()));
+        // The first one resent after the second: still a repeat.
+        assert_eq!(w.eof(&seq("a", 3)), Admit::Duplicate);
+        assert!(w.has_eof(&seq("a", 7)));
+        // Past the bytes given: a hole.
+        assert_eq!(w.eof(&seq("a", 9)), Admit::Hole { have: 7 });
+    }
+
+    #[test]
+    fn holes_and_overflows_are_refused_and_remember_nobody() {
+        let mut w = Writers::default();
+        assert_eq!(w.admit(&seq("ghost", 5), b("x")), Admit::Hole { have: 0 });
+        assert!(w.by_name.is_empty(), "a refused writer is not remembered");
+        assert_eq!(w.admit(&seq("a", u64::MAX), b("xy")), Admit::Hole { have: 0 });
+        assert!(!w.has(&seq("a", u64::MAX), 2));
+        w.admit(&seq("a", 0), b("abc"));
+        w.unwrite("a", 2);
+        assert_eq!(w.admit(&seq("a", 0), b("abc")), Admit::Write(b("bc")));
     }
 
     #[test]

@@ -417,9 +417,12 @@ impl Conn {
                 self.ctx.manager.clone(),
                 command.0.clone(),
                 STDIN_WINDOW_BYTES,
-                self.out.clone(),
+                Some(self.out.clone()),
                 reply,
             );
+            // Forget the idle pumps of commands that are gone.
+            let manager = &self.ctx.manager;
+            self.pumps.retain(|id, p| !p.is_idle() || manager.get(id).is_ok());
             self.pumps.insert(command.0.clone(), p);
         }
         let Some(p) = self.pumps.get(&command.0) else { unreachable!("inserted above") };

@@ -38,6 +38,9 @@ use crate::pump::{self, StdinOp, StdinPump};
 /// The label that keeps the client's idempotency key on the command.
 const ID_LABEL: &str = "langsmith.command_id";
 
+/// Longest client `command_id` used as the command's request key.
+const MAX_KEY: usize = 128;
+
 /// Raw bytes per output frame: JSON escaping can grow text up to 6x and the
 /// client refuses frames over 1 MiB; small frames also let a connection
 /// that keeps dropping get some output through each time.
@@ -276,15 +279,9 @@ async fn run(
     if out.send(text(&json!({"type": "started", "command_id": echo, "pid": h.pid()}))).await.is_err() {
         return None;
     }
-    // Stdin goes through a pump of its own, in order, so a command that
+    // Stdin goes through the command's queue, in order, so a command that
     // does not read never stalls this loop; nothing is answered.
-    let reply: pump::Reply<()> = Box::new(|(), r| {
-        if let Err(e) = r {
-            tracing::debug!("compat stdin dropped: {e}");
-        }
-        None
-    });
-    let stdin = StdinPump::spawn(st.manager.clone(), h.id().to_owned(), INPUT_WINDOW, out.clone(), reply);
+    let stdin = stdin_pump(st, &h);
     for f in early {
         control(&h, &stdin, f).await;
     }
@@ -328,7 +325,40 @@ async fn run(
         }
     };
     drop(forwarder);
+    if h.exit().is_some() {
+        // The command has ended: its stdin queue goes.
+        let mut pumps = st.langsmith_stdin.lock().unwrap_or_else(|p| p.into_inner());
+        if pumps.get(h.id()).is_some_and(|p| Arc::ptr_eq(p, &stdin)) {
+            pumps.remove(h.id());
+        }
+    }
     closing
+}
+
+/// The dialect's stdin queues, one per command: input has no numbers and
+/// gets no reply, so only one queue for all of a command's connections, one
+/// after another, keeps it in order (a `close_stdin` sent on a reconnect
+/// comes after the input still queued from the connection before).
+/// A std mutex: held to look up, insert or sweep, never across an `.await`.
+pub(crate) type StdinPumps = std::sync::Mutex<std::collections::HashMap<String, Arc<StdinPump<()>>>>;
+
+/// The command's stdin queue, made on first use.
+fn stdin_pump(st: &AppState, h: &CommandHandle) -> Arc<StdinPump<()>> {
+    let mut pumps = st.langsmith_stdin.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = pumps.get(h.id()) {
+        return p.clone();
+    }
+    // Forget the idle queues of commands that have ended.
+    pumps.retain(|id, p| !p.is_idle() || st.manager.get(id).is_ok_and(|h| h.exit().is_none()));
+    let quiet: pump::Reply<()> = Box::new(|(), r| {
+        if let Err(e) = r {
+            tracing::debug!("compat stdin dropped: {e}");
+        }
+        None
+    });
+    let p = Arc::new(StdinPump::spawn(st.manager.clone(), h.id().to_owned(), INPUT_WINDOW, None, quiet));
+    pumps.insert(h.id().to_owned(), p.clone());
+    p
 }
 
 /// Pushes the attachment's events as the dialect's frames until the end.
@@ -403,6 +433,15 @@ pub(crate) fn refused(e: ExecError) -> Refused {
 /// Starts the command, or finds the one this `command_id` started before,
 /// and attaches paced from the start.
 pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Refused> {
+    // An id that cannot be a request key (too long, a NUL) is still found
+    // by its label (not atomically: two such starts at once make two).
+    let key = e.command_id.clone().filter(|k| k.len() <= MAX_KEY && !k.contains('\0'));
+    if let Some(id) = e.command_id.as_deref().filter(|_| key.is_none())
+        && let Some(h) = find(st, id)
+    {
+        let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;
+        return Ok(Bound { h, sub, echo: id.to_owned() });
+    }
     let rc = e.run_config.unwrap_or_default();
     if let Some(user) = rc.user.filter(|u| !is_me(u)) {
         return Err(Refused::Error(
@@ -426,7 +465,7 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Refused> {
         spec.labels.insert(ID_LABEL.to_owned(), id.clone());
         // The client's id is the request key: a repeated `execute` finds
         // the command, and the native API takes the client's id too.
-        spec.request_key = Some(id.clone()).filter(|k| k.len() <= 128 && !k.contains('\0'));
+        spec.request_key = key;
     }
     let (h, new) = st.manager.start_keyed(spec).map_err(refused)?;
     let sub = h.attach_lingering([0, 0], LINGER).map_err(refused)?;

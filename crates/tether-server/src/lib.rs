@@ -87,6 +87,9 @@ struct AppState {
     conns: TaskTracker,
     /// The root of the file routes (`None`: it could not be opened).
     files: Option<Arc<tether_files::Files>>,
+    /// The LangSmith dialect's stdin queue per command, shared by the
+    /// command's connections one after another (see `langsmith::stdin`).
+    langsmith_stdin: langsmith::StdinPumps,
 }
 
 /// What stops [`Server::serve`].
@@ -151,6 +154,7 @@ impl Server {
                 shutdown: CancellationToken::new(),
                 conns: TaskTracker::new(),
                 files,
+                langsmith_stdin: Default::default(),
             }),
         }
     }

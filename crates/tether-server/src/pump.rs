@@ -7,8 +7,11 @@
 //! What the connection has taken it writes: when the pump is dropped (its
 //! connection ended), its task goes on until the queue is written, or the
 //! command's stdin is gone (it ended, it closed its stdin, a handover), so
-//! bytes a client saw accepted are not lost with the connection. A
-//! numbered resend of them on a new connection is trimmed by the command.
+//! bytes a client saw accepted are not lost with the connection. Numbered
+//! bytes are the exception: their client keeps them until acknowledged and
+//! sends them again on its next connection, so a dropped pump lets go of
+//! them at once (a command that never reads would otherwise hold a queue
+//! per reconnect).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -83,7 +86,7 @@ impl<T: Send + 'static> StdinPump<T> {
         manager: Manager,
         command: String,
         window: usize,
-        out: OutTx,
+        out: Option<OutTx>,
         reply: Reply<T>,
     ) -> Self {
         let queue = Arc::new(Queue {
@@ -96,20 +99,30 @@ impl<T: Send + 'static> StdinPump<T> {
         // closed stdin is the command's business: later writes are answered
         // `stdin_closed` there (and a terminal's stays open).
         let task = tokio::spawn(async move {
-            let mut replying = true;
+            let mut out = out;
             loop {
-                let next = {
+                let (next, draining) = {
                     let mut ops = q.lock();
+                    let draining = ops.draining;
                     match ops.ops.pop_front() {
-                        Some(op) => Some(op),
-                        None if ops.draining => return,
-                        None => None,
+                        Some(op) => (Some(op), draining),
+                        None if draining => return,
+                        None => (None, draining),
                     }
                 };
+                if draining {
+                    // Nobody to tell: the connection's writer may finish.
+                    out = None;
+                }
                 let Some((tag, op)) = next else {
                     q.pushed.notified().await;
                     continue;
                 };
+                if draining && matches!(&op, StdinOp::Data(_, Some(_)) | StdinOp::Close(Some(_))) {
+                    // Numbered: its client sends it again.
+                    q.lock().bytes -= op.len();
+                    continue;
+                }
                 let n = op.len();
                 let r = match (manager.get(&command), op) {
                     (Err(e), _) => Err(e),
@@ -127,11 +140,11 @@ impl<T: Send + 'static> StdinPump<T> {
                     return;
                 }
                 // The connection may be gone: the rest is still written.
-                if replying
+                if let Some(o) = &out
                     && let Some(m) = reply(tag, r)
-                    && out.send(m).await.is_err()
+                    && o.send(m).await.is_err()
                 {
-                    replying = false;
+                    out = None;
                 }
             }
         });
@@ -191,6 +204,11 @@ impl<T: Send + 'static> StdinPump<T> {
     /// Whether the pump's task has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.lock().ops.is_empty()
     }
 }
 
