@@ -454,6 +454,7 @@ async fn a_client_that_stops_reading_does_not_slow_the_other() {
             screen: false,
             size: None,
             window_bytes: None,
+            client: None,
         })
         .await;
     // The stalled peer never reads again while the fast one streams.

@@ -390,6 +390,7 @@ async fn a_repeated_request_key_answers_with_the_same_command() {
         screen: false,
         size: None,
         window_bytes: None,
+        client: None,
     })
     .await;
     match raw.recv().await.unwrap() {
@@ -561,4 +562,42 @@ async fn output_after_the_leader_exits_is_read_up_to_the_drain_grace() {
     let c = s.client().await;
     let out = bounded(c.run(shell(script))).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "early\nlate\n");
+}
+
+/// A paced command writing as fast as it can, read by a client whose
+/// connection is reset again and again: every byte arrives once, no gap,
+/// although a window of output is in flight at every reset (more than the
+/// ring holds).
+#[tokio::test]
+async fn paced_output_survives_resets_with_a_window_in_flight() {
+    let s = TestServer::start().await;
+    let proxy = FaultProxy::start(s.addr).await;
+    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
+        .await
+        .unwrap();
+    let len: usize = 48 << 20;
+    let spec = StartSpec {
+        pace: true,
+        // The same bytes on both streams.
+        ..shell(&format!("head -c {len} /dev/urandom | tee /dev/stderr"))
+    };
+    let ex = c.start(spec).await.unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let chaos = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            proxy.reset_all();
+        }
+    };
+    let read = async {
+        let out = ex.output().await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    };
+    let (out, ()) = bounded(async { tokio::join!(read, chaos) }).await;
+    let out = out.unwrap();
+    assert_eq!(out.lost_bytes, 0, "no gap ({} resets)", proxy.resets());
+    assert!(proxy.resets() >= 3, "resets happened: {}", proxy.resets());
+    assert_eq!((out.stdout.len(), out.stderr.len()), (len, len));
+    assert!(out.stderr == out.stdout, "both streams byte-exact");
 }

@@ -105,6 +105,7 @@ fn attach(command: &CommandId, offset: u64, size: Option<TermSize>) -> ClientMsg
         screen: true,
         size,
         window_bytes: None,
+        client: None,
     }
 }
 

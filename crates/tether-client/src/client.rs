@@ -174,11 +174,11 @@ impl Client {
         let (tx, rx) = mpsc::channel(64);
         let (state_tx, state) = watch::channel(Connection::Connected);
         let acks = Arc::new(Acks::default());
-        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), rx, acks.clone(), state_tx);
+        let name: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+        let d = Driver::new(ws_url, token.to_owned(), opts.clone(), name.clone(), rx, acks.clone(), state_tx);
         // The driver ends when every Client clone is dropped (its command
         // channel closes), so nothing leaks.
         tokio::spawn(d.run(ws));
-        let name: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
         Ok(Client { tx, state, ids: Arc::new(AtomicU64::new(1)), opts, stdin: Arc::default(), acks, name })
     }
 
@@ -240,6 +240,7 @@ impl Client {
         spec.attach = true;
         spec.request_key.get_or_insert_with(|| self.request_key());
         spec.window_bytes = self.window_bytes();
+        spec.client = Some(self.name.to_string());
         let (etx, erx) = mpsc::unbounded_channel();
         match self.request(ClientMsg::Start { id: self.next_id(), spec }, Some(etx)).await? {
             ServerMsg::Started { command, pid, .. } => Ok(self.execution(command, Some(pid), erx, [0, 0])),
@@ -298,6 +299,7 @@ impl Client {
             screen: terminal.is_some(),
             size: terminal,
             window_bytes: self.window_bytes(),
+            client: None,
         };
         match self.request(msg, Some(etx)).await? {
             ServerMsg::Attached { command, stdout_offset, stderr_offset, .. } => {
@@ -332,6 +334,7 @@ impl Client {
         spec.attach = true;
         spec.request_key.get_or_insert_with(|| self.request_key());
         spec.window_bytes = self.window_bytes();
+        spec.client = Some(self.name.to_string());
         let (etx, erx) = mpsc::unbounded_channel();
         let msg = ClientMsg::ShellRun { id: self.next_id(), shell: shell.to_owned(), spec };
         match self.request(msg, Some(etx)).await? {
@@ -603,7 +606,10 @@ impl Execution {
                     self.finished = true;
                     self.client.forget_stdin(&self.id);
                 } else {
-                    self.consumed(at, matches!(ev, ExecEvent::Gap { .. }));
+                    // At once past a gap, or when nothing more is queued
+                    // (a paced command waits for this), else by quarters.
+                    let now = matches!(ev, ExecEvent::Gap { .. }) || self.events.is_empty();
+                    self.consumed(at, now);
                 }
                 Some(Ok(ev))
             }
@@ -619,11 +625,12 @@ impl Execution {
     }
 
     /// Acknowledges what has been taken, a quarter window at a time (and
-    /// at once past a gap), so the daemon sends more.
-    fn consumed(&mut self, at: [u64; 2], gap: bool) {
+    /// at once when asked: past a gap, or with nothing more queued), so
+    /// the daemon sends more and a paced command goes on.
+    fn consumed(&mut self, at: [u64; 2], now: bool) {
         let Some(window) = self.window else { return };
         let taken: u64 = (0..2).map(|i| at[i].saturating_sub(self.acked[i])).sum();
-        if gap || taken >= window / 4 {
+        if (now && taken > 0) || taken >= window / 4 {
             self.acked = [0, 1].map(|i| self.acked[i].max(at[i]));
             self.client.acks.ack(&self.id, self.acked);
         }
@@ -681,6 +688,7 @@ impl Execution {
             screen: true,
             size: Some(size),
             window_bytes: self.window,
+            client: None,
         };
         match self.client.request(msg, None).await? {
             ServerMsg::Attached { .. } => Ok(()),

@@ -126,6 +126,9 @@ pub(crate) struct Driver {
     url: String,
     token: String,
     opts: ClientOptions,
+    /// The client's name, given with every pacing attachment, so that a
+    /// re-attach replaces the pacing of the old connection's attachment.
+    name: Arc<str>,
     rx: mpsc::Receiver<Cmd>,
     acks: Arc<Acks>,
     pending: HashMap<ReqId, Pending>,
@@ -149,6 +152,7 @@ impl Driver {
         url: String,
         token: String,
         opts: ClientOptions,
+        name: Arc<str>,
         rx: mpsc::Receiver<Cmd>,
         acks: Arc<Acks>,
         state: watch::Sender<Connection>,
@@ -158,6 +162,7 @@ impl Driver {
             url,
             token,
             opts,
+            name,
             rx,
             acks,
             pending: HashMap::new(),
@@ -368,6 +373,7 @@ impl Driver {
                 screen: mode.terminal && next[0] > 0,
                 size: mode.size.filter(|_| mode.terminal),
                 window_bytes: mode.window,
+                client: mode.pace.then(|| self.name.to_string()),
             };
             send(ws, &msg).await?;
         }

@@ -262,12 +262,15 @@ struct Output {
 struct Pacer {
     /// Its subscription's number.
     number: u64,
-    /// The next offsets it will read.
+    /// The next offsets it will read (or, paced by acknowledgements, the
+    /// offsets its client has taken).
     next: [u64; 2],
     /// A lingering pacer's subscription has gone: it holds the command back
     /// until then, for its client to come back (see
     /// [`CommandHandle::attach_lingering`]).
     until: Option<Instant>,
+    /// The client's name: a newer pacer of the same name replaces it.
+    name: Option<String>,
 }
 
 impl Output {
@@ -605,6 +608,40 @@ pub struct Subscription {
     sizes_seen: u64,
     /// Pacing goes on this long after it is dropped.
     linger: Option<Duration>,
+    /// Pacing follows [`PaceRef::ack`] (what the client has taken), not
+    /// what this subscription reads.
+    acked: bool,
+}
+
+/// A pacing subscription's pacer, advanced by its client's
+/// acknowledgements (see [`Subscription::pace_by_acks`]).
+#[derive(Clone, Debug)]
+pub struct PaceRef {
+    shared: std::sync::Weak<Shared>,
+    number: u64,
+}
+
+impl PaceRef {
+    /// The client has taken the output up to these offsets: the command may
+    /// run half a ring past them.
+    pub fn ack(&self, offsets: [u64; 2]) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let mut out = shared.output();
+        let ends = [out.rings[0].end(), out.rings[1].end()];
+        if let Some(p) = out.pacers.iter_mut().find(|p| p.number == self.number) {
+            p.next = [0, 1].map(|i| p.next[i].max(offsets[i].min(ends[i])));
+        }
+        drop(out);
+        shared.pacer_moved.notify_one();
+    }
+
+    /// Stops pacing at once (the client detached: it will not come back
+    /// for these bytes).
+    pub fn release(&self) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        shared.output().pacers.retain(|p| p.number != self.number);
+        shared.pacer_moved.notify_one();
+    }
 }
 
 fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Subscription {
@@ -615,7 +652,7 @@ fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Subscription {
         // A new pacing reader is the lingering ones' client back (or one
         // that replaces them): they stop holding the command.
         out.pacers.retain(|p| p.until.is_none());
-        out.pacers.push(Pacer { number, next: from, until: None });
+        out.pacers.push(Pacer { number, next: from, until: None, name: None });
         drop(out);
         shared.pacer_moved.notify_one();
     }
@@ -623,7 +660,17 @@ fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Subscription {
     shared.ever_attached.store(true, Ordering::SeqCst);
     shared.attach_changed.notify_one();
     let rx = shared.changed.subscribe();
-    Subscription { rx, shared, next: from, done: false, pace, number, sizes_seen: 0, linger: None }
+    Subscription {
+        rx,
+        shared,
+        next: from,
+        done: false,
+        pace,
+        number,
+        sizes_seen: 0,
+        linger: None,
+        acked: false,
+    }
 }
 
 impl Subscription {
@@ -635,6 +682,34 @@ impl Subscription {
     /// The next offset this subscription will deliver, per stream.
     pub fn offsets(&self) -> [u64; 2] {
         self.next
+    }
+
+    /// For a client that acknowledges what it takes (flow control): from
+    /// now on this pacing subscription holds the command back to the
+    /// offsets the returned [`PaceRef`] is told, not to what it reads, so
+    /// the bytes in flight to the client stay in the ring; when dropped it
+    /// goes on pacing from there for `linger` (its client reconnects and
+    /// attaches again), unless [`PaceRef::release`]d first. A `name` (the
+    /// client's) replaces the pacers of older attachments of that name, on
+    /// any connection (one that died without the daemon knowing yet).
+    /// `None` for a subscription that does not pace.
+    pub fn pace_by_acks(&mut self, name: Option<String>, linger: Duration) -> Option<PaceRef> {
+        if !self.pace {
+            return None;
+        }
+        let mut out = self.shared.output();
+        let number = self.number;
+        if let Some(name) = &name {
+            out.pacers.retain(|p| p.number == number || p.name.as_ref() != Some(name));
+        }
+        if let Some(p) = out.pacers.iter_mut().find(|p| p.number == number) {
+            p.name = name;
+        }
+        drop(out);
+        self.shared.pacer_moved.notify_one();
+        self.acked = true;
+        self.linger = Some(linger);
+        Some(PaceRef { shared: Arc::downgrade(&self.shared), number })
     }
 
     /// The next event: output (at most `max` bytes), a gap, or the exit;
@@ -661,7 +736,7 @@ impl Subscription {
             return Some(Event::Resized(size));
         }
         let ev = read_locked(&mut self.next, &mut self.done, &out, max);
-        if self.pace && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
+        if self.pace && !self.acked && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
             let (number, next) = (self.number, self.next);
             if let Some(p) = out.pacers.iter_mut().find(|p| p.number == number) {
                 p.next = next;
@@ -719,12 +794,16 @@ impl Drop for Subscription {
                 Some(d) => {
                     // What this subscription read may not have reached its
                     // client (socket buffers, a proxy): hold everything the
-                    // rings still have, not just what follows.
+                    // rings still have, not just what follows; or, paced by
+                    // acknowledgements, hold from what the client took.
                     let held = [out.rings[0].first_held(), out.rings[1].first_held()];
                     let until = Instant::now() + d;
+                    let acked = self.acked;
                     if let Some(p) = out.pacers.iter_mut().find(|p| p.number == self.number) {
                         p.until = Some(until);
-                        p.next = held;
+                        if !acked {
+                            p.next = held;
+                        }
                     }
                 }
                 None => out.pacers.retain(|p| p.number != self.number),
@@ -1013,7 +1092,7 @@ pub(crate) fn thaw(
             pacers = std::mem::take(&mut l.lingering)
                 .into_iter()
                 .zip((0..u64::MAX).rev())
-                .map(|((next, left), number)| Pacer { number, next, until: Some(now + left) })
+                .map(|((next, left), number)| Pacer { number, next, until: Some(now + left), name: None })
                 .collect();
             (None, open, Resume::Live(Box::new(l)), stdin, sources, pty)
         }

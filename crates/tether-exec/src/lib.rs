@@ -44,7 +44,8 @@ mod spec;
 mod stdin;
 
 pub use command::{
-    CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, Screen, ScreenAttach, Stream, Subscription,
+    CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, PaceRef, Screen, ScreenAttach, Stream,
+    Subscription,
 };
 pub use error::ExecError;
 pub use handover::Handover;

@@ -489,3 +489,47 @@ async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
     let exit = tokio::time::timeout(LIMIT, h.wait()).await.expect("runs on after the linger");
     assert_eq!(exit.ends[0] as usize, want);
 }
+
+/// Paced by acknowledgements: the command waits for what the client has
+/// taken, not for what was read; a lost attachment lingers from there; and
+/// a newer attachment of the same client name replaces an older one that
+/// will never acknowledge again (its connection died unnoticed).
+#[tokio::test]
+async fn pacing_by_acks_holds_to_what_was_taken_and_a_named_reattach_replaces_it() {
+    let m = manager();
+    let h = m.start(CommandSpec::shell("head -c 4000000 /dev/zero").ring_bytes(65536)).unwrap();
+    let mut old = h.attach_paced([0, 0], true).unwrap();
+    let _old_pacer = old.pace_by_acks(Some("client-1".into()), Duration::from_secs(600)).unwrap();
+    // Read without acknowledging: the command is held all the same, half
+    // a ring past the start.
+    let mut read = 0;
+    while read < 20_000 {
+        match tokio::time::timeout(LIMIT, old.next(65536)).await.unwrap().unwrap() {
+            Event::Output { data, .. } => read += data.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.info().offsets[0].1 <= 32_768, "held to the acks, not the reads: {:?}", h.info().offsets);
+    // Its client comes back on another connection, under the same name.
+    let mut new = h.attach_paced([0, 0], true).unwrap();
+    let pacer = new.pace_by_acks(Some("client-1".into()), Duration::from_secs(600)).unwrap();
+    let mut total = 0u64;
+    let exit = tokio::time::timeout(LIMIT, async {
+        loop {
+            match new.next(65536).await.unwrap() {
+                Event::Output { offset, data, .. } => {
+                    total += data.len() as u64;
+                    pacer.ack([offset + data.len() as u64, 0]);
+                }
+                Event::Exit(e) => break e,
+                Event::Gap { .. } => panic!("gap"),
+                Event::Resized(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the older attachment no longer holds the command");
+    assert_eq!((total, exit.ends[0]), (4_000_000, 4_000_000));
+    drop(old);
+}

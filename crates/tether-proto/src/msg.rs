@@ -106,6 +106,10 @@ pub enum ClientMsg {
         /// bound).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window_bytes: Option<u64>,
+        /// The attaching client's name (1..=64 bytes): with `pace`, a newer
+        /// pacing attachment of the same client replaces its older ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
     /// Set a PTY command's terminal size (the program gets SIGWINCH).
     /// Every attachment is told with `resized`. Answered by `ok`; a pipe
@@ -371,6 +375,9 @@ pub struct StartSpec {
     /// Flow control for the starting attachment (see `attach.window_bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_bytes: Option<u64>,
+    /// The starting client's name (see `attach.client`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// A terminal size in character cells.
@@ -437,6 +444,7 @@ impl Default for StartSpec {
             drain_grace_ms: None,
             request_key: None,
             window_bytes: None,
+            client: None,
         }
     }
 }
@@ -559,6 +567,9 @@ pub struct ShellRunSpec {
     /// `attach.window_bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_bytes: Option<u64>,
+    /// The submitting client's name (see `attach.client`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl Default for ShellRunSpec {
@@ -581,6 +592,7 @@ impl Default for ShellRunSpec {
             drain_grace_ms: None,
             request_key: None,
             window_bytes: None,
+            client: None,
         }
     }
 }

@@ -245,6 +245,7 @@ fn cases() -> Vec<Case> {
             screen: true,
             size: Some(TermSize { rows: 50, cols: 200 }),
             window_bytes: Some(1_048_576),
+            client: Some("7f3a9c21e0b54d6f".to_owned()),
         },
         ClientMsg::Resize { id: ReqId(12), command: cmd(), size: TermSize { rows: 43, cols: 132 } },
         ClientMsg::Detach { id: ReqId(3), command: cmd() },
@@ -388,6 +389,7 @@ fn start_spec() -> StartSpec {
         drain_grace_ms: Some(1_000),
         request_key: Some("k-7f3a9c21e0b54d6f-1".to_owned()),
         window_bytes: Some(1_048_576),
+        client: Some("7f3a9c21e0b54d6f".to_owned()),
     }
 }
 
@@ -490,6 +492,7 @@ fn shell_run_spec() -> ShellRunSpec {
         drain_grace_ms: None,
         request_key: Some("k-7f3a9c21e0b54d6f-2".to_owned()),
         window_bytes: Some(1_048_576),
+        client: Some("7f3a9c21e0b54d6f".to_owned()),
     }
 }
 

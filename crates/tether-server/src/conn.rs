@@ -11,11 +11,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::{Sink, Stream, StreamExt};
 use serde::Deserialize;
-use tether_exec::{CommandHandle, Event, ExecError, Manager, StdinSeq, Subscription};
+use tether_exec::{CommandHandle, Event, ExecError, Manager, PaceRef, StdinSeq, Subscription};
 use tether_proto::{self as proto, ClientMsg, CommandId, Encoding, ErrorCode, ReqId, ServerMsg};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -57,6 +58,12 @@ pub(crate) struct ConnCtx {
 
 /// Unacknowledged stdin bytes one connection may queue for one command.
 pub(crate) const STDIN_WINDOW_BYTES: usize = 4 << 20;
+
+/// How long a lost connection's pacing attachment (with flow control)
+/// goes on holding its command back, for its client to reconnect: clients
+/// notice a dead connection within their silence timeout and then retry
+/// with a backoff of a few seconds at most.
+const PACE_LINGER: Duration = Duration::from_secs(20);
 
 /// Smallest and largest `window_bytes` an attachment may ask for.
 const WINDOW_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
@@ -219,6 +226,10 @@ struct Attachment {
     generation: u64,
     /// Flow control: the client's acknowledged offsets, for the forwarder.
     acked: Option<watch::Sender<[u64; 2]>>,
+    /// A pacing attachment with flow control: its pacer, which the acks
+    /// move (so the bytes in flight stay in the ring) and which lingers if
+    /// the connection is lost (its client comes back for them).
+    pacer: Option<PaceRef>,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -287,10 +298,11 @@ impl Conn {
                 screen,
                 size,
                 window_bytes,
-            } => match window(window_bytes) {
-                Ok(window) => {
+                client,
+            } => match window(window_bytes).and_then(|w| Ok((w, client_name(client)?))) {
+                Ok((window, client)) => {
                     let size = size.map(map::size_from_wire);
-                    let how = How { tail: tail_bytes, pace, screen, size, window };
+                    let how = How { tail: tail_bytes, pace, screen, size, window, client };
                     self.attach(id, command, [stdout_offset, stderr_offset], how).await;
                     Ok(None)
                 }
@@ -306,7 +318,7 @@ impl Conn {
             },
             ClientMsg::Detach { id, command } => {
                 let command = self.name(command);
-                self.attachments.remove(&command.0);
+                self.end(&command.0);
                 Ok(Some(ServerMsg::Ok { id }))
             }
             ClientMsg::Stdin { id, command, data, writer, offset } => match seq(writer, offset) {
@@ -321,11 +333,16 @@ impl Conn {
                 // Never answered; an ack for an attachment without a window
                 // (or none at all) is ignored.
                 let command = self.name(command);
-                if let Some(acked) = self.attachments.get(&command.0).and_then(|a| a.acked.as_ref()) {
-                    acked.send_modify(|a| {
-                        a[0] = a[0].max(stdout_offset);
-                        a[1] = a[1].max(stderr_offset);
-                    });
+                if let Some(a) = self.attachments.get(&command.0) {
+                    if let Some(acked) = &a.acked {
+                        acked.send_modify(|a| {
+                            a[0] = a[0].max(stdout_offset);
+                            a[1] = a[1].max(stderr_offset);
+                        });
+                    }
+                    if let Some(p) = &a.pacer {
+                        p.ack([stdout_offset, stderr_offset]);
+                    }
                 }
                 Ok(None)
             }
@@ -446,6 +463,7 @@ impl Conn {
 
     async fn start(&mut self, id: ReqId, spec: proto::StartSpec) -> Result<Option<ServerMsg>, WireError> {
         let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
+        let client = client_name(spec.client.clone())?;
         let spec = map::spec_from_wire(spec)?;
         let (h, new) = self.ctx.manager.start_keyed(spec)?;
         let command = CommandId(h.id().to_owned());
@@ -454,7 +472,7 @@ impl Conn {
         } else {
             tracing::info!(command = %command, "start repeated (same request key): the command it started");
         }
-        self.started(id, &h, attach, pace, window).await
+        self.started(id, &h, attach, pace, window, client).await
     }
 
     /// Answers a start with `started` and attaches from the first byte if
@@ -470,18 +488,30 @@ impl Conn {
         attach: bool,
         pace: bool,
         window: Option<u64>,
+        client: Option<String>,
     ) -> Result<Option<ServerMsg>, WireError> {
         let sub = if attach {
-            self.attachments.remove(h.id());
+            self.end(h.id());
             Some(h.attach_paced([0, 0], pace)?)
         } else {
             None
         };
         self.send(ServerMsg::Started { id, command: CommandId(h.id().to_owned()), pid: h.pid() }).await;
         if let Some(sub) = sub {
-            self.forward(sub, window);
+            self.forward(sub, window, client);
         }
         Ok(None)
+    }
+
+    /// Ends this connection's attachment to a command on the client's
+    /// request (detach, or a new attachment replacing it): it stops pacing
+    /// at once, where a lost connection's attachment lingers.
+    fn end(&mut self, command: &str) {
+        if let Some(a) = self.attachments.remove(command)
+            && let Some(p) = a.pacer
+        {
+            p.release();
+        }
     }
 
     /// Queues a script in a shell; answered like `start`.
@@ -492,6 +522,7 @@ impl Conn {
         spec: proto::ShellRunSpec,
     ) -> Result<Option<ServerMsg>, WireError> {
         let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
+        let client = client_name(spec.client.clone())?;
         let spec = map::shell_run_from_wire(spec)?;
         let (h, new) = self.ctx.manager.shell_run_keyed(&shell, spec).await?;
         if new {
@@ -499,20 +530,20 @@ impl Conn {
         } else {
             tracing::info!(command = h.id(), %shell, "shell_run repeated (same request key): the command it queued");
         }
-        self.started(id, &h, attach, pace, window).await
+        self.started(id, &h, attach, pace, window, client).await
     }
 
     /// Attaches (replacing an earlier attachment of this connection to the
     /// same command): queues `attached`, then the forwarder's frames; or
     /// queues an error. Returns whether it attached.
     async fn attach(&mut self, id: ReqId, command: CommandId, from: [u64; 2], how: How) -> bool {
-        let window = how.window;
+        let (window, client) = (how.window, how.client.clone());
         // `attached` and every frame after it name the command by its id,
         // also when the client named it by its request key.
         let command = self.name(command);
         // An earlier attachment to the same command ends first, so none of
         // its frames follow the new `attached`.
-        self.attachments.remove(&command.0);
+        self.end(&command.0);
         let sub = match self.ctx.manager.get(&command.0) {
             Ok(h) => subscribe(&h, from, how).await,
             Err(e) => Err(e),
@@ -527,7 +558,7 @@ impl Conn {
                     self.send(ServerMsg::Screen { command, offset: s.offset, size, data: s.data.into() })
                         .await;
                 }
-                self.forward(sub, window);
+                self.forward(sub, window, client);
                 true
             }
             Err(e) => {
@@ -539,7 +570,7 @@ impl Conn {
 
     /// Spawns the forwarder of a new attachment, flow-controlled by
     /// `window` bytes of unacknowledged output if given.
-    fn forward(&mut self, sub: Subscription, window: Option<u64>) {
+    fn forward(&mut self, mut sub: Subscription, window: Option<u64>, client: Option<String>) {
         let out = self.out.clone();
         self.generation += 1;
         let generation = self.generation;
@@ -554,6 +585,10 @@ impl Conn {
             }
             None => (None, None),
         };
+        // A client that acknowledges paces by what it took, not by what
+        // was sent: the bytes in flight when its connection drops are
+        // still in the ring when it comes back.
+        let pacer = window.and_then(|_| sub.pace_by_acks(client, PACE_LINGER));
         let span = tracing::info_span!("attach", command = %cmd);
         let task = tokio::spawn(
             async move {
@@ -563,7 +598,8 @@ impl Conn {
             }
             .instrument(span),
         );
-        self.attachments.insert(cmd, Attachment { generation, acked, _task: AbortOnDropHandle::new(task) });
+        self.attachments
+            .insert(cmd, Attachment { generation, acked, pacer, _task: AbortOnDropHandle::new(task) });
     }
 }
 
@@ -583,6 +619,16 @@ fn seq(writer: Option<String>, offset: Option<u64>) -> Result<Option<StdinSeq>, 
             Ok(Some(seq))
         }
         _ => Err(WireError::bad_request("give both writer and offset, or neither")),
+    }
+}
+
+/// A client name (`attach.client`), checked.
+fn client_name(c: Option<String>) -> Result<Option<String>, WireError> {
+    match c {
+        Some(c) if c.is_empty() || c.len() > 64 => {
+            Err(WireError::bad_request(format!("client name {c:?}: 1 to 64 bytes")))
+        }
+        c => Ok(c),
     }
 }
 
@@ -621,6 +667,7 @@ struct How {
     screen: bool,
     size: Option<tether_exec::TermSize>,
     window: Option<u64>,
+    client: Option<String>,
 }
 
 /// An attachment's flow control: at most `window` bytes beyond what the
