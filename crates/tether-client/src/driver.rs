@@ -117,6 +117,9 @@ struct Watch {
     killed: bool,
     /// How to re-attach.
     mode: Mode,
+    /// What the execution has acknowledged taking: between it and `next`
+    /// is what waits in its queue.
+    acked: [u64; 2],
 }
 
 /// Ids the driver uses for its own requests, far above the caller's.
@@ -242,6 +245,9 @@ impl Driver {
                 },
                 () = acks.notify.notified() => {
                     for (command, at) in acks.take() {
+                        if let Some(w) = self.watches.get_mut(&command) {
+                            w.acked = [0, 1].map(|i| w.acked[i].max(at[i]));
+                        }
                         let msg = ClientMsg::Ack { id: ReqId(0), command, stdout_offset: at[0], stderr_offset: at[1] };
                         if send(ws, &msg).await.is_err() {
                             conn = self.lose(Lost::Error, &mut lost);
@@ -346,8 +352,18 @@ impl Driver {
     /// Re-attaches every watched command from the offsets delivered so far,
     /// then repeats the requests that were in flight.
     async fn resume(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
-        let targets: Vec<(CommandId, [u64; 2], Mode)> =
-            self.watches.iter().map(|(c, w)| (c.clone(), w.next, w.mode)).collect();
+        // What an execution still has queued counts against its new
+        // window: a stalled reader's queue does not grow by a window per
+        // reconnect.
+        let targets: Vec<(CommandId, [u64; 2], Mode)> = self
+            .watches
+            .iter()
+            .map(|(c, w)| {
+                let queued: u64 = (0..2).map(|i| w.next[i].saturating_sub(w.acked[i])).sum();
+                let window = w.mode.window.map(|win| win.saturating_sub(queued).max(4096));
+                (c.clone(), w.next, Mode { window, ..w.mode })
+            })
+            .collect();
         for (command, next, mode) in targets {
             let id = ReqId(self.next_internal);
             self.next_internal += 1;
@@ -494,7 +510,7 @@ impl Driver {
             ServerMsg::Started { id, ref command, .. } => {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
-                        let w = Watch { tx, next: [0, 0], killed: false, mode: p.mode };
+                        let w = Watch { tx, next: [0, 0], killed: false, mode: p.mode, acked: [0, 0] };
                         self.watch(command.clone(), w);
                     }
                     reply(p.reply, Ok(msg));
@@ -504,7 +520,7 @@ impl Driver {
                 if let Some(p) = self.pending.remove(&id) {
                     if let Some(tx) = p.watch {
                         let next = [stdout_offset, stderr_offset];
-                        let w = Watch { tx, next, killed: false, mode: p.mode };
+                        let w = Watch { tx, next, killed: false, mode: p.mode, acked: next };
                         self.watch(command.clone(), w);
                     }
                     if p.resume.is_some() {
