@@ -179,7 +179,11 @@ export class TetherConnection extends Emitter {
    * whether the daemon acted on it is unknown.
    */
   request(msg) {
-    if (this.state !== 'connected') {
+    // A socket the daemon is closing (a restart's 1001) is still
+    // `connected` until its close event: a send there would be dropped
+    // (with a console error), so the request fails as disconnected now and
+    // is repeated, where safe, after the reconnect.
+    if (this.state !== 'connected' || this.#closing()) {
       return Promise.reject(new TetherError('disconnected', 'not connected'));
     }
     const id = this.nextId++;
@@ -228,7 +232,12 @@ export class TetherConnection extends Emitter {
   }
 
   #send(msg) {
-    this.ws.send(encodeMessage(msg));
+    if (!this.#closing()) this.ws.send(encodeMessage(msg));
+  }
+
+  /** The socket is closing or closed (WebSocket CLOSING = 2, CLOSED = 3). */
+  #closing() {
+    return !this.ws || (typeof this.ws.readyState === 'number' && this.ws.readyState >= 2);
   }
 
   #connect() {

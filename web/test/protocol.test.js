@@ -252,6 +252,26 @@ test('keystrokes typed while disconnected arrive once, in order', async (t) => {
   assert.equal(ws2.all('stdin').length, 5, 'each keystroke once');
 });
 
+test('keystrokes typed while the daemon is closing the socket go after the reconnect', async (t) => {
+  const { conn, session, ws } = await startedSession();
+  t.after(() => conn.close());
+  // A restart's 1001 is on its way: the socket is closing, the page does
+  // not know yet. A browser would drop (and log) a send on it.
+  ws.readyState = 2;
+  for (const c of 'ls\r') session.sendStdin(enc.encode(c));
+  assert.deepEqual(stdinOn(ws), [], 'nothing sent on a closing socket');
+  ws.onclose({ code: 1001, reason: 'restarting' });
+  await until('a new socket', () => FakeSocket.latest() !== ws);
+  const ws2 = FakeSocket.latest();
+  await ws2.push(HELLO);
+  await reattached(ws2);
+  assert.deepEqual(stdinOn(ws2), [
+    [0, 'l'],
+    [1, 's'],
+    [2, '\r'],
+  ]);
+});
+
 test('the stdin window holds back frames, and counts resends', async (t) => {
   const { conn, session, ws } = await startedSession();
   t.after(() => conn.close());
