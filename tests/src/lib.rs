@@ -73,7 +73,12 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect_with(&self.url, &self.token, fast_reconnect()).await.unwrap()
+        self.client_via(&self.url).await
+    }
+
+    /// A client of this daemon reached at `url` (a proxy in front of it).
+    pub async fn client_via(&self, url: &str) -> Client {
+        Client::connect_with(url, &self.token, fast_reconnect()).await.unwrap()
     }
 
     /// Stops the daemon and waits for its shutdown to complete.
@@ -304,10 +309,21 @@ async fn pipe_with_cut(
 /// Writes `len` random bytes to a new temp file; returns its path and hash.
 pub fn random_file(len: usize) -> (tempfile_path::TempPath, [u8; 32]) {
     let path = tempfile_path::TempPath::new();
-    let mut data = vec![0u8; len];
-    rand::fill(&mut data[..]);
+    let data = random_bytes(len);
     std::fs::write(&path.0, &data).unwrap();
     (path, Sha256::digest(&data).into())
+}
+
+/// `len` random bytes.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::fill(&mut data[..]);
+    data
+}
+
+/// Lower-case hex, as `sha256sum` prints it.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub mod tempfile_path {

@@ -491,9 +491,7 @@ async fn a_reader_too_far_behind_gets_a_gap() {
 async fn reconnect_through_cutting_proxy_is_byte_exact() {
     let s = TestServer::start().await;
     let proxy = CutProxy::start(s.addr, 200_000, 3_000_000).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
+    let c = s.client_via(&proxy.url()).await;
     let (file, hash) = random_file(50_000_000);
     // The ring holds the whole output, so every resume finds its offset.
     let spec = StartSpec { ring_bytes: Some(64 << 20), ..argv(&["cat", file.as_str()]) };

@@ -11,23 +11,13 @@ use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tether_client::{ExecEvent, ExitReason, StartSpec};
 use tether_proto::{ClientMsg, CommandId, Encoding, ErrorCode, Payload, PtySpec, ReqId, ServerMsg};
-use tether_tests::{FaultProxy, RawWs, TestServer, bounded};
+use tether_tests::{FaultProxy, RawWs, TestServer, bounded, hex, random_bytes};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 
 fn shell(s: &str) -> StartSpec {
     StartSpec { shell: Some(s.to_owned()), ..StartSpec::default() }
-}
-
-fn random(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::fill(&mut v[..]);
-    v
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Polls `f` every 10 ms until it holds (bounded).
@@ -168,7 +158,7 @@ async fn an_unread_execution_does_not_stall_the_client() {
 async fn writing_all_stdin_before_reading_output_completes() {
     let s = TestServer::start().await;
     let c = s.client().await;
-    let data = random(32 << 20);
+    let data = random_bytes(32 << 20);
     let spec = StartSpec { ring_bytes: Some(64 << 20), ..shell("cat") };
     let ex = c.start(spec).await.unwrap();
     bounded(ex.write_stdin(Bytes::from(data.clone()))).await.unwrap();
@@ -188,10 +178,8 @@ async fn writing_all_stdin_before_reading_output_completes() {
 async fn stdin_survives_repeated_resets_byte_exact() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
-    let data = random(16 << 20);
+    let c = s.client_via(&proxy.url()).await;
+    let data = random_bytes(16 << 20);
     let want = hex(&Sha256::digest(&data));
     let ex = c.start(shell("sha256sum")).await.unwrap();
     let writer = {
@@ -228,9 +216,7 @@ async fn stdin_survives_repeated_resets_byte_exact() {
 async fn terminal_stdin_survives_resets_byte_exact() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
+    let c = s.client_via(&proxy.url()).await;
     let dir = tether_tests::tempfile_path::TempPath::new();
     // Raw mode, no echo: the bytes reach `head` as typed.
     let data: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -334,9 +320,7 @@ async fn a_numbered_stdin_resend_is_trimmed_and_a_hole_refused() {
 async fn a_start_in_flight_at_a_loss_makes_one_command() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
+    let c = s.client_via(&proxy.url()).await;
     proxy.freeze_replies();
     let mut spec = StartSpec { pace: true, ..shell("sleep 0.3; seq 1 50000") };
     spec.labels.insert("test".into(), "one-start".into());
@@ -514,9 +498,7 @@ async fn langsmith_drops_a_peer_that_stops_reading() {
 async fn exit_reason_after_kill_through_resets() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
+    let c = s.client_via(&proxy.url()).await;
     let mut ex = c.start(shell("echo ready; sleep 60")).await.unwrap();
     assert!(matches!(bounded(ex.next()).await, Some(Ok(ExecEvent::Stdout(_)))));
     proxy.freeze_replies();
@@ -576,9 +558,7 @@ async fn output_after_the_leader_exits_is_read_up_to_the_drain_grace() {
 async fn paced_output_survives_resets_with_a_window_in_flight() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
-    let c = tether_client::Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect())
-        .await
-        .unwrap();
+    let c = s.client_via(&proxy.url()).await;
     let len: usize = 48 << 20;
     let spec = StartSpec {
         pace: true,

@@ -249,7 +249,7 @@ async fn stdin_reaches_the_command_and_never_the_next_one() {
 async fn a_queued_command_is_reattached_after_a_network_cut() {
     let s = TestServer::start().await;
     let proxy = CutProxy::start(s.addr, u64::MAX - 1, u64::MAX).await;
-    let c = Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect()).await.unwrap();
+    let c = s.client_via(&proxy.url()).await;
     c.shell_create(named("cut")).await.unwrap();
     // Something runs for a while; the command under test waits behind it.
     let gate = std::env::temp_dir().join(format!("tether-gate-{:x}", rand::random::<u64>()));

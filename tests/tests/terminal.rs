@@ -299,11 +299,11 @@ async fn interrupt_gets_through_an_output_flood() {
 
 #[tokio::test]
 async fn the_rust_client_resumes_a_terminal_through_cuts_without_loss_or_duplicates() {
-    use tether_client::{Client, ExecEvent};
+    use tether_client::ExecEvent;
     let s = TestServer::start().await;
     // Budgets above the largest frame (a terminal read is at most 64 KiB).
     let proxy = tether_tests::CutProxy::start(s.addr, 100_000, 300_000).await;
-    let client = Client::connect_with(&proxy.url(), &s.token, tether_tests::fast_reconnect()).await.unwrap();
+    let client = s.client_via(&proxy.url()).await;
     let spec = StartSpec {
         shell: Some("seq -f line-%g 1 60000; sleep 0.2".into()),
         pty: Some(PtySpec { rows: 24, cols: 80, term: None }),

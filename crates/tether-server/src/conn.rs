@@ -263,6 +263,11 @@ impl Conn {
     /// A command's id for a name that may be its request key (unchanged if
     /// no command has that name).
     fn name(&self, c: CommandId) -> CommandId {
+        // The common case, every stdin frame and ack: an id this
+        // connection uses already (no registry lookup on that path).
+        if self.attachments.contains_key(&c.0) || self.pumps.contains_key(&c.0) {
+            return c;
+        }
         match self.ctx.manager.get(&c.0) {
             Ok(h) if h.id() != c.0 => CommandId(h.id().to_owned()),
             _ => c,

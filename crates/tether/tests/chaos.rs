@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tether_client::{Client, ClientOptions, ExecEvent, StartSpec};
-use tether_tests::FaultProxy;
+use tether_tests::{FaultProxy, hex, random_bytes};
 
 use common::{Daemon, Tmux, in_tmux};
 
@@ -237,16 +237,6 @@ fn check_lines(out: &str, want_sha: Option<&str>) -> Result<usize, String> {
     Err(format!("no end line after line-{n}"))
 }
 
-fn random(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::fill(&mut v[..]);
-    v
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Collects a child's stdout in a thread; `lines()` counts `line-` lines
 /// so far.
 struct Reader {
@@ -307,6 +297,17 @@ fn wait_child(child: &mut Child, limit: Duration) -> Result<i32, String> {
     }
 }
 
+/// Waits for a CLI client to end, checks its output (see [`check_lines`])
+/// and its exit code; the number of lines.
+fn finish(child: &mut Child, reader: Reader, want_sha: Option<&str>) -> Result<usize, String> {
+    let code = wait_child(child, CELL_LIMIT)?;
+    let n = check_lines(&reader.finish(), want_sha)?;
+    if code != 0 {
+        return Err(format!("exit code {code}"));
+    }
+    Ok(n)
+}
+
 // ------------------------------------------------------------- the cells
 
 /// `tether exec` with stdin from a file: the command hashes its stdin,
@@ -314,7 +315,7 @@ fn wait_child(child: &mut Child, limit: Duration) -> Result<i32, String> {
 #[test]
 fn chaos_exec() {
     matrix("exec", |env, fault| {
-        let data = random(12 << 20);
+        let data = random_bytes(12 << 20);
         let want = hex(&Sha256::digest(&data));
         let input = env.path("input");
         std::fs::write(&input, &data).unwrap();
@@ -338,12 +339,7 @@ fn chaos_exec() {
         let reader = Reader::spawn(&mut child);
         reader.until(10)?;
         env.inject(fault);
-        let code = wait_child(&mut child, CELL_LIMIT)?;
-        let out = reader.finish();
-        let n = check_lines(&out, Some(&want))?;
-        if code != 0 {
-            return Err(format!("exit code {code}"));
-        }
+        let n = finish(&mut child, reader, Some(&want))?;
         Ok(format!("{n} lines once each, stdin (12 MiB from a file) hashed equal"))
     });
 }
@@ -375,12 +371,7 @@ fn chaos_attach() {
         let after = reader.count();
         reader.until(after + 50)?;
         std::fs::write(&stop, b"").unwrap();
-        let code = wait_child(&mut child, CELL_LIMIT)?;
-        let out = reader.finish();
-        let n = check_lines(&out, None)?;
-        if code != 0 {
-            return Err(format!("exit code {code}"));
-        }
+        let n = finish(&mut child, reader, None)?;
         Ok(format!("{n} lines once each"))
     });
 }
@@ -398,7 +389,7 @@ fn chaos_rust_client() {
             reconnect_for: Duration::from_secs(60),
             ..ClientOptions::default()
         };
-        let data = random(12 << 20);
+        let data = random_bytes(12 << 20);
         let want = hex(&Sha256::digest(&data));
         let rt = &env.rt;
         let c = rt
@@ -468,7 +459,7 @@ fn chaos_exec_it() {
         let typed = env.path("typed");
         t.keys(&[&format!("cat > {typed}; echo cat-$((40+2))"), "Enter"]);
         std::thread::sleep(Duration::from_millis(300));
-        let text: String = (0..4).map(|l| format!("{l}-{}\n", hex(&random(24)))).collect();
+        let text: String = (0..4).map(|l| format!("{l}-{}\n", hex(&random_bytes(24)))).collect();
         let typing = {
             let text = text.clone();
             let socket = t.socket().to_owned();
