@@ -242,8 +242,9 @@ pub(crate) struct Shared {
     next_subscription: std::sync::atomic::AtomicU64,
     pub(crate) ctl: mpsc::Sender<Control>,
     stdin_tx: mpsc::Sender<StdinMsg>,
-    /// Returns this command's committed ring memory to the manager on drop.
-    _reservation: crate::manager::Reservation,
+    /// Returns this command's committed memory to the manager on drop; a
+    /// resize charges the new screen size to it first.
+    reservation: crate::manager::Reservation,
 }
 
 struct Output {
@@ -1000,7 +1001,7 @@ fn assemble(p: Parts) -> (CommandHandle, Actor) {
         next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
         stdin_tx,
-        _reservation: sp.reservation,
+        reservation: sp.reservation,
     });
     let stdin_stop = CancellationToken::new();
     let stdin_writer = StdinWriter {
@@ -1596,7 +1597,10 @@ impl Actor {
                     }
                     Control::AttachScreen { from, size, pace, reply } => {
                         if let Some(size) = size {
-                            let _ = self.resize(size);
+                            if let Err(e @ ExecError::ScreenMemory { .. }) = self.resize(size) {
+                                let _ = reply.send(Err(e));
+                                continue;
+                            }
                         }
                         self.attach_screen(from, pace, reply);
                     }
@@ -1793,6 +1797,10 @@ impl Actor {
                         // Rendered for the viewer's size; there is no
                         // process left to tell.
                         if let (Some(size), Some(model)) = (size, &self.model) {
+                            if let Err(e) = self.shared.reservation.charge_screen(size) {
+                                let _ = reply.send(Err(e));
+                                continue;
+                            }
                             model.send(ModelMsg::Resize(size));
                         }
                         self.attach_screen(from, pace, reply);
@@ -1883,7 +1891,14 @@ impl Actor {
         if self.shared.output().size.is_some_and(|(s, _)| s == size) {
             return Ok(());
         }
-        pty.resize(size)?;
+        self.shared.reservation.charge_screen(size)?;
+        if let Err(e) = pty.resize(size) {
+            // Charged for a size the terminal did not take: charge back.
+            if let Some((old, _)) = self.shared.output().size {
+                let _ = self.shared.reservation.charge_screen(old);
+            }
+            return Err(e);
+        }
         model.send(ModelMsg::Resize(size));
         {
             let mut out = self.shared.output();

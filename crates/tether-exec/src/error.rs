@@ -84,6 +84,19 @@ pub enum ExecError {
     /// A request key that is empty or too long.
     #[error("bad request key: 1 to 128 bytes, no NUL")]
     BadRequestKey,
+    /// A command's name or labels over their limits
+    /// ([`crate::CommandSpec::check_metadata`]).
+    #[error("{field} is too large: {len} {unit}, at most {max}")]
+    Metadata {
+        /// Which field (`name`, `labels`, `label "k"`).
+        field: String,
+        /// Its size.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+        /// What `len` and `max` count (`bytes`, `entries`).
+        unit: &'static str,
+    },
     /// A drain grace longer than the daemon allows.
     #[error("drain grace {asked:?} is longer than {max:?}")]
     BadDrainGrace {
@@ -111,6 +124,23 @@ pub enum ExecError {
         /// Bytes still available.
         available: usize,
         /// The limit.
+        limit: usize,
+    },
+    /// A terminal's screen model of this size does not fit in the memory
+    /// budget (shared with the rings).
+    #[error(
+        "terminal of {rows}x{cols} refused: its screen model needs {asked} bytes, {available} of {limit} available"
+    )]
+    ScreenMemory {
+        /// Rows asked for.
+        rows: u16,
+        /// Columns asked for.
+        cols: u16,
+        /// Bytes the screen model needs.
+        asked: usize,
+        /// Bytes available for it.
+        available: usize,
+        /// The memory budget.
         limit: usize,
     },
     /// No named shell of this name.

@@ -18,7 +18,7 @@ use crate::command::{
 };
 use crate::handover::Handover;
 use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
-use crate::spec::{CommandSpec, ManagerConfig, Program};
+use crate::spec::{CommandSpec, ManagerConfig, Program, TermSize};
 use crate::{ExecError, process};
 
 /// Pipe buffer asked for on stdout and stderr.
@@ -66,11 +66,60 @@ struct Inner {
     restarting: Arc<AtomicBool>,
 }
 
-/// Committed ring memory and a command slot, given back on drop.
+/// Committed memory (rings, and a terminal's screen model) and a command
+/// slot, given back on drop.
 pub(crate) struct Reservation {
     bytes: usize,
     committed: Arc<AtomicUsize>,
     count: Option<Arc<Inner>>,
+    /// The part of `committed` held for the screen model (changes with the
+    /// terminal's size), and the budget it is checked against.
+    screen: AtomicUsize,
+    limit: usize,
+}
+
+impl Reservation {
+    fn new(bytes: usize, screen: usize, inner: &Arc<Inner>) -> Reservation {
+        Reservation {
+            bytes,
+            committed: inner.committed.clone(),
+            count: Some(inner.clone()),
+            screen: AtomicUsize::new(screen),
+            limit: inner.cfg.max_total_ring_bytes,
+        }
+    }
+
+    /// Charges the screen model for a terminal of `size` instead of its
+    /// previous size; refused (nothing changes) if that exceeds the budget.
+    pub(crate) fn charge_screen(&self, size: TermSize) -> Result<(), ExecError> {
+        let new = screen_bytes(size);
+        let old = self.screen.load(Ordering::SeqCst);
+        if new > old {
+            let grow = new - old;
+            let limit = self.limit;
+            self.committed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c + grow <= limit).then_some(c + grow))
+                .map_err(|c| ExecError::ScreenMemory {
+                    rows: size.rows,
+                    cols: size.cols,
+                    asked: new,
+                    available: limit.saturating_sub(c) + old,
+                    limit,
+                })?;
+        } else {
+            self.committed.fetch_sub(old - new, Ordering::SeqCst);
+        }
+        self.screen.store(new, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// What a screen model of this size costs: vt100 keeps two grids (the
+/// normal and the alternate screen) of `rows x cols` cells, plus a row
+/// header each.
+pub(crate) fn screen_bytes(size: TermSize) -> usize {
+    let cells = usize::from(size.rows) * usize::from(size.cols);
+    2 * (cells * std::mem::size_of::<vt100::Cell>() + usize::from(size.rows) * 64)
 }
 
 impl Inner {
@@ -92,7 +141,7 @@ fn check_key(key: &str) -> Result<(), ExecError> {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.committed.fetch_sub(self.bytes, Ordering::SeqCst);
+        self.committed.fetch_sub(self.bytes + *self.screen.get_mut(), Ordering::SeqCst);
         if let Some(inner) = &self.count {
             inner.count.fetch_sub(1, Ordering::SeqCst);
         }
@@ -182,7 +231,7 @@ impl Manager {
         let ring_bytes = self.ring_bytes(&spec)?;
         // A terminal has one output stream, so one ring's worth of memory.
         let rings = if spec.pty.is_some() { 1 } else { 2 };
-        let reservation = self.reserve(rings * ring_bytes)?;
+        let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
 
         let spawned = spawn(&spec, &argv, cfg)?;
         let id = new_id();
@@ -380,12 +429,13 @@ impl Manager {
             return Err(ExecError::NotForShell("pty"));
         }
         validate_drain_grace(&spec)?;
+        spec.check_metadata()?;
         if sh.is_closed() {
             let why = sh.info().closed.map_or_else(|| "it has closed".to_owned(), |c| c.message);
             return Err(ExecError::ShellClosed { name: shell.to_owned(), why });
         }
         let ring_bytes = self.ring_bytes(&spec)?;
-        let reservation = self.reserve(2 * ring_bytes)?;
+        let reservation = self.reserve(2 * ring_bytes, None)?;
         let id = new_id();
         let (events_tx, events) = tokio::sync::mpsc::channel(4);
         let link = JobLink { shell: sh.shared.ctl.clone(), events, linger: sh.shared.linger.clone() };
@@ -474,10 +524,10 @@ impl Manager {
             // A terminal has one output stream, so one ring's worth.
             let rings = if frozen.size.is_some() { 1 } else { 2 };
             let bytes = rings * frozen.rings[0].cap;
+            let screen = frozen.size.map_or(0, |(size, _)| screen_bytes(size));
             inner.count.fetch_add(1, Ordering::SeqCst);
-            inner.committed.fetch_add(bytes, Ordering::SeqCst);
-            let reservation =
-                Reservation { bytes, committed: inner.committed.clone(), count: Some(inner.clone()) };
+            inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
+            let reservation = Reservation::new(bytes, screen, inner);
             let (handle, actor) = command::thaw(frozen, h, reservation);
             if let Some(key) = &handle.shared.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
@@ -501,7 +551,9 @@ impl Manager {
         m
     }
 
-    fn reserve(&self, bytes: usize) -> Result<Reservation, ExecError> {
+    /// A command slot and `bytes` of rings, plus the screen model of a
+    /// terminal of `screen` size.
+    fn reserve(&self, bytes: usize, screen: Option<TermSize>) -> Result<Reservation, ExecError> {
         let inner = &self.inner;
         let max = inner.cfg.max_commands;
         inner
@@ -509,16 +561,27 @@ impl Manager {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
             .map_err(|_| ExecError::TooManyCommands(max))?;
         let limit = inner.cfg.max_total_ring_bytes;
+        let screen_cost = screen.map_or(0, screen_bytes);
+        let total = bytes + screen_cost;
         let committed = inner
             .committed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c + bytes <= limit).then_some(c + bytes));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c + total <= limit).then_some(c + total));
         match committed {
-            Ok(_) => {
-                Ok(Reservation { bytes, committed: inner.committed.clone(), count: Some(inner.clone()) })
-            }
+            Ok(_) => Ok(Reservation::new(bytes, screen_cost, inner)),
             Err(c) => {
                 inner.count.fetch_sub(1, Ordering::SeqCst);
-                Err(ExecError::RingMemory { asked: bytes, available: limit.saturating_sub(c), limit })
+                let available = limit.saturating_sub(c);
+                Err(match screen {
+                    // The rings alone fit: the screen is what does not.
+                    Some(size) if bytes <= available => ExecError::ScreenMemory {
+                        rows: size.rows,
+                        cols: size.cols,
+                        asked: screen_cost,
+                        available: available - bytes,
+                        limit,
+                    },
+                    _ => ExecError::RingMemory { asked: total, available, limit },
+                })
             }
         }
     }
@@ -602,6 +665,7 @@ fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
     }
     validate_env(&spec.env)?;
     validate_drain_grace(spec)?;
+    spec.check_metadata()?;
     if let Some(pty) = &spec.pty {
         if !pty.size.is_valid() {
             return Err(ExecError::BadSize { rows: pty.size.rows, cols: pty.size.cols });

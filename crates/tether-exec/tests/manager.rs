@@ -533,3 +533,47 @@ async fn pacing_by_acks_holds_to_what_was_taken_and_a_named_reattach_replaces_it
     assert_eq!((total, exit.ends[0]), (4_000_000, 4_000_000));
     drop(old);
 }
+
+/// A terminal's screen model (two grids of rows x cols cells) is charged to
+/// the same memory budget as the rings, on start and on every resize: 150
+/// terminals of 500x500 once took 2.4 GB under a 64 MiB budget.
+#[tokio::test]
+async fn terminal_screens_count_against_the_memory_budget() {
+    let cfg = ManagerConfig { max_total_ring_bytes: 64 << 20, ..ManagerConfig::default() };
+    let m = Manager::new(cfg, true);
+    let small = 64 << 10;
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..150 {
+        match m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(small).pty(500, 500)) {
+            Ok(h) => held.push(h),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let Some(ExecError::ScreenMemory { rows: 500, cols: 500, .. }) = refused else {
+        panic!("150 screens of 500x500 fit in 64 MiB: {refused:?}");
+    };
+    assert!(m.committed_ring_bytes() <= 64 << 20, "{}", m.committed_ring_bytes());
+    // A small terminal still fits; growing it past the budget is refused
+    // and leaves it as it was.
+    for h in held.drain(..) {
+        h.kill().await.unwrap();
+        h.wait().await;
+        m.remove(h.id()).await.ok();
+    }
+    let before = m.committed_ring_bytes();
+    let h = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(small).pty(24, 80)).unwrap();
+    let one = m.committed_ring_bytes() - before;
+    assert!(one > small, "the screen is charged: {one}");
+    let _hog = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(60 << 20)).unwrap_err();
+    let _big: Vec<_> = (0..20)
+        .map_while(|_| m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(1 << 20)).ok())
+        .collect();
+    let err = h.resize(tether_exec::TermSize { rows: 500, cols: 500 }).await.unwrap_err();
+    assert!(matches!(err, ExecError::ScreenMemory { .. }), "{err:?}");
+    h.resize(tether_exec::TermSize { rows: 30, cols: 100 }).await.unwrap();
+    m.shutdown().await;
+}

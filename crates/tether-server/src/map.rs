@@ -40,13 +40,16 @@ impl From<exec::ExecError> for WireError {
             | E::StdinHole { .. }
             | E::BadWriter(_)
             | E::BadRequestKey
-            | E::BadDrainGrace { .. } => C::BadRequest,
+            | E::BadDrainGrace { .. }
+            | E::Metadata { .. } => C::BadRequest,
             E::BadCwd { .. } | E::Spawn { .. } | E::ShellStart { .. } => C::SpawnFailed,
             E::NotFound(_) | E::ShellNotFound(_) => C::NotFound,
             E::ShellClosed { .. } => C::ShellClosed,
             E::NotRunning(_) => C::NotRunning,
             E::StdinClosed(_) => C::StdinClosed,
-            E::TooManyCommands(_) | E::RingMemory { .. } | E::TooManyShells(_) => C::LimitExceeded,
+            E::TooManyCommands(_) | E::RingMemory { .. } | E::ScreenMemory { .. } | E::TooManyShells(_) => {
+                C::LimitExceeded
+            }
             E::ShuttingDown => C::ShuttingDown,
             E::Io { .. } => C::Internal,
         };
@@ -231,11 +234,13 @@ pub(crate) fn exit_to_wire(e: &exec::ExitInfo) -> proto::ExitStatus {
 
 pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
     let stream = |(first_held, end): (u64, u64)| proto::StreamInfo { first_held, end };
+    let (argv, argv_truncated) = listed_argv(i.argv);
     proto::CommandInfo {
         command: proto::CommandId(i.id),
         name: i.name,
         labels: i.labels,
-        argv: i.argv,
+        argv,
+        argv_truncated,
         pid: i.pid,
         state: match (&i.exit, i.queued) {
             (Some(_), _) => proto::CommandState::Exited,
@@ -250,4 +255,88 @@ pub(crate) fn info_to_wire(i: exec::CommandInfo) -> proto::CommandInfo {
         pty: i.pty.map(size_to_wire),
         shell: i.shell,
     }
+}
+
+/// The argv as listed: each element cut to [`proto::LIST_ARGV_ITEM_BYTES`]
+/// (at a character boundary), all of them to [`proto::LIST_ARGV_BYTES`];
+/// true if anything was cut. A script of megabytes (`/v1/exec` takes
+/// 64 MiB) stays the command's, but never makes a listing that large.
+fn listed_argv(argv: Vec<String>) -> (Vec<String>, bool) {
+    let mut out = Vec::with_capacity(argv.len().min(64));
+    let (mut total, mut cut) = (0, false);
+    for mut a in argv {
+        let room = proto::LIST_ARGV_BYTES.saturating_sub(total).min(proto::LIST_ARGV_ITEM_BYTES);
+        if a.len() > room {
+            cut = true;
+            if room == 0 {
+                break;
+            }
+            let mut end = room;
+            while !a.is_char_boundary(end) {
+                end -= 1;
+            }
+            a.truncate(end);
+        }
+        total += a.len();
+        out.push(a);
+    }
+    (out, cut)
+}
+
+/// One page of the command listing (native `list` and `GET /v1/commands`):
+/// oldest first, from `cursor`, at most `limit` commands and about
+/// [`proto::LIST_PAGE_BYTES`] (at least one), and the next page's cursor.
+pub(crate) fn list_page(
+    manager: &exec::Manager,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(Vec<proto::CommandInfo>, Option<String>), WireError> {
+    let limit = limit.unwrap_or(proto::LIST_DEFAULT_LIMIT);
+    if !(1..=proto::LIST_MAX_LIMIT).contains(&limit) {
+        return Err(WireError::bad_request(format!(
+            "list limit {limit} outside 1..={}",
+            proto::LIST_MAX_LIMIT
+        )));
+    }
+    let after = cursor.map(parse_cursor).transpose()?;
+    // The manager's listing is sorted by (start time, id), the cursor's key.
+    let mut rest = manager
+        .list()
+        .into_iter()
+        .filter(|i| after.as_ref().is_none_or(|(t, id)| (nanos(i.started_at), &i.id) > (*t, id)))
+        .peekable();
+    let (mut page, mut bytes, mut last) = (Vec::new(), 0, None);
+    while let Some(i) = rest.next_if(|_| page.len() < limit as usize && (page.is_empty() || bytes < proto::LIST_PAGE_BYTES)) {
+        last = Some((nanos(i.started_at), i.id.clone()));
+        let info = info_to_wire(i);
+        bytes += listed_bytes(&info);
+        page.push(info);
+    }
+    let next = rest.peek().and(last).map(|(t, id)| format!("{t}.{id}"));
+    Ok((page, next))
+}
+
+/// About how many bytes a command takes in a listing frame.
+fn listed_bytes(i: &proto::CommandInfo) -> usize {
+    const FIXED: usize = 512;
+    FIXED
+        + i.name.as_ref().map_or(0, String::len)
+        + i.labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        + i.argv.iter().map(|a| a.len() + 4).sum::<usize>()
+        + i.shell.as_ref().map_or(0, String::len)
+}
+
+fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// A cursor as made by [`list_page`]: `<start time in ns>.<command id>`.
+fn parse_cursor(c: &str) -> Result<(u128, String), WireError> {
+    let bad = || WireError::bad_request(format!("invalid list cursor {:?}", c.chars().take(64).collect::<String>()));
+    let (t, id) = c.split_once('.').ok_or_else(bad)?;
+    let t = t.parse().map_err(|_| bad())?;
+    if id.is_empty() || id.len() > 64 {
+        return Err(bad());
+    }
+    Ok((t, id.to_owned()))
 }
