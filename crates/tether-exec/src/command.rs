@@ -1596,11 +1596,11 @@ impl Actor {
                         let _ = reply.send(self.resize(size));
                     }
                     Control::AttachScreen { from, size, pace, reply } => {
-                        if let Some(size) = size {
-                            if let Err(e @ ExecError::ScreenMemory { .. }) = self.resize(size) {
-                                let _ = reply.send(Err(e));
-                                continue;
-                            }
+                        if let Some(size) = size
+                            && let Err(e @ ExecError::ScreenMemory { .. }) = self.resize(size)
+                        {
+                            let _ = reply.send(Err(e));
+                            continue;
                         }
                         self.attach_screen(from, pace, reply);
                     }
