@@ -34,6 +34,8 @@
 
 mod command;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handover;
 mod manager;
 mod process;

@@ -59,7 +59,7 @@ const MAX_CLIENT_FRAME: usize = 64 << 20;
 /// A client frame.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientFrame {
+pub(crate) enum ClientFrame {
     Execute(Box<Execute>),
     Reconnect {
         command_id: String,
@@ -570,7 +570,7 @@ async fn control(h: &CommandHandle, stdin: &StdinPump<()>, f: ClientFrame) {
     }
 }
 
-fn parse(msg: &Message) -> Option<ClientFrame> {
+pub(crate) fn parse(msg: &Message) -> Option<ClientFrame> {
     let text = match msg {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) => b,
@@ -586,7 +586,7 @@ fn parse(msg: &Message) -> Option<ClientFrame> {
 }
 
 /// Per-stream text decoding with byte-exact offsets for the client.
-struct Writer {
+pub(crate) struct Writer {
     streams: [Decoder; 2],
 }
 
@@ -598,13 +598,13 @@ struct Decoder {
 }
 
 impl Writer {
-    fn new(from: [u64; 2]) -> Writer {
+    pub(crate) fn new(from: [u64; 2]) -> Writer {
         Writer { streams: from.map(|at| Decoder { at, pending: Vec::new() }) }
     }
 
     /// The frames for a chunk of output (none while a character is
     /// incomplete).
-    fn output(&mut self, stream: Stream, offset: u64, data: &[u8]) -> Vec<serde_json::Value> {
+    pub(crate) fn output(&mut self, stream: Stream, offset: u64, data: &[u8]) -> Vec<serde_json::Value> {
         let i = if stream == Stream::Stdout { 0 } else { 1 };
         let d = &mut self.streams[i];
         if offset != d.at + d.pending.len() as u64 {
@@ -631,7 +631,7 @@ impl Writer {
     }
 
     /// At the end: a held-back incomplete sequence becomes U+FFFD.
-    fn flush(&mut self) -> Vec<serde_json::Value> {
+    pub(crate) fn flush(&mut self) -> Vec<serde_json::Value> {
         let mut frames = Vec::new();
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
             let d = &mut self.streams[i];

@@ -39,6 +39,8 @@ mod auth;
 mod config;
 mod conn;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod langsmith;
 mod langsmith_files;
 mod langsmith_legacy;
