@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ExecError;
 use crate::handover::{Frozen, FrozenStdin, Handover, Live, Phase};
+use crate::contain::{self, Containment, Leaf, Leftovers};
 use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
@@ -834,6 +835,8 @@ pub(crate) struct Lifetimes {
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
     pub(crate) io: SpawnedIo,
+    /// Its cgroup, if commands get one.
+    pub(crate) leaf: Option<Leaf>,
 }
 
 /// How a spawned process talks to us.
@@ -870,6 +873,7 @@ pub(crate) fn new_command(
     proc_: Spawned,
     life: Lifetimes,
     reservation: crate::manager::Reservation,
+    containment: Arc<Containment>,
 ) -> (CommandHandle, Actor) {
     let mut job = None;
     let mut stdin_later = None;
@@ -932,6 +936,7 @@ pub(crate) fn new_command(
         life,
         job,
         resume: None,
+        contain: (containment, proc_.leaf),
     })
 }
 
@@ -971,6 +976,8 @@ struct Parts {
     life: Lifetimes,
     job: Option<Job>,
     resume: Option<Resume>,
+    /// The daemon's containment, and the command's cgroup.
+    contain: (Arc<Containment>, Option<Leaf>),
 }
 
 fn assemble(p: Parts) -> (CommandHandle, Actor) {
@@ -1028,6 +1035,8 @@ fn assemble(p: Parts) -> (CommandHandle, Actor) {
         job: p.job,
         resume: p.resume,
         resumed_cwd: None,
+        containment: p.contain.0,
+        leaf: p.contain.1,
     };
     (CommandHandle { shared }, actor)
 }
@@ -1039,7 +1048,12 @@ pub(crate) fn thaw(
     f: Frozen,
     h: &mut Handover,
     reservation: crate::manager::Reservation,
+    containment: Arc<Containment>,
 ) -> (CommandHandle, Actor) {
+    let contain = {
+        let leaf = containment.leaf_of(&f.id);
+        (containment, leaf)
+    };
     let rings = f.rings.map(Ring::thaw);
     let term = f.size.map(|(size, _)| {
         // The screen is rebuilt from what the ring still holds.
@@ -1126,6 +1140,7 @@ pub(crate) fn thaw(
         life,
         job: None,
         resume: Some(resume),
+        contain,
     })
 }
 
@@ -1354,6 +1369,10 @@ pub(crate) struct Actor {
     resume: Option<Resume>,
     /// A handed-over shell command's final cwd.
     resumed_cwd: Option<String>,
+    /// How the command's processes are found and ended.
+    containment: Arc<Containment>,
+    /// The command's cgroup, if it has one.
+    leaf: Option<Leaf>,
 }
 
 /// What the actor of a shell command holds.
@@ -1736,6 +1755,12 @@ impl Actor {
             // even one that ignored SIGTERM after the leader died.
             let _ = process::signal_group(self.pid, libc::SIGKILL);
             process::signal_pids(&std::mem::take(&mut self.terminated), libc::SIGKILL);
+            self.sweep(true);
+        } else if self.job.is_none() && self.containment.leftovers() == Leftovers::Kill {
+            // It ended by itself: what it left running (background jobs,
+            // daemons it started) ends with it. Not by process group: the
+            // leader is reaped, so its pid may be a new group's by now.
+            self.sweep(!self.containment.subreaper());
         }
 
         let (r, wall) = reaped.unwrap_or((Reaped::unknown(), started.elapsed()));
@@ -1806,8 +1831,12 @@ impl Actor {
                         self.attach_screen(from, pace, reply);
                     }
                     Some(Control::Kill { reply, .. }) => {
+                        // Ended, but what it left may run (leftovers kept):
+                        // a kill ends that.
+                        let left = if self.job.is_none() { self.sweep(true) } else { 0 };
                         if let Some(reply) = reply {
-                            let _ = reply.send(Err(ExecError::NotRunning(self.shared.id.clone())));
+                            let r = if left > 0 { Ok(()) } else { Err(ExecError::NotRunning(self.shared.id.clone())) };
+                            let _ = reply.send(r);
                         }
                     }
                 },
@@ -1938,6 +1967,12 @@ impl Actor {
         }
     }
 
+    /// Kills what is left of the command (see [`contain::sweep`]); returns
+    /// how many processes (or populated cgroups) were found.
+    fn sweep(&self, thorough: bool) -> usize {
+        contain::sweep(&self.shared.id, self.leaf.as_ref(), thorough)
+    }
+
     fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
         reason.get_or_insert(why);
         if let Some(job) = &self.job {
@@ -1961,6 +1996,8 @@ impl Actor {
         // Descendants found when SIGTERM went out: one that left the group
         // and outlived the leader can no longer be found from it.
         process::signal_pids(&std::mem::take(&mut self.terminated), libc::SIGKILL);
+        // And those that left the tree as well (a double-forked daemon).
+        self.sweep(true);
     }
 
     fn on_attach_change(

@@ -28,11 +28,16 @@
 //! - `ring`: the offset-addressed ring buffer.
 //! - `stdin`: resumable stdin: per-writer byte counts that make a resend
 //!   after a reconnect drop what the command already has.
-//! - `process`: pidfd, `wait4`, signalling a process tree (the only
-//!   `unsafe` code in the workspace).
+//! - `contain`: which processes are a command's (cgroup v2 leaf, process
+//!   group and tree, environment marker), killing what it leaves, the
+//!   crash sweep.
+//! - `process`: pidfd, `wait4`, signalling a process tree, the subreaper
+//!   and its orphan reaper, joining a cgroup (the only `unsafe` code in
+//!   the workspace).
 //! - `error`: [`ExecError`].
 
 mod command;
+mod contain;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -49,6 +54,7 @@ pub use command::{
     CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, PaceRef, Screen, ScreenAttach, Stream,
     Subscription,
 };
+pub use contain::{COMMAND_ID_ENV, CgroupChoice, ContainConfig, Leftovers, SEAT_ENV, check_cgroup};
 pub use error::ExecError;
 pub use handover::Handover;
 pub use manager::Manager;

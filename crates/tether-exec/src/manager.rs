@@ -18,6 +18,7 @@ use crate::command::{
 };
 use crate::handover::Handover;
 use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
+use crate::contain::{CgroupChoice, ContainConfig, Containment};
 use crate::spec::{CommandSpec, ManagerConfig, Program, TermSize};
 use crate::{ExecError, process};
 
@@ -64,6 +65,8 @@ struct Inner {
     handover: HandoverSlot,
     /// A restart has begun ([`Manager::begin_handover`]).
     restarting: Arc<AtomicBool>,
+    /// How commands' processes are found and ended.
+    contain: Arc<Containment>,
 }
 
 /// Committed memory (rings, and a terminal's screen model) and a command
@@ -152,11 +155,31 @@ impl Manager {
     /// A manager with these defaults and limits. `kill_on_shutdown` decides
     /// whether [`Manager::shutdown`] kills running commands.
     pub fn new(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
+        let m = Manager::create(cfg, kill_on_shutdown);
+        // A daemon that leaves its commands when it stops leaves them when
+        // it crashes too; one that ends them ends what a crash left.
+        if kill_on_shutdown {
+            m.inner.contain.sweep_crashed(&Default::default());
+        }
+        m
+    }
+
+    /// A manager, without the sweep of a crashed predecessor's commands.
+    fn create(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
         process::cloexec_inherited_fds();
         process::catch_inherited_ignores();
         process::raise_fd_limit();
+        let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
+            tracing::error!("containment: {e}: commands are contained by process group and environment only");
+            let fallback = ContainConfig { cgroup: CgroupChoice::Off, subreaper: false, ..cfg.contain.clone() };
+            Containment::new(&fallback).expect("containment without cgroups or subreaper cannot fail")
+        });
+        if contain.subreaper() {
+            spawn_orphan_reaper();
+        }
         Manager {
             inner: Arc::new(Inner {
+                contain: Arc::new(contain),
                 cfg,
                 commands: DashMap::new(),
                 keys: DashMap::new(),
@@ -233,8 +256,8 @@ impl Manager {
         let rings = if spec.pty.is_some() { 1 } else { 2 };
         let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
 
-        let spawned = spawn(&spec, &argv, cfg)?;
         let id = new_id();
+        let spawned = spawn(&id, &spec, &argv, cfg, &inner.contain)?;
         let life = self.lifetimes(&spec);
         let meta = Meta {
             id: id.clone(),
@@ -249,7 +272,7 @@ impl Manager {
             request_key: spec.request_key.clone(),
         };
         tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
-        let (handle, actor) = command::new_command(meta, spawned, life, reservation);
+        let (handle, actor) = command::new_command(meta, spawned, life, reservation, inner.contain.clone());
         self.launch(&handle, actor);
         Ok(handle)
     }
@@ -332,6 +355,11 @@ impl Manager {
             return Err(ExecError::TooManyShells(inner.cfg.max_shells));
         }
         let idle_ttl = spec.idle_ttl.resolve(inner.cfg.shell_idle_ttl);
+        // Marked with the seat, so a crash sweep finds it and its jobs.
+        let mut spec = spec.clone();
+        if let Some(seat) = &inner.cfg.contain.seat {
+            spec.env.insert(crate::SEAT_ENV.to_owned(), seat.clone());
+        }
         let started =
             shell::start(name.clone(), &spec, &inner.cfg.env_remove, idle_ttl, inner.cfg.ttl).await?;
         let handle = started.handle;
@@ -453,8 +481,8 @@ impl Manager {
             shell: Some(shell.to_owned()),
             request_key: spec.request_key.clone(),
         };
-        let spawned = Spawned { pid: sh.pid(), io: SpawnedIo::Shell(link) };
-        let (handle, actor) = command::new_command(meta, spawned, life, reservation);
+        let spawned = Spawned { pid: sh.pid(), io: SpawnedIo::Shell(link), leaf: None };
+        let (handle, actor) = command::new_command(meta, spawned, life, reservation, self.inner.contain.clone());
         // Queue first: a refused command leaves no record behind.
         sh.submit(QueuedJob { id: id.clone(), script, events: events_tx, kill_grace }).await?;
         tracing::info!(%id, shell, "shell command queued");
@@ -517,7 +545,7 @@ impl Manager {
     /// fds are taken out of it; fds added by the caller stay). Limits are
     /// not applied to them: they were admitted before.
     pub fn resume(cfg: ManagerConfig, kill_on_shutdown: bool, h: &mut Handover) -> Manager {
-        let m = Manager::new(cfg, kill_on_shutdown);
+        let m = Manager::create(cfg, kill_on_shutdown);
         let inner = &m.inner;
         let mut resumed = Vec::new();
         for frozen in std::mem::take(&mut h.commands) {
@@ -528,13 +556,17 @@ impl Manager {
             inner.count.fetch_add(1, Ordering::SeqCst);
             inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
             let reservation = Reservation::new(bytes, screen, inner);
-            let (handle, actor) = command::thaw(frozen, h, reservation);
+            let (handle, actor) = command::thaw(frozen, h, reservation, inner.contain.clone());
             if let Some(key) = &handle.shared.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
             }
             tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
             m.launch(&handle, actor);
             resumed.push(handle);
+        }
+        if kill_on_shutdown {
+            let kept = resumed.iter().map(|h| h.id().to_owned()).collect();
+            inner.contain.sweep_crashed(&kept);
         }
         // The rings are slices of the handover's mapping: copy each into a
         // buffer of its own, one command at a time, so that the mapping is
@@ -649,6 +681,10 @@ impl Manager {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        if self.inner.kill_on_shutdown {
+            let contain = self.inner.contain.clone();
+            let _ = tokio::task::spawn_blocking(move || contain.remove_base()).await;
+        }
     }
 }
 
@@ -715,15 +751,56 @@ fn validate_cwd(cwd: &std::path::Path) -> Result<(), ExecError> {
     }
 }
 
-fn spawn(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> Result<Spawned, ExecError> {
-    let cmd = command(spec, argv, cfg);
-    match &spec.pty {
-        Some(opts) => {
-            let (pid, pty) = crate::pty::spawn(cmd, &argv[0], opts)?;
-            Ok(Spawned { pid, io: SpawnedIo::Pty(pty) })
-        }
-        None => spawn_piped(cmd, &argv[0]),
+fn spawn(
+    id: &str,
+    spec: &CommandSpec,
+    argv: &[String],
+    cfg: &ManagerConfig,
+    contain: &Containment,
+) -> Result<Spawned, ExecError> {
+    let mut cmd = command(spec, argv, cfg);
+    let leaf = contain
+        .prepare(id, &mut cmd)
+        .map_err(|source| ExecError::Io { context: "preparing the command's cgroup", source })?;
+    let spawned = match &spec.pty {
+        Some(opts) => crate::pty::spawn(cmd, &argv[0], opts)
+            .map(|(pid, pty)| Spawned { pid, io: SpawnedIo::Pty(pty), leaf: leaf.clone() }),
+        None => spawn_piped(cmd, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s }),
+    };
+    if let (Err(_), Some(leaf)) = (&spawned, &leaf) {
+        leaf.kill_and_remove();
     }
+    spawned
+}
+
+/// Reaps the orphans the daemon adopts as a subreaper: on every SIGCHLD,
+/// and again shortly after while some are left (a zombie is reaped on the
+/// second look, so a child someone else waits for is left to them).
+fn spawn_orphan_reaper() {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no runtime: orphans adopted by the daemon are not reaped");
+        return;
+    };
+    rt.spawn(async move {
+        let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
+            tracing::warn!("no SIGCHLD stream: orphans adopted by the daemon are not reaped");
+            return;
+        };
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            if seen.is_empty() {
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            } else {
+                tokio::select! {
+                    _ = sigchld.recv() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+            seen = tokio::task::spawn_blocking(move || process::reap_orphans(&seen)).await.unwrap_or_default();
+        }
+    });
 }
 
 /// The program, arguments, environment and cwd of a command.
@@ -759,6 +836,7 @@ fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Result<Spawned,
         process::grow_pipe(&stderr, PIPE_BYTES);
         Ok(Spawned {
             pid,
+            leaf: None,
             io: SpawnedIo::Pipes {
                 stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
                 stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,

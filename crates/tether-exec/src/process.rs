@@ -34,6 +34,7 @@ pub(crate) enum ExitWatch {
 
 impl ExitWatch {
     pub(crate) fn new(pid: u32) -> ExitWatch {
+        register_leader(pid);
         match pidfd_open(pid) {
             // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it
             // stays open exactly as long as it is registered.
@@ -89,6 +90,7 @@ pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
         0 => Ok(None),
         -1 => Err(io::Error::last_os_error()),
         _ => {
+            unregister_leader(pid);
             let tv_us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
             let (code, signal, core_dumped) = if libc::WIFEXITED(status) {
                 (Some(libc::WEXITSTATUS(status)), None, false)
@@ -261,7 +263,7 @@ pub(crate) fn session_members(sid: u32) -> Vec<u32> {
 }
 
 /// Every pid in `/proc`.
-fn all_pids() -> impl Iterator<Item = u32> {
+pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -540,7 +542,11 @@ pub(crate) fn register_file(file: std::fs::File) -> io::Result<AsyncFd<std::fs::
 pub(crate) fn wait_blocking(pid: u32) -> io::Result<()> {
     // SAFETY: waitpid with a null status pointer; no memory of ours.
     let r = unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
-    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    unregister_leader(pid);
+    Ok(())
 }
 
 /// Sends `sig` to one process group.
@@ -668,4 +674,120 @@ mod tests {
         assert_eq!(s.ppid, std::os::unix::process::parent_id());
         assert!(!s.zombie);
     }
+}
+
+/// The processes the daemon waits for itself (commands' and shells'
+/// leaders), which the orphan reaper must leave alone.
+static LEADERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn register_leader(pid: u32) {
+    LEADERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid);
+}
+
+fn unregister_leader(pid: u32) {
+    LEADERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pid);
+}
+
+/// Whether the daemon waits for `pid` itself.
+pub(crate) fn is_leader(pid: u32) -> bool {
+    LEADERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&pid)
+}
+
+/// Makes this process a child subreaper: orphaned descendants become its
+/// children instead of init's. Kept across exec (the graceful restart).
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes integers only.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Reaps the daemon's zombie children that are not leaders it waits for
+/// (orphans it adopted as a subreaper) and that were already zombies in
+/// `seen` (the previous pass), so a child some other code is about to
+/// wait for is left to it. Returns this pass's unreaped zombies.
+pub(crate) fn reap_orphans(seen: &std::collections::HashSet<u32>) -> std::collections::HashSet<u32> {
+    let mut now = std::collections::HashSet::new();
+    for pid in children(std::process::id()) {
+        if is_leader(pid) || !proc_stat(pid).is_some_and(|s| s.zombie) {
+            continue;
+        }
+        if seen.contains(&pid) {
+            let mut status = 0;
+            // SAFETY: waitpid on one pid with WNOHANG, status into a local.
+            unsafe {
+                libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
+            }
+        } else {
+            now.insert(pid);
+        }
+    }
+    now
+}
+
+/// Makes the child of `cmd` join the cgroup whose `cgroup.procs` is
+/// `procs` before it execs (writing "0" moves the writer itself), so that
+/// nothing it runs is ever outside it. A failure fails the spawn.
+pub(crate) fn join_cgroup_on_exec(cmd: &mut std::process::Command, procs: std::ffi::CString) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure calls only open, write and
+    // close (async-signal-safe) on a path prepared before the fork, and
+    // allocates nothing (`last_os_error` reads errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether `path` is on a cgroup v2 file system.
+pub(crate) fn is_cgroup2_fs(path: &std::path::Path) -> io::Result<bool> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let st = rustix::fs::statfs(path)?;
+    Ok(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub(crate) fn running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| !s.zombie)
+}
+
+/// `/proc/PID/environ` (empty if it cannot be read: another user's process,
+/// or gone).
+pub(crate) fn environ(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
+}
+
+/// SIGKILLs these processes and all their descendants, in one pass over
+/// `/proc` (the tree is walked before anything is killed).
+pub(crate) fn kill_trees(roots: &[u32]) {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for pid in all_pids() {
+        if let Some(s) = proc_stat(pid) {
+            children.entry(s.ppid).or_default().push(pid);
+        }
+    }
+    let mut all = Vec::new();
+    let mut stack = roots.to_vec();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        all.push(p);
+        if let Some(kids) = children.get(&p) {
+            stack.extend(kids);
+        }
+    }
+    signal_pids(&all, libc::SIGKILL);
 }

@@ -332,3 +332,6 @@ impl Default for ManagerConfig {
         }
     }
 }
+    /// How commands' processes are contained and ended.
+    pub contain: crate::contain::ContainConfig,
+            contain: Default::default(),

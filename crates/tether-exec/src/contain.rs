@@ -1,0 +1,389 @@
+//! Containment: which processes belong to a command, and ending all of them.
+//!
+//! A command's processes are found three ways, strongest first:
+//! - **A cgroup v2 leaf** (`<base>/<id>`), when the daemon has a cgroup it
+//!   may manage ([`CgroupChoice`]): the child joins it before it execs, so
+//!   nothing it starts can leave it (a double-forked `setsid` daemon
+//!   included); `cgroup.kill` ends them all at once.
+//! - **Its process group and its process tree**, walked through `/proc`
+//!   while the leader lives.
+//! - **The environment marker** [`COMMAND_ID_ENV`], inherited by everything
+//!   the command starts unless a process clears its environment. With the
+//!   daemon a child subreaper ([`ContainConfig::subreaper`]), a process that
+//!   loses its parent becomes the daemon's child, so the daemon's children
+//!   are where leftovers are looked for.
+//!
+//! When a command ends (its leader exited and its output drained up to the
+//! drain grace), what is left of it is killed, unless
+//! [`Leftovers::Keep`]. A daemon that starts with a seat
+//! ([`ContainConfig::seat`]) kills what a crashed predecessor on the same
+//! seat left running ([`Containment::sweep_crashed`]).
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process;
+
+/// The environment variable naming the command a process belongs to.
+pub const COMMAND_ID_ENV: &str = "TETHER_COMMAND_ID";
+/// The environment variable naming the daemon's seat (see
+/// [`ContainConfig::seat`]).
+pub const SEAT_ENV: &str = "TETHER_SEAT";
+
+/// Where commands' cgroups go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CgroupChoice {
+    /// No cgroups: process groups, trees and the environment marker.
+    #[default]
+    Off,
+    /// Below the daemon's own cgroup v2 directory, if it can create
+    /// cgroups there and move a process into one; else as `Off`.
+    Auto,
+    /// Below this cgroup v2 directory (created if missing); the daemon does
+    /// not start if it cannot be used.
+    At(PathBuf),
+}
+
+/// What happens to a command's remaining processes once it has ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Killed (with the whole cgroup, group and marked processes).
+    #[default]
+    Kill,
+    /// Left running; a `kill` of the command still ends them.
+    Keep,
+}
+
+/// How commands are contained.
+#[derive(Clone, Debug, Default)]
+pub struct ContainConfig {
+    /// Cgroups for commands.
+    pub cgroup: CgroupChoice,
+    /// Make the daemon a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that
+    /// orphaned descendants of commands become its children (and are
+    /// reaped by it) instead of init's.
+    pub subreaper: bool,
+    /// The remaining processes of an ended command.
+    pub leftovers: Leftovers,
+    /// A name for the daemon's place on the host (e.g. its listening
+    /// address), stable across restarts: commands carry it in
+    /// [`SEAT_ENV`], and a daemon starting on a seat kills what a crashed
+    /// daemon of the same seat left running.
+    pub seat: Option<String>,
+}
+
+/// The daemon's containment, set up once.
+pub(crate) struct Containment {
+    cfg: ContainConfig,
+    cgroups: Option<CgroupBase>,
+}
+
+struct CgroupBase {
+    dir: PathBuf,
+    /// `cgroup.kill` exists (Linux 5.14+).
+    kill_file: bool,
+}
+
+/// A command's cgroup.
+#[derive(Clone, Debug)]
+pub(crate) struct Leaf {
+    dir: PathBuf,
+    kill_file: bool,
+}
+
+impl Containment {
+    /// Sets up containment: the subreaper flag, and the cgroup base if one
+    /// is asked for and usable.
+    pub(crate) fn new(cfg: &ContainConfig) -> io::Result<Containment> {
+        if cfg.subreaper {
+            process::become_subreaper()?;
+        }
+        let cgroups = match &cfg.cgroup {
+            CgroupChoice::Off => None,
+            CgroupChoice::At(dir) => Some(CgroupBase::open(dir.clone()).map_err(|e| {
+                io::Error::new(e.kind(), format!("cgroup {}: {e}", dir.display()))
+            })?),
+            CgroupChoice::Auto => match own_cgroup_dir().and_then(|own| {
+                let name = match &cfg.seat {
+                    Some(seat) => format!("tether.{}", sanitize(seat)),
+                    None => format!("tether.{}", std::process::id()),
+                };
+                CgroupBase::open(own.join(name))
+            }) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::info!("no cgroup for commands ({e}): containing them by process group and environment");
+                    None
+                }
+            },
+        };
+        if let Some(b) = &cgroups {
+            tracing::info!(dir = %b.dir.display(), kill = b.kill_file, "commands get cgroup v2 leaves");
+        }
+        Ok(Containment { cfg: cfg.clone(), cgroups })
+    }
+
+    pub(crate) fn leftovers(&self) -> Leftovers {
+        self.cfg.leftovers
+    }
+
+    pub(crate) fn subreaper(&self) -> bool {
+        self.cfg.subreaper
+    }
+
+    /// Marks `cmd` as command `id`'s and, with cgroups, makes it join a new
+    /// leaf before it execs.
+    pub(crate) fn prepare(&self, id: &str, cmd: &mut std::process::Command) -> io::Result<Option<Leaf>> {
+        cmd.env(COMMAND_ID_ENV, id);
+        if let Some(seat) = &self.cfg.seat {
+            cmd.env(SEAT_ENV, seat);
+        }
+        let Some(base) = &self.cgroups else { return Ok(None) };
+        let dir = base.dir.join(id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))),
+        }
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
+        process::join_cgroup_on_exec(cmd, procs);
+        Ok(Some(Leaf { dir, kill_file: base.kill_file }))
+    }
+
+    /// Removes the cgroup base once its leaves are gone (at shutdown, the
+    /// commands killed): waits up to a second for leaves still emptying.
+    pub(crate) fn remove_base(&self) {
+        let Some(base) = &self.cgroups else { return };
+        for _ in 0..20 {
+            if let Ok(entries) = std::fs::read_dir(&base.dir) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            match std::fs::remove_dir(&base.dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(50)),
+                _ => return,
+            }
+        }
+    }
+
+    /// The leaf of a command taken over from a previous daemon, if it has one.
+    pub(crate) fn leaf_of(&self, id: &str) -> Option<Leaf> {
+        let base = self.cgroups.as_ref()?;
+        let dir = base.dir.join(id);
+        dir.is_dir().then_some(Leaf { dir, kill_file: base.kill_file })
+    }
+
+    /// Kills what a crashed daemon on this seat left: every cgroup leaf and
+    /// every process marked with the seat, but the commands in `keep` (taken
+    /// over from a daemon that restarted gracefully). Returns how many
+    /// processes and leaves were found.
+    pub(crate) fn sweep_crashed(&self, keep: &HashSet<String>) -> usize {
+        let mut found = 0;
+        if let Some(base) = &self.cgroups
+            && let Ok(entries) = std::fs::read_dir(&base.dir)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !e.path().is_dir() || keep.contains(&name) {
+                    continue;
+                }
+                let leaf = Leaf { dir: e.path(), kill_file: base.kill_file };
+                if leaf.populated() {
+                    found += 1;
+                    tracing::warn!(command = name, "killing what a crashed daemon left in its cgroup");
+                }
+                leaf.kill_and_remove();
+            }
+        }
+        let Some(seat) = &self.cfg.seat else { return found };
+        let seat_entry = format!("{SEAT_ENV}={seat}");
+        let me = std::process::id();
+        let victims: Vec<u32> = process::all_pids()
+            .filter(|&p| p != me)
+            .filter(|&p| {
+                let env = process::environ(p);
+                let has = |entry: &str| env.split(|&b| b == 0).any(|e| e == entry.as_bytes());
+                has(&seat_entry)
+                    && !keep.iter().any(|id| has(&format!("{COMMAND_ID_ENV}={id}")))
+            })
+            .collect();
+        if !victims.is_empty() {
+            tracing::warn!(processes = victims.len(), seat, "killing what a crashed daemon on this seat left running");
+            found += victims.len();
+            process::kill_trees(&victims);
+        }
+        found
+    }
+}
+
+impl CgroupBase {
+    /// Creates `dir` if needed and checks that a child can be moved into a
+    /// leaf of it.
+    fn open(dir: PathBuf) -> io::Result<CgroupBase> {
+        if !is_cgroup2(&dir)? {
+            return Err(io::Error::other("not in a cgroup v2 hierarchy"));
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let probe = dir.join(format!("probe-{}", std::process::id()));
+        let _ = std::fs::create_dir(&probe);
+        let kill_file = probe.join("cgroup.kill").exists();
+        let procs = CString::new(probe.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "exit 0"]).stdin(std::process::Stdio::null());
+        process::join_cgroup_on_exec(&mut cmd, procs);
+        let r = cmd.status();
+        let _ = std::fs::remove_dir(&probe);
+        match r {
+            Ok(s) if s.success() => Ok(CgroupBase { dir, kill_file }),
+            Ok(s) => Err(io::Error::other(format!("a probe process could not run in it ({s})"))),
+            Err(e) => Err(io::Error::new(e.kind(), format!("a probe process could not join it: {e}"))),
+        }
+    }
+}
+
+impl Leaf {
+    /// Whether any process is in the leaf.
+    pub(crate) fn populated(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .map(|s| s.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// How many processes in the leaf are running (zombies waiting for
+    /// their parent are not).
+    fn live_members(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&p| process::running(p))
+            .count()
+    }
+
+    /// Kills every process in the leaf.
+    pub(crate) fn kill(&self) {
+        if self.kill_file && std::fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        // Before cgroup.kill: kill the members until none is left (a member
+        // forking meanwhile is caught by the next round).
+        for _ in 0..100 {
+            let pids: Vec<u32> = std::fs::read_to_string(self.dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            process::signal_pids(&pids, libc::SIGKILL);
+        }
+    }
+
+    /// Kills every process in the leaf and removes it once it is empty
+    /// (in the background: dying processes leave it asynchronously).
+    pub(crate) fn kill_and_remove(&self) {
+        self.kill();
+        if std::fs::remove_dir(&self.dir).is_ok() {
+            return;
+        }
+        let dir = self.dir.clone();
+        let remove = move || {
+            for _ in 0..100 {
+                match std::fs::remove_dir(&dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => return,
+                }
+            }
+            tracing::warn!(dir = %dir.display(), "cgroup still busy after 5 s: left");
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Kills what is left of command `id`: its cgroup leaf, or else the
+/// processes marked with its id and their descendants. `thorough` scans
+/// every process for the marker; otherwise only the daemon's own children
+/// are looked at (enough when it is a subreaper: a process that lost its
+/// parent is one of them, and the rest hang below those). Returns how many
+/// were found (a populated cgroup counts one).
+pub(crate) fn sweep(id: &str, leaf: Option<&Leaf>, thorough: bool) -> usize {
+    if let Some(leaf) = leaf {
+        let found = leaf.live_members();
+        leaf.kill_and_remove();
+        return found;
+    }
+    let entry = format!("{COMMAND_ID_ENV}={id}");
+    let marked = |p: &u32| process::environ(*p).split(|&b| b == 0).any(|e| e == entry.as_bytes());
+    let me = std::process::id();
+    let victims: Vec<u32> = if thorough {
+        process::all_pids().filter(|&p| p != me).filter(marked).collect()
+    } else {
+        process::children(me).into_iter().filter(|p| !process::is_leader(*p)).filter(marked).collect()
+    };
+    // Zombies are dead already (and have no environment to match).
+    let victims: Vec<u32> = victims.into_iter().filter(|&p| process::running(p)).collect();
+    if !victims.is_empty() {
+        tracing::debug!(%id, processes = victims.len(), "killing what is left of the command");
+        process::kill_trees(&victims);
+    }
+    victims.len()
+}
+
+/// Checks that `dir` can hold commands' cgroups (created if missing): a
+/// probe process is moved into a leaf of it.
+pub fn check_cgroup(dir: &Path) -> io::Result<()> {
+    CgroupBase::open(dir.to_owned()).map(drop)
+}
+
+/// The daemon's own cgroup v2 directory.
+fn own_cgroup_dir() -> io::Result<PathBuf> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup")?;
+    let rel = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::other("no cgroup v2 entry in /proc/self/cgroup"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // Fields: id parent major:minor root mountpoint options ... - fstype ...
+    let mount = mounts
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let mut f = left.split_whitespace();
+            let root = f.nth(3)?;
+            let point = f.next()?;
+            (fstype == "cgroup2" && root == "/").then(|| PathBuf::from(point))
+        })
+        .next()
+        .ok_or_else(|| io::Error::other("no cgroup v2 file system mounted"))?;
+    Ok(mount.join(rel.trim_start_matches('/')))
+}
+
+/// Whether `dir` (or, if it does not exist yet, its parent) is in a
+/// cgroup v2 file system.
+fn is_cgroup2(dir: &Path) -> io::Result<bool> {
+    let probe = if dir.exists() { dir } else { dir.parent().unwrap_or(dir) };
+    process::is_cgroup2_fs(probe)
+}
+
+/// A seat name as a cgroup directory name.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
+}
