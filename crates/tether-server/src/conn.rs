@@ -51,6 +51,9 @@ pub(crate) struct ConnCtx {
     pub(crate) manager: Manager,
     pub(crate) cfg: ServerConfig,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the token this connection authenticated with is
+    /// replaced: the connection closes with 1008.
+    pub(crate) revoked: CancellationToken,
     pub(crate) encoding: Encoding,
     pub(crate) peer: SocketAddr,
     pub(crate) attach: Option<AttachQuery>,
@@ -138,6 +141,10 @@ where
         tokio::select! {
             _ = conn.ctx.shutdown.cancelled() => {
                 closing = Some((CLOSE_GOING_AWAY, "server shutting down"));
+            }
+            _ = conn.ctx.revoked.cancelled() => {
+                tracing::info!("token revoked: closing");
+                closing = Some((CLOSE_POLICY, "token revoked"));
             }
             // The writer gave up on the peer (send timeout or error).
             _ = dead.cancelled() => break,

@@ -11,8 +11,12 @@
 //!
 //! # Layout
 //! - `config`: [`ServerConfig`].
-//! - `auth`: bearer token and Origin checks (a middleware on every route
-//!   but `/healthz`).
+//! - `accept`: the accept loop: hyper HTTP/1.1 connections, with a header
+//!   timeout, a deadline to authenticate and a connection cap that keeps
+//!   room for clients with the token.
+//! - `auth`: bearer token ([`Tokens`], replaceable while serving, revoking
+//!   what used the old one) and Origin checks (a middleware on every route
+//!   but `/healthz`), the `Host` check (on every route).
 //! - `conn`: one WebSocket connection: decode, dispatch, per-attachment
 //!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
 //!   without sockets.
@@ -35,6 +39,7 @@
 //!   token, which it sends only inside the WebSocket subprotocol list.
 #![forbid(unsafe_code)]
 
+mod accept;
 mod auth;
 mod config;
 mod conn;
@@ -62,14 +67,13 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tether_exec::Manager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::Token;
-pub use config::ServerConfig;
+pub use auth::{Token, Tokens};
+pub use config::{ConfigError, ServerConfig, default_max_connections, normalize_host, normalize_origin};
 pub use conn::AttachQuery;
 pub use oneshot::default_interpreters;
 pub use tether_exec::Handover;
@@ -207,6 +211,7 @@ impl Server {
     }
 
     /// Serves `listener` until `shutdown` resolves, then shuts down
+            .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require_host))
     /// gracefully: WebSocket clients get close code 1001, commands are
     /// killed (unless configured otherwise) and reaped.
     pub async fn run(
@@ -247,7 +252,7 @@ impl Server {
         // Kept open across the stop for a restart (close-on-exec until then).
         let kept = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let addr = listener.local_addr()?;
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let manager = st.manager.clone();
         let signal = async move {
@@ -261,14 +266,7 @@ impl Server {
             let _ = stop_tx.send(why);
             token.cancel();
         };
-        // Small frames (a prompt, an exit) must not wait for Nagle plus the
-        // peer's delayed ACK (40 ms on Linux).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY: {e}");
-            }
-        });
-        let serving = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+        let serving = accept::serve(listener, app, accept::Limits::of(&st.cfg), signal);
         tokio::pin!(serving);
         ready(addr);
         let grace_over = async {
@@ -276,8 +274,8 @@ impl Server {
             tokio::time::sleep(STOP_GRACE).await;
         };
         tokio::select! {
-            r = &mut serving => r?,
-            _ = grace_over => tracing::warn!("requests still running {STOP_GRACE:?} after the stop: dropped"),
+            () = &mut serving => {}
+            () = grace_over => tracing::warn!("requests still running {STOP_GRACE:?} after the stop: dropped"),
         }
         let why = stop_rx.await.unwrap_or(Stop::Shutdown);
         st.conns.close();
@@ -333,6 +331,7 @@ async fn ws_handler(
     // Offering only subprotocols we do not speak (the token entry aside) is
     // a client for something else: refuse before upgrading.
     let offered: Vec<String> = ws
+    axum::Extension(revoked): axum::Extension<auth::Revocation>,
         .requested_protocols()
         .filter_map(|p| p.to_str().ok())
         .filter(|p| !p.starts_with(tether_proto::TOKEN_SUBPROTOCOL_PREFIX))
@@ -364,6 +363,7 @@ async fn ws_handler(
             };
             st2.conns.track_future(conn::serve(socket, ctx))
         },
+                revoked: revoked.0,
     )
 }
 

@@ -213,6 +213,36 @@ pub(crate) struct ServeArgs {
     pub(crate) keep_commands_on_shutdown: bool,
     /// Default ring buffer size per stream, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
+    /// A host name clients may reach the daemon by (the `Host` header,
+    /// repeatable); IP addresses and `localhost` always pass, any other
+    /// name is refused (DNS rebinding). `*` allows any.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub(crate) allow_hosts: Vec<String>,
+    /// Accept a token shorter than 16 characters, or a token file that
+    /// group or others can read (refused otherwise).
+    #[arg(long)]
+    pub(crate) allow_weak_token: bool,
+    /// Most client connections held at once (default: half the open-file
+    /// limit); past it a new connection is closed at once.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// Most connections held that have not made an authenticated request
+    /// (default: a quarter of --max-connections); a new one past it closes
+    /// the oldest.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_unauthenticated: Option<usize>,
+    /// Close a connection that has made no authenticated request this many
+    /// seconds after it was accepted.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) unauthenticated_timeout: f64,
+    /// Close a connection whose request headers take longer than this many
+    /// seconds to arrive (idle keep-alive included).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) header_timeout: f64,
+    /// Parse the arguments and exit 0: the running daemon checks a new
+    /// binary this way before a restart hands its commands over to it.
+    #[arg(long, hide = true)]
+    pub(crate) probe_handover: bool,
     pub(crate) ring_bytes: usize,
     /// Ring size per stream for commands started by the LangSmith client
     /// (`/compat/langsmith`), in bytes: it cannot notice lost output.

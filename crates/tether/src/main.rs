@@ -22,6 +22,11 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if matches!(&cli.command, cli::Command::Serve(a) if a.probe_handover) {
+        // The arguments parsed: this binary can take over (see
+        // `serve::probe_handover`).
+        std::process::exit(0);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tether_server::{Ended, HANDOVER_ENV, Handover, LISTENER_FD, Server, ServerConfig, Stop, Token};
+use tether_server::{Ended, HANDOVER_ENV, Handover, LISTENER_FD, Server, ServerConfig, Stop, Token, Tokens};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -13,10 +13,21 @@ use crate::token;
 
 pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     init_tracing(args.log_format);
-    let token = match conn.token.filter(|t| !t.is_empty()) {
+    let weak_ok = args.allow_weak_token;
+    // Refused unless allowed; allowed, it is still said loudly.
+    let weak = |why: String| -> Result<()> {
+        anyhow::ensure!(weak_ok, "{why}; refusing to serve (--allow-weak-token to accept it)");
+        tracing::warn!("WEAK TOKEN: {why}");
+        eprintln!("tether: WARNING: {why}");
+        Ok(())
+    };
+    let (token, file) = match conn.token.filter(|t| !t.is_empty()) {
         Some(t) => {
             tracing::info!("using the token from TETHER_TOKEN / --token");
-            t
+            if let Some(why) = token::weakness(&t, "TETHER_TOKEN / --token") {
+                weak(why)?;
+            }
+            (t, None)
         }
         None => {
             let path = match conn.token_file {
@@ -26,12 +37,44 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
             let (t, created) = token::load_or_create(&path)?;
             let verb = if created { "wrote a new token to" } else { "using the token in" };
             eprintln!("tether: {verb} {} (clients read it from there)", path.display());
-            t
+            if let Some(why) = token::exposure(&path)? {
+                weak(why)?;
+            }
+            if let Some(why) = token::weakness(&t, &path.display().to_string()) {
+                weak(why)?;
+            }
+            (t, Some(path))
         }
     };
     let secs = |s: i64| (s >= 0).then(|| Duration::from_secs(s as u64));
     let mut cfg = ServerConfig::new(Token::new(token));
-    cfg.allowed_origins = args.allow_origins;
+    cfg.allowed_origins = args
+        .allow_origins
+        .iter()
+        .map(|o| tether_server::normalize_origin(o))
+        .collect::<Result<_, _>>()
+        .context("--allow-origin")?;
+    cfg.allowed_hosts = args
+        .allow_hosts
+        .iter()
+        .map(|h| tether_server::normalize_host(h))
+        .collect::<Result<_, _>>()
+        .context("--allow-host")?;
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+        cfg.max_connections = n;
+        cfg.max_unauthenticated = (n / 4).max(1);
+    }
+    if let Some(n) = args.max_unauthenticated {
+        anyhow::ensure!(n > 0, "--max-unauthenticated must be at least 1");
+        cfg.max_unauthenticated = n.min(cfg.max_connections);
+    }
+    let timeout = |flag: &str, s: f64| -> Result<Duration> {
+        anyhow::ensure!(s.is_finite() && s > 0.0 && s <= 86400.0, "{flag} {s}: expected seconds in (0, 86400]");
+        Ok(Duration::from_secs_f64(s))
+    };
+    cfg.unauthenticated_timeout = timeout("--unauthenticated-timeout", args.unauthenticated_timeout)?;
+    cfg.header_timeout = timeout("--header-timeout", args.header_timeout)?;
     cfg.kill_on_shutdown = !args.keep_commands_on_shutdown;
     cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
     cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
@@ -66,6 +109,9 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     let stops = stop_signals();
     let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
         Some(fd) => {
+    if let Some(path) = file {
+        tokio::spawn(watch_token_file(path, cfg.token.clone(), weak_ok));
+    }
             let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
             let t = std::time::Instant::now();
             let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
@@ -85,7 +131,24 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     };
     loop {
         let stops = stops.clone();
-        let stop = async move { stops.lock().await.recv().await.unwrap_or(Stop::Shutdown) };
+        let (probe_exe, probe_argv) = (exe.clone(), argv.clone());
+        let stop = async move {
+            loop {
+                let why = stops.lock().await.recv().await.unwrap_or(Stop::Shutdown);
+                if why == Stop::Shutdown {
+                    return why;
+                }
+                // Only to a binary that starts: one that cannot would take
+                // the commands down with it.
+                match probe_handover(&probe_exe, &probe_argv).await {
+                    Ok(()) => return why,
+                    Err(e) => tracing::error!(
+                        exe = %probe_exe.display(),
+                        "restart refused: the new binary failed its check ({e:#}); still serving"
+                    ),
+                }
+            }
+        };
         // On stdout, one line, so scripts and tests can find a port-0
         // address (again after each restart), once the server holds all it
         // holds while serving. Whoever read it may have closed the pipe
@@ -114,6 +177,73 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
 fn listener_of(h: &mut Handover) -> Result<TcpListener> {
     let fd = h.take_fd(LISTENER_FD).context("the handover has no listening socket")?;
     let std = std::net::TcpListener::from(fd);
+
+/// How long a new binary gets to pass its check.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `exe` with the daemon's arguments and `--probe-handover` (parse
+/// them and exit 0), without the handover or any of the daemon's files.
+async fn probe_handover(exe: &std::path::Path, argv: &[std::ffi::OsString]) -> Result<()> {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(argv)
+        .arg("--probe-handover")
+        .env_remove(HANDOVER_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let status = tokio::time::timeout(PROBE_TIMEOUT, child.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {PROBE_TIMEOUT:?}"))??;
+    anyhow::ensure!(status.success(), "it ended with {status}");
+    Ok(())
+}
+
+/// How often the token file is read again (SIGHUP reads it at once).
+const TOKEN_POLL: Duration = Duration::from_secs(1);
+
+/// Reads the token file again every [`TOKEN_POLL`] and on SIGHUP; a new
+/// token replaces the old one, which is revoked at once (connections that
+/// used it close with 1008). A new token that is weak and not allowed
+/// revokes the old one and accepts none until the file is fixed. An
+/// unreadable or empty file (being rewritten) changes nothing.
+async fn watch_token_file(path: std::path::PathBuf, tokens: Tokens, weak_ok: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| tracing::error!("cannot watch SIGHUP: {e}")).ok();
+    let mut tick = tokio::time::interval(TOKEN_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reading the token file again");
+            }
+        }
+        let Ok(t) = token::read(&path) else { continue };
+        if last.as_deref() == Some(t.as_str()) {
+            continue;
+        }
+        let first = last.is_none();
+        last = Some(t.clone());
+        let problem = match token::exposure(&path) {
+            Ok(Some(why)) => Some(why),
+            _ => token::weakness(&t, &path.display().to_string()),
+        };
+        if let Some(why) = &problem {
+            if !weak_ok {
+                tokens.revoke();
+                tracing::error!("{why}: refusing every request until the token file is fixed");
+                continue;
+            }
+            tracing::warn!("WEAK TOKEN: {why}");
+        }
+        if tokens.set(Token::new(t)) && !first {
+            tracing::info!(file = %path.display(), "token file changed: the previous token is revoked");
+        }
+    }
+}
+
     std.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std)?)
 }

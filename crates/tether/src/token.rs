@@ -1,7 +1,7 @@
 //! The bearer token: where it lives and how a new one is made.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -47,4 +47,27 @@ pub(crate) fn load_or_create(path: &Path) -> Result<(String, bool)> {
         .with_context(|| format!("creating token file {}", path.display()))?;
     writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok((token, true))
+}
+
+/// Shorter tokens are refused unless `--allow-weak-token`: a token is the
+/// only thing between the network and running commands on this host.
+pub(crate) const MIN_LEN: usize = 16;
+
+/// Why `token` (from `source`) is weak, if it is.
+pub(crate) fn weakness(token: &str, source: &str) -> Option<String> {
+    let n = token.chars().count();
+    (n < MIN_LEN).then(|| format!("the token from {source} has {n} characters (fewer than {MIN_LEN})"))
+}
+
+/// Why the token file at `path` is exposed to other users, if it is: group
+/// or others may read or write it.
+pub(crate) fn exposure(path: &Path) -> Result<Option<String>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading token file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then(|| {
+        format!(
+            "token file {} has mode {mode:04o}: group or others can read or change it (chmod 600 it)",
+            path.display()
+        )
+    }))
 }

@@ -669,3 +669,230 @@ fn cp_cat_and_run_code() {
     drop(d);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+// The network perimeter (issue 13): tokens, hosts, origins, fd limits.
+
+/// One HTTP/1.1 request on a new connection to `url`; the status code.
+fn http_status(url: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    got.split(' ').nth(1)?.parse().ok()
+}
+
+/// A daemon reading its token from `file` (no TETHER_TOKEN), its stderr
+/// piped; `None` if it exited before listening.
+fn serve_with_token_file(file: &std::path::Path, extra: &[&str]) -> (std::process::Child, Option<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(file)
+        .args(extra)
+        .env_remove("TETHER_TOKEN")
+        .env("TETHER_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("tether: listening on ").map(str::to_owned);
+    (child, url)
+}
+
+fn write_token(file: &std::path::Path, token: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    // Replaced whole, as an editor or `mv` does.
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+fn stop(mut child: std::process::Child) -> String {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    wait_bounded(&mut child);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    err
+}
+
+/// Polls `f` every 20 ms until it holds; `false` after `within`.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn a_rewritten_token_file_revokes_the_old_token_at_once() {
+    let dir = std::env::temp_dir().join(format!("tether-rotate-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    let (old, new, newer) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef", "third-token-0123456789abc");
+    write_token(&file, old, 0o600);
+    let (child, url) = serve_with_token_file(&file, &[]);
+    let url = url.expect("the daemon listens");
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(http_status(&url, "/v1/commands", &[("Authorization", &bearer(old))]), Some(200));
+    // A client connected with the old token loses its connection.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(Client::connect(&url, old)).unwrap();
+    let ex = rt.block_on(c.start(argv(&["sleep", "30"]))).unwrap();
+    write_token(&file, new, 0o600);
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            http_status(&url, "/v1/commands", &[("Authorization", &bearer(old))]) == Some(401)
+        }),
+        "the old token still works 5 s after the file changed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "revoked after {:?}", t.elapsed());
+    assert_eq!(http_status(&url, "/v1/commands", &[("Authorization", &bearer(new))]), Some(200));
+    // Its reconnects are refused: the execution ends in an error.
+    let end = rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), ex.output()).await });
+    assert!(matches!(end, Ok(Err(_))), "the old token's stream went on: {end:?}");
+    // SIGHUP reads the file at once.
+    write_token(&file, newer, 0o600);
+    let _ = Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    assert!(eventually(Duration::from_secs(2), || {
+        http_status(&url, "/v1/commands", &[("Authorization", &bearer(newer))]) == Some(200)
+    }));
+    assert_eq!(http_status(&url, "/v1/commands", &[("Authorization", &bearer(new))]), Some(401));
+    let err = stop(child);
+    for t in [old, new, newer] {
+        assert!(!err.contains(t), "a token was logged: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn weak_tokens_and_exposed_token_files_are_refused_unless_allowed() {
+    // Too short, from the environment.
+    let o = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TETHER_TOKEN", "short")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    let err = text(&o.stderr);
+    assert!(err.contains("fewer than 16") && err.contains("--allow-weak-token"), "{err}");
+    assert!(!err.contains("short\n") && !o.stdout.starts_with(b"tether: listening"));
+    // A token file others can read.
+    let dir = std::env::temp_dir().join(format!("tether-weak-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    write_token(&file, "long-enough-token-0123456789", 0o644);
+    let (child, url) = serve_with_token_file(&file, &[]);
+    assert!(url.is_none(), "served with a token file of mode 0644");
+    let err = stop(child);
+    assert!(err.contains("mode 0644") && err.contains("--allow-weak-token"), "{err}");
+    // Allowed: served, and said loudly.
+    let (child, url) = serve_with_token_file(&file, &["--allow-weak-token"]);
+    assert!(url.is_some());
+    let err = stop(child);
+    assert!(err.contains("WARNING") && err.contains("mode 0644"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn allowed_origins_are_normalised_and_malformed_ones_refused_at_start() {
+    let o = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-origin", "localhost:3000"])
+        .env("TETHER_TOKEN", "cli-test-0123456789abcdef")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("--allow-origin") && text(&o.stderr).contains("no scheme"), "{}", text(&o.stderr));
+    let o = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-host", "http://box:7070"])
+        .env("TETHER_TOKEN", "cli-test-0123456789abcdef")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("--allow-host"), "{}", text(&o.stderr));
+    // A trailing slash matches the browser's Origin (it never has one).
+    let d = Daemon::start(&["--allow-origin", "http://App.Example:3000/", "--allow-host", "box.internal"]);
+    let auth = format!("Bearer {}", d.token);
+    let status = |extra: &[(&str, &str)]| {
+        let mut h = vec![("Authorization", auth.as_str())];
+        h.extend_from_slice(extra);
+        http_status(&d.url, "/v1/commands", &h)
+    };
+    assert_eq!(status(&[("Origin", "http://app.example:3000")]), Some(200));
+    assert_eq!(status(&[("Origin", "http://other.example")]), Some(403));
+    // DNS rebinding: a name that is not ours is refused, even with the token.
+    assert_eq!(status(&[("Host", "evil.example:7070")]), Some(403));
+    assert_eq!(status(&[("Host", "box.internal:7070")]), Some(200));
+    assert_eq!(status(&[("Host", "localhost")]), Some(200));
+}
+
+#[test]
+fn the_daemons_token_never_reaches_a_commands_environment() {
+    let d = Daemon::start(&[]);
+    let o = d.run(&["exec", "--", "env"]);
+    assert_eq!(o.status.code(), Some(0));
+    let env = text(&o.stdout);
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains("TETHER_TOKEN"), "{env}");
+    assert!(!env.contains(&d.token), "the token is in a command's environment");
+    // Nor through a shell's.
+    let o = d.run(&["exec", "--shell", "echo \"[$TETHER_TOKEN]\"; cat /proc/$$/environ | tr '\\0' '\\n' | grep -c TETHER_TOKEN"]);
+    assert_eq!(text(&o.stdout), "[]\n0\n");
+}
+
+#[test]
+fn idle_sockets_do_not_lock_clients_out_under_a_small_fd_limit() {
+    // 128 open files: the daemon's own ~20 plus ~100 sockets.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=128:128", "--", BIN]);
+    let d = Daemon::start_cmd(cmd, &["--header-timeout", "60", "--unauthenticated-timeout", "60"], None);
+    let addr = d.url.strip_prefix("http://").unwrap().to_owned();
+    // Idle sockets and slow headers, twice the open-file limit.
+    let mut held = Vec::new();
+    for i in 0..256 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if i % 2 == 1 {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        }
+        held.push(s);
+    }
+    // A client with the token still gets through, promptly.
+    let mut child = d
+        .cli(&["exec", "--", "echo", "got through"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+        panic!("the client was locked out for 15 s by {} idle sockets", held.len());
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "got through\n", "{}", text(&o.stderr));
+    drop(held);
+}

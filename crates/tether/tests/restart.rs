@@ -167,7 +167,8 @@ async fn commands_in_every_state_survive_two_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_exec_resumes_in_the_same_process() {
-    // A copy of the binary, removed before the restart: the exec fails.
+    // A copy of the binary, replaced before the restart by a script that
+    // passes the new binary's check and removes itself: the exec fails.
     let dir = std::env::temp_dir().join(format!("tether-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
@@ -175,14 +176,17 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     let d = Daemon::start_bin(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let vanishing = "#!/bin/sh\nrm -f \"$0\"\n";
+    replace_with_script(&bin, vanishing);
     usr2(&d);
     d.wait_lines(2);
     let o = finish(&c, &id).await;
     assert_eq!((text(&o.stdout).as_str(), o.status.code), ("still-here\n", Some(0)));
     // The restart signal still works (it was not left ignored).
+    replace_with_script(&bin, vanishing);
     usr2(&d);
     d.wait_lines(3);
+    std::fs::remove_dir_all(&dir).unwrap();
     // A connection of its own: `c` may not have seen the 1001 yet, and a
     // start in flight when a connection closes is refused as ambiguous.
     let c = client(&d).await;
@@ -270,4 +274,54 @@ async fn a_daemon_started_with_signals_ignored_starts_commands_with_defaults() {
             d.wait_lines(2);
         }
     }
+}
+
+/// Replaces the file at `path` with a shell script (a new file renamed
+/// over it, as an upgrade does: the running binary's file cannot be
+/// written).
+fn replace_with_script(path: &std::path::Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_fails_its_check_is_not_handed_the_commands() {
+    let dir = std::env::temp_dir().join(format!("tether-badbin-{}", common::rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("tether");
+    std::fs::copy(BIN, &bin).unwrap();
+    let d = Daemon::start_bin(bin.to_str().unwrap(), &[], None);
+    let c = client(&d).await;
+    let (id, pid) = c.start_detached(shell("read line; echo \"got $line\"")).await.unwrap();
+    // Starts, then fails: exit 1, then a segfault. Each leaves a mark
+    // when it runs.
+    let mark = dir.join("ran");
+    for (i, fail) in ["exit 1", "kill -SEGV $$"].iter().enumerate() {
+        replace_with_script(&bin, &format!("#!/bin/sh\necho >> {}\n{fail}\n", mark.display()));
+        usr2(&d);
+        let ran = async {
+            while std::fs::read_to_string(&mark).map_or(0, |m| m.lines().count()) <= i {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(LIMIT, ran).await.expect("the new binary was run");
+        // The same daemon still serves, its command untouched.
+        let info = c.status(&id).await.unwrap();
+        assert!(info.exit.is_none(), "the command ended: {info:?}");
+    }
+    assert_eq!(c.status(&id).await.unwrap().pid, pid);
+    c.write_stdin(&id, Bytes::from_static(b"on\n")).await.unwrap();
+    let o = finish(&c, &id).await;
+    assert_eq!((text(&o.stdout).as_str(), o.status.code), ("got on\n", Some(0)));
+    // A good binary again: the restart goes ahead.
+    replace_with_script(&bin, &format!("#!/bin/sh\nexec {BIN} \"$@\"\n"));
+    usr2(&d);
+    // The one restart is this one: the failed checks restarted nothing.
+    assert_eq!(d.wait_lines(2).len(), 2);
+    let c = client(&d).await;
+    assert!(c.list().await.unwrap().iter().any(|i| i.command == id), "the command crossed the good restart");
+    let _ = std::fs::remove_dir_all(&dir);
 }
