@@ -285,3 +285,28 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
     assert_eq!((status, e.code), (400, ErrorCode::BadRequest));
     assert!(e.message.contains("python3"), "{}", e.message);
 }
+
+/// A background process a snippet leaves running (`sleep &`, detached
+/// from the output) is ended with the run: before containment it ran on
+/// after the response, outside any command `kill` could reach.
+#[tokio::test]
+async fn a_snippet_leaves_nothing_running() {
+    let s = TestServer::start().await;
+    let h = Http::new(&s);
+    let req = CodeRequest {
+        language: "sh".into(),
+        code: "sleep 1000 >/dev/null 2>&1 & echo $!".into(),
+        ..CodeRequest::default()
+    };
+    let r = h.run("/v1/code", &req, Encoding::Json).await;
+    let pid: u32 = String::from_utf8_lossy(r.stdout.as_bytes()).trim().parse().unwrap();
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| !st[st.rfind(')').unwrap() + 2..].starts_with('Z'))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running() {
+        assert!(std::time::Instant::now() < deadline, "the snippet's sleep {pid} still runs");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
