@@ -12,22 +12,26 @@
 //! single names (`openat`, `renameat`, `unlinkat` with `O_NOFOLLOW` where
 //! it matters).
 //!
-//! A write goes to a new temporary file in the target's directory and is
-//! renamed over the target only when complete: a reader never sees a
+//! A write goes to a new unnamed file in the target's directory and is
+//! put in place of the target only when complete: a reader never sees a
 //! half-written file, and a failed or interrupted upload leaves the old
-//! file as it was (the temporary file is removed on drop).
+//! file as it was and nothing else (see `upload`).
 //!
 //! Everything here blocks: callers on an async runtime use
 //! `spawn_blocking` (or tokio's `File`, for the data).
 //!
 //! # Layout
 //! - `error`: [`FileError`], one variant per way a request can be refused.
+//! - `upload`: [`Upload`], an atomic write: an unnamed `O_TMPFILE` inode
+//!   linked in place when complete, so a stopped or crashed daemon leaves
+//!   nothing behind.
 //! - `tree`: directory trees to and from tar streams.
 //! - `walk`: [`Files::walk`], a bounded, sorted walk that never follows a
 //!   symlink, for searches.
 
 mod error;
 mod tree;
+mod upload;
 mod walk;
 
 use std::ffi::{OsStr, OsString};
@@ -35,12 +39,23 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 
 pub use error::FileError;
+pub use tree::Tar;
+pub use upload::{Upload, remove_pending_uploads};
 pub use walk::{Entry, Step, WalkEnd, WalkLimit, WalkLimits};
+
+/// Most reads of special files (FIFOs, sockets, devices) one root serves
+/// at once: each holds an fd and a place in the caller's bookkeeping for
+/// as long as its peer keeps it open.
+pub const MAX_SPECIAL_READS: usize = 64;
+
+/// Most bytes [`read_pseudo`] reads from a file of a pseudo file system.
+pub const MAX_PSEUDO_BYTES: u64 = 16 << 20;
 
 /// The root every path is resolved against.
 #[derive(Debug)]
@@ -48,6 +63,44 @@ pub struct Files {
     root: OwnedFd,
     root_path: PathBuf,
     confined: bool,
+    /// Special reads under way (see [`Files::special_slot`]).
+    special_reads: Arc<AtomicUsize>,
+}
+
+/// A file opened by [`Files::open_read`].
+#[derive(Debug)]
+pub struct Opened {
+    /// The open file.
+    pub file: File,
+    /// What it is, from the open file.
+    pub stat: Stat,
+    /// How its bytes must be read.
+    pub source: Source,
+}
+
+/// How an opened file's bytes must be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A regular file of an ordinary file system: `stat.size` bytes,
+    /// blocking reads (which never wait for data).
+    Regular,
+    /// A "regular" file of a pseudo file system (`/proc`, `/sys`, debugfs,
+    /// cgroupfs...): its size says nothing (0, or 4096) and its content is
+    /// made at the read. Read it whole with [`read_pseudo`]. Non-blocking.
+    Pseudo,
+    /// A FIFO, socket or device: no size, no end, and a read may wait for
+    /// ever. Non-blocking: poll it, with a deadline.
+    Special,
+}
+
+/// A place among a root's special reads; given back on drop.
+#[derive(Debug)]
+pub struct SpecialSlot(Arc<AtomicUsize>);
+
+impl Drop for SpecialSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a path is.
@@ -95,7 +148,7 @@ impl Files {
         let root =
             rustix::fs::open(&root_path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| FileError::from_errno(e, path))?;
-        Ok(Files { root, root_path, confined: confine })
+        Ok(Files { root, root_path, confined: confine, special_reads: Arc::default() })
     }
 
     /// The root's path.
@@ -164,27 +217,45 @@ impl Files {
 
     /// Opens a file for reading. FIFOs, sockets and devices are refused
     /// unless `special` (they can block for ever or never end); the caller
-    /// bounds what it reads from them.
-    pub fn open_read(&self, path: &str, special: bool) -> Result<(File, Stat), FileError> {
+    /// bounds what it reads from them, and from files of pseudo file
+    /// systems (see [`Source`]). Only a [`Source::Regular`] file is
+    /// blocking; the others stay `O_NONBLOCK`, so no read of them can
+    /// wait for data.
+    pub fn open_read(&self, path: &str, special: bool) -> Result<Opened, FileError> {
         let rel = self.rel(path)?;
         // Non-blocking open: a FIFO without a writer must not hang us.
         let fd =
             self.open_at(None, &rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, Mode::empty())?;
-        let st = stat_fd(&fd, name_of(&rel))?;
-        match st.kind {
-            Kind::File => {}
+        let stat = stat_fd(&fd, name_of(&rel))?;
+        let source = match stat.kind {
+            Kind::File if is_pseudo(&fd) => Source::Pseudo,
+            Kind::File => {
+                let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| FileError::from_errno(e, &rel))?;
+                rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+                    .map_err(|e| FileError::from_errno(e, &rel))?;
+                Source::Regular
+            }
             Kind::Dir => return Err(FileError::IsADirectory { path: path.to_owned() }),
             _ if !special => return Err(FileError::Special { path: path.to_owned() }),
-            _ => {}
-        }
-        let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| FileError::from_errno(e, &rel))?;
-        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| FileError::from_errno(e, &rel))?;
-        Ok((File::from(fd), st))
+            _ => Source::Special,
+        };
+        Ok(Opened { file: File::from(fd), stat, source })
+    }
+
+    /// A place among the [`MAX_SPECIAL_READS`] reads of special files this
+    /// root serves at once (`None`: all taken). The place is given back
+    /// when the returned guard drops.
+    pub fn special_slot(&self) -> Option<SpecialSlot> {
+        let n = &self.special_reads;
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| (v < MAX_SPECIAL_READS).then_some(v + 1))
+            .ok()
+            .map(|_| SpecialSlot(n.clone()))
     }
 
     /// Starts an atomic write of `path`: a temporary file next to it that
-    /// [`Upload::commit`] renames over it. `mode` (default: the existing
-    /// file's, else 0644); `parents` creates missing directories.
+    /// [`Upload::commit`] puts in its place. `mode` (default: the existing
+    /// file's when it is a regular file, else 0644: never a symlink's own
+    /// 0777); `parents` creates missing directories.
     pub fn create(&self, path: &str, mode: Option<u32>, parents: bool) -> Result<Upload, FileError> {
         if parents {
             let rel = self.rel(path)?;
@@ -197,7 +268,10 @@ impl Files {
         if existing.as_ref().is_some_and(|s| file_kind(s.st_mode) == Kind::Dir) {
             return Err(FileError::IsADirectory { path: path.to_owned() });
         }
-        let mode = mode.or(existing.map(|s| s.st_mode & 0o7777)).unwrap_or(0o644);
+        // Only a regular file's mode carries over: a symlink's own is
+        // 0777, and a new file must not become world-writable through it.
+        let kept = existing.filter(|s| file_kind(s.st_mode) == Kind::File).map(|s| s.st_mode & 0o7777);
+        let mode = mode.or(kept).unwrap_or(0o644);
         Upload::new(dir, name, mode, path)
     }
 
@@ -213,11 +287,19 @@ impl Files {
     }
 
     /// The entries of a directory (without `.` and `..`), sorted by name.
+    /// An entry removed between the directory's read and its stat is left
+    /// out, as if the read had come a moment later.
     pub fn list(&self, path: &str) -> Result<Vec<Stat>, FileError> {
         let rel = self.rel(path)?;
         let fd = self.open_at(None, &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let mut out =
-            read_dir(&fd, &rel)?.into_iter().map(|n| stat_at(&fd, &n)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::new();
+        for name in read_dir(&fd, &rel)? {
+            match stat_at(&fd, &name) {
+                Ok(s) => out.push(s),
+                Err(FileError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -290,63 +372,53 @@ fn name_of(rel: &Path) -> String {
     rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// An atomic write in progress; dropped without [`Upload::commit`], it
-/// removes its temporary file and leaves the target untouched.
-#[derive(Debug)]
-pub struct Upload {
-    dir: OwnedFd,
-    tmp: OsString,
-    name: OsString,
-    file: Option<File>,
-    committed: bool,
-    path: String,
-}
-
-impl Upload {
-    fn new(dir: OwnedFd, name: OsString, mode: u32, path: &str) -> Result<Upload, FileError> {
-        let mut tmp = OsString::from(".");
-        tmp.push(&name);
-        tmp.push(format!(".tether-{:016x}", random()));
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, &tmp, flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| FileError::from_errno(e, path))?;
-        let up =
-            Upload { dir, tmp, name, file: Some(File::from(fd)), committed: false, path: path.to_owned() };
-        // The mode is set on the new file before any byte is written, so
-        // the umask does not apply and nobody sees other permissions.
-        if let Some(f) = &up.file {
-            rustix::fs::fchmod(f, Mode::from_raw_mode(mode)).map_err(|e| FileError::from_errno(e, path))?;
+/// Reads a [`Source::Pseudo`] file whole, up to `limit` bytes (more is
+/// [`FileError::TooLarge`] unless `truncate`). A read that would wait for
+/// data (`/proc/kmsg`) ends it: what was there at once is the content.
+pub fn read_pseudo(file: &File, limit: u64, truncate: bool, path: &str) -> Result<Vec<u8>, FileError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let room = (limit + 1).saturating_sub(out.len() as u64).min(buf.len() as u64) as usize;
+        if room == 0 {
+            break;
         }
-        Ok(up)
-    }
-
-    /// The temporary file, to write the data into.
-    pub fn file(&mut self) -> Result<File, FileError> {
-        self.file.take().ok_or(FileError::BadPath { path: self.path.clone(), why: "already taken" })
-    }
-
-    /// Renames the complete temporary file over the target.
-    pub fn commit(mut self) -> Result<(), FileError> {
-        rustix::fs::renameat(&self.dir, &self.tmp, &self.dir, &self.name)
-            .map_err(|e| FileError::from_errno(e, &self.path))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = rustix::fs::unlinkat(&self.dir, &self.tmp, AtFlags::empty());
+        match (&*file).read(&mut buf[..room]) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(FileError::from_io(e, path)),
         }
     }
+    if out.len() as u64 > limit {
+        if !truncate {
+            return Err(FileError::TooLarge { path: path.to_owned() });
+        }
+        out.truncate(limit as usize);
+    }
+    Ok(out)
 }
 
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
+/// Whether `fd` is on a file system whose files' sizes say nothing about
+/// their content.
+fn is_pseudo(fd: &OwnedFd) -> bool {
+    use rustix::fs::{PROC_SUPER_MAGIC, StatFs};
+    // Linux's magic numbers (linux/magic.h) beyond the two rustix names.
+    const SYSFS: u64 = 0x6265_6572;
+    const DEBUGFS: u64 = 0x6462_6720;
+    const TRACEFS: u64 = 0x7472_6163;
+    const SECURITYFS: u64 = 0x7363_6673;
+    const CGROUP: u64 = 0x0027_e0eb;
+    const CGROUP2: u64 = 0x6367_7270;
+    const CONFIGFS: u64 = 0x6265_6570;
+    const BPF: u64 = 0xcafe_4a11;
+    const EFIVARFS: u64 = 0xde5e_81e4;
+    let Ok(st): Result<StatFs, _> = rustix::fs::fstatfs(fd) else { return false };
+    let t = st.f_type as u64;
+    t == PROC_SUPER_MAGIC as u64
+        || [SYSFS, DEBUGFS, TRACEFS, SECURITYFS, CGROUP, CGROUP2, CONFIGFS, BPF, EFIVARFS].contains(&t)
 }
 
 fn file_kind(mode: u32) -> Kind {

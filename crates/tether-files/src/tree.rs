@@ -18,20 +18,20 @@ impl Files {
     /// Writes `path` (a directory, or a single file) as a tar stream to
     /// `out`; entry names are relative to `path`'s parent, so the archive
     /// unpacks to a directory of the same name. Returns the number of
-    /// entries. FIFOs, sockets and devices are left out.
+    /// entries. FIFOs, sockets and devices are left out. The same as
+    /// [`Files::tar_begin`] then [`Tar::write_to`].
     pub fn tar_to(&self, path: &str, out: impl Write) -> Result<u64, FileError> {
-        let (dir, name) = self.parent_or_root(path)?;
-        let mut b = tar::Builder::new(out);
-        b.follow_symlinks(false);
-        let mut n = 0;
-        add(&mut b, &dir, &name, Path::new(&name), &mut n)?;
-        b.into_inner()
-            .map_err(|e| FileError::from_io(e, path))?
-            .flush()
-            .map_err(|e| FileError::from_io(e, path))?;
-        Ok(n)
+        self.tar_begin(path)?.write_to(out)
     }
 
+    /// Finds `path` for a tar stream: an error here (it does not exist)
+    /// comes before any byte of the archive. Below it, entries that vanish
+    /// while the archive is written are left out.
+    pub fn tar_begin(&self, path: &str) -> Result<Tar, FileError> {
+        let (dir, name) = self.parent_or_root(path)?;
+        stat_at(&dir, &name)?;
+        Ok(Tar { dir, name, path: path.to_owned() })
+    }
     /// The directory holding `path` and its name; for the root itself, the
     /// root and `.`.
     fn parent_or_root(&self, path: &str) -> Result<(OwnedFd, std::ffi::OsString), FileError> {
@@ -148,6 +148,33 @@ impl Files {
     }
 }
 
+/// A tree found by [`Files::tar_begin`], to be written.
+#[derive(Debug)]
+pub struct Tar {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+    path: String,
+}
+
+impl Tar {
+    /// Writes the tree as a tar stream to `out` and returns the number of
+    /// entries. An error ends the stream where it happened, without the
+    /// end-of-archive marker: a reader sees a truncated archive.
+    pub fn write_to(self, out: impl Write) -> Result<u64, FileError> {
+        let mut b = tar::Builder::new(out);
+        b.follow_symlinks(false);
+        let mut n = 0;
+        // Gone since `tar_begin` found it: an archive of what is there
+        // now, which is nothing.
+        add(&mut b, &self.dir, &self.name, Path::new(&self.name), &mut n)?;
+        b.into_inner()
+            .map_err(|e| FileError::from_io(e, &self.path))?
+            .flush()
+            .map_err(|e| FileError::from_io(e, &self.path))?;
+        Ok(n)
+    }
+}
+
 /// An entry name as plain names: relative, no `..`.
 fn clean(name: &Path) -> Result<Vec<std::ffi::OsString>, FileError> {
     let mut out = Vec::new();
@@ -167,8 +194,22 @@ fn clean(name: &Path) -> Result<Vec<std::ffi::OsString>, FileError> {
 }
 
 /// Appends `name` in `dir` (and, for a directory, everything below it) as
-/// `as_path`.
+/// `as_path`. An entry gone by the time it is reached is left out (the
+/// tree changed while it was being read).
 fn add<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: &OwnedFd,
+    name: &OsStr,
+    as_path: &Path,
+    n: &mut u64,
+) -> Result<(), FileError> {
+    match add_one(b, dir, name, as_path, n) {
+        Err(FileError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+fn add_one<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &OwnedFd,
     name: &OsStr,
@@ -191,7 +232,12 @@ fn add<W: Write>(
                 b.append_data(&mut h, as_path, std::io::empty()).map_err(err)?;
                 *n += 1;
             }
-            let mut children = read_dir(&sub, as_path)?;
+            // A directory removed since it was opened reads as ENOENT:
+            // it has no entries any more.
+            let mut children = match read_dir(&sub, as_path) {
+                Err(FileError::NotFound { .. }) => Vec::new(),
+                other => other?,
+            };
             children.sort();
             for c in children {
                 let child_path: PathBuf = if name == "." { PathBuf::from(&c) } else { as_path.join(&c) };
@@ -204,11 +250,14 @@ fn add<W: Write>(
                 .map_err(|e| FileError::from_errno(e, as_path))?;
             let file = std::fs::File::from(fd);
             // The size in the header must be what is appended: take it
-            // from the open file, and never append more than it says.
+            // from the open file, never append more than it says, and pad
+            // a file that shrank meanwhile with zeros (as GNU tar does),
+            // so the entries after it stay where the headers say.
             let size = file.metadata().map_err(err)?.len();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(size);
-            b.append_data(&mut h, as_path, file.take(size)).map_err(err)?;
+            let data = file.take(size).chain(std::io::repeat(0)).take(size);
+            b.append_data(&mut h, as_path, data).map_err(err)?;
             *n += 1;
         }
         Kind::Symlink => {

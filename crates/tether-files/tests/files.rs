@@ -48,7 +48,7 @@ fn write(f: &Files, path: &str, data: &[u8]) -> Result<(), FileError> {
 }
 
 fn read(f: &Files, path: &str) -> Result<Vec<u8>, FileError> {
-    let (mut file, _) = f.open_read(path, false)?;
+    let mut file = f.open_read(path, false)?.file;
     let mut out = Vec::new();
     file.read_to_end(&mut out).unwrap();
     Ok(out)
@@ -301,4 +301,120 @@ fn walks_are_sorted_bounded_and_never_follow_symlinks() {
     }
     assert_eq!(f.absolute("./a/./c/"), root.join("a/c"));
     assert_eq!(f.absolute(root.join("a").to_str().unwrap()), root.join("a"));
+}
+
+/// A writer that calls `f` once, at the first write after `after` bytes.
+struct Trigger<F: FnMut()> {
+    f: Option<F>,
+    after: usize,
+    out: Vec<u8>,
+}
+
+impl<F: FnMut()> Write for Trigger<F> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() >= self.after
+            && let Some(mut f) = self.f.take()
+        {
+            f();
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Entries removed while a tar walk is under way are left out (the walk
+/// had already listed them): the archive is complete and valid.
+#[test]
+fn a_tar_of_a_tree_losing_entries_mid_walk_leaves_them_out() {
+    let (t, f) = setup();
+    let tree = t.0.join("root/tree");
+    std::fs::create_dir_all(tree.join("b/deep")).unwrap();
+    std::fs::write(tree.join("a"), vec![b'a'; 4000]).unwrap();
+    std::fs::write(tree.join("b/deep/x"), b"x").unwrap();
+    std::fs::write(tree.join("c"), b"c").unwrap();
+    std::fs::write(tree.join("d"), b"d").unwrap();
+    // After the directory's own entry (512 bytes), while `a` is written:
+    // `tree` has been listed by then.
+    let gone = tree.clone();
+    let mut w = Trigger {
+        f: Some(move || {
+            std::fs::remove_dir_all(gone.join("b")).unwrap();
+            std::fs::remove_file(gone.join("c")).unwrap();
+        }),
+        after: 512,
+        out: Vec::new(),
+    };
+    let n = f.tar_to("tree", &mut w).unwrap();
+    assert!(w.f.is_none(), "the trigger ran");
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&w.out[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        names.push((e.path().unwrap().display().to_string(), data.len()));
+    }
+    assert_eq!(names, [("tree".to_owned(), 0), ("tree/a".to_owned(), 4000), ("tree/d".to_owned(), 1)]);
+    assert_eq!(n, 3);
+}
+
+/// A file that shrinks while it is archived is padded with zeros to the
+/// size its header gave, so the entries after it stay readable.
+#[test]
+fn a_tar_of_a_file_shrinking_mid_copy_stays_a_valid_archive() {
+    let (t, f) = setup();
+    let tree = t.0.join("root/tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("big"), vec![b'b'; 1 << 20]).unwrap();
+    std::fs::write(tree.join("next"), b"next").unwrap();
+    let big = tree.join("big");
+    let mut w = Trigger {
+        f: Some(move || std::fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(10).unwrap()),
+        after: 1024 + 64 * 1024,
+        out: Vec::new(),
+    };
+    f.tar_to("tree", &mut w).unwrap();
+    let mut seen = Vec::new();
+    for e in tar::Archive::new(&w.out[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        seen.push((e.path().unwrap().display().to_string(), data));
+    }
+    assert_eq!(seen.len(), 3, "{:?}", seen.iter().map(|s| &s.0).collect::<Vec<_>>());
+    assert_eq!(seen[1].0, "tree/big");
+    assert_eq!(seen[1].1.len(), 1 << 20);
+    assert!(seen[1].1[..10].iter().all(|b| *b == b'b'));
+    assert!(seen[1].1[(1 << 20) - 10..].iter().all(|b| *b == 0), "padded with zeros");
+    assert_eq!(seen[2], ("tree/next".to_owned(), b"next".to_vec()));
+}
+
+/// An upload in progress has no name in the directory: a daemon that
+/// stops (or dies) during it leaves nothing behind.
+#[test]
+fn an_upload_in_progress_leaves_no_name_in_the_directory() {
+    let (t, f) = setup();
+    let root = t.0.join("root");
+    let mut up = f.create("x", None, false).unwrap();
+    let mut file = up.file().unwrap();
+    file.write_all(b"partial").unwrap();
+    let names = |_: ()| -> Vec<String> {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(()), Vec::<String>::new(), "no temporary file is visible");
+    drop(file);
+    drop(up);
+    assert_eq!(names(()), Vec::<String>::new());
+    // Committed, it appears whole with its mode.
+    let mut up = f.create("x", Some(0o640), false).unwrap();
+    up.file().unwrap().write_all(b"whole").unwrap();
+    up.commit().unwrap();
+    assert_eq!(names(()), ["x"]);
+    assert_eq!(std::fs::read(root.join("x")).unwrap(), b"whole");
+    assert_eq!(std::fs::metadata(root.join("x")).unwrap().permissions().mode() & 0o7777, 0o640);
 }

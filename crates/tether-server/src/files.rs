@@ -8,16 +8,22 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tether_files::{FileError, Files, Kind, Stat};
+use tether_files::{
+    FileError, Files, Kind, MAX_PSEUDO_BYTES, MAX_SPECIAL_READS, Source, SpecialSlot, Stat, read_pseudo,
+};
 use tether_proto::{FileList, FileStat};
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
 use crate::AppState;
@@ -25,6 +31,11 @@ use crate::AppState;
 /// Most bytes read from a special file (FIFO, device) when no `max_bytes`
 /// is given.
 const DEFAULT_SPECIAL_BYTES: u64 = 1 << 20;
+
+/// How long a special read waits for a byte when no `idle_timeout` is
+/// given; [`MAX_IDLE`] is the longest a client may ask for.
+const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+const MAX_IDLE: Duration = Duration::from_secs(3600);
 
 /// Query parameters of the file routes.
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +46,8 @@ pub(crate) struct Q {
     special: bool,
     /// Reads: stop after this many bytes.
     max_bytes: Option<u64>,
+    /// Special reads: end after this many seconds without a byte.
+    idle_timeout: Option<f64>,
     /// Writes, mkdir: octal permission bits, e.g. `644`.
     mode: Option<String>,
     /// Writes, mkdir: create missing parent directories.
@@ -50,6 +63,16 @@ pub(crate) struct Q {
 impl Q {
     fn path(&self) -> Result<&str, Response> {
         self.path.as_deref().ok_or_else(|| bad("missing query parameter `path`"))
+    }
+
+    fn idle_timeout(&self) -> Result<Duration, Response> {
+        match self.idle_timeout {
+            None => Ok(DEFAULT_IDLE),
+            Some(s) if s.is_finite() && s > 0.0 && s <= MAX_IDLE.as_secs_f64() => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            Some(_) => Err(bad(&format!("`idle_timeout` must be seconds in (0, {}]", MAX_IDLE.as_secs()))),
+        }
     }
 
     fn mode(&self) -> Result<Option<u32>, Response> {
@@ -81,32 +104,167 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// `GET /v1/files?path=P[&special=true&max_bytes=N]`: the file's bytes.
+/// `GET /v1/files?path=P[&special=true&max_bytes=N&idle_timeout=S]`: the
+/// file's bytes. A regular file is sent with its length; a file of a
+/// pseudo file system (`/proc`, `/sys`) is read whole first (bounded), so
+/// its length is the real one; a special file streams (see
+/// [`special_body`]).
 pub(crate) async fn read(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
         let special = q.special;
-        let (file, stat) = blocking(move || f.open_read(&path, special)).await?;
-        let file = tokio::fs::File::from_std(file);
-        let mut resp = if stat.kind == Kind::File {
-            let limit = q.max_bytes.unwrap_or(u64::MAX);
-            let len = stat.size.min(limit);
-            let body = Body::from_stream(ReaderStream::with_capacity(
-                tokio::io::AsyncReadExt::take(file, len),
-                256 * 1024,
-            ));
-            let mut r = Response::new(body);
-            r.headers_mut().insert(header::CONTENT_LENGTH, len.into());
-            r
-        } else {
-            let limit = q.max_bytes.unwrap_or(DEFAULT_SPECIAL_BYTES);
-            Response::new(Body::from_stream(ReaderStream::new(tokio::io::AsyncReadExt::take(file, limit))))
+        let idle = q.idle_timeout()?;
+        let (f2, p2) = (f.clone(), path.clone());
+        let opened = blocking(move || f2.open_read(&p2, special)).await?;
+        let mut resp = match opened.source {
+            Source::Regular => {
+                let limit = q.max_bytes.unwrap_or(u64::MAX);
+                let len = opened.stat.size.min(limit);
+                let file = tokio::fs::File::from_std(opened.file);
+                let body = Body::from_stream(ReaderStream::with_capacity(
+                    tokio::io::AsyncReadExt::take(file, len),
+                    256 * 1024,
+                ));
+                let mut r = Response::new(body);
+                r.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+                r
+            }
+            Source::Pseudo => {
+                let (limit, truncate) = match q.max_bytes {
+                    Some(n) => (n.min(MAX_PSEUDO_BYTES), true),
+                    None => (MAX_PSEUDO_BYTES, false),
+                };
+                let data = blocking(move || read_pseudo(&opened.file, limit, truncate, &path)).await?;
+                Response::new(Body::from(data))
+            }
+            Source::Special => {
+                let slot = f.special_slot().ok_or_else(busy)?;
+                let limit = q.max_bytes.unwrap_or(DEFAULT_SPECIAL_BYTES);
+                Response::new(special_body(opened.file, limit, idle, slot))
+            }
         };
         resp.headers_mut().insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("valid"));
         Ok::<_, Response>(resp)
     };
     r.await.unwrap_or_else(|e| e)
+}
+
+/// A special file's bytes as a body with no length: non-blocking reads
+/// when the fd is ready (an fd that cannot be polled is read every
+/// [`UNPOLLED_RETRY`] on the blocking pool, each read returning at once),
+/// until EOF, `limit` bytes, or `idle` without a byte, which ends the body
+/// cleanly. No thread waits on the file, and a client that goes away
+/// drops the body: the fd and the `slot` go with it.
+fn special_body(file: std::fs::File, limit: u64, idle: Duration, slot: SpecialSlot) -> Body {
+    // Deprecated for inner types whose fd could change or close while
+    // registered; a `File` owns its fd, which stays open and the same until
+    // the `AsyncFd` drops it (the newer `register_with_interest` is the
+    // same call marked `unsafe`, which this crate forbids).
+    #[allow(deprecated)]
+    let registered = AsyncFd::try_with_interest(file, Interest::READABLE);
+    let src = match registered {
+        Ok(fd) => SpecialSrc::Polled(fd),
+        // EPERM: a file that does not support poll (many devices).
+        Err(e) => SpecialSrc::Unpolled(Arc::new(e.into_parts().0)),
+    };
+    let read = SpecialRead { src, left: limit, idle, _slot: slot };
+    let chunks = futures_util::stream::unfold(read, |mut r| async move {
+        let chunk = r.next().await?;
+        Some((chunk, r))
+    });
+    Body::from_stream(chunks)
+}
+
+/// How long an unpollable special file is left between reads that found
+/// nothing.
+const UNPOLLED_RETRY: Duration = Duration::from_millis(50);
+
+/// A special read in progress.
+struct SpecialRead {
+    src: SpecialSrc,
+    /// Bytes still allowed.
+    left: u64,
+    /// Longest wait for a byte.
+    idle: Duration,
+    /// The read's place among the root's special reads.
+    _slot: SpecialSlot,
+}
+
+enum SpecialSrc {
+    Polled(AsyncFd<std::fs::File>),
+    Unpolled(Arc<std::fs::File>),
+}
+
+impl SpecialRead {
+    /// The next chunk; `None` at EOF, at the limit or after `idle`
+    /// without data.
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        if self.left == 0 {
+            return None;
+        }
+        let want = self.left.min(64 * 1024) as usize;
+        match tokio::time::timeout(self.idle, self.read(want)).await {
+            Err(_idle) => None,
+            Ok(Ok(b)) if b.is_empty() => None,
+            Ok(Ok(b)) => {
+                self.left -= b.len() as u64;
+                Some(Ok(b))
+            }
+            Ok(Err(e)) => Some(Err(e)),
+        }
+    }
+
+    async fn read(&self, want: usize) -> std::io::Result<Bytes> {
+        use std::io::Read;
+        let read_now = move |f: &std::fs::File| -> std::io::Result<Bytes> {
+            let mut buf = vec![0; want];
+            loop {
+                match (&*f).read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Ok(buf.into());
+                    }
+                }
+            }
+        };
+        match &self.src {
+            SpecialSrc::Polled(fd) => loop {
+                let mut ready = fd.readable().await?;
+                match ready.try_io(|fd| read_now(fd.get_ref())) {
+                    Ok(r) => return r,
+                    Err(_would_block) => continue,
+                }
+            },
+            SpecialSrc::Unpolled(f) => loop {
+                let f = f.clone();
+                match tokio::task::spawn_blocking(move || read_now(&f))
+                    .await
+                    .map_err(std::io::Error::other)?
+                {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tokio::time::sleep(UNPOLLED_RETRY).await;
+                    }
+                    r => return r,
+                }
+            },
+        }
+    }
+}
+
+fn busy() -> Response {
+    let message = format!(
+        "too many special-file reads at once (at most {MAX_SPECIAL_READS} per daemon); try again later"
+    );
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "code": "busy", "message": message })),
+    )
+        .into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+    r
 }
 
 /// `PUT /v1/files?path=P[&mode=644&parents=true]`: writes the body to a
@@ -204,19 +362,31 @@ pub(crate) async fn rename(State(st): State<Arc<AppState>>, Query(q): Query<Q>) 
 }
 
 /// `GET /v1/files/tar?path=P`: P (a directory or a file) as a tar stream,
-/// written by a blocking task while the response streams.
+/// written by a blocking task while the response streams. P is looked up
+/// by that task before the status goes out, so a missing P is a 404;
+/// entries that vanish later are left out of the archive; any other
+/// failure mid-stream aborts the body (no end-of-archive marker, and the
+/// chunked encoding is not terminated: the client sees a broken transfer).
 pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
-        // Refuse a missing path with a status, before the 200 goes out.
-        let (f2, p2) = (f.clone(), path.clone());
-        blocking(move || f2.stat(&p2)).await?;
         let (w, r) = tokio::io::duplex(256 * 1024);
+        let (found_tx, found) = tokio::sync::oneshot::channel::<Result<(), FileError>>();
         let (failed_tx, failed) = tokio::sync::oneshot::channel::<std::io::Error>();
         tokio::task::spawn_blocking(move || {
+            let tar = match f.tar_begin(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = found_tx.send(Err(e));
+                    return;
+                }
+            };
+            if found_tx.send(Ok(())).is_err() {
+                return;
+            }
             let mut bridge = SyncIoBridge::new(w);
-            let r = f.tar_to(&path, &mut bridge).map(drop).map_err(|e| {
+            let r = tar.write_to(&mut bridge).map(drop).map_err(|e| {
                 tracing::warn!(%path, "tar download failed: {e}");
                 std::io::Error::other(e.to_string())
             });
@@ -227,6 +397,11 @@ pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>)
                 }
             }
         });
+        match found.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(error(e)),
+            Err(_) => return Err(internal("the tar task ended early")),
+        }
         // The status is sent by then: a failure aborts the body, so the
         // client sees a broken transfer rather than a short archive.
         let tail = futures_util::stream::once(async move { failed.await.ok() })

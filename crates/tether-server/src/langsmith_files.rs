@@ -17,8 +17,9 @@ use axum::body::Body;
 use axum::extract::{Multipart, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
-use tether_files::FileError;
+use tether_files::{FileError, MAX_PSEUDO_BYTES, Source, read_pseudo};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
@@ -89,12 +90,21 @@ pub(crate) async fn download(
         let files = st.files.clone().ok_or_else(|| detail(500, "ReadError", "no usable files root"))?;
         let path = q.path.ok_or_else(|| detail(400, "ReadError", "missing query parameter `path`"))?;
         let p2 = path.clone();
-        let (file, _) = tokio::task::spawn_blocking(move || files.open_read(&p2, false))
-            .await
-            .map_err(|e| detail(500, "ReadError", &e.to_string()))?
-            .map_err(|e| file_error(e, "ReadError"))?;
-        let meta = file.metadata().map_err(|e| file_error(FileError::from_io(e, &path), "ReadError"))?;
-        let size = meta.len();
+        // A file of `/proc` or `/sys` is read whole first (bounded): its
+        // stat size (0, 4096) is not its length.
+        let (file, meta, pseudo) = tokio::task::spawn_blocking(move || {
+            let opened = files.open_read(&p2, false)?;
+            let meta = opened.file.metadata().map_err(|e| FileError::from_io(e, &p2))?;
+            if opened.source == Source::Pseudo {
+                let data = read_pseudo(&opened.file, MAX_PSEUDO_BYTES, false, &p2)?;
+                return Ok((opened.file, meta, Some(Bytes::from(data))));
+            }
+            Ok((opened.file, meta, None))
+        })
+        .await
+        .map_err(|e| detail(500, "ReadError", &e.to_string()))?
+        .map_err(|e| file_error(e, "ReadError"))?;
+        let size = pseudo.as_ref().map_or(meta.len(), |d| d.len() as u64);
         // A strong validator: the same inode, size and modification time.
         let etag = format!("\"{:x}-{:x}-{:x}.{:x}\"", meta.ino(), size, meta.mtime(), meta.mtime_nsec());
         let modified = UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec() as u32);
@@ -123,15 +133,18 @@ pub(crate) async fn download(
                 return Ok(r);
             }
         };
-        if start > 0 {
+        if start > 0 && pseudo.is_none() {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
                 .map_err(|e| file_error(FileError::from_io(e, &path), "ReadError"))?;
         }
-        let body = Body::from_stream(ReaderStream::with_capacity(
-            tokio::io::AsyncReadExt::take(file, len),
-            256 * 1024,
-        ));
+        let body = match pseudo {
+            Some(data) => Body::from(data.slice(start as usize..(start + len) as usize)),
+            None => Body::from_stream(ReaderStream::with_capacity(
+                tokio::io::AsyncReadExt::take(file, len),
+                256 * 1024,
+            )),
+        };
         let mut r = (status, validators, body).into_response();
         let h = r.headers_mut();
         h.insert(header::CONTENT_LENGTH, len.into());
