@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ExecError;
-use crate::handover::{Frozen, FrozenStdin, Handover, Live, Phase};
 use crate::contain::{self, Containment, Leaf, Leftovers};
+use crate::handover::{Frozen, FrozenStdin, Handover, Live, Phase};
 use crate::process::{self, ExitWatch, Reaped};
 use crate::pty::{self, Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};

@@ -1,7 +1,7 @@
 //! Containment: which processes belong to a command, and ending all of them.
 //!
 //! A command's processes are found three ways, strongest first:
-//! - **A cgroup v2 leaf** (`<base>/<id>`), when the daemon has a cgroup it
+//! - **A cgroup v2 leaf** (`<dir>/tether.<seat>/<id>`), when the daemon has a cgroup it
 //!   may manage ([`CgroupChoice`]): the child joins it before it execs, so
 //!   nothing it starts can leave it (a double-forked `setsid` daemon
 //!   included); `cgroup.kill` ends them all at once.
@@ -102,21 +102,25 @@ impl Containment {
         if cfg.subreaper {
             process::become_subreaper()?;
         }
+        // The daemon's own directory below the one given, named after its
+        // seat: daemons sharing a parent never touch each other's leaves.
+        let name = match &cfg.seat {
+            Some(seat) => format!("tether.{}", sanitize(seat)),
+            None => format!("tether.{}", std::process::id()),
+        };
         let cgroups = match &cfg.cgroup {
             CgroupChoice::Off => None,
-            CgroupChoice::At(dir) => Some(CgroupBase::open(dir.clone()).map_err(|e| {
-                io::Error::new(e.kind(), format!("cgroup {}: {e}", dir.display()))
-            })?),
-            CgroupChoice::Auto => match own_cgroup_dir().and_then(|own| {
-                let name = match &cfg.seat {
-                    Some(seat) => format!("tether.{}", sanitize(seat)),
-                    None => format!("tether.{}", std::process::id()),
-                };
-                CgroupBase::open(own.join(name))
-            }) {
+            CgroupChoice::At(dir) => Some(
+                create_dir(dir)
+                    .and_then(|()| CgroupBase::open(dir.join(&name)))
+                    .map_err(|e| io::Error::new(e.kind(), format!("cgroup {}: {e}", dir.display())))?,
+            ),
+            CgroupChoice::Auto => match own_cgroup_dir().and_then(|own| CgroupBase::open(own.join(&name))) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    tracing::info!("no cgroup for commands ({e}): containing them by process group and environment");
+                    tracing::info!(
+                        "no cgroup for commands ({e}): containing them by process group and environment"
+                    );
                     None
                 }
             },
@@ -147,7 +151,9 @@ impl Containment {
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())));
+            }
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
@@ -166,7 +172,9 @@ impl Containment {
                 }
             }
             match std::fs::remove_dir(&base.dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => return,
             }
         }
@@ -209,12 +217,15 @@ impl Containment {
             .filter(|&p| {
                 let env = process::environ(p);
                 let has = |entry: &str| env.split(|&b| b == 0).any(|e| e == entry.as_bytes());
-                has(&seat_entry)
-                    && !keep.iter().any(|id| has(&format!("{COMMAND_ID_ENV}={id}")))
+                has(&seat_entry) && !keep.iter().any(|id| has(&format!("{COMMAND_ID_ENV}={id}")))
             })
             .collect();
         if !victims.is_empty() {
-            tracing::warn!(processes = victims.len(), seat, "killing what a crashed daemon on this seat left running");
+            tracing::warn!(
+                processes = victims.len(),
+                seat,
+                "killing what a crashed daemon on this seat left running"
+            );
             found += victims.len();
             process::kill_trees(&victims);
         }
@@ -381,6 +392,14 @@ fn own_cgroup_dir() -> io::Result<PathBuf> {
 fn is_cgroup2(dir: &Path) -> io::Result<bool> {
     let probe = if dir.exists() { dir } else { dir.parent().unwrap_or(dir) };
     process::is_cgroup2_fs(probe)
+}
+
+/// Creates a directory unless it exists.
+fn create_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// A seat name as a cgroup directory name.

@@ -16,9 +16,9 @@ use tracing::Instrument;
 use crate::command::{
     self, Actor, CommandHandle, CommandInfo, HandoverSlot, Lifetimes, Meta, Spawned, SpawnedIo, Stop,
 };
+use crate::contain::{CgroupChoice, ContainConfig, Containment};
 use crate::handover::Handover;
 use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
-use crate::contain::{CgroupChoice, ContainConfig, Containment};
 use crate::spec::{CommandSpec, ManagerConfig, Program, TermSize};
 use crate::{ExecError, process};
 
@@ -171,7 +171,8 @@ impl Manager {
         process::raise_fd_limit();
         let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
             tracing::error!("containment: {e}: commands are contained by process group and environment only");
-            let fallback = ContainConfig { cgroup: CgroupChoice::Off, subreaper: false, ..cfg.contain.clone() };
+            let fallback =
+                ContainConfig { cgroup: CgroupChoice::Off, subreaper: false, ..cfg.contain.clone() };
             Containment::new(&fallback).expect("containment without cgroups or subreaper cannot fail")
         });
         if contain.subreaper() {
@@ -482,7 +483,8 @@ impl Manager {
             request_key: spec.request_key.clone(),
         };
         let spawned = Spawned { pid: sh.pid(), io: SpawnedIo::Shell(link), leaf: None };
-        let (handle, actor) = command::new_command(meta, spawned, life, reservation, self.inner.contain.clone());
+        let (handle, actor) =
+            command::new_command(meta, spawned, life, reservation, self.inner.contain.clone());
         // Queue first: a refused command leaves no record behind.
         sh.submit(QueuedJob { id: id.clone(), script, events: events_tx, kill_grace }).await?;
         tracing::info!(%id, shell, "shell command queued");
@@ -763,8 +765,11 @@ fn spawn(
         .prepare(id, &mut cmd)
         .map_err(|source| ExecError::Io { context: "preparing the command's cgroup", source })?;
     let spawned = match &spec.pty {
-        Some(opts) => crate::pty::spawn(cmd, &argv[0], opts)
-            .map(|(pid, pty)| Spawned { pid, io: SpawnedIo::Pty(pty), leaf: leaf.clone() }),
+        Some(opts) => crate::pty::spawn(cmd, &argv[0], opts).map(|(pid, pty)| Spawned {
+            pid,
+            io: SpawnedIo::Pty(pty),
+            leaf: leaf.clone(),
+        }),
         None => spawn_piped(cmd, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s }),
     };
     if let (Err(_), Some(leaf)) = (&spawned, &leaf) {
@@ -798,7 +803,8 @@ fn spawn_orphan_reaper() {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
             }
-            seen = tokio::task::spawn_blocking(move || process::reap_orphans(&seen)).await.unwrap_or_default();
+            seen =
+                tokio::task::spawn_blocking(move || process::reap_orphans(&seen)).await.unwrap_or_default();
         }
     });
 }

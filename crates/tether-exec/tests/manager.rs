@@ -569,9 +569,8 @@ async fn terminal_screens_count_against_the_memory_budget() {
     let one = m.committed_ring_bytes() - before;
     assert!(one > small, "the screen is charged: {one}");
     let _hog = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(60 << 20)).unwrap_err();
-    let _big: Vec<_> = (0..20)
-        .map_while(|_| m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(1 << 20)).ok())
-        .collect();
+    let _big: Vec<_> =
+        (0..20).map_while(|_| m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(1 << 20)).ok()).collect();
     let err = h.resize(tether_exec::TermSize { rows: 500, cols: 500 }).await.unwrap_err();
     assert!(matches!(err, ExecError::ScreenMemory { .. }), "{err:?}");
     h.resize(tether_exec::TermSize { rows: 30, cols: 100 }).await.unwrap();
