@@ -111,7 +111,10 @@ async fn connections_that_never_authenticate_are_closed_within_the_timeout() {
         .unwrap();
     assert!(busy_end - t0 < Duration::from_secs(4));
     assert!(
-        tokio::time::timeout(Duration::from_secs(4), dribble).await.expect("the dribbler was cut off").unwrap(),
+        tokio::time::timeout(Duration::from_secs(4), dribble)
+            .await
+            .expect("the dribbler was cut off")
+            .unwrap(),
         "a dribbling client finished its 450-byte head over 9 s"
     );
     // The daemon still serves.
@@ -237,10 +240,9 @@ async fn an_event_stream_ends_when_its_token_is_revoked() {
     let first = bounded(body.next()).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("started"), "{first:?}");
     tokens.set(Token::new("rotated-token-0123456789"));
-    let ended = tokio::time::timeout(Duration::from_secs(3), async {
-        while let Some(Ok(_)) = body.next().await {}
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(3), async { while let Some(Ok(_)) = body.next().await {} })
+            .await;
     assert!(ended.is_ok(), "the event stream went on after its token was revoked");
 }
 
@@ -248,10 +250,8 @@ async fn an_event_stream_ends_when_its_token_is_revoked() {
 async fn a_foreign_host_or_a_second_origin_is_refused() {
     let server = TestServer::with(|cfg| cfg.allowed_hosts = vec!["box.internal".into()]).await;
     let status = |extra: &str| {
-        let head = format!(
-            "GET /v1/commands HTTP/1.1\r\nAuthorization: Bearer {}\r\n{extra}\r\n",
-            server.token
-        );
+        let head =
+            format!("GET /v1/commands HTTP/1.1\r\nAuthorization: Bearer {}\r\n{extra}\r\n", server.token);
         let addr = server.addr;
         async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
@@ -270,8 +270,38 @@ async fn a_foreign_host_or_a_second_origin_is_refused() {
     assert_eq!(bounded(request(&mut s, "GET / HTTP/1.1\r\nHost: attacker.example\r\n\r\n")).await, Some(403));
     // Every Origin is checked: a good one first does not carry a bad one.
     let same = format!("http://{}", server.addr);
-    let two = format!("{}Origin: {same}\r\nOrigin: http://attacker.example\r\n", host(&server.addr.to_string()));
+    let two =
+        format!("{}Origin: {same}\r\nOrigin: http://attacker.example\r\n", host(&server.addr.to_string()));
     assert_eq!(status(&two).await, Some(403));
     let one = format!("{}Origin: {same}\r\n", host(&server.addr.to_string()));
     assert_eq!(status(&one).await, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_langsmith_websocket_closes_with_1008_when_its_token_is_revoked() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let mut tokens = None;
+    let server = TestServer::with(|cfg| tokens = Some(cfg.token.clone())).await;
+    let tokens = tokens.unwrap();
+    let mut req = format!("ws://{}/compat/langsmith/execute/ws", server.addr).into_client_request().unwrap();
+    req.headers_mut().insert("x-api-key", HeaderValue::from_str(&server.token).unwrap());
+    let (mut ws, _) = bounded(tokio_tungstenite::connect_async(req)).await.unwrap();
+    let exec = serde_json::json!({"type": "execute", "command": "sleep 30", "command_id": "revoke-ls",
+                                   "shell": "/bin/bash", "timeout_seconds": 60});
+    ws.send(Message::Text(exec.to_string().into())).await.unwrap();
+    let started = bounded(ws.next()).await.unwrap().unwrap();
+    assert!(started.to_text().unwrap().contains("started"), "{started:?}");
+    tokens.set(Token::new("rotated-token-0123456789"));
+    let code = bounded(async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, Some(1008));
 }

@@ -163,13 +163,17 @@ impl ErrorType {
     }
 }
 
-pub(crate) async fn ws_handler(State(st): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn ws_handler(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(revoked): axum::Extension<crate::auth::Revocation>,
+    ws: WebSocketUpgrade,
+) -> Response {
     // No subprotocol is selected: the client rejects a handshake that
     // names one.
     let st2 = st.clone();
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st)))
+        .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st, revoked.0)))
 }
 
 /// Unwritten stdin bytes one connection may queue (before `execute`, and
@@ -185,7 +189,9 @@ const MAX_EARLY_FRAMES: usize = 256;
 /// with a bounded queue and a send timeout, a forwarder task per
 /// attachment, a stdin pump with a window, and a read loop that never
 /// waits for either, so that a `kill` always gets through.
-async fn serve(ws: WebSocket, st: Arc<AppState>) {
+/// `revoked`: the token the connection authenticated with was replaced
+/// (closed with 1008).
+async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::CancellationToken) {
     let (sink, mut stream) = ws.split();
     let outbound = Outbound::spawn(sink, st.cfg.outbound_queue, st.cfg.peer_timeout);
     let (out, dead) = (outbound.tx(), outbound.dead());
@@ -203,6 +209,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>) {
         tokio::select! {
             _ = st.shutdown.cancelled() => closing = Some((1001, "server restarting")),
             _ = dead.cancelled() => break,
+            _ = revoked.cancelled() => closing = Some((1008, "token revoked")),
             _ = ping.tick() => {
                 if last_seen.elapsed() > st.cfg.peer_timeout {
                     closing = Some((1008, "ping timeout"));
@@ -253,7 +260,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>) {
         None => None,
     };
     if let Some(b) = b {
-        closing = run(b, early, &st, &outbound, &mut stream, &mut ping, last_seen).await;
+        closing = run(b, early, &st, &outbound, &mut stream, &mut ping, last_seen, &revoked).await;
     }
     if let Some((code, reason)) = closing {
         outbound.close(code, reason).await;
@@ -289,6 +296,7 @@ async fn run(
     let forwarder = {
         let out = out.clone();
         let id = h.id().to_owned();
+#[allow(clippy::too_many_arguments)]
         AbortOnDropHandle::new(tokio::spawn(
             async move {
                 forward(sub, &out).await;
@@ -297,6 +305,7 @@ async fn run(
             .instrument(tracing::info_span!("compat attach", command = %id)),
         ))
     };
+    revoked: &tokio_util::sync::CancellationToken,
     let dead = outbound.dead();
     let closing = loop {
         tokio::select! {
@@ -326,6 +335,7 @@ async fn run(
     };
     drop(forwarder);
     if h.exit().is_some() {
+            _ = revoked.cancelled() => break Some((1008, "token revoked")),
         // The command has ended: its stdin queue goes.
         let mut pumps = st.langsmith_stdin.lock().unwrap_or_else(|p| p.into_inner());
         if pumps.get(h.id()).is_some_and(|p| Arc::ptr_eq(p, &stdin)) {

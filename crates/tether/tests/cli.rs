@@ -728,6 +728,19 @@ fn stop(mut child: std::process::Child) -> String {
     err
 }
 
+/// Runs `cmd` to its end with stdin closed; a daemon that starts when it
+/// should have refused is killed after 10 s (the test then fails on its
+/// status).
+fn output_bounded(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
 /// Polls `f` every 20 ms until it holds; `false` after `within`.
 fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
@@ -745,7 +758,8 @@ fn a_rewritten_token_file_revokes_the_old_token_at_once() {
     let dir = std::env::temp_dir().join(format!("tether-rotate-{:016x}", rand_u64()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("token");
-    let (old, new, newer) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef", "third-token-0123456789abc");
+    let (old, new, newer) =
+        ("old-token-0123456789abcdef", "new-token-0123456789abcdef", "third-token-0123456789abc");
     write_token(&file, old, 0o600);
     let (child, url) = serve_with_token_file(&file, &[]);
     let url = url.expect("the daemon listens");
@@ -785,12 +799,9 @@ fn a_rewritten_token_file_revokes_the_old_token_at_once() {
 #[test]
 fn weak_tokens_and_exposed_token_files_are_refused_unless_allowed() {
     // Too short, from the environment.
-    let o = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("TETHER_TOKEN", "short")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = output_bounded(
+        Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0"]).env("TETHER_TOKEN", "short"),
+    );
     assert_eq!(o.status.code(), Some(255));
     let err = text(&o.stderr);
     assert!(err.contains("fewer than 16") && err.contains("--allow-weak-token"), "{err}");
@@ -814,20 +825,22 @@ fn weak_tokens_and_exposed_token_files_are_refused_unless_allowed() {
 
 #[test]
 fn allowed_origins_are_normalised_and_malformed_ones_refused_at_start() {
-    let o = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-origin", "localhost:3000"])
-        .env("TETHER_TOKEN", "cli-test-0123456789abcdef")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = output_bounded(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-origin", "localhost:3000"])
+            .env("TETHER_TOKEN", "cli-test-0123456789abcdef"),
+    );
     assert_eq!(o.status.code(), Some(255));
-    assert!(text(&o.stderr).contains("--allow-origin") && text(&o.stderr).contains("no scheme"), "{}", text(&o.stderr));
-    let o = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-host", "http://box:7070"])
-        .env("TETHER_TOKEN", "cli-test-0123456789abcdef")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    assert!(
+        text(&o.stderr).contains("--allow-origin") && text(&o.stderr).contains("no scheme"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = output_bounded(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-host", "http://box:7070"])
+            .env("TETHER_TOKEN", "cli-test-0123456789abcdef"),
+    );
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stderr).contains("--allow-host"), "{}", text(&o.stderr));
     // A trailing slash matches the browser's Origin (it never has one).
@@ -856,7 +869,11 @@ fn the_daemons_token_never_reaches_a_commands_environment() {
     assert!(!env.contains("TETHER_TOKEN"), "{env}");
     assert!(!env.contains(&d.token), "the token is in a command's environment");
     // Nor through a shell's.
-    let o = d.run(&["exec", "--shell", "echo \"[$TETHER_TOKEN]\"; cat /proc/$$/environ | tr '\\0' '\\n' | grep -c TETHER_TOKEN"]);
+    let o = d.run(&[
+        "exec",
+        "--shell",
+        "echo \"[$TETHER_TOKEN]\"; cat /proc/$$/environ | tr '\\0' '\\n' | grep -c TETHER_TOKEN",
+    ]);
     assert_eq!(text(&o.stdout), "[]\n0\n");
 }
 
