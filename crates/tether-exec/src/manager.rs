@@ -779,8 +779,9 @@ fn spawn(
 }
 
 /// Reaps the orphans the daemon adopts as a subreaper: on every SIGCHLD,
-/// and again shortly after while some are left (a zombie is reaped on the
-/// second look, so a child someone else waits for is left to them).
+/// and again a second later while some are left (a zombie is reaped once it
+/// has been one for a second, so a child someone else is about to wait for
+/// is left to them).
 fn spawn_orphan_reaper() {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no runtime: orphans adopted by the daemon are not reaped");
@@ -791,20 +792,20 @@ fn spawn_orphan_reaper() {
             tracing::warn!("no SIGCHLD stream: orphans adopted by the daemon are not reaped");
             return;
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         loop {
             if seen.is_empty() {
                 if sigchld.recv().await.is_none() {
                     return;
                 }
             } else {
+                // Some are too young to reap: look again when they are not.
                 tokio::select! {
                     _ = sigchld.recv() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(1100)) => {}
                 }
             }
-            seen =
-                tokio::task::spawn_blocking(move || process::reap_orphans(&seen)).await.unwrap_or_default();
+            seen = tokio::task::spawn_blocking(move || process::reap_orphans(seen)).await.unwrap_or_default();
         }
     });
 }
@@ -833,6 +834,7 @@ fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Result<Spawned,
     cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
     let pid = child.id();
+    process::register_leader(pid);
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let io = move || -> std::io::Result<Spawned> {
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {

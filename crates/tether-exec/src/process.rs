@@ -681,7 +681,8 @@ mod tests {
 static LEADERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
     std::sync::LazyLock::new(Default::default);
 
-fn register_leader(pid: u32) {
+/// Records a child the daemon waits for itself (call right after spawning).
+pub(crate) fn register_leader(pid: u32) {
     LEADERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid);
 }
 
@@ -703,26 +704,32 @@ pub(crate) fn become_subreaper() -> io::Result<()> {
 }
 
 /// Reaps the daemon's zombie children that are not leaders it waits for
-/// (orphans it adopted as a subreaper) and that were already zombies in
-/// `seen` (the previous pass), so a child some other code is about to
-/// wait for is left to it. Returns this pass's unreaped zombies.
-pub(crate) fn reap_orphans(seen: &std::collections::HashSet<u32>) -> std::collections::HashSet<u32> {
-    let mut now = std::collections::HashSet::new();
+/// (orphans it adopted as a subreaper) and that have been zombies for at
+/// least `AGE` since first `seen`, so that a child some other code is about
+/// to register and wait for (spawned, not yet recorded) is left to it.
+/// Returns the zombies to look at again, with when each was first seen.
+pub(crate) fn reap_orphans(
+    mut seen: HashMap<u32, std::time::Instant>,
+) -> HashMap<u32, std::time::Instant> {
+    const AGE: Duration = Duration::from_secs(1);
+    let now = std::time::Instant::now();
+    let mut next = HashMap::new();
     for pid in children(std::process::id()) {
         if is_leader(pid) || !proc_stat(pid).is_some_and(|s| s.zombie) {
             continue;
         }
-        if seen.contains(&pid) {
+        let first = seen.remove(&pid).unwrap_or(now);
+        if now.duration_since(first) >= AGE {
             let mut status = 0;
             // SAFETY: waitpid on one pid with WNOHANG, status into a local.
             unsafe {
                 libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
             }
         } else {
-            now.insert(pid);
+            next.insert(pid, first);
         }
     }
-    now
+    next
 }
 
 /// Makes the child of `cmd` join the cgroup whose `cgroup.procs` is

@@ -95,6 +95,7 @@ pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Resul
     // that the master reads EIO once the last process using it has gone.
     drop(cmd);
     let pid = child.id();
+    process::register_leader(pid);
     // The child is reaped through its pidfd by the actor, not by `Child`.
     drop(child);
     // Our own copy of the master; portable-pty's is closed with `pair`.

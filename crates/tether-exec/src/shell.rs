@@ -443,6 +443,7 @@ pub(crate) async fn start(
     drop(cmd);
     drop(status_w);
     let pid = child.id();
+    process::register_leader(pid);
     // Reaped through a pidfd by the actor; the std handle is not needed.
     drop(child);
     let kill = || {
