@@ -72,11 +72,6 @@ impl ServerConfig {
         ServerConfig {
             token: Tokens::new(token),
             allowed_origins: Vec::new(),
-            ping_interval: Duration::from_secs(15),
-            peer_timeout: Duration::from_secs(45),
-            max_frame_bytes: 1 << 20,
-            max_chunk_bytes: 256 * 1024,
-            outbound_queue: 16,
             allowed_hosts: Vec::new(),
             max_connections: default_max_connections(),
             max_unauthenticated: default_max_connections() / 4,
@@ -87,9 +82,11 @@ impl ServerConfig {
             interpreters: crate::oneshot::default_interpreters(),
             files_root: None,
             langsmith_ring_bytes: Some(4 << 20),
-        }
-    }
-}
+            ping_interval: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(45),
+            max_frame_bytes: 1 << 20,
+            max_chunk_bytes: 256 * 1024,
+            outbound_queue: 16,
         }
     }
 }
@@ -143,10 +140,9 @@ pub fn normalize_origin(value: &str) -> Result<String, ConfigError> {
     if rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err("an origin has no path, query, fragment, user or spaces"));
     }
-    if let Some((_, port)) = rest.rsplit_once(':').filter(|_| !rest.ends_with(']')) {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
-            return Err(err("the port is not a number below 65536"));
-        }
+    let port = rest.rsplit_once(':').filter(|_| !rest.ends_with(']')).map(|(_, p)| p);
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()) {
+        return Err(err("the port is not a number below 65536"));
     }
     Ok(format!("{scheme}://{}", rest.to_ascii_lowercase()))
 }
@@ -191,3 +187,6 @@ mod tests {
         assert_eq!(normalize_host("Box.Example.").ok().as_deref(), Some("box.example"));
         for bad in ["", "http://box", "box:7070", "box/x"] {
             assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+    }
+}
