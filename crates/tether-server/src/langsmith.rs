@@ -208,8 +208,8 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
     while bound.is_none() && closing.is_none() {
         tokio::select! {
             _ = st.shutdown.cancelled() => closing = Some((1001, "server restarting")),
-            _ = dead.cancelled() => break,
             _ = revoked.cancelled() => closing = Some((1008, "token revoked")),
+            _ = dead.cancelled() => break,
             _ = ping.tick() => {
                 if last_seen.elapsed() > st.cfg.peer_timeout {
                     closing = Some((1008, "ping timeout"));
@@ -272,6 +272,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
 /// A bound connection: forwards the attachment and applies control frames
 /// until the command's end, the client's going or the daemon's. Returns the
 /// close frame to send, if any.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     b: Bound,
     early: Vec<ClientFrame>,
@@ -280,6 +281,7 @@ async fn run(
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     ping: &mut tokio::time::Interval,
     mut last_seen: Instant,
+    revoked: &tokio_util::sync::CancellationToken,
 ) -> Option<(u16, &'static str)> {
     let Bound { h, sub, echo } = b;
     let out = outbound.tx();
@@ -296,7 +298,6 @@ async fn run(
     let forwarder = {
         let out = out.clone();
         let id = h.id().to_owned();
-#[allow(clippy::too_many_arguments)]
         AbortOnDropHandle::new(tokio::spawn(
             async move {
                 forward(sub, &out).await;
@@ -305,12 +306,12 @@ async fn run(
             .instrument(tracing::info_span!("compat attach", command = %id)),
         ))
     };
-    revoked: &tokio_util::sync::CancellationToken,
     let dead = outbound.dead();
     let closing = loop {
         tokio::select! {
             biased;
             _ = st.shutdown.cancelled() => break Some((1001, "server restarting")),
+            _ = revoked.cancelled() => break Some((1008, "token revoked")),
             _ = dead.cancelled() => break None,
             // The last frame (exit or error) is queued.
             _ = &mut done => break Some((1000, "")),
@@ -335,7 +336,6 @@ async fn run(
     };
     drop(forwarder);
     if h.exit().is_some() {
-            _ = revoked.cancelled() => break Some((1008, "token revoked")),
         // The command has ended: its stdin queue goes.
         let mut pumps = st.langsmith_stdin.lock().unwrap_or_else(|p| p.into_inner());
         if pumps.get(h.id()).is_some_and(|p| Arc::ptr_eq(p, &stdin)) {

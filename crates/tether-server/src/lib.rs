@@ -207,11 +207,11 @@ impl Server {
             .route("/app.js", get(page_handler))
             .route("/app.css", get(page_handler))
             .merge(authed)
+            .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require_host))
             .with_state(st)
     }
 
     /// Serves `listener` until `shutdown` resolves, then shuts down
-            .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require_host))
     /// gracefully: WebSocket clients get close code 1001, commands are
     /// killed (unless configured otherwise) and reaped.
     pub async fn run(
@@ -325,13 +325,13 @@ fn manager_config(cfg: &ServerConfig) -> tether_exec::ManagerConfig {
 async fn ws_handler(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(revoked): axum::Extension<auth::Revocation>,
     Query(attach): Query<AttachQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // Offering only subprotocols we do not speak (the token entry aside) is
     // a client for something else: refuse before upgrading.
     let offered: Vec<String> = ws
-    axum::Extension(revoked): axum::Extension<auth::Revocation>,
         .requested_protocols()
         .filter_map(|p| p.to_str().ok())
         .filter(|p| !p.starts_with(tether_proto::TOKEN_SUBPROTOCOL_PREFIX))
@@ -357,13 +357,13 @@ async fn ws_handler(
                 manager: st2.manager.clone(),
                 cfg: st2.cfg.clone(),
                 shutdown: st2.shutdown.clone(),
+                revoked: revoked.0,
                 encoding,
                 peer,
                 attach: attach.command.is_some().then_some(attach),
             };
             st2.conns.track_future(conn::serve(socket, ctx))
         },
-                revoked: revoked.0,
     )
 }
 
