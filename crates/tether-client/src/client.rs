@@ -388,10 +388,30 @@ impl Client {
         self.ok(ClientMsg::ShellClose { id: self.next_id(), shell: shell.to_owned() }).await
     }
 
-    /// All commands the daemon holds.
+    /// All commands the daemon holds, oldest first: every page of the
+    /// listing, one request each (see [`Client::list_page`]).
     pub async fn list(&self) -> Result<Vec<CommandInfo>, ClientError> {
-        match self.request(ClientMsg::List { id: self.next_id() }, None).await? {
-            ServerMsg::List { commands, .. } => Ok(commands),
+        let (mut all, mut next) = self.list_page(None, None).await?;
+        while let Some(cursor) = next.take() {
+            let (page, after) = self.list_page(None, Some(&cursor)).await?;
+            all.extend(page);
+            // A daemon that answered the same cursor again would loop.
+            next = after.filter(|a| *a != cursor);
+        }
+        Ok(all)
+    }
+
+    /// One page of the listing: at most `limit` commands (the daemon's
+    /// default page when `None`) from `cursor` (the oldest when `None`),
+    /// and the cursor of the next page, `None` after the last.
+    pub async fn list_page(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<CommandInfo>, Option<String>), ClientError> {
+        let msg = ClientMsg::List { id: self.next_id(), limit, cursor: cursor.map(str::to_owned) };
+        match self.request(msg, None).await? {
+            ServerMsg::List { commands, next, .. } => Ok((commands, next)),
             other => Err(unexpected(&other)),
         }
     }

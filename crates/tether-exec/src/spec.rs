@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::ExecError;
+
 /// The program of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Program {
@@ -258,6 +260,51 @@ impl CommandSpec {
         self
     }
 
+    /// Longest `name`, in bytes.
+    pub const MAX_NAME_BYTES: usize = 256;
+    /// Most labels.
+    pub const MAX_LABELS: usize = 64;
+    /// Longest label key, in bytes.
+    pub const MAX_LABEL_KEY_BYTES: usize = 128;
+    /// Longest label value, in bytes.
+    pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+    /// Most bytes of all label keys and values together.
+    pub const MAX_LABELS_BYTES: usize = 16 * 1024;
+
+    /// Checks the client-chosen metadata (`name`, `labels`) against the
+    /// limits above. The daemon keeps it for the command's whole life and
+    /// sends it in every listing, so unbounded metadata would let one
+    /// client hold any amount of the daemon's memory and make a listing
+    /// frame of any size.
+    pub fn check_metadata(&self) -> Result<(), ExecError> {
+        let over = |field: String, len: usize, max: usize, unit: &'static str| {
+            Err(ExecError::Metadata { field, len, max, unit })
+        };
+        if let Some(name) = &self.name
+            && name.len() > Self::MAX_NAME_BYTES
+        {
+            return over("name".to_owned(), name.len(), Self::MAX_NAME_BYTES, "bytes");
+        }
+        if self.labels.len() > Self::MAX_LABELS {
+            return over("labels".to_owned(), self.labels.len(), Self::MAX_LABELS, "entries");
+        }
+        let mut total = 0;
+        for (k, v) in &self.labels {
+            if k.len() > Self::MAX_LABEL_KEY_BYTES {
+                let shown: String = k.chars().take(32).collect();
+                return over(format!("label key {shown:?}..."), k.len(), Self::MAX_LABEL_KEY_BYTES, "bytes");
+            }
+            if v.len() > Self::MAX_LABEL_VALUE_BYTES {
+                return over(format!("label {k:?}"), v.len(), Self::MAX_LABEL_VALUE_BYTES, "bytes");
+            }
+            total += k.len() + v.len();
+        }
+        if total > Self::MAX_LABELS_BYTES {
+            return over("labels".to_owned(), total, Self::MAX_LABELS_BYTES, "bytes");
+        }
+        Ok(())
+    }
+
     /// The argv that will be executed.
     pub(crate) fn resolved_argv(&self, cfg: &ManagerConfig) -> Vec<String> {
         match &self.program {
@@ -312,6 +359,8 @@ pub struct ManagerConfig {
     pub max_shells: usize,
     /// Default idle TTL of a named shell (`None`: never).
     pub shell_idle_ttl: Option<Duration>,
+    /// How commands' processes are contained and ended.
+    pub contain: crate::contain::ContainConfig,
 }
 
 impl Default for ManagerConfig {
@@ -329,9 +378,7 @@ impl Default for ManagerConfig {
             env_remove: Vec::new(),
             max_shells: 64,
             shell_idle_ttl: Some(Duration::from_secs(3600)),
+            contain: Default::default(),
         }
     }
 }
-    /// How commands' processes are contained and ended.
-    pub contain: crate::contain::ContainConfig,
-            contain: Default::default(),

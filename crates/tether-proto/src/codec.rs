@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn list_round_trips_in_both_encodings() {
-        let msg = ClientMsg::List { id: ReqId(7) };
+        let msg = ClientMsg::List { id: ReqId(7), limit: Some(10), cursor: None };
         for enc in [Encoding::MsgPack, Encoding::Json] {
             let back: ClientMsg = decode(&encode(&msg, enc), enc).expect("decodes");
             assert_eq!(back, msg);

@@ -27,7 +27,8 @@ pub use http::{
     CodeRequest, ExecRequest, ExecResponse, FileList, FileStat, HttpError, RunOptions, TextEncoding,
 };
 pub use msg::{
-    ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry, Limits,
+    ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry,
+    LIST_ARGV_BYTES, LIST_ARGV_ITEM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_PAGE_BYTES, Limits,
     OutputLimitAction, PtySpec, ReqId, ServerMsg, ShellCloseReason, ShellClosed, ShellInfo, ShellRunSpec,
     ShellSpec, ShellState, StartSpec, Stream, StreamInfo, TermSize,
 };

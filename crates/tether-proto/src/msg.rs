@@ -52,6 +52,25 @@ impl Stream {
     }
 }
 
+/// Commands in a `list` page when the request gives no `limit`.
+pub const LIST_DEFAULT_LIMIT: u32 = 100;
+
+/// Most commands in one `list` page.
+pub const LIST_MAX_LIMIT: u32 = 1000;
+
+/// A `list` page ends early once its commands take about this many bytes
+/// (at least one command per page): with names, labels and listed argv
+/// bounded, no `list` frame is much larger.
+pub const LIST_PAGE_BYTES: usize = 1 << 20;
+
+/// Longest argv element shown in a listing (`list`, `status`): a longer one
+/// is cut at a character boundary and `argv_truncated` is set.
+pub const LIST_ARGV_ITEM_BYTES: usize = 4096;
+
+/// Most bytes of argv shown in a listing for one command: past it the
+/// remaining elements are left out and `argv_truncated` is set.
+pub const LIST_ARGV_BYTES: usize = 16 * 1024;
+
 /// Messages from a client to the daemon.
 // `start` is larger than the rest; messages are short-lived, so no box.
 #[allow(clippy::large_enum_variant)]
@@ -196,10 +215,22 @@ pub enum ClientMsg {
         /// Target command.
         command: CommandId,
     },
-    /// List all commands. Answered by `list`.
+    /// List the commands, oldest first, one page at a time. Answered by
+    /// `list`, whose `next` (when not null) is the `cursor` of the next
+    /// page.
     List {
         /// Request id, echoed in the reply.
         id: ReqId,
+        /// Most commands in the reply (1..=[`LIST_MAX_LIMIT`]). Absent:
+        /// [`LIST_DEFAULT_LIMIT`]. The daemon may return fewer (a page is
+        /// also bounded in bytes, see [`LIST_PAGE_BYTES`]), and `next` says
+        /// whether more follow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// Where the page starts: the `next` of the previous page. Absent:
+        /// the oldest command.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// One command's status. Answered by `status`.
     Status {
@@ -272,7 +303,7 @@ impl ClientMsg {
             | ClientMsg::Ack { id, .. }
             | ClientMsg::Signal { id, .. }
             | ClientMsg::Kill { id, .. }
-            | ClientMsg::List { id }
+            | ClientMsg::List { id, .. }
             | ClientMsg::Status { id, .. }
             | ClientMsg::Remove { id, .. }
             | ClientMsg::ShellCreate { id, .. }
@@ -689,12 +720,19 @@ pub enum ServerMsg {
         /// Echo of the request id.
         id: ReqId,
     },
-    /// Reply to `list`.
+    /// Reply to `list`: one page.
     List {
         /// Echo of the request id.
         id: ReqId,
-        /// All commands the daemon holds, oldest first.
+        /// Commands the daemon holds, oldest first, from the request's
+        /// cursor.
         commands: Vec<CommandInfo>,
+        /// The cursor of the next page, or null when this page is the last.
+        /// An opaque string; a page asked for with it starts after the last
+        /// command of this page (a command removed meanwhile does not shift
+        /// it).
+        #[serde(default)]
+        next: Option<String>,
     },
     /// Reply to `status`.
     Status {
@@ -865,8 +903,13 @@ pub struct CommandInfo {
     /// Client-chosen labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// The argv actually executed (for `shell`, the shell and its `-c`).
+    /// The argv actually executed (for `shell`, the shell and its `-c`),
+    /// each element at most [`LIST_ARGV_ITEM_BYTES`] and all of them at
+    /// most [`LIST_ARGV_BYTES`].
     pub argv: Vec<String>,
+    /// Whether `argv` was cut to those limits.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub argv_truncated: bool,
     /// Process id.
     pub pid: u32,
     /// Queued, running or exited.

@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// that client cannot notice lost output, and what was in flight when
     /// its connection dropped must still be held when it reconnects.
     pub langsmith_ring_bytes: Option<usize>,
+    /// Bytes of request bodies the one-shot routes (`/v1/exec`,
+    /// `/v1/code`, the LangSmith `execute` routes) may hold at once,
+    /// daemon-wide; a request that finds no room within 2 s gets 429 with
+    /// `Retry-After`. Default 256 MiB.
+    pub max_body_memory: usize,
     /// `POST /v1/code` languages: name to the interpreter's argv (the code
     /// file and the request's `args` follow).
     pub interpreters: BTreeMap<String, Vec<String>>,
@@ -87,6 +92,7 @@ impl ServerConfig {
             interpreters: crate::oneshot::default_interpreters(),
             files_root: None,
             langsmith_ring_bytes: Some(4 << 20),
+            max_body_memory: 256 << 20,
         }
     }
 }

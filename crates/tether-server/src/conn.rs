@@ -369,9 +369,9 @@ impl Conn {
                 }
                 Err(e) => Err(e.into()),
             },
-            ClientMsg::List { id } => {
-                let commands = self.ctx.manager.list().into_iter().map(map::info_to_wire).collect();
-                Ok(Some(ServerMsg::List { id, commands }))
+            ClientMsg::List { id, limit, cursor } => {
+                map::list_page(&self.ctx.manager, limit, cursor.as_deref())
+                    .map(|(commands, next)| Some(ServerMsg::List { id, commands, next }))
             }
             ClientMsg::Status { id, command } => self
                 .ctx

@@ -38,9 +38,9 @@ pub enum LangsmithFrame {
 }
 
 /// Parses a binary client frame as the LangSmith socket does; `None` for a
-/// frame it ignores.
+/// frame it refuses as malformed.
 pub fn langsmith_parse(frame: &[u8]) -> Option<LangsmithFrame> {
-    let f = langsmith::parse(&Message::Binary(Bytes::copy_from_slice(frame)))?;
+    let f = langsmith::parse(&Message::Binary(Bytes::copy_from_slice(frame))).ok()??;
     Some(match f {
         ClientFrame::Execute(_) => LangsmithFrame::Execute,
         ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {

@@ -198,6 +198,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
     let interval = st.cfg.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_seen = Instant::now();
+    let opened = last_seen;
     let mut closing: Option<(u16, &'static str)> = None;
 
     // Control frames that come before the connection is bound to a command
@@ -213,6 +214,14 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
             _ = ping.tick() => {
                 if last_seen.elapsed() > st.cfg.peer_timeout {
                     closing = Some((1008, "ping timeout"));
+                } else if opened.elapsed() > st.cfg.peer_timeout {
+                    // Answering pings is not enough: a connection holds
+                    // its early frames only until it names a command.
+                    let message = format!(
+                        "no execute or reconnect within {} s of connecting",
+                        st.cfg.peer_timeout.as_secs_f64()
+                    );
+                    bound = Some(Err(Refused::Error(ErrorType::CommandError, message)));
                 } else {
                     outbound.ping();
                 }
@@ -220,17 +229,33 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
             frame = stream.next() => {
                 let Some(Ok(msg)) = frame else { break };
                 last_seen = Instant::now();
-                let Some(frame) = parse(&msg) else { continue };
+                let frame = match parse(&msg) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    // Answered, or the client would wait for `started`
+                    // for ever.
+                    Err(message) => {
+                        bound = Some(Err(Refused::Error(ErrorType::CommandError, message)));
+                        continue;
+                    }
+                };
                 match frame {
                     ClientFrame::Execute(e) => bound = Some(execute(&st, *e)),
                     ClientFrame::Reconnect { command_id, stdout_offset, stderr_offset } => {
                         bound = Some(reconnect(&st, &command_id, [stdout_offset, stderr_offset]));
                     }
                     ClientFrame::Unknown => {}
+                    // The client sends `execute` (or `reconnect`) first:
+                    // a flood before it is refused, not held.
                     ClientFrame::Input { data } if early_bytes + data.len() > INPUT_WINDOW
                         || early.len() >= MAX_EARLY_FRAMES =>
                     {
-                        tracing::warn!(bytes = data.len(), "compat input before execute dropped: window full");
+                        tracing::warn!(bytes = data.len(), "compat input before execute past the window: refused");
+                        early.clear();
+                        let message = format!(
+                            "input before execute past the window of {INPUT_WINDOW} bytes or {MAX_EARLY_FRAMES} frames"
+                        );
+                        bound = Some(Err(Refused::Error(ErrorType::CommandError, message)));
                     }
                     other => {
                         if let ClientFrame::Input { data } = &other {
@@ -247,8 +272,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: tokio_util::sync::Canc
     let b = match bound {
         Some(Ok(b)) => Some(b),
         Some(Err(Refused::Error(kind, message))) => {
-            let msg = json!({"type": "error", "error_type": kind.as_str(), "error": message});
-            let _ = out.send(text(&msg)).await;
+            let _ = out.send(error_frame(kind, &message)).await;
             closing = Some((1000, ""));
             None
         }
@@ -325,8 +349,16 @@ async fn run(
             frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
                     last_seen = Instant::now();
-                    if let Some(f) = parse(&msg) {
-                        control(&h, &stdin, f).await;
+                    match parse(&msg) {
+                        Ok(Some(f)) => control(&h, &stdin, f).await,
+                        Ok(None) => {}
+                        // The client is told, and the connection ends; the
+                        // command goes on (reconnectable) as after a drop.
+                        Err(message) => {
+                            tracing::warn!(command = %h.id(), "compat {message}");
+                            let _ = out.send(error_frame(ErrorType::CommandError, &message)).await;
+                            break Some((1000, ""));
+                        }
                     }
                 }
                 // The client went away: dropping the subscription detaches.
@@ -462,7 +494,7 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Refused> {
     let mut spec = exec::CommandSpec::new(exec::Program::Shell { shell: e.shell, script: e.command });
     spec.cwd = rc.work_dir.or(e.cwd).map(Into::into);
     spec.env = if rc.env_vars.is_empty() { e.env } else { rc.env_vars };
-    spec.timeout = e.timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s as u64));
+    spec.timeout = timeout(e.timeout_seconds).map_err(|m| Refused::Error(ErrorType::CommandError, m))?;
     spec.idle_timeout = exec::Lifetime::from_millis(e.idle_timeout_seconds.map(|s| s.saturating_mul(1000)));
     spec.ttl = exec::Lifetime::from_millis(e.ttl_seconds.map(|s| s.saturating_mul(1000)));
     spec.ring_bytes = st.cfg.langsmith_ring_bytes;
@@ -484,6 +516,21 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Refused> {
     }
     let echo = e.command_id.unwrap_or_else(|| h.id().to_owned());
     Ok(Bound { h, sub, echo })
+}
+
+/// A `timeout_seconds` as a limit: `0` or less means none (as upstream's
+/// `timeout=0`); past what milliseconds in a `u64` hold (about 584 million
+/// years) it is refused, since a deadline that far would overflow the
+/// clock. Non-integers (`1.5`, `1e300`, `NaN`) never get here: the frame
+/// is malformed.
+pub(crate) fn timeout(seconds: Option<i64>) -> Result<Option<Duration>, String> {
+    match seconds {
+        Some(s) if s > 0 => match s.checked_mul(1000) {
+            Some(ms) => Ok(Some(Duration::from_millis(ms as u64))),
+            None => Err(format!("timeout_seconds {s} is too large")),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// Attaches paced from the client's offsets (clamped to what the stream
@@ -580,19 +627,22 @@ async fn control(h: &CommandHandle, stdin: &StdinPump<()>, f: ClientFrame) {
     }
 }
 
-pub(crate) fn parse(msg: &Message) -> Option<ClientFrame> {
+/// A data frame as a client frame: `Ok(None)` for pings, pongs and the
+/// close; `Err` with a message for a frame that is not one (not JSON, a
+/// known `type` with missing or mistyped fields, `NaN` or `1e300` for an
+/// integer). A frame of an unknown `type` is `Unknown`, ignored.
+pub(crate) fn parse(msg: &Message) -> Result<Option<ClientFrame>, String> {
     let text = match msg {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) => b,
-        _ => return None,
+        _ => return Ok(None),
     };
-    match serde_json::from_slice::<ClientFrame>(text) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::debug!("compat frame ignored: {e}");
-            None
-        }
-    }
+    serde_json::from_slice::<ClientFrame>(text).map(Some).map_err(|e| format!("malformed frame: {e}"))
+}
+
+/// The dialect's error frame: the client raises it as its exception.
+fn error_frame(kind: ErrorType, message: &str) -> Message {
+    text(&json!({"type": "error", "error_type": kind.as_str(), "error": message}))
 }
 
 /// Per-stream text decoding with byte-exact offsets for the client.

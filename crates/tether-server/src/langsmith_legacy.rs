@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -61,7 +60,10 @@ pub(crate) async fn execute(State(st): State<Arc<AppState>>, body: Bytes) -> Res
     spec.cwd = req.cwd.map(Into::into);
     spec.env = req.env.unwrap_or_default();
     let limit = req.timeout.filter(|s| *s > 0);
-    spec.timeout = limit.map(|s| Duration::from_secs(s as u64));
+    spec.timeout = match langsmith::timeout(limit) {
+        Ok(t) => t,
+        Err(msg) => return detail(StatusCode::BAD_REQUEST, ErrorType::CommandError.as_str(), msg.as_str()),
+    };
     spec = spec.stdin(Bytes::new(), true);
     let run = oneshot::run_to_end(&st, spec, oneshot::DEFAULT_MAX_OUTPUT);
     // The request ends at shutdown; dropping the run detaches, and the

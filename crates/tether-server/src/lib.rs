@@ -179,7 +179,11 @@ impl Server {
             .route("/compat/langsmith/execute", post(langsmith_legacy::execute))
             .route("/compat/langsmith/execute/stream/start", post(langsmith_sse::start))
             .route("/compat/langsmith/execute/stream/resume", post(langsmith_sse::resume))
-            .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY));
+            .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY))
+            .layer(axum::middleware::from_fn_with_state(
+                oneshot::BodyBudget::new(st.cfg.max_body_memory),
+                oneshot::body_budget,
+            ));
         // Uploads stream to disk: no body limit.
         let files = Router::new()
             .route("/v1/files", get(files::read).put(files::write).delete(files::remove))
@@ -395,7 +399,39 @@ async fn page_handler(uri: axum::http::Uri) -> Response {
         .into_response()
 }
 
-async fn list_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let list: Vec<tether_proto::CommandInfo> = st.manager.list().into_iter().map(map::info_to_wire).collect();
-    axum::Json(list)
+/// `GET /v1/commands?limit=&cursor=`: one page of the listing as a JSON
+/// array (as before paging), the next page in a `Link` header
+/// (`rel="next"`) and its cursor in `Tether-Next-Cursor`; a bad `limit` or
+/// `cursor` is a 400 with a typed body.
+async fn list_handler(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    let enc = tether_proto::Encoding::Json;
+    let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(_)) => {
+            let e = map::WireError::bad_request(format!(
+                "list limit must be a number in 1..={}",
+                tether_proto::LIST_MAX_LIMIT
+            ));
+            return oneshot::error(enc, e);
+        }
+    };
+    let (page, next) = match map::list_page(&st.manager, limit, q.get("cursor").map(String::as_str)) {
+        Ok(p) => p,
+        Err(e) => return oneshot::error(enc, e),
+    };
+    let mut resp = axum::Json(page).into_response();
+    if let Some(next) = next {
+        let limit = limit.unwrap_or(tether_proto::LIST_DEFAULT_LIMIT);
+        let link = format!("</v1/commands?limit={limit}&cursor={next}>; rel=\"next\"");
+        for (name, value) in [("link", link), ("tether-next-cursor", next)] {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+    }
+    resp
 }

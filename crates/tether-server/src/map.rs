@@ -306,7 +306,9 @@ pub(crate) fn list_page(
         .filter(|i| after.as_ref().is_none_or(|(t, id)| (nanos(i.started_at), &i.id) > (*t, id)))
         .peekable();
     let (mut page, mut bytes, mut last) = (Vec::new(), 0, None);
-    while let Some(i) = rest.next_if(|_| page.len() < limit as usize && (page.is_empty() || bytes < proto::LIST_PAGE_BYTES)) {
+    while let Some(i) =
+        rest.next_if(|_| page.len() < limit as usize && (page.is_empty() || bytes < proto::LIST_PAGE_BYTES))
+    {
         last = Some((nanos(i.started_at), i.id.clone()));
         let info = info_to_wire(i);
         bytes += listed_bytes(&info);
@@ -332,7 +334,9 @@ fn nanos(t: SystemTime) -> u128 {
 
 /// A cursor as made by [`list_page`]: `<start time in ns>.<command id>`.
 fn parse_cursor(c: &str) -> Result<(u128, String), WireError> {
-    let bad = || WireError::bad_request(format!("invalid list cursor {:?}", c.chars().take(64).collect::<String>()));
+    let bad = || {
+        WireError::bad_request(format!("invalid list cursor {:?}", c.chars().take(64).collect::<String>()))
+    };
     let (t, id) = c.split_once('.').ok_or_else(bad)?;
     let t = t.parse().map_err(|_| bad())?;
     if id.is_empty() || id.len() > 64 {

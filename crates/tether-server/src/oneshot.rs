@@ -27,6 +27,121 @@ const MAX_OUTPUT: u64 = 1 << 30;
 /// Largest request body (the code, or stdin).
 pub(crate) const MAX_BODY: usize = 64 << 20;
 
+/// How long a request waits for room in the body budget before it is
+/// refused (429 with `Retry-After`).
+const BODY_WAIT: Duration = Duration::from_secs(2);
+
+/// The daemon-wide budget of request-body bytes the one-shot routes
+/// (`/v1/exec`, `/v1/code`, the LangSmith `execute` routes) hold at once:
+/// each of them buffers its whole body (up to [`MAX_BODY`]), so without it
+/// many large requests at once hold any amount of memory. A request holds
+/// its bytes until its response is ready.
+#[derive(Clone)]
+pub(crate) struct BodyBudget {
+    /// One permit per byte.
+    sem: Arc<tokio::sync::Semaphore>,
+    /// The budget.
+    total: usize,
+}
+
+impl BodyBudget {
+    /// A budget of `total` bytes.
+    pub(crate) fn new(total: usize) -> BodyBudget {
+        let total = total.min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget { sem: Arc::new(tokio::sync::Semaphore::new(total)), total }
+    }
+
+    /// `n` bytes of it, waiting at most [`BODY_WAIT`].
+    async fn take(&self, n: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(n).ok()?;
+        tokio::time::timeout(BODY_WAIT, self.sem.clone().acquire_many_owned(n)).await.ok()?.ok()
+    }
+}
+
+/// The middleware that charges a one-shot request's body to the budget:
+/// by its `Content-Length` before it is read, or chunk by chunk as it
+/// arrives when it has none. Past the budget (after a short wait) the
+/// request is refused with 429, `Retry-After` and a typed body (the
+/// LangSmith dialect's shape on its routes).
+pub(crate) async fn body_budget(
+    State(budget): State<BodyBudget>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let dialect = req.uri().path().starts_with("/compat/langsmith/");
+    let refuse = |why: String| {
+        if dialect {
+            let body = serde_json::json!({"detail": {"error": "QuotaExceeded", "message": why}});
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], axum::Json(body)).into_response()
+        } else {
+            let mut r = error(
+                Encoding::Json,
+                WireError { code: ErrorCode::LimitExceeded, message: why, errno: None },
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            r
+        }
+    };
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match length {
+        // Over the route's limit: the body limit answers 413 unread.
+        Some(n) if n > MAX_BODY => next.run(req).await,
+        Some(n) if n > budget.total => refuse(format!(
+            "a request body of {n} bytes is larger than the daemon's body budget ({})",
+            budget.total
+        )),
+        Some(n) => match budget.take(n).await {
+            Some(held) => {
+                let resp = next.run(req).await;
+                drop(held);
+                resp
+            }
+            None => refuse(format!(
+                "the daemon's budget for request bodies ({} bytes) is in use: try again shortly",
+                budget.total
+            )),
+        },
+        None => {
+            // Charged as it arrives; the permits outlive the body stream
+            // (the handler still holds the bytes) until the response.
+            let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (parts, body) = req.into_parts();
+            let stream = {
+                let (held, refused, budget) = (held.clone(), refused.clone(), budget.clone());
+                futures_util::StreamExt::then(body.into_data_stream(), move |chunk| {
+                    let (held, refused, budget) = (held.clone(), refused.clone(), budget.clone());
+                    async move {
+                        let chunk = chunk?;
+                        match budget.take(chunk.len()).await {
+                            Some(p) => held.lock().unwrap_or_else(|p| p.into_inner()).push(p),
+                            None => {
+                                refused.store(true, std::sync::atomic::Ordering::SeqCst);
+                                return Err(axum::Error::new("the body budget is in use"));
+                            }
+                        }
+                        Ok::<_, axum::Error>(chunk)
+                    }
+                })
+            };
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(stream));
+            let resp = next.run(req).await;
+            if refused.load(std::sync::atomic::Ordering::SeqCst) {
+                return refuse(format!(
+                    "the daemon's budget for request bodies ({} bytes) is in use: try again shortly",
+                    budget.total
+                ));
+            }
+            drop(held);
+            resp
+        }
+    }
+}
+
 /// The interpreters `POST /v1/code` knows without configuration.
 pub fn default_interpreters() -> BTreeMap<String, Vec<String>> {
     [("python3", "python3"), ("python", "python3"), ("node", "node"), ("bash", "bash"), ("sh", "sh")]

@@ -60,11 +60,20 @@ pub(crate) enum Command {
         #[arg(long, env = "TETHER_DETACH_KEYS", default_value = "ctrl-p,ctrl-q")]
         detach_keys: DetachKeys,
     },
-    /// List commands.
+    /// List commands (every page of the listing, unless --limit or
+    /// --cursor asks for one).
     Ls {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show one page of at most this many commands (1..=1000); the
+        /// next page's cursor goes to stderr.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Show the page that starts at this cursor (printed by an earlier
+        /// `ls --limit`).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Kill a command (every process of it), or send it a signal.
     Kill {
@@ -248,6 +257,11 @@ pub(crate) struct ServeArgs {
     /// (`/compat/langsmith`), in bytes: it cannot notice lost output.
     #[arg(long, default_value_t = 4 << 20)]
     pub(crate) langsmith_ring_bytes: usize,
+    /// Bytes of request bodies the one-shot routes (/v1/exec, /v1/code,
+    /// LangSmith execute) may hold at once, daemon-wide; past it a request
+    /// gets 429 with Retry-After.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub(crate) max_body_memory: usize,
     /// Total ring memory the daemon may commit, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     pub(crate) max_ring_total: usize,

@@ -56,8 +56,17 @@ pub(crate) async fn client_command(conn: ConnArgs, cmd: Command) -> Result<i32> 
                 }
             }
         }
-        Command::Ls { json } => {
-            let list = client.list().await?;
+        Command::Ls { json, limit, cursor } => {
+            let list = if limit.is_none() && cursor.is_none() {
+                client.list().await?
+            } else {
+                let (page, next) = client.list_page(limit, cursor.as_deref()).await?;
+                if let Some(next) = next {
+                    let limit = limit.map(|l| format!(" --limit {l}")).unwrap_or_default();
+                    eprintln!("more: tether ls{limit} --cursor {next}");
+                }
+                page
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {

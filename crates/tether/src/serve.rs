@@ -81,6 +81,7 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.manager.ring_bytes = args.ring_bytes;
     cfg.manager.drain_grace = Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0));
     cfg.langsmith_ring_bytes = Some(args.langsmith_ring_bytes);
+    cfg.max_body_memory = args.max_body_memory;
     cfg.manager.max_total_ring_bytes = args.max_ring_total;
     cfg.manager.max_commands = args.max_commands;
     cfg.manager.idle_timeout = secs(args.idle_timeout);
