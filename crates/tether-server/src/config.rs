@@ -77,25 +77,22 @@ impl ServerConfig {
         ServerConfig {
             token: Tokens::new(token),
             allowed_origins: Vec::new(),
-            ping_interval: Duration::from_secs(15),
-            peer_timeout: Duration::from_secs(45),
-            max_frame_bytes: 1 << 20,
-            max_chunk_bytes: 256 * 1024,
-            outbound_queue: 16,
             allowed_hosts: Vec::new(),
             max_connections: default_max_connections(),
             max_unauthenticated: default_max_connections() / 4,
             unauthenticated_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(45),
+            max_frame_bytes: 1 << 20,
+            max_chunk_bytes: 256 * 1024,
+            outbound_queue: 16,
             kill_on_shutdown: true,
             manager: ManagerConfig::default(),
             interpreters: crate::oneshot::default_interpreters(),
             files_root: None,
             langsmith_ring_bytes: Some(4 << 20),
             max_body_memory: 256 << 20,
-        }
-    }
-}
         }
     }
 }
@@ -196,3 +193,6 @@ mod tests {
         assert_eq!(normalize_host("Box.Example.").ok().as_deref(), Some("box.example"));
         for bad in ["", "http://box", "box:7070", "box/x"] {
             assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -286,6 +286,8 @@ impl Server {
         if tokio::time::timeout(STOP_GRACE, st.conns.wait()).await.is_err() {
             tracing::warn!("connections did not close within {STOP_GRACE:?}");
         }
+        // Uploads still running cannot finish: no temporary file outlives us.
+        tether_files::remove_pending_uploads();
         match why {
             Stop::Shutdown => {
                 drop(kept);

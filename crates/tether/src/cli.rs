@@ -213,15 +213,6 @@ pub(crate) struct ServeArgs {
     /// Extra allowed browser Origins (e.g. http://localhost:3000); `*` allows any.
     #[arg(long = "allow-origin")]
     pub(crate) allow_origins: Vec<String>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
-    pub(crate) log_format: LogFormat,
-    /// Leave running commands alive when the daemon stops (they lose their
-    /// output pipes: a command that writes afterwards gets SIGPIPE).
-    #[arg(long)]
-    pub(crate) keep_commands_on_shutdown: bool,
-    /// Default ring buffer size per stream, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
     /// A host name clients may reach the daemon by (the `Host` header,
     /// repeatable); IP addresses and `localhost` always pass, any other
     /// name is refused (DNS rebinding). `*` allows any.
@@ -252,6 +243,15 @@ pub(crate) struct ServeArgs {
     /// binary this way before a restart hands its commands over to it.
     #[arg(long, hide = true)]
     pub(crate) probe_handover: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+    /// Leave running commands alive when the daemon stops (they lose their
+    /// output pipes: a command that writes afterwards gets SIGPIPE).
+    #[arg(long)]
+    pub(crate) keep_commands_on_shutdown: bool,
+    /// Default ring buffer size per stream, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
     pub(crate) ring_bytes: usize,
     /// Ring size per stream for commands started by the LangSmith client
     /// (`/compat/langsmith`), in bytes: it cannot notice lost output.
@@ -268,6 +268,18 @@ pub(crate) struct ServeArgs {
     /// Most commands held at once.
     #[arg(long, default_value_t = 4096)]
     pub(crate) max_commands: usize,
+    /// Where commands' cgroups go: `auto` (below the daemon's own cgroup v2
+    /// directory when it may create them there, else none), `off`, or a
+    /// cgroup v2 directory (the daemon refuses to start if it cannot use
+    /// it). A command's cgroup holds everything it starts; a kill ends
+    /// them all.
+    #[arg(long, value_name = "auto|off|DIR", default_value = "auto")]
+    pub(crate) cgroup: String,
+    /// What happens to the processes a command leaves running once it has
+    /// ended (its leader exited and its output drained): `kill` or `keep`
+    /// (a `kill` of the command still ends them).
+    #[arg(long, value_name = "kill|keep", default_value = "kill")]
+    pub(crate) leftovers: String,
     /// Default idle timeout in seconds (-1: never).
     #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     pub(crate) idle_timeout: i64,

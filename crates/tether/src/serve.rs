@@ -87,6 +87,7 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.manager.idle_timeout = secs(args.idle_timeout);
     cfg.manager.ttl = secs(args.ttl);
     cfg.manager.default_shell = args.shell;
+    cfg.manager.contain = containment(&args.cgroup, &args.leftovers)?;
     if let Some(root) = &args.files_root {
         if !root.is_dir() {
             anyhow::bail!("--files-root {}: not a directory", root.display());
@@ -108,16 +109,17 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     // Handlers first: after a restart, SIGUSR2 was ignored across the exec
     // and is handled again from here on (before the "listening" line).
     let stops = stop_signals();
-    let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
-        Some(fd) => {
     if let Some(path) = file {
         tokio::spawn(watch_token_file(path, cfg.token.clone(), weak_ok));
     }
+    let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
+        Some(fd) => {
             let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
             let t = std::time::Instant::now();
             let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
             let read_ms = t.elapsed().as_millis() as u64;
             let listener = listener_of(&mut h)?;
+            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
             let n = h.len();
             let server = Server::resume(cfg.clone(), &mut h);
             let ms = t.elapsed().as_millis() as u64;
@@ -127,6 +129,7 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         None => {
             let listener =
                 TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
             (Server::new(cfg.clone()), listener)
         }
     };
@@ -174,10 +177,27 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     }
 }
 
-/// The listening socket handed over with the commands.
-fn listener_of(h: &mut Handover) -> Result<TcpListener> {
-    let fd = h.take_fd(LISTENER_FD).context("the handover has no listening socket")?;
-    let std = std::net::TcpListener::from(fd);
+/// The containment flags: `--cgroup` and `--leftovers`. The daemon is a
+/// child subreaper, and its seat (set once it listens) is its address.
+fn containment(cgroup: &str, leftovers: &str) -> Result<tether_exec::ContainConfig> {
+    use tether_exec::{CgroupChoice, Leftovers};
+    let cgroup = match cgroup {
+        "auto" => CgroupChoice::Auto,
+        "off" => CgroupChoice::Off,
+        dir => {
+            let dir = std::path::PathBuf::from(dir);
+            anyhow::ensure!(dir.is_absolute(), "--cgroup {dir:?}: expected auto, off or an absolute directory");
+            tether_exec::check_cgroup(&dir).with_context(|| format!("--cgroup {}", dir.display()))?;
+            CgroupChoice::At(dir)
+        }
+    };
+    let leftovers = match leftovers {
+        "kill" => Leftovers::Kill,
+        "keep" => Leftovers::Keep,
+        other => anyhow::bail!("--leftovers {other:?}: expected kill or keep"),
+    };
+    Ok(tether_exec::ContainConfig { cgroup, subreaper: true, leftovers, seat: None })
+}
 
 /// How long a new binary gets to pass its check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -245,6 +265,10 @@ async fn watch_token_file(path: std::path::PathBuf, tokens: Tokens, weak_ok: boo
     }
 }
 
+/// The listening socket handed over with the commands.
+fn listener_of(h: &mut Handover) -> Result<TcpListener> {
+    let fd = h.take_fd(LISTENER_FD).context("the handover has no listening socket")?;
+    let std = std::net::TcpListener::from(fd);
     std.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std)?)
 }

@@ -41,8 +41,12 @@ impl Daemon {
         if let Some(tmp) = tmp {
             cmd.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
         }
+        cmd.arg("serve");
+        // Port 0 unless the test names an address.
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("TETHER_TOKEN", &token)
             .env("TETHER_LOG", "warn")

@@ -1,0 +1,269 @@
+//! Containment: no process a command starts outlives it unless asked to,
+//! whether it stays in the command's process group, leaves it, or leaves
+//! its session and parent (a double fork); orphans are reaped by the
+//! daemon; what a crashed daemon left running is ended by the next one on
+//! its address. Each runs with a cgroup v2 directory of the test's own
+//! (when this host has a writable cgroup v2 hierarchy, as these machines
+//! do beside v1) and without cgroups (the fallback: process group, tree
+//! and the `TETHER_COMMAND_ID` environment marker, with the daemon a
+//! child subreaper).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tether_client::{Client, ClientOptions, StartSpec};
+
+mod common;
+
+use common::{Daemon, LIMIT, rand_u64};
+
+fn shell(script: &str) -> StartSpec {
+    StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
+}
+
+async fn client(d: &Daemon) -> Client {
+    let opts = ClientOptions { initial_backoff: Duration::from_millis(20), ..ClientOptions::default() };
+    Client::connect_with(&d.url, &d.token, opts).await.unwrap()
+}
+
+/// A cgroup v2 directory for one test, removed on drop (with whatever the
+/// daemon left in it).
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    /// `None` where this host has no writable cgroup v2 hierarchy.
+    fn new() -> Option<TestCgroup> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mounts.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut f = left.split_whitespace();
+            let (root, point) = (f.nth(3)?, f.next()?);
+            (right.starts_with("cgroup2 ") && root == "/").then(|| PathBuf::from(point))
+        })?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/').to_owned();
+        let dir = mount.join(rel).join(format!("tether-test-{:08x}", rand_u64() as u32));
+        std::fs::create_dir(&dir).ok()?;
+        Some(TestCgroup(dir))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        /// Kills and removes a cgroup and everything below it.
+        fn remove(dir: &std::path::Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    remove(&e.path());
+                }
+            }
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        remove(&self.0);
+    }
+}
+
+/// The daemon flags of each containment mode this host offers: a cgroup
+/// of the test's own, and none.
+fn modes() -> Vec<(String, Vec<String>, Option<TestCgroup>)> {
+    let mut out = vec![("no cgroup".to_owned(), vec!["--cgroup".to_owned(), "off".to_owned()], None)];
+    match TestCgroup::new() {
+        Some(cg) => {
+            let flags = vec!["--cgroup".to_owned(), cg.0.display().to_string()];
+            out.push(("cgroup".to_owned(), flags, Some(cg)));
+        }
+        None => eprintln!("no writable cgroup v2 hierarchy here: the cgroup mode is not tested"),
+    }
+    out
+}
+
+/// Whether `pid` is running (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.get(s.rfind(')').unwrap() + 2..).is_some_and(|r| !r.starts_with('Z')))
+}
+
+/// Waits (bounded) until none of `pids` runs.
+async fn gone(pids: &[u32], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {left:?} still run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The running processes marked as command `id`'s.
+fn marked(id: &str) -> Vec<u32> {
+    let entry = format!("TETHER_COMMAND_ID={id}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| alive(p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
+/// The pids the command printed, one per line, once it printed `n`.
+async fn printed_pids(c: &Client, id: &tether_proto::CommandId, n: usize) -> Vec<u32> {
+    let mut ex = c.attach(id, [0, 0]).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        while out.iter().filter(|&&b| b == b'\n').count() < n {
+            match ex.next().await {
+                Some(Ok(tether_client::ExecEvent::Stdout(b))) => out.extend_from_slice(&b),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{e}"),
+                None => panic!("ended before printing {n} pids: {:?}", String::from_utf8_lossy(&out)),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out).lines().filter_map(|l| l.trim().parse().ok()).take(n).collect()
+}
+
+/// A process that left the command's group, session and parent (a double
+/// fork through `setsid`) dies with a `kill` of the command, as does one
+/// that stayed in the group. Before containment the escaped one ran on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_ends_processes_that_left_the_group_and_the_tree() {
+    for (mode, flags, _cg) in modes() {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let d = Daemon::start(&flags);
+        let c = client(&d).await;
+        let script = "( setsid sh -c 'echo $$; exec sleep 1000' & ); sleep 1000 & echo $!; wait";
+        let (id, _) = c.start_detached(shell(script)).await.unwrap();
+        let pids = printed_pids(&c, &id, 2).await;
+        assert!(pids.iter().all(|&p| alive(p)), "{mode}: {pids:?}");
+        c.kill(&id).await.unwrap();
+        gone(&pids, &format!("{mode}: after kill")).await;
+    }
+}
+
+/// Once a command has ended by itself, what it left running (a background
+/// job, 300 of them, a double-forked daemon) is killed, unless the daemon
+/// keeps leftovers; then a `kill` of the ended command still ends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_end_with_the_command_unless_kept() {
+    for (mode, flags, _cg) in modes() {
+        for keep in [false, true] {
+            let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            if keep {
+                flags.extend(["--leftovers", "keep"]);
+            }
+            let d = Daemon::start(&flags);
+            let c = client(&d).await;
+            // The escaped one writes its pid to a file the leader waits for.
+            let script = "sleep 1000 >/dev/null 2>&1 & echo $!; f=$(mktemp); \
+                          ( setsid sh -c \"echo \\$\\$ > $f; exec sleep 1000 >/dev/null 2>&1\" & ); \
+                          while [ ! -s $f ]; do sleep 0.01; done; cat $f; rm $f; \
+                          for i in $(seq 300); do sleep 1000 >/dev/null 2>&1 & done; echo $!";
+            let ex = c.start(StartSpec { drain_grace_ms: Some(0), ..shell(script) }).await.unwrap();
+            let id = ex.id().clone();
+            let out = tokio::time::timeout(LIMIT, ex.output()).await.unwrap().unwrap();
+            let pids: Vec<u32> =
+                String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().parse().unwrap()).collect();
+            assert_eq!(pids.len(), 3, "{mode}: {:?}", String::from_utf8_lossy(&out.stdout));
+            let what = format!("{mode}, keep={keep}");
+            if keep {
+                assert!(pids.iter().all(|&p| alive(p)), "{what}: kept leftovers run");
+                c.kill(&id).await.unwrap_or_else(|e| panic!("{what}: kill of the leftovers: {e}"));
+            }
+            gone(&pids, &what).await;
+            // All 300 and the rest: no process carries the command's id.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let left = marked(&id.0);
+                if left.is_empty() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{what}: {} marked processes run", left.len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Nothing is left: a second kill finds nothing.
+            let again = c.kill(&id).await.unwrap_err();
+            assert!(again.to_string().contains("NotRunning"), "{what}: {again}");
+        }
+    }
+}
+
+/// The daemon is a child subreaper: a process orphaned by a command's
+/// exit becomes its child, and is reaped when it exits (no zombie is left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reaps_the_orphans_it_adopts() {
+    let d = Daemon::start(&["--cgroup", "off", "--leftovers", "keep"]);
+    let c = client(&d).await;
+    let script = "( sleep 0.3 & echo $! ) ; echo done";
+    let (id, _) = c.start_detached(StartSpec { drain_grace_ms: Some(0), ..shell(script) }).await.unwrap();
+    let pid = printed_pids(&c, &id, 1).await[0];
+    // Adopted by the daemon, not by init.
+    let ppid = |p: u32| {
+        let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse::<i32>().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && ppid(pid) != Some(d.pid()) {
+        assert!(Instant::now() < deadline, "not adopted: parent {:?}", ppid(pid));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gone(&[pid], "the orphan").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.zombie_children().is_empty() {
+        assert!(Instant::now() < deadline, "zombies left: {:?}", d.zombie_children());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A daemon killed with SIGKILL leaves its commands running (nothing can
+/// end them at that moment); the next daemon on the same address ends them
+/// as it starts, with or without a cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
+    for (mode, flags, _cg) in modes() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        flags.extend(["--listen", &listen]);
+        let mut d = Daemon::start(&flags);
+        let c = client(&d).await;
+        // Silent: no write will kill it with SIGPIPE once the daemon is gone.
+        let (id, _) = c.start_detached(shell("sleep 1000 & echo $!; wait")).await.unwrap();
+        let pids = printed_pids(&c, &id, 1).await;
+        drop(c);
+        d.child.kill().unwrap();
+        d.child.wait().unwrap();
+        assert!(alive(pids[0]), "{mode}: a crash itself ends nothing");
+        let _d2 = Daemon::start(&flags);
+        gone(&pids, &format!("{mode}: after the next daemon started")).await;
+    }
+}
+
+/// Commands that exit at once, run back to back, each report their own exit
+/// status: the orphan reaper never takes a command's leader (a burst of
+/// SIGCHLD once made it reap a `true` its actor had not yet waited for,
+/// which then ended with no status: wait4 ECHILD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_reaper_never_takes_a_commands_leader() {
+    let d = Daemon::start(&[]);
+    let c = client(&d).await;
+    for i in 0..500 {
+        let spec = StartSpec { argv: vec!["true".into()], ..StartSpec::default() };
+        let out = tokio::time::timeout(LIMIT, c.run(spec)).await.unwrap().unwrap();
+        assert_eq!(out.status.code, Some(0), "run {i}: {:?}", out.status);
+    }
+}
