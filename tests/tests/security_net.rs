@@ -305,3 +305,23 @@ async fn a_langsmith_websocket_closes_with_1008_when_its_token_is_revoked() {
     .await;
     assert_eq!(code, Some(1008));
 }
+
+/// A request that authenticated keeps its connection past the deadline to
+/// authenticate, however long its response takes: the deadline once fired
+/// under a streaming response (an event stream's heartbeat, a long
+/// `/v1/exec`) because the connection had not been authenticated when the
+/// wait for it began.
+#[tokio::test]
+async fn a_long_authenticated_response_outlives_the_deadline_to_authenticate() {
+    let s = TestServer::with(|c| c.unauthenticated_timeout = Duration::from_millis(500)).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let body = r#"{"argv":["sh","-c","sleep 1.5; echo done"]}"#;
+    let head = format!(
+        "POST /v1/exec HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.token,
+        body.len()
+    );
+    let status = bounded(request(&mut tcp, &head)).await;
+    assert_eq!(status, Some(200), "the connection was closed under the running request");
+}

@@ -261,7 +261,13 @@ async fn connection(
                 tracing::debug!(%peer, "closed: unauthenticated connections past their share");
                 break;
             }
+            // The condition is looked at when `select!` starts waiting, not
+            // when the deadline fires: a request that authenticated since
+            // (and may still be streaming its response) keeps it open.
             () = &mut deadline, if !handle.is_authenticated() => {
+                if handle.is_authenticated() {
+                    continue;
+                }
                 tracing::debug!(%peer, "closed: no authenticated request within {:?}", limits.unauthenticated_timeout);
                 break;
             }
