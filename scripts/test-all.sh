@@ -37,6 +37,12 @@ bash scripts/browser-tests.sh 2>&1 | tee -a "$log"
 # The LangSmith sandbox client against the daemon (installs it if missing).
 bash scripts/compat-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# Fuzz targets, FUZZ_SECONDS each (default 10; installs cargo-fuzz if missing).
+bash scripts/fuzz.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# Licences, duplicate crates, sources; advisories with TETHER_ADVISORY_DB.
+bash scripts/deny.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 # The chaos matrix: client x fault, pass, reconnect time.
 python3 scripts/chaos-table.py "$CHAOS_RESULTS" || status=1
 set -e
