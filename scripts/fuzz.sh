@@ -40,6 +40,10 @@ for t in "${targets[@]}"; do
   work=fuzz/target/corpus/$t
   mkdir -p "$work" "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log=fuzz/target/$t.log
+  # The file targets' scratch trees (libFuzzer exits without dropping
+  # them) stay under the ignored target directory.
+  export TMPDIR=$PWD/fuzz/target/tmp
+  rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
   set +e
   cargo fuzz run "${build[@]}" --fuzz-dir fuzz "$t" "$work" "fuzz/corpus/$t" -- \
     -max_total_time="$seconds" -max_len="${max_len[$t]:-4096}" -rss_limit_mb=2048 \
