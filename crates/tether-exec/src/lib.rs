@@ -57,7 +57,7 @@ pub use command::{
 pub use contain::{COMMAND_ID_ENV, CgroupChoice, ContainConfig, Leftovers, SEAT_ENV, check_cgroup};
 pub use error::ExecError;
 pub use handover::Handover;
-pub use manager::Manager;
+pub use manager::{MIN_RING_BYTES, Manager};
 pub use shell::{
     CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,
     ShellInfo, ShellSpec, ShellState,

@@ -26,7 +26,7 @@ use crate::{ExecError, process};
 const PIPE_BYTES: i32 = 1 << 20;
 
 /// Smallest ring a command may ask for.
-const MIN_RING_BYTES: usize = 4096;
+pub const MIN_RING_BYTES: usize = 4096;
 
 /// Longest request key.
 pub(crate) const MAX_REQUEST_KEY: usize = 128;

@@ -78,6 +78,10 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.kill_on_shutdown = !args.keep_commands_on_shutdown;
     cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
     cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
+    for (flag, n) in [("--ring-bytes", args.ring_bytes), ("--langsmith-ring-bytes", args.langsmith_ring_bytes)] {
+        let (min, max) = (tether_exec::MIN_RING_BYTES, cfg.manager.max_ring_bytes);
+        anyhow::ensure!((min..=max).contains(&n), "{flag} {n}: expected {min}..={max} bytes");
+    }
     cfg.manager.ring_bytes = args.ring_bytes;
     cfg.manager.drain_grace = Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0));
     cfg.langsmith_ring_bytes = Some(args.langsmith_ring_bytes);

@@ -267,3 +267,36 @@ async fn the_orphan_reaper_never_takes_a_commands_leader() {
         assert_eq!(out.status.code, Some(0), "run {i}: {:?}", out.status);
     }
 }
+
+/// Flags that could not work are refused at start with a message naming
+/// them: a cgroup directory outside any cgroup v2 hierarchy, a leftovers
+/// policy that does not exist, a ring too small to hold anything (every
+/// reader would get only gaps).
+#[test]
+fn unusable_containment_and_ring_flags_are_refused_at_start() {
+    let tmp = std::env::temp_dir().join(format!("tether-not-a-cgroup-{:08x}", rand_u64() as u32));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--cgroup", tmp.to_str().unwrap()], "--cgroup"),
+        (&["--cgroup", "relative/dir"], "--cgroup"),
+        (&["--leftovers", "maybe"], "--leftovers"),
+        (&["--ring-bytes", "10"], "--ring-bytes"),
+    ];
+    for (flags, named) in cases {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("TETHER_TOKEN", "cli-test-0123456789abcdef")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::wait_bounded(&mut child);
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(255), "{flags:?} started: {err}");
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+    let _ = std::fs::remove_dir(&tmp);
+}
