@@ -1341,6 +1341,10 @@ impl StdinPipe {
     }
 }
 
+/// When a command's processes are looked for a second time (see
+/// `Actor::sweep`).
+const SWEEP_AGAIN: Duration = Duration::from_millis(200);
+
 /// The task that owns a command's process and is the only writer of its
 /// output state.
 pub(crate) struct Actor {
@@ -1759,7 +1763,8 @@ impl Actor {
         } else if self.job.is_none() && self.containment.leftovers() == Leftovers::Kill {
             // It ended by itself: what it left running (background jobs,
             // daemons it started) ends with it. Not by process group: the
-            // leader is reaped, so its pid may be a new group's by now.
+            // leader is reaped, so its pid may be a new group's by now
+            // (pid_max is 32768 on many hosts).
             self.sweep(!self.containment.subreaper());
         }
 
@@ -1970,7 +1975,17 @@ impl Actor {
     /// Kills what is left of the command (see [`contain::sweep`]); returns
     /// how many processes (or populated cgroups) were found.
     fn sweep(&self, thorough: bool) -> usize {
-        contain::sweep(&self.shared.id, self.leaf.as_ref(), thorough)
+        let found = contain::sweep(&self.shared.id, self.leaf.as_ref(), thorough);
+        if self.leaf.is_none() {
+            // A process caught inside execve shows no environment (so no
+            // marker) for a moment: look once more, shortly.
+            let id = self.shared.id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SWEEP_AGAIN).await;
+                let _ = tokio::task::spawn_blocking(move || contain::sweep(&id, None, thorough)).await;
+            });
+        }
+        found
     }
 
     fn kill(&mut self, reason: &mut Option<ExitReason>, why: ExitReason) {
