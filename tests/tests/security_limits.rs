@@ -90,7 +90,8 @@ async fn metadata_over_its_limits_is_refused_on_every_route() {
     bounded(c.run(ok)).await.unwrap();
 
     // Over: each refused with bad_request naming the field.
-    let cases: [(&str, Box<dyn Fn(&mut StartSpec)>); 5] = [
+    type Edit = Box<dyn Fn(&mut StartSpec)>;
+    let cases: [(&str, Edit); 5] = [
         ("name", Box::new(|s| s.name = Some("n".repeat(257)))),
         ("labels", Box::new(|s| s.labels = labels(65, 4, 1))),
         ("label key", Box::new(|s| s.labels = labels(1, 129, 1))),

@@ -654,28 +654,6 @@ pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     Some(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_signal_names_and_numbers() {
-        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("sigint"), Some(libc::SIGINT));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("0"), None);
-        assert_eq!(parse_signal("NOPE"), None);
-    }
-
-    #[test]
-    fn ppid_of_self_is_parent() {
-        let me = std::process::id();
-        let s = proc_stat(me).expect("our own stat");
-        assert_eq!(s.ppid, std::os::unix::process::parent_id());
-        assert!(!s.zombie);
-    }
-}
-
 /// The processes the daemon waits for itself (commands' and shells'
 /// leaders), which the orphan reaper must leave alone.
 static LEADERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
@@ -797,4 +775,26 @@ pub(crate) fn kill_trees(roots: &[u32]) {
         }
     }
     signal_pids(&all, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signal_names_and_numbers() {
+        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("sigint"), Some(libc::SIGINT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("NOPE"), None);
+    }
+
+    #[test]
+    fn ppid_of_self_is_parent() {
+        let me = std::process::id();
+        let s = proc_stat(me).expect("our own stat");
+        assert_eq!(s.ppid, std::os::unix::process::parent_id());
+        assert!(!s.zombie);
+    }
 }
