@@ -610,7 +610,8 @@ async fn malformed_frames_get_errors_and_the_connection_survives() {
     raw.send_raw(Message::Binary(Bytes::from_static(b"\xc1\xc1garbage"))).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
     // Truncated MessagePack.
-    let full = tether_proto::encode(&ClientMsg::List { id: ReqId(5), limit: None, cursor: None }, Encoding::MsgPack);
+    let full =
+        tether_proto::encode(&ClientMsg::List { id: ReqId(5), limit: None, cursor: None }, Encoding::MsgPack);
     raw.send_raw(Message::Binary(full[..full.len() - 2].to_vec().into())).await;
     assert_eq!(expect_error(&mut raw).await.1, ErrorCode::BadFrame);
     // A header claiming 2^32 - 1 elements.

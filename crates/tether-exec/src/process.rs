@@ -686,9 +686,7 @@ pub(crate) fn become_subreaper() -> io::Result<()> {
 /// least `AGE` since first `seen`, so that a child some other code is about
 /// to register and wait for (spawned, not yet recorded) is left to it.
 /// Returns the zombies to look at again, with when each was first seen.
-pub(crate) fn reap_orphans(
-    mut seen: HashMap<u32, std::time::Instant>,
-) -> HashMap<u32, std::time::Instant> {
+pub(crate) fn reap_orphans(mut seen: HashMap<u32, std::time::Instant>) -> HashMap<u32, std::time::Instant> {
     const AGE: Duration = Duration::from_secs(1);
     let now = std::time::Instant::now();
     let mut next = HashMap::new();

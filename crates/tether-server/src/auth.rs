@@ -325,7 +325,8 @@ mod tests {
     #[test]
     fn host_must_be_an_ip_localhost_or_allowed() {
         let host = |h: &str| headers(&[(header::HOST, h)]);
-        for ok in ["127.0.0.1:7070", "127.0.0.1", "[::1]:7070", "[::1]", "localhost:7070", "LOCALHOST.", "10.1.2.3"]
+        for ok in
+            ["127.0.0.1:7070", "127.0.0.1", "[::1]:7070", "[::1]", "localhost:7070", "LOCALHOST.", "10.1.2.3"]
         {
             assert!(check_host(&host(ok), &[]).is_ok(), "{ok}");
         }

@@ -108,7 +108,9 @@ pub fn default_max_connections() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// An allowed Origin that no browser could send.
-    #[error("allowed origin {value:?}: {why} (expected scheme://host[:port], e.g. http://localhost:3000, or *)")]
+    #[error(
+        "allowed origin {value:?}: {why} (expected scheme://host[:port], e.g. http://localhost:3000, or *)"
+    )]
     Origin {
         /// The value given.
         value: String,
@@ -182,8 +184,15 @@ mod tests {
         assert_eq!(ok(" HTTPS://App.Example ").as_deref(), Some("https://app.example"));
         assert_eq!(ok("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
         assert_eq!(ok("*").as_deref(), Some("*"));
-        for bad in ["localhost:3000", "ftp://x", "http://", "http://x/app", "http://x:port", "http://a b", "http://x:99999"]
-        {
+        for bad in [
+            "localhost:3000",
+            "ftp://x",
+            "http://",
+            "http://x/app",
+            "http://x:port",
+            "http://a b",
+            "http://x:99999",
+        ] {
             assert!(normalize_origin(bad).is_err(), "{bad}");
         }
     }

@@ -70,7 +70,10 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         cfg.max_unauthenticated = n.min(cfg.max_connections);
     }
     let timeout = |flag: &str, s: f64| -> Result<Duration> {
-        anyhow::ensure!(s.is_finite() && s > 0.0 && s <= 86400.0, "{flag} {s}: expected seconds in (0, 86400]");
+        anyhow::ensure!(
+            s.is_finite() && s > 0.0 && s <= 86400.0,
+            "{flag} {s}: expected seconds in (0, 86400]"
+        );
         Ok(Duration::from_secs_f64(s))
     };
     cfg.unauthenticated_timeout = timeout("--unauthenticated-timeout", args.unauthenticated_timeout)?;
@@ -78,7 +81,9 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     cfg.kill_on_shutdown = !args.keep_commands_on_shutdown;
     cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
     cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
-    for (flag, n) in [("--ring-bytes", args.ring_bytes), ("--langsmith-ring-bytes", args.langsmith_ring_bytes)] {
+    for (flag, n) in
+        [("--ring-bytes", args.ring_bytes), ("--langsmith-ring-bytes", args.langsmith_ring_bytes)]
+    {
         let (min, max) = (tether_exec::MIN_RING_BYTES, cfg.manager.max_ring_bytes);
         anyhow::ensure!((min..=max).contains(&n), "{flag} {n}: expected {min}..={max} bytes");
     }
@@ -190,7 +195,10 @@ fn containment(cgroup: &str, leftovers: &str) -> Result<tether_exec::ContainConf
         "off" => CgroupChoice::Off,
         dir => {
             let dir = std::path::PathBuf::from(dir);
-            anyhow::ensure!(dir.is_absolute(), "--cgroup {dir:?}: expected auto, off or an absolute directory");
+            anyhow::ensure!(
+                dir.is_absolute(),
+                "--cgroup {dir:?}: expected auto, off or an absolute directory"
+            );
             tether_exec::check_cgroup(&dir).with_context(|| format!("--cgroup {}", dir.display()))?;
             CgroupChoice::At(dir)
         }

@@ -192,8 +192,10 @@ async fn leftovers_end_with_the_command_unless_kept() {
                 if left.is_empty() {
                     break;
                 }
-                let stats: Vec<String> =
-                    left.iter().filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()).collect();
+                let stats: Vec<String> = left
+                    .iter()
+                    .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+                    .collect();
                 assert!(Instant::now() < deadline, "{what}: {} marked processes run: {stats:?}", left.len());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
