@@ -355,3 +355,37 @@ pub mod tempfile_path {
         }
     }
 }
+
+/// Whether process `pid` runs (a zombie counts as gone).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rfind(')').and_then(|i| s.get(i + 2..)).is_some_and(|r| !r.starts_with('Z')))
+}
+
+/// A scratch directory with an empty `root/` inside, removed on drop.
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new() -> ScratchDir {
+        let p = std::env::temp_dir().join(format!("tether-scratch-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(p.join("root")).unwrap();
+        ScratchDir(p)
+    }
+
+    /// The `root/` inside.
+    pub fn root(&self) -> std::path::PathBuf {
+        self.0.join("root")
+    }
+}
+
+impl Default for ScratchDir {
+    fn default() -> ScratchDir {
+        ScratchDir::new()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

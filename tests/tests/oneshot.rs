@@ -300,12 +300,8 @@ async fn a_snippet_leaves_nothing_running() {
     };
     let r = h.run("/v1/code", &req, Encoding::Json).await;
     let pid: u32 = String::from_utf8_lossy(r.stdout.as_bytes()).trim().parse().unwrap();
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|st| !st[st.rfind(')').unwrap() + 2..].starts_with('Z'))
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while running() {
+    while tether_tests::running(pid) {
         assert!(std::time::Instant::now() < deadline, "the snippet's sleep {pid} still runs");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -10,25 +10,7 @@ use std::time::{Duration, Instant};
 
 use tether_tests::{TestServer, bounded};
 
-/// A directory removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new() -> Tmp {
-        let p = std::env::temp_dir().join(format!("tether-secfiles-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(p.join("root")).unwrap();
-        Tmp(p)
-    }
-    fn root(&self) -> PathBuf {
-        self.0.join("root")
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tether_tests::ScratchDir as Tmp;
 
 struct Http {
     c: reqwest::Client,

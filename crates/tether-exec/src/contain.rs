@@ -216,8 +216,8 @@ impl Containment {
             .filter(|&p| p != me)
             .filter(|&p| {
                 let env = process::environ(p);
-                let has = |entry: &str| env.split(|&b| b == 0).any(|e| e == entry.as_bytes());
-                has(&seat_entry) && !keep.iter().any(|id| has(&format!("{COMMAND_ID_ENV}={id}")))
+                process::env_has(&env, &seat_entry)
+                    && !keep.iter().any(|id| process::env_has(&env, &format!("{COMMAND_ID_ENV}={id}")))
             })
             .collect();
         if !victims.is_empty() {
@@ -274,12 +274,16 @@ impl Leaf {
     /// How many processes in the leaf are running (zombies waiting for
     /// their parent are not).
     fn live_members(&self) -> usize {
+        self.members().into_iter().filter(|&p| process::running(p)).count()
+    }
+
+    /// The processes in the leaf (`cgroup.procs`; none if it is gone).
+    fn members(&self) -> Vec<u32> {
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
-            .filter(|&p| process::running(p))
-            .count()
+            .collect()
     }
 
     /// Kills every process in the leaf.
@@ -290,11 +294,7 @@ impl Leaf {
         // Before cgroup.kill: kill the members until none is left (a member
         // forking meanwhile is caught by the next round).
         for _ in 0..100 {
-            let pids: Vec<u32> = std::fs::read_to_string(self.dir.join("cgroup.procs"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
+            let pids = self.members();
             if pids.is_empty() {
                 return;
             }
@@ -341,7 +341,7 @@ pub(crate) fn sweep(id: &str, leaf: Option<&Leaf>, thorough: bool) -> usize {
         return found;
     }
     let entry = format!("{COMMAND_ID_ENV}={id}");
-    let marked = |p: &u32| process::environ(*p).split(|&b| b == 0).any(|e| e == entry.as_bytes());
+    let marked = |p: &u32| process::env_has(&process::environ(*p), &entry);
     let me = std::process::id();
     let victims: Vec<u32> = if thorough {
         process::all_pids().filter(|&p| p != me).filter(marked).collect()

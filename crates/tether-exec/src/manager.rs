@@ -56,8 +56,9 @@ struct Inner {
     /// Commands held (running or finished), counted separately from the map
     /// so that the limit check and the reservation are one atomic step.
     count: AtomicUsize,
-    /// Ring capacity committed to all held commands (both streams).
-    committed: Arc<AtomicUsize>,
+    /// Memory committed to all held commands: rings (both streams) and
+    /// terminal screen models.
+    committed: AtomicUsize,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     kill_on_shutdown: bool,
@@ -72,24 +73,18 @@ struct Inner {
 /// Committed memory (rings, and a terminal's screen model) and a command
 /// slot, given back on drop.
 pub(crate) struct Reservation {
+    /// Ring bytes.
     bytes: usize,
-    committed: Arc<AtomicUsize>,
-    count: Option<Arc<Inner>>,
-    /// The part of `committed` held for the screen model (changes with the
-    /// terminal's size), and the budget it is checked against.
+    /// The part held for the screen model (changes with the terminal's
+    /// size).
     screen: AtomicUsize,
-    limit: usize,
+    /// Where both are counted, with the command slot.
+    inner: Arc<Inner>,
 }
 
 impl Reservation {
     fn new(bytes: usize, screen: usize, inner: &Arc<Inner>) -> Reservation {
-        Reservation {
-            bytes,
-            committed: inner.committed.clone(),
-            count: Some(inner.clone()),
-            screen: AtomicUsize::new(screen),
-            limit: inner.cfg.max_total_ring_bytes,
-        }
+        Reservation { bytes, screen: AtomicUsize::new(screen), inner: inner.clone() }
     }
 
     /// Charges the screen model for a terminal of `size` instead of its
@@ -99,8 +94,9 @@ impl Reservation {
         let old = self.screen.load(Ordering::SeqCst);
         if new > old {
             let grow = new - old;
-            let limit = self.limit;
-            self.committed
+            let limit = self.inner.cfg.max_total_ring_bytes;
+            self.inner
+                .committed
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c + grow <= limit).then_some(c + grow))
                 .map_err(|c| ExecError::ScreenMemory {
                     rows: size.rows,
@@ -110,7 +106,7 @@ impl Reservation {
                     limit,
                 })?;
         } else {
-            self.committed.fetch_sub(old - new, Ordering::SeqCst);
+            self.inner.committed.fetch_sub(old - new, Ordering::SeqCst);
         }
         self.screen.store(new, Ordering::SeqCst);
         Ok(())
@@ -144,10 +140,8 @@ fn check_key(key: &str) -> Result<(), ExecError> {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.committed.fetch_sub(self.bytes + *self.screen.get_mut(), Ordering::SeqCst);
-        if let Some(inner) = &self.count {
-            inner.count.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.inner.committed.fetch_sub(self.bytes + *self.screen.get_mut(), Ordering::SeqCst);
+        self.inner.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -188,7 +182,7 @@ impl Manager {
                 shells: DashMap::new(),
                 creating: tokio::sync::Mutex::new(()),
                 count: AtomicUsize::new(0),
-                committed: Arc::new(AtomicUsize::new(0)),
+                committed: AtomicUsize::new(0),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 kill_on_shutdown,

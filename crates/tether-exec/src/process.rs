@@ -558,6 +558,14 @@ pub(crate) fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
 
 /// All processes whose parent chain leads to `root` (excluding `root`).
 fn descendants(root: u32) -> Vec<u32> {
+    let mut all = trees(&[root]);
+    all.retain(|&p| p != root);
+    all
+}
+
+/// These processes and every process whose parent chain leads to one of
+/// them, from one pass over `/proc` (each once).
+fn trees(roots: &[u32]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for pid in all_pids() {
         if let Some(s) = proc_stat(pid) {
@@ -565,13 +573,12 @@ fn descendants(root: u32) -> Vec<u32> {
         }
     }
     let mut out = Vec::new();
-    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = roots.to_vec();
     while let Some(p) = stack.pop() {
-        if let Some(kids) = children.get(&p) {
-            for &k in kids {
-                out.push(k);
-                stack.push(k);
-            }
+        if seen.insert(p) {
+            out.push(p);
+            stack.extend(children.get(&p).into_iter().flatten());
         }
     }
     out
@@ -751,28 +758,16 @@ pub(crate) fn environ(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
 }
 
-/// SIGKILLs these processes and all their descendants, in one pass over
-/// `/proc` (the tree is walked before anything is killed).
+/// Whether an environment block (as read by [`environ`]) holds exactly
+/// `entry` (`NAME=value`).
+pub(crate) fn env_has(env: &[u8], entry: &str) -> bool {
+    env.split(|&b| b == 0).any(|e| e == entry.as_bytes())
+}
+
+/// SIGKILLs these processes and all their descendants (the tree is walked
+/// before anything is killed).
 pub(crate) fn kill_trees(roots: &[u32]) {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for pid in all_pids() {
-        if let Some(s) = proc_stat(pid) {
-            children.entry(s.ppid).or_default().push(pid);
-        }
-    }
-    let mut all = Vec::new();
-    let mut stack = roots.to_vec();
-    let mut seen = std::collections::HashSet::new();
-    while let Some(p) = stack.pop() {
-        if !seen.insert(p) {
-            continue;
-        }
-        all.push(p);
-        if let Some(kids) = children.get(&p) {
-            stack.extend(kids);
-        }
-    }
-    signal_pids(&all, libc::SIGKILL);
+    signal_pids(&trees(roots), libc::SIGKILL);
 }
 
 #[cfg(test)]

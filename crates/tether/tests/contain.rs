@@ -17,6 +17,7 @@ use tether_client::{Client, ClientOptions, StartSpec};
 mod common;
 
 use common::{Daemon, LIMIT, rand_u64};
+use tether_tests::running;
 
 fn shell(script: &str) -> StartSpec {
     StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
@@ -84,17 +85,11 @@ fn modes() -> Vec<(String, Vec<String>, Option<TestCgroup>)> {
     out
 }
 
-/// Whether `pid` is running (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.get(s.rfind(')').unwrap() + 2..).is_some_and(|r| !r.starts_with('Z')))
-}
-
 /// Waits (bounded) until none of `pids` runs.
 async fn gone(pids: &[u32], what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| running(p)).collect();
         if left.is_empty() {
             return;
         }
@@ -110,7 +105,7 @@ fn marked(id: &str) -> Vec<u32> {
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| alive(p))
+        .filter(|&p| running(p))
         .filter(|p| {
             std::fs::read(format!("/proc/{p}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
@@ -149,7 +144,7 @@ async fn a_kill_ends_processes_that_left_the_group_and_the_tree() {
         let script = "( setsid sh -c 'echo $$; exec sleep 1000' & ); sleep 1000 & echo $!; wait";
         let (id, _) = c.start_detached(shell(script)).await.unwrap();
         let pids = printed_pids(&c, &id, 2).await;
-        assert!(pids.iter().all(|&p| alive(p)), "{mode}: {pids:?}");
+        assert!(pids.iter().all(|&p| running(p)), "{mode}: {pids:?}");
         c.kill(&id).await.unwrap();
         gone(&pids, &format!("{mode}: after kill")).await;
     }
@@ -181,7 +176,7 @@ async fn leftovers_end_with_the_command_unless_kept() {
             assert_eq!(pids.len(), 3, "{mode}: {:?}", String::from_utf8_lossy(&out.stdout));
             let what = format!("{mode}, keep={keep}");
             if keep {
-                assert!(pids.iter().all(|&p| alive(p)), "{what}: kept leftovers run");
+                assert!(pids.iter().all(|&p| running(p)), "{what}: kept leftovers run");
                 c.kill(&id).await.unwrap_or_else(|e| panic!("{what}: kill of the leftovers: {e}"));
             }
             gone(&pids, &what).await;
@@ -221,7 +216,7 @@ async fn the_daemon_reaps_the_orphans_it_adopts() {
         s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse::<i32>().ok()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) && ppid(pid) != Some(d.pid()) {
+    while running(pid) && ppid(pid) != Some(d.pid()) {
         assert!(Instant::now() < deadline, "not adopted: parent {:?}", ppid(pid));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -251,7 +246,7 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
         drop(c);
         d.child.kill().unwrap();
         d.child.wait().unwrap();
-        assert!(alive(pids[0]), "{mode}: a crash itself ends nothing");
+        assert!(running(pids[0]), "{mode}: a crash itself ends nothing");
         let _d2 = Daemon::start(&flags);
         gone(&pids, &format!("{mode}: after the next daemon started")).await;
     }
