@@ -77,6 +77,25 @@ struct Wire {
     named: BTreeMap<String, RawFd>,
 }
 
+impl Wire {
+    /// Decodes an encoded state, reading its version first: a state of
+    /// another version is refused as such, whatever the rest holds.
+    fn decode(header: &[u8]) -> io::Result<Wire> {
+        /// Just the version (the other fields are skipped).
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let invalid = |e: rmp_serde::decode::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let Version { version } = rmp_serde::from_slice(header).map_err(invalid)?;
+        if version != VERSION {
+            let e = format!("handover state version {version} (this daemon reads {VERSION})");
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        rmp_serde::from_slice(header).map_err(invalid)
+    }
+}
+
 impl Handover {
     pub(crate) fn new(commands: Vec<Frozen>, fds: Vec<OwnedFd>) -> Handover {
         let fds = fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
@@ -191,8 +210,7 @@ impl Handover {
         let header_end =
             usize::try_from(header_len).ok().and_then(|n| n.checked_add(8)).filter(|&e| e <= bytes.len());
         let header_end = header_end.ok_or_else(|| bad("header past the end"))?;
-        let mut wire: Wire = rmp_serde::from_slice(&bytes[8..header_end])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut wire = Wire::decode(&bytes[8..header_end])?;
         // The rings' bytes: slices of the mapping, no copies (the new
         // daemon serves at once; `Manager::resume` then gives each ring its
         // own copy in the background, so that the mapping goes and each
@@ -207,12 +225,6 @@ impl Handover {
                     .ok_or_else(|| bad("ring bytes missing"))?;
                 ring.data.push(blob.split_to(n));
             }
-        }
-        if wire.version != VERSION {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("handover state version {} (this daemon reads {VERSION})", wire.version),
-            ));
         }
         let mut fds = BTreeMap::new();
         for raw in wire.fds {
@@ -315,3 +327,6 @@ pub(crate) struct FrozenStdin {
     #[serde(default)]
     pub(crate) writers: Vec<(String, crate::stdin::WriterPos)>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! The handover format's golden file: a state encoded by this version of
+//! the format, checked in. Decoding it and encoding it again must give the
+//! same bytes, so changing any serialised struct without a new `VERSION`
+//! (and a new golden file) fails here.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::command::{ExitInfo, ExitReason, Lifetimes};
+use crate::spec::{OutputLimit, TermSize};
+use crate::stdin::{StdinSeq, Writers};
+
+fn golden_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/handover-v{VERSION}.msgpack"))
+}
+
+/// The encoded state (the memfd's header) of `commands`.
+fn encode(commands: &[Frozen], fds: Vec<RawFd>, named: &BTreeMap<String, RawFd>) -> Vec<u8> {
+    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, fds, named }).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_golden_state_decodes_and_encodes_to_the_same_bytes() {
+    let path = golden_path();
+    let golden = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. A new VERSION needs a new golden file: \
+             `cargo test -p tether-exec write_golden -- --ignored`",
+            path.display()
+        )
+    });
+    let wire: Wire = rmp_serde::from_slice(&golden).expect("this version decodes its own golden state");
+    assert_eq!(wire.version, VERSION);
+    assert_eq!(wire.commands.len(), 2);
+    assert!(matches!(wire.commands[0].phase, Phase::Live(_)));
+    assert!(matches!(wire.commands[1].phase, Phase::Held { .. }));
+    let again = encode(&wire.commands, wire.fds, &wire.named);
+    assert!(
+        again == golden,
+        "the handover format changed without a new VERSION: bump it in handover.rs and \
+         write a new golden file (`cargo test -p tether-exec write_golden -- --ignored`)"
+    );
+}
+
+#[test]
+fn a_state_of_another_version_is_refused_by_its_version_alone() {
+    // Commands this version cannot decode at all: the version is read
+    // first, so the error names it.
+    #[derive(Serialize)]
+    struct Future {
+        version: u32,
+        commands: Vec<u8>,
+        something_new: bool,
+    }
+    let header =
+        rmp_serde::to_vec_named(&Future { version: VERSION + 1, commands: vec![1], something_new: true })
+            .unwrap();
+    let e = Wire::decode(&header).err().expect("another version is refused");
+    assert!(e.to_string().contains(&format!("version {}", VERSION + 1)), "{e}");
+}
+
+/// Writes the golden file for the current `VERSION`: run it once after
+/// bumping the version, and check the file in.
+#[tokio::test(start_paused = true)]
+#[ignore = "writes the golden file"]
+async fn write_golden() {
+    let path = golden_path();
+    std::fs::write(&path, encode(&sample(), vec![7, 8, 9, 10], &BTreeMap::from([("listener".into(), 10)])))
+        .unwrap();
+    eprintln!("wrote {}", path.display());
+}
+
+/// A state that sets every field.
+fn sample() -> Vec<Frozen> {
+    let ring = |end: u64| FrozenRing { cap: 1 << 20, end, chunks: vec![(end - 5, 3, 5)], data: Vec::new() };
+    let mut writers = Writers::default();
+    let _ = writers.admit(&StdinSeq { writer: "w1".into(), offset: 0 }, Bytes::from_static(b"hello"));
+    let life = Lifetimes {
+        timeout: Some(Duration::from_secs(60)),
+        idle_timeout: Some(Duration::from_secs(30)),
+        ttl: Some(Duration::from_secs(300)),
+        kill_on_disconnect: true,
+        max_output_bytes: Some(1 << 30),
+        output_limit: OutputLimit::Truncate,
+        kill_grace: Duration::from_secs(2),
+        drain_grace: Duration::from_millis(500),
+    };
+    let exit = ExitInfo {
+        code: Some(3),
+        signal: None,
+        core_dumped: false,
+        reason: ExitReason::TimedOut,
+        wall: Duration::from_millis(1234),
+        user_us: 10,
+        sys_us: 20,
+        max_rss_kb: 30,
+        ends: [5, 10],
+        truncated: true,
+        cwd: Some("/tmp".into()),
+    };
+    let reaped =
+        Reaped { code: Some(0), signal: Some(9), core_dumped: true, user_us: 1, sys_us: 2, max_rss_kb: 3 };
+    let live = sample_live(reaped, writers);
+    let frozen = |id: &str, phase: Phase| Frozen {
+        id: id.into(),
+        name: Some(format!("name-{id}")),
+        labels: BTreeMap::from([("k".into(), "v".into())]),
+        argv: vec!["bash".into(), "-c".into(), "true".into()],
+        pid: 4242,
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        shell: Some("sh1".into()),
+        request_key: Some("key-1".into()),
+        rings: [ring(5), ring(10)],
+        seq: 9,
+        size: Some((TermSize { rows: 24, cols: 80 }, 2)),
+        ever_attached: true,
+        life: life.clone(),
+        phase,
+    };
+    vec![
+        frozen("c1", Phase::Live(Box::new(live))),
+        frozen("c2", Phase::Held { exit, ttl_left: Some(Duration::from_secs(100)) }),
+    ]
+}
+
+fn sample_live(reaped: Reaped, writers: Writers) -> Live {
+    Live {
+        elapsed: Duration::from_millis(1500),
+        reaped: Some((reaped, Duration::from_millis(1400))),
+        reason: Some(ExitReason::Killed),
+        timeout_left: Some(Duration::from_secs(58)),
+        sigkill_left: Some(Duration::from_secs(1)),
+        idle_left: Some(Duration::from_secs(29)),
+        drain_left: Some(Duration::from_millis(400)),
+        truncated: true,
+        remove_after_exit: true,
+        terminated: vec![4243, 4244],
+        cwd: Some("/srv".into()),
+        outputs: [Some(7), Some(8)],
+        master: Some(9),
+        stdin: FrozenStdin {
+            fd: Some(10),
+            open: true,
+            pending: serde_bytes::ByteBuf::from(b"pending".to_vec()),
+            close: true,
+            writers: writers.freeze(),
+        },
+        lingering: vec![([1, 2], Duration::from_secs(5))],
+    }
+}
