@@ -71,7 +71,6 @@ struct WireRef<'a> {
 /// The encoded form, as read.
 #[derive(Deserialize)]
 struct Wire {
-    version: u32,
     commands: Vec<Frozen>,
     fds: Vec<RawFd>,
     named: BTreeMap<String, RawFd>,

@@ -1,0 +1,360 @@
+//! Building a command: its shared state and actor from a freshly spawned
+//! process, or from the frozen record of a handover.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::contain::{Containment, Leaf};
+use crate::handover::{Frozen, Handover, Live, Phase};
+use crate::pty::{Pty, PtyWriter, Term};
+use crate::ring::{Read, Ring};
+use crate::shell::JobLink;
+use crate::spec::{OutputLimit, TermSize};
+use crate::stdin::Writers;
+
+use super::actor::*;
+use super::handle::*;
+use super::model::*;
+use super::shared::*;
+use super::source::*;
+use super::stdin_writer::*;
+
+/// Resolved per-command settings the actor enforces.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Lifetimes {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) kill_on_disconnect: bool,
+    pub(crate) max_output_bytes: Option<u64>,
+    pub(crate) output_limit: OutputLimit,
+    pub(crate) kill_grace: Duration,
+    pub(crate) drain_grace: Duration,
+}
+
+/// A spawned process with its pipes, before its actor runs.
+pub(crate) struct Spawned {
+    pub(crate) pid: u32,
+    pub(crate) io: SpawnedIo,
+    /// Its cgroup, if commands get one.
+    pub(crate) leaf: Option<Leaf>,
+}
+
+/// How a spawned process talks to us.
+pub(crate) enum SpawnedIo {
+    /// Three pipes.
+    Pipes { stdin: pipe::Sender, stdout: pipe::Receiver, stderr: pipe::Receiver },
+    /// A terminal: input, output (one stream) and control on the master.
+    Pty(Pty),
+    /// A command run by a named shell: its pipes come when the shell
+    /// starts it, its end when the shell reports it.
+    Shell(JobLink),
+}
+
+/// Metadata for a new command.
+pub(crate) struct Meta {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) argv: Vec<String>,
+    pub(crate) ring_bytes: usize,
+    pub(crate) initial_stdin: Bytes,
+    pub(crate) close_stdin: bool,
+    /// For a PTY command, its initial size.
+    pub(crate) pty_size: Option<TermSize>,
+    /// A shell command: the shell's name.
+    pub(crate) shell: Option<String>,
+    /// The idempotency key it was started with.
+    pub(crate) request_key: Option<String>,
+}
+
+/// Creates the shared state and returns the actor to run.
+pub(crate) fn new_command(
+    meta: Meta,
+    proc_: Spawned,
+    life: Lifetimes,
+    reservation: crate::manager::Reservation,
+    containment: Arc<Containment>,
+) -> (CommandHandle, Actor) {
+    let mut job = None;
+    let mut stdin_later = None;
+    let (stdin, sources, pty) = match proc_.io {
+        SpawnedIo::Pipes { stdin, stdout, stderr } => {
+            (Some(StdinPipe::Pipe(stdin)), [Some(Source::Pipe(stdout)), Some(Source::Pipe(stderr))], None)
+        }
+        SpawnedIo::Pty(p) => {
+            let stdin = StdinPipe::Pty(PtyWriter(p.io.clone()));
+            (Some(stdin), [Some(Source::Pty(p.io.clone())), None], Some(p))
+        }
+        SpawnedIo::Shell(link) => {
+            // Nothing to read or write until the shell starts it.
+            let (tx, rx) = oneshot::channel();
+            stdin_later = Some(rx);
+            job = Some(Job { link, stdin: Some(tx), cwd: None });
+            (None, [None, None], None)
+        }
+    };
+    let queued = job.is_some();
+    let eof_char = pty.as_ref().map(Pty::eof_char);
+    let mut initial_stdin = meta.initial_stdin;
+    let mut close_stdin = meta.close_stdin;
+    if let (Some(c), true) = (eof_char, close_stdin) {
+        // A terminal is never closed: end of input is typed.
+        let mut b = BytesMut::from(&initial_stdin[..]);
+        b.put_u8(c);
+        initial_stdin = b.freeze();
+        close_stdin = false;
+    }
+    let size = meta.pty_size;
+    assemble(Parts {
+        shared: SharedParts {
+            id: meta.id,
+            name: meta.name,
+            labels: meta.labels,
+            argv: meta.argv,
+            pid: proc_.pid,
+            started_at: SystemTime::now(),
+            shell: meta.shell,
+            request_key: meta.request_key,
+            eof_char,
+            output: Output {
+                rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
+                seq: 0,
+                exit: None,
+                pacers: Vec::new(),
+                size: size.map(|s| (s, 1)),
+                queued,
+            },
+            ever_attached: false,
+            stdin_open: !close_stdin,
+            writers: Writers::default(),
+            reservation,
+        },
+        stdin: StdinParts { pipe: stdin, later: stdin_later, initial: initial_stdin, close: close_stdin },
+        sources,
+        pty,
+        term: size.map(Term::new),
+        life,
+        job,
+        resume: None,
+        contain: (containment, proc_.leaf),
+    })
+}
+
+/// The fields of [`Shared`] that differ between commands.
+pub(super) struct SharedParts {
+    pub(super) id: String,
+    pub(super) name: Option<String>,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) argv: Vec<String>,
+    pub(super) pid: u32,
+    pub(super) started_at: SystemTime,
+    pub(super) shell: Option<String>,
+    pub(super) request_key: Option<String>,
+    pub(super) eof_char: Option<u8>,
+    pub(super) output: Output,
+    pub(super) ever_attached: bool,
+    pub(super) stdin_open: bool,
+    pub(super) writers: Writers,
+    pub(super) reservation: crate::manager::Reservation,
+}
+
+pub(super) struct StdinParts {
+    pub(super) pipe: Option<StdinPipe>,
+    pub(super) later: Option<oneshot::Receiver<StdinPipe>>,
+    pub(super) initial: Bytes,
+    pub(super) close: bool,
+}
+
+/// Everything a command's shared state and actor are made of.
+pub(super) struct Parts {
+    pub(super) shared: SharedParts,
+    pub(super) stdin: StdinParts,
+    pub(super) sources: [Option<Source>; 2],
+    pub(super) pty: Option<Pty>,
+    /// The screen model's terminal, already fed with what the ring holds.
+    pub(super) term: Option<Term>,
+    pub(super) life: Lifetimes,
+    pub(super) job: Option<Job>,
+    pub(super) resume: Option<Resume>,
+    /// The daemon's containment, and the command's cgroup.
+    pub(super) contain: (Arc<Containment>, Option<Leaf>),
+}
+
+pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
+    let (ctl, ctl_rx) = mpsc::channel(32);
+    let (stdin_tx, stdin_rx) = mpsc::channel(16);
+    let (changed, _) = watch::channel(0);
+    let sp = p.shared;
+    let pid = sp.pid;
+    let shared = Arc::new(Shared {
+        id: sp.id,
+        name: sp.name,
+        labels: sp.labels,
+        argv: sp.argv,
+        pid,
+        started_at: sp.started_at,
+        shell: sp.shell,
+        request_key: sp.request_key,
+        eof_char: sp.eof_char,
+        output: Mutex::new(sp.output),
+        changed,
+        attached: AtomicUsize::new(0),
+        ever_attached: AtomicBool::new(sp.ever_attached),
+        attach_changed: Notify::new(),
+        stdin_open: AtomicBool::new(sp.stdin_open),
+        writers: Mutex::new(sp.writers),
+        pacer_moved: Notify::new(),
+        model_lag: AtomicUsize::new(0),
+        next_subscription: std::sync::atomic::AtomicU64::new(0),
+        ctl,
+        stdin_tx,
+        reservation: sp.reservation,
+    });
+    let stdin_stop = CancellationToken::new();
+    let stdin_writer = StdinWriter {
+        pipe: p.stdin.pipe,
+        later: p.stdin.later,
+        rx: stdin_rx,
+        initial: p.stdin.initial,
+        close_after_initial: p.stdin.close,
+        shared: Arc::downgrade(&shared),
+        stop: stdin_stop.clone(),
+    };
+    let actor = Actor {
+        shared: shared.clone(),
+        pid,
+        pipes: p.sources,
+        model: p.term.map(|t| Model::spawn(t, shared.clone())),
+        pty: p.pty,
+        ctl_rx,
+        stdin_writer: Some(stdin_writer),
+        stdin_stop,
+        life: p.life,
+        reaped: false,
+        terminated: Vec::new(),
+        job: p.job,
+        resume: p.resume,
+        resumed_cwd: None,
+        containment: p.contain.0,
+        leaf: p.contain.1,
+    };
+    (CommandHandle { shared }, actor)
+}
+
+/// Rebuilds a command handed over by a previous daemon (or by this one,
+/// when its exec failed). Its fds come out of `h`; one that is missing
+/// counts as a stream that ended.
+pub(crate) fn thaw(
+    f: Frozen,
+    h: &mut Handover,
+    reservation: crate::manager::Reservation,
+    containment: Arc<Containment>,
+) -> (CommandHandle, Actor) {
+    let contain = {
+        let leaf = containment.leaf_of(&f.id);
+        (containment, leaf)
+    };
+    let rings = f.rings.map(Ring::thaw);
+    let term = f.size.map(|(size, _)| {
+        // The screen is rebuilt from what the ring still holds.
+        let mut t = Term::new(size);
+        let mut at = rings[0].first_held();
+        while let Read::Data { data, .. } = rings[0].read(at, usize::MAX) {
+            t.feed(&data);
+            at += data.len() as u64;
+        }
+        t
+    });
+    let life = f.life;
+    let id = f.id.clone();
+    let mut pacers = Vec::new();
+    let mut writers = Writers::default();
+    let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
+        Phase::Held { exit, ttl_left } => {
+            let stdin = StdinParts { pipe: None, later: None, initial: Bytes::new(), close: true };
+            (Some(exit), false, Resume::Held { ttl_left }, stdin, [None, None], None)
+        }
+        Phase::Live(l) => {
+            let mut l = *l;
+            let pty = h.fd(l.master).and_then(|fd| {
+                Pty::from_master(fd).map_err(|e| tracing::warn!(%id, "terminal not taken over: {e}")).ok()
+            });
+            let sources = [0, 1].map(|i| match (&pty, l.outputs[i]) {
+                (Some(p), Some(raw)) if Some(raw) == l.master => Some(Source::Pty(p.io.clone())),
+                (_, raw) => h.fd(raw).and_then(|fd| {
+                    pipe::Receiver::from_owned_fd(fd)
+                        .map_err(|e| tracing::warn!(%id, "output pipe not taken over: {e}"))
+                        .ok()
+                        .map(Source::Pipe)
+                }),
+            });
+            let pipe = match &pty {
+                Some(p) => Some(StdinPipe::Pty(PtyWriter(p.io.clone()))),
+                None => {
+                    h.fd(l.stdin.fd).and_then(|fd| pipe::Sender::from_owned_fd(fd).ok().map(StdinPipe::Pipe))
+                }
+            };
+            let stdin = StdinParts {
+                close: l.stdin.close || pipe.is_none(),
+                pipe,
+                later: None,
+                initial: Bytes::from(std::mem::take(&mut l.stdin.pending).into_vec()),
+            };
+            let open = l.stdin.open && stdin.pipe.is_some();
+            writers = Writers::thaw(std::mem::take(&mut l.stdin.writers));
+            let now = Instant::now();
+            // Numbered from the top, clear of the new subscriptions'.
+            pacers = std::mem::take(&mut l.lingering)
+                .into_iter()
+                .zip((0..u64::MAX).rev())
+                .map(|((next, left), number)| Pacer { number, next, until: Some(now + left), name: None })
+                .collect();
+            (None, open, Resume::Live(Box::new(l)), stdin, sources, pty)
+        }
+    };
+    let eof_char = f.size.map(|_| pty.as_ref().map_or(4, Pty::eof_char));
+    assemble(Parts {
+        shared: SharedParts {
+            id: f.id,
+            name: f.name,
+            labels: f.labels,
+            argv: f.argv,
+            pid: f.pid,
+            started_at: f.started_at,
+            shell: f.shell,
+            request_key: f.request_key,
+            eof_char,
+            output: Output { rings, seq: f.seq, exit, pacers, size: f.size, queued: false },
+            // Every client was disconnected by the restart, not by leaving:
+            // kill-on-disconnect applies again once one has re-attached
+            // (until then the idle timeout does).
+            ever_attached: f.ever_attached && matches!(resume, Resume::Held { .. }),
+            stdin_open,
+            writers,
+            reservation,
+        },
+        stdin,
+        sources,
+        pty,
+        term,
+        life,
+        job: None,
+        resume: Some(resume),
+        contain,
+    })
+}
+
+/// Where a thawed actor picks up.
+pub(super) enum Resume {
+    Live(Box<Live>),
+    Held { ttl_left: Option<Duration> },
+}
