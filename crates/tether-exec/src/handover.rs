@@ -33,8 +33,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ExitInfo, ExitReason, Lifetimes};
-use crate::process::{self, Reaped};
+use crate::command::{ExitInfo, Lifetimes, LiveState};
+use crate::process;
 use crate::spec::TermSize;
 
 /// Format version of the encoded state; a daemon refuses another.
@@ -283,22 +283,14 @@ pub(crate) enum Phase {
     Held { exit: ExitInfo, ttl_left: Option<Duration> },
 }
 
-/// A running command's state. Deadlines are durations left.
+/// A running command's state: the actor's [`LiveState`] (deadlines are
+/// encoded as the time left) and what it owned.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Live {
-    /// Time since it started (its wall clock so far).
-    pub(crate) elapsed: Duration,
-    /// Its status, once reaped, and its wall time then.
-    pub(crate) reaped: Option<(Reaped, Duration)>,
-    pub(crate) reason: Option<ExitReason>,
-    pub(crate) timeout_left: Option<Duration>,
-    pub(crate) sigkill_left: Option<Duration>,
-    pub(crate) idle_left: Option<Duration>,
-    pub(crate) drain_left: Option<Duration>,
-    pub(crate) truncated: bool,
-    pub(crate) remove_after_exit: bool,
-    /// Descendants sent SIGTERM by a timeout, to SIGKILL later.
-    pub(crate) terminated: Vec<u32>,
+    /// Flattened: its fields are this struct's in the encoded form (as they
+    /// were in version 1, before `LiveState` existed).
+    #[serde(flatten)]
+    pub(crate) state: LiveState,
     /// The shell's working directory at the end (a shell command).
     pub(crate) cwd: Option<String>,
     /// Output fds still open, stdout then stderr (pipes).

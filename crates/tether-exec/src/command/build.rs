@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::contain::{Containment, Leaf};
-use crate::handover::{Frozen, Handover, Live, Phase};
+use crate::handover::{Frozen, Handover, Phase};
 use crate::pty::{Pty, PtyWriter, Term};
 use crate::ring::{Read, Ring};
 use crate::shell::JobLink;
@@ -23,8 +23,10 @@ use crate::stdin::Writers;
 use super::actor::*;
 use super::handle::*;
 use super::model::*;
+use super::pacing::Pacing;
 use super::shared::*;
 use super::source::*;
+use super::state::LiveState;
 use super::stdin_writer::*;
 
 /// Resolved per-command settings the actor enforces.
@@ -129,7 +131,7 @@ pub(crate) fn new_command(
                 rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
                 seq: 0,
                 exit: None,
-                pacers: Vec::new(),
+                pacing: Pacing::default(),
                 size: size.map(|s| (s, 1)),
                 queued,
             },
@@ -145,6 +147,7 @@ pub(crate) fn new_command(
         life,
         job,
         resume: None,
+        state: None,
         contain: (containment, proc_.leaf),
     })
 }
@@ -185,6 +188,8 @@ pub(super) struct Parts {
     pub(super) life: Lifetimes,
     pub(super) job: Option<Job>,
     pub(super) resume: Option<Resume>,
+    /// A thawed running command's state and its shell's final cwd.
+    pub(super) state: Option<(LiveState, Option<String>)>,
     /// The daemon's containment, and the command's cgroup.
     pub(super) contain: (Arc<Containment>, Option<Leaf>),
 }
@@ -229,6 +234,10 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         shared: Arc::downgrade(&shared),
         stop: stdin_stop.clone(),
     };
+    let (state, resumed_cwd) = match p.state {
+        Some((state, cwd)) => (state, cwd),
+        None => (LiveState::new(&p.life, p.job.is_some()), None),
+    };
     let actor = Actor {
         shared: shared.clone(),
         pid,
@@ -239,11 +248,10 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         stdin_writer: Some(stdin_writer),
         stdin_stop,
         life: p.life,
-        reaped: false,
-        terminated: Vec::new(),
-        job: p.job,
         resume: p.resume,
-        resumed_cwd: None,
+        state,
+        resumed_cwd,
+        job: p.job,
         containment: p.contain.0,
         leaf: p.contain.1,
     };
@@ -276,8 +284,9 @@ pub(crate) fn thaw(
     });
     let life = f.life;
     let id = f.id.clone();
-    let mut pacers = Vec::new();
+    let mut pacing = Pacing::default();
     let mut writers = Writers::default();
+    let mut state = None;
     let (exit, stdin_open, resume, stdin, sources, pty) = match f.phase {
         Phase::Held { exit, ttl_left } => {
             let stdin = StdinParts { pipe: None, later: None, initial: Bytes::new(), close: true };
@@ -311,14 +320,9 @@ pub(crate) fn thaw(
             };
             let open = l.stdin.open && stdin.pipe.is_some();
             writers = Writers::thaw(std::mem::take(&mut l.stdin.writers));
-            let now = Instant::now();
-            // Numbered from the top, clear of the new subscriptions'.
-            pacers = std::mem::take(&mut l.lingering)
-                .into_iter()
-                .zip((0..u64::MAX).rev())
-                .map(|((next, left), number)| Pacer { number, next, until: Some(now + left), name: None })
-                .collect();
-            (None, open, Resume::Live(Box::new(l)), stdin, sources, pty)
+            pacing = Pacing::thaw(std::mem::take(&mut l.lingering), Instant::now());
+            state = Some((l.state, l.cwd));
+            (None, open, Resume::Live, stdin, sources, pty)
         }
     };
     let eof_char = f.size.map(|_| pty.as_ref().map_or(4, Pty::eof_char));
@@ -333,7 +337,7 @@ pub(crate) fn thaw(
             shell: f.shell,
             request_key: f.request_key,
             eof_char,
-            output: Output { rings, seq: f.seq, exit, pacers, size: f.size, queued: false },
+            output: Output { rings, seq: f.seq, exit, pacing, size: f.size, queued: false },
             // Every client was disconnected by the restart, not by leaving:
             // kill-on-disconnect applies again once one has re-attached
             // (until then the idle timeout does).
@@ -349,12 +353,16 @@ pub(crate) fn thaw(
         life,
         job: None,
         resume: Some(resume),
+        state,
         contain,
     })
 }
 
 /// Where a thawed actor picks up.
 pub(super) enum Resume {
-    Live(Box<Live>),
+    /// Running, or ended with output still draining: the actor's state is
+    /// the handed-over one.
+    Live,
+    /// Finished: held for what is left of its TTL (`None`: forever).
     Held { ttl_left: Option<Duration> },
 }

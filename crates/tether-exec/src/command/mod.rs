@@ -6,17 +6,31 @@
 //! - `shared`: the state the actor shares with handles and subscriptions.
 //! - `subscription`: [`Subscription`] and [`PaceRef`].
 //! - `build`: a command's parts from a spawned process or a frozen record.
-//! - `actor`: the task that owns the process, its deadlines and its end.
+//! - `actor`: the task that owns the process: its two phases' loops.
+//! - `control`: the actor's answers to signals, kills, resizes, screens.
+//! - `ending`: reaping, deadlines, kills, leftovers, the exit record.
+//! - `drain`: reading output into the rings (pacing, output limit).
+//! - `freeze`: a command's record and fds for a handover.
 //! - `stdin_writer`: the task that writes clients' bytes to stdin.
 //! - `source`: reading the output pipes or terminal master.
+//! - `pacing`: the readers a command waits for, and how far it may run
+//!   ahead of them.
+//! - `state`: [`LiveState`](state::LiveState), everything the actor's loop
+//!   mutates, with a method per transition.
 //! - `model`: a terminal command's screen model task.
 
 mod actor;
 mod build;
+mod control;
+mod drain;
+mod ending;
+mod freeze;
 mod handle;
 mod model;
+mod pacing;
 mod shared;
 mod source;
+mod state;
 mod stdin_writer;
 mod subscription;
 
@@ -37,6 +51,7 @@ use crate::spec::TermSize;
 pub(crate) use actor::Actor;
 pub(crate) use build::{Lifetimes, Meta, Spawned, SpawnedIo, new_command, thaw};
 pub use handle::CommandHandle;
+pub(crate) use state::LiveState;
 pub use subscription::{PaceRef, Subscription};
 
 /// An output stream of a command.

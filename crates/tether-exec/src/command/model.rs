@@ -10,16 +10,10 @@ use crate::ExecError;
 use crate::pty::Term;
 use crate::spec::TermSize;
 
+use super::pacing::{MODEL_CHUNK_CHARGE, model_caught_up};
 use super::shared::*;
 use super::subscription::*;
 use super::*;
-
-/// Most bytes the screen model may be behind the ring before the actor
-/// stops reading the terminal.
-pub(super) const MODEL_MAX_LAG: usize = 512 * 1024;
-
-/// Charged per chunk handed to the model, so many tiny chunks count too.
-pub(super) const MODEL_CHUNK_CHARGE: usize = 64;
 
 pub(super) enum ModelMsg {
     Feed(Bytes),
@@ -36,7 +30,7 @@ pub(super) enum ModelMsg {
 /// A PTY command's screen model in a task of its own, so that parsing
 /// (the costliest part of a terminal's output path) runs beside the actor's
 /// reading rather than in it. Fed in order through a channel whose content
-/// is bounded by [`MODEL_MAX_LAG`] (the actor stops reading past it), so the
+/// is bounded by [`MODEL_MAX_LAG`](super::pacing::MODEL_MAX_LAG) (the actor stops reading past it), so the
 /// channel needs no bound of its own.
 pub(super) struct Model {
     pub(super) tx: mpsc::UnboundedSender<ModelMsg>,
@@ -54,7 +48,7 @@ impl Model {
                         let charge = data.len() + MODEL_CHUNK_CHARGE;
                         let before = shared.model_lag.fetch_sub(charge, Ordering::SeqCst);
                         // Wake a stalled actor once the lag halves.
-                        if before > MODEL_MAX_LAG / 2 && before - charge <= MODEL_MAX_LAG / 2 {
+                        if model_caught_up(before, charge) {
                             shared.pacer_moved.notify_one();
                         }
                     }

@@ -13,6 +13,7 @@ use crate::ring::Ring;
 use crate::spec::TermSize;
 use crate::stdin::Writers;
 
+use super::pacing::Pacing;
 use super::stdin_writer::*;
 use super::*;
 
@@ -63,40 +64,23 @@ pub(super) struct Output {
     pub(super) seq: u64,
     pub(super) exit: Option<ExitInfo>,
     /// The pacing subscriptions, and lingering ones that have gone.
-    pub(super) pacers: Vec<Pacer>,
+    pub(super) pacing: Pacing,
     /// A PTY command's terminal size, and how many times it was set.
     pub(super) size: Option<(TermSize, u64)>,
     /// A shell command that its shell has not started yet.
     pub(super) queued: bool,
 }
 
-/// A reader the command waits for.
-pub(super) struct Pacer {
-    /// Its subscription's number.
-    pub(super) number: u64,
-    /// The next offsets it will read (or, paced by acknowledgements, the
-    /// offsets its client has taken).
-    pub(super) next: [u64; 2],
-    /// A lingering pacer's subscription has gone: it holds the command back
-    /// until then, for its client to come back (see
-    /// [`CommandHandle::attach_lingering`]).
-    pub(super) until: Option<Instant>,
-    /// The client's name: a newer pacer of the same name replaces it.
-    pub(super) name: Option<String>,
-}
-
 impl Output {
-    /// Bytes stream `i` may still take before a pacing subscriber's unread
-    /// data would be evicted (`None`: no pacer, no limit). Half the ring is
-    /// kept as headroom for the per-chunk accounting.
+    /// Bytes stream `i` may still take before a pacing reader's unread
+    /// data would be evicted (`None`: no pacer, no limit).
     pub(super) fn pace_room(&self, i: usize) -> Option<u64> {
-        let now = Instant::now();
-        let live = self.pacers.iter().filter(|p| p.until.is_none_or(|u| u > now));
-        let slowest = live.map(|p| p.next[i]).min()?;
-        // Counted as the ring charges it (bytes plus per-chunk overhead),
-        // so many tiny chunks cannot evict unread data either.
-        let unread = self.rings[i].charged_from(slowest) as u64;
-        Some((self.rings[i].cap() as u64 / 2).saturating_sub(unread))
+        self.pacing.room(&self.rings[i], i, Instant::now())
+    }
+
+    /// Both streams' end offsets.
+    pub(super) fn ends(&self) -> [u64; 2] {
+        [self.rings[0].end(), self.rings[1].end()]
     }
 }
 

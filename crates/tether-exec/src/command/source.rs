@@ -15,9 +15,6 @@ use crate::pty::{self};
 /// Largest single read from a pipe.
 pub(super) const READ_BYTES: usize = 256 * 1024;
 
-/// A paced stream is not read while less than this much room is left.
-pub(super) const MIN_PACED_READ: u64 = 1024;
-
 thread_local! {
     /// Read scratch space shared by all actors on a worker thread, so an
     /// idle command holds no read buffer.

@@ -50,10 +50,8 @@ impl PaceRef {
     pub fn ack(&self, offsets: [u64; 2]) {
         let Some(shared) = self.shared.upgrade() else { return };
         let mut out = shared.output();
-        let ends = [out.rings[0].end(), out.rings[1].end()];
-        if let Some(p) = out.pacers.iter_mut().find(|p| p.number == self.number) {
-            p.next = [0, 1].map(|i| p.next[i].max(offsets[i].min(ends[i])));
-        }
+        let ends = out.ends();
+        out.pacing.ack(self.number, offsets, ends);
         drop(out);
         shared.pacer_moved.notify_one();
     }
@@ -62,7 +60,7 @@ impl PaceRef {
     /// for these bytes).
     pub fn release(&self) {
         let Some(shared) = self.shared.upgrade() else { return };
-        shared.output().pacers.retain(|p| p.number != self.number);
+        shared.output().pacing.remove(self.number);
         shared.pacer_moved.notify_one();
     }
 }
@@ -71,12 +69,7 @@ pub(super) fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Sub
     let shared = shared.clone();
     let number = shared.next_subscription.fetch_add(1, Ordering::Relaxed);
     if pace {
-        let mut out = shared.output();
-        // A new pacing reader is the lingering ones' client back (or one
-        // that replaces them): they stop holding the command.
-        out.pacers.retain(|p| p.until.is_none());
-        out.pacers.push(Pacer { number, next: from, until: None, name: None });
-        drop(out);
+        shared.output().pacing.add(number, from);
         shared.pacer_moved.notify_one();
     }
     shared.attached.fetch_add(1, Ordering::SeqCst);
@@ -120,15 +113,8 @@ impl Subscription {
         if !self.pace {
             return None;
         }
-        let mut out = self.shared.output();
         let number = self.number;
-        if let Some(name) = &name {
-            out.pacers.retain(|p| p.number == number || p.name.as_ref() != Some(name));
-        }
-        if let Some(p) = out.pacers.iter_mut().find(|p| p.number == number) {
-            p.name = name;
-        }
-        drop(out);
+        self.shared.output().pacing.name(number, name);
         self.shared.pacer_moved.notify_one();
         self.acked = true;
         self.linger = Some(linger);
@@ -160,10 +146,7 @@ impl Subscription {
         }
         let ev = read_locked(&mut self.next, &mut self.done, &out, max);
         if self.pace && !self.acked && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
-            let (number, next) = (self.number, self.next);
-            if let Some(p) = out.pacers.iter_mut().find(|p| p.number == number) {
-                p.next = next;
-            }
+            out.pacing.advance(self.number, self.next);
             drop(out);
             self.shared.pacer_moved.notify_one();
         }
@@ -220,16 +203,9 @@ impl Drop for Subscription {
                     // rings still have, not just what follows; or, paced by
                     // acknowledgements, hold from what the client took.
                     let held = [out.rings[0].first_held(), out.rings[1].first_held()];
-                    let until = Instant::now() + d;
-                    let acked = self.acked;
-                    if let Some(p) = out.pacers.iter_mut().find(|p| p.number == self.number) {
-                        p.until = Some(until);
-                        if !acked {
-                            p.next = held;
-                        }
-                    }
+                    out.pacing.linger(self.number, Instant::now() + d, (!self.acked).then_some(held));
                 }
-                None => out.pacers.retain(|p| p.number != self.number),
+                None => out.pacing.remove(self.number),
             }
             drop(out);
             self.shared.pacer_moved.notify_one();

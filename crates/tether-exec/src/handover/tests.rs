@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::*;
-use crate::command::{ExitInfo, ExitReason, Lifetimes};
+use crate::command::{ExitInfo, ExitReason, Lifetimes, LiveState};
+use crate::process::Reaped;
 use crate::spec::{OutputLimit, TermSize};
 use crate::stdin::{StdinSeq, Writers};
 
@@ -19,7 +20,7 @@ fn golden_path() -> std::path::PathBuf {
 
 /// The encoded state (the memfd's header) of `commands`.
 fn encode(commands: &[Frozen], fds: Vec<RawFd>, named: &BTreeMap<String, RawFd>) -> Vec<u8> {
-    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, fds, named }).unwrap()
+    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, fds, named }).expect("encodes")
 }
 
 #[tokio::test(start_paused = true)]
@@ -56,7 +57,7 @@ fn a_state_of_another_version_is_refused_by_its_version_alone() {
     }
     let header =
         rmp_serde::to_vec_named(&Future { version: VERSION + 1, commands: vec![1], something_new: true })
-            .unwrap();
+            .expect("encodes");
     let e = Wire::decode(&header).err().expect("another version is refused");
     assert!(e.to_string().contains(&format!("version {}", VERSION + 1)), "{e}");
 }
@@ -67,8 +68,8 @@ fn a_state_of_another_version_is_refused_by_its_version_alone() {
 #[ignore = "writes the golden file"]
 async fn write_golden() {
     let path = golden_path();
-    std::fs::write(&path, encode(&sample(), vec![7, 8, 9, 10], &BTreeMap::from([("listener".into(), 10)])))
-        .unwrap();
+    let state = encode(&sample(), vec![7, 8, 9, 10], &BTreeMap::from([("listener".into(), 10)]));
+    std::fs::write(&path, state).expect("golden file written");
     eprintln!("wrote {}", path.display());
 }
 
@@ -126,17 +127,22 @@ fn sample() -> Vec<Frozen> {
 }
 
 fn sample_live(reaped: Reaped, writers: Writers) -> Live {
+    let now = tokio::time::Instant::now();
+    let at = |d: Duration| Some(now + d);
     Live {
-        elapsed: Duration::from_millis(1500),
-        reaped: Some((reaped, Duration::from_millis(1400))),
-        reason: Some(ExitReason::Killed),
-        timeout_left: Some(Duration::from_secs(58)),
-        sigkill_left: Some(Duration::from_secs(1)),
-        idle_left: Some(Duration::from_secs(29)),
-        drain_left: Some(Duration::from_millis(400)),
-        truncated: true,
-        remove_after_exit: true,
-        terminated: vec![4243, 4244],
+        state: LiveState {
+            started: now - Duration::from_millis(1500),
+            reaped: Some((reaped, Duration::from_millis(1400))),
+            reason: Some(ExitReason::Killed),
+            timeout_at: at(Duration::from_secs(58)),
+            sigkill_at: at(Duration::from_secs(1)),
+            idle_at: at(Duration::from_secs(29)),
+            drain_until: at(Duration::from_millis(400)),
+            truncated: true,
+            remove_after_exit: true,
+            terminated: vec![4243, 4244],
+            stop_seen: false,
+        },
         cwd: Some("/srv".into()),
         outputs: [Some(7), Some(8)],
         master: Some(9),
