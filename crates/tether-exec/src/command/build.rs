@@ -78,6 +78,31 @@ pub(crate) struct Meta {
     pub(crate) request_key: Option<String>,
 }
 
+impl Meta {
+    /// A new command's metadata from its spec: `argv` as resolved (a
+    /// shell command's: its script), `shell` the shell it is queued on.
+    pub(crate) fn new(
+        id: &str,
+        spec: &crate::CommandSpec,
+        argv: Vec<String>,
+        ring_bytes: usize,
+        shell: Option<String>,
+    ) -> Meta {
+        Meta {
+            id: id.to_owned(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            argv,
+            ring_bytes,
+            initial_stdin: spec.stdin.clone(),
+            close_stdin: spec.close_stdin,
+            pty_size: spec.pty.as_ref().map(|p| p.size),
+            shell,
+            request_key: spec.request_key.clone(),
+        }
+    }
+}
+
 /// Creates the shared state and returns the actor to run.
 pub(crate) fn new_command(
     meta: Meta,

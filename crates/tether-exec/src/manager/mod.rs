@@ -1,0 +1,322 @@
+//! The registry of commands: start, look up, list, remove, shut down.
+//!
+//! # Layout
+//! - `budget`: [`Reservation`], the memory and command slot each held
+//!   command commits.
+//! - `spawn`: validating a spec and spawning its process.
+//! - `shells`: named shells and the commands queued on them.
+//! - `restart`: the handover to a re-executed daemon, and resuming.
+
+mod budget;
+mod restart;
+mod shells;
+mod spawn;
+
+pub(crate) use budget::Reservation;
+use spawn::{new_id, spawn_orphan_reaper, validate};
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::command::{self, Actor, CommandHandle, CommandInfo, HandoverSlot, Lifetimes, Meta, Stop};
+use crate::contain::{CgroupChoice, ContainConfig, Containment};
+use crate::shell::ShellHandle;
+use crate::spec::{CommandSpec, ManagerConfig};
+use crate::{ExecError, process};
+
+/// Smallest ring a command may ask for.
+pub const MIN_RING_BYTES: usize = 4096;
+
+/// Longest request key.
+pub(crate) const MAX_REQUEST_KEY: usize = 128;
+
+/// The command manager. Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    cfg: ManagerConfig,
+    commands: DashMap<String, CommandHandle>,
+    /// Request keys of held commands, to their ids.
+    keys: DashMap<String, String>,
+    /// Serialises keyed shell submissions per key (their queueing awaits
+    /// the shell), so two of one key make one command. Async mutexes, held
+    /// across the submission; an entry lives while someone holds it.
+    keyed_runs: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    shells: DashMap<String, ShellHandle>,
+    /// Serialises shell creation, so two clients creating the same name at
+    /// once get one shell. An async mutex: held across the shell's start-up.
+    creating: tokio::sync::Mutex<()>,
+    /// Commands held (running or finished), counted separately from the map
+    /// so that the limit check and the reservation are one atomic step.
+    count: AtomicUsize,
+    /// Memory committed to all held commands: rings (both streams) and
+    /// terminal screen models.
+    committed: AtomicUsize,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    kill_on_shutdown: bool,
+    /// Where actors send their state when the manager hands over.
+    handover: HandoverSlot,
+    /// A restart has begun ([`Manager::begin_handover`]).
+    restarting: Arc<AtomicBool>,
+    /// How commands' processes are found and ended.
+    contain: Arc<Containment>,
+}
+
+impl Inner {
+    /// Drops a command's request key (only if it still names that command).
+    pub(super) fn forget_key(&self, key: Option<&str>, id: &str) {
+        if let Some(key) = key {
+            self.keys.remove_if(key, |_, v| v == id);
+        }
+    }
+}
+
+/// Refuses a request key that is empty, too long or holds a NUL.
+pub(super) fn check_key(key: &str) -> Result<(), ExecError> {
+    if key.is_empty() || key.len() > MAX_REQUEST_KEY || key.contains('\0') {
+        return Err(ExecError::BadRequestKey);
+    }
+    Ok(())
+}
+
+impl Manager {
+    /// A manager with these defaults and limits. `kill_on_shutdown` decides
+    /// whether [`Manager::shutdown`] kills running commands.
+    pub fn new(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
+        let m = Manager::create(cfg, kill_on_shutdown);
+        // A daemon that leaves its commands when it stops leaves them when
+        // it crashes too; one that ends them ends what a crash left.
+        if kill_on_shutdown {
+            m.inner.contain.sweep_crashed(&Default::default());
+        }
+        m
+    }
+
+    /// A manager, without the sweep of a crashed predecessor's commands.
+    pub(super) fn create(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
+        process::cloexec_inherited_fds();
+        process::catch_inherited_ignores();
+        process::raise_fd_limit();
+        let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
+            tracing::error!("containment: {e}: commands are contained by process group and environment only");
+            let fallback =
+                ContainConfig { cgroup: CgroupChoice::Off, subreaper: false, ..cfg.contain.clone() };
+            Containment::new(&fallback).expect("containment without cgroups or subreaper cannot fail")
+        });
+        if contain.subreaper() {
+            spawn_orphan_reaper();
+        }
+        Manager {
+            inner: Arc::new(Inner {
+                contain: Arc::new(contain),
+                cfg,
+                commands: DashMap::new(),
+                keys: DashMap::new(),
+                keyed_runs: DashMap::new(),
+                shells: DashMap::new(),
+                creating: tokio::sync::Mutex::new(()),
+                count: AtomicUsize::new(0),
+                committed: AtomicUsize::new(0),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                kill_on_shutdown,
+                handover: Arc::new(OnceLock::new()),
+                restarting: Arc::new(AtomicBool::new(false)),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.cfg
+    }
+
+    /// Starts a command. Must be called inside a tokio runtime.
+    ///
+    /// Every failure (bad input, spawn error, limits) leaves nothing behind:
+    /// no record, no process, no zombie. A spec with a request key that a
+    /// held command was started with returns that command (see
+    /// [`Manager::start_keyed`]).
+    pub fn start(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        self.start_keyed(spec).map(|(h, _)| h)
+    }
+
+    /// Starts a command, or, when the spec's request key is that of a held
+    /// command, returns that one; `true` when it started a new one. Two
+    /// starts with one key at once make one command.
+    pub fn start_keyed(&self, spec: CommandSpec) -> Result<(CommandHandle, bool), ExecError> {
+        let Some(key) = spec.request_key.clone() else {
+            return self.start_new(spec).map(|h| (h, true));
+        };
+        check_key(&key)?;
+        // The entry's shard stays locked while the command starts: a
+        // second start of the key waits for the first (no `.await` here;
+        // a spawn takes about a millisecond).
+        match self.inner.keys.entry(key) {
+            dashmap::Entry::Occupied(mut e) => {
+                // By id only: `get` would look in `keys` too, whose shard
+                // this entry holds locked.
+                let held = self.inner.commands.get(e.get()).map(|r| r.value().clone());
+                if let Some(h) = held {
+                    return Ok((h, false));
+                }
+                let h = self.start_new(spec)?;
+                e.insert(h.id().to_owned());
+                Ok((h, true))
+            }
+            dashmap::Entry::Vacant(v) => {
+                let h = self.start_new(spec)?;
+                v.insert(h.id().to_owned());
+                Ok((h, true))
+            }
+        }
+    }
+
+    pub(super) fn start_new(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(ExecError::ShuttingDown);
+        }
+        let cfg = &inner.cfg;
+        let argv = spec.resolved_argv(cfg);
+        validate(&spec, &argv)?;
+        let ring_bytes = self.ring_bytes(&spec)?;
+        // A terminal has one output stream, so one ring's worth of memory.
+        let rings = if spec.pty.is_some() { 1 } else { 2 };
+        let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
+
+        let id = new_id();
+        let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain)?;
+        let life = self.lifetimes(&spec);
+        let meta = Meta::new(&id, &spec, argv, ring_bytes, None);
+        tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
+        let (handle, actor) = command::new_command(meta, spawned, life, reservation, inner.contain.clone());
+        self.launch(&handle, actor);
+        Ok(handle)
+    }
+
+    /// Registers a command and runs its actor.
+    pub(super) fn launch(&self, handle: &CommandHandle, actor: Actor) {
+        let inner = &self.inner;
+        let id = handle.id().to_owned();
+        inner.commands.insert(id.clone(), handle.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let stop = Stop {
+            token: inner.shutdown.clone(),
+            kill: inner.kill_on_shutdown,
+            handover: inner.handover.clone(),
+            restarting: inner.restarting.clone(),
+        };
+        // A root span: the command outlives the connection that started it.
+        let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
+        let key = handle.shared.request_key.clone();
+        inner.tracker.spawn(async move {
+            actor.run(stop).instrument(span).await;
+            if let Some(inner) = weak.upgrade() {
+                inner.commands.remove(&id);
+                inner.forget_key(key.as_deref(), &id);
+            }
+        });
+    }
+
+    pub(super) fn ring_bytes(&self, spec: &CommandSpec) -> Result<usize, ExecError> {
+        let cfg = &self.inner.cfg;
+        match spec.ring_bytes {
+            None => Ok(cfg.ring_bytes),
+            Some(n) if (MIN_RING_BYTES..=cfg.max_ring_bytes).contains(&n) => Ok(n),
+            Some(n) => Err(ExecError::BadRingSize { asked: n as u64, max: cfg.max_ring_bytes as u64 }),
+        }
+    }
+
+    pub(super) fn lifetimes(&self, spec: &CommandSpec) -> Lifetimes {
+        let cfg = &self.inner.cfg;
+        Lifetimes {
+            timeout: spec.timeout,
+            idle_timeout: spec.resolved_idle(cfg),
+            ttl: spec.resolved_ttl(cfg),
+            kill_on_disconnect: spec.kill_on_disconnect,
+            max_output_bytes: spec.max_output_bytes,
+            output_limit: spec.output_limit,
+            kill_grace: spec.kill_grace.unwrap_or(cfg.kill_grace),
+            drain_grace: spec.drain_grace.unwrap_or(cfg.drain_grace),
+        }
+    }
+
+    /// A handle to a held command, by its id or by the request key it was
+    /// started with.
+    pub fn get(&self, id: &str) -> Result<CommandHandle, ExecError> {
+        // Clone out of the maps at once: a dashmap `Ref` must never be held
+        // across an `.await` by the caller.
+        let by_id = |id: &str| self.inner.commands.get(id).map(|r| r.value().clone());
+        by_id(id)
+            .or_else(|| {
+                let real = self.inner.keys.get(id).map(|r| r.value().clone())?;
+                by_id(&real)
+            })
+            .ok_or_else(|| ExecError::NotFound(id.to_owned()))
+    }
+
+    /// A held command with this label, if any (without building a
+    /// listing of every command).
+    pub fn find_by_label(&self, key: &str, value: &str) -> Option<CommandHandle> {
+        self.inner
+            .commands
+            .iter()
+            .find(|r| r.value().shared.labels.get(key).is_some_and(|v| v == value))
+            .map(|r| r.value().clone())
+    }
+
+    /// All held commands, oldest first.
+    pub fn list(&self) -> Vec<CommandInfo> {
+        let handles: Vec<CommandHandle> = self.inner.commands.iter().map(|r| r.value().clone()).collect();
+        let mut infos: Vec<CommandInfo> = handles.iter().map(CommandHandle::info).collect();
+        infos.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        infos
+    }
+
+    /// Forgets a command, killing it first if it runs.
+    pub async fn remove(&self, id: &str) -> Result<(), ExecError> {
+        let h = self.get(id)?;
+        let id = h.id();
+        self.inner.commands.remove(id);
+        self.inner.forget_key(h.shared.request_key.as_deref(), id);
+        let _ = h.shared.ctl.send(command::Control::Remove).await;
+        Ok(())
+    }
+
+    /// Number of held commands.
+    pub fn len(&self) -> usize {
+        self.inner.count.load(Ordering::SeqCst)
+    }
+
+    /// True when no command is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ring memory committed to held commands.
+    pub fn committed_ring_bytes(&self) -> usize {
+        self.inner.committed.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting commands, kills running ones (if so configured),
+    /// reaps them and waits for every command task to end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        if self.inner.kill_on_shutdown {
+            let contain = self.inner.contain.clone();
+            let _ = tokio::task::spawn_blocking(move || contain.remove_base()).await;
+        }
+    }
+}

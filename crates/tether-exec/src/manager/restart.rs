@@ -1,0 +1,97 @@
+//! Handing the commands over to a re-executed daemon, and taking them
+//! over in it.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use crate::command::{self};
+use crate::handover::Handover;
+use crate::shell::ShellHandle;
+use crate::spec::ManagerConfig;
+
+use super::budget::*;
+use super::*;
+
+impl Manager {
+    /// Says that a handover is coming: from now on clients going away (the
+    /// restart closes every connection) do not trigger
+    /// `kill_on_disconnect`. Call it before closing the connections.
+    pub fn begin_handover(&self) {
+        self.inner.restarting.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops every command without touching its process and returns their
+    /// state and fds, for the next daemon ([`Manager::resume`], see the
+    /// `handover` module). Named shells cannot be handed over: they are
+    /// closed first, and their commands handed over finished
+    /// (`shell_closed`). The manager accepts nothing afterwards.
+    pub async fn handover(&self) -> Handover {
+        let inner = &self.inner;
+        self.begin_handover();
+        let shells: Vec<ShellHandle> = inner.shells.iter().map(|r| r.value().clone()).collect();
+        for sh in &shells {
+            sh.close().await;
+            for id in sh.command_ids() {
+                if let Ok(h) = self.get(&id) {
+                    // Its end comes once the shell's session is gone.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h.wait()).await;
+                }
+            }
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _ = inner.handover.set(tx);
+        inner.shutdown.cancel();
+        inner.tracker.close();
+        inner.tracker.wait().await;
+        let (mut commands, mut fds) = (Vec::new(), Vec::new());
+        while let Ok((frozen, owned)) = rx.try_recv() {
+            commands.push(frozen);
+            fds.extend(owned);
+        }
+        tracing::info!(commands = commands.len(), fds = fds.len(), "commands ready to hand over");
+        Handover::new(commands, fds)
+    }
+
+    /// A manager that takes over the commands of a [`Handover`] (their
+    /// fds are taken out of it; fds added by the caller stay). Limits are
+    /// not applied to them: they were admitted before.
+    pub fn resume(cfg: ManagerConfig, kill_on_shutdown: bool, h: &mut Handover) -> Manager {
+        let m = Manager::create(cfg, kill_on_shutdown);
+        let inner = &m.inner;
+        let mut resumed = Vec::new();
+        for frozen in std::mem::take(&mut h.commands) {
+            // A terminal has one output stream, so one ring's worth.
+            let rings = if frozen.size.is_some() { 1 } else { 2 };
+            let bytes = rings * frozen.rings[0].cap;
+            let screen = frozen.size.map_or(0, |(size, _)| screen_bytes(size));
+            inner.count.fetch_add(1, Ordering::SeqCst);
+            inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
+            let reservation = Reservation::new(bytes, screen, inner);
+            let (handle, actor) = command::thaw(frozen, h, reservation, inner.contain.clone());
+            if let Some(key) = &handle.shared.request_key {
+                inner.keys.insert(key.clone(), handle.id().to_owned());
+            }
+            tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
+            m.launch(&handle, actor);
+            resumed.push(handle);
+        }
+        if kill_on_shutdown {
+            let kept = resumed.iter().map(|h| h.id().to_owned()).collect();
+            inner.contain.sweep_crashed(&kept);
+        }
+        // The rings are slices of the handover's mapping: copy each into a
+        // buffer of its own, one command at a time, so that the mapping is
+        // released and each ring's memory leaves with its command.
+        if !resumed.is_empty() {
+            tokio::spawn(async move {
+                for h in resumed {
+                    h.reown_rings();
+                    tokio::task::yield_now().await;
+                }
+                tracing::debug!("handed-over rings copied: the handover mapping is released");
+            });
+        }
+        m
+    }
+}
