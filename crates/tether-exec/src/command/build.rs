@@ -20,14 +20,14 @@ use crate::shell::JobLink;
 use crate::spec::{OutputLimit, TermSize};
 use crate::stdin::Writers;
 
-use super::actor::*;
-use super::handle::*;
-use super::model::*;
+use super::actor::{Actor, Job};
+use super::handle::CommandHandle;
+use super::model::Model;
 use super::pacing::Pacing;
-use super::shared::*;
-use super::source::*;
+use super::shared::{Output, Shared};
+use super::source::Source;
 use super::state::LiveState;
-use super::stdin_writer::*;
+use super::stdin_writer::{StdinPipe, StdinWriter};
 
 /// Resolved per-command settings the actor enforces.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]

@@ -14,10 +14,11 @@ use crate::ring::Ring;
 use crate::spec::TermSize;
 use crate::stdin::StdinSeq;
 
-use super::shared::*;
-use super::stdin_writer::*;
-use super::subscription::*;
-use super::*;
+use super::shared::Shared;
+use super::stdin_writer::{StdinMsg, Taken};
+use super::subscription::Subscription;
+use super::subscription::subscribe;
+use super::{CommandInfo, Control, ExitInfo, ExitReason, ScreenAttach};
 
 /// A cheap, cloneable handle to one command.
 #[derive(Clone)]

@@ -11,9 +11,10 @@ use crate::pty::Term;
 use crate::spec::TermSize;
 
 use super::pacing::{MODEL_CHUNK_CHARGE, model_caught_up};
-use super::shared::*;
-use super::subscription::*;
-use super::*;
+
+use super::shared::Shared;
+use super::subscription::Subscription;
+use super::{Screen, ScreenAttach};
 
 pub(super) enum ModelMsg {
     Feed(Bytes),

@@ -14,8 +14,9 @@ use crate::spec::TermSize;
 use crate::stdin::Writers;
 
 use super::pacing::Pacing;
-use super::stdin_writer::*;
-use super::*;
+
+use super::stdin_writer::StdinMsg;
+use super::{Control, ExitInfo};
 
 /// State shared by the actor (the only writer) and subscriptions (readers).
 pub(crate) struct Shared {

@@ -10,10 +10,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::shared::Shared;
 use crate::pty::PtyWriter;
 use crate::stdin::{Admit, StdinSeq};
-
-use super::shared::*;
 
 pub(super) enum StdinMsg {
     /// Bytes (from a numbered writer, or not), and where to say what

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::ring::Read;
 
-use super::shared::*;
-use super::*;
+use super::shared::{Output, Shared};
+use super::{Event, Stream};
 
 /// One client's view of a command's output: its own offsets into the
 /// command's rings. Holding one counts as "attached"; dropping it detaches.

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::{Inner, Manager};
 use crate::ExecError;
 use crate::spec::TermSize;
-
-use super::*;
 
 /// Committed memory (rings, and a terminal's screen model) and a command
 /// slot, given back on drop.

@@ -5,13 +5,12 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::Manager;
+use super::budget::{Reservation, screen_bytes};
 use crate::command::{self};
 use crate::handover::Handover;
 use crate::shell::ShellHandle;
 use crate::spec::ManagerConfig;
-
-use super::budget::*;
-use super::*;
 
 impl Manager {
     /// Says that a handover is coming: from now on clients going away (the

@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use super::spawn::{new_id, validate_cwd, validate_drain_grace, validate_env};
+use super::{Manager, check_key};
 use crate::ExecError;
 use crate::command::{self, CommandHandle, Meta, Spawned, SpawnedIo};
 use crate::shell::{self, JobLink, QueuedJob, ShellHandle, ShellInfo, ShellSpec};
 use crate::spec::{CommandSpec, Program};
-
-use super::spawn::*;
-use super::*;
 
 impl Manager {
     /// Creates a named shell, or returns the live shell of that name
