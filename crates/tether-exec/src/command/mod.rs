@@ -64,8 +64,17 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn from_index(i: usize) -> Stream {
+    /// The stream of ring `i` (0: stdout, 1: stderr).
+    pub(crate) fn from_index(i: usize) -> Stream {
         if i == 0 { Stream::Stdout } else { Stream::Stderr }
+    }
+
+    /// `"stdout"` or `"stderr"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
     }
 }
 
@@ -115,6 +124,18 @@ pub struct ExitInfo {
     pub truncated: bool,
     /// A shell command: the shell's working directory when it ended.
     pub cwd: Option<String>,
+}
+
+impl ExitInfo {
+    /// The exit code a shell would report: the code, else `128 + signal`
+    /// (a kill gives 137), else 255.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
 }
 
 /// A snapshot of a command for listings.
