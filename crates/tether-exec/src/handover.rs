@@ -28,12 +28,12 @@ use std::collections::BTreeMap;
 use std::io::{self, Seek, Write};
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{ExitInfo, Lifetimes, LiveState};
+use crate::command::{ExitInfo, Identity, Lifetimes, LiveState};
 use crate::process;
 use crate::spec::TermSize;
 
@@ -241,16 +241,10 @@ impl Handover {
 /// One command, stopped.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Frozen {
-    pub(crate) id: String,
-    pub(crate) name: Option<String>,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) argv: Vec<String>,
-    pub(crate) pid: u32,
-    pub(crate) started_at: SystemTime,
-    pub(crate) shell: Option<String>,
-    /// The idempotency key it was started with.
-    #[serde(default)]
-    pub(crate) request_key: Option<String>,
+    /// Flattened: its fields are this struct's first ones in the encoded
+    /// form.
+    #[serde(flatten)]
+    pub(crate) ident: Identity,
     pub(crate) rings: [FrozenRing; 2],
     pub(crate) seq: u64,
     /// A terminal's size and how many times it was set.

@@ -24,6 +24,7 @@ use super::actor::{Actor, Job};
 use super::handle::CommandHandle;
 use super::model::Model;
 use super::pacing::Pacing;
+use super::shared::Identity;
 use super::shared::{Output, Shared};
 use super::source::Source;
 use super::state::LiveState;
@@ -143,14 +144,16 @@ pub(crate) fn new_command(
     let size = meta.pty_size;
     assemble(Parts {
         shared: SharedParts {
-            id: meta.id,
-            name: meta.name,
-            labels: meta.labels,
-            argv: meta.argv,
-            pid: proc_.pid,
-            started_at: SystemTime::now(),
-            shell: meta.shell,
-            request_key: meta.request_key,
+            ident: Identity {
+                id: meta.id,
+                name: meta.name,
+                labels: meta.labels,
+                argv: meta.argv,
+                pid: proc_.pid,
+                started_at: SystemTime::now(),
+                shell: meta.shell,
+                request_key: meta.request_key,
+            },
             eof_char,
             output: Output {
                 rings: [Ring::new(meta.ring_bytes), Ring::new(meta.ring_bytes)],
@@ -179,14 +182,7 @@ pub(crate) fn new_command(
 
 /// The fields of [`Shared`] that differ between commands.
 pub(super) struct SharedParts {
-    pub(super) id: String,
-    pub(super) name: Option<String>,
-    pub(super) labels: BTreeMap<String, String>,
-    pub(super) argv: Vec<String>,
-    pub(super) pid: u32,
-    pub(super) started_at: SystemTime,
-    pub(super) shell: Option<String>,
-    pub(super) request_key: Option<String>,
+    pub(super) ident: Identity,
     pub(super) eof_char: Option<u8>,
     pub(super) output: Output,
     pub(super) ever_attached: bool,
@@ -224,16 +220,9 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
     let (stdin_tx, stdin_rx) = mpsc::channel(16);
     let (changed, _) = watch::channel(0);
     let sp = p.shared;
-    let pid = sp.pid;
+    let pid = sp.ident.pid;
     let shared = Arc::new(Shared {
-        id: sp.id,
-        name: sp.name,
-        labels: sp.labels,
-        argv: sp.argv,
-        pid,
-        started_at: sp.started_at,
-        shell: sp.shell,
-        request_key: sp.request_key,
+        ident: sp.ident,
         eof_char: sp.eof_char,
         output: Mutex::new(sp.output),
         changed,
@@ -293,7 +282,7 @@ pub(crate) fn thaw(
     containment: Arc<Containment>,
 ) -> (CommandHandle, Actor) {
     let contain = {
-        let leaf = containment.leaf_of(&f.id);
+        let leaf = containment.leaf_of(&f.ident.id);
         (containment, leaf)
     };
     let rings = f.rings.map(Ring::thaw);
@@ -308,7 +297,7 @@ pub(crate) fn thaw(
         t
     });
     let life = f.life;
-    let id = f.id.clone();
+    let id = f.ident.id.clone();
     let mut pacing = Pacing::default();
     let mut writers = Writers::default();
     let mut state = None;
@@ -353,14 +342,7 @@ pub(crate) fn thaw(
     let eof_char = f.size.map(|_| pty.as_ref().map_or(4, Pty::eof_char));
     assemble(Parts {
         shared: SharedParts {
-            id: f.id,
-            name: f.name,
-            labels: f.labels,
-            argv: f.argv,
-            pid: f.pid,
-            started_at: f.started_at,
-            shell: f.shell,
-            request_key: f.request_key,
+            ident: f.ident,
             eof_char,
             output: Output { rings, seq: f.seq, exit, pacing, size: f.size, queued: false },
             // Every client was disconnected by the restart, not by leaving:

@@ -89,7 +89,7 @@ impl Actor {
         if self.state.is_reaped() {
             let _ = reply.send(Err(self.not_running()));
         } else if self.job.is_some() {
-            self.to_shell(ShellCtl::Signal { id: self.shared.id.clone(), sig, reply });
+            self.to_shell(ShellCtl::Signal { id: self.shared.ident.id.clone(), sig, reply });
         } else {
             let group = self.pty.as_ref().and_then(Pty::foreground_group).unwrap_or(self.pid);
             let r = process::signal_group(group, sig)
@@ -105,7 +105,7 @@ impl Actor {
     /// "not running".
     pub(super) fn to_shell(&self, msg: ShellCtl) {
         let Some(job) = &self.job else { return };
-        let id = self.shared.id.clone();
+        let id = self.shared.ident.id.clone();
         match job.link.shell.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
@@ -121,14 +121,14 @@ impl Actor {
     }
 
     pub(super) fn not_running(&self) -> ExecError {
-        ExecError::NotRunning(self.shared.id.clone())
+        ExecError::NotRunning(self.shared.ident.id.clone())
     }
 
     /// Sets the terminal size (the newest request wins) and tells every
     /// subscription.
     pub(super) fn resize(&mut self, size: TermSize) -> Result<(), ExecError> {
         let (Some(pty), Some(model)) = (&self.pty, &self.model) else {
-            return Err(ExecError::NotRunning(self.shared.id.clone()));
+            return Err(ExecError::NotRunning(self.shared.ident.id.clone()));
         };
         // The same size again: nothing changes, nobody is told.
         if self.shared.output().size.is_some_and(|(s, _)| s == size) {
@@ -164,7 +164,7 @@ impl Actor {
         reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
     ) {
         let Some(model) = &self.model else {
-            let _ = reply.send(Err(ExecError::NotAPty(self.shared.id.clone())));
+            let _ = reply.send(Err(ExecError::NotAPty(self.shared.ident.id.clone())));
             return;
         };
         let (first_held, end) = {

@@ -49,7 +49,7 @@ impl Actor {
             Ok(Some(r)) => self.state.on_reaped(r, &self.life),
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(id = %self.shared.id, "wait4 failed: {e}");
+                tracing::error!(id = %self.shared.ident.id, "wait4 failed: {e}");
                 self.state.on_reaped(Reaped::unknown(), &self.life);
             }
         }
@@ -111,7 +111,7 @@ impl Actor {
         // A restart closes every connection: that is not the client leaving.
         let restarting = stop.restarting.load(Ordering::SeqCst);
         if self.life.kill_on_disconnect && self.shared.ever_attached.load(Ordering::SeqCst) && !restarting {
-            tracing::info!(id = %self.shared.id, "last client gone: killing (kill_on_disconnect)");
+            tracing::info!(id = %self.shared.ident.id, "last client gone: killing (kill_on_disconnect)");
             self.kill(ExitReason::Disconnected);
             return;
         }
@@ -124,7 +124,7 @@ impl Actor {
         self.state.end_for(why);
         if self.job.is_some() {
             if !self.state.is_reaped() {
-                self.to_shell(ShellCtl::Kill { id: self.shared.id.clone(), reason: why });
+                self.to_shell(ShellCtl::Kill { id: self.shared.ident.id.clone(), reason: why });
             }
             return;
         }
@@ -145,11 +145,11 @@ impl Actor {
     /// Kills what is left of the command (see [`contain::sweep`]); returns
     /// how many processes (or populated cgroups) were found.
     pub(super) fn sweep(&self, thorough: bool) -> usize {
-        let found = contain::sweep(&self.shared.id, self.leaf.as_ref(), thorough);
+        let found = contain::sweep(&self.shared.ident.id, self.leaf.as_ref(), thorough);
         if self.leaf.is_none() {
             // A process caught inside execve shows no environment (so no
             // marker) for a moment: look once more, shortly.
-            let id = self.shared.id.clone();
+            let id = self.shared.ident.id.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(SWEEP_AGAIN).await;
                 let _ = tokio::task::spawn_blocking(move || contain::sweep(&id, None, thorough)).await;

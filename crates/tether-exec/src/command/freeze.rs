@@ -25,14 +25,7 @@ impl Actor {
         let s = &self.shared;
         let out = s.output();
         Frozen {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            labels: s.labels.clone(),
-            argv: s.argv.clone(),
-            pid: s.pid,
-            started_at: s.started_at,
-            shell: s.shell.clone(),
-            request_key: s.request_key.clone(),
+            ident: s.ident.clone(),
             rings: [out.rings[0].freeze(), out.rings[1].freeze()],
             seq: out.seq,
             size: out.size,
@@ -55,7 +48,7 @@ impl Actor {
                 Some(raw)
             }
             Err(e) => {
-                tracing::warn!(id = %self.shared.id, "{what} not handed over: {e}");
+                tracing::warn!(id = %self.shared.ident.id, "{what} not handed over: {e}");
                 None
             }
         };

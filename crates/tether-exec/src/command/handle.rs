@@ -28,36 +28,36 @@ pub struct CommandHandle {
 
 impl std::fmt::Debug for CommandHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandHandle").field("id", &self.shared.id).finish()
+        f.debug_struct("CommandHandle").field("id", &self.shared.ident.id).finish()
     }
 }
 
 impl CommandHandle {
     /// The command id.
     pub fn id(&self) -> &str {
-        &self.shared.id
+        &self.shared.ident.id
     }
 
     /// The process id (also the process group id).
     pub fn pid(&self) -> u32 {
-        self.shared.pid
+        self.shared.ident.pid
     }
 
     /// A snapshot for listings.
     pub fn info(&self) -> CommandInfo {
         let out = self.shared.output();
         CommandInfo {
-            id: self.shared.id.clone(),
-            name: self.shared.name.clone(),
-            labels: self.shared.labels.clone(),
-            argv: self.shared.argv.clone(),
-            pid: self.shared.pid,
-            started_at: self.shared.started_at,
+            id: self.shared.ident.id.clone(),
+            name: self.shared.ident.name.clone(),
+            labels: self.shared.ident.labels.clone(),
+            argv: self.shared.ident.argv.clone(),
+            pid: self.shared.ident.pid,
+            started_at: self.shared.ident.started_at,
             exit: out.exit.clone(),
             offsets: [0, 1].map(|i| (out.rings[i].first_held(), out.rings[i].end())),
             attached: self.shared.attached.load(Ordering::Relaxed),
             pty: out.size.map(|(s, _)| s),
-            shell: self.shared.shell.clone(),
+            shell: self.shared.ident.shell.clone(),
             queued: out.queued,
         }
     }
@@ -74,7 +74,7 @@ impl CommandHandle {
             return Err(ExecError::BadSize { rows: size.rows, cols: size.cols });
         }
         if !self.is_pty() {
-            return Err(ExecError::NotAPty(self.shared.id.clone()));
+            return Err(ExecError::NotAPty(self.shared.ident.id.clone()));
         }
         let (reply, rx) = oneshot::channel();
         self.control(Control::Resize { size, reply }).await?;
@@ -96,7 +96,7 @@ impl CommandHandle {
             return Err(ExecError::BadSize { rows: s.rows, cols: s.cols });
         }
         if !self.is_pty() {
-            return Err(ExecError::NotAPty(self.shared.id.clone()));
+            return Err(ExecError::NotAPty(self.shared.ident.id.clone()));
         }
         let (reply, rx) = oneshot::channel();
         self.control(Control::AttachScreen { from, size, pace, reply }).await?;
@@ -181,7 +181,7 @@ impl CommandHandle {
         if let Some(seq) = seq.as_ref().filter(|s| !s.is_valid()) {
             return Err(ExecError::BadWriter(seq.writer.clone()));
         }
-        let closed = || ExecError::StdinClosed(self.shared.id.clone());
+        let closed = || ExecError::StdinClosed(self.shared.ident.id.clone());
         // A resend of bytes the command has taken is answered as the first
         // send was, even once stdin has closed or the command has ended.
         if seq.as_ref().is_some_and(|seq| self.shared.writers().has(seq, data.len())) {
@@ -210,7 +210,7 @@ impl CommandHandle {
                 let seq = seq.unwrap_or(StdinSeq { writer: String::new(), offset: 0 });
                 Err(ExecError::StdinHole { writer: seq.writer, offset: seq.offset, have })
             }
-            Ok(Taken::Closed) | Err(_) => Err(ExecError::StdinClosed(self.shared.id.clone())),
+            Ok(Taken::Closed) | Err(_) => Err(ExecError::StdinClosed(self.shared.ident.id.clone())),
         }
     }
 
@@ -247,14 +247,14 @@ impl CommandHandle {
                 .stdin_tx
                 .send(msg)
                 .await
-                .map_err(|_| ExecError::StdinClosed(self.shared.id.clone()))?;
+                .map_err(|_| ExecError::StdinClosed(self.shared.ident.id.clone()))?;
             return self.taken(taken.await, seq);
         }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
             if seq.is_some() {
                 return Ok(());
             }
-            return Err(ExecError::StdinClosed(self.shared.id.clone()));
+            return Err(ExecError::StdinClosed(self.shared.ident.id.clone()));
         }
         // If the writer is gone, stdin is closed already: that is success.
         let _ = self.shared.stdin_tx.send(StdinMsg::Close).await;
@@ -307,6 +307,6 @@ impl CommandHandle {
     }
 
     pub(super) fn not_running(&self) -> ExecError {
-        ExecError::NotRunning(self.shared.id.clone())
+        ExecError::NotRunning(self.shared.ident.id.clone())
     }
 }

@@ -51,6 +51,7 @@ use crate::spec::TermSize;
 pub(crate) use actor::Actor;
 pub(crate) use build::{Lifetimes, Meta, Spawned, SpawnedIo, new_command, thaw};
 pub use handle::CommandHandle;
+pub(crate) use shared::Identity;
 pub(crate) use state::LiveState;
 pub use subscription::{PaceRef, Subscription};
 

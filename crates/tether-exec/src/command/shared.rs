@@ -18,18 +18,30 @@ use super::pacing::Pacing;
 use super::stdin_writer::StdinMsg;
 use super::{Control, ExitInfo};
 
-/// State shared by the actor (the only writer) and subscriptions (readers).
-pub(crate) struct Shared {
+/// What a command is: set when it starts, kept across a handover (its
+/// fields are the handover record's first ones).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
     pub(crate) id: String,
+    /// Client-chosen name.
     pub(crate) name: Option<String>,
+    /// Client-chosen labels.
     pub(crate) labels: BTreeMap<String, String>,
+    /// The argv executed (a shell command: its script).
     pub(crate) argv: Vec<String>,
+    /// Its process (a shell command: its shell's).
     pub(crate) pid: u32,
     pub(crate) started_at: SystemTime,
     /// A shell command: the shell's name.
     pub(crate) shell: Option<String>,
     /// The idempotency key it was started with.
+    #[serde(default)]
     pub(crate) request_key: Option<String>,
+}
+
+/// State shared by the actor (the only writer) and subscriptions (readers).
+pub(crate) struct Shared {
+    pub(crate) ident: Identity,
     /// For a PTY command, its end-of-file character: `close_stdin` types it
     /// instead of closing anything.
     pub(super) eof_char: Option<u8>,

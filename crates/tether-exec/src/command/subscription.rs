@@ -92,7 +92,7 @@ pub(super) fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Sub
 impl Subscription {
     /// The command id.
     pub fn id(&self) -> &str {
-        &self.shared.id
+        &self.shared.ident.id
     }
 
     /// The next offset this subscription will deliver, per stream.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::*;
-use crate::command::{ExitInfo, ExitReason, Lifetimes, LiveState};
+use crate::command::{ExitInfo, ExitReason, Identity, Lifetimes, LiveState};
 use crate::process::Reaped;
 use crate::spec::{OutputLimit, TermSize};
 use crate::stdin::{StdinSeq, Writers};
@@ -105,14 +105,16 @@ fn sample() -> Vec<Frozen> {
         Reaped { code: Some(0), signal: Some(9), core_dumped: true, user_us: 1, sys_us: 2, max_rss_kb: 3 };
     let live = sample_live(reaped, writers);
     let frozen = |id: &str, phase: Phase| Frozen {
-        id: id.into(),
-        name: Some(format!("name-{id}")),
-        labels: BTreeMap::from([("k".into(), "v".into())]),
-        argv: vec!["bash".into(), "-c".into(), "true".into()],
-        pid: 4242,
-        started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        shell: Some("sh1".into()),
-        request_key: Some("key-1".into()),
+        ident: Identity {
+            id: id.into(),
+            name: Some(format!("name-{id}")),
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+            argv: vec!["bash".into(), "-c".into(), "true".into()],
+            pid: 4242,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            shell: Some("sh1".into()),
+            request_key: Some("key-1".into()),
+        },
         rings: [ring(5), ring(10)],
         seq: 9,
         size: Some((TermSize { rows: 24, cols: 80 }, 2)),

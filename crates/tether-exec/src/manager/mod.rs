@@ -218,7 +218,7 @@ impl Manager {
         };
         // A root span: the command outlives the connection that started it.
         let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
-        let key = handle.shared.request_key.clone();
+        let key = handle.shared.ident.request_key.clone();
         inner.tracker.spawn(async move {
             actor.run(stop).instrument(span).await;
             if let Some(inner) = weak.upgrade() {
@@ -271,7 +271,7 @@ impl Manager {
         self.inner
             .commands
             .iter()
-            .find(|r| r.value().shared.labels.get(key).is_some_and(|v| v == value))
+            .find(|r| r.value().shared.ident.labels.get(key).is_some_and(|v| v == value))
             .map(|r| r.value().clone())
     }
 
@@ -288,7 +288,7 @@ impl Manager {
         let h = self.get(id)?;
         let id = h.id();
         self.inner.commands.remove(id);
-        self.inner.forget_key(h.shared.request_key.as_deref(), id);
+        self.inner.forget_key(h.shared.ident.request_key.as_deref(), id);
         let _ = h.shared.ctl.send(command::Control::Remove).await;
         Ok(())
     }

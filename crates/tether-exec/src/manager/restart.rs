@@ -68,7 +68,7 @@ impl Manager {
             inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
             let reservation = Reservation::new(bytes, screen, inner);
             let (handle, actor) = command::thaw(frozen, h, reservation, inner.contain.clone());
-            if let Some(key) = &handle.shared.request_key {
+            if let Some(key) = &handle.shared.ident.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
             }
             tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
