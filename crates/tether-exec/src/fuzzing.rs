@@ -15,24 +15,8 @@ pub const CHUNK_OVERHEAD: usize = ring::CHUNK_OVERHEAD;
 #[derive(Debug)]
 pub struct FuzzRing(Ring);
 
-/// What [`FuzzRing::read`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FuzzRead {
-    /// The offset is older than what is held.
-    Gap {
-        /// First offset still held.
-        first_held: u64,
-    },
-    /// Bytes starting at the requested offset.
-    Data {
-        /// Arrival order of the chunk they come from.
-        seq: u64,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// Nothing new yet.
-    Pending,
-}
+/// What [`FuzzRing::read`] found: the ring's own [`Read`](ring::Read).
+pub use crate::ring::Read as FuzzRead;
 
 impl FuzzRing {
     /// An empty ring of `cap` bytes (data plus per-chunk overhead).
@@ -62,11 +46,7 @@ impl FuzzRing {
 
     /// Reads up to `max` bytes from `from`.
     pub fn read(&self, from: u64, max: usize) -> FuzzRead {
-        match self.0.read(from, max) {
-            ring::Read::Gap { first_held } => FuzzRead::Gap { first_held },
-            ring::Read::Data { seq, data } => FuzzRead::Data { seq, data },
-            ring::Read::Pending => FuzzRead::Pending,
-        }
+        self.0.read(from, max)
     }
 
     /// Extends `first` (what `read(from, ..)` gave) with the chunks that

@@ -35,8 +35,8 @@ struct Chunk {
 }
 
 /// What a reader at some offset can get right now.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Read {
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
     /// The offset is older than what is held; resume at `first_held`.
     Gap {
         /// First offset still held.
