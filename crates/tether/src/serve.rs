@@ -14,103 +14,8 @@ use crate::token;
 pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     init_tracing(args.log_format);
     let weak_ok = args.allow_weak_token;
-    // Refused unless allowed; allowed, it is still said loudly.
-    let weak = |why: String| -> Result<()> {
-        anyhow::ensure!(weak_ok, "{why}; refusing to serve (--allow-weak-token to accept it)");
-        tracing::warn!("WEAK TOKEN: {why}");
-        eprintln!("tether: WARNING: {why}");
-        Ok(())
-    };
-    let (token, file) = match conn.token.filter(|t| !t.is_empty()) {
-        Some(t) => {
-            tracing::info!("using the token from TETHER_TOKEN / --token");
-            if let Some(why) = token::weakness(&t, "TETHER_TOKEN / --token") {
-                weak(why)?;
-            }
-            (t, None)
-        }
-        None => {
-            let path = match conn.token_file {
-                Some(p) => p,
-                None => token::default_path()?,
-            };
-            let (t, created) = token::load_or_create(&path)?;
-            let verb = if created { "wrote a new token to" } else { "using the token in" };
-            eprintln!("tether: {verb} {} (clients read it from there)", path.display());
-            if let Some(why) = token::exposure(&path)? {
-                weak(why)?;
-            }
-            if let Some(why) = token::weakness(&t, &path.display().to_string()) {
-                weak(why)?;
-            }
-            (t, Some(path))
-        }
-    };
-    let secs = |s: i64| (s >= 0).then(|| Duration::from_secs(s as u64));
-    let mut cfg = ServerConfig::new(Token::new(token));
-    cfg.allowed_origins = args
-        .allow_origins
-        .iter()
-        .map(|o| tether_server::normalize_origin(o))
-        .collect::<Result<_, _>>()
-        .context("--allow-origin")?;
-    cfg.allowed_hosts = args
-        .allow_hosts
-        .iter()
-        .map(|h| tether_server::normalize_host(h))
-        .collect::<Result<_, _>>()
-        .context("--allow-host")?;
-    if let Some(n) = args.max_connections {
-        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
-        cfg.max_connections = n;
-        cfg.max_unauthenticated = (n / 4).max(1);
-    }
-    if let Some(n) = args.max_unauthenticated {
-        anyhow::ensure!(n > 0, "--max-unauthenticated must be at least 1");
-        cfg.max_unauthenticated = n.min(cfg.max_connections);
-    }
-    let timeout = |flag: &str, s: f64| -> Result<Duration> {
-        anyhow::ensure!(
-            s.is_finite() && s > 0.0 && s <= 86400.0,
-            "{flag} {s}: expected seconds in (0, 86400]"
-        );
-        Ok(Duration::from_secs_f64(s))
-    };
-    cfg.unauthenticated_timeout = timeout("--unauthenticated-timeout", args.unauthenticated_timeout)?;
-    cfg.header_timeout = timeout("--header-timeout", args.header_timeout)?;
-    cfg.kill_on_shutdown = !args.keep_commands_on_shutdown;
-    cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
-    cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
-    for (flag, n) in
-        [("--ring-bytes", args.ring_bytes), ("--langsmith-ring-bytes", args.langsmith_ring_bytes)]
-    {
-        let (min, max) = (tether_exec::MIN_RING_BYTES, cfg.manager.max_ring_bytes);
-        anyhow::ensure!((min..=max).contains(&n), "{flag} {n}: expected {min}..={max} bytes");
-    }
-    cfg.manager.ring_bytes = args.ring_bytes;
-    cfg.manager.drain_grace = Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0));
-    cfg.langsmith_ring_bytes = Some(args.langsmith_ring_bytes);
-    cfg.max_body_memory = args.max_body_memory;
-    cfg.manager.max_total_ring_bytes = args.max_ring_total;
-    cfg.manager.max_commands = args.max_commands;
-    cfg.manager.idle_timeout = secs(args.idle_timeout);
-    cfg.manager.ttl = secs(args.ttl);
-    cfg.manager.default_shell = args.shell;
-    cfg.manager.contain = containment(&args.cgroup, &args.leftovers)?;
-    if let Some(root) = &args.files_root {
-        if !root.is_dir() {
-            anyhow::bail!("--files-root {}: not a directory", root.display());
-        }
-        cfg.files_root = Some(root.clone());
-    }
-    for spec in &args.interpreters {
-        let (name, program) = spec
-            .split_once('=')
-            .filter(|(n, p)| !n.is_empty() && !p.trim().is_empty())
-            .with_context(|| format!("--interpreter {spec:?}: expected NAME=PROGRAM [ARGS...]"))?;
-        cfg.interpreters.insert(name.to_owned(), program.split_whitespace().map(str::to_owned).collect());
-    }
-
+    let (token, file) = load_token(conn, weak_ok)?;
+    let mut cfg = config(&args, token)?;
     // Recorded now: after an upgrade replaced the binary, this path names
     // the new one (`/proc/self/exe` would still name the old).
     let exe = std::env::current_exe().context("finding the daemon's own binary")?;
@@ -121,27 +26,7 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     if let Some(path) = file {
         tokio::spawn(watch_token_file(path, cfg.token.clone(), weak_ok));
     }
-    let (mut server, mut listener) = match std::env::var(HANDOVER_ENV).ok() {
-        Some(fd) => {
-            let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
-            let t = std::time::Instant::now();
-            let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
-            let read_ms = t.elapsed().as_millis() as u64;
-            let listener = listener_of(&mut h)?;
-            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
-            let n = h.len();
-            let server = Server::resume(cfg.clone(), &mut h);
-            let ms = t.elapsed().as_millis() as u64;
-            tracing::info!(commands = n, read_ms, ms, "restarted: took over the previous daemon's commands");
-            (server, listener)
-        }
-        None => {
-            let listener =
-                TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
-            (Server::new(cfg.clone()), listener)
-        }
-    };
+    let (mut server, mut listener) = start(&args, &mut cfg).await?;
     loop {
         let stops = stops.clone();
         let (probe_exe, probe_argv) = (exe.clone(), argv.clone());
@@ -337,4 +222,140 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),
     }
+}
+
+/// The token to serve with (from `--token` / `TETHER_TOKEN`, else the token
+/// file, created if need be) and the file to watch for a new one. A weak
+/// or exposed token is refused unless `weak_ok`, and said loudly if so.
+fn load_token(conn: ConnArgs, weak_ok: bool) -> Result<(String, Option<std::path::PathBuf>)> {
+    // Refused unless allowed; allowed, it is still said loudly.
+    let weak = |why: String| -> Result<()> {
+        anyhow::ensure!(weak_ok, "{why}; refusing to serve (--allow-weak-token to accept it)");
+        tracing::warn!("WEAK TOKEN: {why}");
+        eprintln!("tether: WARNING: {why}");
+        Ok(())
+    };
+    match conn.token.filter(|t| !t.is_empty()) {
+        Some(t) => {
+            tracing::info!("using the token from TETHER_TOKEN / --token");
+            if let Some(why) = token::weakness(&t, "TETHER_TOKEN / --token") {
+                weak(why)?;
+            }
+            Ok((t, None))
+        }
+        None => {
+            let path = match conn.token_file {
+                Some(p) => p,
+                None => token::default_path()?,
+            };
+            let (t, created) = token::load_or_create(&path)?;
+            let verb = if created { "wrote a new token to" } else { "using the token in" };
+            eprintln!("tether: {verb} {} (clients read it from there)", path.display());
+            if let Some(why) = token::exposure(&path)? {
+                weak(why)?;
+            }
+            if let Some(why) = token::weakness(&t, &path.display().to_string()) {
+                weak(why)?;
+            }
+            Ok((t, Some(path)))
+        }
+    }
+}
+
+/// The server's configuration from the flags.
+fn config(args: &ServeArgs, token: String) -> Result<ServerConfig> {
+    let secs = |s: i64| (s >= 0).then(|| Duration::from_secs(s as u64));
+    let mut cfg = ServerConfig::new(Token::new(token));
+    cfg.allowed_origins = args
+        .allow_origins
+        .iter()
+        .map(|o| tether_server::normalize_origin(o))
+        .collect::<Result<_, _>>()
+        .context("--allow-origin")?;
+    cfg.allowed_hosts = args
+        .allow_hosts
+        .iter()
+        .map(|h| tether_server::normalize_host(h))
+        .collect::<Result<_, _>>()
+        .context("--allow-host")?;
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+        cfg.max_connections = n;
+        cfg.max_unauthenticated = (n / 4).max(1);
+    }
+    if let Some(n) = args.max_unauthenticated {
+        anyhow::ensure!(n > 0, "--max-unauthenticated must be at least 1");
+        cfg.max_unauthenticated = n.min(cfg.max_connections);
+    }
+    let timeout = |flag: &str, s: f64| -> Result<Duration> {
+        anyhow::ensure!(
+            s.is_finite() && s > 0.0 && s <= 86400.0,
+            "{flag} {s}: expected seconds in (0, 86400]"
+        );
+        Ok(Duration::from_secs_f64(s))
+    };
+    cfg.unauthenticated_timeout = timeout("--unauthenticated-timeout", args.unauthenticated_timeout)?;
+    cfg.header_timeout = timeout("--header-timeout", args.header_timeout)?;
+    cfg.kill_on_shutdown = !args.keep_commands_on_shutdown;
+    cfg.ping_interval = Duration::from_secs_f64(args.ping_interval.max(0.05));
+    cfg.peer_timeout = Duration::from_secs_f64(args.peer_timeout.max(0.1));
+    for (flag, n) in
+        [("--ring-bytes", args.ring_bytes), ("--langsmith-ring-bytes", args.langsmith_ring_bytes)]
+    {
+        let (min, max) = (tether_exec::MIN_RING_BYTES, cfg.manager.max_ring_bytes);
+        anyhow::ensure!((min..=max).contains(&n), "{flag} {n}: expected {min}..={max} bytes");
+    }
+    cfg.manager.ring_bytes = args.ring_bytes;
+    cfg.manager.drain_grace = Duration::from_secs_f64(args.drain_grace.clamp(0.0, 3600.0));
+    cfg.langsmith_ring_bytes = Some(args.langsmith_ring_bytes);
+    cfg.max_body_memory = args.max_body_memory;
+    cfg.manager.max_total_ring_bytes = args.max_ring_total;
+    cfg.manager.max_commands = args.max_commands;
+    cfg.manager.idle_timeout = secs(args.idle_timeout);
+    cfg.manager.ttl = secs(args.ttl);
+    cfg.manager.default_shell = args.shell.clone();
+    cfg.manager.contain = containment(&args.cgroup, &args.leftovers)?;
+    if let Some(root) = &args.files_root {
+        if !root.is_dir() {
+            anyhow::bail!("--files-root {}: not a directory", root.display());
+        }
+        cfg.files_root = Some(root.clone());
+    }
+    for spec in &args.interpreters {
+        let (name, program) = spec
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.trim().is_empty())
+            .with_context(|| format!("--interpreter {spec:?}: expected NAME=PROGRAM [ARGS...]"))?;
+        cfg.interpreters.insert(name.to_owned(), program.split_whitespace().map(str::to_owned).collect());
+    }
+
+    Ok(cfg)
+}
+
+/// The server and its listener: taken over from the previous daemon after
+/// a restart (the handover's memfd is named in the environment), else new
+/// on `--listen`. The daemon's seat (whose leftovers it sweeps) is its
+/// address.
+async fn start(args: &ServeArgs, cfg: &mut ServerConfig) -> Result<(Server, TcpListener)> {
+    Ok(match std::env::var(HANDOVER_ENV).ok() {
+        Some(fd) => {
+            let fd = fd.parse().with_context(|| format!("{HANDOVER_ENV}={fd:?}: not an fd number"))?;
+            let t = std::time::Instant::now();
+            let mut h = Handover::inherit(fd).context("reading the previous daemon's handover")?;
+            let read_ms = t.elapsed().as_millis() as u64;
+            let listener = listener_of(&mut h)?;
+            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
+            let n = h.len();
+            let server = Server::resume(cfg.clone(), &mut h);
+            let ms = t.elapsed().as_millis() as u64;
+            tracing::info!(commands = n, read_ms, ms, "restarted: took over the previous daemon's commands");
+            (server, listener)
+        }
+        None => {
+            let listener =
+                TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+            cfg.manager.contain.seat = Some(listener.local_addr()?.to_string());
+            (Server::new(cfg.clone()), listener)
+        }
+    })
 }
