@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process;
+use crate::sys;
 
 /// The environment variable naming the command a process belongs to.
 pub const COMMAND_ID_ENV: &str = "TETHER_COMMAND_ID";
@@ -100,7 +100,7 @@ impl Containment {
     /// is asked for and usable.
     pub(crate) fn new(cfg: &ContainConfig) -> io::Result<Containment> {
         if cfg.subreaper {
-            process::become_subreaper()?;
+            sys::become_subreaper()?;
         }
         // The daemon's own directory below the one given, named after its
         // seat: daemons sharing a parent never touch each other's leaves.
@@ -157,7 +157,7 @@ impl Containment {
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
-        process::join_cgroup_on_exec(cmd, procs);
+        sys::join_cgroup_on_exec(cmd, procs);
         Ok(Some(Leaf { dir, kill_file: base.kill_file }))
     }
 
@@ -212,12 +212,12 @@ impl Containment {
         let Some(seat) = &self.cfg.seat else { return found };
         let seat_entry = format!("{SEAT_ENV}={seat}");
         let me = std::process::id();
-        let victims: Vec<u32> = process::all_pids()
+        let victims: Vec<u32> = sys::all_pids()
             .filter(|&p| p != me)
             .filter(|&p| {
-                let env = process::environ(p);
-                process::env_has(&env, &seat_entry)
-                    && !keep.iter().any(|id| process::env_has(&env, &format!("{COMMAND_ID_ENV}={id}")))
+                let env = sys::environ(p);
+                sys::env_has(&env, &seat_entry)
+                    && !keep.iter().any(|id| sys::env_has(&env, &format!("{COMMAND_ID_ENV}={id}")))
             })
             .collect();
         if !victims.is_empty() {
@@ -227,7 +227,7 @@ impl Containment {
                 "killing what a crashed daemon on this seat left running"
             );
             found += victims.len();
-            process::kill_trees(&victims);
+            sys::kill_trees(&victims);
         }
         found
     }
@@ -252,7 +252,7 @@ impl CgroupBase {
             .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.args(["-c", "exit 0"]).stdin(std::process::Stdio::null());
-        process::join_cgroup_on_exec(&mut cmd, procs);
+        sys::join_cgroup_on_exec(&mut cmd, procs);
         let r = cmd.status();
         let _ = std::fs::remove_dir(&probe);
         match r {
@@ -274,7 +274,7 @@ impl Leaf {
     /// How many processes in the leaf are running (zombies waiting for
     /// their parent are not).
     fn live_members(&self) -> usize {
-        self.members().into_iter().filter(|&p| process::running(p)).count()
+        self.members().into_iter().filter(|&p| sys::running(p)).count()
     }
 
     /// The processes in the leaf (`cgroup.procs`; none if it is gone).
@@ -298,7 +298,7 @@ impl Leaf {
             if pids.is_empty() {
                 return;
             }
-            process::signal_pids(&pids, libc::SIGKILL);
+            sys::signal_pids(&pids, libc::SIGKILL);
         }
     }
 
@@ -341,18 +341,18 @@ pub(crate) fn sweep(id: &str, leaf: Option<&Leaf>, thorough: bool) -> usize {
         return found;
     }
     let entry = format!("{COMMAND_ID_ENV}={id}");
-    let marked = |p: &u32| process::env_has(&process::environ(*p), &entry);
+    let marked = |p: &u32| sys::env_has(&sys::environ(*p), &entry);
     let me = std::process::id();
     let victims: Vec<u32> = if thorough {
-        process::all_pids().filter(|&p| p != me).filter(marked).collect()
+        sys::all_pids().filter(|&p| p != me).filter(marked).collect()
     } else {
-        process::children(me).into_iter().filter(|p| !process::is_leader(*p)).filter(marked).collect()
+        sys::children(me).into_iter().filter(|p| !sys::is_leader(*p)).filter(marked).collect()
     };
     // Zombies are dead already (and have no environment to match).
-    let victims: Vec<u32> = victims.into_iter().filter(|&p| process::running(p)).collect();
+    let victims: Vec<u32> = victims.into_iter().filter(|&p| sys::running(p)).collect();
     if !victims.is_empty() {
         tracing::debug!(%id, processes = victims.len(), "killing what is left of the command");
-        process::kill_trees(&victims);
+        sys::kill_trees(&victims);
     }
     victims.len()
 }
@@ -391,7 +391,7 @@ fn own_cgroup_dir() -> io::Result<PathBuf> {
 /// cgroup v2 file system.
 fn is_cgroup2(dir: &Path) -> io::Result<bool> {
     let probe = if dir.exists() { dir } else { dir.parent().unwrap_or(dir) };
-    process::is_cgroup2_fs(probe)
+    sys::is_cgroup2_fs(probe)
 }
 
 /// Creates a directory unless it exists.

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
 use std::process::Command;
@@ -16,8 +16,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, Interest};
 
 use crate::ExecError;
-use crate::process;
 use crate::spec::{PtyOptions, TermSize};
+use crate::sys::{self, Process};
 
 /// `TERM` when the start does not name one.
 const DEFAULT_TERM: &str = "xterm-256color";
@@ -37,7 +37,7 @@ pub(crate) struct Pty {
 impl Pty {
     /// Takes over a master fd: registers a non-blocking duplicate.
     pub(crate) fn from_master(master: OwnedFd) -> io::Result<Pty> {
-        let io = process::register_file(File::from(process::dup_nonblocking(master.as_raw_fd())?))?;
+        let io = sys::register_file(File::from(sys::dup_nonblocking(master.as_fd())?))?;
         Ok(Pty { master, io: Arc::new(io) })
     }
 
@@ -49,18 +49,18 @@ impl Pty {
     /// Sets the window size; the kernel sends SIGWINCH to the foreground
     /// process group.
     pub(crate) fn resize(&self, size: TermSize) -> Result<(), ExecError> {
-        process::set_winsize(self.master.as_fd(), size.rows, size.cols)
+        sys::set_winsize(self.master.as_fd(), size.rows, size.cols)
             .map_err(|source| ExecError::Io { context: "resizing the terminal", source })
     }
 
     /// The terminal's foreground process group, if it has one.
     pub(crate) fn foreground_group(&self) -> Option<u32> {
-        process::foreground_group(self.master.as_fd())
+        sys::foreground_group(self.master.as_fd())
     }
 
     /// The end-of-file character (VEOF), normally Ctrl-D.
     pub(crate) fn eof_char(&self) -> u8 {
-        process::veof(self.master.as_fd()).unwrap_or(4).max(1)
+        sys::veof(self.master.as_fd()).unwrap_or(4).max(1)
     }
 }
 
@@ -89,27 +89,26 @@ pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Resul
         |f: &File| f.try_clone().map_err(|source| ExecError::Io { context: "dup of the terminal", source });
     cmd.env("TERM", opts.term.as_deref().unwrap_or(DEFAULT_TERM));
     cmd.stdin(stdio(&slave)?).stdout(stdio(&slave)?).stderr(slave);
-    process::new_session_on_stdin_tty(&mut cmd);
+    sys::new_session_on_stdin_tty(&mut cmd);
     let child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
     // The command holds the slave copies given to the child: drop them so
     // that the master reads EIO once the last process using it has gone.
     drop(cmd);
-    let pid = child.id();
-    process::register_leader(pid);
     // The child is reaped through its pidfd by the actor, not by `Child`.
+    let leader = Process::open(child.id());
     drop(child);
     // Our own copy of the master; portable-pty's is closed with `pair`.
     let pty = pair
         .master
         .as_raw_fd()
         .ok_or_else(|| io::Error::other("master has no fd"))
-        .and_then(process::dup_fd)
+        .and_then(sys::dup_fd)
         .and_then(Pty::from_master);
     match pty {
-        Ok(pty) => Ok((pid, pty)),
+        Ok(pty) => Ok((leader.pid(), pty)),
         Err(source) => {
-            let _ = process::signal_group(pid, libc::SIGKILL);
-            let _ = process::wait_blocking(pid);
+            let _ = leader.signal_group(libc::SIGKILL);
+            let _ = sys::wait_blocking(leader.pid());
             Err(ExecError::Io { context: "registering the terminal", source })
         }
     }

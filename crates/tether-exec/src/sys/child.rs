@@ -1,0 +1,277 @@
+//! The daemon's children: waiting for them (a pidfd, `wait4` for resource
+//! usage), signalling one it remembers without ever hitting a stranger that
+//! got its pid, the registry of those it waits for itself, and the orphans
+//! it adopts as a subreaper.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::process::{PidfdFlags, WaitId, WaitIdOptions, WaitOptions};
+use tokio::io::unix::AsyncFd;
+
+use super::proc::{children, proc_stat};
+use super::signal::{to_pid, to_signal};
+
+/// How a reaped child ended, with its resource usage.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Reaped {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) core_dumped: bool,
+    pub(crate) user_us: u64,
+    pub(crate) sys_us: u64,
+    pub(crate) max_rss_kb: u64,
+}
+
+/// A child the daemon waits for itself (a command's or a shell's leader),
+/// held through a pidfd so that a signal never reaches another process that
+/// got its pid after it was reaped.
+///
+/// Until the daemon reaps it, its pid (and so its process group and session
+/// id, which are the same number) cannot be given to anyone else: the
+/// kernel keeps a zombie's pid, and never hands out a number still in use
+/// as a group or session id. A daemon that re-executes itself (the graceful
+/// restart) stays the parent, so the next one re-opens its commands with
+/// [`Process::open`] from the pid in the handover state, safely, as long as
+/// it has not reaped them.
+#[derive(Debug)]
+pub(crate) struct Process {
+    pid: u32,
+    /// `None` on a kernel without pidfds (before 5.3): the pid is used.
+    pidfd: Option<OwnedFd>,
+}
+
+impl Process {
+    /// Takes hold of child `pid`, not yet reaped, and records it as one the
+    /// daemon waits for itself (see [`is_leader`]). Call right after
+    /// spawning it, or on resuming it after a handover.
+    pub(crate) fn open(pid: u32) -> Process {
+        register_leader(pid);
+        Process { pid, pidfd: pidfd_open(pid).ok() }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `sig` to the process (through its pidfd: `ESRCH` once it is
+    /// reaped, whoever has its pid by then).
+    pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
+        let sig = to_signal(sig)?;
+        match &self.pidfd {
+            Some(fd) => Ok(rustix::process::pidfd_send_signal(fd, sig)?),
+            None => Ok(rustix::process::kill_process(to_pid(self.pid).ok_or_else(esrch)?, sig)?),
+        }
+    }
+
+    /// Sends `sig` to the process group this process leads. Only while it
+    /// is not reaped (checked through its pidfd, `ESRCH` otherwise): then
+    /// the group id is certainly its group's. Once the leader is reaped the
+    /// number stays reserved only as long as a member lives, and a process
+    /// started after that may lead a new group of that number.
+    pub(crate) fn signal_group(&self, sig: i32) -> io::Result<()> {
+        let sig = to_signal(sig)?;
+        if let Some(fd) = &self.pidfd {
+            // WNOWAIT: look, leave it to be reaped. ECHILD: reaped already.
+            let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts).map_err(|_| esrch())?;
+        }
+        Ok(rustix::process::kill_process_group(to_pid(self.pid).ok_or_else(esrch)?, sig)?)
+    }
+
+    /// Reaps the process if it has exited (see [`try_reap`]).
+    pub(crate) fn try_reap(&self) -> io::Result<Option<Reaped>> {
+        try_reap(self.pid)
+    }
+
+    /// Waits for the exit, polled through a duplicate of the pidfd.
+    pub(crate) fn exit_watch(&self) -> ExitWatch {
+        ExitWatch::with(self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()))
+    }
+}
+
+fn esrch() -> io::Error {
+    io::Error::from_raw_os_error(libc::ESRCH)
+}
+
+/// Waits for a child to exit without reaping it: a pidfd registered with
+/// the runtime where the kernel has them (Linux 5.3+), else a poll timer.
+pub(crate) enum ExitWatch {
+    PidFd(AsyncFd<OwnedFd>),
+    Poll(tokio::time::Interval),
+}
+
+impl ExitWatch {
+    /// Watches child `pid` and records it as a leader (see
+    /// [`Process::open`], which is the same with a handle to signal it).
+    pub(crate) fn new(pid: u32) -> ExitWatch {
+        register_leader(pid);
+        ExitWatch::with(
+            pidfd_open(pid).map_err(|e| tracing::debug!("pidfd_open failed, polling instead: {e}")).ok(),
+        )
+    }
+
+    fn with(pidfd: Option<OwnedFd>) -> ExitWatch {
+        if let Some(fd) = pidfd {
+            // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it
+            // stays open exactly as long as it is registered.
+            match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+                Ok(afd) => return ExitWatch::PidFd(afd),
+                Err(e) => tracing::debug!("pidfd not pollable, polling instead: {}", e.into_parts().1),
+            }
+        }
+        let mut iv = tokio::time::interval(Duration::from_millis(20));
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ExitWatch::Poll(iv)
+    }
+
+    /// Resolves when the child may have exited; the caller then tries
+    /// [`try_reap`]. Cancel-safe.
+    pub(crate) async fn ready(&mut self) {
+        match self {
+            ExitWatch::PidFd(afd) => {
+                if let Ok(mut guard) = afd.readable().await {
+                    // A pidfd stays readable once the process has exited;
+                    // clear so a spurious wake does not spin.
+                    guard.clear_ready();
+                }
+            }
+            ExitWatch::Poll(iv) => {
+                iv.tick().await;
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = to_pid(pid).ok_or_else(esrch)?;
+    // pidfds are always close-on-exec.
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// Reaps the child if it has exited (`wait4` with `WNOHANG`). A pid, not a
+/// pidfd: `waitid` on a pidfd gives no resource usage. Sound for a child
+/// not yet reaped, whose pid nobody else can have.
+pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the right types.
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, libc::WNOHANG, &mut ru) };
+    match r {
+        0 => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        _ => {
+            unregister_leader(pid);
+            let tv_us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+            let (code, signal, core_dumped) = if libc::WIFEXITED(status) {
+                (Some(libc::WEXITSTATUS(status)), None, false)
+            } else if libc::WIFSIGNALED(status) {
+                (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
+            } else {
+                (None, None, false)
+            };
+            Ok(Some(Reaped {
+                code,
+                signal,
+                core_dumped,
+                user_us: tv_us(ru.ru_utime),
+                sys_us: tv_us(ru.ru_stime),
+                max_rss_kb: ru.ru_maxrss.max(0) as u64,
+            }))
+        }
+    }
+}
+
+/// Waits for a child that has been sent SIGKILL (failure paths only).
+pub(crate) fn wait_blocking(pid: u32) -> io::Result<()> {
+    rustix::process::waitpid(Some(to_pid(pid).ok_or_else(esrch)?), WaitOptions::empty())?;
+    unregister_leader(pid);
+    Ok(())
+}
+
+/// The processes the daemon waits for itself (commands' and shells'
+/// leaders), which the orphan reaper must leave alone.
+static LEADERS: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(Default::default);
+
+/// Records a child the daemon waits for itself (call right after spawning).
+pub(crate) fn register_leader(pid: u32) {
+    LEADERS.lock().unwrap_or_else(PoisonError::into_inner).insert(pid);
+}
+
+fn unregister_leader(pid: u32) {
+    LEADERS.lock().unwrap_or_else(PoisonError::into_inner).remove(&pid);
+}
+
+/// Whether the daemon waits for `pid` itself.
+pub(crate) fn is_leader(pid: u32) -> bool {
+    LEADERS.lock().unwrap_or_else(PoisonError::into_inner).contains(&pid)
+}
+
+/// Makes this process a child subreaper: orphaned descendants become its
+/// children instead of init's. Kept across exec (the graceful restart).
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    // The argument is a flag passed as a pid: any non-zero one sets it.
+    Ok(rustix::process::set_child_subreaper(Some(rustix::process::Pid::INIT))?)
+}
+
+/// A zombie child the orphan reaper has seen: when first, and a pidfd on
+/// it, so that a pid reaped by someone else and given to a new child in
+/// the meantime is not taken for the same zombie.
+#[derive(Debug)]
+pub(crate) struct Orphan {
+    first: Instant,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Orphan {
+    /// Whether this is still the zombie first seen (not reaped since).
+    fn same(&self) -> bool {
+        let Some(fd) = &self.pidfd else { return true };
+        let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        matches!(rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts), Ok(Some(_)))
+    }
+
+    fn reap(&self, pid: u32) {
+        match &self.pidfd {
+            Some(fd) => {
+                let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+                let _ = rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts);
+            }
+            None => {
+                if let Some(pid) = to_pid(pid) {
+                    let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
+                }
+            }
+        }
+    }
+}
+
+/// Reaps the daemon's zombie children that are not leaders it waits for
+/// (orphans it adopted as a subreaper) and that have been zombies for at
+/// least `AGE` since first `seen`, so that a child some other code is about
+/// to register and wait for (spawned, not yet recorded) is left to it.
+/// Returns the zombies to look at again, with when each was first seen.
+pub(crate) fn reap_orphans(mut seen: HashMap<u32, Orphan>) -> HashMap<u32, Orphan> {
+    const AGE: Duration = Duration::from_secs(1);
+    let now = Instant::now();
+    let mut next = HashMap::new();
+    for pid in children(std::process::id()) {
+        if is_leader(pid) || !proc_stat(pid).is_some_and(|s| s.zombie) {
+            continue;
+        }
+        let orphan = match seen.remove(&pid) {
+            Some(o) if o.same() => o,
+            _ => Orphan { first: now, pidfd: pidfd_open(pid).ok() },
+        };
+        if now.duration_since(orphan.first) >= AGE {
+            orphan.reap(pid);
+        } else {
+            next.insert(pid, orphan);
+        }
+    }
+    next
+}
