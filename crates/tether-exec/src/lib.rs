@@ -23,6 +23,9 @@
 //!   master, the screen model that restores a viewer's screen.
 //! - `shell`: named shells: one long-lived bash per name running queued
 //!   scripts one at a time; each script is a command like any other.
+//!   `bootstrap` starts the bash and makes each command's files,
+//!   `records` parses what it reports on fd 3, `actor` owns it and its
+//!   queue, `kill` interrupts and escalates.
 //! - `handover`: a daemon's commands (state and fds) handed to the daemon
 //!   that re-executes it: [`Manager::handover`], [`Manager::resume`].
 //! - `ring`: the offset-addressed ring buffer.

@@ -13,6 +13,15 @@
 //! directory, so nothing of the mechanism can reach its output and nothing
 //! it does can eat the next command. Interrupting is SIGINT to the shell's
 //! process group, exactly what Ctrl-C on a terminal does.
+//!
+//! # Layout
+//! - this file: the public types, [`ShellHandle`], the messages between a
+//!   shell's actor and its commands' actors.
+//! - `bootstrap`: spawning bash with its pipes and fd 3, the bootstrap
+//!   script, each command's script file and FIFOs.
+//! - `records`: the status records bash writes on fd 3, read and parsed.
+//! - `actor`: `ShellActor`, the task that owns the shell and its queue.
+//! - `kill`: signals, interrupt re-sends, escalation to SIGTERM and SIGKILL.
 
 mod actor;
 mod bootstrap;
@@ -359,8 +368,6 @@ pub(crate) fn valid_name(name: &str) -> bool {
 pub(crate) fn new_name() -> String {
     format!("sh-{:016x}", rand::random::<u64>())
 }
-
-/// The one-line file each command's control line sources. One line, so
 
 /// At most `max` bytes of `s`, cut at a character boundary.
 fn cut(s: &str, max: usize) -> (String, bool) {

@@ -275,3 +275,42 @@ pub(crate) fn reap_orphans(mut seen: HashMap<u32, Orphan>) -> HashMap<u32, Orpha
     }
     next
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaped_process_is_never_signalled_again() {
+        let child = std::process::Command::new("/bin/sh").args(["-c", "exit 3"]).spawn().expect("sh");
+        let p = Process::open(child.id());
+        drop(child);
+        assert!(is_leader(p.pid()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reaped = loop {
+            // Exited but not reaped: its group is still its own.
+            if let Some(r) = p.try_reap().expect("our child") {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "sh did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(reaped.code, Some(3));
+        assert!(!is_leader(p.pid()), "a reaped leader is forgotten");
+        let esrch = |r: io::Result<()>| r.expect_err("reaped").raw_os_error();
+        assert_eq!(esrch(p.signal(libc::SIGTERM)), Some(libc::ESRCH));
+        assert_eq!(esrch(p.signal_group(libc::SIGTERM)), Some(libc::ESRCH));
+    }
+
+    #[test]
+    fn a_live_process_and_its_group_are_signalled() {
+        let mut cmd = std::process::Command::new("/bin/sleep");
+        cmd.arg("30");
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("sleep");
+        let p = Process::open(child.id());
+        drop(child);
+        p.signal_group(libc::SIGKILL).expect("its own group");
+        wait_blocking(p.pid()).expect("reaped");
+    }
+}
