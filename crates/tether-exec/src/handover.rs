@@ -34,8 +34,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ExitInfo, Identity, Lifetimes, LiveState};
-use crate::process;
 use crate::spec::TermSize;
+use crate::sys;
 
 /// Format version of the encoded state; a daemon refuses another.
 const VERSION: u32 = 1;
@@ -138,7 +138,7 @@ impl Handover {
         // Layout: the encoded state's length (u64, little endian), the
         // state, then every ring's bytes, raw, in the state's order.
         let header = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
-        let mut file = std::fs::File::from(process::memfd(c"tether-handover")?);
+        let mut file = std::fs::File::from(sys::memfd(c"tether-handover")?);
         {
             let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
             w.write_all(&(header.len() as u64).to_le_bytes())?;
@@ -153,10 +153,10 @@ impl Handover {
         let bytes = file.stream_position()?;
         file.rewind()?;
         for fd in self.fds.values() {
-            process::keep_on_exec(fd.as_fd())?;
+            sys::keep_on_exec(fd.as_fd())?;
         }
         let fd = OwnedFd::from(file);
-        process::keep_on_exec(fd.as_fd())?;
+        sys::keep_on_exec(fd.as_fd())?;
         tracing::info!(bytes, ms = t.elapsed().as_millis() as u64, "handover state written");
         Ok(fd)
     }
@@ -179,14 +179,14 @@ impl Handover {
         cmd.env(env, memfd.as_raw_fd().to_string());
         // Not SIGCHLD: ignored, the kernel would reap a command that ends
         // before the next daemon catches it again, and its exit be lost.
-        let inherited = process::catch_inherited_ignores().iter().filter(|&&s| s != libc::SIGCHLD);
+        let inherited = sys::catch_inherited_ignores().iter().filter(|&&s| s != libc::SIGCHLD);
         let ignore: Vec<i32> = ignore.iter().chain(inherited).copied().collect();
-        let old = process::ignore_signals(&ignore);
+        let old = sys::ignore_signals(&ignore);
         let e = cmd.exec();
-        process::restore_signals(old);
+        sys::restore_signals(old);
         // Still ours: children started from here on must not inherit them.
         for fd in self.fds.values() {
-            process::close_on_exec(fd.as_fd());
+            sys::close_on_exec(fd.as_fd());
         }
         drop(memfd);
         e
@@ -196,10 +196,10 @@ impl Handover {
     /// and takes ownership of every fd it names (marking each close-on-exec
     /// again). Call it before anything else opens files.
     pub fn inherit(raw: RawFd) -> io::Result<Handover> {
-        let file = std::fs::File::from(process::take_inherited_fd(raw)?);
+        let file = std::fs::File::from(sys::take_inherited_fd(raw)?);
         // Mapped, not read: the rings' bytes stay where the previous daemon
         // wrote them (the memfd's pages), as slices of one `Bytes`.
-        let mut bytes = Bytes::from_owner(process::Mapped::new(&file)?);
+        let mut bytes = Bytes::from_owner(sys::Mapped::new(&file)?);
         drop(file);
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("handover state: {what}"));
         if bytes.len() < 8 {
@@ -227,7 +227,7 @@ impl Handover {
         }
         let mut fds = BTreeMap::new();
         for raw in wire.fds {
-            fds.insert(raw, process::take_inherited_fd(raw)?);
+            fds.insert(raw, sys::take_inherited_fd(raw)?);
         }
         Ok(Handover { commands: wire.commands, fds, named: wire.named })
     }

@@ -71,10 +71,6 @@ mod sys;
 
 /// The name `command`, `manager` and `handover` use for `sys` until they
 /// switch to it.
-mod process {
-    pub(crate) use crate::sys::*;
-}
-
 pub use command::{
     CommandHandle, CommandInfo, Event, ExitInfo, ExitReason, PaceRef, Screen, ScreenAttach, Stream,
     Subscription,

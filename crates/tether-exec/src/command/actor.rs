@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contain::{Containment, Leaf};
 use crate::handover::Phase;
-use crate::process::ExitWatch;
 use crate::pty::Pty;
 use crate::shell::{JobEvent, JobLink};
+use crate::sys::{ExitWatch, Process};
 
 use super::build::{Lifetimes, Resume};
 use super::model::Model;
@@ -30,6 +30,9 @@ use super::{Control, ExitReason, Stop};
 pub(crate) struct Actor {
     pub(super) shared: Arc<Shared>,
     pub(super) pid: u32,
+    /// The process while it is not reaped, held through a pidfd (`None`
+    /// for a shell command, whose process is its shell's).
+    pub(super) leader: Option<Process>,
     /// Where stdout and stderr come from; `None` once a stream has ended.
     pub(super) pipes: [Option<Source>; 2],
     /// A PTY command's terminal, until the process and its output end.
@@ -111,7 +114,7 @@ impl Actor {
         let mut stdin_task: StdinTask = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
         // Not for a process already reaped: its pid may belong to another.
         let mut exit_watch =
-            (self.job.is_none() && !self.state.is_reaped()).then(|| ExitWatch::new(self.pid));
+            self.leader.as_ref().filter(|_| !self.state.is_reaped()).map(Process::exit_watch);
         self.on_attach_change(stop);
 
         while !self.state.is_reaped() || self.pipes.iter().any(Option::is_some) {

@@ -29,6 +29,7 @@ use super::shared::{Output, Shared};
 use super::source::Source;
 use super::state::LiveState;
 use super::stdin_writer::{StdinPipe, StdinWriter};
+use crate::sys::Process;
 
 /// Resolved per-command settings the actor enforces.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -252,9 +253,14 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         Some((state, cwd)) => (state, cwd),
         None => (LiveState::new(&p.life, p.job.is_some()), None),
     };
+    // Not for a process already reaped (or a finished command): its pid
+    // may belong to another by now.
+    let running = !state.is_reaped() && !matches!(p.resume, Some(Resume::Held { .. }));
+    let leader = (p.job.is_none() && running).then(|| Process::open(pid));
     let actor = Actor {
         shared: shared.clone(),
         pid,
+        leader,
         pipes: p.sources,
         model: p.term.map(|t| Model::spawn(t, shared.clone())),
         pty: p.pty,

@@ -6,10 +6,10 @@ use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::ExecError;
-use crate::process;
 use crate::pty::Pty;
 use crate::shell::ShellCtl;
 use crate::spec::TermSize;
+use crate::sys;
 
 use super::actor::Actor;
 use super::model::ModelMsg;
@@ -92,8 +92,13 @@ impl Actor {
             self.to_shell(ShellCtl::Signal { id: self.shared.ident.id.clone(), sig, reply });
         } else {
             let group = self.pty.as_ref().and_then(Pty::foreground_group).unwrap_or(self.pid);
-            let r = process::signal_group(group, sig)
-                .map_err(|source| ExecError::Io { context: "kill(2)", source });
+            // The command's own group through its leader's pidfd (never a
+            // group that took the number after it was reaped).
+            let r = match self.leader.as_ref().filter(|l| l.pid() == group) {
+                Some(leader) => leader.signal_group(sig),
+                None => sys::signal_group(group, sig),
+            };
+            let r = r.map_err(|source| ExecError::Io { context: "kill(2)", source });
             let _ = reply.send(r);
         }
     }

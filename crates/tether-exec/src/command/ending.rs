@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::contain::{self, Leftovers};
-use crate::process::{self, Reaped};
 use crate::shell::{JobEvent, ShellCtl};
+use crate::sys::{self, Reaped};
 
 use super::actor::{Actor, SWEEP_AGAIN};
 use super::source::Source;
@@ -45,7 +45,8 @@ impl Actor {
 
     /// The process's pidfd is readable: reap it.
     pub(super) fn on_exit_ready(&mut self) {
-        match process::try_reap(self.pid) {
+        let Some(leader) = &self.leader else { return };
+        match leader.try_reap() {
             Ok(Some(r)) => self.state.on_reaped(r, &self.life),
             Ok(None) => {}
             Err(e) => {
@@ -64,7 +65,10 @@ impl Actor {
             self.kill(ExitReason::TimedOut);
             return;
         }
-        let terminated = process::signal_tree(self.pid, self.pid, libc::SIGTERM);
+        let terminated = match &self.leader {
+            Some(leader) => sys::signal_tree_remembered(leader, libc::SIGTERM),
+            None => Vec::new(),
+        };
         self.state.on_timeout(&self.life, terminated);
     }
 
@@ -131,15 +135,24 @@ impl Actor {
         if self.state.is_reaped() {
             // Its pid may be reused now: only its process group (kept
             // alive by any remaining member) is signalled.
-            let _ = process::signal_group(self.pid, libc::SIGKILL);
+            let _ = sys::signal_group(self.pid, libc::SIGKILL);
         } else {
-            process::signal_tree(self.pid, self.pid, libc::SIGKILL);
+            sys::signal_tree(self.pid, self.pid, libc::SIGKILL);
         }
         // Descendants found when SIGTERM went out: one that left the group
         // and outlived the leader can no longer be found from it.
-        process::signal_pids(&std::mem::take(&mut self.state.terminated), libc::SIGKILL);
+        self.kill_terminated();
         // And those that left the tree as well (a double-forked daemon).
         self.sweep(true);
+    }
+
+    /// SIGKILLs the descendants a timeout sent SIGTERM (through their
+    /// pidfds: one that ended meanwhile is not mistaken for a stranger
+    /// with its pid).
+    fn kill_terminated(&mut self) {
+        for p in std::mem::take(&mut self.state.terminated) {
+            let _ = p.signal(libc::SIGKILL);
+        }
     }
 
     /// Kills what is left of the command (see [`contain::sweep`]); returns
@@ -166,8 +179,8 @@ impl Actor {
         if self.state.reason.is_some() && self.job.is_none() {
             // We killed it: make sure no member of its group outlives it,
             // even one that ignored SIGTERM after the leader died.
-            let _ = process::signal_group(self.pid, libc::SIGKILL);
-            process::signal_pids(&std::mem::take(&mut self.state.terminated), libc::SIGKILL);
+            let _ = sys::signal_group(self.pid, libc::SIGKILL);
+            self.kill_terminated();
             self.sweep(true);
         } else if self.job.is_none() && self.containment.leftovers() == Leftovers::Kill {
             // It ended by itself: what it left running (background jobs,

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use crate::handover::{Frozen, FrozenStdin, Live, Phase};
-use crate::process::Reaped;
 use crate::pty::Pty;
+use crate::sys::Reaped;
 
 use super::ExitReason;
 use super::actor::Actor;

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::ExecError;
-use crate::process::{self};
 use crate::ring::Ring;
 use crate::spec::TermSize;
 use crate::stdin::StdinSeq;
+use crate::sys;
 
 use super::shared::Shared;
 use super::stdin_writer::{StdinMsg, Taken};
@@ -263,7 +263,7 @@ impl CommandHandle {
 
     /// Sends a signal (name or number) to the command's process group.
     pub async fn signal(&self, sig: &str) -> Result<(), ExecError> {
-        let n = process::parse_signal(sig).ok_or_else(|| ExecError::BadSignal(sig.to_owned()))?;
+        let n = sys::parse_signal(sig).ok_or_else(|| ExecError::BadSignal(sig.to_owned()))?;
         let (reply, rx) = oneshot::channel();
         self.control(Control::Signal { sig: n, reply }).await?;
         rx.await.unwrap_or_else(|_| Err(self.not_running()))

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::build::Lifetimes;
 use super::{ExitInfo, ExitReason};
-use crate::process::Reaped;
+use crate::sys::{Process, Reaped};
 
 /// What a running command's actor mutates. A new deadline is a field here
 /// (with `#[serde(with = "deadline")]`) and the transitions that arm and
@@ -43,8 +43,11 @@ pub(crate) struct LiveState {
     pub(crate) truncated: bool,
     /// Removed while running: no record is kept once it ends.
     pub(crate) remove_after_exit: bool,
-    /// Descendants that were sent SIGTERM by a timeout, to SIGKILL later.
-    pub(crate) terminated: Vec<u32>,
+    /// Descendants that were sent SIGTERM by a timeout, to SIGKILL later:
+    /// held through pidfds, so the SIGKILL never reaches a process that got
+    /// one's pid meanwhile (serialised as pids, and opened again from them).
+    #[serde(with = "remembered")]
+    pub(crate) terminated: Vec<Process>,
     /// The daemon's stop has been seen (it is acted on once).
     #[serde(skip)]
     pub(crate) stop_seen: bool,
@@ -99,7 +102,7 @@ impl LiveState {
 
     /// The timeout fired and `terminated` were sent SIGTERM: SIGKILL
     /// follows after the kill grace.
-    pub(crate) fn on_timeout(&mut self, life: &Lifetimes, terminated: Vec<u32>) {
+    pub(crate) fn on_timeout(&mut self, life: &Lifetimes, terminated: Vec<Process>) {
         self.timeout_at = None;
         self.end_for(ExitReason::TimedOut);
         self.terminated = terminated;
@@ -144,11 +147,18 @@ impl LiveState {
     }
 }
 
-impl Reaped {
-    /// Status for a process whose end was not seen (its wait failed, or
-    /// its shell went away).
-    pub(crate) fn unknown() -> Reaped {
-        Reaped { code: None, signal: None, core_dumped: false, user_us: 0, sys_us: 0, max_rss_kb: 0 }
+/// Processes held through pidfds, serialised as their pids (the next
+/// daemon opens them again: as safe as a pid, for what is in flight across
+/// the exec).
+mod remembered {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(ps: &[Process], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ps.iter().map(Process::pid))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Process>, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?.into_iter().map(Process::remember).collect())
     }
 }
 
@@ -237,10 +247,10 @@ mod tests {
         let life = life();
         let mut s = LiveState::new(&life, false);
         s.end_for(ExitReason::OutputLimit);
-        s.on_timeout(&life, vec![7, 8]);
+        s.on_timeout(&life, vec![Process::remember(7), Process::remember(8)]);
         assert_eq!(s.timeout_at, None);
         assert_eq!(s.sigkill_at, Some(Instant::now() + life.kill_grace));
-        assert_eq!(s.terminated, [7, 8]);
+        assert_eq!(s.terminated.iter().map(Process::pid).collect::<Vec<_>>(), [7, 8]);
         assert_eq!(s.reason, Some(ExitReason::OutputLimit));
         let e = s.exit_info([1, 2], None);
         assert_eq!((e.reason, e.ends, e.code), (ExitReason::OutputLimit, [1, 2], None));

@@ -10,9 +10,9 @@ use bytes::Bytes;
 
 use super::*;
 use crate::command::{ExitInfo, ExitReason, Identity, Lifetimes, LiveState};
-use crate::process::Reaped;
 use crate::spec::{OutputLimit, TermSize};
 use crate::stdin::{StdinSeq, Writers};
+use crate::sys::{Process, Reaped};
 
 fn golden_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/handover-v{VERSION}.msgpack"))
@@ -142,7 +142,7 @@ fn sample_live(reaped: Reaped, writers: Writers) -> Live {
             drain_until: at(Duration::from_millis(400)),
             truncated: true,
             remove_after_exit: true,
-            terminated: vec![4243, 4244],
+            terminated: vec![Process::remember(4243), Process::remember(4244)],
             stop_seen: false,
         },
         cwd: Some("/srv".into()),

@@ -27,7 +27,7 @@ use crate::command::{self, Actor, CommandHandle, CommandInfo, HandoverSlot, Life
 use crate::contain::{CgroupChoice, ContainConfig, Containment};
 use crate::shell::ShellHandle;
 use crate::spec::{CommandSpec, ManagerConfig};
-use crate::{ExecError, process};
+use crate::{ExecError, sys};
 
 /// Smallest ring a command may ask for.
 pub const MIN_RING_BYTES: usize = 4096;
@@ -103,9 +103,9 @@ impl Manager {
 
     /// A manager, without the sweep of a crashed predecessor's commands.
     pub(super) fn create(cfg: ManagerConfig, kill_on_shutdown: bool) -> Manager {
-        process::cloexec_inherited_fds();
-        process::catch_inherited_ignores();
-        process::raise_fd_limit();
+        sys::cloexec_inherited_fds();
+        sys::catch_inherited_ignores();
+        sys::raise_fd_limit();
         let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
             tracing::error!("containment: {e}: commands are contained by process group and environment only");
             let fallback =

@@ -10,7 +10,7 @@ use tokio::net::unix::pipe;
 use crate::command::{Spawned, SpawnedIo};
 use crate::contain::Containment;
 use crate::spec::{CommandSpec, ManagerConfig};
-use crate::{ExecError, process};
+use crate::{ExecError, sys};
 
 /// Pipe buffer asked for on stdout and stderr.
 pub(super) const PIPE_BYTES: i32 = 1 << 20;
@@ -133,7 +133,7 @@ pub(super) fn spawn_orphan_reaper() {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(1100)) => {}
                 }
             }
-            seen = tokio::task::spawn_blocking(move || process::reap_orphans(seen)).await.unwrap_or_default();
+            seen = tokio::task::spawn_blocking(move || sys::reap_orphans(seen)).await.unwrap_or_default();
         }
     });
 }
@@ -162,14 +162,14 @@ pub(super) fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Resu
     cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
     let pid = child.id();
-    process::register_leader(pid);
+    sys::register_leader(pid);
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let io = move || -> std::io::Result<Spawned> {
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
             return Err(std::io::Error::other("missing stdio pipe"));
         };
-        process::grow_pipe(&stdout, PIPE_BYTES);
-        process::grow_pipe(&stderr, PIPE_BYTES);
+        sys::grow_pipe(&stdout, PIPE_BYTES);
+        sys::grow_pipe(&stderr, PIPE_BYTES);
         Ok(Spawned {
             pid,
             leaf: None,
@@ -184,7 +184,7 @@ pub(super) fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Resu
         Ok(s) => Ok(s),
         Err(source) => {
             // Leave no process and no zombie behind.
-            let _ = process::signal_group(pid, libc::SIGKILL);
+            let _ = sys::signal_group(pid, libc::SIGKILL);
             let _ = child.wait();
             Err(ExecError::Io { context: "registering pipes", source })
         }

@@ -53,6 +53,13 @@ impl Process {
         Process { pid, pidfd: pidfd_open(pid).ok() }
     }
 
+    /// Takes hold of process `pid` (any process, a descendant found on a
+    /// walk) to signal it later: its pidfd, opened now, keeps naming it
+    /// even once another process has its pid.
+    pub(crate) fn remember(pid: u32) -> Process {
+        Process { pid, pidfd: pidfd_open(pid).ok() }
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
@@ -93,6 +100,20 @@ impl Process {
     }
 }
 
+impl Clone for Process {
+    fn clone(&self) -> Process {
+        Process { pid: self.pid, pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) }
+    }
+}
+
+impl Reaped {
+    /// Status for a process whose end was not seen (its wait failed, or
+    /// its shell went away).
+    pub(crate) fn unknown() -> Reaped {
+        Reaped { code: None, signal: None, core_dumped: false, user_us: 0, sys_us: 0, max_rss_kb: 0 }
+    }
+}
+
 fn esrch() -> io::Error {
     io::Error::from_raw_os_error(libc::ESRCH)
 }
@@ -105,15 +126,6 @@ pub(crate) enum ExitWatch {
 }
 
 impl ExitWatch {
-    /// Watches child `pid` and records it as a leader (see
-    /// [`Process::open`], which is the same with a handle to signal it).
-    pub(crate) fn new(pid: u32) -> ExitWatch {
-        register_leader(pid);
-        ExitWatch::with(
-            pidfd_open(pid).map_err(|e| tracing::debug!("pidfd_open failed, polling instead: {e}")).ok(),
-        )
-    }
-
     fn with(pidfd: Option<OwnedFd>) -> ExitWatch {
         if let Some(fd) = pidfd {
             // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it

@@ -33,8 +33,7 @@ mod spawn;
 mod tty;
 
 pub(crate) use child::{
-    ExitWatch, Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, try_reap,
-    wait_blocking,
+    ExitWatch, Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
 };
 pub use dir::PrivateDir;
 pub(crate) use fd::{
@@ -47,7 +46,7 @@ pub(crate) use proc::{
 };
 pub(crate) use signal::{
     catch_inherited_ignores, ignore_signals, kill_trees, parse_signal, restore_signals, signal_group,
-    signal_pids, signal_tree,
+    signal_pids, signal_tree, signal_tree_remembered,
 };
 pub(crate) use spawn::{is_cgroup2_fs, join_cgroup_on_exec, new_session_on_stdin_tty, new_session_with_fd3};
 pub(crate) use tty::{foreground_group, set_winsize, veof};

@@ -6,6 +6,8 @@ use std::io;
 
 use rustix::process::{Pid, Signal};
 
+use super::child::Process;
+
 use super::proc::trees;
 
 /// A signal number as rustix's type, for any number `kill -N` accepts.
@@ -58,6 +60,20 @@ pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) -> Vec<u32> {
     tree.retain(|&p| p != pid);
     let _ = signal_group(pgid, sig);
     signal_pids(&tree, sig);
+    tree
+}
+
+/// Sends `sig` to `leader`'s process group and to every live descendant
+/// of it, like [`signal_tree`], and returns the descendants held through
+/// pidfds (opened before any signal goes out), so that signalling them
+/// again later never reaches a process that got one's pid meanwhile.
+pub(crate) fn signal_tree_remembered(leader: &Process, sig: i32) -> Vec<Process> {
+    let pid = leader.pid();
+    let tree: Vec<Process> = trees(&[pid]).into_iter().filter(|&p| p != pid).map(Process::remember).collect();
+    let _ = leader.signal_group(sig);
+    for p in &tree {
+        let _ = p.signal(sig);
+    }
     tree
 }
 
