@@ -20,13 +20,13 @@ use serde::Deserialize;
 use tether_files::{
     FileError, Files, Kind, MAX_PSEUDO_BYTES, MAX_SPECIAL_READS, Source, SpecialSlot, Stat, read_pseudo,
 };
-use tether_proto::{FileList, FileStat};
+use tether_proto::{Encoding, FileList, FileStat};
 use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
-use crate::AppState;
+use crate::{AppState, Error};
 
 /// Most bytes read from a special file (FIFO, device) when no `max_bytes`
 /// is given.
@@ -258,11 +258,7 @@ fn busy() -> Response {
     let message = format!(
         "too many special-file reads at once (at most {MAX_SPECIAL_READS} per daemon); try again later"
     );
-    let mut r = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "code": "busy", "message": message })),
-    )
-        .into_response();
+    let mut r = Error::files("busy", 503, message).into_http(Encoding::Json);
     r.headers_mut().insert(header::RETRY_AFTER, 1.into());
     r
 }
@@ -450,20 +446,13 @@ pub(crate) fn stat_to_wire(s: Stat) -> FileStat {
 
 /// A file error as its status and `{code, message}`.
 fn error(e: FileError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut body = serde_json::json!({ "code": e.code(), "message": e.to_string() });
-    if let Some(n) = e.errno() {
-        body["errno"] = n.into();
-    }
-    (status, axum::Json(body)).into_response()
+    Error::from(e).into_http(Encoding::Json)
 }
 
 fn bad(message: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "code": "bad_request", "message": message })))
-        .into_response()
+    Error::files("bad_request", 400, message).into_http(Encoding::Json)
 }
 
 fn internal(message: &str) -> Response {
-    let body = serde_json::json!({ "code": "internal", "message": message });
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+    Error::files("internal", 500, message).into_http(Encoding::Json)
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use tether_exec::Stream;
 
-use crate::langsmith::{self, ClientFrame};
+use crate::compat::langsmith::{self, ClientFrame};
 
 /// What the LangSmith WebSocket made of one client frame.
 #[derive(Debug, PartialEq, Eq)]

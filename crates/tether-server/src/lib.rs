@@ -17,23 +17,25 @@
 //! - `auth`: bearer token ([`Tokens`], replaceable while serving, revoking
 //!   what used the old one) and Origin checks (a middleware on every route
 //!   but `/healthz`), the `Host` check (on every route).
-//! - `conn`: one WebSocket connection: decode, dispatch, per-attachment
-//!   forwarders, keepalive. Generic over `Sink`/`Stream` so it can be tested
+//! - `conn/`: one native WebSocket connection: the read loop, one handler
+//!   per request, attachments and their forwarders; and the pieces every
+//!   WebSocket wire is built on, the dialects' too: the writer task with
+//!   its bounded queue and send timeout, the stdin pump with its window,
+//!   the keepalive. Generic over `Sink`/`Stream` so it can be tested
 //!   without sockets.
-//! - `map`: wire types <-> `tether-exec` types and errors.
+//! - `error`: the server's one error type (a code and a message, from
+//!   `tether-exec` and `tether-files` errors), shaped for each wire at its
+//!   edge.
+//! - `map`: wire types <-> `tether-exec` types.
 //! - `files`: the file routes (`/v1/files...`): streaming reads and atomic
 //!   writes, stat, list, mkdir, remove, rename, tar streams, over
 //!   `tether-files`.
-//! - `langsmith`: the LangSmith sandbox client's command dialect at
-//!   `/compat/langsmith/execute/ws` (`protocol/compat/langsmith.md`).
-//! - `langsmith_files`: its file routes (`/upload`, `/download` with ranges).
-//! - `langsmith_search`: its search routes (`/glob`, `/grep`): bounded,
-//!   sorted walks below the files root.
-//! - `langsmith_sse`: its server-sent-events transport
-//!   (`/execute/stream/start` and `/resume`) over the same mapping.
-//! - `langsmith_legacy`: its legacy one-shot `POST /execute`.
 //! - `oneshot`: `POST /v1/exec` and `POST /v1/code`: run to the end, answer
 //!   with status and output in one response (JSON or MessagePack).
+//! - `compat/<name>/`: other SDKs' dialects, on the same pieces; today
+//!   `compat/langsmith/`, the LangSmith sandbox client's
+//!   (`protocol/compat/langsmith.md`): its WebSocket, server-sent events,
+//!   legacy `POST /execute`, file and search routes.
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
 //!   embedded. Served without auth: it holds no data, and asks for the
 //!   token, which it sends only inside the WebSocket subprotocol list.
@@ -41,20 +43,15 @@
 
 mod accept;
 mod auth;
+mod compat;
 mod config;
 mod conn;
+mod error;
 mod files;
 #[doc(hidden)]
 pub mod fuzzing;
-mod langsmith;
-mod langsmith_files;
-mod langsmith_legacy;
-mod langsmith_search;
-mod langsmith_sse;
 mod map;
 mod oneshot;
-mod outbound;
-mod pump;
 mod web;
 
 use std::future::Future;
@@ -78,6 +75,8 @@ pub use conn::AttachQuery;
 pub use oneshot::default_interpreters;
 pub use tether_exec::Handover;
 
+pub(crate) use error::Error;
+
 /// The daemon.
 pub struct Server {
     state: Arc<AppState>,
@@ -94,8 +93,8 @@ struct AppState {
     /// The root of the file routes (`None`: it could not be opened).
     files: Option<Arc<tether_files::Files>>,
     /// The LangSmith dialect's stdin queue per command, shared by the
-    /// command's connections one after another (see `langsmith::stdin`).
-    langsmith_stdin: langsmith::StdinPumps,
+    /// command's connections one after another (see `compat::langsmith`).
+    langsmith_stdin: compat::langsmith::StdinPumps,
 }
 
 /// What stops [`Server::serve`].
@@ -172,13 +171,14 @@ impl Server {
 
     /// The axum router (all routes, auth included).
     fn router(&self) -> Router {
+        use compat::langsmith;
         let st = self.state.clone();
         let oneshot = Router::new()
             .route("/v1/exec", post(oneshot::exec_handler))
             .route("/v1/code", post(oneshot::code_handler))
-            .route("/compat/langsmith/execute", post(langsmith_legacy::execute))
-            .route("/compat/langsmith/execute/stream/start", post(langsmith_sse::start))
-            .route("/compat/langsmith/execute/stream/resume", post(langsmith_sse::resume))
+            .route("/compat/langsmith/execute", post(langsmith::legacy_execute))
+            .route("/compat/langsmith/execute/stream/start", post(langsmith::sse_start))
+            .route("/compat/langsmith/execute/stream/resume", post(langsmith::sse_resume))
             .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY))
             .layer(axum::middleware::from_fn_with_state(
                 oneshot::BodyBudget::new(st.cfg.max_body_memory),
@@ -192,10 +192,10 @@ impl Server {
             .route("/v1/files/mkdir", post(files::mkdir))
             .route("/v1/files/rename", post(files::rename))
             .route("/v1/files/tar", get(files::tar_out).put(files::tar_in))
-            .route("/compat/langsmith/upload", post(langsmith_files::upload))
-            .route("/compat/langsmith/download", get(langsmith_files::download))
-            .route("/compat/langsmith/glob", post(langsmith_search::glob))
-            .route("/compat/langsmith/grep", post(langsmith_search::grep))
+            .route("/compat/langsmith/upload", post(langsmith::upload))
+            .route("/compat/langsmith/download", get(langsmith::download))
+            .route("/compat/langsmith/glob", post(langsmith::glob))
+            .route("/compat/langsmith/grep", post(langsmith::grep))
             .layer(axum::extract::DefaultBodyLimit::disable());
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
@@ -414,16 +414,16 @@ async fn list_handler(
         None => None,
         Some(Ok(l)) => Some(l),
         Some(Err(_)) => {
-            let e = map::WireError::bad_request(format!(
+            let e = Error::bad_request(format!(
                 "list limit must be a number in 1..={}",
                 tether_proto::LIST_MAX_LIMIT
             ));
-            return oneshot::error(enc, e);
+            return e.into_http(enc);
         }
     };
     let (page, next) = match map::list_page(&st.manager, limit, q.get("cursor").map(String::as_str)) {
         Ok(p) => p,
-        Err(e) => return oneshot::error(enc, e),
+        Err(e) => return e.into_http(enc),
     };
     let mut resp = axum::Json(page).into_response();
     if let Some(next) = next {

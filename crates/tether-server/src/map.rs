@@ -1,72 +1,22 @@
-//! Wire types <-> command-manager types.
+//! Wire types <-> command-manager types (errors: `error`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_exec as exec;
 use tether_proto as proto;
 
-/// A wire error: code, message, errno.
-pub(crate) struct WireError {
-    pub(crate) code: proto::ErrorCode,
-    pub(crate) message: String,
-    pub(crate) errno: Option<i32>,
-}
-
-impl WireError {
-    pub(crate) fn bad_request(message: impl Into<String>) -> WireError {
-        WireError { code: proto::ErrorCode::BadRequest, message: message.into(), errno: None }
-    }
-
-    pub(crate) fn into_msg(self, id: Option<proto::ReqId>) -> proto::ServerMsg {
-        proto::ServerMsg::Error { id, code: self.code, message: self.message, errno: self.errno }
-    }
-}
-
-impl From<exec::ExecError> for WireError {
-    fn from(e: exec::ExecError) -> WireError {
-        use exec::ExecError as E;
-        use proto::ErrorCode as C;
-        let code = match &e {
-            E::EmptyArgv
-            | E::NulByte { .. }
-            | E::BadEnvName(_)
-            | E::BadSignal(_)
-            | E::BadRingSize { .. }
-            | E::BadSize { .. }
-            | E::NotAPty(_)
-            | E::OffsetBeyondEnd { .. }
-            | E::BadShellName(_)
-            | E::NotForShell(_)
-            | E::StdinHole { .. }
-            | E::BadWriter(_)
-            | E::BadRequestKey
-            | E::BadDrainGrace { .. }
-            | E::Metadata { .. } => C::BadRequest,
-            E::BadCwd { .. } | E::Spawn { .. } | E::ShellStart { .. } => C::SpawnFailed,
-            E::NotFound(_) | E::ShellNotFound(_) => C::NotFound,
-            E::ShellClosed { .. } => C::ShellClosed,
-            E::NotRunning(_) => C::NotRunning,
-            E::StdinClosed(_) => C::StdinClosed,
-            E::TooManyCommands(_) | E::RingMemory { .. } | E::ScreenMemory { .. } | E::TooManyShells(_) => {
-                C::LimitExceeded
-            }
-            E::ShuttingDown => C::ShuttingDown,
-            E::Io { .. } => C::Internal,
-        };
-        WireError { code, errno: e.errno(), message: e.to_string() }
-    }
-}
+use crate::Error;
 
 /// A wire start spec as a manager spec, with the checks only the wire
 /// needs (argv/shell exclusivity, sizes that must fit a `usize`).
-pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, WireError> {
+pub(crate) fn spec_from_wire(s: proto::StartSpec) -> Result<exec::CommandSpec, Error> {
     let program = match (s.argv.is_empty(), s.shell) {
         (false, None) => exec::Program::Argv(s.argv),
         (true, Some(script)) => exec::Program::Shell { shell: s.shell_program, script },
         (false, Some(_)) => {
-            return Err(WireError::bad_request("give either argv or shell, not both"));
+            return Err(Error::bad_request("give either argv or shell, not both"));
         }
-        (true, None) => return Err(WireError::bad_request("give argv or shell: nothing to run")),
+        (true, None) => return Err(Error::bad_request("give argv or shell: nothing to run")),
     };
     let mut spec = exec::CommandSpec::new(program);
     spec.cwd = s.cwd.map(Into::into);
@@ -98,12 +48,12 @@ fn output_limit(a: Option<proto::OutputLimitAction>) -> exec::OutputLimit {
     }
 }
 
-fn ring_bytes(n: Option<u64>) -> Result<Option<usize>, WireError> {
-    n.map(|n| usize::try_from(n).map_err(|_| WireError::bad_request("ring_bytes too large"))).transpose()
+fn ring_bytes(n: Option<u64>) -> Result<Option<usize>, Error> {
+    n.map(|n| usize::try_from(n).map_err(|_| Error::bad_request("ring_bytes too large"))).transpose()
 }
 
 /// A wire `shell_run` spec as a manager spec for [`exec::Manager::shell_run`].
-pub(crate) fn shell_run_from_wire(s: proto::ShellRunSpec) -> Result<exec::CommandSpec, WireError> {
+pub(crate) fn shell_run_from_wire(s: proto::ShellRunSpec) -> Result<exec::CommandSpec, Error> {
     let mut spec = exec::CommandSpec::shell(s.script);
     spec.stdin = s.stdin.map(|p| p.0).unwrap_or_default();
     spec.close_stdin = s.close_stdin;
@@ -290,13 +240,10 @@ pub(crate) fn list_page(
     manager: &exec::Manager,
     limit: Option<u32>,
     cursor: Option<&str>,
-) -> Result<(Vec<proto::CommandInfo>, Option<String>), WireError> {
+) -> Result<(Vec<proto::CommandInfo>, Option<String>), Error> {
     let limit = limit.unwrap_or(proto::LIST_DEFAULT_LIMIT);
     if !(1..=proto::LIST_MAX_LIMIT).contains(&limit) {
-        return Err(WireError::bad_request(format!(
-            "list limit {limit} outside 1..={}",
-            proto::LIST_MAX_LIMIT
-        )));
+        return Err(Error::bad_request(format!("list limit {limit} outside 1..={}", proto::LIST_MAX_LIMIT)));
     }
     let after = cursor.map(parse_cursor).transpose()?;
     // The manager's listing is sorted by (start time, id), the cursor's key.
@@ -333,10 +280,9 @@ fn nanos(t: SystemTime) -> u128 {
 }
 
 /// A cursor as made by [`list_page`]: `<start time in ns>.<command id>`.
-fn parse_cursor(c: &str) -> Result<(u128, String), WireError> {
-    let bad = || {
-        WireError::bad_request(format!("invalid list cursor {:?}", c.chars().take(64).collect::<String>()))
-    };
+fn parse_cursor(c: &str) -> Result<(u128, String), Error> {
+    let bad =
+        || Error::bad_request(format!("invalid list cursor {:?}", c.chars().take(64).collect::<String>()));
     let (t, id) = c.split_once('.').ok_or_else(bad)?;
     let t = t.parse().map_err(|_| bad())?;
     if id.is_empty() || id.len() > 64 {

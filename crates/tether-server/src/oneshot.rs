@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use tether_exec as exec;
-use tether_proto::{self as proto, Encoding, ErrorCode, ExecResponse, HttpError, Payload, RunOptions};
+use tether_proto::{self as proto, Encoding, ErrorCode, ExecResponse, Payload, RunOptions};
 
 use crate::AppState;
-use crate::map::{self, WireError};
+use crate::Error;
+use crate::compat::langsmith::ErrorType;
+use crate::error::content_type;
+use crate::map;
 
 /// Output kept and returned when a request does not say.
 pub(crate) const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
@@ -71,13 +74,11 @@ pub(crate) async fn body_budget(
     let dialect = req.uri().path().starts_with("/compat/langsmith/");
     let refuse = |why: String| {
         if dialect {
-            let body = serde_json::json!({"detail": {"error": "QuotaExceeded", "message": why}});
-            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], axum::Json(body)).into_response()
+            let mut r = crate::compat::langsmith::detail(429, ErrorType::QuotaExceeded.as_str(), &why);
+            r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            r
         } else {
-            let mut r = error(
-                Encoding::Json,
-                WireError { code: ErrorCode::LimitExceeded, message: why, errno: None },
-            );
+            let mut r = Error::new(ErrorCode::LimitExceeded, why).into_http(Encoding::Json);
             r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
             r
         }
@@ -158,16 +159,16 @@ pub(crate) async fn exec_handler(
     let (req_enc, resp_enc) = encodings(&headers);
     let req: proto::ExecRequest = match proto::decode(&body, req_enc) {
         Ok(r) => r,
-        Err(e) => return error(resp_enc, bad_frame(e)),
+        Err(e) => return bad_frame(e).into_http(resp_enc),
     };
     let program = match (req.command, req.argv.is_empty()) {
         (Some(c), true) => exec::Program::Shell { shell: req.shell_program, script: c },
         (None, false) => exec::Program::Argv(req.argv),
         (Some(_), false) => {
-            return error(resp_enc, WireError::bad_request("give either command or argv, not both"));
+            return Error::bad_request("give either command or argv, not both").into_http(resp_enc);
         }
         (None, true) => {
-            return error(resp_enc, WireError::bad_request("give command or argv: nothing to run"));
+            return Error::bad_request("give command or argv: nothing to run").into_http(resp_enc);
         }
     };
     respond(resp_enc, run(&st, program, req.options).await)
@@ -181,15 +182,15 @@ pub(crate) async fn code_handler(
     let (req_enc, resp_enc) = encodings(&headers);
     let req: proto::CodeRequest = match proto::decode(&body, req_enc) {
         Ok(r) => r,
-        Err(e) => return error(resp_enc, bad_frame(e)),
+        Err(e) => return bad_frame(e).into_http(resp_enc),
     };
     let Some(interpreter) = st.cfg.interpreters.get(&req.language) else {
         let known: Vec<&str> = st.cfg.interpreters.keys().map(String::as_str).collect();
         let msg = format!("unknown language {:?}; this daemon knows {}", req.language, known.join(", "));
-        return error(resp_enc, WireError::bad_request(msg));
+        return Error::bad_request(msg).into_http(resp_enc);
     };
     if req.code.contains('\0') {
-        return error(resp_enc, WireError::bad_request("code contains a NUL byte"));
+        return Error::bad_request("code contains a NUL byte").into_http(resp_enc);
     }
     // The code goes through a private file: no quoting, no argv size limit,
     // and stdin stays the request's.
@@ -197,10 +198,8 @@ pub(crate) async fn code_handler(
         Ok(f) => f,
         Err(e) => {
             let msg = format!("writing the code to a temporary file: {e}");
-            return error(
-                resp_enc,
-                WireError { code: ErrorCode::Internal, message: msg, errno: e.raw_os_error() },
-            );
+            let e = Error { errno: e.raw_os_error(), ..Error::new(ErrorCode::Internal, msg) };
+            return e.into_http(resp_enc);
         }
     };
     let mut argv = interpreter.clone();
@@ -214,12 +213,10 @@ pub(crate) async fn code_handler(
 
 /// Starts the command, collects its output (paced, so nothing is lost) up
 /// to the limit, and waits for its end.
-async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<ExecResponse, WireError> {
+async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<ExecResponse, Error> {
     let max = o.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT);
     if max > MAX_OUTPUT {
-        return Err(WireError::bad_request(format!(
-            "max_output_bytes {max} is over the limit of {MAX_OUTPUT}"
-        )));
+        return Err(Error::bad_request(format!("max_output_bytes {max} is over the limit of {MAX_OUTPUT}")));
     }
     let mut spec = exec::CommandSpec::new(program);
     spec.cwd = o.cwd.map(Into::into);
@@ -229,7 +226,7 @@ async fn run(st: &AppState, program: exec::Program, o: RunOptions) -> Result<Exe
         (None, Some(t)) => Bytes::from(t),
         (None, None) => Bytes::new(),
         (Some(_), Some(_)) => {
-            return Err(WireError::bad_request("give either stdin or stdin_text, not both"));
+            return Err(Error::bad_request("give either stdin or stdin_text, not both"));
         }
     };
     spec = spec.stdin(stdin, true);
@@ -323,15 +320,11 @@ fn encodings(headers: &HeaderMap) -> (Encoding, Encoding) {
     (req, resp)
 }
 
-fn bad_frame(e: proto::DecodeError) -> WireError {
-    WireError {
-        code: ErrorCode::BadFrame,
-        message: format!("the request body is not a valid request: {e}"),
-        errno: None,
-    }
+fn bad_frame(e: proto::DecodeError) -> Error {
+    Error::new(ErrorCode::BadFrame, format!("the request body is not a valid request: {e}"))
 }
 
-fn respond(enc: Encoding, r: Result<ExecResponse, WireError>) -> Response {
+fn respond(enc: Encoding, r: Result<ExecResponse, Error>) -> Response {
     match r {
         Ok(resp) => {
             let body = match enc {
@@ -340,29 +333,7 @@ fn respond(enc: Encoding, r: Result<ExecResponse, WireError>) -> Response {
             };
             ([(header::CONTENT_TYPE, content_type(enc))], body).into_response()
         }
-        Err(e) => error(enc, e),
-    }
-}
-
-/// An error as its HTTP status and a typed body.
-pub(crate) fn error(enc: Encoding, e: WireError) -> Response {
-    let status = match e.code {
-        ErrorCode::BadFrame | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::SpawnFailed => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::NotRunning | ErrorCode::StdinClosed | ErrorCode::ShellClosed => StatusCode::CONFLICT,
-        ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = HttpError { code: e.code, message: e.message, errno: e.errno };
-    (status, [(header::CONTENT_TYPE, content_type(enc))], proto::encode(&body, enc)).into_response()
-}
-
-fn content_type(enc: Encoding) -> &'static str {
-    match enc {
-        Encoding::Json => "application/json",
-        Encoding::MsgPack => "application/msgpack",
+        Err(e) => e.into_http(enc),
     }
 }
 

@@ -23,6 +23,7 @@ use tether_files::{FileError, MAX_PSEUDO_BYTES, Source, read_pseudo};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::{detail, file_error};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -185,25 +186,6 @@ fn parse_range(v: &str, size: u64) -> Range {
         _ => return Range::Whole,
     };
     if start >= size { Range::Unsatisfiable } else { Range::Part(start, end) }
-}
-
-/// The client's error shape.
-pub(crate) fn detail(status: u16, error: &str, message: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(serde_json::json!({"detail": {"error": error, "message": message}}))).into_response()
-}
-
-/// A file error as the client expects it: 404 `FileNotFound`, 403
-/// `PermissionDenied`, else the route's `ReadError`/`WriteError` with the
-/// status of tether's own file routes.
-pub(crate) fn file_error(e: FileError, route_error: &str) -> Response {
-    let status = e.status();
-    let kind = match status {
-        404 => "FileNotFound",
-        403 => "PermissionDenied",
-        _ => route_error,
-    };
-    detail(status, kind, &e.to_string())
 }
 
 #[cfg(test)]

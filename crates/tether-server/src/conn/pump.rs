@@ -22,7 +22,7 @@ use tether_exec::{ExecError, Manager, StdinSeq};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::outbound::OutTx;
+use super::outbound::OutTx;
 
 /// Most operations queued per command per connection.
 const MAX_OPS: usize = 256;

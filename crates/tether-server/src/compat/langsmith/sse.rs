@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -37,8 +36,10 @@ use tether_exec::{Event, ExitInfo, Stream, Subscription};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::mapping::{self, Bound, Execute, FRAME_RAW_BYTES};
+use super::{ErrorType, Refused, detail};
 use crate::AppState;
-use crate::langsmith::{self, ErrorType, Execute, FRAME_RAW_BYTES, Refused};
+use crate::Error;
 
 /// Silence after which a heartbeat comment goes out. The client's read
 /// timeout (60 s by default) counts from the last line it read.
@@ -55,7 +56,7 @@ pub(crate) async fn start(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
     e.close_stdin = true;
     e.pty = false;
     e.kill_on_disconnect = false;
-    respond(&st, langsmith::execute(&st, e))
+    respond(&st, mapping::execute(&st, e).map_err(Error::into_langsmith))
 }
 
 /// The body of `POST /execute/stream/resume`.
@@ -77,19 +78,19 @@ pub(crate) async fn resume(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
         Ok(r) => r,
         Err(e) => return bad_request(&format!("the resume request is not valid: {e}")),
     };
-    match langsmith::reconnect(&st, &r.command_id, [r.stdout_offset, r.stderr_offset]) {
+    match mapping::reconnect(&st, &r.command_id, [r.stdout_offset, r.stderr_offset])
+        .map_err(Error::into_langsmith)
+    {
         // The client maps a 404 on resume to `CommandNotFound`.
-        Err(Refused::Error(ErrorType::CommandNotFound, message)) => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"detail": {"error": ErrorType::CommandNotFound.as_str(), "message": message}})),
-        )
-            .into_response(),
+        Err(Refused::Error(ErrorType::CommandNotFound, message)) => {
+            detail(404, ErrorType::CommandNotFound.as_str(), &message)
+        }
         bound => respond(&st, bound),
     }
 }
 
 /// The event stream of one attachment, or of one refusal.
-fn respond(st: &AppState, bound: Result<langsmith::Bound, Refused>) -> Response {
+fn respond(st: &AppState, bound: Result<Bound, Refused>) -> Response {
     let mut feed = Feed {
         command: String::new(),
         sub: None,
@@ -98,7 +99,7 @@ fn respond(st: &AppState, bound: Result<langsmith::Bound, Refused>) -> Response 
         _conn: st.conns.token(),
     };
     match bound {
-        Ok(langsmith::Bound { h, sub, echo }) => {
+        Ok(Bound { h, sub, echo }) => {
             feed.queue.push_back(event("started", json!({"command_id": echo, "pid": h.pid()})));
             feed.command = h.id().to_owned();
             feed.sub = Some(sub);
@@ -174,7 +175,7 @@ impl Feed {
         for (stream, end) in [Stream::Stdout, Stream::Stderr].into_iter().zip(e.ends) {
             self.queue.push_back(event("stream_end", json!({"stream": stream_name(stream), "offset": end})));
         }
-        let (name, fields) = langsmith::ending(e);
+        let (name, fields) = mapping::ending(e);
         self.queue.push_back(event(name, fields));
     }
 }
@@ -202,9 +203,5 @@ fn shutting_down() -> SseEvent {
 /// A body that is not a request: the client raises `SandboxOperationError`
 /// (`CommandError`) for this shape and never retries a 400.
 fn bad_request(message: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"detail": {"error": ErrorType::CommandError.as_str(), "message": message}})),
-    )
-        .into_response()
+    detail(400, ErrorType::CommandError.as_str(), message)
 }

@@ -24,9 +24,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tether_exec::{self as exec, ExitReason};
 
+use super::mapping::{self, shell_code};
+use super::{ErrorType, Refused};
 use crate::AppState;
-use crate::langsmith::{self, ErrorType, Refused};
-use crate::oneshot;
+use crate::{Error, oneshot};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -60,7 +61,7 @@ pub(crate) async fn execute(State(st): State<Arc<AppState>>, body: Bytes) -> Res
     spec.cwd = req.cwd.map(Into::into);
     spec.env = req.env.unwrap_or_default();
     let limit = req.timeout.filter(|s| *s > 0);
-    spec.timeout = match langsmith::timeout(limit) {
+    spec.timeout = match mapping::timeout(limit) {
         Ok(t) => t,
         Err(msg) => return detail(StatusCode::BAD_REQUEST, ErrorType::CommandError.as_str(), msg.as_str()),
     };
@@ -83,10 +84,10 @@ pub(crate) async fn execute(State(st): State<Arc<AppState>>, body: Bytes) -> Res
         Ok(f) => axum::Json(json!({
             "stdout": String::from_utf8_lossy(&f.stdout),
             "stderr": String::from_utf8_lossy(&f.stderr),
-            "exit_code": langsmith::shell_code(&f.exit),
+            "exit_code": shell_code(&f.exit),
         }))
         .into_response(),
-        Err(e) => match langsmith::refused(e) {
+        Err(e) => match Error::from(e).into_langsmith() {
             Refused::Error(ErrorType::QuotaExceeded, msg) => {
                 detail(StatusCode::TOO_MANY_REQUESTS, ErrorType::QuotaExceeded.as_str(), &msg)
             }
@@ -101,5 +102,5 @@ pub(crate) async fn execute(State(st): State<Arc<AppState>>, body: Bytes) -> Res
 
 /// The dialect's error shape.
 fn detail(status: StatusCode, error: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"detail": {"error": error, "message": message}}))).into_response()
+    super::detail(status.as_u16(), error, message)
 }
