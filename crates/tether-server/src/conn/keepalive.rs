@@ -35,10 +35,7 @@ impl Ending {
     pub(crate) fn close(self, going_away: &'static str) -> Option<(u16, &'static str)> {
         match self {
             Ending::Shutdown => Some((CLOSE_GOING_AWAY, going_away)),
-            Ending::Revoked => {
-                tracing::info!("token revoked: closing");
-                Some((CLOSE_POLICY, "token revoked"))
-            }
+            Ending::Revoked => Some((CLOSE_POLICY, "token revoked")),
             Ending::Dead => None,
         }
     }
@@ -67,7 +64,10 @@ impl Lifeline {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Ending::Shutdown,
-            _ = self.revoked.cancelled() => Ending::Revoked,
+            _ = self.revoked.cancelled() => {
+                tracing::info!("token revoked: closing");
+                Ending::Revoked
+            }
             _ = self.dead.cancelled() => Ending::Dead,
         }
     }
