@@ -70,14 +70,20 @@ pub struct AttachQuery {
 
 /// What a connection needs from the server.
 pub(crate) struct ConnCtx {
+    /// The command manager.
     pub(crate) manager: Manager,
+    /// The daemon's configuration (limits, timeouts).
     pub(crate) cfg: ServerConfig,
+    /// Cancelled when the daemon stops: the connection closes with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the token this connection authenticated with is
     /// replaced: the connection closes with 1008.
     pub(crate) revoked: CancellationToken,
+    /// The negotiated subprotocol's encoding.
     pub(crate) encoding: Encoding,
+    /// The peer's address, for log lines.
     pub(crate) peer: SocketAddr,
+    /// A single-command connection's attachment, made on connect.
     pub(crate) attach: Option<AttachQuery>,
 }
 
