@@ -339,34 +339,18 @@ fn respond(enc: Encoding, r: Result<ExecResponse, Error>) -> Response {
 
 /// A snippet in a private directory, removed on drop.
 struct CodeFile {
-    dir: std::path::PathBuf,
     path: std::path::PathBuf,
+    /// Removed (with the file) on drop.
+    _dir: exec::PrivateDir,
 }
 
 impl CodeFile {
     fn write(code: &str) -> std::io::Result<CodeFile> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = std::env::temp_dir().join(format!("tether-code-{:016x}", rand_u64()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let path = dir.join("code");
-        let guard = CodeFile { dir, path };
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&guard.path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = exec::PrivateDir::new_in(&std::env::temp_dir(), "tether-code")?;
+        let path = dir.path().join("code");
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         std::io::Write::write_all(&mut f, code.as_bytes())?;
-        Ok(guard)
+        Ok(CodeFile { path, _dir: dir })
     }
-}
-
-impl Drop for CodeFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-    );
-    h.finish()
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tether_exec::{self as exec, ExitReason};
 
-use super::mapping::{self, shell_code};
+use super::mapping;
 use super::{ErrorType, Refused};
 use crate::AppState;
 use crate::{Error, oneshot};
@@ -84,7 +84,7 @@ pub(crate) async fn execute(State(st): State<Arc<AppState>>, body: Bytes) -> Res
         Ok(f) => axum::Json(json!({
             "stdout": String::from_utf8_lossy(&f.stdout),
             "stderr": String::from_utf8_lossy(&f.stderr),
-            "exit_code": shell_code(&f.exit),
+            "exit_code": f.exit.shell_code(),
         }))
         .into_response(),
         Err(e) => match Error::from(e).into_langsmith() {

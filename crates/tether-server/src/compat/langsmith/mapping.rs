@@ -211,16 +211,6 @@ fn my_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The exit code the client gets: the code, else `128 + signal` (a kill
-/// gives 137), else 255.
-pub(crate) fn shell_code(e: &exec::ExitInfo) -> i32 {
-    match (e.code, e.signal) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        (None, None) => 255,
-    }
-}
-
 /// The last message for a command that ended: its name (`exit`, or
 /// `error` with `CommandTimeout` for a timeout) and its fields.
 pub(crate) fn ending(e: &exec::ExitInfo) -> (&'static str, serde_json::Value) {
@@ -228,7 +218,7 @@ pub(crate) fn ending(e: &exec::ExitInfo) -> (&'static str, serde_json::Value) {
         ExitReason::TimedOut => {
             ("error", json!({"error_type": ErrorType::CommandTimeout.as_str(), "error": "Command timed out"}))
         }
-        _ => ("exit", json!({"exit_code": shell_code(e)})),
+        _ => ("exit", json!({"exit_code": e.shell_code()})),
     }
 }
 

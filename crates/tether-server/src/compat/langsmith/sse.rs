@@ -149,7 +149,7 @@ impl Feed {
                 }
                 Some(Some(Event::Output { stream, offset, data })) => {
                     let data = base64::engine::general_purpose::STANDARD.encode(&data);
-                    return Some(event(stream_name(stream), json!({"offset": offset, "data": data})));
+                    return Some(event(Stream::name(stream), json!({"offset": offset, "data": data})));
                 }
                 Some(Some(Event::Gap { stream, requested, first_held })) => {
                     // Only a client that was away can miss output; its next
@@ -173,17 +173,10 @@ impl Feed {
     /// `stream_end` for both streams at their final offsets, then the exit.
     fn finish(&mut self, e: &ExitInfo) {
         for (stream, end) in [Stream::Stdout, Stream::Stderr].into_iter().zip(e.ends) {
-            self.queue.push_back(event("stream_end", json!({"stream": stream_name(stream), "offset": end})));
+            self.queue.push_back(event("stream_end", json!({"stream": Stream::name(stream), "offset": end})));
         }
         let (name, fields) = mapping::ending(e);
         self.queue.push_back(event(name, fields));
-    }
-}
-
-fn stream_name(s: Stream) -> &'static str {
-    match s {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
     }
 }
 

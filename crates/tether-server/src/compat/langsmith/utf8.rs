@@ -74,8 +74,7 @@ impl Writer {
 fn text_frame(stream: Stream, start: u64, end: u64, text: String) -> serde_json::Value {
     let offset = end as i64 - text.len() as i64;
     debug_assert!(text.len() as u64 != end - start || offset == start as i64);
-    let kind = if stream == Stream::Stdout { "stdout" } else { "stderr" };
-    json!({"type": kind, "data": text, "offset": offset})
+    json!({"type": stream.name(), "data": text, "offset": offset})
 }
 
 /// Decodes `bytes` with each invalid sequence as U+FFFD. Unless `at_end`, a
