@@ -11,25 +11,35 @@
 //! has delivered, then sends again the requests that were in flight and are
 //! safe to repeat (keyed starts, numbered stdin, attaches, lookups, kills);
 //! the others (a signal) fail with [`ClientError::Disconnected`].
+//!
+//! # Layout
+//! - this file: the driver's state and its loop: reconnect and resume.
+//! - `requests`: sending requests and the bookkeeping of their replies.
+//! - `frames`: routing the daemon's frames to requests and executions.
+//! - `connect`: opening a connection and sending a frame.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tether_proto::{self as proto, ClientMsg, CommandId, ErrorCode, ReqId, ServerMsg, Stream, TermSize};
+use tether_proto::{ClientMsg, CommandId, ReqId, ServerMsg, TermSize};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::{ClientOptions, Connection, ExecEvent};
 use crate::error::ClientError;
+
+mod connect;
+mod frames;
+mod requests;
+
+use connect::send;
+pub(crate) use connect::{connect, secs, ws_url};
+use requests::fail;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) type Reply = oneshot::Sender<Result<ServerMsg, ClientError>>;
@@ -188,42 +198,13 @@ impl Driver {
         loop {
             let ws = match &mut conn {
                 Some(ws) => ws,
-                None => {
-                    // Reconnect only when someone needs the connection.
-                    if self.watches.is_empty() && self.again.is_empty() && queued.is_none() {
-                        match self.rx.recv().await {
-                            None => return,
-                            Some(c) => queued = Some(c),
-                        }
+                None => match self.reopen(&mut lost, &mut queued, &mut last_rx).await {
+                    ControlFlow::Break(()) => return,
+                    ControlFlow::Continue(ws) => {
+                        conn = ws;
+                        continue;
                     }
-                    match self.reconnect(&lost).await {
-                        Ok(mut ws) => {
-                            last_rx = Instant::now();
-                            if self.resume(&mut ws).await.is_ok() {
-                                conn = Some(ws);
-                            } else {
-                                self.lose(Lost::Error, &mut lost);
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!("giving up reconnecting: {e}");
-                            self.state.send_replace(Connection::Failed);
-                            for (_, w) in self.watches.drain() {
-                                let _ = w.tx.send(Delivery { ev: Err(e.clone()), at: w.next });
-                            }
-                            for (_, p) in self.again.drain(..) {
-                                fail(p, &e);
-                            }
-                            if let Some(c) = queued.take()
-                                && let Some(r) = c.reply
-                            {
-                                let _ = r.send(Err(e.clone()));
-                            }
-                            continue;
-                        }
-                    }
-                }
+                },
             };
             if let Some(c) = queued.take()
                 && self.send_cmd(ws, c).await.is_err()
@@ -284,6 +265,50 @@ impl Driver {
                         None => conn = self.lose(Lost::Error, &mut lost),
                     }
                 }
+            }
+        }
+    }
+
+    /// Without a connection: reconnects and resumes, but only when someone
+    /// needs the connection (a watch, a request to repeat or a new one).
+    /// `Break` when every client is gone; `Continue` with the resumed
+    /// connection, or `None` to go round again (the resume failed, or
+    /// reconnecting gave up and everyone waiting was told).
+    async fn reopen(
+        &mut self,
+        lost: &mut Lost,
+        queued: &mut Option<Cmd>,
+        last_rx: &mut Instant,
+    ) -> ControlFlow<(), Option<Ws>> {
+        if self.watches.is_empty() && self.again.is_empty() && queued.is_none() {
+            match self.rx.recv().await {
+                None => return ControlFlow::Break(()),
+                Some(c) => *queued = Some(c),
+            }
+        }
+        match self.reconnect(lost).await {
+            Ok(mut ws) => {
+                *last_rx = Instant::now();
+                if self.resume(&mut ws).await.is_ok() {
+                    return ControlFlow::Continue(Some(ws));
+                }
+                ControlFlow::Continue(self.lose(Lost::Error, lost))
+            }
+            Err(e) => {
+                tracing::warn!("giving up reconnecting: {e}");
+                self.state.send_replace(Connection::Failed);
+                for (_, w) in self.watches.drain() {
+                    let _ = w.tx.send(Delivery { ev: Err(e.clone()), at: w.next });
+                }
+                for (_, p) in self.again.drain(..) {
+                    fail(p, &e);
+                }
+                if let Some(c) = queued.take()
+                    && let Some(r) = c.reply
+                {
+                    let _ = r.send(Err(e.clone()));
+                }
+                ControlFlow::Continue(None)
             }
         }
     }
@@ -406,343 +431,4 @@ impl Driver {
         }
         Ok(())
     }
-
-    async fn send_cmd(&mut self, ws: &mut Ws, c: Cmd) -> Result<(), tungstenite::Error> {
-        match &c.msg {
-            ClientMsg::Kill { command, .. } | ClientMsg::Remove { command, .. } => {
-                if let Some(w) = self.watches.get_mut(command) {
-                    w.killed = true;
-                }
-            }
-            // Sent when an `Execution` is dropped. Another, live execution
-            // of the same command (a later attach) keeps the attachment.
-            ClientMsg::Detach { command, .. } => match self.watches.get(command) {
-                Some(w) if w.tx.is_closed() => {
-                    self.watches.remove(command);
-                }
-                _ => return Ok(()),
-            },
-            ClientMsg::Resize { command, size, .. } => {
-                if let Some(w) = self.watches.get_mut(command) {
-                    w.mode.size = Some(*size);
-                }
-            }
-            // A redraw of a watched terminal: its size is the viewer's now.
-            ClientMsg::Attach { command, size: Some(size), .. } if c.watch.is_none() => {
-                if let Some(w) = self.watches.get_mut(command) {
-                    w.mode.size = Some(*size);
-                }
-            }
-            _ => {}
-        }
-        let id = c.msg.id();
-        let mode = match &c.msg {
-            ClientMsg::Start { spec, .. } => Mode {
-                pace: spec.pace,
-                terminal: spec.pty.is_some(),
-                size: spec.pty.as_ref().map(|p| TermSize { rows: p.rows, cols: p.cols }),
-                window: spec.window_bytes,
-            },
-            ClientMsg::ShellRun { spec, .. } => {
-                Mode { pace: spec.pace, window: spec.window_bytes, ..Mode::default() }
-            }
-            ClientMsg::Attach { pace, screen, size, window_bytes, .. } => {
-                Mode { pace: *pace, terminal: *screen, size: *size, window: *window_bytes }
-            }
-            _ => Mode::default(),
-        };
-        if c.reply.is_some() || c.watch.is_some() {
-            let again = retryable(&c.msg).then(|| c.msg.clone());
-            let p = Pending { reply: c.reply, watch: c.watch, resume: None, mode, again, repeated: false };
-            self.pending.insert(id, p);
-        }
-        send(ws, &c.msg).await
-    }
-
-    /// Registers an execution's watch. One connection has one attachment
-    /// per command, so an earlier execution of it ends with an error.
-    fn watch(&mut self, command: CommandId, w: Watch) {
-        if let Some(old) = self.watches.insert(command, w) {
-            let err = ClientError::Protocol(
-                "superseded by a newer attach to the same command on this client".into(),
-            );
-            let _ = old.tx.send(Delivery { ev: Err(err), at: old.next });
-        }
-    }
-
-    /// Hands an event to a watched command's execution; an execution that
-    /// is gone is detached.
-    async fn deliver(
-        &mut self,
-        ws: &mut Ws,
-        command: &CommandId,
-        ev: ExecEvent,
-    ) -> Result<(), tungstenite::Error> {
-        let Some(w) = self.watches.get(command) else { return Ok(()) };
-        if w.tx.send(Delivery { ev: Ok(ev), at: w.next }).is_err() {
-            self.unwatch(ws, command.clone()).await?;
-        }
-        Ok(())
-    }
-
-    async fn on_frame(&mut self, ws: &mut Ws, bytes: &[u8]) -> Result<(), tungstenite::Error> {
-        let msg: ServerMsg = match proto::decode(bytes, proto::Encoding::MsgPack) {
-            Ok(m) => m,
-            Err(e) => {
-                // A newer daemon may send messages this client does not know.
-                tracing::debug!("ignoring undecodable frame: {e}");
-                return Ok(());
-            }
-        };
-        match msg {
-            ServerMsg::Hello { .. } => {}
-            ServerMsg::Screen { command, offset, size, data } => {
-                if let Some(w) = self.watches.get_mut(&command) {
-                    // The screen replaces whatever the viewer showed; output
-                    // continues at its offset.
-                    w.next[0] = offset;
-                    self.deliver(ws, &command, ExecEvent::Screen { size, data: data.0 }).await?;
-                }
-            }
-            ServerMsg::Resized { command, size } => {
-                self.deliver(ws, &command, ExecEvent::Resized(size)).await?;
-            }
-            ServerMsg::Started { id, ref command, .. } => {
-                if let Some(p) = self.pending.remove(&id) {
-                    if let Some(tx) = p.watch {
-                        let w = Watch { tx, next: [0, 0], killed: false, mode: p.mode, acked: [0, 0] };
-                        self.watch(command.clone(), w);
-                    }
-                    reply(p.reply, Ok(msg));
-                }
-            }
-            ServerMsg::Attached { id, ref command, stdout_offset, stderr_offset } => {
-                if let Some(p) = self.pending.remove(&id) {
-                    if let Some(tx) = p.watch {
-                        let next = [stdout_offset, stderr_offset];
-                        let w = Watch { tx, next, killed: false, mode: p.mode, acked: next };
-                        self.watch(command.clone(), w);
-                    }
-                    if p.resume.is_some() {
-                        tracing::debug!(%command, stdout_offset, stderr_offset, "resumed");
-                    }
-                    reply(p.reply, Ok(msg));
-                }
-            }
-            ServerMsg::Output { command, stream, offset, data } => {
-                self.deliver_output(ws, command, stream, offset, data.0).await?;
-            }
-            ServerMsg::Gap { command, stream, requested, first_held } => {
-                if let Some(w) = self.watches.get_mut(&command) {
-                    let i = stream.index();
-                    let from = w.next[i].max(requested);
-                    if first_held > w.next[i] {
-                        w.next[i] = first_held;
-                        let ev = ExecEvent::Gap { stream, from, to: first_held };
-                        self.deliver(ws, &command, ev).await?;
-                    }
-                }
-            }
-            ServerMsg::Exit { command, status } => {
-                if let Some(w) = self.watches.remove(&command) {
-                    let _ = w.tx.send(Delivery { ev: Ok(ExecEvent::Exit(status)), at: w.next });
-                }
-            }
-            ServerMsg::Ok { id }
-            | ServerMsg::List { id, .. }
-            | ServerMsg::Status { id, .. }
-            | ServerMsg::Shell { id, .. }
-            | ServerMsg::ShellList { id, .. }
-            | ServerMsg::ShellHistory { id, .. } => {
-                if let Some(p) = self.pending.remove(&id) {
-                    reply(p.reply, Ok(msg));
-                }
-            }
-            ServerMsg::Error { id, code, message, errno } => {
-                let err = ClientError::Server { code, message, errno };
-                match id.and_then(|id| self.pending.remove(&id)) {
-                    Some(p) => {
-                        if let Some(command) = p.resume {
-                            // The command is gone (removed, TTL expired).
-                            tracing::warn!(%command, "cannot resume: {err}");
-                            if let Some(w) = self.watches.remove(&command) {
-                                let _ = w.tx.send(Delivery { ev: Err(err.clone()), at: w.next });
-                            }
-                        }
-                        // A repeated kill or remove that finds its work done.
-                        let done_before = p.repeated
-                            && matches!(
-                                (&p.again, code),
-                                (Some(ClientMsg::Kill { .. }), ErrorCode::NotRunning)
-                                    | (
-                                        Some(ClientMsg::Remove { .. } | ClientMsg::ShellClose { .. }),
-                                        ErrorCode::NotFound
-                                    )
-                            );
-                        if done_before {
-                            let id = id.unwrap_or_default();
-                            reply(p.reply, Ok(ServerMsg::Ok { id }));
-                            return Ok(());
-                        }
-                        if let Some(tx) = p.watch {
-                            let _ = tx.send(Delivery { ev: Err(err.clone()), at: [0, 0] });
-                        }
-                        reply(p.reply, Err(err));
-                    }
-                    None => {
-                        if code != ErrorCode::NotFound {
-                            tracing::warn!("daemon error: {err}");
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn deliver_output(
-        &mut self,
-        ws: &mut Ws,
-        command: CommandId,
-        stream: Stream,
-        offset: u64,
-        mut data: Bytes,
-    ) -> Result<(), tungstenite::Error> {
-        let Some(w) = self.watches.get_mut(&command) else {
-            return Ok(());
-        };
-        let i = stream.index();
-        let end = offset + data.len() as u64;
-        if end <= w.next[i] {
-            return Ok(()); // already delivered before a reconnect
-        }
-        if offset > w.next[i] {
-            // Bytes missing without a gap frame: say so rather than hide it.
-            let ev = ExecEvent::Gap { stream, from: w.next[i], to: offset };
-            w.next[i] = offset;
-            self.deliver(ws, &command, ev).await?;
-        } else {
-            data = data.slice((w.next[i] - offset) as usize..);
-        }
-        let Some(w) = self.watches.get_mut(&command) else {
-            return Ok(());
-        };
-        w.next[i] = end;
-        let ev = match stream {
-            Stream::Stdout => ExecEvent::Stdout(data),
-            Stream::Stderr => ExecEvent::Stderr(data),
-        };
-        self.deliver(ws, &command, ev).await
-    }
-
-    /// The caller dropped its execution: detach from the command.
-    async fn unwatch(&mut self, ws: &mut Ws, command: CommandId) -> Result<(), tungstenite::Error> {
-        self.watches.remove(&command);
-        let id = ReqId(self.next_internal);
-        self.next_internal += 1;
-        send(ws, &ClientMsg::Detach { id, command }).await
-    }
-}
-
-/// Whether a request can be sent again after a drop without doing twice
-/// what it asks: keyed starts and numbered stdin (the daemon recognises the
-/// repeat), and requests that mean the same the second time. A signal, an
-/// unkeyed start or an unnamed shell would happen twice: they fail instead.
-fn retryable(msg: &ClientMsg) -> bool {
-    match msg {
-        ClientMsg::Start { spec, .. } => spec.request_key.is_some(),
-        ClientMsg::ShellRun { spec, .. } => spec.request_key.is_some(),
-        ClientMsg::ShellCreate { spec, .. } => spec.name.is_some(),
-        ClientMsg::Stdin { writer, offset, .. } | ClientMsg::CloseStdin { writer, offset, .. } => {
-            writer.is_some() && offset.is_some()
-        }
-        ClientMsg::Attach { .. }
-        | ClientMsg::Detach { .. }
-        | ClientMsg::Resize { .. }
-        | ClientMsg::Kill { .. }
-        | ClientMsg::Remove { .. }
-        | ClientMsg::List { .. }
-        | ClientMsg::Status { .. }
-        | ClientMsg::ShellList { .. }
-        | ClientMsg::ShellHistory { .. }
-        | ClientMsg::ShellClose { .. } => true,
-        ClientMsg::Signal { .. } | ClientMsg::Ack { .. } => false,
-    }
-}
-
-fn fail(p: Pending, e: &ClientError) {
-    if let Some(tx) = p.watch {
-        let _ = tx.send(Delivery { ev: Err(e.clone()), at: [0, 0] });
-    }
-    reply(p.reply, Err(e.clone()));
-}
-
-fn reply(r: Option<Reply>, v: Result<ServerMsg, ClientError>) {
-    if let Some(r) = r {
-        let _ = r.send(v);
-    }
-}
-
-async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), tungstenite::Error> {
-    ws.send(Message::Binary(proto::encode(msg, proto::Encoding::MsgPack).into())).await
-}
-
-/// The WebSocket URL for a daemon URL: `http://h:p` -> `ws://h:p/v1/ws`.
-pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
-    let bad = |why: &str| ClientError::BadUrl { url: url.to_owned(), why: why.to_owned() };
-    let mut u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    let scheme = match u.scheme() {
-        "http" | "ws" => "ws",
-        "https" | "wss" => "wss",
-        _ => return Err(bad("scheme must be http, https, ws or wss")),
-    };
-    u.set_scheme(scheme).map_err(|()| bad("cannot set scheme"))?;
-    if u.path() == "/" || u.path().is_empty() {
-        u.set_path("/v1/ws");
-    }
-    Ok(u.to_string())
-}
-
-/// Opens a connection and waits for the daemon's `hello`.
-pub(crate) async fn connect(url: &str, token: &str, opts: &ClientOptions) -> Result<Ws, ClientError> {
-    let conn_err = |why: String| ClientError::Connect { url: url.to_owned(), why };
-    let mut req = url.into_client_request().map_err(|e| conn_err(e.to_string()))?;
-    let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| ClientError::BadUrl { url: url.to_owned(), why: "token is not header-safe".into() })?;
-    req.headers_mut().insert(header::AUTHORIZATION, auth);
-    req.headers_mut()
-        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(proto::SUBPROTOCOL_MSGPACK));
-    let mut cfg = WebSocketConfig::default();
-    cfg.max_message_size = Some(64 << 20);
-    cfg.max_frame_size = Some(64 << 20);
-    let fut = tokio_tungstenite::connect_async_with_config(req, Some(cfg), true);
-    let (mut ws, _) = match tokio::time::timeout(opts.connect_timeout, fut).await {
-        Err(_) => return Err(conn_err("timed out".into())),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            return Err(match resp.status() {
-                StatusCode::UNAUTHORIZED => ClientError::Unauthorized,
-                StatusCode::FORBIDDEN => ClientError::Forbidden,
-                s => conn_err(format!("HTTP {s}")),
-            });
-        }
-        Ok(Err(e)) => return Err(conn_err(e.to_string())),
-        Ok(Ok(x)) => x,
-    };
-    let hello = tokio::time::timeout(opts.connect_timeout, ws.next()).await;
-    match hello {
-        Ok(Some(Ok(Message::Binary(b)))) => match proto::decode::<ServerMsg>(&b, proto::Encoding::MsgPack) {
-            Ok(ServerMsg::Hello { version, .. }) if version == proto::PROTOCOL_VERSION => Ok(ws),
-            Ok(ServerMsg::Hello { version, .. }) => {
-                Err(ClientError::Protocol(format!("daemon speaks protocol v{version}")))
-            }
-            _ => Err(ClientError::Protocol("first frame is not hello".into())),
-        },
-        Err(_) => Err(conn_err("no hello from the daemon".into())),
-        Ok(_) => Err(conn_err("connection closed before hello".into())),
-    }
-}
-
-/// A default `Duration` for options.
-pub(crate) const fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
 }

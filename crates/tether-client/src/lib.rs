@@ -16,8 +16,13 @@
 //! caller killed is not re-attached.
 //!
 //! # Layout
-//! - `client`: [`Client`], [`Execution`] and the public API.
-//! - `driver`: the connection task: connect, route frames, reconnect.
+//! - `client`: [`Client`]: connecting and the requests about commands;
+//!   beside it `execution` ([`Execution`], [`ExecEvent`], [`Output`]),
+//!   `shells` (the named-shell requests), `stdin` (windowed, numbered
+//!   stdin) and `options` ([`ClientOptions`], [`Connection`]).
+//! - `driver`: the connection task: its loop, reconnect and resume; beside
+//!   it `requests` (request bookkeeping), `frames` (routing the daemon's
+//!   frames) and `connect` (opening a connection).
 //! - `error`: [`ClientError`].
 #![forbid(unsafe_code)]
 

@@ -12,27 +12,46 @@
 //! `protocol/vectors/` holds golden frames that every client decodes.
 //!
 //! # Layout
-//! - `msg`: the message enums and the structures they carry.
+//! - `client_msg`: [`ClientMsg`], client to daemon, and the `list` bounds.
+//! - `server_msg`: [`ServerMsg`], daemon to client, and [`Limits`].
+//! - `spec`: what a client asks to run ([`StartSpec`], [`ShellSpec`],
+//!   [`ShellRunSpec`], [`TermSize`], [`PtySpec`]).
+//! - `info`: what the daemon reports ([`ExitStatus`], [`CommandInfo`],
+//!   [`ShellInfo`], [`HistoryEntry`]).
+//! - `ids`: [`ReqId`], [`CommandId`] and [`Stream`].
+//! - `error_code`: [`ErrorCode`], the code of every error on the wire.
+//! - `defaults`: serde defaults and skip predicates the messages share.
 //! - `codec`: [`Encoding`], [`encode`] and [`decode`].
 //! - `payload`: [`Payload`], the byte-string type.
 //! - `http`: bodies of the plain HTTP routes (`/v1/exec`, `/v1/code`).
 
+mod client_msg;
 mod codec;
+mod defaults;
+mod error_code;
 mod http;
-mod msg;
+mod ids;
+mod info;
 mod payload;
+mod server_msg;
+mod spec;
 
+pub use client_msg::{
+    ClientMsg, LIST_ARGV_BYTES, LIST_ARGV_ITEM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_PAGE_BYTES,
+};
 pub use codec::{DecodeError, Encoding, decode, encode, encode_sized};
+pub use error_code::ErrorCode;
 pub use http::{
     CodeRequest, ExecRequest, ExecResponse, FileList, FileStat, HttpError, RunOptions, TextEncoding,
 };
-pub use msg::{
-    ClientMsg, CommandId, CommandInfo, CommandState, ErrorCode, ExitReason, ExitStatus, HistoryEntry,
-    LIST_ARGV_BYTES, LIST_ARGV_ITEM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, LIST_PAGE_BYTES, Limits,
-    OutputLimitAction, PtySpec, ReqId, ServerMsg, ShellCloseReason, ShellClosed, ShellInfo, ShellRunSpec,
-    ShellSpec, ShellState, StartSpec, Stream, StreamInfo, TermSize,
+pub use ids::{CommandId, ReqId, Stream};
+pub use info::{
+    CommandInfo, CommandState, ExitReason, ExitStatus, HistoryEntry, ShellCloseReason, ShellClosed,
+    ShellInfo, ShellState, StreamInfo,
 };
 pub use payload::Payload;
+pub use server_msg::{Limits, ServerMsg};
+pub use spec::{OutputLimitAction, PtySpec, ShellRunSpec, ShellSpec, StartSpec, TermSize};
 
 /// Major protocol version; carried in the subprotocol name and in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
