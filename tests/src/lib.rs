@@ -1,41 +1,26 @@
 //! Test support for tether's end-to-end tests: an in-process daemon on port
-//! 0 ([`TestServer`]), a raw WebSocket peer for malformed input
-//! ([`RawWs`]), a loopback TCP proxy that cuts connections
-//! ([`CutProxy`]), and one that makes the chaos matrix's network faults on
-//! demand ([`FaultProxy`]; also a binary, `tether-faultproxy`, for the
-//! browser and Python tests).
+//! 0 ([`TestServer`]) and a raw WebSocket peer for malformed input
+//! ([`RawWs`]). What other suites share too (time limits, scratch files,
+//! HTTP helpers, the network-fault proxies) is in `tether-testkit`; the
+//! fault proxy is also a binary here, `tether-faultproxy`, for the browser
+//! and Python tests.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tether_client::{Client, ClientOptions};
 use tether_exec::Manager;
 use tether_proto::{ClientMsg, Encoding, ServerMsg};
 use tether_server::{Server, ServerConfig, Token};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tether_testkit::{Http, bounded};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
-
-mod proxy;
-
-pub use proxy::{FaultProxy, Mode as ProxyMode};
-
-/// Every test's upper bound.
-pub const LIMIT: Duration = Duration::from_secs(60);
-
-/// Bounds a future by [`LIMIT`].
-pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("test step finished within the limit")
-}
 
 /// A daemon on `127.0.0.1:0` in this process, shut down on drop.
 pub struct TestServer {
@@ -79,6 +64,11 @@ impl TestServer {
     /// A client of this daemon reached at `url` (a proxy in front of it).
     pub async fn client_via(&self, url: &str) -> Client {
         Client::connect_with(url, &self.token, fast_reconnect()).await.unwrap()
+    }
+
+    /// This daemon's HTTP routes.
+    pub fn http(&self) -> Http {
+        Http::new(&self.url, &self.token)
     }
 
     /// Stops the daemon and waits for its shutdown to complete.
@@ -175,217 +165,5 @@ impl RawWs {
                 Err(_) => return None,
             }
         }
-    }
-}
-
-/// A loopback TCP proxy in front of `upstream` that cuts every connection
-/// after a random number of daemon-to-client bytes in `[min, max)`.
-pub struct CutProxy {
-    pub addr: SocketAddr,
-    pub cuts: Arc<AtomicU64>,
-    /// Connections accepted so far; those numbered below `frozen` stop
-    /// forwarding (a silent, half-open network) without closing.
-    accepted: Arc<AtomicU64>,
-    frozen: Arc<AtomicU64>,
-    accept: AbortHandle,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl CutProxy {
-    pub async fn start(upstream: SocketAddr, min: u64, max: u64) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cuts = Arc::new(AtomicU64::new(0));
-        let (accepted, frozen) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (c2, conns2, a2, f2) = (cuts.clone(), conns.clone(), accepted.clone(), frozen.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                let Ok(up) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let budget = min + rand::random::<u64>() % (max - min).max(1);
-                let cuts = c2.clone();
-                let me = a2.fetch_add(1, Ordering::SeqCst);
-                let frozen = f2.clone();
-                let is_frozen = move || me < frozen.load(Ordering::SeqCst);
-                let h = tokio::spawn(pipe_with_cut(down, up, budget, cuts, is_frozen));
-                conns2.lock().unwrap().push(h.abort_handle());
-            }
-        })
-        .abort_handle();
-        CutProxy { addr, cuts, accepted, frozen, accept, conns }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Every connection open now goes silent: no byte passes either way,
-    /// no FIN, no RST. New connections work.
-    pub fn freeze(&self) {
-        self.frozen.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-
-    /// Cuts every connection open now (both sides see the socket close).
-    /// New connections work.
-    pub fn cut_all(&self) {
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-            self.cuts.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    pub fn cuts(&self) -> u64 {
-        self.cuts.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-        }
-    }
-}
-
-async fn pipe_with_cut(
-    down: TcpStream,
-    up: TcpStream,
-    budget: u64,
-    cuts: Arc<AtomicU64>,
-    frozen: impl Fn() -> bool,
-) {
-    let (mut dr, mut dw) = down.into_split();
-    let (mut ur, mut uw) = up.into_split();
-    let client_to_daemon = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match dr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if frozen() {
-                return std::future::pending().await;
-            }
-            if uw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let daemon_to_client = async {
-        let mut left = budget;
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match ur.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            if frozen() {
-                return std::future::pending().await;
-            }
-            let take = (n as u64).min(left) as usize;
-            if dw.write_all(&buf[..take]).await.is_err() {
-                return false;
-            }
-            left -= take as u64;
-            if left == 0 {
-                return true; // cut mid-stream, possibly mid-frame
-            }
-        }
-    };
-    tokio::select! {
-        _ = client_to_daemon => {}
-        cut = daemon_to_client => {
-            if cut {
-                cuts.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    }
-    // Dropping both halves of both sockets closes them.
-}
-
-/// Writes `len` random bytes to a new temp file; returns its path and hash.
-pub fn random_file(len: usize) -> (tempfile_path::TempPath, [u8; 32]) {
-    let path = tempfile_path::TempPath::new();
-    let data = random_bytes(len);
-    std::fs::write(&path.0, &data).unwrap();
-    (path, Sha256::digest(&data).into())
-}
-
-/// `len` random bytes.
-pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::fill(&mut data[..]);
-    data
-}
-
-/// Lower-case hex, as `sha256sum` prints it.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub mod tempfile_path {
-    //! A temp file removed on drop (enough for tests; no extra crate).
-    use std::path::PathBuf;
-
-    pub struct TempPath(pub PathBuf);
-
-    impl TempPath {
-        pub fn new() -> TempPath {
-            let p = std::env::temp_dir().join(format!("tether-test-{:016x}", rand::random::<u64>()));
-            TempPath(p)
-        }
-
-        pub fn as_str(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Default for TempPath {
-        fn default() -> Self {
-            TempPath::new()
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-/// Whether process `pid` runs (a zombie counts as gone).
-pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rfind(')').and_then(|i| s.get(i + 2..)).is_some_and(|r| !r.starts_with('Z')))
-}
-
-/// A scratch directory with an empty `root/` inside, removed on drop.
-pub struct ScratchDir(pub std::path::PathBuf);
-
-impl ScratchDir {
-    pub fn new() -> ScratchDir {
-        let p = std::env::temp_dir().join(format!("tether-scratch-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(p.join("root")).unwrap();
-        ScratchDir(p)
-    }
-
-    /// The `root/` inside.
-    pub fn root(&self) -> std::path::PathBuf {
-        self.0.join("root")
-    }
-}
-
-impl Default for ScratchDir {
-    fn default() -> ScratchDir {
-        ScratchDir::new()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

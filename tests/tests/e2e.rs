@@ -11,7 +11,8 @@ use tether_client::{ClientError, ExecEvent, ExitReason, StartSpec};
 use tether_proto::{
     ClientMsg, CommandId, CommandState, Encoding, ErrorCode, Payload, ReqId, ServerMsg, Stream,
 };
-use tether_tests::{CutProxy, RawWs, TestServer, bounded, random_file};
+use tether_testkit::{CutProxy, bounded, random_file, running};
+use tether_tests::{RawWs, TestServer};
 use tokio_tungstenite::tungstenite::Message;
 
 fn argv(a: &[&str]) -> StartSpec {
@@ -20,13 +21,6 @@ fn argv(a: &[&str]) -> StartSpec {
 
 fn shell(s: &str) -> StartSpec {
     StartSpec { shell: Some(s.to_owned()), ..StartSpec::default() }
-}
-
-fn is_gone_or_zombie(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s[s.rfind(')').unwrap() + 2..].starts_with('Z'),
-    }
 }
 
 /// Reads an execution to its exit, hashing stdout (no gap or stderr
@@ -266,7 +260,7 @@ async fn kill_leaves_no_descendant() {
     assert_eq!(out.status.reason, ExitReason::Killed);
     for pid in text.lines().map(|l| l.trim().parse::<i32>().unwrap()) {
         bounded(async {
-            while !is_gone_or_zombie(pid) {
+            while running(pid as u32) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -286,7 +280,7 @@ async fn timeout_kills_the_whole_group() {
     let out = bounded(c.run(spec)).await.unwrap();
     assert_eq!(out.status.reason, ExitReason::TimedOut);
     let grandchild: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert!(is_gone_or_zombie(grandchild), "grandchild {grandchild} survived the timeout");
+    assert!(!running(grandchild as u32), "grandchild {grandchild} survived the timeout");
 }
 
 // ------------------------------------------------------------- lifetimes
@@ -575,7 +569,7 @@ async fn graceful_shutdown_sends_going_away_and_kills_commands() {
     let shutdown = tokio::spawn(s.shutdown());
     assert_eq!(raw.close_code().await, Some(1001));
     bounded(shutdown).await.unwrap();
-    assert!(is_gone_or_zombie(pid as i32));
+    assert!(!running(pid));
     assert!(manager.list().iter().all(|c| c.exit.is_some()));
 }
 
@@ -692,7 +686,7 @@ async fn bad_starts_are_typed_errors_and_leave_nothing_running() {
     let s = TestServer::start().await;
     let c = s.client().await;
     let long_arg = "x".repeat(200_000);
-    let not_exec = tether_tests::tempfile_path::TempPath::new();
+    let not_exec = tether_testkit::TempPath::new();
     std::fs::write(&not_exec.0, "#!/bin/sh\necho hi\n").unwrap();
     let cases: Vec<(StartSpec, ErrorCode, Option<i32>)> = vec![
         (argv(&["/nonexistent/program"]), ErrorCode::SpawnFailed, Some(2)),

@@ -7,40 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tether_tests::{TestServer, bounded};
+use tether_testkit::bounded;
+use tether_tests::TestServer;
 use tokio::io::AsyncWriteExt;
 
-use tether_tests::ScratchDir as Tmp;
-
-struct Http {
-    c: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Http {
-    fn new(s: &TestServer) -> Http {
-        Http { c: reqwest::Client::new(), base: s.url.clone(), token: s.token.clone() }
-    }
-    fn req(&self, m: reqwest::Method, route: &str, q: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        self.c.request(m, format!("{}{route}", self.base)).bearer_auth(&self.token).query(q)
-    }
-    async fn put(&self, path: &str, data: Vec<u8>) -> u16 {
-        let r =
-            self.req(reqwest::Method::PUT, "/v1/files", &[("path", path), ("parents", "true")]).body(data);
-        bounded(r.send()).await.unwrap().status().as_u16()
-    }
-    async fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = bounded(self.req(reqwest::Method::GET, "/v1/files", &[("path", path)]).send()).await.unwrap();
-        (r.status().as_u16(), bounded(r.bytes()).await.unwrap().to_vec())
-    }
-    async fn json(&self, m: reqwest::Method, route: &str, q: &[(&str, &str)]) -> (u16, serde_json::Value) {
-        let r = bounded(self.req(m, route, q).send()).await.unwrap();
-        let status = r.status().as_u16();
-        let body = bounded(r.bytes()).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
-    }
-}
+use tether_testkit::ScratchDir as Tmp;
 
 async fn confined(t: &Tmp) -> TestServer {
     let root = t.root();
@@ -51,7 +22,7 @@ async fn confined(t: &Tmp) -> TestServer {
 async fn round_trips_text_binary_empty_and_large() {
     let t = Tmp::new();
     let s = confined(&t).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("text.txt", b"hello\nworld\n".to_vec()),
         ("bin", (0..=255u8).cycle().take(70_000).collect()),
@@ -119,7 +90,7 @@ fn tokio_util_stream(f: tokio::fs::File) -> impl futures_util::Stream<Item = std
 async fn readers_never_see_a_partial_file_and_a_cut_upload_keeps_the_old_one() {
     let t = Tmp::new();
     let s = confined(&t).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let a = vec![b'a'; 4 << 20];
     let b = vec![b'b'; 4 << 20];
     assert_eq!(h.put("f", a.clone()).await, 200);
@@ -128,7 +99,7 @@ async fn readers_never_see_a_partial_file_and_a_cut_upload_keeps_the_old_one() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let h = Http::new(&s);
+        let h = s.http();
         let stop = stop.clone();
         let (a, b) = (a.clone(), b.clone());
         readers.push(tokio::spawn(async move {
@@ -187,7 +158,7 @@ async fn every_escape_from_the_root_is_refused() {
     let t = Tmp::new();
     std::fs::write(t.0.join("secret"), b"secret").unwrap();
     let s = confined(&t).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let root = t.root();
     symlink("../secret", root.join("up")).unwrap();
     symlink(&t.0, root.join("out")).unwrap();
@@ -244,7 +215,7 @@ async fn every_escape_from_the_root_is_refused() {
     let (status, body) = h.json(reqwest::Method::GET, "/v1/files", &[("path", "fifo")]).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("special_file")));
     // Every route needs the token.
-    let r = bounded(h.c.get(format!("{}/v1/files?path=d", s.url)).send()).await.unwrap();
+    let r = bounded(h.client().get(format!("{}/v1/files?path=d", s.url)).send()).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
 
@@ -252,7 +223,7 @@ async fn every_escape_from_the_root_is_refused() {
 async fn trees_round_trip_as_tar_with_modes_and_symlinks() {
     let t = Tmp::new();
     let s = confined(&t).await;
-    let h = Http::new(&s);
+    let h = s.http();
     // A tree made locally, uploaded as tar, downloaded again.
     let src = t.0.join("src");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
@@ -333,7 +304,7 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     };
     let root = fs.0.clone();
     let s = TestServer::with(move |c| c.files_root = Some(root)).await;
-    let h = Http::new(&s);
+    let h = s.http();
     assert_eq!(h.put("f", b"old".to_vec()).await, 200);
     let r = h.req(reqwest::Method::PUT, "/v1/files", &[("path", "f")]).body(vec![b'x'; 3 << 20]);
     let r = bounded(r.send()).await.unwrap();

@@ -3,51 +3,26 @@
 //! (`protocol/compat/langsmith.md` §5).
 #![allow(clippy::unwrap_used)]
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tether_tests::{TestServer, bounded};
+use tether_testkit::{LsWs, bounded, ls_connect, ls_execute, ls_recv, ls_send};
+use tether_tests::TestServer;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(s: &TestServer, key: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{}/compat/langsmith/execute/ws", s.addr).into_client_request().unwrap();
-    req.headers_mut().insert("x-api-key", key.parse().unwrap());
-    let (ws, resp) = bounded(tokio_tungstenite::connect_async(req)).await?;
+async fn connect(s: &TestServer, key: &str) -> Result<LsWs, tokio_tungstenite::tungstenite::Error> {
+    let (ws, resp) = ls_connect(s.addr, key).await?;
     // The client refuses a handshake that selects a subprotocol.
     assert!(resp.headers().get("sec-websocket-protocol").is_none());
     Ok(ws)
 }
 
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next JSON frame, or `None` once the server closed.
-async fn recv(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match bounded(ws.next()).await? {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn execute(command: &str, id: &str) -> Value {
-    json!({"type": "execute", "command": command, "timeout_seconds": 60, "shell": "/bin/bash",
-           "idle_timeout_seconds": 300, "kill_on_disconnect": false, "ttl_seconds": 600,
-           "command_id": id, "close_stdin": true})
-}
-
 /// Reads to the end: (stdout text, stderr text, the last frame); checks
 /// that every frame's offset continues where the client's arithmetic
 /// (`offset + len(utf8(data))`) left the stream.
-async fn drain(ws: &mut Ws, mut at: [i64; 2]) -> (String, String, Value, [i64; 2]) {
+async fn drain(ws: &mut LsWs, mut at: [i64; 2]) -> (String, String, Value, [i64; 2]) {
     let (mut out, mut err) = (String::new(), String::new());
     loop {
-        let m = recv(ws).await.expect("a frame before the close");
+        let m = ls_recv(ws).await.expect("a frame before the close");
         let i = match m["type"].as_str().unwrap() {
             "stdout" => 0,
             "stderr" => 1,
@@ -68,8 +43,8 @@ async fn drain(ws: &mut Ws, mut at: [i64; 2]) -> (String, String, Value, [i64; 2
 async fn execute_streams_with_offsets_and_exit() {
     let s = TestServer::start().await;
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, execute("echo héllo; echo err >&2; exit 3", "0190aaaa")).await;
-    let started = recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &ls_execute("echo héllo; echo err >&2; exit 3", "0190aaaa")).await;
+    let started = ls_recv(&mut ws).await.unwrap();
     assert_eq!(started["type"], "started");
     let id = started["command_id"].as_str().unwrap().to_owned();
     assert!(started["pid"].as_u64().unwrap() > 0);
@@ -77,7 +52,7 @@ async fn execute_streams_with_offsets_and_exit() {
     assert_eq!((out.as_str(), err.as_str()), ("héllo\n", "err\n"));
     assert_eq!(last, json!({"type": "exit", "exit_code": 3}));
     assert_eq!(ends, [7, 4], "byte offsets: é is two bytes");
-    assert!(recv(&mut ws).await.is_none(), "closed after exit");
+    assert!(ls_recv(&mut ws).await.is_none(), "closed after exit");
     // A normal tether command, labelled with the client's id.
     let info = s.manager.get(&id).unwrap().info();
     assert_eq!(info.labels["langsmith.command_id"], "0190aaaa");
@@ -90,24 +65,27 @@ async fn execute_is_idempotent_and_reconnect_resumes_at_byte_offsets() {
     let s = TestServer::start().await;
     let cmd = "for i in $(seq 1 5); do printf 'l%s \\303\\251\\n' $i; sleep 0.05; done";
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, execute(cmd, "idem-1")).await;
-    let id = recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    ls_send(&mut ws, &ls_execute(cmd, "idem-1")).await;
+    let id = ls_recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
     drop(ws);
     // The same execute again (the client re-sends when the connection ends
     // before `started`): the same command, from offset 0.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, execute(cmd, "idem-1")).await;
-    let again = recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &ls_execute(cmd, "idem-1")).await;
+    let again = ls_recv(&mut ws).await.unwrap();
     assert_eq!(again["command_id"], id.as_str());
-    let first = recv(&mut ws).await.unwrap();
+    let first = ls_recv(&mut ws).await.unwrap();
     assert_eq!((first["type"].as_str(), first["offset"].as_i64()), (Some("stdout"), Some(0)));
     let have = first["data"].as_str().unwrap().len() as i64;
     drop(ws);
     // Reconnect from the client's offset: the rest, once, to the exit.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0}))
-        .await;
-    assert_eq!(recv(&mut ws).await.unwrap()["type"], "started");
+    ls_send(
+        &mut ws,
+        &json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0}),
+    )
+    .await;
+    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
     let (rest, _, last, _) = drain(&mut ws, [have, 0]).await;
     let all = format!("{}{rest}", first["data"].as_str().unwrap());
     assert_eq!(all, (1..=5).map(|i| format!("l{i} é\n")).collect::<String>());
@@ -115,17 +93,20 @@ async fn execute_is_idempotent_and_reconnect_resumes_at_byte_offsets() {
     assert_eq!(s.manager.list().len(), 1, "one command for the two executes");
     // Offsets past the end are clamped; an unknown id is CommandNotFound.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(
+    ls_send(
         &mut ws,
-        json!({"type": "reconnect", "command_id": "idem-1", "stdout_offset": 1_000_000, "stderr_offset": 0}),
+        &json!({"type": "reconnect", "command_id": "idem-1", "stdout_offset": 1_000_000, "stderr_offset": 0}),
     )
     .await;
-    assert_eq!(recv(&mut ws).await.unwrap()["type"], "started");
+    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
     assert_eq!(drain(&mut ws, [all.len() as i64, 0]).await.2["type"], "exit");
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, json!({"type": "reconnect", "command_id": "nope", "stdout_offset": 0, "stderr_offset": 0}))
-        .await;
-    let e = recv(&mut ws).await.unwrap();
+    ls_send(
+        &mut ws,
+        &json!({"type": "reconnect", "command_id": "nope", "stdout_offset": 0, "stderr_offset": 0}),
+    )
+    .await;
+    let e = ls_recv(&mut ws).await.unwrap();
     assert_eq!((e["type"].as_str(), e["error_type"].as_str()), (Some("error"), Some("CommandNotFound")));
 }
 
@@ -134,8 +115,8 @@ async fn invalid_and_split_utf8_keep_the_clients_offsets_exact() {
     let s = TestServer::start().await;
     let mut ws = connect(&s, &s.token).await.unwrap();
     // An é split across two writes, then an invalid byte, then text.
-    send(&mut ws, execute("printf 'a\\303'; sleep 0.1; printf '\\251b\\377c'", "utf8")).await;
-    recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &ls_execute("printf 'a\\303'; sleep 0.1; printf '\\251b\\377c'", "utf8")).await;
+    ls_recv(&mut ws).await.unwrap();
     let (out, _, last, ends) = drain(&mut ws, [0, 0]).await;
     assert_eq!(out, "aéb\u{FFFD}c");
     assert_eq!(last["exit_code"], 0);
@@ -148,52 +129,52 @@ async fn input_close_stdin_kill_and_timeout() {
     let s = TestServer::start().await;
     // stdin: input then close_stdin (the client sends them unanswered).
     let mut ws = connect(&s, &s.token).await.unwrap();
-    let mut e = execute("read a; echo got:$a; cat", "stdin");
+    let mut e = ls_execute("read a; echo got:$a; cat", "stdin");
     e.as_object_mut().unwrap().remove("close_stdin");
-    send(&mut ws, e).await;
-    let id = recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
-    send(&mut ws, json!({"type": "input", "data": "first\nrest"})).await;
-    send(&mut ws, json!({"type": "close_stdin"})).await;
+    ls_send(&mut ws, &e).await;
+    let id = ls_recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    ls_send(&mut ws, &json!({"type": "input", "data": "first\nrest"})).await;
+    ls_send(&mut ws, &json!({"type": "close_stdin"})).await;
     let (out, _, last, _) = drain(&mut ws, [0, 0]).await;
     assert_eq!((out.as_str(), last["exit_code"].as_i64()), ("got:first\nrest", Some(0)));
     let _ = id;
     // A queued close_stdin arrives before `reconnect`: applied after binding.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    let mut e = execute("cat; echo eof", "early");
+    let mut e = ls_execute("cat; echo eof", "early");
     e.as_object_mut().unwrap().remove("close_stdin");
-    send(&mut ws, e).await;
-    let id = recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    ls_send(&mut ws, &e).await;
+    let id = ls_recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
     drop(ws);
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, json!({"type": "close_stdin"})).await;
-    send(&mut ws, json!({"type": "reconnect", "command_id": id, "stdout_offset": 0, "stderr_offset": 0}))
+    ls_send(&mut ws, &json!({"type": "close_stdin"})).await;
+    ls_send(&mut ws, &json!({"type": "reconnect", "command_id": id, "stdout_offset": 0, "stderr_offset": 0}))
         .await;
-    assert_eq!(recv(&mut ws).await.unwrap()["type"], "started");
+    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
     assert_eq!(drain(&mut ws, [0, 0]).await.0, "eof\n");
     // kill: the client sends it and closes at once; a reconnect reads 137.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, execute("sleep 100", "kill")).await;
-    let id = recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
-    send(&mut ws, json!({"type": "kill"})).await;
+    ls_send(&mut ws, &ls_execute("sleep 100", "kill")).await;
+    let id = ls_recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    ls_send(&mut ws, &json!({"type": "kill"})).await;
     drop(ws);
     let mut ws = connect(&s, &s.token).await.unwrap();
-    send(&mut ws, json!({"type": "reconnect", "command_id": id, "stdout_offset": 0, "stderr_offset": 0}))
+    ls_send(&mut ws, &json!({"type": "reconnect", "command_id": id, "stdout_offset": 0, "stderr_offset": 0}))
         .await;
     assert_eq!(drain(&mut ws, [0, 0]).await.2, json!({"type": "exit", "exit_code": 137}));
     // A timeout is an error frame, not an exit.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    let mut e = execute("sleep 100", "timeout");
+    let mut e = ls_execute("sleep 100", "timeout");
     e["timeout_seconds"] = json!(1);
-    send(&mut ws, e).await;
-    recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &e).await;
+    ls_recv(&mut ws).await.unwrap();
     let last = drain(&mut ws, [0, 0]).await.2;
     assert_eq!((last["type"].as_str(), last["error_type"].as_str()), (Some("error"), Some("CommandTimeout")));
     // A start that fails is a CommandError before any `started`.
     let mut ws = connect(&s, &s.token).await.unwrap();
-    let mut e = execute("true", "badcwd");
+    let mut e = ls_execute("true", "badcwd");
     e["cwd"] = json!("/no/such/dir");
-    send(&mut ws, e).await;
-    let m = recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &e).await;
+    let m = ls_recv(&mut ws).await.unwrap();
     assert_eq!((m["type"].as_str(), m["error_type"].as_str()), (Some("error"), Some("CommandError")));
 }
 
@@ -202,8 +183,8 @@ async fn large_output_comes_in_frames_under_a_mebibyte() {
     let s = TestServer::start().await;
     let mut ws = connect(&s, &s.token).await.unwrap();
     // Control bytes escape to 6 characters each in JSON.
-    send(&mut ws, execute("head -c 3000000 /dev/zero", "big")).await;
-    recv(&mut ws).await.unwrap();
+    ls_send(&mut ws, &ls_execute("head -c 3000000 /dev/zero", "big")).await;
+    ls_recv(&mut ws).await.unwrap();
     let mut n = 0;
     loop {
         let msg = bounded(ws.next()).await.unwrap().unwrap();

@@ -7,7 +7,8 @@
 use base64::Engine;
 use serde_json::{Value, json};
 use tether_exec::ExitReason;
-use tether_tests::{TestServer, bounded};
+use tether_testkit::bounded;
+use tether_tests::TestServer;
 
 /// One item of an event stream.
 #[derive(Debug, PartialEq)]

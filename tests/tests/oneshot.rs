@@ -8,60 +8,28 @@ use sha2::{Digest, Sha256};
 use tether_proto::{
     CodeRequest, Encoding, ErrorCode, ExecRequest, ExecResponse, ExitReason, HttpError, Payload, RunOptions,
 };
-use tether_tests::{TestServer, bounded};
+use tether_testkit::{Http, bounded};
+use tether_tests::TestServer;
 
-struct Http {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Http {
-    fn new(s: &TestServer) -> Http {
-        Http { client: reqwest::Client::new(), base: s.url.clone(), token: s.token.clone() }
-    }
-
-    /// Posts `body` encoded as `enc`; returns the status and the raw body.
-    async fn post<T: serde::Serialize>(&self, path: &str, body: &T, enc: Encoding) -> (u16, Vec<u8>, String) {
-        let ct = match enc {
-            Encoding::Json => "application/json",
-            Encoding::MsgPack => "application/msgpack",
-        };
-        let r = bounded(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .header("content-type", ct)
-                .body(tether_proto::encode(body, enc))
-                .send(),
-        )
-        .await
-        .unwrap();
-        let status = r.status().as_u16();
-        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        (status, bounded(r.bytes()).await.unwrap().to_vec(), ct)
-    }
-
-    /// Runs a request that must succeed, in either encoding.
-    async fn run<T: serde::Serialize>(&self, path: &str, body: &T, enc: Encoding) -> ExecResponse {
-        let (status, bytes, ct) = self.post(path, body, enc).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-        match enc {
-            Encoding::Json => {
-                assert_eq!(ct, "application/json");
-                ExecResponse::from_json(&bytes).unwrap()
-            }
-            Encoding::MsgPack => {
-                assert_eq!(ct, "application/msgpack");
-                tether_proto::decode(&bytes, Encoding::MsgPack).unwrap()
-            }
+/// Runs a request that must succeed, in either encoding.
+async fn run<T: serde::Serialize>(h: &Http, path: &str, body: &T, enc: Encoding) -> ExecResponse {
+    let (status, bytes, ct) = h.post(path, body, enc).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    match enc {
+        Encoding::Json => {
+            assert_eq!(ct, "application/json");
+            ExecResponse::from_json(&bytes).unwrap()
+        }
+        Encoding::MsgPack => {
+            assert_eq!(ct, "application/msgpack");
+            tether_proto::decode(&bytes, Encoding::MsgPack).unwrap()
         }
     }
+}
 
-    async fn fails<T: serde::Serialize>(&self, path: &str, body: &T) -> (u16, HttpError) {
-        let (status, bytes, _) = self.post(path, body, Encoding::Json).await;
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
+async fn fails<T: serde::Serialize>(h: &Http, path: &str, body: &T) -> (u16, HttpError) {
+    let (status, bytes, _) = h.post(path, body, Encoding::Json).await;
+    (status, serde_json::from_slice(&bytes).unwrap())
 }
 
 fn sh(command: &str) -> ExecRequest {
@@ -71,9 +39,9 @@ fn sh(command: &str) -> ExecRequest {
 #[tokio::test]
 async fn exec_returns_status_and_both_streams_in_both_encodings() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     for enc in [Encoding::Json, Encoding::MsgPack] {
-        let r = h.run("/v1/exec", &sh("echo out; printf '\\377\\0' >&2; exit 3"), enc).await;
+        let r = run(&h, "/v1/exec", &sh("echo out; printf '\\377\\0' >&2; exit 3"), enc).await;
         assert_eq!((r.exit_code, r.signal, r.reason), (Some(3), None, ExitReason::Exited));
         assert_eq!(r.stdout.as_bytes(), b"out\n");
         assert_eq!(r.stderr.as_bytes(), b"\xff\0");
@@ -104,20 +72,20 @@ async fn exec_returns_status_and_both_streams_in_both_encodings() {
         },
         ..ExecRequest::default()
     };
-    let r = h.run("/v1/exec", &req, Encoding::MsgPack).await;
+    let r = run(&h, "/v1/exec", &req, Encoding::MsgPack).await;
     assert_eq!(r.stdout.as_bytes(), b"/tmp\nhi\n\x00in");
     let req = ExecRequest {
         argv: vec!["wc".into(), "-l".into()],
         options: RunOptions { stdin_text: Some("a\nb\n".into()), ..RunOptions::default() },
         ..ExecRequest::default()
     };
-    assert_eq!(h.run("/v1/exec", &req, Encoding::Json).await.stdout.as_bytes(), b"2\n");
+    assert_eq!(run(&h, "/v1/exec", &req, Encoding::Json).await.stdout.as_bytes(), b"2\n");
 }
 
 #[tokio::test]
 async fn large_output_is_complete_and_max_output_bytes_bounds_it() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     // 20 MB, more than the ring: paced, so nothing is lost.
     let req = ExecRequest {
         options: RunOptions { max_output_bytes: Some(64 << 20), ..RunOptions::default() },
@@ -125,7 +93,7 @@ async fn large_output_is_complete_and_max_output_bytes_bounds_it() {
             "head -c 20000000 /dev/urandom | tee /tmp/tether-oneshot-$$ ; sha256sum < /tmp/tether-oneshot-$$ >&2; rm /tmp/tether-oneshot-$$",
         )
     };
-    let r = h.run("/v1/exec", &req, Encoding::MsgPack).await;
+    let r = run(&h, "/v1/exec", &req, Encoding::MsgPack).await;
     assert_eq!(r.stdout.len(), 20_000_000);
     let hex = format!("{:x}", Sha256::digest(r.stdout.as_bytes()));
     assert_eq!(&r.stderr.as_bytes()[..64], hex.as_bytes());
@@ -136,7 +104,7 @@ async fn large_output_is_complete_and_max_output_bytes_bounds_it() {
         options: RunOptions { max_output_bytes: Some(1000), ..RunOptions::default() },
         ..sh("head -c 50000000 /dev/zero; echo done >&2; exit 7")
     };
-    let r = h.run("/v1/exec", &req, Encoding::Json).await;
+    let r = run(&h, "/v1/exec", &req, Encoding::Json).await;
     assert_eq!(r.stdout.len() + r.stderr.len(), 1000);
     assert!(r.truncated);
     assert_eq!(r.exit_code, Some(7));
@@ -145,37 +113,40 @@ async fn large_output_is_complete_and_max_output_bytes_bounds_it() {
 #[tokio::test]
 async fn timeouts_and_errors_are_typed() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     let req = ExecRequest {
         options: RunOptions { timeout_ms: Some(200), ..RunOptions::default() },
         ..sh("echo before; sleep 100")
     };
-    let r = bounded(h.run("/v1/exec", &req, Encoding::Json)).await;
+    let r = bounded(run(&h, "/v1/exec", &req, Encoding::Json)).await;
     assert_eq!((r.reason, r.signal, r.stdout.as_bytes()), (ExitReason::TimedOut, Some(15), &b"before\n"[..]));
 
-    let (status, e) = h
-        .fails("/v1/exec", &ExecRequest { argv: vec!["/no/such/program".into()], ..ExecRequest::default() })
-        .await;
+    let (status, e) = fails(
+        &h,
+        "/v1/exec",
+        &ExecRequest { argv: vec!["/no/such/program".into()], ..ExecRequest::default() },
+    )
+    .await;
     assert_eq!((status, e.code, e.errno), (422, ErrorCode::SpawnFailed, Some(2)));
-    let (status, e) = h.fails("/v1/exec", &ExecRequest::default()).await;
+    let (status, e) = fails(&h, "/v1/exec", &ExecRequest::default()).await;
     assert_eq!((status, e.code), (400, ErrorCode::BadRequest));
     let both = ExecRequest { argv: vec!["true".into()], ..sh("true") };
-    assert_eq!(h.fails("/v1/exec", &both).await.0, 400);
+    assert_eq!(fails(&h, "/v1/exec", &both).await.0, 400);
     let big = ExecRequest {
         options: RunOptions { max_output_bytes: Some(2 << 30), ..RunOptions::default() },
         ..sh("true")
     };
-    assert_eq!(h.fails("/v1/exec", &big).await.1.code, ErrorCode::BadRequest);
-    let (status, e) = h.fails("/v1/exec", &serde_json::json!({"argv": "not a list"})).await;
+    assert_eq!(fails(&h, "/v1/exec", &big).await.1.code, ErrorCode::BadRequest);
+    let (status, e) = fails(&h, "/v1/exec", &serde_json::json!({"argv": "not a list"})).await;
     assert_eq!((status, e.code), (400, ErrorCode::BadFrame));
     // No token, wrong token, foreign Origin.
     let url = format!("{}/v1/exec", s.url);
-    let r = h.client.post(&url).body("{}").send().await.unwrap();
+    let r = h.client().post(&url).body("{}").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = h.client.post(&url).bearer_auth("wrong").body("{}").send().await.unwrap();
+    let r = h.client().post(&url).bearer_auth("wrong").body("{}").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = h
-        .client
+        .client()
         .post(&url)
         .bearer_auth(&s.token)
         .header("origin", "http://evil.example")
@@ -189,11 +160,11 @@ async fn timeouts_and_errors_are_typed() {
 #[tokio::test]
 async fn a_running_one_shot_command_can_be_attached_over_websocket() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     let c = s.client().await;
     let req =
         sh("echo first; while [ ! -e /tmp/tether-oneshot-gate-$PPID ]; do sleep 0.01; done; echo second");
-    let http = tokio::spawn(async move { h.run("/v1/exec", &req, Encoding::Json).await });
+    let http = tokio::spawn(async move { run(&h, "/v1/exec", &req, Encoding::Json).await });
     // Find it in the list and watch it from another client.
     let id = bounded(async {
         loop {
@@ -223,7 +194,7 @@ async fn a_running_one_shot_command_can_be_attached_over_websocket() {
 #[tokio::test]
 async fn code_runs_in_each_language_without_quoting_trouble() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     let tricky = r#"it's "quoted" $HOME `x` \n"#;
     let cases = [
         (
@@ -246,7 +217,7 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
             args: vec!["a b".into(), "$c".into()],
             options: RunOptions { stdin_text: Some("from stdin".into()), ..RunOptions::default() },
         };
-        let r = h.run("/v1/code", &req, Encoding::Json).await;
+        let r = run(&h, "/v1/code", &req, Encoding::Json).await;
         assert_eq!(
             String::from_utf8_lossy(r.stdout.as_bytes()),
             want,
@@ -266,7 +237,7 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
             args: vec!["a b".into()],
             ..CodeRequest::default()
         };
-        let r = h.run("/v1/code", &req, Encoding::MsgPack).await;
+        let r = run(&h, "/v1/code", &req, Encoding::MsgPack).await;
         assert_eq!(String::from_utf8_lossy(r.stdout.as_bytes()), format!("{tricky}\na b\n"));
     }
     // A failing snippet: its exit code and its traceback.
@@ -275,13 +246,13 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
         code: "raise SystemExit(4)".into(),
         ..CodeRequest::default()
     };
-    assert_eq!(h.run("/v1/code", &req, Encoding::Json).await.exit_code, Some(4));
+    assert_eq!(run(&h, "/v1/code", &req, Encoding::Json).await.exit_code, Some(4));
     let req = CodeRequest { language: "python3".into(), code: "1/0".into(), ..CodeRequest::default() };
-    let r = h.run("/v1/code", &req, Encoding::Json).await;
+    let r = run(&h, "/v1/code", &req, Encoding::Json).await;
     assert_eq!(r.exit_code, Some(1));
     assert!(String::from_utf8_lossy(r.stderr.as_bytes()).contains("ZeroDivisionError"));
     let (status, e) =
-        h.fails("/v1/code", &CodeRequest { language: "cobol".into(), ..CodeRequest::default() }).await;
+        fails(&h, "/v1/code", &CodeRequest { language: "cobol".into(), ..CodeRequest::default() }).await;
     assert_eq!((status, e.code), (400, ErrorCode::BadRequest));
     assert!(e.message.contains("python3"), "{}", e.message);
 }
@@ -292,16 +263,16 @@ async fn code_runs_in_each_language_without_quoting_trouble() {
 #[tokio::test]
 async fn a_snippet_leaves_nothing_running() {
     let s = TestServer::start().await;
-    let h = Http::new(&s);
+    let h = s.http();
     let req = CodeRequest {
         language: "sh".into(),
         code: "sleep 1000 >/dev/null 2>&1 & echo $!".into(),
         ..CodeRequest::default()
     };
-    let r = h.run("/v1/code", &req, Encoding::Json).await;
+    let r = run(&h, "/v1/code", &req, Encoding::Json).await;
     let pid: u32 = String::from_utf8_lossy(r.stdout.as_bytes()).trim().parse().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tether_tests::running(pid) {
+    while tether_testkit::running(pid) {
         assert!(std::time::Instant::now() < deadline, "the snippet's sleep {pid} still runs");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

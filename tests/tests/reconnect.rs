@@ -11,22 +11,12 @@ use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tether_client::{ExecEvent, ExitReason, StartSpec};
 use tether_proto::{ClientMsg, CommandId, Encoding, ErrorCode, Payload, PtySpec, ReqId, ServerMsg};
-use tether_tests::{FaultProxy, RawWs, TestServer, bounded, hex, random_bytes};
+use tether_testkit::{FaultProxy, bounded, hex, ls_connect, random_bytes, until};
+use tether_tests::{RawWs, TestServer};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 
 fn shell(s: &str) -> StartSpec {
     StartSpec { shell: Some(s.to_owned()), ..StartSpec::default() }
-}
-
-/// Polls `f` every 10 ms until it holds (bounded).
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < tether_tests::LIMIT, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 // ------------------------------------------------ review finding 3: PTY EOF
@@ -217,7 +207,7 @@ async fn terminal_stdin_survives_resets_byte_exact() {
     let s = TestServer::start().await;
     let proxy = FaultProxy::start(s.addr).await;
     let c = s.client_via(&proxy.url()).await;
-    let dir = tether_tests::tempfile_path::TempPath::new();
+    let dir = tether_testkit::TempPath::new();
     // Raw mode, no echo: the bytes reach `head` as typed.
     let data: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let script = format!("stty raw -echo; head -c {} > {}; echo wrote", data.len(), dir.as_str());
@@ -431,21 +421,12 @@ async fn a_repeated_request_key_answers_with_the_same_command() {
 // -------------------------------------- review findings 1 and 2: LangSmith loop
 
 /// A WebSocket to the LangSmith dialect (JSON text frames, no hello).
-async fn compat_ws(
-    s: &TestServer,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut req = format!("ws://{}/compat/langsmith/execute/ws", s.addr).into_client_request().unwrap();
-    req.headers_mut().insert("x-api-key", HeaderValue::from_str(&s.token).unwrap());
-    req.headers_mut().remove(header::SEC_WEBSOCKET_PROTOCOL);
-    bounded(tokio_tungstenite::connect_async(req)).await.unwrap().0
-}
-
 /// Input streamed to `cat` while its output goes unread fills the stdin
 /// queue; a `kill` still gets through at once.
 #[tokio::test]
 async fn langsmith_kill_gets_through_a_full_stdin_queue() {
     let s = TestServer::start().await;
-    let mut ws = compat_ws(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     let exec = r#"{"type":"execute","command":"cat","command_id":"ls-kill-test","close_stdin":false}"#;
     ws.send(Message::Text(exec.into())).await.unwrap();
     let chunk = "x".repeat(64 * 1024);
@@ -469,7 +450,7 @@ async fn langsmith_drops_a_peer_that_stops_reading() {
         c.peer_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut ws = compat_ws(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     let exec = r#"{"type":"execute","command":"exec yes half-open-half-open","command_id":"ls-half-open"}"#;
     ws.send(Message::Text(exec.into())).await.unwrap();
     let h = {
@@ -478,7 +459,7 @@ async fn langsmith_drops_a_peer_that_stops_reading() {
             if let Ok(h) = s.manager.get("ls-half-open") {
                 break h;
             }
-            assert!(start.elapsed() < tether_tests::LIMIT);
+            assert!(start.elapsed() < tether_testkit::LIMIT);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };

@@ -8,34 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tether_tests::{TestServer, bounded};
+use tether_testkit::bounded;
+use tether_tests::TestServer;
 
-use tether_tests::ScratchDir as Tmp;
-
-struct Http {
-    c: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Http {
-    fn new(s: &TestServer) -> Http {
-        Http { c: reqwest::Client::new(), base: s.url.clone(), token: s.token.clone() }
-    }
-    fn req(&self, m: reqwest::Method, route: &str, q: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        self.c.request(m, format!("{}{route}", self.base)).bearer_auth(&self.token).query(q)
-    }
-    /// Status, headers and the whole body (a body cut mid-way is an error).
-    async fn get(
-        &self,
-        route: &str,
-        q: &[(&str, &str)],
-    ) -> (u16, reqwest::header::HeaderMap, reqwest::Result<bytes::Bytes>) {
-        let r = bounded(self.req(reqwest::Method::GET, route, q).send()).await.unwrap();
-        let (status, headers) = (r.status().as_u16(), r.headers().clone());
-        (status, headers, bounded(r.bytes()).await)
-    }
-}
+use tether_testkit::ScratchDir as Tmp;
 
 async fn rooted(root: PathBuf) -> TestServer {
     TestServer::with(move |c| c.files_root = Some(root)).await
@@ -66,7 +42,7 @@ fn silent_fifo_readers_neither_wedge_the_file_routes_nor_outlive_their_clients()
     small_pool().block_on(async {
         let t = Tmp::new();
         let s = rooted(t.root()).await;
-        let h = Http::new(&s);
+        let h = s.http();
         std::fs::write(t.root().join("plain"), b"plain").unwrap();
         mkfifo(&t.root().join("fifo"));
         // The silent writer: open for reading and writing (which does not
@@ -95,7 +71,8 @@ fn silent_fifo_readers_neither_wedge_the_file_routes_nor_outlive_their_clients()
         }
         // While they wait, the other routes answer promptly.
         let t0 = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(3), h.get("/v1/files", &[("path", "plain")])).await;
+        let r =
+            tokio::time::timeout(Duration::from_secs(3), h.fetch("/v1/files", &[("path", "plain")])).await;
         let (status, _, body) = r.expect("a plain read answers while FIFO readers wait");
         assert_eq!((status, &body.unwrap()[..]), (200, &b"plain"[..]));
         let r = h.req(reqwest::Method::GET, "/v1/files/stat", &[("path", "plain")]).send();
@@ -126,13 +103,13 @@ fn silent_fifo_readers_neither_wedge_the_file_routes_nor_outlive_their_clients()
 async fn a_special_read_ends_at_its_idle_deadline_or_at_eof() {
     let t = Tmp::new();
     let s = rooted(t.root()).await;
-    let h = Http::new(&s);
+    let h = s.http();
     mkfifo(&t.root().join("fifo"));
     let mut writer = std::fs::OpenOptions::new().read(true).write(true).open(t.root().join("fifo")).unwrap();
     std::io::Write::write_all(&mut writer, b"some bytes").unwrap();
     let t0 = Instant::now();
     let q = [("path", "fifo"), ("special", "true"), ("idle_timeout", "0.5")];
-    let (status, _, body) = h.get("/v1/files", &q).await;
+    let (status, _, body) = h.fetch("/v1/files", &q).await;
     assert_eq!((status, &body.unwrap()[..]), (200, &b"some bytes"[..]));
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "{took:?}");
@@ -150,7 +127,7 @@ async fn a_special_read_ends_at_its_idle_deadline_or_at_eof() {
     });
     drop(writer);
     let t0 = Instant::now();
-    let (status, _, body) = h.get("/v1/files", &[("path", "fifo"), ("special", "true")]).await;
+    let (status, _, body) = h.fetch("/v1/files", &[("path", "fifo"), ("special", "true")]).await;
     w2.join().unwrap();
     assert_eq!(status, 200);
     let body = body.unwrap();
@@ -177,7 +154,7 @@ fn multipart(data: &[u8]) -> (String, Vec<u8>) {
 async fn a_write_over_a_symlink_is_not_world_writable() {
     let t = Tmp::new();
     let s = rooted(t.root()).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let root = t.root();
     std::fs::write(root.join("target"), b"old").unwrap();
     std::fs::set_permissions(root.join("target"), std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -219,11 +196,11 @@ const SYS_FILE: &str = "/sys/devices/system/cpu/online";
 #[tokio::test]
 async fn proc_and_sys_files_download_whole() {
     let s = rooted(PathBuf::from("/")).await;
-    let h = Http::new(&s);
+    let h = s.http();
     for path in ["/proc/version", "/proc/self/cmdline", SYS_FILE] {
         let want = std::fs::read(path).unwrap();
         assert!(!want.is_empty());
-        let (status, headers, body) = h.get("/v1/files", &[("path", path)]).await;
+        let (status, headers, body) = h.fetch("/v1/files", &[("path", path)]).await;
         let body = body.unwrap_or_else(|e| panic!("{path}: the body was cut: {e}"));
         assert_eq!(status, 200, "{path}");
         assert_eq!(body, want, "{path}");
@@ -231,7 +208,7 @@ async fn proc_and_sys_files_download_whole() {
             assert_eq!(len.to_str().unwrap(), want.len().to_string(), "{path}");
         }
         // The LangSmith download, whole and a range.
-        let (status, headers, body) = h.get("/compat/langsmith/download", &[("path", path)]).await;
+        let (status, headers, body) = h.fetch("/compat/langsmith/download", &[("path", path)]).await;
         let body = body.unwrap_or_else(|e| panic!("{path}: the download was cut: {e}"));
         assert_eq!((status, &body[..]), (200, &want[..]), "{path}");
         assert_eq!(headers["content-length"].to_str().unwrap(), want.len().to_string());
@@ -243,7 +220,7 @@ async fn proc_and_sys_files_download_whole() {
         assert_eq!(bounded(r.bytes()).await.unwrap(), want[1..3], "{path}");
     }
     // `max_bytes` still bounds such a read.
-    let (status, _, body) = h.get("/v1/files", &[("path", "/proc/version"), ("max_bytes", "5")]).await;
+    let (status, _, body) = h.fetch("/v1/files", &[("path", "/proc/version"), ("max_bytes", "5")]).await;
     assert_eq!((status, &body.unwrap()[..]), (200, &std::fs::read("/proc/version").unwrap()[..5]));
 }
 
@@ -253,7 +230,7 @@ async fn proc_and_sys_files_download_whole() {
 async fn a_listing_raced_by_deletes_never_fails() {
     let t = Tmp::new();
     let s = rooted(t.root()).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let dir = t.root().join("churn");
     std::fs::create_dir(&dir).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -272,7 +249,7 @@ async fn a_listing_raced_by_deletes_never_fails() {
     });
     let mut failures = Vec::new();
     for _ in 0..300 {
-        let (status, _, body) = h.get("/v1/files/list", &[("path", "churn")]).await;
+        let (status, _, body) = h.fetch("/v1/files/list", &[("path", "churn")]).await;
         if status != 200 {
             failures.push(String::from_utf8_lossy(&body.unwrap()).into_owned());
         }
@@ -290,7 +267,7 @@ async fn a_listing_raced_by_deletes_never_fails() {
 async fn a_tar_download_of_a_vanishing_tree_is_an_archive_or_a_404() {
     let t = Tmp::new();
     let s = rooted(t.root()).await;
-    let h = Http::new(&s);
+    let h = s.http();
     let dir = t.root().join("tree");
     let (mut whole, mut gone) = (0, 0);
     for round in 0..150 {
@@ -298,7 +275,7 @@ async fn a_tar_download_of_a_vanishing_tree_is_an_archive_or_a_404() {
         for i in 0..20 {
             std::fs::write(dir.join(format!("a/b/f{i}")), vec![b'x'; 3000]).unwrap();
         }
-        let req = h.get("/v1/files/tar", &[("path", "tree")]);
+        let req = h.fetch("/v1/files/tar", &[("path", "tree")]);
         let remover = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || {

@@ -15,11 +15,9 @@ use tether_proto::{
     ClientMsg, CommandInfo, Encoding, ErrorCode, ExecRequest, HttpError, ReqId, RunOptions, ServerMsg,
     ShellRunSpec, ShellSpec, StartSpec,
 };
-use tether_tests::{RawWs, TestServer, bounded};
+use tether_testkit::{bounded, ls_connect, ls_execute, ls_recv, ls_send};
+use tether_tests::{RawWs, TestServer};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn spec(argv: &[&str]) -> StartSpec {
     StartSpec { argv: argv.iter().map(|a| (*a).to_owned()).collect(), ..StartSpec::default() }
@@ -49,33 +47,6 @@ async fn post_exec(s: &TestServer, req: &ExecRequest) -> (u16, Vec<u8>) {
     .await
     .unwrap();
     (r.status().as_u16(), bounded(r.bytes()).await.unwrap().to_vec())
-}
-
-async fn ls_connect(s: &TestServer) -> Ws {
-    let mut req = format!("ws://{}/compat/langsmith/execute/ws", s.addr).into_client_request().unwrap();
-    req.headers_mut().insert("x-api-key", s.token.parse().unwrap());
-    bounded(tokio_tungstenite::connect_async(req)).await.unwrap().0
-}
-
-async fn ls_send(ws: &mut Ws, v: &Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next JSON frame, or `None` once the server closed.
-async fn ls_recv(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match bounded(ws.next()).await? {
-            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn ls_execute(command: &str, id: &str) -> Value {
-    json!({"type": "execute", "command": command, "timeout_seconds": 60, "shell": "/bin/bash",
-           "idle_timeout_seconds": 300, "kill_on_disconnect": false, "ttl_seconds": 600,
-           "command_id": id, "close_stdin": true})
 }
 
 #[tokio::test]
@@ -128,7 +99,7 @@ async fn metadata_over_its_limits_is_refused_on_every_route() {
 
     // The LangSmith dialect keeps the client's id as a label: one too long
     // for a label value is refused in the dialect's error shape.
-    let mut ws = ls_connect(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     ls_send(&mut ws, &ls_execute("true", &"i".repeat(2000))).await;
     let e = ls_recv(&mut ws).await.unwrap();
     assert_eq!((e["type"].as_str(), e["error_type"].as_str()), (Some("error"), Some("CommandError")), "{e}");
@@ -297,7 +268,7 @@ async fn langsmith_malformed_frames_and_bad_timeouts_get_an_error_frame() {
         json!({"type": "execute", "command": "true", "timeout_seconds": i64::MAX}).to_string(),
     ];
     for f in &frames {
-        let mut ws = ls_connect(&s).await;
+        let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
         ws.send(Message::Text(f.clone().into())).await.unwrap();
         let e = ls_recv(&mut ws).await.unwrap_or_else(|| panic!("an answer to {f}"));
         assert_eq!(
@@ -311,7 +282,7 @@ async fn langsmith_malformed_frames_and_bad_timeouts_get_an_error_frame() {
 
     // A negative timeout means none (documented), and an unknown type is
     // ignored: the command runs.
-    let mut ws = ls_connect(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     ls_send(&mut ws, &json!({"type": "hello-from-the-future"})).await;
     let mut e = ls_execute("echo ok", "neg-1");
     e["timeout_seconds"] = json!(-5);
@@ -361,7 +332,7 @@ async fn langsmith_malformed_frames_and_bad_timeouts_get_an_error_frame() {
 #[tokio::test]
 async fn langsmith_input_before_execute_past_the_window_is_refused() {
     let s = TestServer::start().await;
-    let mut ws = ls_connect(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     // Frames of 1 MiB past the 4 MiB window, before any execute: refused
     // as soon as the window is passed (so 300 of them cannot be held).
     let chunk = "x".repeat(1 << 20);
@@ -374,7 +345,7 @@ async fn langsmith_input_before_execute_past_the_window_is_refused() {
     assert!(ls_recv(&mut ws).await.is_none(), "closed");
 
     // Within the window, input before execute reaches the command in order.
-    let mut ws = ls_connect(&s).await;
+    let mut ws = ls_connect(s.addr, &s.token).await.unwrap().0;
     for _ in 0..3 {
         ls_send(&mut ws, &json!({"type": "input", "data": chunk})).await;
     }
@@ -400,10 +371,10 @@ async fn langsmith_socket_that_never_executes_is_closed() {
     .await;
     // A silent peer (never reads, so never answers a ping): closed by the
     // peer timeout; reading afterwards finds the close.
-    let mut silent = ls_connect(&s).await;
+    let mut silent = ls_connect(s.addr, &s.token).await.unwrap().0;
     // A peer that answers pings (tungstenite pongs while reading) but
     // never sends execute: told, and closed.
-    let mut chatty = ls_connect(&s).await;
+    let mut chatty = ls_connect(s.addr, &s.token).await.unwrap().0;
     let t = std::time::Instant::now();
     let e = bounded(ls_recv(&mut chatty)).await.expect("an error frame");
     assert_eq!(e["error_type"], "CommandError", "{e}");

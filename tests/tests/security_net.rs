@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tether_proto::{ClientMsg, Encoding, ReqId, ServerMsg, StartSpec};
 use tether_server::Token;
-use tether_tests::{RawWs, TestServer, bounded};
+use tether_testkit::bounded;
+use tether_tests::{RawWs, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

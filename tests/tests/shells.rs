@@ -11,7 +11,8 @@ use tether_client::{
     ShellState,
 };
 use tether_proto::{ClientMsg, Encoding, ErrorCode, ReqId, ServerMsg};
-use tether_tests::{CutProxy, RawWs, TestServer, bounded};
+use tether_testkit::{CutProxy, bounded};
+use tether_tests::{RawWs, TestServer};
 
 fn named(name: &str) -> ShellSpec {
     ShellSpec { name: Some(name.to_owned()), ..ShellSpec::default() }

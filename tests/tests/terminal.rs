@@ -8,8 +8,8 @@ use std::time::Duration;
 use tether_proto::{
     ClientMsg, CommandId, Encoding, ErrorCode, Payload, PtySpec, ReqId, ServerMsg, StartSpec, TermSize,
 };
-use tether_tests::tempfile_path::TempPath;
-use tether_tests::{RawWs, TestServer, bounded};
+use tether_testkit::{TempPath, bounded};
+use tether_tests::{RawWs, TestServer};
 
 /// A viewer: a raw connection plus the terminal it would show.
 struct Viewer {
@@ -302,7 +302,7 @@ async fn the_rust_client_resumes_a_terminal_through_cuts_without_loss_or_duplica
     use tether_client::ExecEvent;
     let s = TestServer::start().await;
     // Budgets above the largest frame (a terminal read is at most 64 KiB).
-    let proxy = tether_tests::CutProxy::start(s.addr, 100_000, 300_000).await;
+    let proxy = tether_testkit::CutProxy::start(s.addr, 100_000, 300_000).await;
     let client = s.client_via(&proxy.url()).await;
     let spec = StartSpec {
         shell: Some("seq -f line-%g 1 60000; sleep 0.2".into()),

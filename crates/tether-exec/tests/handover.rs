@@ -12,11 +12,11 @@ use tether_exec::{
     Subscription, TermSize,
 };
 
-const LIMIT: Duration = Duration::from_secs(30);
+mod support;
 
-fn manager() -> Manager {
-    Manager::new(ManagerConfig::default(), true)
-}
+use support::{collect, manager, read_until, read_until_after};
+
+const LIMIT: Duration = Duration::from_secs(30);
 
 async fn hand_over(m: Manager) -> (Manager, Handover) {
     let mut h = tokio::time::timeout(LIMIT, m.handover()).await.expect("handover in time");
@@ -39,45 +39,9 @@ async fn read_out(sub: &mut Subscription, out: &mut Vec<u8>, want: usize) {
     tokio::time::timeout(LIMIT, fut).await.expect("output in time");
 }
 
-/// Reads output until it contains `want`; returns it as text.
-async fn read_until(sub: &mut Subscription, want: &str) -> String {
-    read_until_after(sub, "", want).await
-}
-
-/// Reads output until `want` comes after `first`; returns it as text.
-async fn read_until_after(sub: &mut Subscription, first: &str, want: &str) -> String {
-    let mut seen = Vec::new();
-    let done = |seen: &[u8]| {
-        let text = String::from_utf8_lossy(seen);
-        text.find(first).is_some_and(|i| text[i + first.len()..].contains(want))
-    };
-    let fut = async {
-        while !done(&seen) {
-            match sub.next(65536).await.expect("event") {
-                Event::Output { data, .. } => seen.extend_from_slice(&data),
-                Event::Exit(e) => panic!("exit before {want:?}: {e:?}"),
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, fut).await.expect("output in time");
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
-async fn rest(mut sub: Subscription) -> ([Vec<u8>; 2], ExitInfo) {
-    let fut = async {
-        let mut out = [Vec::new(), Vec::new()];
-        while let Some(ev) = sub.next(64 * 1024).await {
-            match ev {
-                Event::Output { stream, data, .. } => out[stream as usize].extend_from_slice(&data),
-                Event::Gap { .. } => panic!("gap"),
-                Event::Resized(_) => {}
-                Event::Exit(e) => return (out, e),
-            }
-        }
-        panic!("no exit");
-    };
-    tokio::time::timeout(LIMIT, fut).await.expect("exit in time")
+async fn rest(sub: Subscription) -> ([Vec<u8>; 2], ExitInfo) {
+    let (out, err, exit) = collect(sub, LIMIT).await;
+    ([out, err], exit)
 }
 
 #[tokio::test]
@@ -191,7 +155,7 @@ async fn a_terminal_is_taken_over_with_its_size_and_screen() {
     // Up to the next prompt: readline reads the window size and writes it
     // back as it starts a line (`set_winsize` in rltty.c), which would undo
     // a resize landing in between; the prompt comes after that.
-    read_until_after(&mut sub, "before-42\r\n", "PROMPT$ ").await;
+    read_until_after(&mut sub, &mut Vec::new(), "before-42\r\n", "PROMPT$ ", LIMIT).await;
     drop(sub);
     let (m2, _) = hand_over(m).await;
     let h2 = m2.get(&id).unwrap();
@@ -202,7 +166,9 @@ async fn a_terminal_is_taken_over_with_its_size_and_screen() {
     assert!(String::from_utf8_lossy(&screen.data).contains("before-42"));
     h2.resize(TermSize { rows: 30, cols: 100 }).await.unwrap();
     h2.write_stdin(Bytes::from_static(b"stty size; echo after-$((6*7))\n")).await.unwrap();
-    let seen = read_until(&mut sub, "after-42").await;
+    let mut seen = Vec::new();
+    read_until(&mut sub, &mut seen, "after-42", LIMIT).await;
+    let seen = String::from_utf8_lossy(&seen);
     assert!(seen.contains("30 100"), "{seen}");
     h2.write_stdin(Bytes::from_static(b"exit 5\n")).await.unwrap();
     let exit = tokio::time::timeout(LIMIT, h2.wait()).await.unwrap();
@@ -301,7 +267,7 @@ async fn request_keys_and_stdin_counts_cross_a_handover() {
     let seq = |offset| Some(StdinSeq { writer: "w-1".into(), offset });
     h.write_stdin_at(Bytes::from_static(b"one\n"), seq(0)).await.unwrap();
     let mut sub = h.attach([0, 0]).unwrap();
-    read_until(&mut sub, "one\n").await;
+    read_until(&mut sub, &mut Vec::new(), "one\n", LIMIT).await;
     drop(sub);
 
     let (m, _h) = hand_over(m).await;

@@ -5,39 +5,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_exec::{
-    CommandSpec, Event, ExecError, ExitInfo, ExitReason, Lifetime, Manager, ManagerConfig, OutputLimit,
-    Stream, Subscription,
+    CommandSpec, Event, ExecError, ExitReason, Lifetime, Manager, ManagerConfig, OutputLimit, Stream,
 };
 
+mod support;
+
+use support::{collect, manager, read_until};
+
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn manager() -> Manager {
-    Manager::new(ManagerConfig::default(), true)
-}
-
-/// Reads a subscription to its exit, returning (stdout, stderr, exit).
-async fn collect(mut sub: Subscription) -> (Vec<u8>, Vec<u8>, ExitInfo) {
-    let fut = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(ev) = sub.next(64 * 1024).await {
-            match ev {
-                Event::Output { stream: Stream::Stdout, data, .. } => out.extend_from_slice(&data),
-                Event::Output { stream: Stream::Stderr, data, .. } => err.extend_from_slice(&data),
-                Event::Gap { .. } => panic!("unexpected gap"),
-                Event::Resized(_) => {}
-                Event::Exit(e) => return (out, err, e),
-            }
-        }
-        panic!("subscription ended without exit");
-    };
-    tokio::time::timeout(LIMIT, fut).await.expect("command finished in time")
-}
 
 #[tokio::test]
 async fn separates_streams_and_reports_exit_code() {
     let m = manager();
     let h = m.start(CommandSpec::shell("echo out; echo err >&2; exit 7")).unwrap();
-    let (out, err, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, err, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(out, b"out\n");
     assert_eq!(err, b"err\n");
     assert_eq!(exit.code, Some(7));
@@ -52,7 +33,7 @@ async fn stdin_and_eof_reach_the_command() {
     let sub = h.attach([0, 0]).unwrap();
     h.write_stdin(Bytes::from_static(b"defg")).await.unwrap();
     h.close_stdin().await.unwrap();
-    let (out, _, exit) = collect(sub).await;
+    let (out, _, exit) = collect(sub, LIMIT).await;
     assert_eq!(String::from_utf8_lossy(&out).trim(), "7");
     assert_eq!(exit.code, Some(0));
     assert!(matches!(h.write_stdin(Bytes::from_static(b"x")).await, Err(ExecError::NotRunning(_))));
@@ -63,14 +44,14 @@ async fn children_inherit_only_stdio() {
     let m = manager();
     // ls opens one fd of its own for /proc/self/fd.
     let h = m.start(CommandSpec::shell("ls /proc/self/fd | wc -l")).unwrap();
-    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     // 0, 1, 2 and the directory fd of ls itself.
     assert_eq!(String::from_utf8_lossy(&out).trim(), "4");
     // The same on a terminal (spawned another way), with SIGPIPE default.
     let h = m
         .start(CommandSpec::shell("ls /proc/self/fd | wc -l; grep SigIgn /proc/self/status").pty(24, 80))
         .unwrap();
-    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     let (count, ignored) = text.trim_end().split_once("\r\nSigIgn:\t").unwrap();
     assert_eq!(count, "4");
@@ -83,10 +64,10 @@ async fn children_start_with_default_sigpipe_and_an_empty_signal_mask() {
     let m = manager();
     // The daemon (a Rust program) ignores SIGPIPE; its children must not.
     let h = m.start(CommandSpec::shell("yes | head -c1 >/dev/null; echo ${PIPESTATUS[0]}")).unwrap();
-    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(String::from_utf8_lossy(&out).trim(), "141", "yes must die of SIGPIPE");
     let h = m.start(CommandSpec::argv(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])).unwrap();
-    let (out, _, _) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, _) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     let text = String::from_utf8_lossy(&out).into_owned();
     assert_eq!(text.lines().count(), 2);
     for line in text.lines() {
@@ -105,7 +86,7 @@ async fn timeout_kills_the_whole_group() {
         .timeout(Duration::from_millis(300))
         .kill_grace(Duration::from_millis(200));
     let h = m.start(spec).unwrap();
-    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(exit.reason, ExitReason::TimedOut);
     let grandchild: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
     // The grandchild must be gone (or a zombie awaiting its reaper).
@@ -178,7 +159,7 @@ async fn old_offset_gets_a_gap_then_data() {
 async fn output_limit_kills_or_truncates() {
     let m = manager();
     let h = m.start(CommandSpec::argv(["yes"]).max_output(10_000, OutputLimit::Kill)).unwrap();
-    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(exit.reason, ExitReason::OutputLimit);
     assert_eq!(out.len(), 10_000);
     assert!(exit.truncated);
@@ -189,7 +170,7 @@ async fn output_limit_kills_or_truncates() {
                 .max_output(1000, OutputLimit::Truncate),
         )
         .unwrap();
-    let (out, err, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, err, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(exit.reason, ExitReason::Exited);
     assert_eq!(exit.code, Some(0));
     assert_eq!(out.len() + err.len(), 1000);
@@ -256,26 +237,6 @@ async fn signal_reaches_group_and_kill_reports_killed() {
 
 use tether_exec::TermSize;
 
-/// Reads a PTY subscription until its output contains `want`; returns all
-/// output so far.
-async fn read_until(sub: &mut Subscription, out: &mut Vec<u8>, want: &str) {
-    let fut = async {
-        while !String::from_utf8_lossy(out).contains(want) {
-            match sub.next(64 * 1024).await {
-                Some(Event::Output { data, .. }) => out.extend_from_slice(&data),
-                Some(Event::Exit(e)) => {
-                    panic!("exited ({e:?}) before {want:?}; output {:?}", String::from_utf8_lossy(out))
-                }
-                Some(_) => {}
-                None => panic!("ended"),
-            }
-        }
-    };
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("no {want:?} in time; output {:?}", String::from_utf8_lossy(out)));
-}
-
 /// An interactive bash without rc files on a terminal, with a fixed prompt.
 fn bash_pty() -> CommandSpec {
     CommandSpec::argv(["bash", "--norc", "--noprofile", "-i"]).env("PS1", "PROMPT$ ").pty(24, 80)
@@ -286,7 +247,7 @@ async fn a_pty_command_has_a_terminal_of_the_start_size() {
     let m = manager();
     let h = m.start(CommandSpec::shell("tty; stty size; echo $TERM").pty(33, 101)).unwrap();
     assert!(h.is_pty());
-    let (out, err, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, err, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     let out = String::from_utf8_lossy(&out);
     let lines: Vec<&str> = out.split("\r\n").collect();
     assert!(lines[0].starts_with("/dev/pts/"), "{out:?}");
@@ -357,21 +318,21 @@ async fn interrupt_stops_the_foreground_job_and_not_the_shell() {
     let h = m.start(bash_pty()).unwrap();
     let mut sub = h.attach([0, 0]).unwrap();
     let mut out = Vec::new();
-    read_until(&mut sub, &mut out, "PROMPT$ ").await;
+    read_until(&mut sub, &mut out, "PROMPT$ ", LIMIT).await;
     // Once by signal (to the foreground group), once by the Ctrl-C byte.
     h.write_stdin(Bytes::from_static(b"sleep 100\n")).await.unwrap();
     wait_for_child(h.pid(), "sleep").await;
     h.signal("INT").await.unwrap();
     h.write_stdin(Bytes::from_static(b"echo alive $?\n")).await.unwrap();
-    read_until(&mut sub, &mut out, "alive 130").await;
+    read_until(&mut sub, &mut out, "alive 130", LIMIT).await;
     h.write_stdin(Bytes::from_static(b"sleep 100\n")).await.unwrap();
     wait_for_child(h.pid(), "sleep").await;
     h.write_stdin(Bytes::from_static(b"\x03")).await.unwrap();
     h.write_stdin(Bytes::from_static(b"echo again $?\n")).await.unwrap();
-    read_until(&mut sub, &mut out, "again 130").await;
+    read_until(&mut sub, &mut out, "again 130", LIMIT).await;
     assert!(h.exit().is_none(), "the shell survives");
     h.write_stdin(Bytes::from_static(b"exit 4\n")).await.unwrap();
-    let (_, _, exit) = collect(sub).await;
+    let (_, _, exit) = collect(sub, LIMIT).await;
     assert_eq!(exit.code, Some(4));
 }
 
@@ -382,7 +343,7 @@ async fn close_stdin_on_a_terminal_types_end_of_file() {
     let sub = h.attach([0, 0]).unwrap();
     h.write_stdin(Bytes::from_static(b"abc\n")).await.unwrap();
     h.close_stdin().await.unwrap();
-    let (out, _, exit) = collect(sub).await;
+    let (out, _, exit) = collect(sub, LIMIT).await;
     // The echo of the input, then the count (the line discipline made the
     // newline a CR LF on output but wc read 4 bytes).
     assert!(String::from_utf8_lossy(&out).ends_with("4\r\n"), "{:?}", String::from_utf8_lossy(&out));
@@ -399,7 +360,7 @@ async fn terminal_output_is_complete_after_exit() {
             CommandSpec::shell("(trap '' HUP; sleep 0.1; echo late) & seq 1 20000; echo early").pty(24, 80),
         )
         .unwrap();
-    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     let out = String::from_utf8_lossy(&out);
     let lines: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(lines[..20000], (1..=20000).map(|n| n.to_string()).collect::<Vec<_>>()[..]);
@@ -414,7 +375,7 @@ async fn a_screen_is_restored_for_a_new_viewer_and_skipped_on_resume() {
     let h = m.start(CommandSpec::shell("printf 'hello\\033[3;5Hworld'; sleep 30").pty(5, 20)).unwrap();
     let mut sub = h.attach([0, 0]).unwrap();
     let mut out = Vec::new();
-    read_until(&mut sub, &mut out, "world").await;
+    read_until(&mut sub, &mut out, "world", LIMIT).await;
     let (screen, _sub2) = h.attach_screen(0, None, false).await.unwrap();
     let screen = screen.expect("a new viewer gets the screen");
     assert_eq!(screen.offset, out.len() as u64);
@@ -446,7 +407,7 @@ async fn the_screen_model_keeps_up_with_a_flood() {
     // The ring holds it all, so a reader slowed down by a busy machine
     // gets no gap.
     let h = m.start(CommandSpec::shell("seq 1 200000").pty(5, 20).ring_bytes(4 << 20)).unwrap();
-    let (out, _, exit) = collect(h.attach([0, 0]).unwrap()).await;
+    let (out, _, exit) = collect(h.attach([0, 0]).unwrap(), LIMIT).await;
     assert_eq!(exit.code, Some(0));
     assert_eq!(out.len() as u64, exit.ends[0]);
     let (screen, _) = h.attach_screen(0, None, false).await.unwrap();
@@ -479,7 +440,7 @@ async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
     // The client is away for a while: the command must wait for it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.exit().is_none(), "the writer ran on without its client");
-    let (out, _, exit) = collect(h.attach_lingering(at, LIMIT).unwrap()).await;
+    let (out, _, exit) = collect(h.attach_lingering(at, LIMIT).unwrap(), LIMIT).await;
     assert_eq!(at[0] as usize + out.len(), want, "nothing lost, nothing twice");
     assert_eq!(exit.code, Some(0));
 

@@ -6,38 +6,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_exec::{
-    CloseReason, CommandHandle, CommandSpec, Event, ExecError, ExitInfo, ExitReason, JobState, Manager,
-    ManagerConfig, ShellSpec, ShellState, Stream,
+    CloseReason, CommandHandle, CommandSpec, ExecError, ExitInfo, ExitReason, JobState, Manager, ShellSpec,
+    ShellState,
 };
+
+mod support;
+
+use support::manager;
+use tether_testkit::rand_u64;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn manager() -> Manager {
-    Manager::new(ManagerConfig::default(), true)
+/// Reads a command from offset 0 to its exit: (stdout, stderr, exit).
+async fn collect(h: &CommandHandle) -> (Vec<u8>, Vec<u8>, ExitInfo) {
+    support::collect(h.attach([0, 0]).unwrap(), LIMIT).await
 }
 
 async fn shell(m: &Manager, name: &str) {
     let (_, created) = m.create_shell(ShellSpec::named(name)).await.unwrap();
     assert!(created);
-}
-
-/// Reads a command from offset 0 to its exit: (stdout, stderr, exit).
-async fn collect(h: &CommandHandle) -> (Vec<u8>, Vec<u8>, ExitInfo) {
-    let mut sub = h.attach([0, 0]).unwrap();
-    let fut = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(ev) = sub.next(1 << 20).await {
-            match ev {
-                Event::Output { stream: Stream::Stdout, data, .. } => out.extend_from_slice(&data),
-                Event::Output { stream: Stream::Stderr, data, .. } => err.extend_from_slice(&data),
-                Event::Gap { .. } => panic!("unexpected gap"),
-                Event::Resized(_) => {}
-                Event::Exit(e) => return (out, err, e),
-            }
-        }
-        panic!("subscription ended without exit");
-    };
-    tokio::time::timeout(LIMIT, fut).await.expect("command finished in time")
 }
 
 async fn run(m: &Manager, sh: &str, script: &str) -> (String, String, ExitInfo) {
@@ -206,13 +193,6 @@ impl Drop for Gate {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 async fn wait_running(h: &CommandHandle) {

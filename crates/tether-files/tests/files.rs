@@ -4,40 +4,16 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tether_files::{FileError, Files, Kind};
-
-/// A directory removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new() -> Tmp {
-        let p = std::env::temp_dir().join(format!("tether-files-test-{:016x}", rand()));
-        std::fs::create_dir(&p).unwrap();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
+use tether_testkit::ScratchDir as Tmp;
 
 /// A confined root `t/root` with a secret next to it, `t/secret`.
 fn setup() -> (Tmp, Files) {
     let t = Tmp::new();
-    std::fs::create_dir(t.0.join("root")).unwrap();
     std::fs::write(t.0.join("secret"), b"secret").unwrap();
-    let f = Files::new(&t.0.join("root"), true).unwrap();
+    let f = Files::new(&t.root(), true).unwrap();
     (t, f)
 }
 

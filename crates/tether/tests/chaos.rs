@@ -23,6 +23,9 @@
 
 mod common;
 
+use common::{Tmux, daemon, in_tmux};
+use tether_testkit::{Daemon, FaultProxy, hex, rand_u64, random_bytes};
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,9 +34,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tether_client::{Client, ClientOptions, ExecEvent, StartSpec};
-use tether_tests::{FaultProxy, hex, random_bytes};
-
-use common::{Daemon, Tmux, in_tmux};
 
 const FAULTS: [&str; 6] = ["reset", "freeze", "refuse", "repeated", "restart", "typing"];
 
@@ -82,11 +82,11 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let daemon = Daemon::start(&["--peer-timeout", &PEER_SECS.to_string(), "--ping-interval", "1"]);
+        let daemon = daemon(&["--peer-timeout", &PEER_SECS.to_string(), "--ping-interval", "1"]);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let upstream = daemon.url.trim_start_matches("http://").parse().unwrap();
         let proxy = rt.block_on(FaultProxy::start(upstream));
-        let dir = std::env::temp_dir().join(format!("tether-chaos-{:016x}", common::rand_u64()));
+        let dir = std::env::temp_dir().join(format!("tether-chaos-{:016x}", rand_u64()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("slow_sha.py"), SLOW_SHA).unwrap();
         std::fs::write(dir.join("lines_until.py"), LINES_UNTIL).unwrap();

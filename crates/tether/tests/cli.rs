@@ -10,11 +10,12 @@ use tether_client::{Client, ExecEvent, StartSpec};
 
 mod common;
 
-use common::{BIN, Daemon, LIMIT, in_tmux, rand_u64, text, wait_bounded};
+use common::{BIN, daemon, daemon_in, in_tmux, text};
+use tether_testkit::{Daemon, LIMIT, rand_u64, wait_bounded};
 
 #[test]
 fn exec_streams_output_and_propagates_exit_codes() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let o = d.run(&["exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(text(&o.stdout), "out\n");
@@ -41,7 +42,7 @@ fn exec_streams_output_and_propagates_exit_codes() {
 
 #[test]
 fn exec_forwards_stdin_with_eof() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let mut child =
         d.cli(&["exec", "--", "wc", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -55,7 +56,7 @@ fn exec_forwards_stdin_with_eof() {
 
 #[test]
 fn ctrl_c_is_forwarded_to_the_command() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let mut child = d
         .cli(&[
             "exec",
@@ -82,7 +83,7 @@ fn ctrl_c_is_forwarded_to_the_command() {
 
 #[test]
 fn detach_attach_logs_wait_ls_kill() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let o = d.run(&[
         "exec",
         "--detach",
@@ -161,7 +162,7 @@ fn without_a_token_serve_writes_a_private_token_file_the_cli_reads() {
 
 #[test]
 fn wrong_token_is_a_clear_error() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let o = d.cli(&["ls"]).env("TETHER_TOKEN", "wrong").output().unwrap();
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stderr).contains("401"), "{}", text(&o.stderr));
@@ -169,7 +170,7 @@ fn wrong_token_is_a_clear_error() {
 
 #[test]
 fn sigterm_shuts_down_and_kills_commands() {
-    let mut d = Daemon::start(&[]);
+    let mut d = daemon(&[]);
     let o = d.run(&["exec", "-d", "--", "sleep", "100"]);
     let id = text(&o.stdout).trim().to_owned();
     let status: serde_json::Value = serde_json::from_slice(&d.run(&["status", &id]).stdout).unwrap();
@@ -182,7 +183,7 @@ fn sigterm_shuts_down_and_kills_commands() {
 
 #[test]
 fn no_fd_or_zombie_leaks_after_a_mixed_workload() {
-    let d = Daemon::start(&["--ttl", "1"]);
+    let d = daemon(&["--ttl", "1"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Warm up: the runtime and its drivers open their fds lazily.
@@ -286,7 +287,7 @@ const SHELL: &str = "bash --norc --noprofile";
 
 #[test]
 fn exec_it_is_an_interactive_terminal_with_exit_code_and_restore() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let t = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
     t.keys(&["echo hi-$((1+1)); stty size; tty", "Enter"]);
     let s = t.wait_for("hi-2");
@@ -300,7 +301,7 @@ fn exec_it_is_an_interactive_terminal_with_exit_code_and_restore() {
 
 #[test]
 fn detach_keys_leave_it_running_and_attach_restores_screen_and_size() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     // Resizes wait for a prompt: readline reads the window size and writes
     // it back as it starts each line, undoing a resize that lands between.
     let a = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- env PS1=PROMPT: {SHELL}"));
@@ -334,11 +335,11 @@ fn detach_keys_leave_it_running_and_attach_restores_screen_and_size() {
 
 #[test]
 fn an_interactive_session_survives_a_network_cut() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
     // Never cuts by itself; `cut_all` cuts on demand.
-    let proxy = rt.block_on(tether_tests::CutProxy::start(upstream, u64::MAX / 4, u64::MAX / 2));
+    let proxy = rt.block_on(tether_testkit::CutProxy::start(upstream, u64::MAX / 4, u64::MAX / 2));
     let t = in_tmux(&d, &proxy.url(), 100, 30, &format!("exec -it -- {SHELL}"));
     t.keys(&["echo before-$((1+1))", "Enter"]);
     t.wait_for("before-2");
@@ -365,10 +366,10 @@ fn an_interactive_session_survives_a_network_cut() {
 /// and the session goes on (issue 12's report).
 #[test]
 fn an_interactive_session_survives_a_reset_and_refused_reconnects() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let upstream: std::net::SocketAddr = d.url.trim_start_matches("http://").parse().unwrap();
-    let proxy = rt.block_on(tether_tests::FaultProxy::start(upstream));
+    let proxy = rt.block_on(tether_testkit::FaultProxy::start(upstream));
     let t = in_tmux(&d, &proxy.url(), 100, 30, &format!("exec -it -- {SHELL}"));
     t.keys(&["echo before-$((1+1))", "Enter"]);
     t.wait_for("before-2");
@@ -409,7 +410,7 @@ fn an_interactive_session_survives_a_reset_and_refused_reconnects() {
 
 #[test]
 fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_command() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let t = in_tmux(&d, &d.url, 100, 30, &format!("exec -it -- {SHELL}"));
     t.keys(&["echo up-$((3+4))", "Enter"]);
     t.wait_for("up-7");
@@ -430,7 +431,7 @@ fn a_signal_to_an_interactive_client_restores_the_terminal_and_leaves_the_comman
 
 #[test]
 fn exec_t_without_i_forwards_ctrl_c_to_the_command() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     // A terminal for the command, but keystrokes stay local: Ctrl-C is a
     // signal here, forwarded to the command's foreground job.
     let t = in_tmux(&d, &d.url, 100, 30, "exec -t -- sh -c \"tty; echo go; sleep 100\"");
@@ -443,7 +444,7 @@ fn exec_t_without_i_forwards_ctrl_c_to_the_command() {
 
 #[test]
 fn exec_t_with_piped_output_writes_only_the_commands_bytes() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let o = d.run(&["exec", "-t", "--", "sh", "-c", "printf 'a\\nb'"]);
     assert_eq!(o.status.code(), Some(0));
     // The terminal's CR LF, and none of tether's own terminal sequences.
@@ -452,7 +453,7 @@ fn exec_t_with_piped_output_writes_only_the_commands_bytes() {
 
 #[test]
 fn shell_create_run_ls_history_rm() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let out = d.run(&["shell", "create", "dev", "--cwd", "/tmp", "-e", "GREETING=hi"]);
     assert_eq!((text(&out.stdout).as_str(), out.status.code()), ("dev\n", Some(0)));
     let out = d.run(&["shell", "run", "dev", "--", "cd /usr && export X=1"]);
@@ -479,7 +480,7 @@ fn shell_create_run_ls_history_rm() {
 
 #[test]
 fn shell_run_forwards_ctrl_c_and_stdin() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     d.run(&["shell", "create", "sh1"]);
     let out = {
         let mut child = d
@@ -519,7 +520,7 @@ fn shells_leak_no_fds_processes_or_files() {
     // directories go.
     let base = std::env::temp_dir().join(format!("tether-cli-tmp-{:016x}", rand_u64()));
     std::fs::create_dir(&base).unwrap();
-    let d = Daemon::start_in(&["--ttl", "1"], Some(&base));
+    let d = daemon_in(&["--ttl", "1"], Some(&base));
     let shells_dir = || -> Vec<String> {
         std::fs::read_dir(&base)
             .unwrap()
@@ -614,7 +615,7 @@ fn cp_cat_and_run_code() {
     let base = std::env::temp_dir().join(format!("tether-cli-cp-{:016x}", rand_u64()));
     let root = base.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let d = Daemon::start(&["--files-root", root.to_str().unwrap()]);
+    let d = daemon(&["--files-root", root.to_str().unwrap()]);
     // A file up and down, byte for byte, mode kept.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let local = base.join("data.bin");
@@ -844,7 +845,7 @@ fn allowed_origins_are_normalised_and_malformed_ones_refused_at_start() {
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stderr).contains("--allow-host"), "{}", text(&o.stderr));
     // A trailing slash matches the browser's Origin (it never has one).
-    let d = Daemon::start(&["--allow-origin", "http://App.Example:3000/", "--allow-host", "box.internal"]);
+    let d = daemon(&["--allow-origin", "http://App.Example:3000/", "--allow-host", "box.internal"]);
     let auth = format!("Bearer {}", d.token);
     let status = |extra: &[(&str, &str)]| {
         let mut h = vec![("Authorization", auth.as_str())];
@@ -861,7 +862,7 @@ fn allowed_origins_are_normalised_and_malformed_ones_refused_at_start() {
 
 #[test]
 fn the_daemons_token_never_reaches_a_commands_environment() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let o = d.run(&["exec", "--", "env"]);
     assert_eq!(o.status.code(), Some(0));
     let env = text(&o.stdout);
@@ -882,7 +883,7 @@ fn idle_sockets_do_not_lock_clients_out_under_a_small_fd_limit() {
     // 128 open files: the daemon's own ~20 plus ~100 sockets.
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=128:128", "--", BIN]);
-    let d = Daemon::start_cmd(cmd, &["--header-timeout", "60", "--unauthenticated-timeout", "60"], None);
+    let d = Daemon::start_cmd(cmd, BIN, &["--header-timeout", "60", "--unauthenticated-timeout", "60"], None);
     let addr = d.url.strip_prefix("http://").unwrap().to_owned();
     // Idle sockets and slow headers, twice the open-file limit.
     let mut held = Vec::new();

@@ -12,21 +12,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tether_client::{Client, ClientOptions, StartSpec};
+use tether_client::{Client, StartSpec};
 
 mod common;
 
-use common::{Daemon, LIMIT, rand_u64};
-use tether_tests::running;
-
-fn shell(script: &str) -> StartSpec {
-    StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
-}
-
-async fn client(d: &Daemon) -> Client {
-    let opts = ClientOptions { initial_backoff: Duration::from_millis(20), ..ClientOptions::default() };
-    Client::connect_with(&d.url, &d.token, opts).await.unwrap()
-}
+use common::{client, daemon, shell};
+use tether_testkit::{LIMIT, rand_u64, running, wait_bounded};
 
 /// A cgroup v2 directory for one test, removed on drop (with whatever the
 /// daemon left in it).
@@ -139,7 +130,7 @@ async fn printed_pids(c: &Client, id: &tether_proto::CommandId, n: usize) -> Vec
 async fn a_kill_ends_processes_that_left_the_group_and_the_tree() {
     for (mode, flags, _cg) in modes() {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let d = Daemon::start(&flags);
+        let d = daemon(&flags);
         let c = client(&d).await;
         let script = "( setsid sh -c 'echo $$; exec sleep 1000' & ); sleep 1000 & echo $!; wait";
         let (id, _) = c.start_detached(shell(script)).await.unwrap();
@@ -161,7 +152,7 @@ async fn leftovers_end_with_the_command_unless_kept() {
             if keep {
                 flags.extend(["--leftovers", "keep"]);
             }
-            let d = Daemon::start(&flags);
+            let d = daemon(&flags);
             let c = client(&d).await;
             // The escaped one writes its pid to a file the leader waits for.
             let script = "sleep 1000 >/dev/null 2>&1 & echo $!; f=$(mktemp); \
@@ -205,7 +196,7 @@ async fn leftovers_end_with_the_command_unless_kept() {
 /// exit becomes its child, and is reaped when it exits (no zombie is left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_reaps_the_orphans_it_adopts() {
-    let d = Daemon::start(&["--cgroup", "off", "--leftovers", "keep"]);
+    let d = daemon(&["--cgroup", "off", "--leftovers", "keep"]);
     let c = client(&d).await;
     let script = "( sleep 0.3 & echo $! ) ; echo done";
     let (id, _) = c.start_detached(StartSpec { drain_grace_ms: Some(0), ..shell(script) }).await.unwrap();
@@ -238,7 +229,7 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
         let listen = format!("127.0.0.1:{port}");
         let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         flags.extend(["--listen", &listen]);
-        let mut d = Daemon::start(&flags);
+        let mut d = daemon(&flags);
         let c = client(&d).await;
         // Silent: no write will kill it with SIGPIPE once the daemon is gone.
         let (id, _) = c.start_detached(shell("sleep 1000 & echo $!; wait")).await.unwrap();
@@ -247,7 +238,7 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
         d.child.kill().unwrap();
         d.child.wait().unwrap();
         assert!(running(pids[0]), "{mode}: a crash itself ends nothing");
-        let _d2 = Daemon::start(&flags);
+        let _d2 = daemon(&flags);
         gone(&pids, &format!("{mode}: after the next daemon started")).await;
     }
 }
@@ -258,7 +249,7 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
 /// which then ended with no status: wait4 ECHILD).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orphan_reaper_never_takes_a_commands_leader() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let c = client(&d).await;
     for i in 0..500 {
         let spec = StartSpec { argv: vec!["true".into()], ..StartSpec::default() };
@@ -291,7 +282,7 @@ fn unusable_containment_and_ring_flags_are_refused_at_start() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        common::wait_bounded(&mut child);
+        wait_bounded(&mut child);
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(255), "{flags:?} started: {err}");

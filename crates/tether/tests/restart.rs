@@ -7,23 +7,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_client::{Client, ClientOptions, ExecEvent, StartSpec};
+use tether_client::{Client, ExecEvent, StartSpec};
 
 mod common;
 
-use common::{BIN, Daemon, LIMIT, text};
+use common::{BIN, client, daemon, daemon_from, shell, text};
+use tether_testkit::{Daemon, LIMIT, rand_u64};
 
 fn usr2(d: &Daemon) {
     assert!(Command::new("kill").args(["-USR2", &d.pid().to_string()]).status().unwrap().success());
-}
-
-fn shell(script: &str) -> StartSpec {
-    StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
-}
-
-async fn client(d: &Daemon) -> Client {
-    let opts = ClientOptions { initial_backoff: Duration::from_millis(20), ..ClientOptions::default() };
-    Client::connect_with(&d.url, &d.token, opts).await.unwrap()
 }
 
 /// Attaches from the start and reads to the exit (bounded).
@@ -50,7 +42,7 @@ fn fds(pid: i32) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_continues_byte_exact_across_a_restart() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let before = fds(d.pid());
     let c = client(&d).await;
     // About 3.9 MB over about 2 s: the restart lands mid-stream.
@@ -123,7 +115,7 @@ async fn a_stream_continues_byte_exact_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_in_every_state_survive_two_restarts() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let c = client(&d).await;
     // Finished, held for its TTL.
     let (finished, _) = c.start_detached(shell("echo finished; exit 3")).await.unwrap();
@@ -173,7 +165,7 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
     std::fs::copy(BIN, &bin).unwrap();
-    let d = Daemon::start_bin(bin.to_str().unwrap(), &[], None);
+    let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
     let vanishing = "#!/bin/sh\nrm -f \"$0\"\n";
@@ -197,7 +189,7 @@ async fn a_failed_exec_resumes_in_the_same_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_shot_request_in_flight_does_not_hold_up_a_restart() {
-    let d = Daemon::start(&[]);
+    let d = daemon(&[]);
     let c = client(&d).await;
     let http = reqwest::Client::new();
     let req = http
@@ -245,7 +237,7 @@ async fn a_daemon_started_with_signals_ignored_starts_commands_with_defaults() {
     // SIGCHLD, with which the kernel would reap commands itself.
     let mut sh = Command::new("sh");
     sh.args(["-c", "trap '' HUP INT QUIT CHLD; exec \"$0\" \"$@\"", BIN]);
-    let d = Daemon::start_cmd(sh, &[], None);
+    let d = Daemon::start_cmd(sh, BIN, &[], None);
     for round in 0..2 {
         // The daemon catches what it inherited as ignored (it ignores only
         // SIGPIPE, as every Rust program).
@@ -289,11 +281,11 @@ fn replace_with_script(path: &std::path::Path, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_that_fails_its_check_is_not_handed_the_commands() {
-    let dir = std::env::temp_dir().join(format!("tether-badbin-{}", common::rand_u64()));
+    let dir = std::env::temp_dir().join(format!("tether-badbin-{}", rand_u64()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
     std::fs::copy(BIN, &bin).unwrap();
-    let d = Daemon::start_bin(bin.to_str().unwrap(), &[], None);
+    let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, pid) = c.start_detached(shell("read line; echo \"got $line\"")).await.unwrap();
     // Starts, then fails: exit 1, then a segfault. Each leaves a mark

@@ -6,33 +6,14 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Daemon, LIMIT};
-
-/// A directory removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new() -> Tmp {
-        let n: u64 = std::process::id() as u64 * 1_000_003
-            + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-                as u64;
-        let p = std::env::temp_dir().join(format!("tether-upload-cleanup-{n:x}"));
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::daemon;
+use tether_testkit::{Daemon, LIMIT, ScratchDir as Tmp};
 
 /// Starts `PUT /v1/files?path=dir/target` announcing a megabyte and sends
 /// 1000 bytes of it; the socket is returned open (the upload stalls).
@@ -98,7 +79,7 @@ fn stop_during_upload(sig: &str) {
     let root = t.0.join("root");
     std::fs::create_dir_all(root.join("dir")).unwrap();
     std::fs::write(root.join("dir/target"), b"old").unwrap();
-    let mut d = Daemon::start(&["--files-root", root.to_str().unwrap()]);
+    let mut d = daemon(&["--files-root", root.to_str().unwrap()]);
     let s = stalled_upload(&d);
     wait_upload_open(d.pid(), &root.join("dir"));
     signal(&d, sig);
@@ -113,7 +94,7 @@ fn stop_during_upload(sig: &str) {
     assert_eq!(std::fs::read(root.join("dir/target")).unwrap(), b"old");
     if sig == "-KILL" {
         // The next daemon starts on the same root and serves it.
-        let d2 = Daemon::start(&["--files-root", root.to_str().unwrap()]);
+        let d2 = daemon(&["--files-root", root.to_str().unwrap()]);
         assert_eq!(names(&root.join("dir")), ["target"]);
         drop(d2);
     }

@@ -17,7 +17,7 @@
 
 use std::io::Write;
 
-use tether_tests::{FaultProxy, ProxyMode};
+use tether_testkit::{FaultProxy, ProxyMode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main(flavor = "current_thread")]

@@ -1,148 +1,42 @@
-//! The `tether serve` process the binary's tests run against, and small
-//! helpers they share.
+//! The `tether serve` process the binary's tests run against (the kit's
+//! [`Daemon`] run from this crate's binary), and the tmux sessions of its
+//! interactive tests.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tether_client::{Client, ClientOptions, StartSpec};
+use tether_testkit::{Daemon, LIMIT, rand_u64};
+
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tether");
-pub(crate) const LIMIT: Duration = Duration::from_secs(60);
 
-/// A `tether serve` process on port 0, stopped with SIGTERM on drop.
-pub(crate) struct Daemon {
-    pub(crate) child: Child,
-    pub(crate) url: String,
-    pub(crate) token: String,
-    /// Every line the daemon printed on stdout (one per start or restart).
-    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+/// `tether serve` on port 0 with `extra` arguments.
+pub(crate) fn daemon(extra: &[&str]) -> Daemon {
+    Daemon::start(BIN, extra)
 }
 
-impl Daemon {
-    pub(crate) fn start(extra: &[&str]) -> Daemon {
-        Daemon::start_in(extra, None)
-    }
-
-    /// A daemon whose temporary directory is `tmp`.
-    pub(crate) fn start_in(extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
-        Daemon::start_bin(BIN, extra, tmp)
-    }
-
-    /// A daemon run from the binary at `bin`.
-    pub(crate) fn start_bin(bin: &str, extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
-        Daemon::start_cmd(Command::new(bin), extra, tmp)
-    }
-
-    /// A daemon run by `cmd` (the binary, or something that execs it with
-    /// the arguments given after its own), with `serve` and its arguments.
-    pub(crate) fn start_cmd(mut cmd: Command, extra: &[&str], tmp: Option<&std::path::Path>) -> Daemon {
-        let token = format!("cli-test-{:016x}", rand_u64());
-        if let Some(tmp) = tmp {
-            cmd.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
-        }
-        cmd.arg("serve");
-        // Port 0 unless the test names an address.
-        if !extra.contains(&"--listen") {
-            cmd.args(["--listen", "127.0.0.1:0"]);
-        }
-        let mut child = cmd
-            .args(extra)
-            .env("TETHER_TOKEN", &token)
-            .env("TETHER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in out.lines() {
-                let Ok(line) = line else { break };
-                l2.0.lock().unwrap().push(line);
-                l2.1.notify_all();
-            }
-        });
-        let mut d = Daemon { child, url: String::new(), token, lines };
-        let first = d.wait_lines(1).remove(0);
-        d.url = first.strip_prefix("tether: listening on ").expect("listening line").to_owned();
-        d
-    }
-
-    /// Waits until the daemon has printed `n` lines; returns them.
-    pub(crate) fn wait_lines(&self, n: usize) -> Vec<String> {
-        let (lock, cv) = &*self.lines;
-        let (lines, timeout) = cv.wait_timeout_while(lock.lock().unwrap(), LIMIT, |l| l.len() < n).unwrap();
-        assert!(!timeout.timed_out(), "the daemon printed {} of {n} lines: {:?}", lines.len(), *lines);
-        lines.clone()
-    }
-
-    pub(crate) fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub(crate) fn cli(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args).env("TETHER_URL", &self.url).env("TETHER_TOKEN", &self.token);
-        c
-    }
-
-    /// Runs a CLI command to completion (bounded) with stdin closed.
-    pub(crate) fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .cli(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_bounded(&mut child);
-        child.wait_with_output().unwrap()
-    }
-
-    pub(crate) fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
-    }
-
-    pub(crate) fn zombie_children(&self) -> Vec<i32> {
-        let me = self.pid();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-            if rest[1].parse::<i32>() == Ok(me) && rest[0] == "Z" {
-                out.push(pid);
-            }
-        }
-        out
-    }
+/// A daemon whose temporary directory is `tmp`.
+pub(crate) fn daemon_in(extra: &[&str], tmp: Option<&Path>) -> Daemon {
+    Daemon::start_cmd(Command::new(BIN), BIN, extra, tmp)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+/// A daemon run from the binary at `bin` (a copy of this one); its CLI
+/// commands still run this one.
+pub(crate) fn daemon_from(bin: &str, extra: &[&str], tmp: Option<&Path>) -> Daemon {
+    Daemon::start_cmd(Command::new(bin), BIN, extra, tmp)
 }
 
-pub(crate) fn rand_u64() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+/// `bash -c script`.
+pub(crate) fn shell(script: &str) -> StartSpec {
+    StartSpec { argv: vec!["bash".into(), "-c".into(), script.into()], ..StartSpec::default() }
 }
 
-pub(crate) fn wait_bounded(child: &mut Child) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < LIMIT, "CLI command did not finish within {LIMIT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// A client of `d` that tries again soon after a drop.
+pub(crate) async fn client(d: &Daemon) -> Client {
+    let opts = ClientOptions { initial_backoff: Duration::from_millis(20), ..ClientOptions::default() };
+    Client::connect_with(&d.url, &d.token, opts).await.unwrap()
 }
 
 pub(crate) fn text(b: &[u8]) -> String {
