@@ -50,4 +50,12 @@ impl Stream {
             Stream::Stderr => 1,
         }
     }
+
+    /// `"stdout"` or `"stderr"`, as on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }

@@ -70,11 +70,17 @@ pub struct ExitStatus {
 impl ExitStatus {
     /// The conventional shell exit code: the code, or 128 + signal.
     pub fn shell_code(&self) -> i32 {
-        match (self.code, self.signal) {
-            (Some(c), _) => c,
-            (None, Some(s)) => 128 + s,
-            (None, None) => 255,
-        }
+        shell_code(self.code, self.signal)
+    }
+}
+
+/// The conventional shell exit code of a command that ended with `code` or
+/// by `signal`: the code, else `128 + signal` (a kill gives 137), else 255.
+pub fn shell_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+    match (code, signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 255,
     }
 }
 

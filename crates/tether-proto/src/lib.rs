@@ -47,7 +47,7 @@ pub use http::{
 pub use ids::{CommandId, ReqId, Stream};
 pub use info::{
     CommandInfo, CommandState, ExitReason, ExitStatus, HistoryEntry, ShellCloseReason, ShellClosed,
-    ShellInfo, ShellState, StreamInfo,
+    ShellInfo, ShellState, StreamInfo, shell_code,
 };
 pub use payload::Payload;
 pub use server_msg::{Limits, ServerMsg};

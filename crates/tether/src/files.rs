@@ -245,9 +245,5 @@ pub(crate) async fn run_code(
     if resp.truncated {
         eprintln!("tether: output past the limit was dropped");
     }
-    Ok(match (resp.exit_code, resp.signal) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
-        (None, None) => 255,
-    })
+    Ok(tether_proto::shell_code(resp.exit_code, resp.signal))
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use tether_client::{
     Client, ClientError, ClientOptions, CommandId, ExecEvent, Execution, PtySpec, ShellRunSpec, ShellSpec,
-    ShellState, StartSpec, Stream,
+    ShellState, StartSpec,
 };
 use tether_proto::{CommandInfo, CommandState, ErrorCode};
 
@@ -403,7 +403,7 @@ async fn stream(mut ex: Execution, quiet_gaps_at_start: bool) -> Result<i32> {
             }
             ExecEvent::Gap { stream, from, to } => {
                 if !quiet_gaps_at_start || seen_data {
-                    let s = if stream == Stream::Stdout { "stdout" } else { "stderr" };
+                    let s = stream.name();
                     eprintln!(
                         "\ntether: {} bytes of {s} lost (offsets {from}..{to}): the daemon's ring no longer held them",
                         to - from
