@@ -1,7 +1,12 @@
-//! Rows of the results table, latency statistics and number formatting.
+//! Rows of the results table, the row builders the groups share (latency,
+//! throughput, failure), latency statistics and number formatting.
 
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::throughput::Runs;
 
 /// One line of the results table. Every cell is already formatted; a
 /// measurement that could not run says why in `result`.
@@ -85,6 +90,61 @@ impl Latency {
         let rank = |p: f64| samples[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
         let total: Duration = samples.iter().sum();
         Some(Latency { n, p50: rank(0.50), p99: rank(0.99), mean: total / n as u32, max: samples[n - 1] })
+    }
+}
+
+/// The result cell of a measurement that failed or timed out.
+pub(crate) fn failed(e: &anyhow::Error) -> String {
+    format!("FAILED: {e:#}")
+}
+
+/// A latency row: p50/p99, and max and mean as the result.
+pub(crate) fn lat_row(section: &'static str, what: &str, r: &Result<Latency>, notes: String) -> Row {
+    match r {
+        Ok(l) => Row::new(section, what)
+            .latency(l)
+            .result(format!("max {}; mean {}", fmt_dur(l.max), fmt_dur(l.mean)))
+            .notes(notes),
+        Err(e) => Row::new(section, what).result(failed(e)),
+    }
+}
+
+/// A throughput row of section `section`: the median run's MiB/s.
+pub(crate) fn tp_row(section: &'static str, what: &str, n: u64, r: &Result<Runs>, extra: &str) -> Row {
+    let row = Row::new(section, what);
+    match r {
+        Ok(runs) => {
+            let t = runs.median;
+            let mut notes = format!(
+                "median run: {} in {}; range {:.0}-{:.0} MiB/s",
+                fmt_bytes(t.bytes),
+                fmt_dur(t.elapsed),
+                runs.min,
+                runs.max
+            );
+            if let Some((daemon, client)) = t.cpu {
+                notes.push_str(&format!(
+                    "; CPU in that run: daemon {}, bench client {}",
+                    fmt_dur(daemon),
+                    fmt_dur(client)
+                ));
+            }
+            if runs.lost > 0 {
+                notes.push_str(&format!(
+                    "; {} LOST in gaps over the {} runs",
+                    fmt_bytes(runs.lost),
+                    runs.count
+                ));
+            }
+            if !extra.is_empty() {
+                notes.push_str("; ");
+                notes.push_str(extra);
+            }
+            row.samples(format!("{} x {}", runs.count, fmt_bytes(n)))
+                .result(format!("{:.0} MiB/s", t.rate()))
+                .notes(notes)
+        }
+        Err(e) => row.samples(fmt_bytes(n)).result(failed(e)),
     }
 }
 

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use tether_client::{Client, ClientOptions, ExecEvent, Execution, StartSpec};
 
 use crate::procs::{self, Daemon};
-use crate::report::{Latency, Row, fmt_dur};
-use crate::{Args, bounded, lat_row, progress};
+use crate::report::{Latency, Row, fmt_dur, lat_row};
+use crate::{Args, bounded, progress};
 
 /// Output each held command has in its ring when the restarts begin.
 const HELD_BYTES: u64 = 256 * 1024;

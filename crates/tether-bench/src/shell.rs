@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tether_client::{Client, ShellSpec};
+use tether_proto::{ClientMsg, ReqId, StartSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::msgpack::Value;
 use crate::procs::Daemon;
-use crate::report::{Latency, Row, fmt_dur};
+use crate::report::{Latency, Row, fmt_dur, lat_row};
 use crate::tetherws::{self, TetherWs};
-use crate::{Args, bounded, lat_row, latency, progress, ratio};
+use crate::{Args, bounded, latency, progress, ratio};
 
 /// Commands run before the measured ones, in every loop.
 pub(crate) const WARMUP: usize = 50;
@@ -191,10 +191,8 @@ async fn tether_raw(d: &Daemon, n: usize) -> Result<Latency> {
 async fn tether_raw_start(d: &Daemon, n: usize) -> Result<Latency> {
     let mut ws = TetherWs::connect(d).await?;
     let r = bare_loop(&mut ws, n, |id| {
-        tetherws::start_msg(
-            id,
-            Value::map([("shell", Value::str("true")), ("close_stdin", Value::Bool(true))]),
-        )
+        let spec = StartSpec { shell: Some("true".to_owned()), close_stdin: true, ..StartSpec::default() };
+        ClientMsg::Start { id, spec }
     })
     .await;
     ws.close().await;
@@ -206,7 +204,7 @@ async fn tether_raw_start(d: &Daemon, n: usize) -> Result<Latency> {
 /// its `exit` (untimed), so that the daemon holds one at a time: otherwise
 /// the finished ones would keep their ring reservations for their TTL and
 /// a long run would hit `limit_exceeded`.
-async fn bare_loop(ws: &mut TetherWs, n: usize, msg: impl Fn(u64) -> Value) -> Result<Latency> {
+async fn bare_loop(ws: &mut TetherWs, n: usize, msg: impl Fn(ReqId) -> ClientMsg) -> Result<Latency> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..WARMUP + n {
         let id = ws.id();
@@ -217,7 +215,7 @@ async fn bare_loop(ws: &mut TetherWs, n: usize, msg: impl Fn(u64) -> Value) -> R
         if code != Some(0) {
             bail!("`true` ended with code {code:?}");
         }
-        ws.request_ok("remove", &command).await?;
+        ws.request_ok(|id| ClientMsg::Remove { id, command }).await?;
         if i >= WARMUP {
             samples.push(d);
         }

@@ -2,43 +2,22 @@
 //! `tether.v1` (MessagePack) directly, with no driver task, channels,
 //! reconnect or stdin window in between, so that a measurement through it
 //! is the daemon's cost plus the wire and nothing of `tether-client`.
+//! Frames are `tether-proto`'s own messages and encoding.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use tether_proto::{
+    ClientMsg, CommandId, Encoding, Payload, PtySpec, ReqId, ServerMsg, ShellRunSpec, ShellSpec, StartSpec,
+    Stream,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::msgpack::{self, Value};
 use crate::procs::Daemon;
 use crate::wsclient::Ws;
-
-/// A decoded server frame, reduced to what the benches look at.
-#[derive(Debug)]
-pub(crate) enum Frame {
-    /// `started`: the reply to `start`.
-    Started { id: u64, command: String },
-    /// `attached`: the reply to `attach`.
-    Attached { id: u64 },
-    /// `output` of stdout (stderr is empty on a PTY).
-    Output { offset: u64, data: Bytes },
-    /// `gap`: `[requested, first_held)` was lost.
-    Gap { requested: u64, first_held: u64 },
-    /// `screen`: the restored screen; `frame_bytes` is the whole frame.
-    Screen { offset: u64, data: Bytes, frame_bytes: usize },
-    /// `exit`: which command, its exit code (none if a signal or a kill
-    /// ended it) and its final stdout offset.
-    Exit { command: String, code: Option<i64>, stdout_bytes: u64 },
-    /// `shell`: the reply to `shell_create`; `created` is false when a
-    /// live shell of that name already existed.
-    Shell { id: u64, created: bool },
-    /// `ok`.
-    Ok { id: u64 },
-    /// Anything else (`resized`, `hello`, ...), by type.
-    Other(String),
-}
 
 /// One connection to the daemon.
 pub(crate) struct TetherWs {
@@ -54,7 +33,10 @@ impl TetherWs {
         let mut req = url.as_str().into_client_request()?;
         req.headers_mut()
             .insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", d.token))?);
-        req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("tether.v1"));
+        req.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(tether_proto::SUBPROTOCOL_MSGPACK),
+        );
         let mut cfg = WebSocketConfig::default();
         cfg.max_message_size = Some(64 << 20);
         cfg.max_frame_size = Some(64 << 20);
@@ -63,24 +45,31 @@ impl TetherWs {
             .with_context(|| format!("connecting to {url}"))?;
         let mut c = TetherWs { ws, next_id: 1 };
         match c.recv().await? {
-            Frame::Other(t) if t == "hello" => Ok(c),
+            ServerMsg::Hello { .. } => Ok(c),
             other => bail!("the first frame is not hello: {other:?}"),
         }
     }
 
     /// A fresh request id.
-    pub(crate) fn id(&mut self) -> u64 {
+    pub(crate) fn id(&mut self) -> ReqId {
         self.next_id += 1;
-        self.next_id
+        ReqId(self.next_id)
     }
 
     /// Sends one message.
-    pub(crate) async fn send(&mut self, msg: &Value) -> Result<()> {
-        self.ws.send(Message::Binary(msgpack::encode(msg).into())).await.context("sending a frame")
+    pub(crate) async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        let frame = tether_proto::encode(msg, Encoding::MsgPack);
+        self.ws.send(Message::Binary(frame.into())).await.context("sending a frame")
     }
 
-    /// The next frame. An `error` frame, a close or a failure is an error.
-    pub(crate) async fn recv(&mut self) -> Result<Frame> {
+    /// The next message. An `error`, `output` on stderr (which a PTY does
+    /// not have), a close or a failure is an error.
+    pub(crate) async fn recv(&mut self) -> Result<ServerMsg> {
+        Ok(self.recv_sized().await?.0)
+    }
+
+    /// [`TetherWs::recv`], with the size of the frame that carried it.
+    pub(crate) async fn recv_sized(&mut self) -> Result<(ServerMsg, usize)> {
         loop {
             let b = match self.ws.next().await {
                 Some(Ok(Message::Binary(b))) => b,
@@ -89,46 +78,37 @@ impl TetherWs {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e).context("the connection failed"),
             };
-            return parse(&b);
+            return Ok((parse(&b)?, b.len()));
         }
     }
 
     /// `start` with `spec`; returns the command id once `started` arrives.
-    pub(crate) async fn start(&mut self, spec: Value) -> Result<String> {
+    pub(crate) async fn start(&mut self, spec: StartSpec) -> Result<CommandId> {
         let id = self.id();
-        self.send(&start_msg(id, spec)).await?;
+        self.send(&ClientMsg::Start { id, spec }).await?;
         loop {
             match self.recv().await? {
-                Frame::Started { id: got, command } if got == id => return Ok(command),
-                Frame::Other(_) => {}
+                ServerMsg::Started { id: got, command, .. } if got == id => return Ok(command),
+                other if is_other(&other) => {}
                 other => bail!("unexpected frame before started: {other:?}"),
             }
         }
     }
 
     /// Sends `stdin` bytes without waiting; returns the request id.
-    pub(crate) async fn stdin(&mut self, command: &str, data: &'static [u8]) -> Result<u64> {
+    pub(crate) async fn stdin(&mut self, command: &CommandId, data: &'static [u8]) -> Result<ReqId> {
         let id = self.id();
-        self.send(&Value::map([
-            ("type", Value::str("stdin")),
-            ("id", Value::Uint(id)),
-            ("command", Value::str(command)),
-            ("data", Value::Bin(Bytes::from_static(data))),
-        ]))
-        .await?;
+        let data = Payload(Bytes::from_static(data));
+        self.send(&ClientMsg::Stdin { id, command: command.clone(), data, writer: None, offset: None })
+            .await?;
         Ok(id)
     }
 
-    /// Sends a request that is answered by `ok` (`kill`, `detach`) and
-    /// waits for it, skipping output.
-    pub(crate) async fn request_ok(&mut self, kind: &str, command: &str) -> Result<()> {
+    /// Sends the request `msg(id)`, one answered by `ok` (`kill`,
+    /// `detach`, `remove`), and waits for it, skipping output.
+    pub(crate) async fn request_ok(&mut self, msg: impl FnOnce(ReqId) -> ClientMsg) -> Result<()> {
         let id = self.id();
-        self.send(&Value::map([
-            ("type", Value::str(kind)),
-            ("id", Value::Uint(id)),
-            ("command", Value::str(command)),
-        ]))
-        .await?;
+        self.send(&msg(id)).await?;
         self.until_ok(id).await
     }
 
@@ -139,8 +119,8 @@ impl TetherWs {
         self.send(&shell_create_msg(id, name)).await?;
         loop {
             match self.recv().await? {
-                Frame::Shell { id: got, created } if got == id => return Ok(created),
-                Frame::Other(_) => {}
+                ServerMsg::Shell { id: got, created, .. } if got == id => return Ok(created),
+                other if is_other(&other) => {}
                 other => bail!("unexpected frame before shell: {other:?}"),
             }
         }
@@ -148,37 +128,36 @@ impl TetherWs {
 
     /// `shell_close` of the shell named `name`, until its `ok`.
     pub(crate) async fn shell_close(&mut self, name: &str) -> Result<()> {
-        let id = self.id();
-        self.send(&shell_close_msg(id, name)).await?;
-        self.until_ok(id).await
+        self.request_ok(|id| shell_close_msg(id, name)).await
     }
 
     /// Sends `msg`, an attached `start` or `shell_run` with request id
     /// `id`, and reads until the `exit` of the command it started, skipping
     /// its output. Returns the command id and its exit code.
-    pub(crate) async fn run_to_exit(&mut self, id: u64, msg: &Value) -> Result<(String, Option<i64>)> {
+    pub(crate) async fn run_to_exit(&mut self, id: ReqId, msg: &ClientMsg) -> Result<(CommandId, Option<i32>)> {
         self.send(msg).await?;
         let command = loop {
             match self.recv().await? {
-                Frame::Started { id: got, command } if got == id => break command,
-                Frame::Other(_) => {}
+                ServerMsg::Started { id: got, command, .. } if got == id => break command,
+                other if is_other(&other) => {}
                 other => bail!("unexpected frame before started: {other:?}"),
             }
         };
         loop {
             match self.recv().await? {
-                Frame::Exit { command: got, code, .. } if got == command => return Ok((command, code)),
-                Frame::Output { .. } | Frame::Other(_) => {}
+                ServerMsg::Exit { command: got, status } if got == command => return Ok((command, status.code)),
+                ServerMsg::Output { .. } => {}
+                other if is_other(&other) => {}
                 other => bail!("unexpected frame before the exit of {command}: {other:?}"),
             }
         }
     }
 
     /// Reads until the `ok` of request `id`, skipping anything else.
-    async fn until_ok(&mut self, id: u64) -> Result<()> {
+    async fn until_ok(&mut self, id: ReqId) -> Result<()> {
         loop {
             match self.recv().await? {
-                Frame::Ok { id: got } if got == id => return Ok(()),
+                ServerMsg::Ok { id: got } if got == id => return Ok(()),
                 _ => {}
             }
         }
@@ -190,93 +169,54 @@ impl TetherWs {
     }
 }
 
-/// `start` with request id `id`.
-pub(crate) fn start_msg(id: u64, spec: Value) -> Value {
-    Value::map([("type", Value::str("start")), ("id", Value::Uint(id)), ("spec", spec)])
+/// Whether `m` is a message the request loops above pass over: one that is
+/// neither a reply to a request nor part of a command's output (`hello`,
+/// `resized`, listings).
+pub(crate) fn is_other(m: &ServerMsg) -> bool {
+    matches!(
+        m,
+        ServerMsg::Hello { .. }
+            | ServerMsg::Resized { .. }
+            | ServerMsg::List { .. }
+            | ServerMsg::Status { .. }
+            | ServerMsg::ShellList { .. }
+            | ServerMsg::ShellHistory { .. }
+    )
 }
 
 /// `shell_create` of a shell named `name`, every other option at its
 /// default.
-pub(crate) fn shell_create_msg(id: u64, name: &str) -> Value {
-    Value::map([
-        ("type", Value::str("shell_create")),
-        ("id", Value::Uint(id)),
-        ("spec", Value::map([("name", Value::str(name))])),
-    ])
+pub(crate) fn shell_create_msg(id: ReqId, name: &str) -> ClientMsg {
+    ClientMsg::ShellCreate { id, spec: ShellSpec { name: Some(name.to_owned()), ..ShellSpec::default() } }
 }
 
 /// `shell_run` of `script` in `shell`, attached (the default, so absent
 /// as the daemon's own encoder leaves it), with stdin closed, unpaced.
-pub(crate) fn shell_run_msg(id: u64, shell: &str, script: &str) -> Value {
-    Value::map([
-        ("type", Value::str("shell_run")),
-        ("id", Value::Uint(id)),
-        ("shell", Value::str(shell)),
-        ("spec", Value::map([("script", Value::str(script)), ("close_stdin", Value::Bool(true))])),
-    ])
+pub(crate) fn shell_run_msg(id: ReqId, shell: &str, script: &str) -> ClientMsg {
+    let spec = ShellRunSpec { script: script.to_owned(), close_stdin: true, ..ShellRunSpec::default() };
+    ClientMsg::ShellRun { id, shell: shell.to_owned(), spec }
 }
 
 /// `shell_close` of `shell`.
-pub(crate) fn shell_close_msg(id: u64, shell: &str) -> Value {
-    Value::map([("type", Value::str("shell_close")), ("id", Value::Uint(id)), ("shell", Value::str(shell))])
+pub(crate) fn shell_close_msg(id: ReqId, shell: &str) -> ClientMsg {
+    ClientMsg::ShellClose { id, shell: shell.to_owned() }
 }
 
-/// `{rows, cols}`.
-pub(crate) fn size(rows: u16, cols: u16) -> Value {
-    Value::map([("rows", Value::Uint(rows as u64)), ("cols", Value::Uint(cols as u64))])
+/// A terminal of `rows` x `cols` with the default `TERM`.
+pub(crate) fn pty(rows: u16, cols: u16) -> Option<PtySpec> {
+    Some(PtySpec { rows, cols, term: None })
 }
 
-fn parse(b: &Bytes) -> Result<Frame> {
-    let v = msgpack::decode(b)?;
-    let kind = v.get("type").and_then(Value::as_str).context("a frame without a type")?;
-    let u = |k: &str| v.get(k).and_then(Value::as_u64).with_context(|| format!("{kind} without {k}"));
-    let bin =
-        |k: &str| v.get(k).and_then(Value::as_bin).cloned().with_context(|| format!("{kind} without {k}"));
-    Ok(match kind {
-        "started" => Frame::Started {
-            id: u("id")?,
-            command: v.get("command").and_then(Value::as_str).context("started without command")?.to_owned(),
-        },
-        "attached" => Frame::Attached { id: u("id")? },
-        "output" => {
-            if v.get("stream").and_then(Value::as_str) != Some("stdout") {
-                bail!("output on a stream other than stdout: {v:?}");
-            }
-            Frame::Output { offset: u("offset")?, data: bin("data")? }
+/// Decodes a frame; an `error` and `output` on stderr are errors.
+fn parse(b: &[u8]) -> Result<ServerMsg> {
+    let msg: ServerMsg = tether_proto::decode(b, Encoding::MsgPack)?;
+    match msg {
+        ServerMsg::Output { stream: Stream::Stderr, .. } => {
+            bail!("output on a stream other than stdout: {msg:?}")
         }
-        "gap" => Frame::Gap { requested: u("requested")?, first_held: u("first_held")? },
-        "screen" => Frame::Screen { offset: u("offset")?, data: bin("data")?, frame_bytes: b.len() },
-        "exit" => {
-            let status = v.get("status").context("exit without status")?;
-            Frame::Exit {
-                command: v.get("command").and_then(Value::as_str).context("exit without command")?.to_owned(),
-                code: match status.get("code") {
-                    None | Some(Value::Nil) => None,
-                    Some(Value::Uint(n)) => Some(i64::try_from(*n).context("exit code out of range")?),
-                    Some(Value::Int(n)) => Some(*n),
-                    Some(other) => bail!("exit with a code of {other:?}"),
-                },
-                stdout_bytes: status
-                    .get("stdout_bytes")
-                    .and_then(Value::as_u64)
-                    .context("exit without status.stdout_bytes")?,
-            }
-        }
-        "ok" => Frame::Ok { id: u("id")? },
-        "shell" => Frame::Shell {
-            id: u("id")?,
-            created: match v.get("created") {
-                Some(Value::Bool(b)) => *b,
-                _ => bail!("shell without created"),
-            },
-        },
-        "error" => bail!(
-            "the daemon answered {}: {}",
-            v.get("code").and_then(Value::as_str).unwrap_or("?"),
-            v.get("message").and_then(Value::as_str).unwrap_or("?")
-        ),
-        other => Frame::Other(other.to_owned()),
-    })
+        ServerMsg::Error { code, message, .. } => bail!("the daemon answered {code:?}: {message}"),
+        msg => Ok(msg),
+    }
 }
 
 #[cfg(test)]
@@ -285,48 +225,65 @@ mod tests {
 
     const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol/vectors");
 
-    fn vector(name: &str) -> Bytes {
+    fn vector(name: &str) -> Vec<u8> {
         let path = format!("{VECTORS}/{name}.msgpack");
-        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     #[test]
     fn shell_close_encodes_as_the_golden_frame() {
-        assert_eq!(msgpack::encode(&shell_close_msg(24, "build")), vector("client_shell_close").to_vec());
+        let frame = tether_proto::encode(&shell_close_msg(ReqId(24), "build"), Encoding::MsgPack);
+        assert_eq!(frame, vector("client_shell_close"));
     }
 
     #[test]
     fn shell_messages_carry_the_fields_the_spec_names() {
-        let create = shell_create_msg(20, "build");
-        assert_eq!(create.get("spec").and_then(|s| s.get("name")).and_then(Value::as_str), Some("build"));
-        let run = shell_run_msg(21, "build", "true");
-        assert_eq!(run.get("shell").and_then(Value::as_str), Some("build"));
-        let spec = run.get("spec").expect("spec");
-        assert_eq!(spec.get("script").and_then(Value::as_str), Some("true"));
-        assert_eq!(spec.get("close_stdin"), Some(&Value::Bool(true)));
+        let json = |m: &ClientMsg| -> serde_json::Value {
+            serde_json::from_slice(&tether_proto::encode(m, Encoding::Json)).expect("valid json")
+        };
+        let create = json(&shell_create_msg(ReqId(20), "build"));
+        assert_eq!(create["spec"]["name"], "build");
+        let run = json(&shell_run_msg(ReqId(21), "build", "true"));
+        assert_eq!(run["shell"], "build");
+        let spec = &run["spec"];
+        assert_eq!(spec["script"], "true");
+        assert_eq!(spec["close_stdin"], true);
         assert_eq!(spec.get("attach"), None, "attach is left at its default, true");
     }
 
     #[test]
     fn shell_exit_and_started_replies_parse() {
         match parse(&vector("server_shell")).expect("parses") {
-            Frame::Shell { id: 20, created: true } => {}
+            ServerMsg::Shell { id: ReqId(20), created: true, .. } => {}
             other => panic!("server_shell parsed as {other:?}"),
         }
         match parse(&vector("server_exit")).expect("parses") {
-            Frame::Exit { command, code: None, stdout_bytes: 5368774656 } => {
-                assert_eq!(command, "c-5f0c9a7e21b34d08");
+            ServerMsg::Exit { command, status } => {
+                assert_eq!(command.0, "c-5f0c9a7e21b34d08");
+                assert_eq!((status.code, status.stdout_bytes), (None, 5368774656));
             }
             other => panic!("server_exit parsed as {other:?}"),
         }
-        let exit = Value::map([
-            ("type", Value::str("exit")),
-            ("command", Value::str("c-1")),
-            ("status", Value::map([("code", Value::Uint(0)), ("stdout_bytes", Value::Uint(0))])),
-        ]);
-        match parse(&Bytes::from(msgpack::encode(&exit))).expect("parses") {
-            Frame::Exit { code: Some(0), .. } => {}
+        let mut exit: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{VECTORS}/server_exit.json")).expect("read json"))
+                .expect("valid json");
+        exit["status"]["code"] = 0.into();
+        let exit: ServerMsg = serde_json::from_value(exit).expect("an exit");
+        match parse(&tether_proto::encode(&exit, Encoding::MsgPack)).expect("parses") {
+            ServerMsg::Exit { status, .. } if status.code == Some(0) => {}
             other => panic!("exit with code 0 parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn errors_and_stderr_output_are_refused() {
+        assert!(parse(&vector("server_error")).is_err());
+        let mut output: ServerMsg = tether_proto::decode(&vector("server_output"), Encoding::MsgPack)
+            .expect("the golden output decodes");
+        assert!(parse(&tether_proto::encode(&output, Encoding::MsgPack)).is_ok(), "stdout output parses");
+        if let ServerMsg::Output { stream, .. } = &mut output {
+            *stream = Stream::Stderr;
+        }
+        assert!(parse(&tether_proto::encode(&output, Encoding::MsgPack)).is_err());
     }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tether_client::{Client, ExecEvent, PtySpec, StartSpec};
+use tether_proto::ServerMsg;
 
-use crate::msgpack::Value;
 use crate::procs::{self, Daemon};
-use crate::tetherws::{Frame, TetherWs};
+use crate::tetherws::{self, TetherWs};
 use crate::throughput::Transfer;
 use crate::wsclient::{self, next_term_msg};
 
@@ -75,18 +75,19 @@ fn cpu_now(server: u32) -> (Option<Duration>, Option<Duration>) {
 /// any `gap` until `exit`, whose `stdout_bytes` must be `expected`.
 pub(crate) async fn tether_raw(d: &Daemon, file: &Path, expected: u64) -> Result<Transfer> {
     let mut ws = TetherWs::connect(d).await?;
-    let spec = Value::map([
-        ("argv", Value::Array(vec![Value::str("cat"), Value::str(&file.to_string_lossy())])),
-        ("pace", Value::Bool(true)),
-        ("pty", crate::tetherws::size(24, 80)),
-    ]);
+    let spec = StartSpec {
+        argv: vec!["cat".into(), file.to_string_lossy().into_owned()],
+        pace: true,
+        pty: tetherws::pty(24, 80),
+        ..StartSpec::default()
+    };
     let cpu0 = cpu_now(d.pid);
     let t = Instant::now();
     ws.start(spec).await?;
     let (mut bytes, mut lost, mut frames, mut next) = (0u64, 0u64, 0u64, 0u64);
     loop {
         match ws.recv().await? {
-            Frame::Output { offset, data } => {
+            ServerMsg::Output { offset, data, .. } => {
                 if offset != next {
                     bail!("output at offset {offset}, expected {next}");
                 }
@@ -94,14 +95,15 @@ pub(crate) async fn tether_raw(d: &Daemon, file: &Path, expected: u64) -> Result
                 bytes += data.len() as u64;
                 frames += 1;
             }
-            Frame::Gap { requested, first_held } => {
+            ServerMsg::Gap { requested, first_held, .. } => {
                 lost += first_held - requested;
                 next = first_held;
             }
-            Frame::Exit { stdout_bytes, .. } => {
+            ServerMsg::Exit { status, .. } => {
                 let elapsed = t.elapsed();
                 let cpu = cpu_since(d.pid, cpu0);
                 ws.close().await;
+                let stdout_bytes = status.stdout_bytes;
                 if stdout_bytes != expected || bytes + lost != expected {
                     bail!(
                         "got {bytes} bytes and {lost} in gaps, the exit reports {stdout_bytes}, expected {expected}"

@@ -10,12 +10,12 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tether_client::{Client, ExecEvent, Execution, PtySpec, StartSpec};
+use tether_proto::{ClientMsg, CommandId, ServerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::msgpack::Value;
 use crate::procs::Daemon;
 use crate::report::Latency;
-use crate::tetherws::{Frame, TetherWs};
+use crate::tetherws::{self, TetherWs};
 use crate::wsclient::{self, Ws, next_term_msg};
 
 /// Keystrokes typed before the measured ones.
@@ -69,8 +69,8 @@ pub(crate) async fn floor(python: &str, script: &Path, n: usize) -> Result<Laten
 }
 
 /// `start {argv: ["cat"], pty: {rows: 24, cols: 80}}`.
-fn cat_spec() -> Value {
-    Value::map([("argv", Value::Array(vec![Value::str("cat")])), ("pty", crate::tetherws::size(24, 80))])
+fn cat_spec() -> StartSpec {
+    StartSpec { argv: vec!["cat".into()], pty: tetherws::pty(24, 80), ..StartSpec::default() }
 }
 
 /// What the bare client saw: the echo latency, and when the `ok` of each
@@ -92,7 +92,7 @@ pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<RawEcho> {
     let mut kb = RawKeyboard { ws, command, oks: Vec::new() };
     let r = measure(&mut kb, n).await;
     let RawKeyboard { mut ws, command, oks } = kb;
-    let _ = ws.request_ok("kill", &command).await;
+    let _ = ws.request_ok(|id| ClientMsg::Kill { id, command }).await;
     ws.close().await;
     let echo = r?;
     // The last `n` keystrokes are the measured ones.
@@ -102,7 +102,7 @@ pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<RawEcho> {
 
 struct RawKeyboard {
     ws: TetherWs,
-    command: String,
+    command: CommandId,
     /// When the `ok` of each keystroke's `stdin` arrived.
     oks: Vec<Duration>,
 }
@@ -120,8 +120,8 @@ impl RawKeyboard {
         let (mut out, mut done_at, mut acked) = (Vec::new(), None, None);
         while done_at.is_none() || acked.is_none() {
             match self.ws.recv().await? {
-                Frame::Output { data, .. } => {
-                    out.extend_from_slice(&data);
+                ServerMsg::Output { data, .. } => {
+                    out.extend_from_slice(data.as_bytes());
                     if out.len() > n {
                         bail!("expected {n} bytes of output, got {:?}", String::from_utf8_lossy(&out));
                     }
@@ -129,9 +129,9 @@ impl RawKeyboard {
                         done_at = Some(t.elapsed());
                     }
                 }
-                Frame::Ok { id: got } if got == id => acked = Some(t.elapsed()),
-                Frame::Exit { .. } => bail!("cat exited"),
-                Frame::Gap { .. } => bail!("a gap in cat's output"),
+                ServerMsg::Ok { id: got } if got == id => acked = Some(t.elapsed()),
+                ServerMsg::Exit { .. } => bail!("cat exited"),
+                ServerMsg::Gap { .. } => bail!("a gap in cat's output"),
                 _ => {}
             }
         }

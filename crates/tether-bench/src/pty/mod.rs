@@ -16,9 +16,10 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::procs::Daemon;
-use crate::report::{Latency, Row, fmt_bytes, fmt_dur};
+use crate::peers::{NOT_INSTALLED, has_terminado, start_terminado};
+use crate::report::{Latency, Row, failed, fmt_bytes, fmt_dur, lat_row};
 use crate::throughput::{self, Runs};
-use crate::{Args, NOT_INSTALLED, bounded, failed, has_terminado, lat_row, progress, ratio, start_terminado};
+use crate::{Args, bounded, progress, ratio};
 
 /// Runs every PTY measurement against `d` and the peers; returns the rows.
 pub(crate) async fn rows(args: &Args, d: &Daemon, logs: &Path) -> Vec<Row> {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::SinkExt;
 use tether_client::{Client, ExecEvent, PtySpec, StartSpec, TermSize};
+use tether_proto::{ClientMsg, ServerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::msgpack::Value;
 use crate::procs::Daemon;
 use crate::report::Latency;
-use crate::tetherws::{Frame, TetherWs, size};
+use crate::tetherws::{self, TetherWs};
 use crate::wsclient::{self, next_term_msg};
 
 /// The terminal's size.
@@ -55,17 +55,17 @@ fn draw_argv() -> Vec<String> {
 /// `attach {command, screen: true, size: 50x200}`, until the `screen`.
 pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<Reattach> {
     let mut setup = TetherWs::connect(d).await?;
-    let argv = draw_argv().iter().map(|a| Value::str(a)).collect();
-    let command = setup.start(Value::map([("argv", Value::Array(argv)), ("pty", size(ROWS, COLS))])).await?;
+    let spec = StartSpec { argv: draw_argv(), pty: tetherws::pty(ROWS, COLS), ..StartSpec::default() };
+    let command = setup.start(spec).await?;
     let mut drawn = 0;
     while drawn < DRAWN {
         match setup.recv().await? {
-            Frame::Output { data, .. } => drawn += data.len(),
-            Frame::Exit { .. } => bail!("the drawing command exited"),
+            ServerMsg::Output { data, .. } => drawn += data.len(),
+            ServerMsg::Exit { .. } => bail!("the drawing command exited"),
             _ => {}
         }
     }
-    setup.request_ok("detach", &command).await?;
+    setup.request_ok(|id| ClientMsg::Detach { id, command: command.clone() }).await?;
     let r = async {
         let (mut samples, mut connects) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut payload, mut frame) = (0, 0);
@@ -76,17 +76,22 @@ pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<Reattach> {
                 connects.push(t.elapsed());
             }
             let id = ws.id();
-            ws.send(&Value::map([
-                ("type", Value::str("attach")),
-                ("id", Value::Uint(id)),
-                ("command", Value::str(&command)),
-                ("screen", Value::Bool(true)),
-                ("size", size(ROWS, COLS)),
-            ]))
+            ws.send(&ClientMsg::Attach {
+                id,
+                command: command.clone(),
+                stdout_offset: 0,
+                stderr_offset: 0,
+                tail_bytes: None,
+                pace: false,
+                screen: true,
+                size: Some(TermSize { rows: ROWS, cols: COLS }),
+                window_bytes: None,
+                client: None,
+            })
             .await?;
             loop {
-                match ws.recv().await? {
-                    Frame::Screen { offset, data, frame_bytes } => {
+                match ws.recv_sized().await? {
+                    (ServerMsg::Screen { offset, data, .. }, frame_bytes) => {
                         let d = t.elapsed();
                         if offset != drawn as u64 {
                             bail!("the screen reflects offset {offset}, expected the end, {drawn}");
@@ -97,9 +102,9 @@ pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<Reattach> {
                         (payload, frame) = (data.len(), frame_bytes);
                         break;
                     }
-                    Frame::Attached { id: got } if got == id => {}
-                    Frame::Other(_) => {}
-                    other => bail!("expected the screen, got {other:?}"),
+                    (ServerMsg::Attached { id: got, .. }, _) if got == id => {}
+                    (other, _) if tetherws::is_other(&other) => {}
+                    (other, _) => bail!("expected the screen, got {other:?}"),
                 }
             }
             ws.close().await;
@@ -115,7 +120,7 @@ pub(crate) async fn tether_raw(d: &Daemon, n: usize) -> Result<Reattach> {
         })
     }
     .await;
-    let _ = setup.request_ok("kill", &command).await;
+    let _ = setup.request_ok(|id| ClientMsg::Kill { id, command }).await;
     setup.close().await;
     r
 }
