@@ -285,4 +285,3 @@ fn tether_path(given: Option<&Path>) -> Result<PathBuf> {
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-12)
 }
-

@@ -24,7 +24,13 @@ fn websocketd_args(port: u16, binary: bool, cmd: &[&str]) -> Vec<String> {
 
 /// Starts websocketd running `cmd` on a free port, logging to
 /// `logs/NAME.log`.
-pub(crate) async fn start_websocketd(args: &Args, logs: &Path, name: &str, binary: bool, cmd: &[&str]) -> Result<Peer> {
+pub(crate) async fn start_websocketd(
+    args: &Args,
+    logs: &Path,
+    name: &str,
+    binary: bool,
+    cmd: &[&str],
+) -> Result<Peer> {
     let port = procs::free_port()?;
     Peer::start(
         &args.websocketd,

@@ -130,7 +130,13 @@ where
 }
 
 /// A rate row: the median run's latency percentiles and rate.
-pub(super) fn rate_row(section: &'static str, what: &str, r: &Result<Rates>, unit: &str, extra: String) -> Row {
+pub(super) fn rate_row(
+    section: &'static str,
+    what: &str,
+    r: &Result<Rates>,
+    unit: &str,
+    extra: String,
+) -> Row {
     match r {
         Ok(rates) => {
             let m = rates.median;

@@ -174,7 +174,14 @@ async fn floor_rows(args: &Args, s: &Scratch, rows: &mut Vec<Row>) -> Floors {
 }
 
 /// F2-F3: upload and download through `/v1/files`.
-async fn tether_rows(args: &Args, d: &Daemon, s: &Scratch, http: &Http, floors: &Floors, rows: &mut Vec<Row>) {
+async fn tether_rows(
+    args: &Args,
+    d: &Daemon,
+    s: &Scratch,
+    http: &Http,
+    floors: &Floors,
+    rows: &mut Vec<Row>,
+) {
     let (n, k, limit) = (args.file_bytes, args.repeat, limit(args));
     progress("F2. tether upload: PUT /v1/files");
     let r = bounded(limit, throughput::repeat(k, || upload(http, d, s, n))).await;

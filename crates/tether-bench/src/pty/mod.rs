@@ -15,8 +15,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::procs::Daemon;
 use crate::peers::{NOT_INSTALLED, has_terminado, start_terminado};
+use crate::procs::Daemon;
 use crate::report::{Latency, Row, failed, fmt_bytes, fmt_dur, lat_row};
 use crate::throughput::{self, Runs};
 use crate::{Args, bounded, progress, ratio};
