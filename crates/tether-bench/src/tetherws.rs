@@ -229,9 +229,11 @@ pub(crate) fn pty(rows: u16, cols: u16) -> Option<PtySpec> {
 /// an `output` map go unnoticed here; the daemon's encoder writes none.)
 #[derive(Deserialize)]
 struct OutputView<'a> {
-    /// The message type; the view is used only for `output`.
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
+    /// The message type: only `output` fits, so that the view of any
+    /// other frame fails as soon as its `type` is read (the first field,
+    /// as the daemon encodes it), before the rest is looked at.
+    #[serde(rename = "type")]
+    kind: OutputTag,
     /// `output.command`.
     #[serde(borrow, default)]
     command: Option<&'a str>,
@@ -246,10 +248,18 @@ struct OutputView<'a> {
     data: Option<&'a [u8]>,
 }
 
+/// The `type` of an `output` message.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OutputTag {
+    /// `output`.
+    Output,
+}
+
 /// Decodes a frame (see [`OutputView`]).
 fn decode(frame: &Bytes) -> Result<ServerMsg> {
     if let Ok(OutputView {
-        kind: "output",
+        kind: OutputTag::Output,
         command: Some(command),
         stream: Some(stream),
         offset: Some(offset),
