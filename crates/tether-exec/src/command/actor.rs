@@ -14,7 +14,7 @@ use crate::contain::{Containment, Leaf};
 use crate::handover::Phase;
 use crate::pty::Pty;
 use crate::shell::{JobEvent, JobLink};
-use crate::sys::{ExitWatch, Process};
+use crate::sys::Process;
 
 use super::build::{Lifetimes, Resume};
 use super::model::Model;
@@ -75,9 +75,9 @@ async fn job_event(job: &mut Option<Job>) -> Option<JobEvent> {
     }
 }
 
-async fn exit_ready(w: &mut Option<ExitWatch>) {
-    match w {
-        Some(w) => w.ready().await,
+async fn exit_ready(leader: &mut Option<Process>) {
+    match leader {
+        Some(p) => p.ready().await,
         None => std::future::pending().await,
     }
 }
@@ -112,9 +112,6 @@ impl Actor {
     /// drained. Returns whether to keep the record for the TTL.
     async fn live(&mut self, stop: &Stop) -> bool {
         let mut stdin_task: StdinTask = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
-        // Not for a process already reaped: its pid may belong to another.
-        let mut exit_watch =
-            self.leader.as_ref().filter(|_| !self.state.is_reaped()).map(Process::exit_watch);
         self.on_attach_change(stop);
 
         while !self.state.is_reaped() || self.pipes.iter().any(Option::is_some) {
@@ -135,7 +132,7 @@ impl Actor {
                 }
                 Some(ctl) = self.ctl_rx.recv() => self.on_control(ctl),
                 ev = job_event(&mut self.job), if running => self.on_job_event(ev),
-                _ = exit_ready(&mut exit_watch), if running => self.on_exit_ready(),
+                _ = exit_ready(&mut self.leader), if running => self.on_exit_ready(),
                 r = readable(&self.pipes[0]), if !paused[0] => {
                     self.drain(0, r, false);
                 }
@@ -154,7 +151,7 @@ impl Actor {
         }
         // The pidfd and the terminal are not needed for the TTL phase: give
         // the fds back. The screen model stays, for viewers of the end.
-        drop(exit_watch);
+        self.leader = None;
         self.pty = None;
         if let Some(t) = stdin_task {
             t.abort();

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::ExecError;
 use crate::command::ExitReason;
-use crate::sys::{self, ExitWatch, PrivateDir, Process, Reaped};
+use crate::sys::{self, PrivateDir, Process, Reaped};
 
 /// The command the shell is on.
 pub(super) struct Current {
@@ -48,7 +48,6 @@ pub(crate) struct ShellActor {
     /// The shell (its pid is its process group and session id), held
     /// through a pidfd.
     pub(super) shell: Process,
-    pub(super) exit_watch: ExitWatch,
     pub(super) control: pipe::Sender,
     pub(super) status: pipe::Receiver,
     /// The shell's own stdout and stderr: only its top-level chatter, never
@@ -445,7 +444,7 @@ impl ShellActor {
                 Ok(None) => {}
                 Err(_) => return None,
             }
-            if tokio::time::timeout_at(deadline, self.exit_watch.ready()).await.is_err() {
+            if tokio::time::timeout_at(deadline, self.shell.ready()).await.is_err() {
                 tracing::warn!(shell = %self.shared.name, "shell did not exit: killing it");
                 kill_session(self.shell.pid());
                 let _ = self.shell.signal(libc::SIGKILL);

@@ -111,7 +111,6 @@ pub(crate) async fn start(
     let Spawned { process, control, status, log } = shell;
     let actor = ShellActor {
         shared: shared.clone(),
-        exit_watch: process.exit_watch(),
         shell: process,
         control,
         status,

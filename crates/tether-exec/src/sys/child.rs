@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,35 @@ pub(crate) struct Reaped {
 /// restart) stays the parent, so the next one re-opens its commands with
 /// [`Process::open`] from the pid in the handover state, safely, as long as
 /// it has not reaped them.
-#[derive(Debug)]
 pub(crate) struct Process {
     pid: u32,
     /// `None` on a kernel without pidfds (before 5.3): the pid is used.
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<PidFd>,
+    /// Where the exit cannot be waited for through a pidfd: the timer
+    /// [`Process::ready`] polls with.
+    poll: Option<tokio::time::Interval>,
+}
+
+/// A pidfd, registered with the runtime once something waits on it: one
+/// fd per process serves both signalling and waiting.
+enum PidFd {
+    Plain(OwnedFd),
+    Watched(AsyncFd<OwnedFd>),
+}
+
+impl PidFd {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            PidFd::Plain(fd) => fd.as_fd(),
+            PidFd::Watched(afd) => afd.get_ref().as_fd(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).field("pidfd", &self.pidfd.is_some()).finish()
+    }
 }
 
 impl Process {
@@ -50,25 +74,30 @@ impl Process {
     /// spawning it, or on resuming it after a handover.
     pub(crate) fn open(pid: u32) -> Process {
         register_leader(pid);
-        Process { pid, pidfd: pidfd_open(pid).ok() }
+        Process::remember(pid)
     }
 
     /// Takes hold of process `pid` (any process, a descendant found on a
     /// walk) to signal it later: its pidfd, opened now, keeps naming it
     /// even once another process has its pid.
     pub(crate) fn remember(pid: u32) -> Process {
-        Process { pid, pidfd: pidfd_open(pid).ok() }
+        let pidfd = pidfd_open(pid).map_err(|e| tracing::debug!(pid, "pidfd_open failed: {e}")).ok();
+        Process { pid, pidfd: pidfd.map(PidFd::Plain), poll: None }
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(PidFd::fd)
+    }
+
     /// Sends `sig` to the process (through its pidfd: `ESRCH` once it is
     /// reaped, whoever has its pid by then).
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         let sig = to_signal(sig)?;
-        match &self.pidfd {
+        match self.fd() {
             Some(fd) => Ok(rustix::process::pidfd_send_signal(fd, sig)?),
             None => Ok(rustix::process::kill_process(to_pid(self.pid).ok_or_else(esrch)?, sig)?),
         }
@@ -81,10 +110,10 @@ impl Process {
     /// started after that may lead a new group of that number.
     pub(crate) fn signal_group(&self, sig: i32) -> io::Result<()> {
         let sig = to_signal(sig)?;
-        if let Some(fd) = &self.pidfd {
+        if let Some(fd) = self.fd() {
             // WNOWAIT: look, leave it to be reaped. ECHILD: reaped already.
             let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-            rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts).map_err(|_| esrch())?;
+            rustix::process::waitid(WaitId::PidFd(fd), opts).map_err(|_| esrch())?;
         }
         Ok(rustix::process::kill_process_group(to_pid(self.pid).ok_or_else(esrch)?, sig)?)
     }
@@ -94,15 +123,56 @@ impl Process {
         try_reap(self.pid)
     }
 
-    /// Waits for the exit, polled through a duplicate of the pidfd.
-    pub(crate) fn exit_watch(&self) -> ExitWatch {
-        ExitWatch::with(self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()))
+    /// Resolves when the child may have exited; the caller then tries
+    /// [`Process::try_reap`]. Waits on the pidfd, registered with the
+    /// runtime the first time (so it must be called inside one), else polls
+    /// every 20 ms. Cancel-safe.
+    pub(crate) async fn ready(&mut self) {
+        if let Some(PidFd::Plain(_)) = &self.pidfd {
+            self.register();
+        }
+        match (&self.pidfd, &mut self.poll) {
+            (Some(PidFd::Watched(afd)), _) => {
+                if let Ok(mut guard) = afd.readable().await {
+                    // A pidfd stays readable once the process has exited;
+                    // clear so a spurious wake does not spin.
+                    guard.clear_ready();
+                }
+            }
+            (_, Some(iv)) => {
+                iv.tick().await;
+            }
+            (_, poll) => {
+                let mut iv = tokio::time::interval(Duration::from_millis(20));
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                poll.insert(iv).tick().await;
+            }
+        }
+    }
+
+    /// Registers the pidfd with the runtime; where it is not pollable, it
+    /// stays plain (for signals) and [`Process::ready`] polls.
+    fn register(&mut self) {
+        let Some(PidFd::Plain(fd)) = self.pidfd.take() else { return };
+        // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it stays
+        // open, the same fd, exactly as long as it is registered.
+        let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        self.pidfd = Some(match registered {
+            Ok(afd) => PidFd::Watched(afd),
+            Err(e) => {
+                let (fd, e) = e.into_parts();
+                tracing::debug!("pidfd not pollable, polling instead: {e}");
+                PidFd::Plain(fd)
+            }
+        });
     }
 }
 
 impl Clone for Process {
+    /// The same process, through a duplicate of its pidfd.
     fn clone(&self) -> Process {
-        Process { pid: self.pid, pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) }
+        let pidfd = self.fd().and_then(|fd| fd.try_clone_to_owned().ok()).map(PidFd::Plain);
+        Process { pid: self.pid, pidfd, poll: None }
     }
 }
 
@@ -116,46 +186,6 @@ impl Reaped {
 
 fn esrch() -> io::Error {
     io::Error::from_raw_os_error(libc::ESRCH)
-}
-
-/// Waits for a child to exit without reaping it: a pidfd registered with
-/// the runtime where the kernel has them (Linux 5.3+), else a poll timer.
-pub(crate) enum ExitWatch {
-    PidFd(AsyncFd<OwnedFd>),
-    Poll(tokio::time::Interval),
-}
-
-impl ExitWatch {
-    fn with(pidfd: Option<OwnedFd>) -> ExitWatch {
-        if let Some(fd) = pidfd {
-            // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`, so it
-            // stays open exactly as long as it is registered.
-            match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
-                Ok(afd) => return ExitWatch::PidFd(afd),
-                Err(e) => tracing::debug!("pidfd not pollable, polling instead: {}", e.into_parts().1),
-            }
-        }
-        let mut iv = tokio::time::interval(Duration::from_millis(20));
-        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ExitWatch::Poll(iv)
-    }
-
-    /// Resolves when the child may have exited; the caller then tries
-    /// [`try_reap`]. Cancel-safe.
-    pub(crate) async fn ready(&mut self) {
-        match self {
-            ExitWatch::PidFd(afd) => {
-                if let Ok(mut guard) = afd.readable().await {
-                    // A pidfd stays readable once the process has exited;
-                    // clear so a spurious wake does not spin.
-                    guard.clear_ready();
-                }
-            }
-            ExitWatch::Poll(iv) => {
-                iv.tick().await;
-            }
-        }
-    }
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! - `child`: [`Process`] (a child the daemon waits for, held through a
-//!   pidfd), [`ExitWatch`], [`Reaped`], the leader registry, the subreaper
+//!   pidfd, waited on through the same fd), [`Reaped`], the leader registry, the subreaper
 //!   and its orphan reaper.
 //! - `signal`: sending signals, parsing their names, the daemon's own
 //!   signal actions.
@@ -33,7 +33,7 @@ mod spawn;
 mod tty;
 
 pub(crate) use child::{
-    ExitWatch, Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
+    Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
 };
 pub use dir::PrivateDir;
 pub(crate) use fd::{
