@@ -120,9 +120,9 @@ impl Actor {
             let lingering =
                 if paused[0] || paused[1] { self.shared.output().pacing.next_expiry() } else { None };
             let running = !self.state.is_reaped();
-            let s = &self.state;
-            let (timeout_at, sigkill_at, idle_at, drain_until) =
-                (s.timeout_at, s.sigkill_at, s.idle_at, s.drain_until);
+            // One timer for every deadline (a tokio `Sleep` each would cost
+            // every running command a few hundred bytes more).
+            let next = self.state.next_deadline().into_iter().chain(lingering).min();
             tokio::select! {
                 biased;
                 _ = stop.token.cancelled(), if !self.state.stop_seen => {
@@ -141,12 +141,8 @@ impl Actor {
                 }
                 // A pacing reader advanced or left: re-check the pause.
                 _ = self.shared.pacer_moved.notified(), if paused[0] || paused[1] => {}
-                _ = at(lingering) => self.shared.output().pacing.expire(Instant::now()),
                 _ = self.shared.attach_changed.notified() => self.on_attach_change(stop),
-                _ = at(timeout_at) => self.on_timeout(),
-                _ = at(sigkill_at) => self.on_sigkill(),
-                _ = at(idle_at) => self.on_idle(),
-                _ = at(drain_until) => self.on_drain_deadline(),
+                _ = at(next) => self.on_deadlines(Instant::now()),
             }
         }
         // The pidfd and the terminal are not needed for the TTL phase: give

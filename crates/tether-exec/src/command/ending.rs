@@ -4,6 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
+use tokio::time::Instant;
+
 use crate::contain::{self, Leftovers};
 use crate::shell::{JobEvent, ShellCtl};
 use crate::sys::{self, Reaped};
@@ -56,10 +58,30 @@ impl Actor {
         }
     }
 
+    /// Whatever deadlines have come by `now`, in order: the timeout, the
+    /// SIGKILL after it, the idle timeout, the drain deadline, and the
+    /// lingering pacers that stop holding the command.
+    pub(super) fn on_deadlines(&mut self, now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.state.timeout_at) {
+            self.on_timeout();
+        }
+        if due(self.state.sigkill_at) {
+            self.on_sigkill();
+        }
+        if due(self.state.idle_at) {
+            self.on_idle();
+        }
+        if due(self.state.drain_until) {
+            self.on_drain_deadline();
+        }
+        self.shared.output().pacing.expire(now);
+    }
+
     /// The wall-clock timeout: a shell command is interrupted by its shell
     /// (which escalates); any other gets SIGTERM, and SIGKILL after the
     /// kill grace.
-    pub(super) fn on_timeout(&mut self) {
+    fn on_timeout(&mut self) {
         if self.job.is_some() {
             self.state.timeout_at = None;
             self.kill(ExitReason::TimedOut);
@@ -73,13 +95,13 @@ impl Actor {
     }
 
     /// The kill grace after a timeout's SIGTERM is over.
-    pub(super) fn on_sigkill(&mut self) {
+    fn on_sigkill(&mut self) {
         self.state.sigkill_at = None;
         self.kill(ExitReason::TimedOut);
     }
 
     /// Nobody was attached for the idle timeout.
-    pub(super) fn on_idle(&mut self) {
+    fn on_idle(&mut self) {
         self.state.idle_at = None;
         self.kill(ExitReason::IdleTimeout);
     }
@@ -87,7 +109,7 @@ impl Actor {
     /// The process is gone but a descendant holds a pipe open: take what
     /// the pipe buffers hold, then stop reading. A stream held back by a
     /// pacing reader stays open until it has caught up.
-    pub(super) fn on_drain_deadline(&mut self) {
+    fn on_drain_deadline(&mut self) {
         let mut again = false;
         for i in 0..2 {
             if self.drain(i, Ok(()), true) {

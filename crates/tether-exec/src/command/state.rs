@@ -73,6 +73,11 @@ impl LiveState {
         }
     }
 
+    /// The earliest deadline, if any is armed.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [self.timeout_at, self.sigkill_at, self.idle_at, self.drain_until].into_iter().flatten().min()
+    }
+
     /// Whether the process has been reaped (its pid may then be reused).
     pub(crate) fn is_reaped(&self) -> bool {
         self.reaped.is_some()
@@ -254,6 +259,19 @@ mod tests {
         assert_eq!(s.reason, Some(ExitReason::OutputLimit));
         let e = s.exit_info([1, 2], None);
         assert_eq!((e.reason, e.ends, e.code), (ExitReason::OutputLimit, [1, 2], None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_deadline_is_the_earliest_armed_one() {
+        let life = life();
+        let mut s = LiveState::new(&life, true);
+        assert_eq!(s.next_deadline(), None);
+        s.on_started(&life);
+        assert_eq!(s.next_deadline(), s.timeout_at);
+        s.arm_idle(&life);
+        assert_eq!(s.next_deadline(), s.idle_at, "5 s idle comes before the 10 s timeout");
+        s.on_reaped(Reaped::unknown(), &life);
+        assert_eq!(s.next_deadline(), s.drain_until);
     }
 
     #[tokio::test(start_paused = true)]
