@@ -164,7 +164,7 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     let dir = std::env::temp_dir().join(format!("tether-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
-    std::fs::copy(BIN, &bin).unwrap();
+    copy_binary(&bin);
     let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
@@ -268,6 +268,15 @@ async fn a_daemon_started_with_signals_ignored_starts_commands_with_defaults() {
     }
 }
 
+/// Copies the daemon's binary to `to` in a `cp` process of its own: a
+/// file this (multi-threaded) test process had open for writing could be
+/// inherited by a child another thread forks at that moment, and `exec`
+/// of the copy fail with ETXTBSY until that child has exec'd.
+fn copy_binary(to: &std::path::Path) {
+    let ok = std::process::Command::new("cp").arg(BIN).arg(to).status().expect("cp runs").success();
+    assert!(ok, "copying {BIN} to {}", to.display());
+}
+
 /// Replaces the file at `path` with a shell script (a new file renamed
 /// over it, as an upgrade does: the running binary's file cannot be
 /// written).
@@ -284,7 +293,7 @@ async fn a_new_binary_that_fails_its_check_is_not_handed_the_commands() {
     let dir = std::env::temp_dir().join(format!("tether-badbin-{}", rand_u64()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
-    std::fs::copy(BIN, &bin).unwrap();
+    copy_binary(&bin);
     let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, pid) = c.start_detached(shell("read line; echo \"got $line\"")).await.unwrap();
