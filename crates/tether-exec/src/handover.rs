@@ -269,7 +269,7 @@ pub(crate) struct FrozenRing {
 }
 
 /// Where a command was in its life.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) enum Phase {
     /// Running, or ended with output still draining.
     Live(Box<Live>),
@@ -279,7 +279,7 @@ pub(crate) enum Phase {
 
 /// A running command's state: the actor's [`LiveState`] (deadlines are
 /// encoded as the time left) and what it owned.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Live {
     /// Flattened: its fields are this struct's in the encoded form (as they
     /// were in version 1, before `LiveState` existed).

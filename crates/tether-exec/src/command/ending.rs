@@ -159,7 +159,7 @@ impl Actor {
             // alive by any remaining member) is signalled.
             let _ = sys::signal_group(self.pid, libc::SIGKILL);
         } else {
-            sys::signal_tree(self.pid, self.pid, libc::SIGKILL);
+            sys::signal_tree(self.pid, libc::SIGKILL);
         }
         // Descendants found when SIGTERM went out: one that left the group
         // and outlived the leader can no longer be found from it.

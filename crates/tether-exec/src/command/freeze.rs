@@ -17,6 +17,7 @@ use crate::sys::Reaped;
 use super::ExitReason;
 use super::actor::Actor;
 use super::source::Source;
+use super::state::LiveState;
 use super::stdin_writer::{StdinLeft, StdinPipe};
 
 impl Actor {
@@ -84,7 +85,8 @@ impl Actor {
         }
         frozen_stdin.writers = self.shared.writers().freeze();
         let live = Live {
-            state: self.state.clone(),
+            // The actor ends with the handover: its state goes as it is.
+            state: std::mem::replace(&mut self.state, LiveState::new(&self.life, true)),
             cwd,
             outputs,
             master,

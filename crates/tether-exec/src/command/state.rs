@@ -17,7 +17,7 @@ use crate::sys::{Process, Reaped};
 /// clear it: the handover carries it without more code.
 ///
 /// The serialised names are those of the handover format's version 1.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct LiveState {
     /// When it started (a shell command: when its shell started it).
     #[serde(rename = "elapsed", with = "since")]

@@ -168,14 +168,6 @@ impl Process {
     }
 }
 
-impl Clone for Process {
-    /// The same process, through a duplicate of its pidfd.
-    fn clone(&self) -> Process {
-        let pidfd = self.fd().and_then(|fd| fd.try_clone_to_owned().ok()).map(PidFd::Plain);
-        Process { pid: self.pid, pidfd, poll: None }
-    }
-}
-
 impl Reaped {
     /// Status for a process whose end was not seen (its wait failed, or
     /// its shell went away).

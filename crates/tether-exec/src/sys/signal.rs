@@ -50,17 +50,17 @@ pub(crate) fn signal_pids(pids: &[u32], sig: i32) {
     }
 }
 
-/// Sends `sig` to the process group `pgid` and to every live descendant of
-/// `pid` (found through `/proc`), so that a descendant that moved to its own
-/// process group or session is reached too while its ancestry is intact.
-pub(crate) fn signal_tree(pid: u32, pgid: u32, sig: i32) -> Vec<u32> {
+/// Sends `sig` to the process group that `pid` leads and to every live
+/// descendant of it (found through `/proc`), so that a descendant that
+/// moved to its own process group or session is reached too while its
+/// ancestry is intact. For a leader not yet reaped (its pid is its own).
+pub(crate) fn signal_tree(pid: u32, sig: i32) {
     // Walk the tree before signalling: once the leader dies, its children
     // are reparented and can no longer be found from it.
-    let mut tree = trees(&[pid]);
-    tree.retain(|&p| p != pid);
-    let _ = signal_group(pgid, sig);
-    signal_pids(&tree, sig);
-    tree
+    let tree = trees(&[pid]);
+    let _ = signal_group(pid, sig);
+    // The root comes first; the group signal has reached it.
+    signal_pids(tree.get(1..).unwrap_or_default(), sig);
 }
 
 /// Sends `sig` to `leader`'s process group and to every live descendant
