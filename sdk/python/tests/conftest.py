@@ -1,0 +1,54 @@
+"""Fixtures: a real tether daemon (the workspace's binary, TETHER_BIN) on
+port 0, and clients of it. Every API test takes `client`, which is
+parametrised: the sync `tether.Client`, and the `tether.AsyncClient` driven
+from the test's thread through `Blocking` (tests/blocking.py), so one test
+body checks both with the same assertions."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "pysupport"))
+
+from blocking import Blocking  # noqa: E402
+from tether_testing import Daemon  # noqa: E402
+
+import tether  # noqa: E402
+from tether._portal import Portal  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    with Daemon() as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def portal():
+    p = Portal("test-async-client")
+    yield p
+    p.close()
+
+
+def make_client(kind, url, token, portal, **kwargs):
+    """A client of `kind` ("sync" or "async") with the sync API."""
+    if kind == "sync":
+        return tether.Client(url, token=token, **kwargs)
+
+    async def open_():
+        return tether.AsyncClient(url, token=token, **kwargs)
+
+    return Blocking(portal.call(open_()), portal)
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request, daemon, portal):
+    c = make_client(request.param, daemon.url, daemon.token, portal)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def client_kind(request):
+    return request.node.callspec.params.get("client")
