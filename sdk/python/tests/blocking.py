@@ -15,6 +15,8 @@ class Blocking:
     def _wrap(self, value):
         if inspect.isawaitable(value):
             return self._wrap(self._portal.call(_await(value)))
+        if inspect.isasyncgen(value):
+            return (self._wrap(v) for v in self._portal.iterate(value))
         if type(value).__module__.startswith("tether") and not isinstance(value, (BaseException, type)):
             if _is_plain_data(value):
                 return value

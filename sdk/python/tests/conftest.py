@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "pysupport"))
 
 from blocking import Blocking  # noqa: E402
+import tether_testing  # noqa: E402,F401
 from tether_testing import Daemon  # noqa: E402
 
 import tether  # noqa: E402
@@ -49,6 +50,17 @@ def client(request, daemon, portal):
     c.close()
 
 
-@pytest.fixture
-def client_kind(request):
-    return request.node.callspec.params.get("client")
+@pytest.fixture(params=["sync", "async"])
+def connect(request, portal):
+    """A factory of clients of one kind (sync, async) to any daemon or
+    proxy: `connect(url, token, **kwargs)`. Closes them after the test."""
+    made = []
+
+    def make(url, token, **kwargs):
+        c = make_client(request.param, url, token, portal, **kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

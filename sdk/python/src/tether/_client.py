@@ -171,15 +171,18 @@ class AsyncClient:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         remove_on_exit: bool = False,
+        keep_stdin_open: bool = False,
         handle_type: type[AsyncCommandHandle] = AsyncCommandHandle,
     ) -> AsyncCommandHandle:
+        """Starts ``spec`` attached. ``stdin`` is all of stdin (then end of
+        file): small bytes travel in the start frame, anything else is
+        streamed; without it stdin is empty, or left open for the caller
+        with ``keep_stdin_open``."""
         inline = stdin is None or (isinstance(stdin, (str, bytes)) and len(stdin) <= _INLINE_STDIN)
-        if inline and spec.pty is None:
+        if inline:
             data = stdin.encode() if isinstance(stdin, str) else stdin
             spec.stdin = data or None
-            spec.close_stdin = True
-        elif inline and stdin is not None:
-            spec.stdin = stdin.encode() if isinstance(stdin, str) else stdin
+            spec.close_stdin = spec.pty is None and not (stdin is None and keep_stdin_open)
         window = self.options.window_bytes
         spec.pace = pace
         spec.window_bytes = window
@@ -299,7 +302,9 @@ class AsyncClient:
             labels=labels, pty=p.PtySpec(rows=size[0], cols=size[1]) if pty else None,
         )
         cap = max_output_bytes if capture else 0
-        h = await self._start(spec, stdin=stdin, capture=cap, on_stdout=on_stdout, on_stderr=on_stderr)
+        h = await self._start(
+            spec, stdin=stdin, capture=cap, on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=not wait
+        )
         if not wait:
             return h
         result = await h.wait()
@@ -549,8 +554,9 @@ class AsyncClient:
             argv, cwd=cwd, env=env, timeout=timeout, shell=None, max_output_bytes=None,
             idle_timeout=idle_timeout, ttl=ttl, pty=p.PtySpec(rows=size[0], cols=size[1], term=term),
         )
-        h = await self._start(spec, stdin=None, pace=False, capture=0, on_stdout=on_data,
-                              handle_type=AsyncPtyHandle)
+        h = await self._start(
+            spec, stdin=None, pace=False, capture=0, on_stdout=on_data, handle_type=AsyncPtyHandle
+        )
         assert isinstance(h, AsyncPtyHandle)
         return h
 

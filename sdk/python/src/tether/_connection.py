@@ -339,7 +339,12 @@ class Connection:
         """Re-attaches every watch from the offsets delivered, then sends
         again, in order, every request not answered; then the connection
         is ready for new requests."""
-        for command, w in self._watches.items():
+        for command, w in list(self._watches.items()):
+            if w.killed:
+                # Killed during the cut: not remade; its reader asks how it ended.
+                del self._watches[command]
+                w.sink._on_end(ConnectionLost("the connection dropped after a kill"), killed=True)
+                continue
             msg = p.Attach(
                 id=self._next_id,
                 command=command,

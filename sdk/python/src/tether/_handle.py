@@ -194,7 +194,10 @@ class AsyncCommandHandle:
             return
         elif isinstance(ev, ScreenEvent):
             self._consumed[0] = ev.offset
-        await self._ack()
+        # Acknowledge every quarter window, and whenever the reader has
+        # caught up: a paced command may be held back at less than a
+        # quarter window (half its ring) past what was acknowledged.
+        await self._ack(force=not self._queue)
 
     def _keep(self, i: int, data: bytes) -> None:
         if self._capture is not None:
