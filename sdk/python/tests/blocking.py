@@ -26,8 +26,10 @@ class Blocking:
     def __getattr__(self, name):
         value = getattr(self._target, name)
         if callable(value):
+
             def call(*args, **kwargs):
                 return self._wrap(value(*args, **kwargs))
+
             return call
         return self._wrap(value)
 
@@ -46,7 +48,7 @@ class Blocking:
         return self._wrap(closer())
 
     def __repr__(self):
-        return "Blocking(%r)" % (self._target,)
+        return f"Blocking({self._target!r})"
 
 
 async def _await(aw):

@@ -9,14 +9,16 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "pysupport"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "pysupport")
+)
 
-from blocking import Blocking  # noqa: E402
-import tether_testing  # noqa: E402,F401
-from tether_testing import Daemon  # noqa: E402
+import tether_testing  # noqa: F401
+from tether_testing import Daemon
 
-import tether  # noqa: E402
-from tether._portal import Portal  # noqa: E402
+import tether
+from blocking import Blocking
+from tether._portal import Portal
 
 
 @pytest.fixture(scope="session")

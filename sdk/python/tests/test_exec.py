@@ -104,7 +104,9 @@ def test_exec_leaves_nothing_behind_in_the_listing(client):
 
 
 def test_code_run_runs_python_by_default_with_argv_and_env(client):
-    r = client.code_run("import os, sys; print(sys.argv[1:], os.environ['X'])", argv=["a", "b c"], env={"X": "y"})
+    r = client.code_run(
+        "import os, sys; print(sys.argv[1:], os.environ['X'])", argv=["a", "b c"], env={"X": "y"}
+    )
     assert r.stdout == b"['a', 'b c'] y\n" and r.exit_code == 0
     r = client.code_run("echo $1; exit 7", language="bash", argv=["z"])
     assert (r.stdout, r.exit_code) == (b"z\n", 7)

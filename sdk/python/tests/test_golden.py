@@ -24,7 +24,7 @@ def test_a_golden_frame_decodes_and_reencodes_byte_exact(stem):
     raw = (VECTORS / f"{stem}.msgpack").read_bytes()
     text = (VECTORS / f"{stem}.json").read_text()
     msg = proto.decode(raw, server=side == "server")
-    assert msg is not None and msg.TYPE == kind
+    assert msg is not None and kind == msg.TYPE
     assert proto.encode(msg) == raw
     from_json = proto.decode(text, server=side == "server", json_encoding=True)
     assert from_json == msg

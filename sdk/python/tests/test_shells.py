@@ -26,8 +26,11 @@ def test_a_named_shell_keeps_cwd_env_and_functions_across_queued_commands(client
     assert not again.created
     assert again.exec("echo $STAGE").stdout == b"two\n"
     hist = sh.history()
-    assert [e.script for e in hist][:3] == ["mkdir -p sub && cd sub", "export STAGE=two; greet() { echo hello $1; }",
-                                           "pwd; echo $STAGE; greet world"]
+    assert [e.script for e in hist][:3] == [
+        "mkdir -p sub && cd sub",
+        "export STAGE=two; greet() { echo hello $1; }",
+        "pwd; echo $STAGE; greet world",
+    ]
     assert hist[2].cwd == f"{tmp_path}/sub" and hist[2].exit_code == 0
     assert name in [s.name for s in client.shells()]
     sh.close()

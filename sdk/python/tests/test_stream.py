@@ -10,7 +10,9 @@ import tether
 
 def test_run_calls_back_with_each_chunk_in_order_and_returns_the_result(client):
     out, err = [], []
-    r = client.run("for i in 1 2 3; do echo o$i; echo e$i >&2; done", on_stdout=out.append, on_stderr=err.append)
+    r = client.run(
+        "for i in 1 2 3; do echo o$i; echo e$i >&2; done", on_stdout=out.append, on_stderr=err.append
+    )
     assert b"".join(out) == b"o1\no2\no3\n" and b"".join(err) == b"e1\ne2\ne3\n"
     assert r.stdout == b"o1\no2\no3\n" and r.exit_code == 0
 
@@ -84,7 +86,9 @@ def test_attach_from_offsets_and_with_a_tail(client):
     h = client.run("printf 0123456789; sleep 30", wait=False)
     cid = h.command_id
     assert next(iter(h)).data == b"0123456789"
-    with tether.Client(client.url, token=client._a._token if hasattr(client, "_a") else client._target._token) as c2:
+    with tether.Client(
+        client.url, token=client._a._token if hasattr(client, "_a") else client._target._token
+    ) as c2:
         a = c2.attach(cid, stdout_offset=4)
         assert next(iter(a)) == tether.OutputEvent("stdout", 4, b"456789")
         t = c2.attach(cid, tail=3)

@@ -38,17 +38,24 @@ from ._errors import (
     StdinClosed,
     TetherError,
 )
+from ._files import AsyncFiles, Files, FileStat
 from ._handle import AsyncCommandHandle
+from ._popen import DEVNULL, PIPE, STDOUT, AsyncPopen, Popen
 from ._proto import CommandInfo, ExitStatus, HistoryEntry, Limits, ShellInfo, StreamInfo, TermSize
 from ._shell import AsyncPtyHandle, AsyncShell
-from ._sync import Client
+from ._sync import Client, CommandHandle, PtyHandle, Shell
 from ._types import Event, ExecResult, GapEvent, OutputEvent, ResizedEvent, ScreenEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEVNULL",
+    "PIPE",
+    "STDOUT",
     "AsyncClient",
     "AsyncCommandHandle",
+    "AsyncFiles",
+    "AsyncPopen",
     "AsyncPtyHandle",
     "AsyncShell",
     "AuthError",
@@ -56,6 +63,7 @@ __all__ = [
     "Client",
     "Command",
     "CommandFailed",
+    "CommandHandle",
     "CommandInfo",
     "CommandNotFound",
     "CommandTimeout",
@@ -67,18 +75,23 @@ __all__ = [
     "FileExists",
     "FileNotFound",
     "FilePermissionError",
+    "FileStat",
+    "Files",
     "GapEvent",
     "HistoryEntry",
-    "Limits",
     "LimitExceeded",
+    "Limits",
     "NotFound",
     "NotRunning",
     "Options",
     "OutputEvent",
     "OutsideRoot",
+    "Popen",
+    "PtyHandle",
     "ResizedEvent",
     "ScreenEvent",
     "ServerError",
+    "Shell",
     "ShellClosed",
     "ShellInfo",
     "ShellNotFound",

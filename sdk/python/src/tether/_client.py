@@ -12,10 +12,10 @@ import asyncio
 import base64
 import itertools
 import shlex
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, List, Literal, Optional, Union, overload
 
 import httpx
 
@@ -24,7 +24,8 @@ from ._config import Options, resolve_token, resolve_url
 from ._connection import Connection, Mode, client_name
 from ._errors import ConnectionLost, TetherError, from_code
 from ._files import AsyncFiles
-from ._handle import AsyncCommandHandle, OutputCallback, StdinSource
+from ._handle import AsyncCommandHandle, OutputCallback, StdinSource, signal_name
+from ._popen import AsyncPopen, popen
 from ._shell import AsyncPtyHandle, AsyncShell
 from ._types import ExecResult, OutputEvent
 
@@ -87,6 +88,12 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.url}>"
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs ``coro`` in a task the client owns (cancelled by :meth:`aclose`)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def reconnects(self) -> int:
@@ -181,7 +188,7 @@ class AsyncClient:
         inline = stdin is None or (isinstance(stdin, (str, bytes)) and len(stdin) <= _INLINE_STDIN)
         if inline:
             data = stdin.encode() if isinstance(stdin, str) else stdin
-            spec.stdin = data or None
+            spec.stdin = bytes(data) if data else None  # type: ignore[arg-type]
             spec.close_stdin = spec.pty is None and not (stdin is None and keep_stdin_open)
         window = self.options.window_bytes
         spec.pace = pace
@@ -238,22 +245,26 @@ class AsyncClient:
         >>> r = await client.exec("grep -c x", stdin=b"x\\ny\\nx\\n")  # doctest: +SKIP
         """
         spec = self._spec(
-            command, cwd=cwd, env=env, timeout=timeout, shell=shell, max_output_bytes=max_output_bytes,
-            name=name, labels=labels,
+            command,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            shell=shell,
+            max_output_bytes=max_output_bytes,
+            name=name,
+            labels=labels,
         )
         h = await self._start(spec, stdin=stdin, capture=max_output_bytes, remove_on_exit=True)
         result = await h.wait()
         return result.check() if check else result
 
     @overload
-    async def run(
-        self, command: Command, *, wait: Literal[True] = ..., **kwargs: Any
-    ) -> ExecResult: ...
+    async def run(self, command: Command, *, wait: Literal[True] = ..., **kwargs: Any) -> ExecResult: ...
 
     @overload
     async def run(self, command: Command, *, wait: Literal[False], **kwargs: Any) -> AsyncCommandHandle: ...
 
-    async def run(
+    async def run(  # type: ignore[misc]
         self,
         command: Command,
         *,
@@ -297,9 +308,18 @@ class AsyncClient:
         """
         size = pty if isinstance(pty, tuple) else (24, 80)
         spec = self._spec(
-            command, cwd=cwd, env=env, timeout=timeout, shell=shell, max_output_bytes=max_output_bytes,
-            idle_timeout=idle_timeout, ttl=ttl, kill_on_disconnect=kill_on_disconnect, name=name,
-            labels=labels, pty=p.PtySpec(rows=size[0], cols=size[1]) if pty else None,
+            command,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            shell=shell,
+            max_output_bytes=max_output_bytes,
+            idle_timeout=idle_timeout,
+            ttl=ttl,
+            kill_on_disconnect=kill_on_disconnect,
+            name=name,
+            labels=labels,
+            pty=p.PtySpec(rows=size[0], cols=size[1]) if pty else None,
         )
         cap = max_output_bytes if capture else 0
         h = await self._start(
@@ -333,8 +353,16 @@ class AsyncClient:
         (``ring_bytes`` per stream, default 1 MiB) is lost to a late reader
         (``result.lost_bytes``)."""
         spec = self._spec(
-            command, cwd=cwd, env=env, timeout=timeout, shell=shell, max_output_bytes=None,
-            idle_timeout=idle_timeout, ttl=ttl, name=name, labels=labels,
+            command,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            shell=shell,
+            max_output_bytes=None,
+            idle_timeout=idle_timeout,
+            ttl=ttl,
+            name=name,
+            labels=labels,
         )
         spec.attach = False
         spec.ring_bytes = ring_bytes
@@ -366,7 +394,10 @@ class AsyncClient:
         rather than let this reader fall behind. One client has one
         attachment per command: a second attach supersedes the first."""
         h = AsyncCommandHandle(
-            self, capture=None if capture else 0, on_stdout=on_stdout, on_stderr=on_stderr,
+            self,
+            capture=None if capture else 0,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
             window=self.options.window_bytes,
         )
         h.command_id = command_id
@@ -385,8 +416,13 @@ class AsyncClient:
     ) -> None:
         window = self.options.window_bytes
         msg = p.Attach(
-            command=h.command_id, stdout_offset=stdout_offset, stderr_offset=stderr_offset, tail_bytes=tail,
-            pace=pace, window_bytes=window, client=self.name if pace else None,
+            command=h.command_id,
+            stdout_offset=stdout_offset,
+            stderr_offset=stderr_offset,
+            tail_bytes=tail,
+            pace=pace,
+            window_bytes=window,
+            client=self.name if pace else None,
         )
         reply = await (conn or self._conn).request(
             msg, retry=True, sink=h, mode=Mode(pace=pace, window=window)
@@ -437,10 +473,10 @@ class AsyncClient:
         finally:
             await side.close()
 
-    async def list(self, *, labels: Optional[Mapping[str, str]] = None) -> list[p.CommandInfo]:
+    async def list(self, *, labels: Optional[Mapping[str, str]] = None) -> List[p.CommandInfo]:
         """Every command the daemon holds, oldest first (all pages);
         ``labels``: only those carrying all of these labels."""
-        out: list[p.CommandInfo] = []
+        out: List[p.CommandInfo] = []
         cursor: Optional[str] = None
         while True:
             reply = await self._conn.request(p.List(limit=1000, cursor=cursor), retry=True)
@@ -471,7 +507,7 @@ class AsyncClient:
 
     async def signal(self, command_id: str, signal: Union[str, int]) -> None:
         """Sends a signal to a command (see :meth:`AsyncCommandHandle.signal`)."""
-        await self._conn.request(p.Signal(command=command_id, signal=str(signal)), retry=False)
+        await self._conn.request(p.Signal(command=command_id, signal=signal_name(signal)), retry=False)
 
     async def write_stdin(self, command_id: str, data: Union[str, bytes], *, close: bool = False) -> None:
         """Writes to a command's stdin by id (e.g. a shell command started
@@ -512,14 +548,17 @@ class AsyncClient:
         >>> (await sh.exec("pwd; echo $MODE")).stdout_text  # doctest: +SKIP
         """
         spec = p.ShellSpec(
-            name=name, cwd=None if cwd is None else str(cwd), env=dict(env or {}), program=program,
+            name=name,
+            cwd=None if cwd is None else str(cwd),
+            env=dict(env or {}),
+            program=program,
             idle_ttl_ms=_lifetime_ms(idle_ttl),
         )
         reply = await self._conn.request(p.ShellCreate(spec=spec), retry=name is not None, shell=True)
         assert isinstance(reply, p.ShellReply)
         return AsyncShell(self, reply.info, created=reply.created)
 
-    async def shells(self) -> list[p.ShellInfo]:
+    async def shells(self) -> List[p.ShellInfo]:
         """Every named shell the daemon holds, oldest first."""
         reply = await self._conn.request(p.ShellListReq(), retry=True)
         assert isinstance(reply, p.ShellListReply)
@@ -551,8 +590,15 @@ class AsyncClient:
         if isinstance(command, str) and " " not in command.strip():
             argv = shlex.split(command)
         spec = self._spec(
-            argv, cwd=cwd, env=env, timeout=timeout, shell=None, max_output_bytes=None,
-            idle_timeout=idle_timeout, ttl=ttl, pty=p.PtySpec(rows=size[0], cols=size[1], term=term),
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            shell=None,
+            max_output_bytes=None,
+            idle_timeout=idle_timeout,
+            ttl=ttl,
+            pty=p.PtySpec(rows=size[0], cols=size[1], term=term),
         )
         h = await self._start(
             spec, stdin=None, pace=False, capture=0, on_stdout=on_data, handle_type=AsyncPtyHandle
@@ -587,6 +633,21 @@ class AsyncClient:
         finally:
             await side.close()
 
+    async def popen(self, args: Command, **kw: Any) -> AsyncPopen[Any]:
+        """A command the way :class:`subprocess.Popen` runs one: ``stdin``,
+        ``stdout``, ``stderr`` as :data:`~tether.PIPE`, :data:`~tether.DEVNULL`,
+        :data:`~tether.STDOUT` or a file object (``io.StringIO``, an open
+        file), ``text``, ``shell``, ``cwd``, ``env``, ``timeout``, and
+        ``files=`` (local paths, or ``{remote: local path or bytes}``) uploaded
+        before it starts. Returns an :class:`~tether.AsyncPopen` with
+        ``communicate``, ``wait``, ``poll``, ``returncode``, ``send_signal``,
+        ``terminate``, ``kill`` and async ``stdin``/``stdout``/``stderr``.
+
+        >>> p = await client.popen(["sort"], stdin=PIPE, stdout=PIPE, text=True)  # doctest: +SKIP
+        >>> out, _ = await p.communicate("b\\na\\n")  # doctest: +SKIP
+        """
+        return await popen(self, args, **kw)
+
     # --------------------------------------------------------------- code
 
     async def code_run(
@@ -620,7 +681,9 @@ class AsyncClient:
         elif stdin is not None:
             body["stdin"] = base64.b64encode(stdin).decode()
         try:
-            r = await self._http.post("/v1/code", json=body, timeout=None if timeout is None else timeout + 60)
+            r = await self._http.post(
+                "/v1/code", json=body, timeout=None if timeout is None else timeout + 60
+            )
         except httpx.TransportError as e:
             raise ConnectionLost(f"code run: {e}") from e
         data = _json(r)

@@ -83,7 +83,9 @@ def resolve_token(token: Optional[str], token_file: Union[str, Path, None] = Non
     try:
         value = Path(path).read_text().strip()
     except OSError as e:
-        raise AuthError(f"no token: TETHER_TOKEN is unset and the token file {path} is unreadable: {e}") from e
+        raise AuthError(
+            f"no token: TETHER_TOKEN is unset and the token file {path} is unreadable: {e}"
+        ) from e
     if not value:
         raise AuthError(f"no token: the token file {path} is empty")
     return value

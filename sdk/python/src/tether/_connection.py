@@ -204,7 +204,7 @@ class Connection:
         if ws is not None:
             try:
                 await asyncio.wait_for(ws.close(), 2)
-            except Exception:  # noqa: BLE001 (closing is best effort)
+            except Exception:
                 pass
         if task is not None:
             task.cancel()
@@ -244,7 +244,9 @@ class Connection:
         except InvalidStatus as e:
             status = e.response.status_code
             if status in (401, 403):
-                raise AuthError(f"the daemon refused the connection: HTTP {status}", code="unauthorized") from e
+                raise AuthError(
+                    f"the daemon refused the connection: HTTP {status}", code="unauthorized"
+                ) from e
             raise ConnectionLost(f"cannot connect to {self._url}: HTTP {status}") from e
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
             raise ConnectionLost(f"cannot connect to {self._url}: {e}") from e
@@ -293,7 +295,7 @@ class Connection:
                     self._on_frame(msg)
         except ConnectionClosed:
             pass
-        except Exception as e:  # noqa: BLE001 (any transport failure is a drop)
+        except Exception as e:
             log.debug("tether: reader failed: %r", e)
         rcvd = ws.close_code
         return rcvd

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
@@ -28,11 +29,13 @@ from ._types import Event, ExecResult, GapEvent, OutputEvent, ScreenEvent
 if TYPE_CHECKING:
     from ._client import AsyncClient
 
-OutputCallback = Callable[[bytes], Union[None, Awaitable[None]]]
+OutputCallback = Callable[[bytes], Optional[Awaitable[None]]]
 """Called with each chunk of a stream, in order; may be a coroutine
 function."""
 
-StdinSource = Union[str, bytes, bytearray, memoryview, IO[bytes], IO[str], Iterable[bytes], AsyncIterable[bytes]]
+StdinSource = Union[
+    str, bytes, bytearray, memoryview, IO[bytes], IO[str], Iterable[bytes], AsyncIterable[bytes]
+]
 """What ``stdin=`` takes: text, bytes, a file object, or an (async) iterable
 of chunks."""
 
@@ -84,7 +87,10 @@ class AsyncCommandHandle:
         self.command_id = ""
         self.pid: Optional[int] = None
         self._queue: collections.deque[Union[Event, _End]] = collections.deque()
-        self._wake = asyncio.Event()
+        # The reader's wake-up, made only while it waits (cheaper than an
+        # Event per handle: a client may hold thousands of idle handles).
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._ack_timer: Optional[asyncio.TimerHandle] = None
         self._end: Optional[_End] = None
         self._final: Optional[ExecResult] = None
         self._failed: Optional[TetherError] = None
@@ -106,7 +112,7 @@ class AsyncCommandHandle:
         self._writer = "w-" + secrets.token_hex(8)
         self._stdin_offset = 0
         self._stdin_inflight = 0
-        self._stdin_room = asyncio.Event()
+        self._stdin_room: Optional[asyncio.Event] = None
         self._stdin_error: Optional[TetherError] = None
         self._stdin_closed = False
         self._stdin_task: Optional[asyncio.Task[None]] = None
@@ -119,15 +125,20 @@ class AsyncCommandHandle:
 
     def _on_event(self, ev: Event) -> None:
         self._queue.append(ev)
-        self._wake.set()
+        self._wake()
 
     def _on_exit(self, status: p.ExitStatus) -> None:
         self._queue.append(_End(status))
-        self._wake.set()
+        self._wake()
 
     def _on_end(self, err: TetherError, *, killed: bool) -> None:
         self._queue.append(_End(None, err, killed))
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def _started(self, command_id: str, pid: Optional[int], at: tuple[int, int] = (0, 0)) -> None:
         self.command_id = command_id
@@ -154,6 +165,7 @@ class AsyncCommandHandle:
         return self._consumed[1]
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        """The output events in arrival order, until the command ends."""
         return self
 
     async def __anext__(self) -> Event:
@@ -172,8 +184,11 @@ class AsyncCommandHandle:
                 raise StopAsyncIteration
             if self._failed is not None:
                 raise self._failed
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def _take(self, ev: Event) -> None:
         """The consumer takes ``ev``: capture, callbacks, acknowledgement."""
@@ -194,10 +209,7 @@ class AsyncCommandHandle:
             return
         elif isinstance(ev, ScreenEvent):
             self._consumed[0] = ev.offset
-        # Acknowledge every quarter window, and whenever the reader has
-        # caught up: a paced command may be held back at less than a
-        # quarter window (half its ring) past what was acknowledged.
-        await self._ack(force=not self._queue)
+        await self._ack()
 
     def _keep(self, i: int, data: bytes) -> None:
         if self._capture is not None:
@@ -210,10 +222,31 @@ class AsyncCommandHandle:
         self._both += data
 
     async def _ack(self, force: bool = False) -> None:
+        """Acknowledges what the consumer took: at once every quarter window
+        (and after a gap); otherwise, once the reader has caught up and no
+        more output came for a moment, since a paced command may be held back
+        at less than a quarter window (half its ring) past the acknowledged
+        offsets. A fast stream thus costs one ack per quarter window."""
         if not self._window or not self.command_id:
             return
         behind = (self._consumed[0] - self._acked[0]) + (self._consumed[1] - self._acked[1])
-        if behind <= 0 or (not force and behind < self._window // 4):
+        if behind <= 0:
+            return
+        if force or behind >= self._window // 4:
+            await self._send_ack()
+        elif not self._queue and self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(0.002, self._ack_later)
+
+    def _ack_later(self) -> None:
+        self._ack_timer = None
+        if self._final is None and self._failed is None:
+            self._client._spawn(self._send_ack())
+
+    async def _send_ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._acked == self._consumed:
             return
         self._acked = list(self._consumed)
         await self._conn.send(
@@ -303,22 +336,29 @@ class AsyncCommandHandle:
         for start in range(0, len(buf), chunk):
             part = buf[start : start + chunk]
             while self._stdin_inflight > 0 and self._stdin_inflight + len(part) > limit:
-                self._stdin_room.clear()
-                await self._stdin_room.wait()
+                await self._stdin_wait()
             if self._stdin_error is not None:
                 raise self._stdin_error
             msg = p.Stdin(command=self.command_id, data=part, writer=self._writer, offset=self._stdin_offset)
             self._stdin_offset += len(part)
             self._stdin_inflight += len(part)
             fut = await self._conn.submit(msg, retry=True)
-            fut.add_done_callback(lambda f, n=len(part): self._stdin_done(f, n))
+            fut.add_done_callback(functools.partial(self._stdin_done, n=len(part)))
 
     def _stdin_done(self, fut: asyncio.Future[p.Message], n: int) -> None:
         self._stdin_inflight -= n
         if not fut.cancelled() and fut.exception() is not None and self._stdin_error is None:
             e = fut.exception()
             self._stdin_error = e if isinstance(e, TetherError) else TetherError(str(e))
-        self._stdin_room.set()
+        if self._stdin_room is not None:
+            self._stdin_room.set()
+
+    async def _stdin_wait(self) -> None:
+        """Waits for a stdin frame to be confirmed."""
+        if self._stdin_room is None:
+            self._stdin_room = asyncio.Event()
+        self._stdin_room.clear()
+        await self._stdin_room.wait()
 
     async def close_stdin(self) -> None:
         """Closes stdin after everything written so far is in (the command
@@ -326,8 +366,7 @@ class AsyncCommandHandle:
         if self._stdin_task is not None and asyncio.current_task() is not self._stdin_task:
             await asyncio.gather(self._stdin_task, return_exceptions=True)
         while self._stdin_inflight > 0:
-            self._stdin_room.clear()
-            await self._stdin_room.wait()
+            await self._stdin_wait()
         if self._stdin_error is not None:
             raise self._stdin_error
         if self._stdin_closed:
@@ -353,7 +392,7 @@ class AsyncCommandHandle:
     async def signal(self, signal: Union[str, int]) -> None:
         """Sends a signal (``"TERM"``, ``"SIGINT"``, ``9``) to the command's
         process group (a terminal's foreground group for a PTY)."""
-        await self._conn.request(p.Signal(command=self.command_id, signal=str(signal)), retry=False)
+        await self._conn.request(p.Signal(command=self.command_id, signal=signal_name(signal)), retry=False)
 
     async def kill(self) -> None:
         """Kills the command and everything it started (SIGKILL). Its end
@@ -389,6 +428,12 @@ class AsyncCommandHandle:
         return await self._client.status(self.command_id)
 
 
+def signal_name(signal: Union[str, int]) -> str:
+    """A signal as the protocol takes it: a name, or a number as a string
+    (``signal.SIGINT`` is an int enum whose ``str`` differs by version)."""
+    return signal if isinstance(signal, str) else str(int(signal))
+
+
 async def _chunks(source: StdinSource, size: int = 256 << 10) -> AsyncIterator[bytes]:
     """The chunks of a stdin source, reading files on a worker thread."""
     if isinstance(source, str):
@@ -403,13 +448,13 @@ async def _chunks(source: StdinSource, size: int = 256 << 10) -> AsyncIterator[b
                 return
             yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
     elif hasattr(source, "__aiter__"):
-        async for chunk in source:  # type: ignore[union-attr]
+        async for chunk in source:
             yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
     else:
-        it = iter(source)  # type: ignore[arg-type]
+        it = iter(source)
         done = object()
         while True:
             chunk = await asyncio.to_thread(next, it, done)
             if chunk is done:
                 return
-            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)  # type: ignore[attr-defined]
+            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)

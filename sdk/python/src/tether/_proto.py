@@ -60,7 +60,7 @@ def _empty(v: Any) -> bool:
 
 
 def _zero(v: Any) -> bool:
-    return v == 0
+    return bool(v == 0)
 
 
 def _f(
@@ -301,22 +301,16 @@ class Message:
     TYPE: ClassVar[str] = ""
 
 
-def _message(type_: str) -> Callable[[type[T]], type[T]]:
-    def wrap(cls: type[T]) -> type[T]:
-        cls.TYPE = type_  # type: ignore[attr-defined]
-        return dataclass(cls)
-
-    return wrap
-
-
-@_message("start")
+@dataclass
 class Start(Message):
+    TYPE: ClassVar[str] = "start"
     id: int = _f(0)
     spec: StartSpec = _f(factory=StartSpec, kind=StartSpec)
 
 
-@_message("attach")
+@dataclass
 class Attach(Message):
+    TYPE: ClassVar[str] = "attach"
     id: int = _f(0)
     command: str = _f("")
     stdout_offset: int = _f(0)
@@ -329,21 +323,24 @@ class Attach(Message):
     client: Optional[str] = _opt()
 
 
-@_message("resize")
+@dataclass
 class Resize(Message):
+    TYPE: ClassVar[str] = "resize"
     id: int = _f(0)
     command: str = _f("")
     size: TermSize = _f(factory=lambda: TermSize(24, 80), kind=TermSize)
 
 
-@_message("detach")
+@dataclass
 class Detach(Message):
+    TYPE: ClassVar[str] = "detach"
     id: int = _f(0)
     command: str = _f("")
 
 
-@_message("stdin")
+@dataclass
 class Stdin(Message):
+    TYPE: ClassVar[str] = "stdin"
     id: int = _f(0)
     command: str = _f("")
     data: bytes = _f(b"", kind="bytes")
@@ -351,182 +348,209 @@ class Stdin(Message):
     offset: Optional[int] = _opt()
 
 
-@_message("close_stdin")
+@dataclass
 class CloseStdin(Message):
+    TYPE: ClassVar[str] = "close_stdin"
     id: int = _f(0)
     command: str = _f("")
     writer: Optional[str] = _opt()
     offset: Optional[int] = _opt()
 
 
-@_message("ack")
+@dataclass
 class Ack(Message):
+    TYPE: ClassVar[str] = "ack"
     id: int = _f(0, skip=_zero)
     command: str = _f("")
     stdout_offset: int = _f(0)
     stderr_offset: int = _f(0)
 
 
-@_message("signal")
+@dataclass
 class Signal(Message):
+    TYPE: ClassVar[str] = "signal"
     id: int = _f(0)
     command: str = _f("")
     signal: str = _f("")
 
 
-@_message("kill")
+@dataclass
 class Kill(Message):
+    TYPE: ClassVar[str] = "kill"
     id: int = _f(0)
     command: str = _f("")
 
 
-@_message("list")
+@dataclass
 class List(Message):
+    TYPE: ClassVar[str] = "list"
     id: int = _f(0)
     limit: Optional[int] = _opt()
     cursor: Optional[str] = _opt()
 
 
-@_message("status")
+@dataclass
 class Status(Message):
+    TYPE: ClassVar[str] = "status"
     id: int = _f(0)
     command: str = _f("")
 
 
-@_message("remove")
+@dataclass
 class Remove(Message):
+    TYPE: ClassVar[str] = "remove"
     id: int = _f(0)
     command: str = _f("")
 
 
-@_message("shell_create")
+@dataclass
 class ShellCreate(Message):
+    TYPE: ClassVar[str] = "shell_create"
     id: int = _f(0)
     spec: ShellSpec = _f(factory=ShellSpec, kind=ShellSpec)
 
 
-@_message("shell_run")
+@dataclass
 class ShellRun(Message):
+    TYPE: ClassVar[str] = "shell_run"
     id: int = _f(0)
     shell: str = _f("")
     spec: ShellRunSpec = _f(factory=ShellRunSpec, kind=ShellRunSpec)
 
 
-@_message("shell_list")
+@dataclass
 class ShellListReq(Message):
+    TYPE: ClassVar[str] = "shell_list"
     id: int = _f(0)
 
 
-@_message("shell_history")
+@dataclass
 class ShellHistoryReq(Message):
+    TYPE: ClassVar[str] = "shell_history"
     id: int = _f(0)
     shell: str = _f("")
 
 
-@_message("shell_close")
+@dataclass
 class ShellClose(Message):
+    TYPE: ClassVar[str] = "shell_close"
     id: int = _f(0)
     shell: str = _f("")
 
 
-@_message("hello")
+@dataclass
 class Hello(Message):
+    TYPE: ClassVar[str] = "hello"
     version: int = _f(1)
     server: str = _f("")
     limits: Limits = _f(factory=Limits, kind=Limits)
 
 
-@_message("started")
+@dataclass
 class Started(Message):
+    TYPE: ClassVar[str] = "started"
     id: int = _f(0)
     command: str = _f("")
     pid: int = _f(0)
 
 
-@_message("attached")
+@dataclass
 class Attached(Message):
+    TYPE: ClassVar[str] = "attached"
     id: int = _f(0)
     command: str = _f("")
     stdout_offset: int = _f(0)
     stderr_offset: int = _f(0)
 
 
-@_message("screen")
+@dataclass
 class Screen(Message):
+    TYPE: ClassVar[str] = "screen"
     command: str = _f("")
     offset: int = _f(0)
     size: TermSize = _f(factory=lambda: TermSize(24, 80), kind=TermSize)
     data: bytes = _f(b"", kind="bytes")
 
 
-@_message("resized")
+@dataclass
 class Resized(Message):
+    TYPE: ClassVar[str] = "resized"
     command: str = _f("")
     size: TermSize = _f(factory=lambda: TermSize(24, 80), kind=TermSize)
 
 
-@_message("output")
+@dataclass
 class Output(Message):
+    TYPE: ClassVar[str] = "output"
     command: str = _f("")
     stream: str = _f("stdout")
     offset: int = _f(0)
     data: bytes = _f(b"", kind="bytes")
 
 
-@_message("gap")
+@dataclass
 class Gap(Message):
+    TYPE: ClassVar[str] = "gap"
     command: str = _f("")
     stream: str = _f("stdout")
     requested: int = _f(0)
     first_held: int = _f(0)
 
 
-@_message("exit")
+@dataclass
 class Exit(Message):
+    TYPE: ClassVar[str] = "exit"
     command: str = _f("")
     status: ExitStatus = _f(factory=ExitStatus, kind=ExitStatus)
 
 
-@_message("ok")
+@dataclass
 class Ok(Message):
+    TYPE: ClassVar[str] = "ok"
     id: int = _f(0)
 
 
-@_message("list")
+@dataclass
 class ListReply(Message):
+    TYPE: ClassVar[str] = "list"
     id: int = _f(0)
     commands: list[CommandInfo] = _f(factory=list, kind=[CommandInfo])
     next: Optional[str] = _f(None)
 
 
-@_message("status")
+@dataclass
 class StatusReply(Message):
+    TYPE: ClassVar[str] = "status"
     id: int = _f(0)
     info: CommandInfo = _f(factory=CommandInfo, kind=CommandInfo)
 
 
-@_message("shell")
+@dataclass
 class ShellReply(Message):
+    TYPE: ClassVar[str] = "shell"
     id: int = _f(0)
     info: ShellInfo = _f(factory=ShellInfo, kind=ShellInfo)
     created: bool = _f(False)
 
 
-@_message("shell_list")
+@dataclass
 class ShellListReply(Message):
+    TYPE: ClassVar[str] = "shell_list"
     id: int = _f(0)
     shells: list[ShellInfo] = _f(factory=list, kind=[ShellInfo])
 
 
-@_message("shell_history")
+@dataclass
 class ShellHistoryReply(Message):
+    TYPE: ClassVar[str] = "shell_history"
     id: int = _f(0)
     shell: str = _f("")
     entries: list[HistoryEntry] = _f(factory=list, kind=[HistoryEntry])
 
 
-@_message("error")
+@dataclass
 class Error(Message):
+    TYPE: ClassVar[str] = "error"
     id: Optional[int] = _opt()
     code: str = _f("internal")
     message: str = _f("")
@@ -536,8 +560,23 @@ class Error(Message):
 CLIENT_MESSAGES: dict[str, type[Message]] = {
     c.TYPE: c
     for c in (
-        Start, Attach, Resize, Detach, Stdin, CloseStdin, Ack, Signal, Kill, List, Status, Remove,
-        ShellCreate, ShellRun, ShellListReq, ShellHistoryReq, ShellClose,
+        Start,
+        Attach,
+        Resize,
+        Detach,
+        Stdin,
+        CloseStdin,
+        Ack,
+        Signal,
+        Kill,
+        List,
+        Status,
+        Remove,
+        ShellCreate,
+        ShellRun,
+        ShellListReq,
+        ShellHistoryReq,
+        ShellClose,
     )
 }
 """Every message a client sends, by ``type``."""
@@ -545,14 +584,39 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
 SERVER_MESSAGES: dict[str, type[Message]] = {
     c.TYPE: c
     for c in (
-        Hello, Started, Attached, Screen, Resized, Output, Gap, Exit, Ok, ListReply, StatusReply,
-        ShellReply, ShellListReply, ShellHistoryReply, Error,
+        Hello,
+        Started,
+        Attached,
+        Screen,
+        Resized,
+        Output,
+        Gap,
+        Exit,
+        Ok,
+        ListReply,
+        StatusReply,
+        ShellReply,
+        ShellListReply,
+        ShellHistoryReply,
+        Error,
     )
 }
 """Every message the daemon sends, by ``type``."""
 
 
 # ------------------------------------------------------------------ encoding
+
+
+_FIELDS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, Any, Any], ...]:
+    """(name, skip, kind) of each field of a wire dataclass, cached."""
+    got = _FIELDS.get(cls)
+    if got is None:
+        got = tuple((f.name, f.metadata.get("skip"), f.metadata.get("kind")) for f in dataclasses.fields(cls))
+        _FIELDS[cls] = got
+    return got
 
 
 def to_wire(obj: Any, *, json_bytes: bool = False) -> Any:
@@ -562,12 +626,11 @@ def to_wire(obj: Any, *, json_bytes: bool = False) -> Any:
     out: dict[str, Any] = {}
     if isinstance(obj, Message):
         out["type"] = obj.TYPE
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        skip = f.metadata.get("skip")
+    for name, skip, kind in _fields(type(obj)):
+        v = getattr(obj, name)
         if skip is not None and skip(v):
             continue
-        out[f.name] = _value_to_wire(v, f.metadata.get("kind"), json_bytes)
+        out[name] = _value_to_wire(v, kind, json_bytes)
     return out
 
 
@@ -589,21 +652,20 @@ def from_wire(cls: type[T], data: Any) -> T:
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name not in data:
+    for name, _skip, kind in _fields(cls):
+        if name not in data:
             continue
-        v = data[f.name]
-        kind = f.metadata.get("kind")
+        v = data[name]
         if v is None:
-            kwargs[f.name] = None
+            kwargs[name] = None
         elif kind == "bytes":
-            kwargs[f.name] = _bytes_from_wire(v)
+            kwargs[name] = _bytes_from_wire(v)
         elif isinstance(kind, list):
-            kwargs[f.name] = [from_wire(kind[0], x) for x in v]
+            kwargs[name] = [from_wire(kind[0], x) for x in v]
         elif kind is not None:
-            kwargs[f.name] = from_wire(kind, v)
+            kwargs[name] = from_wire(kind, v)
         else:
-            kwargs[f.name] = v
+            kwargs[name] = v
     return cls(**kwargs)
 
 

@@ -46,7 +46,7 @@ class AsyncShell:
     @overload
     async def exec(self, script: str, *, wait: Literal[False], **kw: object) -> AsyncCommandHandle: ...
 
-    async def exec(
+    async def exec(  # type: ignore[misc]
         self,
         script: str,
         *,
@@ -84,7 +84,11 @@ class AsyncShell:
         if wait or stdin is not None:
             spec.close_stdin = True
         h = AsyncCommandHandle(
-            c, capture=max_output_bytes, on_stdout=on_stdout, on_stderr=on_stderr, window=c.options.window_bytes
+            c,
+            capture=max_output_bytes,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            window=c.options.window_bytes,
         )
         mode = Mode(pace=True, window=c.options.window_bytes)
         reply = await c._conn.request(

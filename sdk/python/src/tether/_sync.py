@@ -10,17 +10,18 @@ calling ``wait`` or iterating), never on the loop thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, List, Literal, Optional, Union, overload
 
 from . import _proto as p
 from ._client import AsyncClient, Command
 from ._config import Options
 from ._errors import CommandTimeout
 from ._files import Files
-from ._handle import AsyncCommandHandle, OutputCallback, StdinSource
+from ._handle import AsyncCommandHandle, OutputCallback
+from ._popen import Popen, popen_sync
 from ._portal import Portal
 from ._shell import AsyncPtyHandle, AsyncShell
 from ._types import Event, ExecResult, OutputEvent
@@ -86,6 +87,8 @@ class CommandHandle:
         return self._a.exit_status
 
     def __iter__(self) -> Iterator[Event]:
+        """The output events in arrival order, until the command ends
+        (callbacks run as each is taken)."""
         for ev in self._portal.iterate(self._a):
             self._call_back(ev)
             yield ev
@@ -347,7 +350,7 @@ class Client:
         :meth:`AsyncClient.logs`."""
         return self._portal.iterate(self._a.logs(command_id, **kw))
 
-    def list(self, *, labels: Optional[Mapping[str, str]] = None) -> list[p.CommandInfo]:
+    def list(self, *, labels: Optional[Mapping[str, str]] = None) -> List[p.CommandInfo]:
         """Every command the daemon holds, oldest first."""
         return self._portal.call(self._a.list(labels=labels))
 
@@ -375,15 +378,27 @@ class Client:
         """A named shell; see :meth:`AsyncClient.shell`."""
         return Shell(self._portal, self._portal.call(self._a.shell(name, **kw)))
 
-    def shells(self) -> list[p.ShellInfo]:
+    def shells(self) -> List[p.ShellInfo]:
         """Every named shell the daemon holds."""
         return self._portal.call(self._a.shells())
 
-    def pty(self, command: Command = "bash", *, on_data: Optional[OutputCallback] = None, **kw: Any) -> PtyHandle:
+    def pty(
+        self, command: Command = "bash", *, on_data: Optional[OutputCallback] = None, **kw: Any
+    ) -> PtyHandle:
         """A command on a terminal; see :meth:`AsyncClient.pty`. ``on_data``
         runs in the thread that consumes the output."""
         h = self._portal.call(self._a.pty(command, **kw))
         return PtyHandle(self._portal, h, on_data)
+
+    def popen(self, args: Command, **kw: Any) -> Popen[Any]:
+        """A command the way :class:`subprocess.Popen` runs one; see
+        :meth:`AsyncClient.popen`. ``stdin``/``stdout``/``stderr`` are
+        file-like.
+
+        >>> p = client.popen(["sort"], stdin=tether.PIPE, stdout=tether.PIPE, text=True)  # doctest: +SKIP
+        >>> out, _ = p.communicate("b\\na\\n")  # doctest: +SKIP
+        """
+        return popen_sync(self, args, **kw)
 
     def code_run(self, code: str, **kw: Any) -> ExecResult:
         """Runs code with an interpreter; see :meth:`AsyncClient.code_run`."""
@@ -396,4 +411,4 @@ async def _make(
     return AsyncClient(url, token=token, token_file=token_file, options=options)
 
 
-__all__ = ["Client", "CommandHandle", "PtyHandle", "Shell", "StdinSource", "Sequence"]
+__all__ = ["Client", "CommandHandle", "PtyHandle", "Shell"]
