@@ -451,6 +451,52 @@ async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
     assert_eq!(exit.ends[0] as usize, want);
 }
 
+/// A kill ends a command at once, whatever its pacing readers do: one that
+/// stalls (attached, acknowledging nothing) or one that went away and
+/// lingers. The process tree is dead; what its pipes still hold is read
+/// into the rings without waiting for them (before, the exit waited for the
+/// stalled reader forever, and for the lingering one its whole linger).
+#[tokio::test]
+async fn a_kill_is_not_held_up_by_pacing_readers() {
+    let m = manager();
+    for away in [false, true] {
+        let h = m.start(CommandSpec::shell("while :; do head -c 65536 /dev/zero; done")).unwrap();
+        // Paced by acknowledgements, as the server's attachments are.
+        let mut sub = h.attach_paced([0, 0], true).unwrap();
+        let _pacer = sub.pace_by_acks(Some("client-1".into()), Duration::from_secs(600)).unwrap();
+        match tokio::time::timeout(LIMIT, sub.next(65536)).await.expect("output in time") {
+            Some(Event::Output { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Held at about half a ring (of 1 MiB) past what was acknowledged
+        // (nothing), with the pipe full behind it.
+        tokio::time::timeout(LIMIT, async {
+            while h.info().offsets[0].1 < 400 * 1024 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("held at half a ring");
+        if away {
+            drop(sub);
+            h.kill().await.unwrap();
+            let exit = tokio::time::timeout(Duration::from_secs(5), h.wait())
+                .await
+                .expect("the kill took effect without waiting for the lingering client");
+            assert_eq!(exit.reason, ExitReason::Killed);
+        } else {
+            h.kill().await.unwrap();
+            let exit = tokio::time::timeout(Duration::from_secs(5), h.wait())
+                .await
+                .expect("the kill took effect without waiting for the stalled reader");
+            assert_eq!(exit.reason, ExitReason::Killed);
+            // The reader still gets the rest and the exit.
+            let (_, _, exit) = collect(sub, LIMIT).await;
+            assert_eq!(exit.reason, ExitReason::Killed);
+        }
+    }
+}
+
 /// Paced by acknowledgements: the command waits for what the client has
 /// taken, not for what was read; a lost attachment lingers from there; and
 /// a newer attachment of the same client name replaces an older one that

@@ -113,6 +113,45 @@ async fn a_stream_continues_byte_exact_across_a_restart() {
     assert!(d.zombie_children().is_empty());
 }
 
+/// A paced stream (what `exec` and the SDKs' buffered runs use) from a
+/// producer far faster than the restart: its pacing must survive the
+/// handover, holding the command at what its client acknowledged until the
+/// client re-attaches, or the ring overruns and bytes are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_stream_loses_nothing_across_a_restart() {
+    let d = daemon(&[]);
+    let c = client(&d).await;
+    // 13.9 MB as fast as `seq` writes: many rings' worth.
+    let mut spec = shell("seq 0 1999999");
+    spec.pace = true;
+    let mut ex = c.start(spec).await.unwrap();
+    let mut out = Vec::new();
+    let mut restarted = false;
+    let status = tokio::time::timeout(LIMIT, async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    out.extend_from_slice(&b);
+                    if !restarted && out.len() > 1_000_000 {
+                        restarted = true;
+                        usr2(&d);
+                    }
+                }
+                ExecEvent::Gap { from, to, .. } => panic!("output lost across the restart: [{from}, {to})"),
+                ExecEvent::Exit(s) => return s,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the command finished in time");
+    assert!(restarted);
+    d.wait_lines(2);
+    let want: String = (0..2_000_000).map(|i| format!("{i}\n")).collect();
+    assert!(out == want.as_bytes(), "stdout differs ({} of {} bytes)", out.len(), want.len());
+    assert_eq!(status.code, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_in_every_state_survive_two_restarts() {
     let d = daemon(&[]);

@@ -148,6 +148,8 @@ impl Actor {
     /// shell command through its shell, any other with every descendant.
     pub(super) fn kill(&mut self, why: ExitReason) {
         self.state.end_for(why);
+        // A killed command is not held back by its readers any more.
+        self.shared.output().pacing.release();
         if self.job.is_some() {
             if !self.state.is_reaped() {
                 self.to_shell(ShellCtl::Kill { id: self.shared.ident.id.clone(), reason: why });

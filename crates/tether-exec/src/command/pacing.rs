@@ -23,6 +23,9 @@ pub(crate) const MODEL_CHUNK_CHARGE: usize = 64;
 #[derive(Default)]
 pub(crate) struct Pacing {
     pacers: Vec<Pacer>,
+    /// The command is being killed: nothing holds its output back any
+    /// more (see [`Pacing::release`]).
+    released: bool,
 }
 
 /// A reader the command waits for.
@@ -38,6 +41,11 @@ struct Pacer {
     until: Option<Instant>,
     /// The client's name: a newer pacer of the same name replaces it.
     name: Option<String>,
+    /// How long it holds the command once its subscription has gone (set
+    /// for pacing by acknowledgements): a handover carries a live pacer as
+    /// a lingering one for this long, since its connection is about to be
+    /// closed by the restart.
+    linger: Option<Duration>,
 }
 
 impl Pacing {
@@ -48,21 +56,43 @@ impl Pacing {
         let pacers = lingering
             .into_iter()
             .zip((0..u64::MAX).rev())
-            .map(|((next, left), number)| Pacer { number, next, until: Some(now + left), name: None })
+            .map(|((next, left), number)| Pacer {
+                number,
+                next,
+                until: Some(now + left),
+                name: None,
+                linger: None,
+            })
             .collect();
-        Pacing { pacers }
+        Pacing { pacers, released: false }
     }
 
-    /// The lingering pacers, for a handover: next offsets and time left.
+    /// The pacers to carry over a handover: next offsets and how long each
+    /// still holds the command. A lingering one keeps its time left; a live
+    /// one paced by acknowledgements, whose connection the restart closes,
+    /// holds for its whole linger, from what its client acknowledged, until
+    /// the client re-attaches to the next daemon.
     pub(crate) fn freeze(&self, now: Instant) -> Vec<([u64; 2], Duration)> {
-        self.pacers.iter().filter_map(|p| Some((p.next, p.until?.saturating_duration_since(now)))).collect()
+        self.pacers
+            .iter()
+            .filter_map(|p| {
+                let left = match p.until {
+                    Some(until) => until.saturating_duration_since(now),
+                    None => p.linger?,
+                };
+                Some((p.next, left))
+            })
+            .collect()
     }
 
     /// A new pacing reader at `from`. It is the lingering ones' client back
     /// (or one that replaces them): they stop holding the command.
     pub(crate) fn add(&mut self, number: u64, from: [u64; 2]) {
+        if self.released {
+            return;
+        }
         self.pacers.retain(|p| p.until.is_none());
-        self.pacers.push(Pacer { number, next: from, until: None, name: None });
+        self.pacers.push(Pacer { number, next: from, until: None, name: None, linger: None });
     }
 
     /// Reader `number` has read up to `next`.
@@ -77,6 +107,14 @@ impl Pacing {
     pub(crate) fn ack(&mut self, number: u64, offsets: [u64; 2], ends: [u64; 2]) {
         if let Some(p) = self.get(number) {
             p.next = [0, 1].map(|i| p.next[i].max(offsets[i].min(ends[i])));
+        }
+    }
+
+    /// Reader `number`, paced by acknowledgements, holds the command for
+    /// `d` once its subscription has gone (see [`Pacing::freeze`]).
+    pub(crate) fn hold_when_gone(&mut self, number: u64, d: Duration) {
+        if let Some(p) = self.get(number) {
+            p.linger = Some(d);
         }
     }
 
@@ -112,6 +150,15 @@ impl Pacing {
         self.pacers.iter().filter_map(|p| p.until).min()
     }
 
+    /// The command is being killed: its pacers stop holding it, so that
+    /// what its dead processes left in the pipes is read (and the exit
+    /// sent) without waiting for a stalled or absent reader. A reader that
+    /// far behind gets a gap, as for any unpaced command.
+    pub(crate) fn release(&mut self) {
+        self.released = true;
+        self.pacers.clear();
+    }
+
     /// Drops the lingering pacers whose time is up.
     pub(crate) fn expire(&mut self, now: Instant) {
         self.pacers.retain(|p| p.until.is_none_or(|u| u > now));
@@ -121,6 +168,9 @@ impl Pacing {
     /// would be evicted from `ring` (`None`: no pacer, no limit). Half the
     /// ring is kept as headroom for the per-chunk accounting.
     pub(crate) fn room(&self, ring: &Ring, i: usize, now: Instant) -> Option<u64> {
+        if self.released {
+            return None;
+        }
         let live = self.pacers.iter().filter(|p| p.until.is_none_or(|u| u > now));
         let slowest = live.map(|p| p.next[i]).min()?;
         // Counted as the ring charges it (bytes plus per-chunk overhead),
@@ -201,6 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn a_handover_carries_live_acknowledged_pacers_as_lingering_ones() {
+        let now = Instant::now();
+        let mut p = Pacing::default();
+        p.add(1, [10, 0]);
+        p.add(2, [20, 0]);
+        p.hold_when_gone(2, Duration::from_secs(20));
+        p.add(3, [30, 0]);
+        p.hold_when_gone(3, Duration::from_secs(20));
+        p.linger(3, now + Duration::from_secs(5), None);
+        // 1 paces by what it read (its subscription ends with it); 2 is
+        // live, paced by acknowledgements; 3 already lingers.
+        let frozen = p.freeze(now);
+        assert_eq!(frozen, vec![([20, 0], Duration::from_secs(20)), ([30, 0], Duration::from_secs(5))]);
+    }
+
+    #[test]
     fn lingering_pacers_hold_until_they_expire_or_their_client_returns() {
         let now = Instant::now();
         let mut p = Pacing::default();
@@ -231,7 +297,7 @@ mod tests {
         // A reconnect on another connection, before the old one is known
         // dead: `add` drops lingering pacers, but a live one of the same
         // name goes only when the new one is named.
-        p.pacers.push(Pacer { number: 7, next: [0, 0], until: None, name: Some("cli".into()) });
+        p.pacers.push(Pacer { number: 7, next: [0, 0], until: None, name: Some("cli".into()), linger: None });
         p.add(2, [0, 0]);
         p.name(2, Some("cli".into()));
         assert_eq!(p.pacers.iter().map(|p| p.number).collect::<Vec<_>>(), [2]);

@@ -114,7 +114,10 @@ impl Subscription {
             return None;
         }
         let number = self.number;
-        self.shared.output().pacing.name(number, name);
+        let mut out = self.shared.output();
+        out.pacing.name(number, name);
+        out.pacing.hold_when_gone(number, linger);
+        drop(out);
         self.shared.pacer_moved.notify_one();
         self.acked = true;
         self.linger = Some(linger);
