@@ -317,3 +317,45 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     assert_eq!(names, ["f"], "no temporary file left behind");
     s.shutdown().await;
 }
+
+/// An upload the daemon refuses before reading its body (a missing parent,
+/// a directory in the way, a path outside the root) is answered with its
+/// error, also when the client sends the whole large body before it reads
+/// (as Python's httpx does): before, the daemon answered and closed with
+/// the body unread, and the client, still sending, got a connection reset
+/// instead of the answer (found by the Python SDK's tests).
+#[tokio::test]
+async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
+    use tokio::io::AsyncReadExt;
+    let t = Tmp::new();
+    let s = confined(&t).await;
+    std::fs::create_dir(t.root().join("a-dir")).unwrap();
+    let body = vec![7u8; 4 << 20];
+    for (route, path, want) in [
+        ("/v1/files", "missing/parent/f", "404"),
+        ("/v1/files", "a-dir", "400"),
+        ("/v1/files", "..%2Foutside", "403"),
+        ("/v1/files/tar", "..%2Foutside", "403"),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "PUT {route}?path={path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: {}\r\n\r\n",
+            s.addr,
+            s.token,
+            body.len()
+        );
+        let sent = bounded(async {
+            c.write_all(head.as_bytes()).await?;
+            c.write_all(&body).await
+        })
+        .await;
+        let mut answer = Vec::new();
+        let read = bounded(c.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            sent.is_ok() && read.is_ok() && text.starts_with(&format!("HTTP/1.1 {want}")),
+            "PUT {route}?path={path}: sent {sent:?}, read {read:?}: {text:?}"
+        );
+    }
+}

@@ -266,6 +266,7 @@ fn busy() -> Response {
 /// `PUT /v1/files?path=P[&mode=644&parents=true]`: writes the body to a
 /// temporary file next to P and renames it over P once complete.
 pub(crate) async fn write(State(st): State<Arc<AppState>>, Query(q): Query<Q>, body: Body) -> Response {
+    let mut stream = body.into_data_stream();
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -274,7 +275,6 @@ pub(crate) async fn write(State(st): State<Arc<AppState>>, Query(q): Query<Q>, b
         let mut upload = blocking(move || f2.create(&p2, mode, parents)).await?;
         let file = upload.file().map_err(error)?;
         let mut out = tokio::fs::File::from_std(file);
-        let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             // A broken request drops `upload`: its temporary file goes and
             // the old file stays.
@@ -291,7 +291,40 @@ pub(crate) async fn write(State(st): State<Arc<AppState>>, Query(q): Query<Q>, b
         .await?;
         Ok::<_, Response>(axum::Json(stat_to_wire(stat)).into_response())
     };
-    r.await.unwrap_or_else(|e| e)
+    match r.await {
+        Ok(ok) => ok,
+        Err(refused) => {
+            drain(&mut stream).await;
+            refused
+        }
+    }
+}
+
+/// The most of a refused upload's body read and dropped before the answer.
+const DRAIN_MAX: u64 = 64 << 20;
+
+/// How long a refused upload's body is read and dropped, at most.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and drops what is left of a refused upload's body (up to
+/// [`DRAIN_MAX`] bytes within [`DRAIN_TIME`]) before the answer goes out.
+/// A connection closed with unread data is reset by the kernel, and a
+/// client that sends its whole body before it reads (Python's httpx, curl
+/// without `Expect`) then sees the reset instead of the answer.
+async fn drain<S, E>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// `GET /v1/files/stat?path=P`.
@@ -413,15 +446,28 @@ pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>)
 /// `PUT /v1/files/tar?path=P`: unpacks the body (a tar stream) into
 /// directory P.
 pub(crate) async fn tar_in(State(st): State<Arc<AppState>>, Query(q): Query<Q>, body: Body) -> Response {
-    let r = async {
-        let f = files(&st)?;
-        let path = q.path()?.to_owned();
-        let stream = body.into_data_stream().map(|r| r.map_err(std::io::Error::other));
-        let reader = SyncIoBridge::new(StreamReader::new(stream));
-        let n = blocking(move || f.untar_from(&path, reader)).await?;
-        Ok::<_, Response>(axum::Json(serde_json::json!({ "entries": n })).into_response())
+    let (f, path) = match files(&st).and_then(|f| Ok((f, q.path()?.to_owned()))) {
+        Ok(v) => v,
+        Err(refused) => {
+            drain(&mut body.into_data_stream()).await;
+            return refused;
+        }
     };
-    r.await.unwrap_or_else(|e| e)
+    let stream = body.into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    let mut reader = SyncIoBridge::new(StreamReader::new(stream));
+    // The reader comes back, so that what a refused archive left unread
+    // can be drained before the answer (see [`drain`]).
+    let (r, reader) = match blocking(move || Ok((f.untar_from(&path, &mut reader), reader))).await {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    match r {
+        Ok(n) => axum::Json(serde_json::json!({ "entries": n })).into_response(),
+        Err(e) => {
+            drain(&mut reader.into_inner().into_inner()).await;
+            error(e)
+        }
+    }
 }
 
 pub(crate) fn stat_to_wire(s: Stat) -> FileStat {

@@ -501,10 +501,11 @@ class AsyncFiles:
         parents: bool,
     ) -> httpx.Response:
         """A request with a streamed body. The daemon checks the path before
-        it reads the body; when it refuses, it answers and closes the
-        connection, and a client still sending may get a reset instead of
-        the answer. Then the likely refusal is looked up (`_refusal`) and
-        raised in place of :class:`~tether.ConnectionLost`."""
+        it reads the body; when it refuses, it reads and drops up to 64 MiB
+        of the body before it answers, so that a client still sending gets
+        the answer; past that, the client may get a reset instead. Then the
+        likely refusal is looked up (`_refusal`) and raised in place of
+        :class:`~tether.ConnectionLost`."""
         try:
             return await self._request("PUT", url, path, params=params, content=content, headers=headers)
         except ConnectionLost as lost:
