@@ -45,3 +45,28 @@ def test_a_frame_without_a_type_is_an_error():
 
     with pytest.raises(ValueError, match="type"):
         proto.decode(msgpack.packb({"id": 1}))
+
+
+HTTP = VECTORS.parent / "http"
+
+
+def test_the_http_golden_bodies_read_as_the_sdk_reads_them():
+    """protocol/http: the one-shot response reads as an ExecResult (both
+    encodings), the error body as the exception of its code."""
+    import msgpack
+
+    from tether._client import _exec_response
+    from tether._errors import SpawnError, from_code
+
+    as_json = _exec_response(json.loads((HTTP / "exec_response.json").read_text()))
+    packed = msgpack.unpackb((HTTP / "exec_response.msgpack").read_bytes(), raw=False)
+    assert isinstance(packed["stderr"], bytes)
+    as_msgpack = _exec_response(packed)
+    assert as_json == as_msgpack
+    assert (as_json.command_id, as_json.exit_code, as_json.reason) == ("c-5f0c9a7e21b34d08", 1, "exited")
+    assert (as_json.stdout, as_json.stderr) == (b"ok\n", b"\xff\xfe warning")
+    assert as_json.truncated and as_json.duration == 1.234
+    err = json.loads((HTTP / "error.json").read_text())
+    assert err == msgpack.unpackb((HTTP / "error.msgpack").read_bytes(), raw=False)
+    e = from_code(err["code"], err["message"], err.get("errno"))
+    assert isinstance(e, SpawnError) and e.errno == 2 and e.reason == "No such file or directory"

@@ -702,7 +702,11 @@ def _json(r: httpx.Response) -> dict[str, Any]:
 
 
 def _field_bytes(data: dict[str, Any], name: str) -> bytes:
+    """A byte field of an ``ExecResponse``: bytes in MessagePack; in JSON
+    the text itself or base64, as ``<name>_encoding`` says."""
     value = data.get(name) or ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
     if data.get(name + "_encoding") == "base64":
         return base64.b64decode(value)
     return str(value).encode()
