@@ -85,15 +85,21 @@ class AsyncClient:
         self.files = AsyncFiles(self._http)
         """File operations: :class:`~tether.AsyncFiles`."""
         self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.url}>"
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Runs ``coro`` in a task the client owns (cancelled by :meth:`aclose`)."""
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> Optional[asyncio.Task[Any]]:
+        """Runs ``coro`` in a task the client owns (cancelled by :meth:`aclose`;
+        after it, not started at all)."""
+        if self._closed:
+            coro.close()
+            return None
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     @property
     def reconnects(self) -> int:
@@ -108,6 +114,7 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Closes the connection and the HTTP pool; commands keep running on
         the daemon (subject to their idle timeout and kill-on-disconnect)."""
+        self._closed = True
         for t in list(self._background):
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

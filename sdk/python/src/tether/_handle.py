@@ -377,7 +377,7 @@ class AsyncCommandHandle:
 
     def _feed(self, source: StdinSource) -> None:
         """Streams ``source`` to stdin in a task, then closes stdin."""
-        self._stdin_task = asyncio.get_running_loop().create_task(self._feed_all(source))
+        self._stdin_task = self._client._spawn(self._feed_all(source))
 
     async def _feed_all(self, source: StdinSource) -> None:
         try:
