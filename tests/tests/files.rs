@@ -359,3 +359,25 @@ async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
         );
     }
 }
+
+/// A malformed query (a flag that is not a boolean, a count that is not a
+/// number) gets the routes' JSON error, `400 bad_request`, like every other
+/// error of theirs: before, axum answered it in plain text, which a client
+/// could not read as a typed error (found by the Python SDK).
+#[tokio::test]
+async fn a_malformed_query_gets_the_json_error() {
+    let t = Tmp::new();
+    let s = confined(&t).await;
+    let h = s.http();
+    for (m, route, q) in [
+        (reqwest::Method::PUT, "/v1/files", [("path", "f"), ("parents", "yes")]),
+        (reqwest::Method::GET, "/v1/files", [("path", "f"), ("max_bytes", "lots")]),
+        (reqwest::Method::DELETE, "/v1/files", [("path", "f"), ("recursive", "2")]),
+        (reqwest::Method::POST, "/v1/files/mkdir", [("path", "d"), ("parents", "on")]),
+    ] {
+        let (status, body) = h.json(m.clone(), route, &q).await;
+        assert_eq!(status, 400, "{m} {route} {q:?}");
+        assert_eq!(body["code"], "bad_request", "{m} {route} {q:?}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+}

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -87,6 +88,22 @@ impl Q {
     }
 }
 
+/// The query of a file route. A malformed one (`parents=yes`, a
+/// `max_bytes` that is not a number) is answered in the routes' own JSON
+/// error shape, `400 bad_request`, rather than axum's plain text.
+pub(crate) struct FilesQuery(Q);
+
+impl<S: Send + Sync> FromRequestParts<S> for FilesQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<Q>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(FilesQuery(q)),
+            Err(e) => Err(bad(&e.body_text())),
+        }
+    }
+}
+
 fn files(st: &AppState) -> Result<Arc<Files>, Response> {
     st.files.clone().ok_or_else(|| {
         let e = FileError::BadPath { path: String::new(), why: "the daemon has no usable files root" };
@@ -109,7 +126,7 @@ async fn blocking<T: Send + 'static>(
 /// pseudo file system (`/proc`, `/sys`) is read whole first (bounded), so
 /// its length is the real one; a special file streams (see
 /// [`special_body`]).
-pub(crate) async fn read(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn read(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -265,7 +282,7 @@ fn busy() -> Response {
 
 /// `PUT /v1/files?path=P[&mode=644&parents=true]`: writes the body to a
 /// temporary file next to P and renames it over P once complete.
-pub(crate) async fn write(State(st): State<Arc<AppState>>, Query(q): Query<Q>, body: Body) -> Response {
+pub(crate) async fn write(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery, body: Body) -> Response {
     let mut stream = body.into_data_stream();
     let r = async {
         let f = files(&st)?;
@@ -328,7 +345,7 @@ where
 }
 
 /// `GET /v1/files/stat?path=P`.
-pub(crate) async fn stat(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn stat(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -339,7 +356,7 @@ pub(crate) async fn stat(State(st): State<Arc<AppState>>, Query(q): Query<Q>) ->
 }
 
 /// `GET /v1/files/list?path=P`.
-pub(crate) async fn list(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn list(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -351,7 +368,7 @@ pub(crate) async fn list(State(st): State<Arc<AppState>>, Query(q): Query<Q>) ->
 }
 
 /// `POST /v1/files/mkdir?path=P[&parents=true&mode=755]`.
-pub(crate) async fn mkdir(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn mkdir(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -365,7 +382,7 @@ pub(crate) async fn mkdir(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -
 }
 
 /// `DELETE /v1/files?path=P[&recursive=true]`.
-pub(crate) async fn remove(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn remove(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -377,7 +394,7 @@ pub(crate) async fn remove(State(st): State<Arc<AppState>>, Query(q): Query<Q>) 
 }
 
 /// `POST /v1/files/rename?from=A&to=B[&overwrite=true]`.
-pub(crate) async fn rename(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn rename(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let (Some(from), Some(to)) = (q.from.clone(), q.to.clone()) else {
@@ -396,7 +413,7 @@ pub(crate) async fn rename(State(st): State<Arc<AppState>>, Query(q): Query<Q>) 
 /// entries that vanish later are left out of the archive; any other
 /// failure mid-stream aborts the body (no end-of-archive marker, and the
 /// chunked encoding is not terminated: the client sees a broken transfer).
-pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>) -> Response {
+pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery) -> Response {
     let r = async {
         let f = files(&st)?;
         let path = q.path()?.to_owned();
@@ -445,7 +462,7 @@ pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, Query(q): Query<Q>)
 
 /// `PUT /v1/files/tar?path=P`: unpacks the body (a tar stream) into
 /// directory P.
-pub(crate) async fn tar_in(State(st): State<Arc<AppState>>, Query(q): Query<Q>, body: Body) -> Response {
+pub(crate) async fn tar_in(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery, body: Body) -> Response {
     let (f, path) = match files(&st).and_then(|f| Ok((f, q.path()?.to_owned()))) {
         Ok(v) => v,
         Err(refused) => {
