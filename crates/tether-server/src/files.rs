@@ -282,7 +282,11 @@ fn busy() -> Response {
 
 /// `PUT /v1/files?path=P[&mode=644&parents=true]`: writes the body to a
 /// temporary file next to P and renames it over P once complete.
-pub(crate) async fn write(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery, body: Body) -> Response {
+pub(crate) async fn write(
+    State(st): State<Arc<AppState>>,
+    FilesQuery(q): FilesQuery,
+    body: Body,
+) -> Response {
     let mut stream = body.into_data_stream();
     let r = async {
         let f = files(&st)?;
@@ -462,7 +466,11 @@ pub(crate) async fn tar_out(State(st): State<Arc<AppState>>, FilesQuery(q): File
 
 /// `PUT /v1/files/tar?path=P`: unpacks the body (a tar stream) into
 /// directory P.
-pub(crate) async fn tar_in(State(st): State<Arc<AppState>>, FilesQuery(q): FilesQuery, body: Body) -> Response {
+pub(crate) async fn tar_in(
+    State(st): State<Arc<AppState>>,
+    FilesQuery(q): FilesQuery,
+    body: Body,
+) -> Response {
     let (f, path) = match files(&st).and_then(|f| Ok((f, q.path()?.to_owned()))) {
         Ok(v) => v,
         Err(refused) => {
