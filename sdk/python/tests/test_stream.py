@@ -165,3 +165,14 @@ def test_lifetimes_idle_timeout_kill_on_disconnect_and_ttl(client, daemon):
         client.exec(["sleep", "0.05"])
     else:
         pytest.fail("a finished command outlived its ttl")
+
+
+def test_callbacks_run_as_a_handle_is_consumed_and_wait_times_out_with_them(client):
+    got = []
+    h = client.run("echo first; sleep 30", wait=False, on_stdout=got.append)
+    with pytest.raises(tether.CommandTimeout):
+        h.wait(timeout=0.5)
+    assert b"".join(got) == b"first\n"
+    h.kill()
+    r = h.wait(timeout=10)
+    assert r.reason == "killed" and r.stdout == b"first\n" and b"".join(got) == b"first\n"

@@ -208,6 +208,7 @@ class AsyncClient:
             on_stderr=on_stderr,
             window=window,
             remove_on_exit=remove_on_exit,
+            ring=spec.ring_bytes,
         )
         mode = Mode(
             pace=pace,
@@ -378,7 +379,7 @@ class AsyncClient:
         spec.close_stdin = True
         reply = await self._conn.request(p.Start(spec=spec), retry=True)
         assert isinstance(reply, p.Started)
-        h = AsyncCommandHandle(self, window=self.options.window_bytes)
+        h = AsyncCommandHandle(self, window=self.options.window_bytes, ring=ring_bytes)
         h.command_id, h.pid, h._lazy = reply.command, reply.pid, True
         return h
 

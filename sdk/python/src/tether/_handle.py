@@ -81,6 +81,7 @@ class AsyncCommandHandle:
         on_stderr: Optional[OutputCallback] = None,
         window: Optional[int] = None,
         remove_on_exit: bool = False,
+        ring: Optional[int] = None,
     ) -> None:
         self._client = client
         self._conn: Connection = conn or client._conn
@@ -103,6 +104,7 @@ class AsyncCommandHandle:
         self._lost = 0
         self._callbacks = (on_stdout, on_stderr)
         self._window = window
+        self._ring = ring
         self._consumed = [0, 0]
         self._acked = [0, 0]
         self._remove_on_exit = remove_on_exit
@@ -190,6 +192,21 @@ class AsyncCommandHandle:
             finally:
                 self._waiter = None
 
+    async def _next_batch(self, most: int = 64) -> list[Event]:
+        """The next event and those queued behind it (at most ``most``),
+        each taken as iteration takes it; empty at the end. For the blocking
+        twin: one hand-off between threads for many events."""
+        try:
+            batch = [await self.__anext__()]
+        except StopAsyncIteration:
+            return []
+        while len(batch) < most and self._queue and not isinstance(self._queue[0], _End):
+            ev = self._queue.popleft()
+            assert not isinstance(ev, _End)
+            await self._take(ev)
+            batch.append(ev)
+        return batch
+
     async def _take(self, ev: Event) -> None:
         """The consumer takes ``ev``: capture, callbacks, acknowledgement."""
         if isinstance(ev, OutputEvent):
@@ -232,10 +249,18 @@ class AsyncCommandHandle:
         behind = (self._consumed[0] - self._acked[0]) + (self._consumed[1] - self._acked[1])
         if behind <= 0:
             return
-        if force or behind >= self._window // 4:
+        if force or behind >= self._ack_every():
             await self._send_ack()
         elif not self._queue and self._ack_timer is None:
             self._ack_timer = asyncio.get_running_loop().call_later(0.002, self._ack_later)
+
+    def _ack_every(self) -> int:
+        """Bytes taken between acknowledgements: a quarter window, and at
+        most a quarter of the command's ring, since a paced command is held
+        half a ring past what was acknowledged (the daemon's default ring
+        when this one's is not known)."""
+        ring = self._ring or self._conn.limits.default_ring_bytes
+        return max(4096, min(self._window or 0, ring) // 4)
 
     def _ack_later(self) -> None:
         self._ack_timer = None

@@ -9,6 +9,7 @@ calling ``wait`` or iterating), never on the loop thread.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -89,9 +90,13 @@ class CommandHandle:
     def __iter__(self) -> Iterator[Event]:
         """The output events in arrival order, until the command ends
         (callbacks run as each is taken)."""
-        for ev in self._portal.iterate(self._a):
-            self._call_back(ev)
-            yield ev
+        while True:
+            batch = self._portal.call(self._a._next_batch())
+            if not batch:
+                return
+            for ev in batch:
+                self._call_back(ev)
+                yield ev
 
     def _call_back(self, ev: Event) -> None:
         if isinstance(ev, OutputEvent):
@@ -106,18 +111,18 @@ class CommandHandle:
         if not any(self._callbacks):
             return self._portal.call(self._a.wait(timeout))
         deadline = None if timeout is None else time.monotonic() + timeout
-        it = self._a.__aiter__()
         while not self._a.done:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise CommandTimeout(f"command {self.command_id} still running after {timeout:g} s")
             try:
-                ev = self._portal.call(_next_or_none(it), left)
-            except TimeoutError:
+                batch = self._portal.call(self._a._next_batch(), left)
+            except concurrent.futures.TimeoutError:  # not the builtin before 3.11
                 continue
-            if ev is None:
+            if not batch:
                 break
-            self._call_back(ev)
+            for ev in batch:
+                self._call_back(ev)
         return self._portal.call(self._a.wait())
 
     @property
@@ -156,14 +161,6 @@ class CommandHandle:
     def status(self) -> p.CommandInfo:
         """The daemon's view of the command now."""
         return self._portal.call(self._a.status())
-
-
-async def _next_or_none(it: Any) -> Optional[Event]:
-    try:
-        ev: Event = await it.__anext__()
-        return ev
-    except StopAsyncIteration:
-        return None
 
 
 class PtyHandle(CommandHandle):
