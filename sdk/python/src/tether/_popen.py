@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, Optional, Union, cas
 
 from ._errors import CommandTimeout, ConnectionLost, NotRunning, StdinClosed, TetherError
 from ._handle import AsyncCommandHandle
+from ._portal import Twin
 from ._types import ExecResult, OutputEvent
 
 if TYPE_CHECKING:
@@ -897,18 +898,9 @@ async def _quietly(aw: Any) -> None:
 # --------------------------------------------------------- the blocking twin
 
 
-class PipeReader(Generic[AnyStr]):
+class PipeReader(Twin[AsyncPipeReader[AnyStr]], Generic[AnyStr]):
     """A blocking :class:`AsyncPipeReader`: ``read``, ``readline``,
     ``readlines``, iteration over lines, ``close``."""
-
-    _a: AsyncPipeReader[AnyStr]
-
-    def __init__(self, portal: Portal, inner: AsyncPipeReader[AnyStr]) -> None:
-        self._portal = portal
-        self._a = inner
-
-    def __repr__(self) -> str:
-        return repr(self._a).replace("Async", "", 1)
 
     @property
     def closed(self) -> bool:
@@ -942,18 +934,9 @@ class PipeReader(Generic[AnyStr]):
         self._portal.call(self._a.aclose())
 
 
-class PipeWriter(Generic[AnyStr]):
+class PipeWriter(Twin[AsyncPipeWriter[AnyStr]], Generic[AnyStr]):
     """A blocking :class:`AsyncPipeWriter`: ``write``, ``writelines``,
     ``flush``, ``close``."""
-
-    _a: AsyncPipeWriter[AnyStr]
-
-    def __init__(self, portal: Portal, inner: AsyncPipeWriter[AnyStr]) -> None:
-        self._portal = portal
-        self._a = inner
-
-    def __repr__(self) -> str:
-        return repr(self._a).replace("Async", "", 1)
 
     @property
     def closed(self) -> bool:
@@ -977,7 +960,7 @@ class PipeWriter(Generic[AnyStr]):
         self._portal.call(self._a.aclose())
 
 
-class Popen(Generic[AnyStr]):
+class Popen(Twin[Any], Generic[AnyStr]):
     """A command started by :func:`popen_sync` (``client.popen(...)``): the
     blocking twin of :class:`AsyncPopen`, with :class:`subprocess.Popen`'s
     names.
@@ -995,8 +978,7 @@ class Popen(Generic[AnyStr]):
     stderr: Optional[PipeReader[AnyStr]]
 
     def __init__(self, portal: Portal, inner: AsyncPopen[AnyStr]) -> None:
-        self._portal = portal
-        self._a = inner
+        super().__init__(portal, inner)
         self.args = inner.args
         """The ``args`` given to :func:`popen_sync`."""
         self.stdin = None if inner.stdin is None else PipeWriter(portal, inner.stdin)

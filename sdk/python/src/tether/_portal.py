@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
-from typing import Any, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -88,6 +88,18 @@ async def _cancel_all() -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Twin(Generic[T]):
+    """The base of the blocking twins (handles, shells, pipes, Popen): the
+    portal, and the async object ``_a`` every call goes to."""
+
+    def __init__(self, portal: Portal, inner: T) -> None:
+        self._portal = portal
+        self._a = inner
+
+    def __repr__(self) -> str:
+        return repr(self._a).replace("Async", "", 1)
 
 
 def run_sync(portal: Portal, aw: Awaitable[T]) -> T:

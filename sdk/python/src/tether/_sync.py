@@ -23,12 +23,12 @@ from ._errors import CommandTimeout
 from ._files import Files
 from ._handle import AsyncCommandHandle, OutputCallback
 from ._popen import Popen, popen_sync
-from ._portal import Portal
+from ._portal import Portal, Twin
 from ._shell import AsyncPtyHandle, AsyncShell
 from ._types import Event, ExecResult, OutputEvent
 
 
-class CommandHandle:
+class CommandHandle(Twin[AsyncCommandHandle]):
     """A command started or attached by a :class:`Client`: iterate it for
     output events in arrival order, write its stdin, signal or kill it, and
     :meth:`wait` for its :class:`~tether.ExecResult`. See
@@ -50,12 +50,8 @@ class CommandHandle:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
     ) -> None:
-        self._portal = portal
-        self._a = inner
+        super().__init__(portal, inner)
         self._callbacks = (on_stdout, on_stderr)
-
-    def __repr__(self) -> str:
-        return repr(self._a).replace("Async", "", 1)
 
     @property
     def command_id(self) -> str:
@@ -181,12 +177,11 @@ class PtyHandle(CommandHandle):
         return self._portal.call(self._a.screen_size())
 
 
-class Shell:
+class Shell(Twin[AsyncShell]):
     """A named shell (:meth:`Client.shell`); see :class:`~tether.AsyncShell`."""
 
     def __init__(self, portal: Portal, inner: AsyncShell) -> None:
-        self._portal = portal
-        self._a = inner
+        super().__init__(portal, inner)
         self.name = inner.name
         self.info = inner.info
         self.created = inner.created
