@@ -17,7 +17,7 @@ Usage: chaos-table.py RESULTS [--expect client,... --faults fault,...]
 import json
 import sys
 
-CLIENTS = ["exec", "exec-it", "attach", "browser", "rust", "langsmith"]
+CLIENTS = ["exec", "exec-it", "attach", "browser", "rust", "langsmith", "python"]
 FAULTS = ["reset", "freeze", "refuse", "repeated", "restart", "typing"]
 
 

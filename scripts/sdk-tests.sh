@@ -24,6 +24,10 @@ out=$(cd sdk/python && TETHER_BIN=target/debug/tether TETHER_FAULTPROXY=target/d
 pstatus=$?
 set -e
 echo "$out"
+# The chaos cells append to $CHAOS_RESULTS when it is set: show this client's row.
+if [ -n "${CHAOS_RESULTS:-}" ] && [ -f "$CHAOS_RESULTS" ]; then
+  python3 scripts/chaos-table.py "$CHAOS_RESULTS" --expect python || true
+fi
 passed=$(echo "$out" | { grep -oE '[0-9]+ passed' || true; } | tail -1 | cut -d' ' -f1)
 failed=$(echo "$out" | { grep -oE '[0-9]+ (failed|errors?)' || true; } | awk '{n += $1} END {print n + 0}')
 [ -n "$passed$failed" ] && [ "$pstatus" = 0 ] || failed=$(( ${failed:-0} > 0 ? failed : 1 ))

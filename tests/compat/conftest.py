@@ -9,8 +9,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pysupport"))
 
 import pytest
+import tether_chaos
 from tether_testing import (  # noqa: F401 (the tests import them from here)
-    CutProxy, CuttableProxy, Daemon, FaultProxy, TimedDaemon, tether_cli,
+    CutProxy, CuttableProxy, Daemon, FaultProxy, tether_cli,
 )
 
 
@@ -94,15 +95,9 @@ def sse(monkeypatch):
     monkeypatch.setattr(ws_mod, "reconnect_ws_stream", no_ws)
 
 
-# The chaos daemon's keepalive: a silent peer is dropped after 3 s.
-CHAOS_PEER_TIMEOUT = 3
-
-
 @pytest.fixture
 def chaos_daemon():
     """A daemon of the test's own (a cell may restart it) with a short
     keepalive (--peer-timeout 3 --ping-interval 1), its lines time-stamped."""
-    with TimedDaemon("--peer-timeout", str(CHAOS_PEER_TIMEOUT), "--ping-interval", "1") as d:
+    with tether_chaos.chaos_daemon() as d:
         yield d
-
-
