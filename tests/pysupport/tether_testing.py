@@ -73,15 +73,17 @@ class CutProxy:
 class Daemon:
     """A tether daemon on port 0 (the `daemon` fixture's, or a test's own to
     stop, restart or give options), every stdout line collected (one
-    "listening" line per start and restart). Use as a context manager."""
+    "listening" line per start and restart). Use as a context manager.
+    `listen` and `token` start one where another was (a client's daemon
+    coming back)."""
 
-    def __init__(self, *args, cwd=None):
-        self.token = "compat-" + secrets.token_hex(8)
+    def __init__(self, *args, cwd=None, listen="127.0.0.1:0", token=None):
+        self.token = token or "compat-" + secrets.token_hex(8)
         self.root = cwd or tempfile.mkdtemp(prefix="tether-compat-")
         env = dict(os.environ, TETHER_TOKEN=self.token, TETHER_LOG="warn")
         self.proc = subprocess.Popen(
             [_bin("TETHER_BIN", "target/debug/tether"), "serve",
-             "--listen", "127.0.0.1:0", *args],
+             "--listen", listen, *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=self.root, text=True,
         )
         self.lines = []

@@ -103,3 +103,11 @@ def test_giving_up_raises_connection_lost(connect):
         d.stop()
         with pytest.raises(tether.ConnectionLost, match="reconnect"):
             h.wait(timeout=30)
+        # The client is not spent: with the daemon away a call fails at once,
+        # with a daemon back on the address it works again.
+        with pytest.raises(tether.ConnectionLost, match="cannot connect"):
+            c.exec(["true"])
+        port = d.url.rsplit(":", 1)[1]
+        with Daemon(listen=f"127.0.0.1:{port}", token=d.token) as again:
+            assert again.url == d.url
+            assert c.exec(["echo", "back"], check=True).stdout == b"back\n"

@@ -274,8 +274,10 @@ class Connection:
             try:
                 ws = await self._reconnect(code)
             except TetherError as e:
-                self._dead = e
+                # Everything waiting fails; the next request opens a new
+                # connection (and fails at once if the daemon is still away).
                 self._fail_all(e)
+                self._task = None
                 return
             self.reconnects += 1
             self._ws = ws
