@@ -1,7 +1,7 @@
 //! Round trips: raw spawn, tether exec over an open and over a fresh
 //! connection, and websocketd's process-per-connection.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
@@ -13,20 +13,7 @@ use crate::report::Latency;
 
 /// `Command::new("true").status()`, `n` times, on a blocking thread.
 pub(crate) async fn raw_spawn(n: usize) -> Result<Latency> {
-    let samples = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let status = std::process::Command::new("true").status()?;
-            out.push(t.elapsed());
-            if !status.success() {
-                bail!("`true` failed: {status}");
-            }
-        }
-        Ok(out)
-    })
-    .await??;
-    Latency::of(samples).context("no samples")
+    Latency::of(crate::floor::spawn_true(n).await?).context("no samples")
 }
 
 fn true_spec() -> StartSpec {

@@ -30,6 +30,7 @@
 
 mod core_table;
 mod files;
+mod floor;
 mod latency;
 mod memory;
 mod peers;

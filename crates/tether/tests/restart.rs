@@ -18,6 +18,38 @@ fn usr2(d: &Daemon) {
     assert!(Command::new("kill").args(["-USR2", &d.pid().to_string()]).status().unwrap().success());
 }
 
+/// Reads an execution to its exit (bounded), restarting the daemon once
+/// `restart_after` stdout bytes have arrived; a gap fails the test.
+async fn through_a_restart(
+    d: &Daemon,
+    ex: &mut tether_client::Execution,
+    restart_after: usize,
+) -> (Vec<u8>, Vec<u8>, tether_proto::ExitStatus) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut restarted = false;
+    let status = tokio::time::timeout(LIMIT, async {
+        loop {
+            match ex.next().await.unwrap().unwrap() {
+                ExecEvent::Stdout(b) => {
+                    out.extend_from_slice(&b);
+                    if !restarted && out.len() > restart_after {
+                        restarted = true;
+                        usr2(d);
+                    }
+                }
+                ExecEvent::Stderr(b) => err.extend_from_slice(&b),
+                ExecEvent::Gap { from, to, .. } => panic!("output lost across the restart: [{from}, {to})"),
+                ExecEvent::Exit(s) => return s,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the command finished in time");
+    assert!(restarted, "the stream ended before the restart");
+    (out, err, status)
+}
+
 /// Attaches from the start and reads to the exit (bounded).
 async fn finish(c: &Client, id: &tether_proto::CommandId) -> tether_client::Output {
     let ex = c.attach(id, [0, 0]).await.unwrap();
@@ -50,28 +82,7 @@ async fn a_stream_continues_byte_exact_across_a_restart() {
                   echo done >&2; exit 5";
     let mut ex = c.start(shell(script)).await.unwrap();
     let pid = ex.pid();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut restarted = false;
-    let status = tokio::time::timeout(LIMIT, async {
-        loop {
-            match ex.next().await.unwrap().unwrap() {
-                ExecEvent::Stdout(b) => {
-                    out.extend_from_slice(&b);
-                    if !restarted && out.len() > 200_000 {
-                        restarted = true;
-                        usr2(&d);
-                    }
-                }
-                ExecEvent::Stderr(b) => err.extend_from_slice(&b),
-                ExecEvent::Gap { .. } => panic!("output lost"),
-                ExecEvent::Exit(s) => return s,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("the command finished in time");
+    let (out, err, status) = through_a_restart(&d, &mut ex, 200_000).await;
     // The daemon re-executed itself: the same process, a second start.
     let lines = d.wait_lines(2);
     assert_eq!(lines[1], lines[0], "the same address after the restart");
@@ -125,27 +136,7 @@ async fn a_paced_stream_loses_nothing_across_a_restart() {
     let mut spec = shell("seq 0 1999999");
     spec.pace = true;
     let mut ex = c.start(spec).await.unwrap();
-    let mut out = Vec::new();
-    let mut restarted = false;
-    let status = tokio::time::timeout(LIMIT, async {
-        loop {
-            match ex.next().await.unwrap().unwrap() {
-                ExecEvent::Stdout(b) => {
-                    out.extend_from_slice(&b);
-                    if !restarted && out.len() > 1_000_000 {
-                        restarted = true;
-                        usr2(&d);
-                    }
-                }
-                ExecEvent::Gap { from, to, .. } => panic!("output lost across the restart: [{from}, {to})"),
-                ExecEvent::Exit(s) => return s,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("the command finished in time");
-    assert!(restarted);
+    let (out, _, status) = through_a_restart(&d, &mut ex, 1_000_000).await;
     d.wait_lines(2);
     let want: String = (0..2_000_000).map(|i| format!("{i}\n")).collect();
     assert!(out == want.as_bytes(), "stdout differs ({} of {} bytes)", out.len(), want.len());

@@ -30,6 +30,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tether_client::{Client, ExecEvent, StartSpec};
 
+#[path = "../floor.rs"]
+mod floor;
+
 #[derive(Parser, Debug)]
 #[command(name = "client_figures")]
 struct Args {
@@ -64,7 +67,7 @@ enum Mode {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let line = match args.mode {
-        Mode::Spawn { n } => samples_json(&spawn(n).await?),
+        Mode::Spawn { n } => samples_json(&floor::spawn_true(n).await?),
         Mode::RoundTrip { n, warmup } => samples_json(&round_trip(&args.url, &args.token, n, warmup).await?),
         Mode::Stream { bytes } => stream(&args.url, &args.token, bytes).await?,
         Mode::Handles { n, secs } => handles(&args.url, &args.token, n, secs).await?,
@@ -76,22 +79,6 @@ async fn main() -> Result<()> {
 fn samples_json(samples: &[Duration]) -> String {
     let ns: Vec<u128> = samples.iter().map(Duration::as_nanos).collect();
     serde_json::json!({ "samples_ns": ns }).to_string()
-}
-
-async fn spawn(n: usize) -> Result<Vec<Duration>> {
-    tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let status = std::process::Command::new("true").status()?;
-            out.push(t.elapsed());
-            if !status.success() {
-                bail!("`true` failed: {status}");
-            }
-        }
-        Ok(out)
-    })
-    .await?
 }
 
 fn argv(words: &[&str]) -> StartSpec {
