@@ -5,6 +5,7 @@
 # for scripts/test-all.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pytest-summary.sh
 venv=target/sdk-venv
 stamp=$venv/.installed-$(sha256sum sdk/python/pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
@@ -23,16 +24,5 @@ out=$(cd sdk/python && TETHER_BIN=target/debug/tether TETHER_FAULTPROXY=target/d
   timeout 900 ../../$venv/bin/pytest -q -p no:cacheprovider tests 2>&1)
 pstatus=$?
 set -e
-echo "$out"
-# The chaos cells append to $CHAOS_RESULTS when it is set: show this client's row.
-if [ -n "${CHAOS_RESULTS:-}" ] && [ -f "$CHAOS_RESULTS" ]; then
-  python3 scripts/chaos-table.py "$CHAOS_RESULTS" --expect python || true
-fi
-passed=$(echo "$out" | { grep -oE '[0-9]+ passed' || true; } | tail -1 | cut -d' ' -f1)
-failed=$(echo "$out" | { grep -oE '[0-9]+ (failed|errors?)' || true; } | awk '{n += $1} END {print n + 0}')
-[ -n "$passed$failed" ] && [ "$pstatus" = 0 ] || failed=$(( ${failed:-0} > 0 ? failed : 1 ))
-# ruff and mypy count as one test each.
-[ "$status" = 0 ] || failed=$(( ${failed:-0} + 1 ))
-echo "# pass ${passed:-0}"
-echo "# fail ${failed:-0}"
-[ "$pstatus" = 0 ] && [ "$status" = 0 ] && [ "${failed:-0}" = 0 ]
+# ruff and mypy count as one failure between them.
+pytest_summary python "$out" "$pstatus" $(( status != 0 ))

@@ -1,0 +1,20 @@
+# Sourced by the scripts that run a Python suite (compat-tests.sh,
+# sdk-tests.sh): `pytest_summary CLIENT OUT STATUS [EXTRA_FAILURES]` prints
+# OUT (pytest's output), the chaos matrix row of CLIENT when $CHAOS_RESULTS
+# is set, and the "# pass N" / "# fail N" lines scripts/test-all.sh adds
+# up; returns non-zero if anything failed. A run without pytest's summary
+# (a crash, the timeout) counts as a failure.
+pytest_summary() {
+  local client=$1 out=$2 status=$3 extra=${4:-0} passed failed
+  echo "$out"
+  if [ -n "${CHAOS_RESULTS:-}" ] && [ -f "$CHAOS_RESULTS" ]; then
+    python3 scripts/chaos-table.py "$CHAOS_RESULTS" --expect "$client" || true
+  fi
+  passed=$(echo "$out" | { grep -oE '[0-9]+ passed' || true; } | tail -1 | cut -d' ' -f1)
+  failed=$(echo "$out" | { grep -oE '[0-9]+ (failed|errors?)' || true; } | awk '{n += $1} END {print n + 0}')
+  [ -n "$passed$failed" ] && [ "$status" = 0 ] || failed=$(( ${failed:-0} > 0 ? failed : 1 ))
+  failed=$(( ${failed:-0} + extra ))
+  echo "# pass ${passed:-0}"
+  echo "# fail ${failed}"
+  [ "$status" = 0 ] && [ "$failed" = 0 ]
+}
