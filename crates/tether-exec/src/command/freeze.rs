@@ -91,7 +91,11 @@ impl Actor {
             outputs,
             master,
             stdin: frozen_stdin,
-            lingering: self.shared.output().pacing.freeze(Instant::now()),
+            lingering: {
+                let out = self.shared.output();
+                let oldest = [out.rings[0].first_held(), out.rings[1].first_held()];
+                out.pacing.freeze(Instant::now(), oldest)
+            },
         };
         (self.freeze(Phase::Live(Box::new(live))), fds)
     }

@@ -144,6 +144,7 @@ impl CommandHandle {
     pub fn attach_lingering(&self, from: [u64; 2], linger: Duration) -> Result<Subscription, ExecError> {
         let mut sub = self.attach_paced(from, true)?;
         sub.linger = Some(linger);
+        self.shared.output().pacing.hold_when_gone(sub.number, linger, true);
         Ok(sub)
     }
 

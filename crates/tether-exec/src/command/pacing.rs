@@ -41,11 +41,21 @@ struct Pacer {
     until: Option<Instant>,
     /// The client's name: a newer pacer of the same name replaces it.
     name: Option<String>,
-    /// How long it holds the command once its subscription has gone (set
-    /// for pacing by acknowledgements): a handover carries a live pacer as
-    /// a lingering one for this long, since its connection is about to be
-    /// closed by the restart.
-    linger: Option<Duration>,
+    /// How long it holds the command once its subscription has gone, and
+    /// from where: a handover carries a live pacer as a lingering one for
+    /// this long, since the restart is about to close its connection.
+    linger: Option<Linger>,
+}
+
+/// How a pacer holds the command once its subscription has gone.
+#[derive(Clone, Copy)]
+struct Linger {
+    /// For this long.
+    time: Duration,
+    /// From the oldest byte the rings hold (a client that cannot notice a
+    /// gap: what was read may not have reached it), not from its `next`
+    /// (paced by acknowledgements: what its client took).
+    from_oldest: bool,
 }
 
 impl Pacing {
@@ -69,18 +79,17 @@ impl Pacing {
 
     /// The pacers to carry over a handover: next offsets and how long each
     /// still holds the command. A lingering one keeps its time left; a live
-    /// one paced by acknowledgements, whose connection the restart closes,
-    /// holds for its whole linger, from what its client acknowledged, until
-    /// the client re-attaches to the next daemon.
-    pub(crate) fn freeze(&self, now: Instant) -> Vec<([u64; 2], Duration)> {
+    /// one that lingers when its subscription goes (its connection is about
+    /// to be closed by the restart) holds for its whole linger, from what
+    /// its client acknowledged or from `oldest` (the rings' first held
+    /// bytes), until its client re-attaches to the next daemon.
+    pub(crate) fn freeze(&self, now: Instant, oldest: [u64; 2]) -> Vec<([u64; 2], Duration)> {
         self.pacers
             .iter()
-            .filter_map(|p| {
-                let left = match p.until {
-                    Some(until) => until.saturating_duration_since(now),
-                    None => p.linger?,
-                };
-                Some((p.next, left))
+            .filter_map(|p| match (p.until, p.linger) {
+                (Some(until), _) => Some((p.next, until.saturating_duration_since(now))),
+                (None, Some(l)) => Some((if l.from_oldest { oldest } else { p.next }, l.time)),
+                (None, None) => None,
             })
             .collect()
     }
@@ -110,11 +119,12 @@ impl Pacing {
         }
     }
 
-    /// Reader `number`, paced by acknowledgements, holds the command for
-    /// `d` once its subscription has gone (see [`Pacing::freeze`]).
-    pub(crate) fn hold_when_gone(&mut self, number: u64, d: Duration) {
+    /// Reader `number` holds the command for `time` once its subscription
+    /// has gone, from its own offsets (paced by acknowledgements) or from
+    /// the oldest held byte (see [`Pacing::freeze`]).
+    pub(crate) fn hold_when_gone(&mut self, number: u64, time: Duration, from_oldest: bool) {
         if let Some(p) = self.get(number) {
-            p.linger = Some(d);
+            p.linger = Some(Linger { time, from_oldest });
         }
     }
 
@@ -251,19 +261,30 @@ mod tests {
     }
 
     #[test]
-    fn a_handover_carries_live_acknowledged_pacers_as_lingering_ones() {
+    fn a_handover_carries_live_lingering_pacers_as_lingering_ones() {
         let now = Instant::now();
         let mut p = Pacing::default();
         p.add(1, [10, 0]);
         p.add(2, [20, 0]);
-        p.hold_when_gone(2, Duration::from_secs(20));
+        p.hold_when_gone(2, Duration::from_secs(20), false);
         p.add(3, [30, 0]);
-        p.hold_when_gone(3, Duration::from_secs(20));
+        p.hold_when_gone(3, Duration::from_secs(20), false);
+        p.add(4, [40, 0]);
+        p.hold_when_gone(4, Duration::from_secs(20), true);
+        // (A new pacer ends the lingering ones: 3 lingers from here on.)
         p.linger(3, now + Duration::from_secs(5), None);
         // 1 paces by what it read (its subscription ends with it); 2 is
-        // live, paced by acknowledgements; 3 already lingers.
-        let frozen = p.freeze(now);
-        assert_eq!(frozen, vec![([20, 0], Duration::from_secs(20)), ([30, 0], Duration::from_secs(5))]);
+        // live, paced by acknowledgements; 3 already lingers; 4 is live and
+        // cannot notice a gap: it holds from the oldest byte.
+        let frozen = p.freeze(now, [7, 0]);
+        assert_eq!(
+            frozen,
+            vec![
+                ([20, 0], Duration::from_secs(20)),
+                ([30, 0], Duration::from_secs(5)),
+                ([7, 0], Duration::from_secs(20))
+            ]
+        );
     }
 
     #[test]
@@ -311,7 +332,7 @@ mod tests {
         p.linger(1, now + Duration::from_secs(5), None);
         p.add(2, [0, 0]); // ends the lingering one
         p.linger(2, now + Duration::from_secs(7), Some([9, 9]));
-        let frozen = p.freeze(now);
+        let frozen = p.freeze(now, [0, 0]);
         assert_eq!(frozen, [([9, 9], Duration::from_secs(7))]);
         let thawed = Pacing::thaw(frozen, now);
         assert_eq!(thawed.next_expiry(), Some(now + Duration::from_secs(7)));

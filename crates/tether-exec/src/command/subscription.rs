@@ -116,7 +116,7 @@ impl Subscription {
         let number = self.number;
         let mut out = self.shared.output();
         out.pacing.name(number, name);
-        out.pacing.hold_when_gone(number, linger);
+        out.pacing.hold_when_gone(number, linger, false);
         drop(out);
         self.shared.pacer_moved.notify_one();
         self.acked = true;
