@@ -381,3 +381,22 @@ async fn a_malformed_query_gets_the_json_error() {
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     }
 }
+
+/// `stat` of the root by any of its names (`.`, `./`, `sub/..`, the empty
+/// path) answers the root's stat, and `..` out of a confined root is
+/// `outside_root`: before, `.` and `sub/..` were `400 bad_path` ("does not
+/// end in a name"), so a client could not ask whether `.` exists (found by
+/// the Python SDK).
+#[tokio::test]
+async fn stat_of_the_root_by_any_name() {
+    let t = Tmp::new();
+    std::fs::create_dir(t.root().join("sub")).unwrap();
+    let s = confined(&t).await;
+    let h = s.http();
+    for path in ["", ".", "./", "sub/..", "sub/../."] {
+        let (status, body) = h.json(reqwest::Method::GET, "/v1/files/stat", &[("path", path)]).await;
+        assert_eq!((status, body["kind"].as_str()), (200, Some("dir")), "stat {path:?}: {body}");
+    }
+    let (status, body) = h.json(reqwest::Method::GET, "/v1/files/stat", &[("path", "..")]).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("outside_root")), "{body}");
+}

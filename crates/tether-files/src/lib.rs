@@ -278,7 +278,12 @@ impl Files {
     /// What `path` is (a final symlink is not followed).
     pub fn stat(&self, path: &str) -> Result<Stat, FileError> {
         let rel = self.rel(path)?;
-        if matches!(rel.components().next_back(), None | Some(Component::RootDir)) {
+        // A path that ends in no name (the root, `.`, `sub/..`) names a
+        // directory that is never a symlink itself: stat it through an fd.
+        if matches!(
+            rel.components().next_back(),
+            None | Some(Component::RootDir | Component::CurDir | Component::ParentDir)
+        ) {
             let fd = self.open_at(None, &rel, OFlags::PATH, Mode::empty())?;
             return stat_fd(&fd, String::new());
         }

@@ -544,7 +544,7 @@ def test_a_progress_callback_that_raises_stops_the_transfer(client, base, tmp_pa
 
 
 def test_download_of_a_path_without_a_last_name(client, daemon, base, tmp_path):
-    # `tree/a/..` has no last name (the daemon's stat refuses it) but is a
+    # `tree/a/..` has no last name (its stat has an empty name) but is a
     # directory: its archive's names have no top component to strip.
     make_tree(tmp_path / "src")
     client.files.upload(tmp_path / "src", f"{base}/tree")
@@ -729,3 +729,9 @@ def test_a_confined_daemon_refuses_paths_outside_its_root(kind, portal, tmp_path
             assert (tmp_path / "secret.txt").read_text() == "secret"
         finally:
             c.close()
+
+
+def test_the_root_exists_by_any_of_its_names(client):
+    for path in (".", "./", ""):
+        assert client.files.exists(path), path
+        assert client.files.stat(path).is_dir, path

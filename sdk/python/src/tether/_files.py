@@ -290,8 +290,9 @@ class AsyncFiles:
         try:
             st: Optional[FileStat] = await self.stat(src)
         except FileError as e:
-            # `.`, `..` and the like: the daemon's stat wants a last name,
-            # but the tar route takes them (as directories).
+            # `.`, `..` and the like: a daemon older than this SDK's stat
+            # wanted a last name, but its tar route takes them (as
+            # directories).
             if e.kind != "bad_path":
                 raise
             st = None
