@@ -23,7 +23,6 @@ unacknowledged output per attachment, so what waits in a reader is bounded.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -508,8 +507,3 @@ def client_name() -> str:
     """A random client name: pacing attachments carry it, so a re-attach
     replaces the pacing of the lost connection's attachment at once."""
     return "py-" + secrets.token_hex(8)
-
-
-def replace(msg: p.Message, **changes: object) -> p.Message:
-    """A copy of ``msg`` with fields changed."""
-    return dataclasses.replace(msg, **changes)  # type: ignore[type-var]

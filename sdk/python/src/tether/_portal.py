@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Generic, Optional, TypeVar
 
 T = TypeVar("T")
@@ -100,12 +100,3 @@ class Twin(Generic[T]):
 
     def __repr__(self) -> str:
         return repr(self._a).replace("Async", "", 1)
-
-
-def run_sync(portal: Portal, aw: Awaitable[T]) -> T:
-    """``portal.call`` for any awaitable."""
-
-    async def wrap() -> T:
-        return await aw
-
-    return portal.call(wrap())
