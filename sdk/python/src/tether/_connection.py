@@ -96,7 +96,6 @@ class Connection:
         self.options = options
         self.name = name
         self.limits = p.Limits()
-        self.server = ""
         self.reconnects = 0
         self._ws: Optional[ClientConnection] = None
         self._ready = False
@@ -184,11 +183,6 @@ class Connection:
         w = self._watches.get(command)
         if w is not None:
             w.mode.size = size
-
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is up (not reconnecting)."""
-        return self._ready
 
     async def close(self) -> None:
         """Closes the WebSocket and ends the reader task; waiting calls get
@@ -430,7 +424,6 @@ class Connection:
             self._on_error(msg)
         elif isinstance(msg, p.Hello):
             self.limits = msg.limits
-            self.server = msg.server
         else:
             rid = getattr(msg, "id", None)
             pend = self._pending.pop(rid, None) if rid is not None else None

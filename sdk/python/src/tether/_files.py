@@ -287,17 +287,9 @@ class AsyncFiles:
             await client.files.download("results/run-1", "out/run-1")
         """
         src, dst = _remote(remote), os.fspath(local)
-        try:
-            st: Optional[FileStat] = await self.stat(src)
-        except FileError as e:
-            # `.`, `..` and the like: a daemon older than this SDK's stat
-            # wanted a last name, but its tar route takes them (as
-            # directories).
-            if e.kind != "bad_path":
-                raise
-            st = None
-        if st is None or st.is_dir:
-            await self._download_tree(src, dst, st.name if st is not None else "", progress)
+        st = await self.stat(src)
+        if st.is_dir:
+            await self._download_tree(src, dst, st.name, progress)
         else:
             await self._download_file(src, dst, st, progress)
 

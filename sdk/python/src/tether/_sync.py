@@ -86,8 +86,20 @@ class CommandHandle(Twin[AsyncCommandHandle]):
     def __iter__(self) -> Iterator[Event]:
         """The output events in arrival order, until the command ends
         (callbacks run as each is taken)."""
+        return self._events(None, None)
+
+    def _events(self, deadline: Optional[float], timeout: Optional[float]) -> Iterator[Event]:
+        """The events, queued ones taken in batches (one hand-off between
+        threads for many), each called back as it is taken; past
+        ``deadline`` (monotonic) :class:`~tether.CommandTimeout`."""
         while True:
-            batch = self._portal.call(self._a._next_batch())
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise CommandTimeout(f"command {self.command_id} still running after {timeout:g} s")
+            try:
+                batch = self._portal.call(self._a._next_batch(), left)
+            except concurrent.futures.TimeoutError:  # not the builtin before 3.11
+                continue
             if not batch:
                 return
             for ev in batch:
@@ -107,18 +119,8 @@ class CommandHandle(Twin[AsyncCommandHandle]):
         if not any(self._callbacks):
             return self._portal.call(self._a.wait(timeout))
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._a.done:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise CommandTimeout(f"command {self.command_id} still running after {timeout:g} s")
-            try:
-                batch = self._portal.call(self._a._next_batch(), left)
-            except concurrent.futures.TimeoutError:  # not the builtin before 3.11
-                continue
-            if not batch:
-                break
-            for ev in batch:
-                self._call_back(ev)
+        for _ in self._events(deadline, timeout):
+            pass
         return self._portal.call(self._a.wait())
 
     @property
