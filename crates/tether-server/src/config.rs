@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// `POST /v1/code` languages: name to the interpreter's argv (the code
     /// file and the request's `args` follow).
     pub interpreters: BTreeMap<String, Vec<String>>,
+    /// The name the sandbox dialects (Daytona) know this host by, besides
+    /// `local` (`None`: only `local`). URL-safe: 1..=64 of `[A-Za-z0-9._-]`.
+    pub sandbox_id: Option<String>,
 }
 
 impl ServerConfig {
@@ -93,6 +96,7 @@ impl ServerConfig {
             files_root: None,
             langsmith_ring_bytes: Some(4 << 20),
             max_body_memory: 256 << 20,
+            sandbox_id: None,
         }
     }
 }

@@ -203,6 +203,7 @@ impl Server {
             .route("/compat/langsmith/execute/ws", get(langsmith::ws_handler))
             .merge(oneshot)
             .merge(files)
+            .merge(compat::daytona::router(&st))
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

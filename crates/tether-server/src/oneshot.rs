@@ -338,14 +338,14 @@ fn respond(enc: Encoding, r: Result<ExecResponse, Error>) -> Response {
 }
 
 /// A snippet in a private directory, removed on drop.
-struct CodeFile {
-    path: std::path::PathBuf,
+pub(crate) struct CodeFile {
+    pub(crate) path: std::path::PathBuf,
     /// Removed (with the file) on drop.
     _dir: exec::PrivateDir,
 }
 
 impl CodeFile {
-    fn write(code: &str) -> std::io::Result<CodeFile> {
+    pub(crate) fn write(code: &str) -> std::io::Result<CodeFile> {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = exec::PrivateDir::new_in(&std::env::temp_dir(), "tether-code")?;
         let path = dir.path().join("code");

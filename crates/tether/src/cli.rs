@@ -293,6 +293,10 @@ pub(crate) struct ServeArgs {
     /// confined; relative paths start at the daemon's working directory).
     #[arg(long, env = "TETHER_FILES_ROOT")]
     pub(crate) files_root: Option<PathBuf>,
+    /// The name the sandbox SDK dialects (Daytona) know this host by,
+    /// besides `local`: 1..=64 of `[A-Za-z0-9._-]`.
+    #[arg(long, env = "TETHER_SANDBOX_ID")]
+    pub(crate) sandbox_id: Option<String>,
     /// A language for `POST /v1/code` (repeatable), e.g. `ruby=ruby` or
     /// `py=python3 -X utf8`; the code file and its arguments follow. Built
     /// in: python3, python, node, bash, sh.

@@ -321,6 +321,14 @@ fn config(args: &ServeArgs, token: String) -> Result<ServerConfig> {
         }
         cfg.files_root = Some(root.clone());
     }
+    if let Some(id) = &args.sandbox_id {
+        let ok = (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            anyhow::bail!("--sandbox-id {id:?}: expected 1..=64 of [A-Za-z0-9._-]");
+        }
+        cfg.sandbox_id = Some(id.clone());
+    }
     for spec in &args.interpreters {
         let (name, program) = spec
             .split_once('=')

@@ -7,5 +7,26 @@
 //! auth and Origin checks (a layer on every route) and the limits.
 //!
 //! - `langsmith`: the LangSmith sandbox client (`protocol/compat/langsmith.md`).
+//! - `daytona`: the Daytona SDK's control-plane subset and toolbox
+//!   (`protocol/compat/daytona.md`).
 
+pub(crate) mod daytona;
 pub(crate) mod langsmith;
+
+/// Milliseconds since the epoch as RFC 3339 in UTC, to the second
+/// (`2025-01-01T00:00:00Z`). The date is Howard Hinnant's
+/// `civil_from_days`.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
