@@ -27,6 +27,9 @@ const STDOUT_MARKER: &[u8] = &[1, 1, 1];
 /// The marker that says stderr follows.
 const STDERR_MARKER: &[u8] = &[2, 2, 2];
 
+/// The label that names a command's session (it outlives the shell).
+const SESSION_LABEL: &str = "daytona.session";
+
 /// Bytes per follow frame.
 const FOLLOW_CHUNK: usize = 64 * 1024;
 
@@ -133,7 +136,7 @@ pub(super) async fn exec(
     let r = async {
         let req: SessionExecute = json(&body)?;
         let mut spec = exec::CommandSpec::shell(req.command);
-        spec.labels.insert("daytona.session".into(), p.session_id.clone());
+        spec.labels.insert(SESSION_LABEL.into(), p.session_id.clone());
         let h = st.manager.shell_run(&p.session_id, spec).await?;
         if req.run_async.or(req.var_async).unwrap_or(false) {
             return Ok::<_, Refusal>(
@@ -159,7 +162,20 @@ pub(super) async fn exec(
 /// (which outlives the command's TTL).
 pub(super) async fn command(State(st): State<Arc<AppState>>, Path(p): Path<CommandPath>) -> Response {
     let r = async {
-        let sh = st.manager.shell(&p.session_id)?;
+        let sh = match st.manager.shell(&p.session_id) {
+            Ok(sh) => sh,
+            // A restart closes shells but hands their commands over.
+            Err(e) => {
+                let h = orphan(&st, &p).ok_or_else(|| Refusal::from(e))?;
+                let info = h.info();
+                let mut v =
+                    json!({ "id": info.id, "command": info.argv.first().cloned().unwrap_or_default() });
+                if let (Some(x), Some(o)) = (info.exit, v.as_object_mut()) {
+                    o.insert("exitCode".into(), x.shell_code().into());
+                }
+                return Ok(axum::Json(v).into_response());
+            }
+        };
         let entry = sh.history().into_iter().find(|e| e.id == p.command_id).ok_or_else(|| no_command(&p))?;
         Ok::<_, Refusal>(axum::Json(command_json(&st, &entry)).into_response())
     };
@@ -223,7 +239,10 @@ pub(super) async fn input(
 
 /// The session's command `p.command_id`, still held.
 fn session_command(st: &AppState, p: &CommandPath) -> Result<CommandHandle, Refusal> {
-    let sh = st.manager.shell(&p.session_id)?;
+    let sh = match st.manager.shell(&p.session_id) {
+        Ok(sh) => sh,
+        Err(e) => return orphan(st, p).ok_or_else(|| e.into()),
+    };
     match st.manager.get(&p.command_id) {
         Ok(h) if h.info().shell.as_deref() == Some(sh.name()) => Ok(h),
         _ if sh.history().iter().any(|e| e.id == p.command_id) => Err(Refusal::not_found(format!(
@@ -232,6 +251,14 @@ fn session_command(st: &AppState, p: &CommandPath) -> Result<CommandHandle, Refu
         ))),
         _ => Err(no_command(p)),
     }
+}
+
+/// A held command of a session that is gone (a restart closes named
+/// shells and hands their commands over): found by its label.
+fn orphan(st: &AppState, p: &CommandPath) -> Option<CommandHandle> {
+    let h = st.manager.get(&p.command_id).ok()?;
+    let info = h.info();
+    (info.labels.get(SESSION_LABEL) == Some(&p.session_id)).then_some(h)
 }
 
 fn no_command(p: &CommandPath) -> Refusal {
