@@ -68,13 +68,13 @@ pub(super) async fn unserved(req: Request) -> Response {
         req.method(),
         req.uri().path()
     ))
-    .from_api()
+    .by_api()
     .into_response()
 }
 
 fn no_such(st: &AppState, id: &str) -> Response {
     Refusal::not_found(format!("sandbox {id:?} not found: this host is {:?}", host_id(st)))
-        .from_api()
+        .by_api()
         .into_response()
 }
 

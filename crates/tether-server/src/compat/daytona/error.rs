@@ -57,7 +57,7 @@ impl Refusal {
     }
 
     /// The same refusal from the control plane.
-    pub(crate) fn from_api(mut self) -> Refusal {
+    pub(crate) fn by_api(mut self) -> Refusal {
         self.source = Source::Api;
         self
     }
@@ -135,5 +135,40 @@ impl From<FileError> for Refusal {
 impl From<tether_exec::ExecError> for Refusal {
     fn from(e: tether_exec::ExecError) -> Refusal {
         Refusal::from(Error::from(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn tether_errors_take_the_sdks_codes() {
+        let cases: [(Refusal, u16, Option<&str>); 5] = [
+            (FileError::NotFound { path: "/x".into() }.into(), 404, Some("FILE_NOT_FOUND")),
+            (FileError::Outside { path: "/x".into() }.into(), 403, Some("FILE_ACCESS_DENIED")),
+            (
+                tether_exec::ExecError::ShellClosed { name: "s".into(), why: "gone".into() }.into(),
+                410,
+                Some("SESSION_ENDED"),
+            ),
+            (tether_exec::ExecError::ShellNotFound("s".into()).into(), 404, Some("NOT_FOUND")),
+            (tether_exec::ExecError::ShuttingDown.into(), 503, None),
+        ];
+        for (r, status, code) in cases {
+            assert_eq!((r.status.as_u16(), r.code), (status, code), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn the_envelope_has_every_required_key() {
+        let v = Refusal::not_found("no such thing").body("/files/info", "GET");
+        for key in ["statusCode", "message", "code", "source", "path", "method", "timestamp"] {
+            assert!(v.get(key).is_some(), "{key} missing from {v}");
+        }
+        assert_eq!(v["source"], "DAYTONA_DAEMON");
+        assert_eq!(Refusal::not_implemented("x").by_api().body("/", "GET")["source"], "DAYTONA_API");
     }
 }
