@@ -16,6 +16,8 @@
 //! - `files`: the file routes (bulk multipart upload and download, list,
 //!   info, folder, delete, move, find, search, replace, permissions) and
 //!   the home and work dir.
+//! - `ws`: the bounded peer both WebSockets are served on (sends bounded
+//!   by the peer timeout, pings, the close handshake).
 //! - `error`: the error envelope and tether's errors in it.
 
 mod api;
@@ -24,6 +26,7 @@ mod files;
 mod process;
 mod pty;
 mod sessions;
+mod ws;
 
 use std::sync::Arc;
 

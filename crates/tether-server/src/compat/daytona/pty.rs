@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tether_exec::{self as exec, CommandHandle, CommandInfo, Event, ExitInfo, Subscription, TermSize};
 use tokio_util::sync::CancellationToken;
 
-use super::sessions::close;
+use super::ws::Peer;
 use super::{Refusal, json, query};
 use crate::AppState;
 
@@ -235,12 +235,14 @@ fn serve(
     let exit_control = ws.selected_protocol().is_some();
     let st2 = st.clone();
     let shutdown = st.shutdown.clone();
-    ws.on_upgrade(move |socket| st2.conns.track_future(pump(socket, h, sub, screen, exit_control, shutdown)))
+    ws.on_upgrade(move |socket| {
+        st2.conns.track_future(pump(Peer::new(socket, &st2.cfg), h, sub, screen, exit_control, shutdown))
+    })
 }
 
 /// One PTY WebSocket: `connected`, output, input, `exited` and the close.
 async fn pump(
-    mut socket: WebSocket,
+    mut peer: Peer,
     h: CommandHandle,
     mut sub: Subscription,
     screen: Option<Bytes>,
@@ -248,11 +250,11 @@ async fn pump(
     shutdown: CancellationToken,
 ) {
     let connected = json!({"type": "control", "status": "connected"}).to_string();
-    if socket.send(Message::Text(connected.into())).await.is_err() {
+    if !peer.send(Message::Text(connected.into())).await {
         return;
     }
     if let Some(screen) = screen.filter(|s| !s.is_empty())
-        && socket.send(Message::Binary(screen)).await.is_err()
+        && !peer.send(Message::Binary(screen)).await
     {
         return;
     }
@@ -260,7 +262,7 @@ async fn pump(
         tokio::select! {
             ev = sub.next(CHUNK) => match ev {
                 Some(Event::Output { data, .. }) => {
-                    if socket.send(Message::Binary(data)).await.is_err() {
+                    if !peer.send(Message::Binary(data)).await {
                         return;
                     }
                 }
@@ -268,22 +270,22 @@ async fn pump(
                 Some(Event::Exit(x)) => break x,
                 None => break h.wait().await,
             },
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Binary(b))) => {
+            msg = peer.recv() => match msg {
+                Some(Message::Binary(b)) => {
                     if let Err(e) = h.write_stdin(b).await {
                         tracing::debug!(command = %h.id(), "PTY input refused: {e}");
                     }
                 }
-                Some(Ok(Message::Text(t))) => {
+                Some(Message::Text(t)) => {
                     if let Err(e) = h.write_stdin(Bytes::copy_from_slice(t.as_bytes())).await {
                         tracing::debug!(command = %h.id(), "PTY input refused: {e}");
                     }
                 }
-                Some(Ok(_)) => {}
-                None | Some(Err(_)) => return,
+                Some(_) => {}
+                None => return,
             },
             () = shutdown.cancelled() => {
-                close(socket, 1001, "the daemon is restarting or stopping").await;
+                peer.close(1001, "the daemon is restarting or stopping").await;
                 return;
             }
         }
@@ -299,11 +301,11 @@ async fn pump(
         if let (Some(r), Some(o)) = (&reason, frame.as_object_mut()) {
             o.insert("exitReason".into(), r.clone().into());
         }
-        if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+        if !peer.send(Message::Text(frame.to_string().into())).await {
             return;
         }
     }
-    close(socket, 1000, &end.to_string()).await;
+    peer.close(1000, &end.to_string()).await;
 }
 
 /// Why it ended, when a signal ended it.

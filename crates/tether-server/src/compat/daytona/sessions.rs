@@ -5,10 +5,9 @@
 //! stream markers and a 1000 close after the exit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +18,7 @@ use tether_exec::{self as exec, CommandHandle, Event, ShellHandle, ShellSpec, St
 use tokio_util::sync::CancellationToken;
 
 use super::process::MAX_RESULT;
+use super::ws::Peer;
 use super::{Refusal, json, query, text};
 use crate::AppState;
 
@@ -200,9 +200,9 @@ pub(super) async fn logs(
             let sub = h.attach_paced([0, 0], true)?;
             let shutdown = st.shutdown.clone();
             let st2 = st.clone();
-            return Ok::<_, Refusal>(
-                ws.on_upgrade(move |socket| st2.conns.track_future(follow(socket, sub, shutdown))),
-            );
+            return Ok::<_, Refusal>(ws.on_upgrade(move |socket| {
+                st2.conns.track_future(follow(Peer::new(socket, &st2.cfg), sub, shutdown))
+            }));
         }
         let logs = collect(h.attach([0, 0])?, None).await?;
         Ok(axum::Json(json!({
@@ -340,7 +340,7 @@ async fn collect(mut sub: Subscription, wait: Option<&CancellationToken>) -> Res
 /// The follow WebSocket: every byte from offset 0, a marker before each
 /// change of stream, a 1000 close after the exit (1011 if output was lost,
 /// 1001 when the daemon stops).
-async fn follow(mut socket: WebSocket, mut sub: Subscription, shutdown: CancellationToken) {
+async fn follow(mut peer: Peer, mut sub: Subscription, shutdown: CancellationToken) {
     let mut current: Option<Stream> = None;
     let (code, reason) = loop {
         tokio::select! {
@@ -352,7 +352,7 @@ async fn follow(mut socket: WebSocket, mut sub: Subscription, shutdown: Cancella
                         current = Some(stream);
                     }
                     frame.extend_from_slice(&data);
-                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    if !peer.send(Message::Binary(frame.into())).await {
                         return;
                     }
                 }
@@ -360,28 +360,11 @@ async fn follow(mut socket: WebSocket, mut sub: Subscription, shutdown: Cancella
                 Some(Event::Resized(_)) => {}
                 Some(Event::Exit(_)) | None => break (1000, ""),
             },
-            msg = socket.recv() => match msg {
-                None | Some(Err(_) | Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
+            msg = peer.recv() => if msg.is_none() {
+                return;
             },
             () = shutdown.cancelled() => break (1001, "the daemon is restarting or stopping"),
         }
     };
-    close(socket, code, reason).await;
-}
-
-/// Sends a close frame and waits (briefly) for the peer's.
-pub(super) async fn close(mut socket: WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: reason.into() };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(m)) = socket.recv().await {
-            if matches!(m, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    peer.close(code, reason).await;
 }
