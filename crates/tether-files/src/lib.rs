@@ -371,6 +371,45 @@ impl Files {
         rustix::fs::renameat_with(&fdir, &fname, &tdir, &tname, flags)
             .map_err(|e| FileError::from_errno(e, to))
     }
+
+    /// Sets `path`'s permission bits (`0o7777` at most), as `chmod(1)`
+    /// does: a final symlink is followed (within the root when it
+    /// confines).
+    pub fn set_mode(&self, path: &str, mode: u32) -> Result<(), FileError> {
+        if mode > 0o7777 {
+            return Err(FileError::BadPath { path: path.to_owned(), why: "mode has bits above 0o7777" });
+        }
+        let rel = self.rel(path)?;
+        // An `O_PATH` fd opens anything (no read permission needed, no
+        // side effect on a device); `fchmod` refuses it, its `/proc` link
+        // does not.
+        let fd = self.open_at(None, &rel, OFlags::PATH, Mode::empty())?;
+        let mode = Mode::from_raw_mode(mode);
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        match rustix::fs::chmodat(rustix::fs::CWD, link.as_str(), mode, AtFlags::empty()) {
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").is_dir() => {
+                // No `/proc`: an fd that `fchmod` takes, without blocking
+                // on a FIFO or taking a terminal.
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+                let fd = self.open_at(None, &rel, flags, Mode::empty())?;
+                rustix::fs::fchmod(&fd, mode).map_err(|e| FileError::from_errno(e, path))
+            }
+            r => r.map_err(|e| FileError::from_errno(e, path)),
+        }
+    }
+
+    /// Sets `path`'s owner and/or group, as `chown(1)` does: a final
+    /// symlink is followed (within the root when it confines). `None`
+    /// leaves that id as it is.
+    pub fn set_owner(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> Result<(), FileError> {
+        let rel = self.rel(path)?;
+        let fd = self.open_at(None, &rel, OFlags::PATH, Mode::empty())?;
+        // `-1` means "leave it" to the kernel: never pass it as an id.
+        let uid = uid.filter(|&u| u != u32::MAX).map(rustix::fs::Uid::from_raw);
+        let gid = gid.filter(|&g| g != u32::MAX).map(rustix::fs::Gid::from_raw);
+        rustix::fs::chownat(&fd, "", uid, gid, AtFlags::EMPTY_PATH)
+            .map_err(|e| FileError::from_errno(e, path))
+    }
 }
 
 fn name_of(rel: &Path) -> String {

@@ -125,6 +125,41 @@ fn rename_and_remove() {
 }
 
 #[test]
+fn modes_and_owners_follow_links_inside_the_root_only() {
+    use std::os::unix::fs::MetadataExt;
+    let (t, f) = setup();
+    let root = t.0.join("root");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    write(&f, "f", b"x").unwrap();
+    f.mkdir("d", false, 0o755).unwrap();
+    symlink("f", root.join("link")).unwrap();
+    symlink(t.0.join("secret"), root.join("abs")).unwrap();
+    f.set_mode("f", 0o640).unwrap();
+    assert_eq!(mode(&root.join("f")), 0o640);
+    // A directory, a mode no one may read, setuid: all as asked.
+    f.set_mode("d", 0o700).unwrap();
+    assert_eq!(mode(&root.join("d")), 0o700);
+    f.set_mode("f", 0).unwrap();
+    f.set_mode("link", 0o4755).unwrap();
+    assert_eq!(mode(&root.join("f")), 0o4755);
+    // A link out of the root is refused, and the secret is untouched.
+    let before = mode(&t.0.join("secret"));
+    assert!(matches!(f.set_mode("abs", 0o777).unwrap_err(), FileError::Outside { .. }));
+    assert!(matches!(f.set_owner("abs", None, Some(0)).unwrap_err(), FileError::Outside { .. }));
+    assert!(matches!(f.set_mode("../secret", 0o777).unwrap_err(), FileError::Outside { .. }));
+    assert_eq!(mode(&t.0.join("secret")), before);
+    assert!(matches!(f.set_mode("nope", 0o644).unwrap_err(), FileError::NotFound { .. }));
+    assert!(matches!(f.set_mode("f", 0o10000).unwrap_err(), FileError::BadPath { .. }));
+    // Owning it again as its owner is always allowed; `None` changes
+    // nothing.
+    let meta = std::fs::metadata(root.join("f")).unwrap();
+    f.set_owner("f", Some(meta.uid()), Some(meta.gid())).unwrap();
+    f.set_owner("link", None, None).unwrap();
+    let after = std::fs::metadata(root.join("f")).unwrap();
+    assert_eq!((after.uid(), after.gid()), (meta.uid(), meta.gid()));
+}
+
+#[test]
 fn trees_round_trip_through_tar_with_modes_and_symlinks() {
     let (t, f) = setup();
     let src = t.0.join("root/src");

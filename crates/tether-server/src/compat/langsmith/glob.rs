@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// grep's `glob`: a bare pattern (no `/`, no `**`) matches the file's name
 /// at any depth, any other the path relative to the search's `path`.
 #[derive(Debug)]
-pub(super) enum Filter {
+pub(crate) enum Filter {
     /// Matches the file's name.
     Name(Pattern),
     /// Matches the path relative to the search's `path`.
@@ -48,7 +48,7 @@ impl Filter {
 /// literal. `*` and `?` match a leading `.` too. Empty and `.` segments
 /// are ignored; a trailing `/` matches directories only.
 #[derive(Debug)]
-pub(super) struct Pattern {
+pub(crate) struct Pattern {
     /// Never empty.
     segs: Vec<Seg>,
     /// The pattern ended in `/`.
@@ -82,7 +82,7 @@ enum Tok {
 
 impl Pattern {
     /// `None` when nothing is left to match (empty, or only `/` and `.`).
-    pub(super) fn parse(p: &str) -> Option<Pattern> {
+    pub(crate) fn parse(p: &str) -> Option<Pattern> {
         let segs: Vec<Seg> = p
             .split('/')
             .filter(|s| !s.is_empty() && *s != ".")

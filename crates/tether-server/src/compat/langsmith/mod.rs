@@ -14,16 +14,17 @@
 //! - `legacy`: the legacy one-shot `POST /execute`.
 //! - `files`: `/upload` and `/download` (with ranges).
 //! - `search`: `/glob` and `/grep`: bounded, sorted walks below the files
-//!   root.
-//! - `glob`: the glob matcher of the search routes.
+//!   root (the engine is shared with the Daytona dialect's find and
+//!   search).
+//! - `glob`: the glob matcher of the search routes (and Daytona's).
 //! - `error`: the dialect's `error_type`s and tether's errors in its shapes.
 
 mod error;
 mod files;
-mod glob;
+pub(crate) mod glob;
 mod legacy;
 mod mapping;
-mod search;
+pub(crate) mod search;
 mod sse;
 mod utf8;
 mod ws;

@@ -44,7 +44,7 @@ use crate::compat::rfc3339;
 /// Matches returned when the request has no `limit`.
 const DEFAULT_LIMIT: usize = 1000;
 /// The most matches one request can ask for; larger limits are clamped.
-const MAX_LIMIT: usize = 10_000;
+pub(crate) const MAX_LIMIT: usize = 10_000;
 /// How long one search may take (the client waits 60 s by default).
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Most directory entries one search reads.
@@ -62,7 +62,7 @@ const MAX_SEARCHES: usize = 4;
 
 /// Turns for [`MAX_SEARCHES`]. Process-wide on purpose: the bound is on
 /// the machine's disks and fds, whatever router the request came through.
-static SEARCHES: Semaphore = Semaphore::const_new(MAX_SEARCHES);
+pub(crate) static SEARCHES: Semaphore = Semaphore::const_new(MAX_SEARCHES);
 
 /// `POST /glob`: entries below `path` whose relative path matches.
 pub(crate) async fn glob(State(st): State<Arc<AppState>>, body: Body) -> Response {
@@ -126,9 +126,9 @@ struct GrepReq {
 
 /// The client's `FileInfo`.
 #[derive(Debug, Serialize)]
-struct GlobMatch {
+pub(crate) struct GlobMatch {
     /// Absolute.
-    path: String,
+    pub(crate) path: String,
     /// A directory (a symlink to one is not).
     is_dir: bool,
     /// From `lstat`.
@@ -139,39 +139,44 @@ struct GlobMatch {
 
 /// The client's `GrepMatch`.
 #[derive(Debug, Serialize)]
-struct GrepMatch {
+pub(crate) struct GrepMatch {
     /// The file's absolute path.
-    path: String,
+    pub(crate) path: String,
     /// 1-based.
-    line: u64,
+    pub(crate) line: u64,
     /// The line without its newline, lossy UTF-8, at most [`MAX_TEXT`]
     /// bytes.
-    text: String,
+    pub(crate) text: String,
 }
 
 /// The client's `GlobResult` and `GrepResult`.
 #[derive(Debug, Serialize)]
-struct Found<M> {
+pub(crate) struct Found<M> {
     /// In path order.
-    matches: Vec<M>,
+    pub(crate) matches: Vec<M>,
     /// A cap or the deadline cut the search short.
-    truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// What one search may do.
 #[derive(Clone, Copy, Debug)]
-struct Bounds {
+pub(crate) struct Bounds {
     /// Most matches.
-    limit: usize,
+    pub(crate) limit: usize,
     /// When the search gives up.
-    deadline: Instant,
+    pub(crate) deadline: Instant,
     /// Most directory entries read.
     max_entries: u64,
 }
 
 impl Bounds {
     fn new(limit: Option<&Number>, started: Instant) -> Result<Bounds, Response> {
-        Ok(Bounds { limit: parse_limit(limit)?, deadline: started + DEADLINE, max_entries: MAX_ENTRIES })
+        Ok(Bounds::capped(parse_limit(limit)?, started))
+    }
+
+    /// At most `limit` matches, the usual deadline and entry cap.
+    pub(crate) fn capped(limit: usize, started: Instant) -> Bounds {
+        Bounds { limit, deadline: started + DEADLINE, max_entries: MAX_ENTRIES }
     }
 
     fn walk(&self) -> WalkLimits {
@@ -232,7 +237,12 @@ async fn blocking<M: Serialize + Send + 'static>(
     Ok(axum::Json(found).into_response())
 }
 
-fn find_glob(files: &Files, path: &str, pattern: &Pattern, b: Bounds) -> Result<Found<GlobMatch>, FileError> {
+pub(crate) fn find_glob(
+    files: &Files,
+    path: &str,
+    pattern: &Pattern,
+    b: Bounds,
+) -> Result<Found<GlobMatch>, FileError> {
     let base = files.absolute(path);
     let mut matches = Vec::new();
     let mut truncated = false;
@@ -257,7 +267,7 @@ fn find_glob(files: &Files, path: &str, pattern: &Pattern, b: Bounds) -> Result<
     Ok(Found { matches, truncated })
 }
 
-fn find_grep(
+pub(crate) fn find_grep(
     files: &Files,
     path: &str,
     needle: &[u8],
@@ -312,7 +322,7 @@ fn segments(rel: &Path) -> Vec<Cow<'_, str>> {
 
 /// How scanning one file ended.
 #[derive(Debug, PartialEq, Eq)]
-enum Scan {
+pub(crate) enum Scan {
     /// Read to the end, or skipped (binary, unreadable).
     Done,
     /// `emit` refused a match: the cap is reached.
@@ -324,7 +334,7 @@ enum Scan {
 /// Feeds `file` to `lines`, unless a NUL byte in its first
 /// [`BINARY_PROBE`] bytes says it is binary. A read error ends the file
 /// quietly with what was found before it.
-fn scan_file(
+pub(crate) fn scan_file(
     mut file: impl Read,
     lines: &mut LineScan<'_>,
     buf: &mut [u8],
@@ -375,7 +385,7 @@ fn scan_file(
 /// memory whatever the line lengths: it keeps the first [`MAX_TEXT`] bytes
 /// of the current line (for `text`) and its last `needle.len() - 1` bytes
 /// (for a match across two reads).
-struct LineScan<'f> {
+pub(crate) struct LineScan<'f> {
     finder: &'f memmem::Finder<'f>,
     /// The current line's number, from 1.
     line: u64,
@@ -393,7 +403,7 @@ struct LineScan<'f> {
 }
 
 impl<'f> LineScan<'f> {
-    fn new(finder: &'f memmem::Finder<'f>) -> LineScan<'f> {
+    pub(crate) fn new(finder: &'f memmem::Finder<'f>) -> LineScan<'f> {
         LineScan {
             finder,
             line: 1,
