@@ -197,11 +197,11 @@ def run_rows(url: str, token: str, n: int, big: int, work: str) -> list[tuple[st
         for _ in range(big >> 20):
             f.write(os.urandom(1 << 20))
     want = hashlib.sha256(open(src, "rb").read()).hexdigest()
+    os.sync()  # the source's writes out of the way; copies stay in the page cache, as uploads do
     t = time.perf_counter()
     shutil.copyfile(src, os.path.join(work, "copy.bin"))
-    os.sync()
     floor_rate = big / (1 << 20) / (time.perf_counter() - t)
-    rows.append(("4", "floor: copy of the file on the same disk", f"{floor_rate:.0f} MiB/s", "", "100%"))
+    rows.append(("4", "floor: copy of the file (page cache, no fsync, like tether)", f"{floor_rate:.0f} MiB/s", "", "100%"))
     t = time.perf_counter()
     sb.fs.upload_file(src, "up.bin")
     rate = big / (1 << 20) / (time.perf_counter() - t)
