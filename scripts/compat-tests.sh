@@ -6,11 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/pytest-summary.sh
 version=0.14.17
 venv=target/compat-venv
-if ! "$venv/bin/python" -c "import langsmith, pytest, sys; sys.exit(langsmith.__version__ != '$version')" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "langsmith==$version" pytest
-fi
+ensure_venv "$venv" "import langsmith, pytest, sys; sys.exit(langsmith.__version__ != '$version')" \
+  "langsmith==$version" pytest
 cargo build --locked -q -p tether
 # The chaos matrix's fault proxy (tests/compat/test_langsmith_chaos.py).
 cargo build --locked -q -p tether-tests --bins

@@ -7,14 +7,11 @@ cd "$(dirname "$0")/.."
 . scripts/pytest-summary.sh
 version=0.226.1
 venv=target/daytona-venv
-if ! "$venv/bin/python" -c "import importlib.metadata as m, pytest, sys; sys.exit(m.version('daytona') != '$version')" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "daytona==$version" pytest
-fi
+ensure_venv "$venv" "import importlib.metadata as m, pytest, sys; sys.exit(m.version('daytona') != '$version')" \
+  "daytona==$version" pytest
 cargo build --locked -q -p tether
 set +e
 out=$(TETHER_BIN=target/debug/tether timeout 600 "$venv/bin/pytest" -q -p no:cacheprovider tests/daytona 2>&1)
 status=$?
 set -e
-pytest_summary daytona "$out" "$status"
+pytest_summary - "$out" "$status"

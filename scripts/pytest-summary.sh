@@ -1,13 +1,27 @@
 # Sourced by the scripts that run a Python suite (compat-tests.sh,
-# sdk-tests.sh): `pytest_summary CLIENT OUT STATUS [EXTRA_FAILURES]` prints
-# OUT (pytest's output), the chaos matrix row of CLIENT when $CHAOS_RESULTS
-# is set, and the "# pass N" / "# fail N" lines scripts/test-all.sh adds
-# up; returns non-zero if anything failed. A run without pytest's summary
-# (a crash, the timeout) counts as a failure.
+# daytona-tests.sh, sdk-tests.sh).
+#
+# `ensure_venv VENV CHECK PIP_ARGS...` makes VENV with `pip install
+# PIP_ARGS` unless its python already passes CHECK (a `python -c` program).
+ensure_venv() {
+  local venv=$1 check=$2
+  shift 2
+  if ! "$venv/bin/python" -c "$check" 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$@"
+  fi
+}
+
+# `pytest_summary CLIENT OUT STATUS [EXTRA_FAILURES]` prints OUT (pytest's
+# output), the chaos matrix row of CLIENT when $CHAOS_RESULTS is set (CLIENT
+# `-`: a suite with no chaos cells), and the "# pass N" / "# fail N" lines
+# scripts/test-all.sh adds up; returns non-zero if anything failed. A run
+# without pytest's summary (a crash, the timeout) counts as a failure.
 pytest_summary() {
   local client=$1 out=$2 status=$3 extra=${4:-0} passed failed
   echo "$out"
-  if [ -n "${CHAOS_RESULTS:-}" ] && [ -f "$CHAOS_RESULTS" ]; then
+  if [ "$client" != - ] && [ -n "${CHAOS_RESULTS:-}" ] && [ -f "$CHAOS_RESULTS" ]; then
     python3 scripts/chaos-table.py "$CHAOS_RESULTS" --expect "$client" || true
   fi
   passed=$(echo "$out" | { grep -oE '[0-9]+ passed' || true; } | tail -1 | cut -d' ' -f1)
