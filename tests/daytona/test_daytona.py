@@ -5,6 +5,7 @@ import os
 import re
 import time
 
+import httpx
 import pytest
 from daytona import CodeRunParams, DaytonaError
 
@@ -50,6 +51,24 @@ def test_exec_timeout_raises_process_execution_timeout(box):
     # The daemon answers before the client's own timeout + 5 s.
     assert time.monotonic() - t0 < 6
     assert e.value.status_code == 408
+
+
+def test_what_axum_refuses_still_comes_in_the_envelope(box, daemon):
+    """A body over the toolbox's 2 MiB limit (axum's own 413) and a method
+    a route does not take (405) are answered in the error envelope, so the
+    SDK raises with the daemon's message and the status."""
+    from daytona import DaytonaError
+
+    with pytest.raises(DaytonaError) as e:
+        box(box.sb.process.exec("echo " + "a" * (3 << 20)))
+    assert e.value.status_code == 413
+    assert "length limit" in str(e.value)
+    r = httpx.put(daemon.url + "/compat/daytona/toolbox/local/process/execute",
+                  headers={"Authorization": "Bearer " + daemon.token}, timeout=10)
+    assert r.status_code == 405
+    body = r.json()
+    assert (body["statusCode"], body["path"], body["source"]) == (405, "/process/execute", "DAYTONA_DAEMON")
+    assert body["message"]
 
 
 def test_exec_output_of_10_mb_is_byte_exact(box, daemon):

@@ -102,21 +102,65 @@ async fn known_sandbox(State(st): State<Arc<AppState>>, req: Request, next: Next
 }
 
 /// Fills the request's path (below the sandbox) and method into every
-/// refusal's envelope.
+/// refusal's envelope; an error axum answered itself (a body over the
+/// limit, a bad path parameter, a method the route does not take) is put
+/// in the envelope too, so the SDK still raises its typed exception.
 async fn envelope_layer(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let full = req.uri().path().to_owned();
     let resp = next.run(req).await;
-    let Some(refusal) = resp.extensions().get::<Refusal>().cloned() else { return resp };
+    let refusal = match resp.extensions().get::<Refusal>() {
+        Some(r) => r.clone(),
+        None if is_plain_error(&resp) => {
+            let status = resp.status().as_u16();
+            let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+            let code = match status {
+                400 => Some("BAD_REQUEST"),
+                404 => Some("NOT_FOUND"),
+                _ => None,
+            };
+            let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+            if message.is_empty() {
+                let reason = resp_reason(status);
+                message = format!("{method} {full}: {reason}");
+            }
+            let mut r = Refusal::new(status, code, message);
+            if !full.starts_with(&format!("{PREFIX}/toolbox/")) {
+                r = r.by_api();
+            }
+            let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+            return (r.status, json, envelope(&r, &full, &method)).into_response();
+        }
+        None => return resp,
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, envelope(&refusal, &full, &method))
+}
+
+/// The standard reason phrase of a status.
+fn resp_reason(status: u16) -> &'static str {
+    axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("refused")
+}
+
+/// An error status whose body is not JSON (axum's own rejections).
+fn is_plain_error(resp: &Response) -> bool {
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    (resp.status().is_client_error() || resp.status().is_server_error()) && !json
+}
+
+/// The envelope's body for a request to `full` (its path below the
+/// sandbox, for the toolbox).
+fn envelope(r: &Refusal, full: &str, method: &str) -> axum::body::Body {
     let path = full
         .strip_prefix(PREFIX)
         .and_then(|p| p.strip_prefix("/toolbox/"))
         .map(|p| p.find('/').map_or("/", |i| &p[i..]))
-        .unwrap_or(&full);
-    let (mut parts, _) = resp.into_parts();
-    let body = serde_json::to_vec(&refusal.body(path, &method)).unwrap_or_default();
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(body))
+        .unwrap_or(full);
+    axum::body::Body::from(serde_json::to_vec(&r.body(path, method)).unwrap_or_default())
 }
 
 /// A toolbox route this dialect does not serve (git, LSP, computer use,
