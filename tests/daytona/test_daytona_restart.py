@@ -1,11 +1,11 @@
 """A graceful restart (SIGUSR2) in the middle of a session, under the real
 `daytona` SDK, sync and async. The daemon re-executes itself in the same
-process and hands its commands and listening socket over; named shells are
-not handed over (PROTOCOL.md section 15), so a Daytona session ends with
-the restart (protocol/compat/daytona.md section 13). What the user keeps:
-every command (a session's commands reachable by id, with status and the
-output they wrote), PTY sessions (reconnectable, the shell inside alive),
-and the session's name (created again, fresh)."""
+process and hands its commands, its idle named shells and its listening
+socket over (protocol/compat/daytona.md section 13): an idle session goes
+on in the same shell (cwd, variables, functions, history); a session busy
+with a command at that moment ends (its shell is closed), and what the
+user keeps of it is every command, reachable by id with the output it
+wrote; PTY sessions are reconnectable with their shell alive."""
 import pytest
 from daytona import SessionExecuteRequest
 
@@ -30,16 +30,18 @@ def test_a_restart_in_the_middle_of_a_session(d, loop, kind):
 
     b = open_box(kind, d.url, d.token, loop)
     try:
-        p, sid, pty_id = b.sb.process, "restart-" + kind, "restart-pty-" + kind
+        p = b.sb.process
+        sid, busy, pty_id = "restart-" + kind, "busy-" + kind, "restart-pty-" + kind
 
-        def run(command, run_async=False):
-            return b(p.execute_session_command(sid, SessionExecuteRequest(command=command, run_async=run_async)))
+        def run(session, command, run_async=False):
+            return b(p.execute_session_command(session, SessionExecuteRequest(command=command, run_async=run_async)))
 
         b(p.create_session(sid))
-        assert run("cd /tmp && export X=1").exit_code == 0
-        done = run("echo finished-before")
-        running = run("echo before; sleep 30; echo after", run_async=True)
-        b.poll(lambda: b(p.get_session_command_logs(sid, running.cmd_id)).stdout == "before\n")
+        assert run(sid, "cd /tmp && export X=1 && f() { echo fn-$1; }").exit_code == 0
+        done = run(sid, "echo finished-before")
+        b(p.create_session(busy))
+        running = run(busy, "echo before; sleep 30; echo after", run_async=True)
+        b.poll(lambda: b(p.get_session_command_logs(busy, running.cmd_id)).stdout == "before\n")
         term = b.pty(pty_id)
         term.send("export Y=kept; echo ready-$((40+2))\n")
         term.expect("ready-42")
@@ -47,17 +49,21 @@ def test_a_restart_in_the_middle_of_a_session(d, loop, kind):
 
         restart(d)
 
-        # The session ended with the restart: the SDK says so.
-        with pytest.raises(DaytonaNotFoundError):
-            b(p.get_session(sid))
-        assert sid not in [s.session_id for s in b(p.list_sessions())]
-        # Its commands were handed over: reachable by id, with what they wrote.
+        # The idle session goes on in the same shell, history and all.
+        r = run(sid, 'echo "$PWD:$X"; f ok')
+        assert (r.stdout, r.exit_code) == ("/tmp:1\nfn-ok\n", 0)
+        ids = [c.id for c in b(p.get_session(sid)).commands]
+        assert ids[-2:] == [done.cmd_id, r.cmd_id] and len(ids) == 3
         assert b(p.get_session_command_logs(sid, done.cmd_id)).stdout == "finished-before\n"
-        assert b(p.get_session_command(sid, done.cmd_id)).exit_code == 0
-        ended = b.finished(sid, running.cmd_id)
+        # The busy one ended with the restart: the SDK says so, and its
+        # command is still reachable by id with what it wrote.
+        with pytest.raises(DaytonaNotFoundError):
+            b(p.get_session(busy))
+        assert busy not in [s.session_id for s in b(p.list_sessions())]
+        ended = b.finished(busy, running.cmd_id)
         assert ended.exit_code != 0, "the command ended with its shell"
-        assert b(p.get_session_command_logs(sid, running.cmd_id)).stdout == "before\n"
-        f = b.follow(sid, running.cmd_id)
+        assert b(p.get_session_command_logs(busy, running.cmd_id)).stdout == "before\n"
+        f = b.follow(busy, running.cmd_id)
         f.result()
         assert f.text("stdout") == "before\n"
         # The PTY session lives on, its shell with it.
@@ -67,10 +73,11 @@ def test_a_restart_in_the_middle_of_a_session(d, loop, kind):
         again.send("echo $Y-$((6*7))\n")
         again.expect("kept-42", start=start)
         again.kill()
-        # The name is free: a new session, with none of the old state.
-        b(p.create_session(sid))
-        r = run('echo "[$X]"')
+        # The busy session's name is free again: a new session, fresh.
+        b(p.create_session(busy))
+        r = run(busy, 'echo "[$X]"')
         assert (r.stdout, r.exit_code) == ("[]\n", 0)
+        b(p.delete_session(busy))
         b(p.delete_session(sid))
     finally:
         close_box(b)

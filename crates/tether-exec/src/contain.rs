@@ -191,7 +191,7 @@ impl Containment {
     /// every process marked with the seat, but the commands in `keep` (taken
     /// over from a daemon that restarted gracefully). Returns how many
     /// processes and leaves were found.
-    pub(crate) fn sweep_crashed(&self, keep: &HashSet<String>) -> usize {
+    pub(crate) fn sweep_crashed(&self, keep: &HashSet<String>, keep_pids: &HashSet<u32>) -> usize {
         let mut found = 0;
         if let Some(base) = &self.cgroups
             && let Ok(entries) = std::fs::read_dir(&base.dir)
@@ -213,7 +213,7 @@ impl Containment {
         let seat_entry = format!("{SEAT_ENV}={seat}");
         let me = std::process::id();
         let victims: Vec<u32> = sys::all_pids()
-            .filter(|&p| p != me)
+            .filter(|&p| p != me && !keep_pids.contains(&p))
             .filter(|&p| {
                 let env = sys::environ(p);
                 sys::env_has(&env, &seat_entry)

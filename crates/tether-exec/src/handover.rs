@@ -15,8 +15,10 @@
 //! process. Offsets are preserved exactly, so a client re-attaches at the
 //! byte it last saw.
 //!
-//! Not handed over: named shells (they are closed first; their commands end
-//! as `shell_closed`), subscriptions (every connection is closed first, and
+//! Named shells are handed over when idle (`shell::freeze`: the record and
+//! the three pipes to bash); a shell running or queueing a command is closed
+//! first, its commands ending as `shell_closed`. Not handed over:
+//! subscriptions (every connection is closed first, and
 //! clients re-attach), pacing (it ends with the connections), a terminal's
 //! screen model (rebuilt from the ring, so exact only while the ring still
 //! holds the terminal's whole output since its last full redraw).
@@ -34,16 +36,24 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ExitInfo, Identity, Lifetimes, LiveState};
+use crate::shell::FrozenShell;
 use crate::spec::TermSize;
 use crate::sys;
 
-/// Format version of the encoded state; a daemon refuses another.
-const VERSION: u32 = 1;
+/// Format version of the encoded state; a daemon refuses another, except
+/// [`OLDEST_READ`] and later (an upgrade from a daemon that wrote it).
+/// Version 2 added the named shells.
+const VERSION: u32 = 2;
+
+/// The oldest version this daemon still reads (what it lacks is empty).
+const OLDEST_READ: u32 = 1;
 
 /// Everything one daemon hands to the next: commands, their fds, and named
 /// fds of the caller's own (a listening socket).
 pub struct Handover {
     pub(crate) commands: Vec<Frozen>,
+    /// Idle named shells (`crate::shell::FrozenShell`).
+    pub(crate) shells: Vec<FrozenShell>,
     /// Every fd the state names, by number.
     pub(crate) fds: BTreeMap<RawFd, OwnedFd>,
     /// The caller's fds, by name.
@@ -64,6 +74,7 @@ impl std::fmt::Debug for Handover {
 struct WireRef<'a> {
     version: u32,
     commands: &'a [Frozen],
+    shells: &'a [FrozenShell],
     fds: Vec<RawFd>,
     named: &'a BTreeMap<String, RawFd>,
 }
@@ -72,6 +83,9 @@ struct WireRef<'a> {
 #[derive(Deserialize)]
 struct Wire {
     commands: Vec<Frozen>,
+    /// Missing from a state written before shells were handed over.
+    #[serde(default)]
+    shells: Vec<FrozenShell>,
     fds: Vec<RawFd>,
     named: BTreeMap<String, RawFd>,
 }
@@ -87,7 +101,7 @@ impl Wire {
         }
         let invalid = |e: rmp_serde::decode::Error| io::Error::new(io::ErrorKind::InvalidData, e);
         let Version { version } = rmp_serde::from_slice(header).map_err(invalid)?;
-        if version != VERSION {
+        if !(OLDEST_READ..=VERSION).contains(&version) {
             let e = format!("handover state version {version} (this daemon reads {VERSION})");
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
@@ -96,9 +110,9 @@ impl Wire {
 }
 
 impl Handover {
-    pub(crate) fn new(commands: Vec<Frozen>, fds: Vec<OwnedFd>) -> Handover {
+    pub(crate) fn new(commands: Vec<Frozen>, shells: Vec<FrozenShell>, fds: Vec<OwnedFd>) -> Handover {
         let fds = fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
-        Handover { commands, fds, named: BTreeMap::new() }
+        Handover { commands, shells, fds, named: BTreeMap::new() }
     }
 
     /// How many commands it carries.
@@ -132,6 +146,7 @@ impl Handover {
         let wire = WireRef {
             version: VERSION,
             commands: &self.commands,
+            shells: &self.shells,
             fds: self.fds.keys().copied().collect(),
             named: &self.named,
         };
@@ -229,7 +244,7 @@ impl Handover {
         for raw in wire.fds {
             fds.insert(raw, sys::take_inherited_fd(raw)?);
         }
-        Ok(Handover { commands: wire.commands, fds, named: wire.named })
+        Ok(Handover { commands: wire.commands, shells: wire.shells, fds, named: wire.named })
     }
 
     /// Takes the fd numbered `raw`, if the state has it.

@@ -196,8 +196,58 @@ async fn kill_and_signals_reach_a_taken_over_command() {
     assert_eq!(exit.signal, Some(9));
 }
 
+/// Runs `script` in shell `name` to its end; its stdout.
+async fn shell_out(m: &Manager, name: &str, script: &str) -> (Vec<u8>, ExitInfo) {
+    let h = m.shell_run(name, CommandSpec::shell(script)).await.unwrap();
+    let (out, exit) = tokio::time::timeout(LIMIT, rest(h.attach([0, 0]).unwrap())).await.expect("in time");
+    let [stdout, _] = out;
+    (stdout, exit)
+}
+
 #[tokio::test]
-async fn shells_are_closed_and_their_commands_handed_over_finished() {
+async fn an_idle_shell_is_handed_over_with_its_state() {
+    let m = manager();
+    let (sh, _) =
+        m.create_shell(ShellSpec { name: Some("idle".into()), ..Default::default() }).await.unwrap();
+    let pid = sh.pid();
+    let (_, exit) = shell_out(&m, "idle", "cd /tmp; export X=1; f() { echo fn-$1; }").await;
+    assert_eq!(exit.code, Some(0));
+    let (m2, _) = hand_over(m).await;
+    let infos = m2.shells();
+    assert_eq!(infos.len(), 1, "the shell crossed");
+    assert_eq!((infos[0].name.as_str(), infos[0].pid, infos[0].cwd.as_str()), ("idle", pid, "/tmp"));
+    assert_eq!(m2.shell("idle").unwrap().history().len(), 1, "with its history");
+    // The same bash: its cwd, variables and functions.
+    let (out, exit) = shell_out(&m2, "idle", "echo $PWD:$X; f ok").await;
+    assert_eq!(String::from_utf8_lossy(&out), "/tmp:1\nfn-ok\n");
+    assert_eq!(exit.code, Some(0));
+    // And it can be handed over again, and closed for good.
+    let (m3, _) = hand_over(m2).await;
+    let (out, _) = shell_out(&m3, "idle", "echo $X").await;
+    assert_eq!(out, b"1\n");
+    m3.close_shell("idle").await.unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the shell is gone once closed");
+}
+
+#[tokio::test]
+async fn a_shell_with_a_background_job_is_closed_not_handed_over() {
+    let m = manager();
+    let (sh, _) = m.create_shell(ShellSpec { name: Some("bg".into()), ..Default::default() }).await.unwrap();
+    let pid = sh.pid();
+    let (_, exit) = shell_out(&m, "bg", "sleep 60 >/dev/null 2>&1 &").await;
+    assert_eq!(exit.code, Some(0));
+    let (m2, _) = hand_over(m).await;
+    assert!(m2.shells().is_empty(), "its job's output would have no reader across the exec");
+    let gone = async {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, gone).await.expect("the shell was killed");
+}
+
+#[tokio::test]
+async fn busy_shells_are_closed_and_their_commands_handed_over_finished() {
     let m = manager();
     let (sh, _) = m.create_shell(ShellSpec { name: Some("s1".into()), ..Default::default() }).await.unwrap();
     let h = m.shell_run(sh.name(), CommandSpec::shell("echo in-shell; sleep 60")).await.unwrap();

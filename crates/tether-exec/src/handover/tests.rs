@@ -15,12 +15,21 @@ use crate::stdin::{StdinSeq, Writers};
 use crate::sys::{Process, Reaped};
 
 fn golden_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/handover-v{VERSION}.msgpack"))
+    golden_of(VERSION)
 }
 
-/// The encoded state (the memfd's header) of `commands`.
-fn encode(commands: &[Frozen], fds: Vec<RawFd>, named: &BTreeMap<String, RawFd>) -> Vec<u8> {
-    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, fds, named }).expect("encodes")
+fn golden_of(version: u32) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/handover-v{version}.msgpack"))
+}
+
+/// The encoded state (the memfd's header) of `commands` and `shells`.
+fn encode(
+    commands: &[Frozen],
+    shells: &[FrozenShell],
+    fds: Vec<RawFd>,
+    named: &BTreeMap<String, RawFd>,
+) -> Vec<u8> {
+    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, shells, fds, named }).expect("encodes")
 }
 
 #[tokio::test(start_paused = true)]
@@ -37,12 +46,22 @@ async fn the_golden_state_decodes_and_encodes_to_the_same_bytes() {
     assert_eq!(wire.commands.len(), 2);
     assert!(matches!(wire.commands[0].phase, Phase::Live(_)));
     assert!(matches!(wire.commands[1].phase, Phase::Held { .. }));
-    let again = encode(&wire.commands, wire.fds, &wire.named);
+    assert_eq!(wire.shells.len(), 1);
+    let again = encode(&wire.commands, &wire.shells, wire.fds, &wire.named);
     assert!(
         again == golden,
         "the handover format changed without a new VERSION: bump it in handover.rs and \
          write a new golden file (`cargo test -p tether-exec write_golden -- --ignored`)"
     );
+}
+
+#[test]
+fn a_state_of_the_version_before_shells_decodes_without_shells() {
+    // A daemon of version 1 restarting into this one (an upgrade).
+    let golden = std::fs::read(golden_of(1)).expect("the version 1 golden file");
+    let wire = Wire::decode(&golden).expect("version 1 is still read");
+    assert_eq!(wire.commands.len(), 2);
+    assert!(wire.shells.is_empty());
 }
 
 #[test]
@@ -68,7 +87,9 @@ fn a_state_of_another_version_is_refused_by_its_version_alone() {
 #[ignore = "writes the golden file"]
 async fn write_golden() {
     let path = golden_path();
-    let state = encode(&sample(), vec![7, 8, 9, 10], &BTreeMap::from([("listener".into(), 10)]));
+    let shells = [crate::shell::FrozenShell::sample()];
+    let state =
+        encode(&sample(), &shells, vec![7, 8, 9, 10, 11, 12, 13], &BTreeMap::from([("listener".into(), 10)]));
     std::fs::write(&path, state).expect("golden file written");
     eprintln!("wrote {}", path.display());
 }

@@ -96,7 +96,7 @@ impl Manager {
         // A daemon that leaves its commands when it stops leaves them when
         // it crashes too; one that ends them ends what a crash left.
         if kill_on_shutdown {
-            m.inner.contain.sweep_crashed(&Default::default());
+            m.inner.contain.sweep_crashed(&Default::default(), &Default::default());
         }
         m
     }

@@ -22,14 +22,21 @@ impl Manager {
 
     /// Stops every command without touching its process and returns their
     /// state and fds, for the next daemon ([`Manager::resume`], see the
-    /// `handover` module). Named shells cannot be handed over: they are
-    /// closed first, and their commands handed over finished
-    /// (`shell_closed`). The manager accepts nothing afterwards.
+    /// `handover` module). Idle named shells are handed over too; a shell
+    /// that runs or queues a command is closed first, and its commands
+    /// handed over finished (`shell_closed`). The manager accepts nothing
+    /// afterwards.
     pub async fn handover(&self) -> Handover {
         let inner = &self.inner;
         self.begin_handover();
         let shells: Vec<ShellHandle> = inner.shells.iter().map(|r| r.value().clone()).collect();
+        let (mut frozen_shells, mut shell_fds) = (Vec::new(), Vec::new());
         for sh in &shells {
+            if let Some((frozen, fds)) = sh.freeze().await {
+                frozen_shells.push(frozen);
+                shell_fds.extend(fds);
+                continue;
+            }
             sh.close().await;
             for id in sh.command_ids() {
                 if let Ok(h) = self.get(&id) {
@@ -48,8 +55,14 @@ impl Manager {
             commands.push(frozen);
             fds.extend(owned);
         }
-        tracing::info!(commands = commands.len(), fds = fds.len(), "commands ready to hand over");
-        Handover::new(commands, fds)
+        fds.extend(shell_fds);
+        tracing::info!(
+            commands = commands.len(),
+            shells = frozen_shells.len(),
+            fds = fds.len(),
+            "commands ready to hand over"
+        );
+        Handover::new(commands, frozen_shells, fds)
     }
 
     /// A manager that takes over the commands of a [`Handover`] (their
@@ -75,9 +88,25 @@ impl Manager {
             m.launch(&handle, actor);
             resumed.push(handle);
         }
+        let mut shell_pids = std::collections::HashSet::new();
+        for frozen in std::mem::take(&mut h.shells) {
+            let (name, pid) = (frozen.name().to_owned(), frozen.pid());
+            match crate::shell::thaw(frozen, h) {
+                Ok(started) => {
+                    tracing::info!(shell = %name, pid, "shell taken over");
+                    shell_pids.insert(pid);
+                    m.run_shell(started);
+                }
+                Err(e) => {
+                    // Its pipes are gone: nothing can drive it any more.
+                    tracing::error!(shell = %name, pid, "cannot take the shell over: {e}; killing it");
+                    crate::shell::kill_session(pid);
+                }
+            }
+        }
         if kill_on_shutdown {
             let kept = resumed.iter().map(|h| h.id().to_owned()).collect();
-            inner.contain.sweep_crashed(&kept);
+            inner.contain.sweep_crashed(&kept, &shell_pids);
         }
         // The rings are slices of the handover's mapping: copy each into a
         // buffer of its own, one command at a time, so that the mapping is

@@ -50,8 +50,15 @@ impl Manager {
         }
         let started =
             shell::start(name.clone(), &spec, &inner.cfg.env_remove, idle_ttl, inner.cfg.ttl).await?;
+        tracing::info!(shell = %name, pid = started.handle.pid(), "shell started");
+        Ok((self.run_shell(started), true))
+    }
+
+    /// Registers a started (or taken over) shell and runs its actor.
+    pub(super) fn run_shell(&self, started: shell::Started) -> ShellHandle {
+        let inner = &self.inner;
         let handle = started.handle;
-        tracing::info!(shell = %name, pid = handle.pid(), "shell started");
+        let name = handle.name().to_owned();
         inner.shells.insert(name.clone(), handle.clone());
         let weak = Arc::downgrade(&self.inner);
         let shutdown = inner.shutdown.clone();
@@ -65,7 +72,7 @@ impl Manager {
                 inner.shells.remove_if(&name, |_, h| Arc::ptr_eq(&h.shared, &me.shared));
             }
         });
-        Ok((handle, true))
+        handle
     }
 
     /// A handle to a shell.

@@ -172,6 +172,14 @@ impl ShellActor {
             ShellCtl::Close { reply } => {
                 return Some(self.close(CloseReason::Closed, "closed by a client".into(), Some(reply)).await);
             }
+            ShellCtl::Freeze { reply } => {
+                let frozen = self.freeze();
+                let handed = frozen.is_some();
+                let _ = reply.send(frozen);
+                if handed {
+                    return Some(CloseReason::Shutdown);
+                }
+            }
         }
         None
     }
@@ -213,6 +221,9 @@ impl ShellActor {
                         let _ = reply.send(Err(ExecError::NotRunning(id)));
                     }
                     Some(ShellCtl::Kill { .. }) => {}
+                    Some(ShellCtl::Freeze { reply }) => {
+                        let _ = reply.send(None);
+                    }
                 },
             }
         }

@@ -145,7 +145,7 @@ impl ShellActor {
 
 /// SIGKILL to every process of the session (the shell, its jobs, their
 /// children), twice, for one forked between the scan and the signals.
-pub(super) fn kill_session(sid: u32) {
+pub(crate) fn kill_session(sid: u32) {
     for _ in 0..2 {
         sys::signal_pids(&sys::session_members(sid), libc::SIGKILL);
     }

@@ -25,6 +25,7 @@
 
 mod actor;
 mod bootstrap;
+mod freeze;
 mod kill;
 mod records;
 
@@ -42,7 +43,9 @@ use crate::ExecError;
 use crate::command::ExitReason;
 use crate::spec::Lifetime;
 
-pub(crate) use bootstrap::start;
+pub(crate) use bootstrap::{Started, start};
+pub(crate) use freeze::{FrozenShell, thaw};
+pub(crate) use kill::kill_session;
 
 /// How to create a named shell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,7 +137,7 @@ pub struct ShellInfo {
 }
 
 /// Where a command of a shell's history is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobState {
     /// Waiting for the commands before it.
     Queued,
@@ -145,7 +148,7 @@ pub enum JobState {
 }
 
 /// One command in a shell's history.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
     /// The command id.
     pub id: String,
@@ -278,6 +281,16 @@ impl ShellHandle {
         rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
+    /// Stops an idle shell's actor without touching its process, for the
+    /// next daemon: its state and the fds it owned. `None` when it is not
+    /// idle (a command running or queued, a background job left): it is
+    /// closed instead.
+    pub(crate) async fn freeze(&self) -> Option<(FrozenShell, Vec<std::os::fd::OwnedFd>)> {
+        let (reply, rx) = oneshot::channel();
+        self.shared.ctl.send(ShellCtl::Freeze { reply }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Closes the shell: kills every process of its session. Returns once
     /// the shell is reaped.
     pub(crate) async fn close(&self) {
@@ -298,6 +311,8 @@ pub(crate) enum ShellCtl {
     Kill { id: String, reason: ExitReason },
     /// Close the shell.
     Close { reply: oneshot::Sender<()> },
+    /// Hand an idle shell over to the next daemon (see [`ShellHandle::freeze`]).
+    Freeze { reply: oneshot::Sender<Option<(FrozenShell, Vec<std::os::fd::OwnedFd>)>> },
 }
 
 /// A command handed to a shell.

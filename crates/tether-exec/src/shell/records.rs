@@ -16,6 +16,11 @@ pub(super) struct Records {
 }
 
 impl Records {
+    /// Whether nothing (not even part of a record) is buffered.
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The next whole record if one is buffered.
     pub(super) fn pop(&mut self) -> Option<Vec<u8>> {
         let end = self.buf.iter().position(|&b| b == 0)?;

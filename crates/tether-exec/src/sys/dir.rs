@@ -39,6 +39,19 @@ impl PrivateDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Gives the directory up without removing it (a named shell handed
+    /// to the next daemon goes on using it: [`PrivateDir::adopt`]).
+    pub(crate) fn keep(mut self) -> PathBuf {
+        let path = std::mem::take(&mut self.path);
+        std::mem::forget(self);
+        path
+    }
+
+    /// Takes charge of a private directory a previous daemon made.
+    pub(crate) fn adopt(path: PathBuf) -> PrivateDir {
+        PrivateDir { path }
+    }
 }
 
 impl Drop for PrivateDir {
