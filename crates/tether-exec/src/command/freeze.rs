@@ -37,9 +37,9 @@ impl Actor {
     }
 
     /// A running command's record and fds for a handover, with what its
-    /// stopped stdin writer left. A shell command cannot outlive its
-    /// shell, which is not handed over: one still running counts as ended
-    /// (`shell_closed`).
+    /// stopped stdin writer left. A running shell command cannot outlive
+    /// its shell, which is closed rather than handed over while busy: it
+    /// counts as ended (`shell_closed`).
     pub(super) fn freeze_live(&mut self, stdin: Option<StdinLeft>) -> (Frozen, Vec<OwnedFd>) {
         let mut fds = Vec::new();
         let mut keep = |fd: io::Result<OwnedFd>, what: &str| match fd {
