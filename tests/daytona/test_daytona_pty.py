@@ -140,3 +140,36 @@ def test_a_pty_session_is_a_native_command(box, pty_id, daemon):
     assert entry["state"] == "running"
     assert (entry["pty"]["rows"], entry["pty"]["cols"]) == (33, 99), entry
     t.kill()
+
+
+def test_simultaneous_creates_of_one_id_start_one_session(daemon):
+    """Eight creates of one id at once (sync SDK, a thread and a client
+    each): exactly one gets a session, the others a conflict, and one PTY
+    command carries the id."""
+    import threading
+
+    from daytona import Daytona
+
+    from conftest import config
+
+    pty = "race-" + secrets.token_hex(4)
+    sandboxes = [Daytona(config(daemon.url, daemon.token)).get("local") for _ in range(8)]
+    barrier, results = threading.Barrier(len(sandboxes)), []
+
+    def create(sb):
+        barrier.wait(timeout=10)
+        try:
+            results.append(sb.process.create_pty_session(id=pty))
+        except DaytonaConflictError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=create, args=(sb,)) for sb in sandboxes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    handles = [r for r in results if not isinstance(r, Exception)]
+    assert len(results) == len(sandboxes) and len(handles) == 1, results
+    listed = json.loads(tether_cli(daemon, "ls", "--json").stdout)
+    assert sum(1 for c in listed if (c.get("labels") or {}).get("daytona.pty") == pty) == 1
+    sandboxes[0].process.kill_pty_session(pty)

@@ -95,6 +95,9 @@ struct AppState {
     /// The LangSmith dialect's stdin queue per command, shared by the
     /// command's connections one after another (see `compat::langsmith`).
     langsmith_stdin: compat::langsmith::StdinPumps,
+    /// Held while a Daytona PTY session is looked up and started, so that
+    /// two creates of one id cannot both start one.
+    daytona_pty_create: tokio::sync::Mutex<()>,
 }
 
 /// What stops [`Server::serve`].
@@ -160,6 +163,7 @@ impl Server {
                 conns: TaskTracker::new(),
                 files,
                 langsmith_stdin: Default::default(),
+                daytona_pty_create: Default::default(),
             }),
         }
     }

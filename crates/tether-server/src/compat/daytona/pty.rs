@@ -99,6 +99,7 @@ pub(super) async fn create_connect(State(st): State<Arc<AppState>>, req: Request
         for token in offered.iter().filter_map(|p| p.strip_prefix(ENVS_PREFIX)) {
             envs.extend(decode_envs(token)?);
         }
+        let _one_at_a_time = st.daytona_pty_create.lock().await;
         if live(&st, &id).is_some() {
             return Err(Refusal::new(409, Some("CONFLICT"), format!("PTY session {id:?} already exists")));
         }
