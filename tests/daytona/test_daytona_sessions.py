@@ -80,8 +80,9 @@ def test_an_exit_ends_the_session(box, sid):
 
     box(box.sb.process.create_session(sid))
     assert run(box, sid, "exit 7").exit_code == 7
-    with pytest.raises(DaytonaSessionEndedError):
+    with pytest.raises(DaytonaSessionEndedError) as e:
         run(box, sid, "echo too late")
+    assert "session %r has ended" % sid in str(e.value).replace('"', "'")
 
 
 def test_run_async_answers_at_once_and_the_command_is_followed_up(box, sid):
@@ -137,8 +138,10 @@ def test_session_errors_are_typed(box, sid):
     for call in (lambda: p.get_session("no-such-session"),
                  lambda: p.delete_session("no-such-session"),
                  lambda: p.execute_session_command("no-such-session", SessionExecuteRequest(command="true"))):
-        with pytest.raises(DaytonaNotFoundError):
+        with pytest.raises(DaytonaNotFoundError) as e:
             box(call())
+        # In the SDK's words: sessions, not tether's shells.
+        assert 'no session "no-such-session"' in str(e.value)
     box(p.create_session(sid))
     for call in (lambda: p.get_session_command(sid, "c-nosuchcommand"),
                  lambda: p.get_session_command_logs(sid, "c-nosuchcommand")):

@@ -83,7 +83,7 @@ pub(super) async fn create(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
         let req: CreateSession = json(&body)?;
         let mut spec = ShellSpec::named(req.session_id.clone());
         spec.cwd = st.cfg.files_root.clone();
-        let (_, created) = st.manager.create_shell(spec).await?;
+        let (_, created) = st.manager.create_shell(spec).await.map_err(session_error)?;
         if !created {
             return Err(Refusal::new(
                 409,
@@ -113,7 +113,7 @@ pub(super) async fn list(State(st): State<Arc<AppState>>) -> Response {
 pub(super) async fn get(State(st): State<Arc<AppState>>, Path(p): Path<SessionPath>) -> Response {
     match st.manager.shell(&p.session_id) {
         Ok(h) => axum::Json(session_json(&st, &h)).into_response(),
-        Err(e) => Refusal::from(e).into_response(),
+        Err(e) => session_error(e).into_response(),
     }
 }
 
@@ -121,7 +121,7 @@ pub(super) async fn get(State(st): State<Arc<AppState>>, Path(p): Path<SessionPa
 pub(super) async fn delete(State(st): State<Arc<AppState>>, Path(p): Path<SessionPath>) -> Response {
     match st.manager.close_shell(&p.session_id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => Refusal::from(e).into_response(),
+        Err(e) => session_error(e).into_response(),
     }
 }
 
@@ -137,7 +137,7 @@ pub(super) async fn exec(
         let req: SessionExecute = json(&body)?;
         let mut spec = exec::CommandSpec::shell(req.command);
         spec.labels.insert(SESSION_LABEL.into(), p.session_id.clone());
-        let h = st.manager.shell_run(&p.session_id, spec).await?;
+        let h = st.manager.shell_run(&p.session_id, spec).await.map_err(session_error)?;
         if req.run_async.or(req.var_async).unwrap_or(false) {
             return Ok::<_, Refusal>(
                 (StatusCode::ACCEPTED, axum::Json(json!({ "cmdId": h.id() }))).into_response(),
@@ -166,7 +166,7 @@ pub(super) async fn command(State(st): State<Arc<AppState>>, Path(p): Path<Comma
             Ok(sh) => sh,
             // A restart closes shells but hands their commands over.
             Err(e) => {
-                let h = orphan(&st, &p).ok_or_else(|| Refusal::from(e))?;
+                let h = orphan(&st, &p).ok_or_else(|| session_error(e))?;
                 let info = h.info();
                 let mut v =
                     json!({ "id": info.id, "command": info.argv.first().cloned().unwrap_or_default() });
@@ -241,7 +241,7 @@ pub(super) async fn input(
 fn session_command(st: &AppState, p: &CommandPath) -> Result<CommandHandle, Refusal> {
     let sh = match st.manager.shell(&p.session_id) {
         Ok(sh) => sh,
-        Err(e) => return orphan(st, p).ok_or_else(|| e.into()),
+        Err(e) => return orphan(st, p).ok_or_else(|| session_error(e)),
     };
     match st.manager.get(&p.command_id) {
         Ok(h) if h.info().shell.as_deref() == Some(sh.name()) => Ok(h),
@@ -259,6 +259,20 @@ fn orphan(st: &AppState, p: &CommandPath) -> Option<CommandHandle> {
     let h = st.manager.get(&p.command_id).ok()?;
     let info = h.info();
     (info.labels.get(SESSION_LABEL) == Some(&p.session_id)).then_some(h)
+}
+
+/// A shell error in the session's words (the SDK's user knows no shells).
+fn session_error(e: exec::ExecError) -> Refusal {
+    match e {
+        exec::ExecError::ShellNotFound(name) => Refusal::not_found(format!("no session {name:?}")),
+        exec::ExecError::ShellClosed { name, why } => {
+            Refusal::new(410, Some("SESSION_ENDED"), format!("session {name:?} has ended: {why}"))
+        }
+        exec::ExecError::BadShellName(name) => {
+            Refusal::bad_request(format!("session id {name:?}: 1 to 64 letters, digits, `.`, `_` or `-`"))
+        }
+        e => e.into(),
+    }
 }
 
 fn no_command(p: &CommandPath) -> Refusal {
