@@ -3,8 +3,8 @@
 # real processes, a connection-cutting proxy), CLI tests (interactive ones in
 # tmux), the browser terminal's tests (JS units, headless Chromium), and the
 # LangSmith sandbox client driven against the daemon (tests/compat), the
-# Daytona SDK driven against it (tests/daytona), and the Python SDK
-# (sdk/python).
+# Daytona and E2B SDKs driven against it (tests/daytona, tests/e2b), and
+# the Python SDK (sdk/python).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,9 @@ bash scripts/compat-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # The Daytona SDK against the daemon's Daytona dialect (installs it if missing).
 bash scripts/daytona-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The E2B SDK against the daemon's E2B dialect (installs it if missing).
+bash scripts/e2b-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # The Python SDK: ruff, mypy --strict, pytest against the daemon (installs it).
 bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"

@@ -143,10 +143,9 @@ pub(crate) async fn require(State(st): State<Arc<AppState>>, mut req: Request, n
     }
     req.extensions_mut().insert(revocation.clone());
     let resp = next.run(req).await;
-    let is_stream = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let is_stream = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"text/event-stream") || v.as_bytes() == b"application/connect+json"
+    });
     if !is_stream {
         return resp;
     }
@@ -165,7 +164,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Tokens offered in `Authorization: Bearer`, in the WebSocket subprotocol
-/// list (`tether.token.<TOKEN>`) or in `X-Api-Key`.
+/// list (`tether.token.<TOKEN>`), in `X-Api-Key` or in `X-Access-Token`.
 fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let bearer = headers
         .get_all(header::AUTHORIZATION)
@@ -180,9 +179,11 @@ fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter_map(|p| p.strip_prefix(tether_proto::TOKEN_SUBPROTOCOL_PREFIX));
-    // The LangSmith sandbox client's header (`/compat/langsmith`).
+    // The LangSmith sandbox client's and the E2B control plane's header.
     let api_key = headers.get_all("x-api-key").iter().filter_map(|v| v.to_str().ok()).map(str::trim);
-    bearer.chain(proto).chain(api_key)
+    // E2B's envd access token (`/compat/e2b`).
+    let access = headers.get_all("x-access-token").iter().filter_map(|v| v.to_str().ok()).map(str::trim);
+    bearer.chain(proto).chain(api_key).chain(access)
 }
 
 /// A request without `Origin` (a non-browser client) passes. With one, its

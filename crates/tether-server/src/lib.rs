@@ -208,6 +208,7 @@ impl Server {
             .merge(oneshot)
             .merge(files)
             .merge(compat::daytona::router(&st))
+            .merge(compat::e2b::router())
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

@@ -9,8 +9,11 @@
 //! - `langsmith`: the LangSmith sandbox client (`protocol/compat/langsmith.md`).
 //! - `daytona`: the Daytona SDK's control-plane subset and toolbox
 //!   (`protocol/compat/daytona.md`).
+//! - `e2b`: the E2B SDKs' control plane and envd (`protocol/compat/e2b.md`;
+//!   the Process service so far).
 
 pub(crate) mod daytona;
+pub(crate) mod e2b;
 pub(crate) mod langsmith;
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, to the second
