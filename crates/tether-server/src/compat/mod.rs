@@ -14,6 +14,7 @@
 
 pub(crate) mod daytona;
 pub(crate) mod e2b;
+pub(crate) mod fileinfo;
 pub(crate) mod langsmith;
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, to the second

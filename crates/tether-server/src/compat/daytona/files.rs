@@ -36,7 +36,7 @@
 //!   empty body (`upload_files([])`) is 200.
 //! - `bulk-download`: no paths is a 400.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -59,6 +59,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Refusal, json, query};
 use crate::AppState;
+use crate::compat::fileinfo::{Names, go_mode};
 use crate::compat::langsmith::glob::Pattern;
 use crate::compat::langsmith::search::{
     self, Bounds, Found, GrepMatch, LineScan, Scan, find_glob, find_grep,
@@ -118,8 +119,6 @@ const MAX_SPOOLED: usize = 16;
 const CHUNK: usize = 256 * 1024;
 /// The response header saying a capped answer was cut.
 const TRUNCATED: &str = "x-tether-truncated";
-/// Most bytes of `/etc/passwd` or `/etc/group` read.
-const MAX_ID_DB: u64 = 16 << 20;
 /// The bulk download's route, for the error parts' envelope.
 const DOWNLOAD_ROUTE: &str = "/files/bulk-download";
 /// The bulk upload's route, for its error envelope.
@@ -685,39 +684,6 @@ fn file_info(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<FileInfo
     })
 }
 
-/// Go's `FileMode.String()`: the type and special letters in Go's order
-/// (`dalTLDpSugct?`, `-` when none), then `rwxrwxrwx`.
-fn go_mode(kind: Kind, mode: u32) -> String {
-    let mut s = String::with_capacity(12);
-    match kind {
-        Kind::Dir => s.push('d'),
-        Kind::Symlink => s.push('L'),
-        Kind::BlockDevice | Kind::CharDevice => s.push('D'),
-        Kind::Fifo => s.push('p'),
-        Kind::Socket => s.push('S'),
-        Kind::File => {}
-    }
-    if mode & 0o4000 != 0 {
-        s.push('u');
-    }
-    if mode & 0o2000 != 0 {
-        s.push('g');
-    }
-    if kind == Kind::CharDevice {
-        s.push('c');
-    }
-    if mode & 0o1000 != 0 {
-        s.push('t');
-    }
-    if s.is_empty() {
-        s.push('-');
-    }
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
-    }
-    s
-}
-
 /// Go's `time.String()` of a UTC time: `2006-01-02 15:04:05.999 +0000
 /// UTC` (the fraction without trailing zeros, none when zero).
 fn go_time(ms: i64) -> String {
@@ -726,71 +692,6 @@ fn go_time(ms: i64) -> String {
     let frac = format!("{:03}", ms.rem_euclid(1000));
     let frac = frac.trim_end_matches('0');
     if frac.is_empty() { format!("{stamp} +0000 UTC") } else { format!("{stamp}.{frac} +0000 UTC") }
-}
-
-/// User and group names, from `/etc/passwd` and `/etc/group` (no NSS: a
-/// user only a directory service knows shows as its number).
-#[derive(Debug, Default)]
-struct Names {
-    /// Users.
-    users: IdTable,
-    /// Groups.
-    groups: IdTable,
-}
-
-/// Names by id and ids by name; the first line wins, as for `getpwuid`.
-#[derive(Debug, Default)]
-struct IdTable {
-    /// Names by id.
-    by_id: HashMap<u32, String>,
-    /// Ids by name.
-    by_name: HashMap<String, u32>,
-}
-
-impl Names {
-    fn load() -> Names {
-        Names {
-            users: IdTable::parse(&read_db("/etc/passwd")),
-            groups: IdTable::parse(&read_db("/etc/group")),
-        }
-    }
-}
-
-impl IdTable {
-    /// `name:password:id:...` lines (both files have the id third).
-    fn parse(text: &str) -> IdTable {
-        let mut t = IdTable::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let mut fields = line.split(':');
-            let (Some(name), Some(id)) = (fields.next(), fields.nth(1)) else { continue };
-            let Ok(id) = id.trim().parse::<u32>() else { continue };
-            if name.is_empty() {
-                continue;
-            }
-            t.by_id.entry(id).or_insert_with(|| name.to_owned());
-            t.by_name.entry(name.to_owned()).or_insert(id);
-        }
-        t
-    }
-
-    /// The name of `id`, else the number.
-    fn name(&self, id: u32) -> String {
-        self.by_id.get(&id).cloned().unwrap_or_else(|| id.to_string())
-    }
-
-    /// The id named `name`, else `name` as a number.
-    fn id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied().or_else(|| name.parse().ok())
-    }
-}
-
-/// A user or group database's text (empty when unreadable).
-fn read_db(path: &str) -> String {
-    let mut buf = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_ID_DB).read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// `e`'s message without the path it starts with, for a caller that names
@@ -1386,6 +1287,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::compat::fileinfo::IdTable;
 
     #[test]
     fn modes_as_go_prints_them() {

@@ -24,6 +24,8 @@ pub(crate) enum Code {
     InvalidArgument,
     /// No such process, file or method target.
     NotFound,
+    /// The thing exists already.
+    AlreadyExists,
     /// Not allowed (a path outside the root, another user).
     PermissionDenied,
     /// A daemon limit.
@@ -48,6 +50,7 @@ impl Code {
         match self {
             Code::InvalidArgument => "invalid_argument",
             Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
             Code::PermissionDenied => "permission_denied",
             Code::ResourceExhausted => "resource_exhausted",
             Code::FailedPrecondition => "failed_precondition",
@@ -64,6 +67,7 @@ impl Code {
         match self {
             Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists => StatusCode::CONFLICT,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,

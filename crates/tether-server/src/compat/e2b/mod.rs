@@ -1,9 +1,9 @@
 //! The E2B SDKs' dialect (`protocol/compat/e2b.md`), under `/compat/e2b`:
 //! the few control-plane routes `Sandbox.connect` and `Sandbox.create`
 //! need, and envd, the in-sandbox daemon, over the Connect protocol (JSON
-//! codec). Served so far: the control plane, `/health` and the Process
-//! service; the Filesystem service and `/files` answer `unimplemented`
-//! (issue 17 goes on). Its commands are normal tether commands (listed,
+//! codec). Served so far: the control plane, `/health`, the Process
+//! service (but `StreamInput`), the Filesystem service (but watching) and
+//! `/files`; the rest answers `unimplemented` (issue 17 goes on). Its commands are normal tether commands (listed,
 //! attachable natively, same limits and restart behaviour), addressed by
 //! their pid as E2B does.
 //!
@@ -12,9 +12,11 @@
 //!   codes and unary errors.
 //! - `api`: the control plane (`/v2/sandboxes...`, `/sandboxes/...`).
 //! - `process`: `process.Process/*`.
+//! - `fs`: `filesystem.Filesystem/*` and `GET`/`POST /files`.
 
 mod api;
 mod connect;
+mod fs;
 mod process;
 
 use std::sync::Arc;
@@ -44,6 +46,12 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/process.Process/SendSignal", post(process::send_signal))
         .route("/process.Process/CloseStdin", post(process::close_stdin))
         .route("/process.Process/Update", post(process::update))
+        .route("/filesystem.Filesystem/Stat", post(fs::stat))
+        .route("/filesystem.Filesystem/ListDir", post(fs::list_dir))
+        .route("/filesystem.Filesystem/MakeDir", post(fs::make_dir))
+        .route("/filesystem.Filesystem/Move", post(fs::move_entry))
+        .route("/filesystem.Filesystem/Remove", post(fs::remove))
+        .route("/files", get(fs::read).post(fs::write).layer(axum::extract::DefaultBodyLimit::disable()))
         .fallback(unserved);
     Router::new().nest(PREFIX, routes)
 }

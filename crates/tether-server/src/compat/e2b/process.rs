@@ -492,7 +492,7 @@ fn me() -> String {
 }
 
 /// `~` and `~/...` at the daemon user's home.
-fn expand_home(p: &str) -> String {
+pub(super) fn expand_home(p: &str) -> String {
     match (p.strip_prefix('~'), std::env::var("HOME")) {
         (Some(rest), Ok(home)) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
         _ => p.to_owned(),
