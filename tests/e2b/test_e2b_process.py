@@ -166,3 +166,10 @@ def test_the_async_sdk_runs_follows_and_kills(daemon, run_async):
             await h.wait()
 
     run_async(main())
+
+
+def test_stream_input_writes_every_chunk_in_order(sbx):
+    h = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.stream_input(h.pid, (("line %d\n" % i).encode() for i in range(100)))
+    sbx.commands.close_stdin(h.pid)
+    assert h.wait().stdout == "".join("line %d\n" % i for i in range(100))

@@ -45,6 +45,10 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/process.Process/SendInput", post(process::send_input))
         .route("/process.Process/SendSignal", post(process::send_signal))
         .route("/process.Process/CloseStdin", post(process::close_stdin))
+        .route(
+            "/process.Process/StreamInput",
+            post(process::stream_input).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/process.Process/Update", post(process::update))
         .route("/filesystem.Filesystem/Stat", post(fs::stat))
         .route("/filesystem.Filesystem/ListDir", post(fs::list_dir))

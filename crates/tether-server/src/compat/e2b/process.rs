@@ -211,6 +211,57 @@ pub(super) async fn send_signal(State(st): State<Arc<AppState>>, body: Bytes) ->
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `process.Process/StreamInput` (a client stream): `start` names the
+/// process, each `data` is written to its stdin in order, `keepalive` is
+/// ignored; the answer (one `{}` message, then the end of stream) comes
+/// once the request ends. An error ends the stream with no message.
+pub(super) async fn stream_input(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let r = async {
+        let mut reader = EnvelopeReader::default();
+        let mut target: Option<CommandHandle> = None;
+        let mut chunks = body.into_data_stream();
+        loop {
+            while let Some(msg) = reader.next(MAX_MESSAGE)? {
+                if let Some(start) = msg.get("start") {
+                    target = Some(by_pid(&st, start, false)?);
+                } else if let Some(data) = msg.get("data") {
+                    let h = target.as_ref().ok_or_else(|| bad("a data event came before start"))?;
+                    let input = data.get("input").unwrap_or(&Value::Null);
+                    let (bytes, pty) = match (input.get("stdin"), input.get("pty")) {
+                        (Some(d), None) => (d, false),
+                        (None, Some(d)) => (d, true),
+                        _ => return Err(bad("ProcessInput needs one of stdin or pty")),
+                    };
+                    if pty != h.is_pty() {
+                        return Err(RpcError::new(
+                            Code::FailedPrecondition,
+                            format!(
+                                "process {} takes {} input",
+                                h.pid(),
+                                if h.is_pty() { "pty" } else { "stdin" }
+                            ),
+                        ));
+                    }
+                    h.write_stdin(Bytes::from(base64_field(bytes)?)).await.map_err(from_exec)?;
+                }
+            }
+            match futures_util::StreamExt::next(&mut chunks).await {
+                Some(Ok(chunk)) => reader.feed(&chunk),
+                Some(Err(e)) => {
+                    return Err(RpcError::new(Code::InvalidArgument, format!("the request body: {e}")));
+                }
+                None => break,
+            }
+        }
+        let mut out = envelope(&json!({})).to_vec();
+        out.extend_from_slice(&end_stream(None));
+        Ok::<_, RpcError>(
+            (StatusCode::OK, [(header::CONTENT_TYPE, STREAM_CONTENT_TYPE)], out).into_response(),
+        )
+    };
+    r.await.unwrap_or_else(stream_error)
+}
+
 /// `process.Process/CloseStdin`: closing twice is fine.
 pub(super) async fn close_stdin(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let r = async {
