@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The E2B SDK (e2b, pinned; sync and async clients) driven against a real
-# tether daemon: tests/e2b. Installs the SDK into a venv under target/.
+# The E2B SDKs driven against a real tether daemon: tests/e2b (e2b on PyPI,
+# pinned, sync and async) and tests/e2b/js (e2b on npm, pinned). Installs
+# the Python SDK into a venv under target/ and the npm one under
+# tests/e2b/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pytest-summary.sh
@@ -13,4 +15,14 @@ set +e
 out=$(TETHER_BIN=target/debug/tether timeout 600 "$venv/bin/pytest" -q -p no:cacheprovider tests/e2b 2>&1)
 status=$?
 set -e
-pytest_summary - "$out" "$status"
+pytest_summary - "$out" "$status" || status=1
+# The npm SDK (pinned in tests/e2b/js/package.json): a command, a PTY, a file.
+if [ ! -d tests/e2b/js/node_modules/e2b ]; then
+  (cd tests/e2b/js && npm ci --no-audit --no-fund --silent)
+fi
+set +e
+(cd tests/e2b/js && TETHER_BIN=../../../target/debug/tether timeout 300 npm test --silent 2>&1)
+js=$?
+set -e
+[ "$js" = 0 ] || { echo "# fail 1"; status=1; }
+exit "$status"
