@@ -99,3 +99,59 @@ def test_the_async_sdk_writes_and_reads(daemon, run_async, base):
         assert [e.name for e in await sbx.files.list(base)] == ["async.txt"]
 
     run_async(main())
+
+
+def _poll(handle, want, within=10):
+    """The sync watcher's events until `want` (a set of (name, type)) is
+    among them."""
+    import time
+
+    seen, deadline = [], time.monotonic() + within
+    while not want <= {(e.name, e.type.value) for e in seen}:
+        assert time.monotonic() < deadline, seen
+        seen += handle.get_new_events()
+        time.sleep(0.05)
+    return seen
+
+
+def test_a_sync_watcher_sees_creates_removes_and_new_subdirectories(sbx, base):
+    sbx.files.make_dir(base)
+    h = sbx.files.watch_dir(base, recursive=True)
+    try:
+        sbx.files.write(base + "/a.txt", "1")
+        sbx.files.make_dir(base + "/sub")
+        sbx.files.write(base + "/sub/b.txt", "2")
+        sbx.files.remove(base + "/a.txt")
+        seen = _poll(h, {("a.txt", "create"), ("sub", "create"), ("sub/b.txt", "create"), ("a.txt", "remove")})
+        # tether's atomic writes (an unnamed inode, renamed in) never show.
+        assert all(not e.name.startswith(("#", ".")) for e in seen), seen
+    finally:
+        h.stop()
+    from e2b import SandboxException
+
+    with pytest.raises(SandboxException):
+        h.get_new_events()
+
+
+def test_the_async_watch_streams_events(daemon, run_async, base):
+    import asyncio
+
+    from e2b import AsyncSandbox
+
+    from conftest import url
+
+    async def main():
+        u = url(daemon)
+        sbx = await AsyncSandbox.connect("local", api_key=daemon.token, api_url=u, sandbox_url=u)
+        await sbx.files.make_dir(base)
+        seen = []
+        w = await sbx.files.watch_dir(base, lambda e: seen.append((e.name, e.type.value)), timeout=20)
+        await sbx.files.write(base + "/c.txt", "3")
+        for _ in range(200):
+            if ("c.txt", "create") in seen:
+                break
+            await asyncio.sleep(0.05)
+        await w.stop()
+        assert ("c.txt", "create") in seen, seen
+
+    run_async(main())

@@ -98,6 +98,8 @@ struct AppState {
     /// Held while a Daytona PTY session is looked up and started, so that
     /// two creates of one id cannot both start one.
     daytona_pty_create: tokio::sync::Mutex<()>,
+    /// The E2B sync SDK's directory watchers, by id.
+    e2b_watchers: compat::e2b::Watchers,
 }
 
 /// What stops [`Server::serve`].
@@ -164,6 +166,7 @@ impl Server {
                 files,
                 langsmith_stdin: Default::default(),
                 daytona_pty_create: Default::default(),
+                e2b_watchers: Default::default(),
             }),
         }
     }

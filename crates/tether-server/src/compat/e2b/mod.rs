@@ -2,8 +2,7 @@
 //! the few control-plane routes `Sandbox.connect` and `Sandbox.create`
 //! need, and envd, the in-sandbox daemon, over the Connect protocol (JSON
 //! codec). Served so far: the control plane, `/health`, the Process
-//! service (but `StreamInput`), the Filesystem service (but watching) and
-//! `/files`; the rest answers `unimplemented` (issue 17 goes on). Its commands are normal tether commands (listed,
+//! service, the Filesystem service (watches included) and `/files`. Its commands are normal tether commands (listed,
 //! attachable natively, same limits and restart behaviour), addressed by
 //! their pid as E2B does.
 //!
@@ -13,11 +12,15 @@
 //! - `api`: the control plane (`/v2/sandboxes...`, `/sandboxes/...`).
 //! - `process`: `process.Process/*`.
 //! - `fs`: `filesystem.Filesystem/*` and `GET`/`POST /files`.
+//! - `watch`: `WatchDir` and the sync SDK's watchers, on inotify.
 
 mod api;
 mod connect;
 mod fs;
 mod process;
+mod watch;
+
+pub(crate) use watch::Watchers;
 
 use std::sync::Arc;
 
@@ -55,6 +58,10 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/filesystem.Filesystem/MakeDir", post(fs::make_dir))
         .route("/filesystem.Filesystem/Move", post(fs::move_entry))
         .route("/filesystem.Filesystem/Remove", post(fs::remove))
+        .route("/filesystem.Filesystem/WatchDir", post(watch::watch_dir))
+        .route("/filesystem.Filesystem/CreateWatcher", post(watch::create_watcher))
+        .route("/filesystem.Filesystem/GetWatcherEvents", post(watch::get_watcher_events))
+        .route("/filesystem.Filesystem/RemoveWatcher", post(watch::remove_watcher))
         .route("/files", get(fs::read).post(fs::write).layer(axum::extract::DefaultBodyLimit::disable()))
         .fallback(unserved);
     Router::new().nest(PREFIX, routes)

@@ -318,20 +318,26 @@ fn stream(
     screen: Option<Bytes>,
     limit: Option<Duration>,
 ) -> Response {
-    let every = headers
-        .get("keepalive-ping-interval")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_KEEPALIVE, |s| Duration::from_secs(s.clamp(1, 90)));
+    let every = keepalive_every(headers);
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(QUEUE);
     let shutdown = st.shutdown.clone();
     st.conns.spawn(pump(tx, h, sub, screen, every, limit, shutdown));
-    let body = Body::from_stream(tokio_stream_from(rx));
+    let body = Body::from_stream(stream_body(rx));
     (StatusCode::OK, [(header::CONTENT_TYPE, STREAM_CONTENT_TYPE)], body).into_response()
 }
 
+/// The keepalive interval the client asks for (`Keepalive-Ping-Interval`,
+/// seconds, clamped to 1..=90), else envd's 90 s.
+pub(super) fn keepalive_every(headers: &HeaderMap) -> Duration {
+    headers
+        .get("keepalive-ping-interval")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_KEEPALIVE, |s| Duration::from_secs(s.clamp(1, 90)))
+}
+
 /// An mpsc receiver as a body stream.
-fn tokio_stream_from(
+pub(super) fn stream_body(
     rx: mpsc::Receiver<Result<Bytes, Infallible>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
@@ -407,7 +413,7 @@ async fn pump(
     let _ = send(end_stream(error.as_ref())).await;
 }
 
-async fn at(t: Option<tokio::time::Instant>) {
+pub(super) async fn at(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
@@ -465,7 +471,7 @@ fn signal_name(s: i32) -> String {
 }
 
 /// A stream call's single request message.
-async fn stream_request(body: Body) -> Rpc<Value> {
+pub(super) async fn stream_request(body: Body) -> Rpc<Value> {
     let bytes = axum::body::to_bytes(body, MAX_MESSAGE + 5)
         .await
         .map_err(|e| RpcError::new(Code::ResourceExhausted, format!("the request body: {e}")))?;
@@ -503,7 +509,7 @@ fn by_pid(st: &AppState, req: &Value, ended: bool) -> Rpc<CommandHandle> {
 }
 
 /// The `Connect-Timeout-Ms` deadline (at most 10 digits).
-fn deadline(headers: &HeaderMap) -> Rpc<Option<Duration>> {
+pub(super) fn deadline(headers: &HeaderMap) -> Rpc<Option<Duration>> {
     let Some(v) = headers.get("connect-timeout-ms") else { return Ok(None) };
     let v = v.to_str().unwrap_or("").trim();
     if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -616,7 +622,7 @@ fn from_exec(e: exec::ExecError) -> RpcError {
 
 /// An error before a stream began: still 200 with the end-of-stream frame
 /// (a JS stream reads only the status), except what the status alone says.
-fn stream_error(e: RpcError) -> Response {
+pub(super) fn stream_error(e: RpcError) -> Response {
     let body = end_stream(Some(&e));
     (StatusCode::OK, [(header::CONTENT_TYPE, STREAM_CONTENT_TYPE)], body).into_response()
 }
