@@ -173,3 +173,45 @@ def test_stream_input_writes_every_chunk_in_order(sbx):
     sbx.commands.stream_input(h.pid, (("line %d\n" % i).encode() for i in range(100)))
     sbx.commands.close_stdin(h.pid)
     assert h.wait().stdout == "".join("line %d\n" % i for i in range(100))
+
+
+def test_a_reset_stream_leaves_the_process_and_connect_finds_its_later_output(daemon):
+    """A TCP reset of a running command's stream (through a proxy, RST both
+    ways): the command lives on, and commands.connect(pid) from a new
+    Sandbox gets its later output and its end."""
+    from e2b import Sandbox
+
+    from conftest import CuttableProxy
+
+    proxy = CuttableProxy(daemon.url)
+    try:
+        u = proxy.url + "/compat/e2b"
+        sbx = Sandbox.connect("local", api_key=daemon.token, api_url=u, sandbox_url=u)
+        h = sbx.commands.run("echo before; sleep 1.5; echo after-the-reset", background=True)
+        seen = []
+        for out, _, _ in h:
+            seen.append(out or "")
+            if "before" in "".join(seen):
+                break
+        proxy.reset_all()
+        assert h.pid in [p.pid for p in connect(daemon).commands.list()], "the reset did not kill it"
+        r = connect(daemon).commands.connect(h.pid).wait()
+        assert r.exit_code == 0 and r.stdout == "after-the-reset\n"
+    finally:
+        proxy.close()
+
+
+def test_a_pty_is_killed_and_a_native_command_by_its_pid(sbx, daemon):
+    import json as _json
+
+    from e2b import CommandExitException, PtySize
+
+    p = sbx.pty.create(PtySize(rows=10, cols=40))
+    ls = tether_cli(daemon, "ls", "--json")
+    listed = [c for c in _json.loads(ls.stdout) if c.get("pid") == p.pid]
+    assert len(listed) == 1 and (listed[0].get("labels") or {}).get("e2b"), listed
+    assert sbx.pty.kill(p.pid) is True
+    with pytest.raises(CommandExitException) as e:
+        p.wait()
+    assert e.value.exit_code == -1
+    assert sbx.pty.kill(p.pid) is False

@@ -9,6 +9,7 @@ import queue
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -148,6 +149,17 @@ class CuttableProxy(CutProxy):
         for s in socks:
             try:
                 s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def reset_all(self):
+        """Resets every open connection (RST both ways: SO_LINGER 0, close)."""
+        with self.lock:
+            socks, self.open = list(self.open), set()
+        for s in socks:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
             except OSError:
                 pass
 
