@@ -103,7 +103,7 @@ pub(super) async fn start(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         let h = st.manager.start(spec).map_err(from_exec)?;
         tracing::info!(command = %h.id(), pid = h.pid(), "e2b process started");
         let sub = h.attach_paced([0, 0], true).map_err(from_exec)?;
-        Ok::<_, RpcError>(stream(&st, &headers, h, sub, None, None))
+        Ok::<_, RpcError>(stream(&st, &headers, h, sub, None, Limit::Lifetime))
     };
     r.await.unwrap_or_else(stream_error)
 }
@@ -123,7 +123,7 @@ pub(super) async fn connect(State(st): State<Arc<AppState>>, headers: HeaderMap,
         } else {
             (None, h.attach_tail(0, true))
         };
-        Ok::<_, RpcError>(stream(&st, &headers, h, sub, screen, limit))
+        Ok::<_, RpcError>(stream(&st, &headers, h, sub, screen, Limit::Stream(limit)))
     };
     r.await.unwrap_or_else(stream_error)
 }
@@ -307,6 +307,17 @@ pub(super) async fn update(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What a stream's deadline is.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    /// Start: the command's own timeout (it is killed at the deadline, and
+    /// the stream ends with `deadline_exceeded` rather than its `end`, as
+    /// envd's does: the client raises its timeout).
+    Lifetime,
+    /// Connect: the stream's alone (the command runs on).
+    Stream(Option<Duration>),
+}
+
 /// The stream response: events pumped from `sub` by a task of their own
 /// (tracked, so a stop waits for it); the body is its queue, so a client
 /// that goes away ends the task (and its attachment) and nothing else.
@@ -316,7 +327,7 @@ fn stream(
     h: CommandHandle,
     sub: Subscription,
     screen: Option<Bytes>,
-    limit: Option<Duration>,
+    limit: Limit,
 ) -> Response {
     let every = keepalive_every(headers);
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(QUEUE);
@@ -350,7 +361,7 @@ async fn pump(
     mut sub: Subscription,
     screen: Option<Bytes>,
     every: Duration,
-    limit: Option<Duration>,
+    limit: Limit,
     shutdown: CancellationToken,
 ) {
     let send = |m: Bytes| {
@@ -366,7 +377,11 @@ async fn pump(
     {
         return;
     }
-    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let deadline = match limit {
+        Limit::Stream(l) => l.map(|l| tokio::time::Instant::now() + l),
+        Limit::Lifetime => None,
+    };
+    let timed_out = |x: &ExitInfo| matches!(limit, Limit::Lifetime) && x.reason == exec::ExitReason::TimedOut;
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let error = loop {
         tokio::select! {
@@ -383,6 +398,9 @@ async fn pump(
                     format!("output lost: the stream fell a ring behind; process {} keeps running", h.pid()),
                 )),
                 Some(Event::Resized(_)) => {}
+                Some(Event::Exit(x)) if timed_out(&x) => {
+                    break Some(RpcError::new(Code::DeadlineExceeded, "the request's deadline passed: the process was killed"));
+                }
                 Some(Event::Exit(x)) => {
                     if !send(end_event(&x)).await {
                         return;
