@@ -9,8 +9,7 @@
 //! - `langsmith`: the LangSmith sandbox client (`protocol/compat/langsmith.md`).
 //! - `daytona`: the Daytona SDK's control-plane subset and toolbox
 //!   (`protocol/compat/daytona.md`).
-//! - `e2b`: the E2B SDKs' control plane and envd (`protocol/compat/e2b.md`;
-//!   the Process service so far).
+//! - `e2b`: the E2B SDKs' control plane and envd (`protocol/compat/e2b.md`).
 
 pub(crate) mod daytona;
 pub(crate) mod e2b;
