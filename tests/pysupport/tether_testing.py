@@ -24,12 +24,16 @@ def _bin(env, default):
 
 class CutProxy:
     """Forwards to the daemon and cuts every connection after `budget` bytes
-    from the daemon."""
+    from the daemon. `buffers` (bytes) caps the kernel buffers of the
+    proxy's sockets, as a network path with bounded buffering: on loopback
+    autotuning lets many MiB sit in flight, more than a client that cannot
+    notice lost output may leave behind when its connection is cut."""
 
-    def __init__(self, upstream_url, budget):
+    def __init__(self, upstream_url, budget, buffers=None):
         host, port = upstream_url.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
         self.budget = budget
+        self.buffers = buffers
         self.cuts = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
@@ -41,7 +45,12 @@ class CutProxy:
                 down, _ = self.listener.accept()
             except OSError:
                 return
-            up = socket.create_connection(self.upstream)
+            up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if self.buffers:
+                # Before connect: the window the daemon is offered is small.
+                up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffers)
+                down.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.buffers)
+            up.connect(self.upstream)
             threading.Thread(target=self._pipe, args=(down, up, None), daemon=True).start()
             threading.Thread(target=self._pipe, args=(up, down, self.budget), daemon=True).start()
 
