@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import os
 import re
-import signal
 import sys
 import tempfile
 import threading
@@ -20,6 +19,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pysupport"))
 
 import pytest
+import tether_testing
 from tether_testing import CutProxy, CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
 
 # The daemons, their shells and PTYs get a HOME of their own: the suite
@@ -35,21 +35,10 @@ API = "/compat/daytona/api"
 TEST_LIMIT = 60
 
 
-class Overdue(BaseException):
-    """A test ran past TEST_LIMIT. A BaseException, so the SDK's
-    `except Exception` wrappers cannot turn it into a DaytonaError."""
-
-
 @pytest.fixture(autouse=True)
 def time_limit():
-    def overdue(_signum, _frame):
-        raise Overdue("the test took more than %ds" % TEST_LIMIT)
-
-    old = signal.signal(signal.SIGALRM, overdue)
-    signal.alarm(TEST_LIMIT)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with tether_testing.time_limit(TEST_LIMIT):
+        yield
 
 
 def config(url, token):

@@ -3,12 +3,12 @@ async), and the sandboxes pointed at it. TETHER_BIN names the daemon binary
 (scripts/e2b-tests.sh)."""
 import asyncio
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pysupport"))
 
 import pytest
+import tether_testing
 from tether_testing import CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
 
 #: Every test is bounded (no pytest-timeout here).
@@ -17,14 +17,8 @@ TEST_LIMIT = 60
 
 @pytest.fixture(autouse=True)
 def time_limit():
-    def overdue(_signum, _frame):
-        raise TimeoutError("test over %ss" % TEST_LIMIT)
-
-    old = signal.signal(signal.SIGALRM, overdue)
-    signal.alarm(TEST_LIMIT)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with tether_testing.time_limit(TEST_LIMIT):
+        yield
 
 
 @pytest.fixture(scope="module")

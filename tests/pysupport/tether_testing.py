@@ -3,6 +3,7 @@ a real tether daemon on port 0, proxies that cut connections, the chaos
 matrix's fault proxy and the CLI. TETHER_BIN names the daemon binary,
 TETHER_FAULTPROXY the fault proxy's; relative paths are taken from the
 repository root."""
+import contextlib
 import json
 import os
 import queue
@@ -275,3 +276,24 @@ class FaultProxy:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Overdue(BaseException):
+    """A test ran past its limit. A BaseException, so an SDK's `except
+    Exception` wrappers cannot turn it into one of their errors."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Bounds a test in time (SIGALRM, main thread): a hang is a failure,
+    not a stall. The suites' autouse fixtures wrap every test in it."""
+    def overdue(_signum, _frame):
+        raise Overdue("the test took more than %ds" % seconds)
+
+    old = signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -68,18 +68,7 @@ pub(super) async fn start(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         spec.idle_timeout = exec::Lifetime::Never;
         let pty = req.get("pty").filter(|p| !p.is_null());
         if let Some(pty) = pty {
-            let size = pty.get("size").unwrap_or(&Value::Null);
-            let side =
-                |k: &str| size.get(k).and_then(as_u64).and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
-            let size = TermSize { cols: side("cols"), rows: side("rows") };
-            if !size.is_valid() {
-                return Err(bad(format!(
-                    "PTY size {}x{}: each side must be within 1..={}",
-                    size.cols,
-                    size.rows,
-                    TermSize::MAX
-                )));
-            }
+            let size = pty_size(pty.get("size").unwrap_or(&Value::Null))?;
             spec.pty = Some(exec::PtyOptions { size, term: envs.get("TERM").cloned() });
         } else if req.get("stdin").and_then(Value::as_bool) == Some(false) {
             // envd: stdin stays open unless explicitly turned off.
@@ -291,16 +280,7 @@ pub(super) async fn update(State(st): State<Arc<AppState>>, body: Bytes) -> Resp
                 format!("process {} has no terminal", h.pid()),
             ));
         }
-        let side = |k: &str| size.get(k).and_then(as_u64).and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
-        let size = TermSize { cols: side("cols"), rows: side("rows") };
-        if !size.is_valid() {
-            return Err(bad(format!(
-                "PTY size {}x{}: each side must be within 1..={}",
-                size.cols,
-                size.rows,
-                TermSize::MAX
-            )));
-        }
+        let size = pty_size(size)?;
         h.resize(size).await.map_err(from_exec)?;
         Ok(unary_ok(json!({})))
     };
@@ -564,6 +544,21 @@ fn me() -> String {
         let uid = rustix::process::getuid().as_raw();
         if uid == 0 { "root".to_owned() } else { uid.to_string() }
     })
+}
+
+/// A `PTY.size` (`{cols, rows}`), each side within tether's limit.
+fn pty_size(size: &Value) -> Rpc<TermSize> {
+    let side = |k: &str| size.get(k).and_then(as_u64).and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
+    let size = TermSize { cols: side("cols"), rows: side("rows") };
+    if !size.is_valid() {
+        return Err(bad(format!(
+            "PTY size {}x{}: each side must be within 1..={}",
+            size.cols,
+            size.rows,
+            TermSize::MAX
+        )));
+    }
+    Ok(size)
 }
 
 /// `~` and `~/...` at the daemon user's home.
