@@ -212,6 +212,9 @@ impl Server {
             .merge(files)
             .merge(compat::daytona::router(&st))
             .merge(compat::e2b::router())
+            .merge(compat::runloop::router())
+            .merge(compat::runta::router())
+            .merge(compat::contree::router())
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

@@ -10,11 +10,19 @@
 //! - `daytona`: the Daytona SDK's control-plane subset and toolbox
 //!   (`protocol/compat/daytona.md`).
 //! - `e2b`: the E2B SDKs' control plane and envd (`protocol/compat/e2b.md`).
+//! - `runloop`: the Runloop SDK's devbox routes (`protocol/compat/runloop.md`).
+//! - `runta`: the Runta SDK's runtime routes and exec WebSocket
+//!   (`protocol/compat/runta.md`).
+//! - `contree`: the ConTree SDK's instances, operations, files and images
+//!   (`protocol/compat/contree.md`).
 
+pub(crate) mod contree;
 pub(crate) mod daytona;
 pub(crate) mod e2b;
 pub(crate) mod fileinfo;
 pub(crate) mod langsmith;
+pub(crate) mod runloop;
+pub(crate) mod runta;
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, to the second
 /// (`2025-01-01T00:00:00Z`). The date is Howard Hinnant's
