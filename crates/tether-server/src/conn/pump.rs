@@ -62,6 +62,9 @@ struct Queue<T> {
     ops: Mutex<Ops<T>>,
     /// Signalled on every push and when the connection lets go.
     pushed: Notify,
+    /// Signalled whenever the command has taken an operation's bytes (for
+    /// [`StdinPump::room`]).
+    taken: Notify,
 }
 
 struct Ops<T> {
@@ -92,6 +95,7 @@ impl<T: Send + 'static> StdinPump<T> {
         let queue = Arc::new(Queue {
             ops: Mutex::new(Ops { ops: VecDeque::new(), bytes: 0, draining: false }),
             pushed: Notify::new(),
+            taken: Notify::new(),
         });
         let q = queue.clone();
         // The pump looks the command up per operation rather than holding a
@@ -130,6 +134,7 @@ impl<T: Send + 'static> StdinPump<T> {
                     (Ok(h), StdinOp::Close(seq)) => h.close_stdin_at(seq).await,
                 };
                 q.lock().bytes -= n;
+                q.taken.notify_waiters();
                 if let Err(e) = &r
                     && q.lock().draining
                     && !matches!(e, ExecError::StdinHole { .. })
@@ -199,6 +204,29 @@ impl<T: Send + 'static> StdinPump<T> {
         }
         self.queue.pushed.notify_one();
         Ok(())
+    }
+
+    /// Waits until `n` more bytes fit in the window (or nothing is queued,
+    /// for an operation larger than the window), or the pump's task has
+    /// ended. For a dialect whose input has no acknowledgement: its read
+    /// loop waits here instead of dropping input, so the peer's sends are
+    /// held back by TCP.
+    pub(crate) async fn room(&self, n: usize) {
+        loop {
+            let taken = self.queue.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            {
+                let ops = self.queue.lock();
+                if ops.bytes == 0 || ops.bytes + n <= self.window {
+                    return;
+                }
+            }
+            if self.is_closed() {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// Whether the pump's task has ended.
