@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import pytest
 import tether_testing
-from tether_testing import CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
+from tether_testing import CutProxy, CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
 
 #: Every test is bounded (no pytest-timeout here).
 TEST_LIMIT = 60
