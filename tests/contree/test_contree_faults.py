@@ -14,6 +14,7 @@ from contree_sdk.sdk.exceptions import (
     CancelledOperationError,
     ContreeTransportError,
     DisposableImageRunError,
+    ForbiddenError,
     NotFoundError,
     UnprocessableEntityError,
 )
@@ -184,3 +185,24 @@ def test_a_graceful_restart_mid_run(run_async):
             # The command was handed over with its operation: still listed, still labelled.
             assert [x for x in commands(d) if marker in " ".join(x["argv"])][0]["labels"]["contree.operation"]
         run_async(go())
+
+
+def test_files_and_reads_are_confined_to_the_files_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    with Daemon("--files-root", str(root)) as d:
+        c = ContreeSync(config(d))
+        img = c.images.use("local")
+        inside = str(root / "in" / "f")
+        img.run(shell="true", files={inside: b"inside"}).wait()
+        assert (root / "in" / "f").read_bytes() == b"inside"
+        assert img.read(inside) == b"inside"
+        assert [e.name for e in img.ls(str(root))] == ["in"]
+        for outside in ("/etc/passwd", str(root / ".." / "outside")):
+            with pytest.raises(ForbiddenError):
+                img.read(outside)
+        with pytest.raises(ForbiddenError):
+            img.ls("/")
+        with pytest.raises(ForbiddenError):
+            img.run(shell="true", files={str(tmp_path / "escape"): b"x"}).wait()
+        assert not (tmp_path / "escape").exists()
