@@ -69,3 +69,22 @@ class Gate:
         # Opening for write blocks until the command opens it for read.
         with open(self.fifo, "w") as f:
             f.write("go\n")
+
+
+def observers_started(daemon, since_ms):
+    """How many SDK observer reconnections (`control.sh watch`, not the
+    first launch) the daemon has run since `since_ms`, from `tether ls`:
+    the proof that a cut or a restart made the SDK reconnect."""
+    import json
+
+    from tether_testing import tether_cli
+
+    ls = tether_cli(daemon, "ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    n = 0
+    for c in json.loads(ls.stdout):
+        argv = c.get("argv") or []
+        if (c.get("labels", {}).get("runta.exec") and c.get("started_at_ms", 0) >= since_ms
+                and len(argv) == 3 and argv[2].startswith("if test -f") and "control.sh watch" in argv[2]):
+            n += 1
+    return n

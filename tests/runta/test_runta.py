@@ -11,7 +11,9 @@ import pytest
 from runta import ApiError, Runta, RuntimeStatus
 
 from conftest import CuttableProxy, Daemon, tether_cli, url
-from support import Gate, make_tree, tree, wait_for
+import time
+
+from support import Gate, make_tree, observers_started, tree, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +200,7 @@ def test_exec_survives_a_cut_websocket(daemon, tmp_path):
         with Runta(endpoint=proxy.url + "/compat/runta", token=daemon.token, retry_max_attempts=3) as c:
             rt = c.runtimes.get("local")
             gate = Gate(str(tmp_path))
+            since = int(time.time() * 1000) - 1000
             fut = rt.exec_detached(gate.wait_cmd + "; head -c 200000 /dev/zero | tr '\\0' x")
             gate.wait_started()
             proxy.cut_all()
@@ -205,7 +208,8 @@ def test_exec_survives_a_cut_websocket(daemon, tmp_path):
             r = fut.result(timeout=45)
             assert r.exit_code == 0
             assert r.stdout == b"released go\n" + b"x" * 200000
-            # One command ran: the marker was written once and the gate read once.
+            # The SDK observed it again through a new connection.
+            assert observers_started(daemon, since) >= 1
     finally:
         proxy.close()
 
@@ -215,11 +219,13 @@ def test_exec_survives_a_graceful_restart(tmp_path):
         with Runta(endpoint=url(d), token=d.token, retry_max_attempts=5) as c:
             rt = c.runtimes.get("local")
             gate = Gate(str(tmp_path))
+            since = int(time.time() * 1000) - 1000
             fut = rt.exec_detached(gate.wait_cmd + "; echo err >&2; exit 5")
             gate.wait_started()
             d.wait_lines(d.restart())
             gate.open()
             r = fut.result(timeout=45)
             assert (r.exit_code, r.stdout, r.stderr) == (5, b"released go\n", b"err\n")
+            assert observers_started(d, since) >= 1
             # The restarted daemon serves new execs.
             assert rt.exec("echo again").stdout == b"again\n"

@@ -3,12 +3,13 @@ daemon through /compat/runta."""
 import asyncio
 import hashlib
 import os
+import time
 
 import pytest
 from runta import ApiError, AsyncRunta
 
 from conftest import CuttableProxy, url
-from support import Gate, make_tree, tree
+from support import Gate, make_tree, observers_started, tree
 
 
 def run(coro):
@@ -124,12 +125,14 @@ def test_async_exec_survives_a_cut_websocket(daemon, tmp_path):
     async def main():
         async with client(daemon, endpoint=proxy.url + "/compat/runta", attempts=3) as c:
             rt = await c.runtimes.get("local")
+            since = int(time.time() * 1000) - 1000
             task = rt.exec_detached(gate.wait_cmd + "; echo tail >&2")
             await asyncio.to_thread(gate.wait_started)
             proxy.cut_all()
             await asyncio.to_thread(gate.open)
             r = await asyncio.wait_for(task, 45)
             assert (r.exit_code, r.stdout, r.stderr) == (0, b"released go\n", b"tail\n")
+            assert await asyncio.to_thread(observers_started, daemon, since) >= 1
     try:
         run(main())
     finally:
