@@ -23,6 +23,7 @@ pub(crate) mod fileinfo;
 pub(crate) mod langsmith;
 pub(crate) mod runloop;
 pub(crate) mod runta;
+pub(crate) mod utf8;
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, to the second
 /// (`2025-01-01T00:00:00Z`). The date is Howard Hinnant's
