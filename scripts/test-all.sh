@@ -22,8 +22,19 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1; fi
 fi
 
+# The tests' commands, shells and terminals run with a HOME of their own, so
+# they never source the user's rc files: a login shell killed while pyenv's
+# rehash (in a typical ~/.bashrc) holds its lock leaves the lock behind,
+# and every later login or interactive shell then waits 60 s for it. The
+# tools keep their own places.
+real_home=$HOME
+export CARGO_HOME=${CARGO_HOME:-$real_home/.cargo} RUSTUP_HOME=${RUSTUP_HOME:-$real_home/.rustup}
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$real_home/.cache} npm_config_cache=${npm_config_cache:-$real_home/.npm}
+[ -f "$real_home/.npmrc" ] && export NPM_CONFIG_USERCONFIG=${NPM_CONFIG_USERCONFIG:-$real_home/.npmrc}
+HOME=$(mktemp -d "${TMPDIR:-/tmp}/tether-test-home.XXXXXX")
+export HOME
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -rf "$log" "$HOME"' EXIT
 # The chaos matrix's cells (crates/tether/tests/chaos.rs, the browser's,
 # the LangSmith client's) append their results here; the table is printed
 # at the end. CHAOS_ROUNDS=N runs every cell N times (default 1).

@@ -22,12 +22,6 @@ import pytest
 import tether_testing
 from tether_testing import CutProxy, CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
 
-# The daemons, their shells and PTYs get a HOME of their own: the suite
-# must not run the user's rc files (a login shell killed while pyenv's
-# rehash holds its lock leaves the lock behind, and every later login shell
-# then waits 60 s for it).
-os.environ["HOME"] = tempfile.mkdtemp(prefix="tether-daytona-home-")
-
 #: Where the dialect's control plane lives under a daemon's URL.
 API = "/compat/daytona/api"
 

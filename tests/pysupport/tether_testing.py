@@ -18,6 +18,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# The daemons, their commands, shells and PTYs get a HOME of their own: a
+# suite must not run the user's rc files (a login shell killed while
+# pyenv's rehash holds its lock leaves the lock behind, and every later
+# login shell then waits 60 s for it). scripts/test-all.sh does the same
+# for the whole run.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="tether-test-home-")
+
 
 def _bin(env, default):
     return os.path.join(ROOT, os.environ.get(env, default))
