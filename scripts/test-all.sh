@@ -3,8 +3,8 @@
 # real processes, a connection-cutting proxy), CLI tests (interactive ones in
 # tmux), the browser terminal's tests (JS units, headless Chromium), and the
 # LangSmith sandbox client driven against the daemon (tests/compat), the
-# Daytona and E2B SDKs driven against it (tests/daytona, tests/e2b), and
-# the Python SDK (sdk/python).
+# Daytona, E2B, Runloop, Runta and ConTree SDKs driven against it
+# (tests/<name>), and the Python SDK (sdk/python).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +56,12 @@ bash scripts/daytona-tests.sh 2>&1 | tee -a "$log"
 # The E2B SDK against the daemon's E2B dialect (installs it if missing).
 bash scripts/e2b-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The Runloop (two releases), Runta and ConTree SDKs against their dialects
+# (each installs its pinned package if missing).
+for sdk in runloop runta contree; do
+  bash scripts/$sdk-tests.sh 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+done
 # The Python SDK: ruff, mypy --strict, pytest against the daemon (installs it).
 bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -92,8 +92,10 @@ def test_errors_in_the_vendors_shape(daemon, client):
 
 def test_a_wrong_token_raises_the_sdks_error(daemon):
     c = ContreeSync(config(daemon, token="wrong-token"))
-    with pytest.raises(ApiStatusCodeError):
+    with pytest.raises(ApiStatusCodeError) as e:
         c.images.use("local").run(shell="true").wait()
+    # In the SDK's shape: its error carries the status and the message.
+    assert (e.value.status, "token" in (e.value.error or "")) == (401, True), vars(e.value)
 
 
 def test_a_run_is_an_ordinary_tether_command(daemon, run_async):

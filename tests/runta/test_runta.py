@@ -166,6 +166,8 @@ def test_wrong_token_is_refused(daemon):
         with pytest.raises(ApiError) as e:
             c.runtimes.get("local")
         assert e.value.status_code == 401
+        # In the SDK's envelope: its error carries the code.
+        assert getattr(e.value, "code", None) == "unauthenticated", vars(e.value)
         with pytest.raises(ApiError):
             c.health()
 

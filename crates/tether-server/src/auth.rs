@@ -119,7 +119,7 @@ impl fmt::Debug for Tokens {
 pub(crate) async fn require_host(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Err(why) = check_host(req.headers(), &st.cfg.allowed_hosts) {
         tracing::warn!(why, "refused: bad Host");
-        return refuse(StatusCode::FORBIDDEN, "forbidden", why);
+        return refuse(req.uri().path(), StatusCode::FORBIDDEN, "forbidden", why);
     }
     next.run(req).await
 }
@@ -132,11 +132,16 @@ pub(crate) async fn require(State(st): State<Arc<AppState>>, mut req: Request, n
     let headers = req.headers();
     if let Err(why) = check_origin(headers, &st.cfg.allowed_origins) {
         tracing::warn!(why, "refused: bad Origin");
-        return refuse(StatusCode::FORBIDDEN, "forbidden", why);
+        return refuse(req.uri().path(), StatusCode::FORBIDDEN, "forbidden", why);
     }
     let Some(revocation) = st.cfg.token.check(presented_tokens(headers)) else {
         tracing::warn!(path = %req.uri().path(), "refused: missing or wrong token");
-        return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
+        return refuse(
+            req.uri().path(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        );
     };
     if let Some(conn) = req.extensions().get::<ConnHandle>() {
         conn.authenticated();
@@ -154,9 +159,11 @@ pub(crate) async fn require(State(st): State<Arc<AppState>>, mut req: Request, n
     resp.map(|body| axum::body::Body::from_stream(body.into_data_stream().take_until(revoked)))
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut resp =
-        (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response();
+fn refuse(path: &str, status: StatusCode, code: &str, message: &str) -> Response {
+    // A dialect's SDK raises its own typed error only for its own shape.
+    let mut resp = crate::compat::refusal(path, status, message).unwrap_or_else(|| {
+        (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+    });
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     }

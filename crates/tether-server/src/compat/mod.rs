@@ -25,6 +25,26 @@ pub(crate) mod runloop;
 pub(crate) mod runta;
 pub(crate) mod utf8;
 
+/// An auth refusal (401, 403) in the shape of the dialect `path` belongs
+/// to, for the dialects whose SDKs type errors by their body; `None`:
+/// tether's own shape.
+pub(crate) fn refusal(
+    path: &str,
+    status: axum::http::StatusCode,
+    message: &str,
+) -> Option<axum::response::Response> {
+    let under = |prefix: &str| path.strip_prefix(prefix).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+    if under(runloop::PREFIX) {
+        Some(runloop::auth_refusal(status, message))
+    } else if under(runta::PREFIX) {
+        Some(runta::auth_refusal(status, message))
+    } else if under(contree::PREFIX) {
+        Some(contree::auth_refusal(status, message))
+    } else {
+        None
+    }
+}
+
 /// Milliseconds since the epoch as RFC 3339 in UTC, to the second
 /// (`2025-01-01T00:00:00Z`). The date is Howard Hinnant's
 /// `civil_from_days`.

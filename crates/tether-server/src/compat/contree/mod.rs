@@ -76,3 +76,10 @@ async fn unserved(req: Request) -> Response {
     );
     axum::response::IntoResponse::into_response(Refusal::new(404, msg))
 }
+
+/// The auth layer's refusal (401, 403) as `{"status", "error"}`, so the
+/// SDK's error carries both.
+pub(crate) fn auth_refusal(status: axum::http::StatusCode, message: &str) -> Response {
+    use axum::response::IntoResponse;
+    Refusal::new(status.as_u16(), message).into_response()
+}

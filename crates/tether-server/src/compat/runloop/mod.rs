@@ -175,3 +175,10 @@ impl IntoResponse for Refusal {
         (self.status, [(HeaderName::from_static("x-should-retry"), retry)], axum::Json(body)).into_response()
     }
 }
+
+/// The auth layer's refusal (401, 403) in the dialect's shape (the SDK
+/// raises `AuthenticationError` / `PermissionDeniedError`, not retried).
+pub(crate) fn auth_refusal(status: StatusCode, message: &str) -> Response {
+    let code = if status == StatusCode::UNAUTHORIZED { "unauthorized" } else { "forbidden" };
+    Refusal::new(status, code, message).into_response()
+}

@@ -73,3 +73,12 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Re
         .map(|q| q.0)
         .map_err(|e| Refusal::invalid(format!("invalid query: {}", e.body_text())))
 }
+
+/// The auth layer's refusal (401, 403) in the SDK's envelope, so it raises
+/// `ApiError` with its `code`.
+pub(crate) fn auth_refusal(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let code =
+        if status == axum::http::StatusCode::UNAUTHORIZED { "unauthenticated" } else { "permission_denied" };
+    Refusal::new(status.as_u16(), code, message).into_response()
+}
