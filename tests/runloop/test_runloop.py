@@ -197,3 +197,26 @@ def test_the_sandbox_id_names_the_devbox_too():
         assert s.devbox.from_id("dbx_mine").cmd.exec("echo hi").stdout() == "hi\n"
         assert s.devbox.from_id("local").get_info().status == "running"
         s.close()
+
+
+def test_files_are_confined_to_the_files_root(tmp_path):
+    from conftest import Daemon
+
+    from runloop_api_client import PermissionDeniedError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret").write_text("no")
+    with Daemon("--files-root", str(root)) as d:
+        s = sdk_for(d, max_retries=0)
+        devbox = s.devbox.from_id("local")
+        devbox.file.write(file_path="in/a.txt", contents="inside")
+        assert (root / "in" / "a.txt").read_text() == "inside"
+        assert devbox.file.read(file_path=str(root / "in" / "a.txt")) == "inside"
+        with pytest.raises(PermissionDeniedError):
+            devbox.file.read(file_path=str(tmp_path / "secret"))
+        with pytest.raises(PermissionDeniedError):
+            devbox.file.read(file_path="../secret")
+        # Commands start in the root too.
+        assert devbox.cmd.exec("pwd").stdout() == "%s\n" % os.path.realpath(root)
+        s.close()
