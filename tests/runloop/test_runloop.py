@@ -220,3 +220,46 @@ def test_files_are_confined_to_the_files_root(tmp_path):
         # Commands start in the root too.
         assert devbox.cmd.exec("pwd").stdout() == "%s\n" % os.path.realpath(root)
         s.close()
+
+
+def test_waits_for_a_status_an_ended_execution_never_reaches_do_not_spin(sdk, devbox):
+    # Each such wait holds until its deadline; while several do, the
+    # daemon (a worker thread per core) still answers at once.
+    import threading
+
+    ex = devbox.cmd.exec_async("true")
+    ex.result()
+    api = sdk.api.with_options(max_retries=0)
+    codes = []
+
+    def hold():
+        try:
+            api.devboxes.wait_for_command(ex.execution_id, devbox_id="local", statuses=["running"], timeout_seconds=3)
+        except APIStatusError as e:
+            codes.append(e.status_code)
+
+    threads = [threading.Thread(target=hold) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # the holds are in (nothing to await from outside)
+    t0 = time.monotonic()
+    assert api.devboxes.executions.retrieve(ex.execution_id, devbox_id="local").status == "completed"
+    assert time.monotonic() - t0 < 1.0
+    for t in threads:
+        t.join(20)
+    assert codes == [408] * 6
+
+
+def test_axums_own_refusals_come_in_the_dialects_shape(sdk, tmp_path):
+    api = sdk.api.with_options(max_retries=0)
+    # A method a served path does not take: devbox create is not served.
+    with pytest.raises(APIStatusError) as e:
+        api.devboxes.create()
+    assert e.value.status_code == 501 and e.value.body["error"]["code"] == "not_implemented"
+    # A body over the JSON routes' limit.
+    with pytest.raises(APIStatusError) as e:
+        api.devboxes.execute_async("local", command="x" * (3 << 20))
+    assert e.value.status_code == 413 and e.value.body["error"]["code"] == "payload_too_large"
+    # An upload's path part is bounded.
+    with pytest.raises(BadRequestError):
+        api.devboxes.upload_file("local", path="a/" * 4096, file=b"x")

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use super::{Refusal, check_devbox, json_body};
 use crate::AppState;
 
-/// Longest a devbox `wait_for_status` holds (the SDK asks for 30 s and
-/// reads for 5 s more).
-const MAX_HOLD: Duration = Duration::from_secs(30);
+/// A devbox `wait_for_status`'s hold when the request names none (the
+/// SDK asks for 30 s and reads for 5 s more).
+const DEFAULT_HOLD: Duration = Duration::from_secs(30);
 
 /// `{devbox_id}` in the path.
 #[derive(Debug, Deserialize)]
@@ -41,12 +41,12 @@ pub(super) async fn get(State(st): State<Arc<AppState>>, Path(p): Path<DevboxPat
     }
 }
 
-/// `GET /v1/devboxes`: this one devbox, one page.
-pub(super) async fn list() -> Response {
-    axum::Json(
-        json!({ "devboxes": [view("local")], "has_more": false, "total_count": 1, "remaining_count": 0 }),
-    )
-    .into_response()
+/// `GET /v1/devboxes`: this one devbox (by its `--sandbox-id` name when
+/// it has one), one page.
+pub(super) async fn list(State(st): State<Arc<AppState>>) -> Response {
+    let id = st.cfg.sandbox_id.as_deref().unwrap_or("local");
+    axum::Json(json!({ "devboxes": [view(id)], "has_more": false, "total_count": 1, "remaining_count": 0 }))
+        .into_response()
 }
 
 /// `POST /v1/devboxes/{id}/wait_for_status`: at once when `running` is
@@ -55,6 +55,7 @@ pub(super) async fn list() -> Response {
 pub(super) async fn wait_for_status(
     State(st): State<Arc<AppState>>,
     Path(p): Path<DevboxPath>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let r = async {
@@ -63,7 +64,8 @@ pub(super) async fn wait_for_status(
         if req.statuses.iter().any(|s| s == "running") {
             return Ok(axum::Json(view(&p.devbox_id)).into_response());
         }
-        let hold = super::exec::hold(req.timeout_seconds, MAX_HOLD)?;
+        let hold =
+            super::exec::hold(req.timeout_seconds, DEFAULT_HOLD)?.min(super::exec::read_budget(&headers));
         tokio::select! {
             () = tokio::time::sleep(hold) => {}
             () = st.shutdown.cancelled() => {}

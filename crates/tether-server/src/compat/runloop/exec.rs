@@ -132,7 +132,7 @@ pub(super) async fn execute(
         let req: Execute = json_body(&body)?;
         let last_n = last_n(&q)?;
         let h = start(&st, &p.devbox_id, &headers, &req).await?;
-        let wait = hold(req.optimistic_timeout, DEFAULT_HOLD)?.min(read_budget(&headers));
+        let wait = hold(req.optimistic_timeout, DEFAULT_HOLD)?.min(DEFAULT_HOLD).min(read_budget(&headers));
         tokio::select! {
             _ = h.wait() => {}
             () = tokio::time::sleep(wait) => {}
@@ -209,7 +209,9 @@ pub(super) async fn wait_for_status(
             // running is looked at now and then.
             let poll = if status(&h) == "queued" { QUEUED_POLL } else { MAX_HOLD };
             tokio::select! {
-                _ = h.wait() => {}
+                // An ended command that is not what is waited for never
+                // will be: only the deadline is left.
+                _ = h.wait(), if h.exit().is_none() => {}
                 () = tokio::time::sleep(poll) => {}
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(Refusal::keep_waiting(format!(
@@ -255,33 +257,47 @@ pub(super) async fn send_std_in(
     let r = async {
         let h = execution(&st, &p)?;
         let req: SendStdIn = json_body(&body)?;
-        let attached = h.info().labels.contains_key(STDIN_LABEL);
         let seq = request_id(&headers).map(|id| StdinSeq { writer: writer_name(&id), offset: 0 });
-        match (req.text, req.signal.as_deref()) {
-            (Some(text), None) if !text.is_empty() => {
-                if !attached {
-                    return Err(not_attached(&p));
-                }
-                h.write_stdin_at(Bytes::from(text), seq).await.map_err(|e| stdin_error(&p, e))?;
+        // A command that does not read holds the write; a restart must not
+        // wait for it (the SDK resends, and the numbered writer keeps the
+        // resend from writing twice).
+        tokio::select! {
+            r = send(&h, &p, req, seq) => r?,
+            () = st.shutdown.cancelled() => {
+                return Err(Refusal::keep_waiting("the daemon is restarting; send again"));
             }
-            (None, Some("EOF")) => {
-                if !attached {
-                    return Err(not_attached(&p));
-                }
-                h.close_stdin_at(seq).await.map_err(|e| stdin_error(&p, e))?;
-            }
-            (None, Some("INTERRUPT")) => h.signal("INT").await.map_err(|e| stdin_error(&p, e))?,
-            (None, Some(other)) => {
-                return Err(Refusal::bad_request(format!("signal {other:?}: EOF or INTERRUPT")));
-            }
-            _ => return Err(Refusal::bad_request("send exactly one of a non-empty `text` or a `signal`")),
         }
-        Ok::<_, Refusal>(
-            axum::Json(json!({ "devbox_id": p.devbox_id, "execution_id": p.execution_id, "success": true }))
-                .into_response(),
-        )
+        Ok(axum::Json(json!({ "devbox_id": p.devbox_id, "execution_id": p.execution_id, "success": true }))
+            .into_response())
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What one `send_std_in` does.
+async fn send(
+    h: &CommandHandle,
+    p: &ExecutionPath,
+    req: SendStdIn,
+    seq: Option<StdinSeq>,
+) -> Result<(), Refusal> {
+    let attached = h.info().labels.contains_key(STDIN_LABEL);
+    match (req.text, req.signal.as_deref()) {
+        (Some(text), None) if !text.is_empty() => {
+            if !attached {
+                return Err(not_attached(p));
+            }
+            h.write_stdin_at(Bytes::from(text), seq).await.map_err(|e| stdin_error(h, p, e))
+        }
+        (None, Some("EOF")) => {
+            if !attached {
+                return Err(not_attached(p));
+            }
+            h.close_stdin_at(seq).await.map_err(|e| stdin_error(h, p, e))
+        }
+        (None, Some("INTERRUPT")) => h.signal("INT").await.map_err(|e| stdin_error(h, p, e)),
+        (None, Some(other)) => Err(Refusal::bad_request(format!("signal {other:?}: EOF or INTERRUPT"))),
+        _ => Err(Refusal::bad_request("send exactly one of a non-empty `text` or a `signal`")),
+    }
 }
 
 /// Starts the command of an execute request, or finds the one a previous
@@ -347,7 +363,13 @@ pub(super) fn execution(st: &AppState, p: &ExecutionPath) -> Result<CommandHandl
 
 /// `queued`, `running` or `completed`.
 fn status(h: &CommandHandle) -> &'static str {
-    if h.exit().is_some() {
+    status_of(h, h.exit().as_ref())
+}
+
+/// The status given the exit read once (so a view never says `running`
+/// beside an exit status).
+fn status_of(h: &CommandHandle, exit: Option<&exec::ExitInfo>) -> &'static str {
+    if exit.is_some() {
         "completed"
     } else if h.info().queued {
         "queued"
@@ -359,12 +381,13 @@ fn status(h: &CommandHandle) -> &'static str {
 /// `DevboxAsyncExecutionDetailView`: once completed with the exit status
 /// and the output the rings hold (from byte 0, else `*_truncated`).
 pub(super) fn view(devbox: &str, h: &CommandHandle, last_n: Option<usize>) -> Value {
+    let exit = h.exit();
     let mut v = json!({
         "devbox_id": devbox,
         "execution_id": h.id(),
-        "status": status(h),
+        "status": status_of(h, exit.as_ref()),
     });
-    if let (Some(x), Some(o)) = (h.exit(), v.as_object_mut()) {
+    if let (Some(x), Some(o)) = (exit, v.as_object_mut()) {
         let (out, err) = held_output(h);
         o.insert("exit_status".into(), x.shell_code().into());
         for (name, (bytes, truncated)) in [("stdout", out), ("stderr", err)] {
@@ -441,7 +464,7 @@ pub(super) fn hold(asked: Option<f64>, default: Duration) -> Result<Duration, Re
 
 /// How long the client reads before it gives up (`x-stainless-read-timeout`),
 /// less a second, so a hold answers before the client's own timeout.
-fn read_budget(headers: &HeaderMap) -> Duration {
+pub(super) fn read_budget(headers: &HeaderMap) -> Duration {
     headers
         .get("x-stainless-read-timeout")
         .and_then(|v| v.to_str().ok())
@@ -488,8 +511,12 @@ fn not_attached(p: &ExecutionPath) -> Refusal {
     ))
 }
 
-fn stdin_error(p: &ExecutionPath, e: exec::ExecError) -> Refusal {
+fn stdin_error(h: &CommandHandle, p: &ExecutionPath, e: exec::ExecError) -> Refusal {
     match e {
+        exec::ExecError::NotRunning(_) if h.exit().is_none() => Refusal::bad_request(format!(
+            "execution {:?} has not started yet (it is queued in its shell)",
+            p.execution_id
+        )),
         exec::ExecError::NotRunning(_) => {
             Refusal::bad_request(format!("execution {:?} has completed", p.execution_id))
         }

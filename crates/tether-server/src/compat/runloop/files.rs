@@ -19,6 +19,13 @@ use tokio_util::io::ReaderStream;
 use super::{Refusal, check_devbox, json_body};
 use crate::{AppState, Error};
 
+/// Largest `write_file_contents` body (the text travels inside JSON;
+/// larger files go through `upload_file`, which streams).
+pub(super) const MAX_CONTENTS: usize = 64 << 20;
+
+/// Longest `path` part of an upload.
+const MAX_PATH_PART: usize = 4096;
+
 /// `{devbox_id}` in the path.
 #[derive(Debug, Deserialize)]
 pub(super) struct DevboxPath {
@@ -112,7 +119,17 @@ pub(super) async fn upload(
         while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
             match field.name() {
                 Some("path") => {
-                    let text = field.text().await.map_err(multipart_error)?;
+                    let mut raw = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                        if raw.len() + chunk.len() > MAX_PATH_PART {
+                            return Err(Refusal::bad_request(format!(
+                                "the `path` part is longer than {MAX_PATH_PART} bytes"
+                            )));
+                        }
+                        raw.extend_from_slice(&chunk);
+                    }
+                    let text = String::from_utf8(raw)
+                        .map_err(|_| Refusal::bad_request("the `path` part is not UTF-8"))?;
                     dest = Some(path(&files, &text)?);
                 }
                 Some("file") => {

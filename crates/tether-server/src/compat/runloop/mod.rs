@@ -56,17 +56,51 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route(&format!("{exe}/stream_stdout_updates"), get(stream::stdout))
         .route(&format!("{exe}/stream_stderr_updates"), get(stream::stderr))
         .route("/v1/devboxes/{devbox_id}/read_file_contents", post(files::read_contents))
-        .route("/v1/devboxes/{devbox_id}/write_file_contents", post(files::write_contents))
+        .route(
+            "/v1/devboxes/{devbox_id}/write_file_contents",
+            post(files::write_contents).layer(axum::extract::DefaultBodyLimit::max(files::MAX_CONTENTS)),
+        )
         .route(
             "/v1/devboxes/{devbox_id}/upload_file",
             post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/devboxes/{devbox_id}/download_file", post(files::download))
-        .fallback(unserved);
+        .fallback(unserved)
+        .method_not_allowed_fallback(unserved)
+        .layer(axum::middleware::from_fn(plain_errors));
     Router::new().nest(PREFIX, routes)
 }
 
-/// Anything else (devbox lifecycle, snapshots, blueprints, tunnels, PTY...).
+/// An error axum answered itself (a body over the limit, a bad query or
+/// path parameter) in the dialect's shape, so the SDK raises its class
+/// with the reason as its body.
+async fn plain_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().as_u16() < 400 || json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("refused").to_owned();
+    }
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        _ => "refused",
+    };
+    Refusal::new(status, code, message).into_response()
+}
+
+/// Anything else (devbox lifecycle, snapshots, blueprints, tunnels, PTY...),
+/// and a method a served path does not take (`POST /v1/devboxes`: create).
 async fn unserved(req: Request) -> Response {
     Refusal::new(
         StatusCode::NOT_IMPLEMENTED,
