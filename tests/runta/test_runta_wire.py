@@ -5,12 +5,13 @@ import base64
 import hashlib
 import json
 import os
+import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import url
+from conftest import Daemon, tether_cli, url
 
 
 def ws(daemon, runtime="local"):
@@ -88,3 +89,44 @@ def test_signal_and_heartbeat(daemon):
         s.send(json.dumps({"type": "signal", "signal": "TERM"}))
         frames, _ = frames_until_close(s)
     assert frames[-1] == {"type": "exit", "code": 143}
+
+
+def commands(d):
+    ls = tether_cli(d, "ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    listed = json.loads(ls.stdout)
+    return listed["commands"] if isinstance(listed, dict) else listed
+
+
+def test_a_command_nobody_is_attached_to_outlives_the_idle_timeout():
+    # What a cut or a restart leaves behind: the SDK watches with a new
+    # command, nobody attaches to the first, whose supervisor is the
+    # durable execution.
+    with Daemon("--idle-timeout", "1") as d:
+        with ws(d) as s:
+            s.send(json.dumps({"type": "start", "command": "sh", "args": ["-c", "echo $TETHER_COMMAND_ID; exec sleep 60"]}))
+            first = json.loads(s.recv(timeout=20))
+        cid = base64.b64decode(first["data_base64"]).decode().strip()
+        # Past the daemon's idle timeout (a non-event: nothing to await).
+        time.sleep(2.5)
+        mine = [c for c in commands(d) if c["command"] == cid]
+        assert mine and mine[0].get("exit") is None, mine
+        assert tether_cli(d, "kill", cid).returncode == 0
+
+
+def test_a_client_waiting_on_a_full_stdin_window_is_kept_alive():
+    # The command takes no stdin for longer than the peer timeout; the
+    # client is held back by TCP meanwhile, and must not be dropped as
+    # silent (its input would be lost).
+    data = os.urandom(8 << 20)
+    with Daemon("--ping-interval", "0.2", "--peer-timeout", "1") as d:
+        with ws(d) as s:
+            s.send(json.dumps({"type": "start", "command": "sh", "args": ["-c", "sleep 3; sha256sum"]}))
+            for i in range(0, len(data), 256 * 1024):
+                s.send(json.dumps({"type": "stdin", "data_base64": base64.b64encode(data[i:i + 256 * 1024]).decode()}))
+            s.send('{"type":"close_stdin"}')
+            frames, closed = frames_until_close(s)
+    out = b"".join(base64.b64decode(f["data_base64"]) for f in frames if f["type"] == "stdout")
+    assert frames and frames[-1] == {"type": "exit", "code": 0}, (frames[-1:], closed)
+    assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    assert closed.rcvd.code == 1000

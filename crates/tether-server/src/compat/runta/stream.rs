@@ -20,7 +20,8 @@
 //! belongs to the command's containment, and the SDK reconnects with
 //! `control.sh watch`. The command gets end of input (as on a real host
 //! when the exec connection drops) and goes on as any detached tether
-//! command (idle timeout, TTL, `tether ls`, `attach`).
+//! command (TTL, `tether ls`, `attach`), with no idle timeout: nobody
+//! attaches to it again, and the guest's own timeout bounds the run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -215,6 +216,10 @@ fn start(st: &AppState, s: Start) -> Result<CommandHandle, String> {
     let mut spec = exec::CommandSpec::new(exec::Program::Argv(argv));
     spec.env = s.env.unwrap_or_default();
     spec.cwd = st.files.as_ref().map(|f| f.root().to_path_buf());
+    // After a cut or a restart nobody attaches to this command again (the
+    // SDK watches the result with a new one), and killing it would kill
+    // the durable execution under it: the guest's own timeout bounds it.
+    spec.idle_timeout = exec::Lifetime::Never;
     spec.labels.insert(LABEL.into(), host_id(st).to_owned());
     let h = st.manager.start(spec).map_err(|e| format!("start: {e}"))?;
     tracing::debug!(command = %h.id(), "runta exec started");
@@ -304,12 +309,26 @@ async fn run(h: CommandHandle, link: &mut Link<'_>) -> Option<(u16, &'static str
             StdinOp::Data(b, _) => b.len(),
             StdinOp::Close(_) => 0,
         };
-        tokio::select! {
-            biased;
-            ending = link.lifeline.ended() => break ending.close(GOING_AWAY),
-            _ = &mut done => break Some((CLOSE_NORMAL, "")),
-            () = stdin.room(n) => {}
+        let room = stdin.room(n);
+        tokio::pin!(room);
+        let ended = loop {
+            tokio::select! {
+                biased;
+                ending = link.lifeline.ended() => break Some(ending.close(GOING_AWAY)),
+                _ = &mut done => break Some(Some((CLOSE_NORMAL, ""))),
+                () = &mut room => break None,
+                // Frames are not read meanwhile (TCP holds the client
+                // back), so its pongs go unseen: ping only, never judge
+                // it silent. A dead client is noticed by the writer, which
+                // gives up on a ping it cannot send in time.
+                _ = link.keepalive.tick() => link.outbound.ping(),
+            }
+        };
+        if let Some(closing) = ended {
+            break closing;
         }
+        // The client's silence while we did not read was ours.
+        link.keepalive.seen();
         if let Err(e) = stdin.push_merging(op) {
             // Only the operation count can refuse here (the window has
             // room): the command is far behind on tiny frames.
