@@ -27,6 +27,10 @@ use super::outbound::OutTx;
 /// Most operations queued per command per connection.
 const MAX_OPS: usize = 256;
 
+/// [`StdinPump::push_merging`] appends to the last queued write only while
+/// it is shorter than this; a longer one is left as it is.
+const MERGE_BELOW: usize = 64 << 10;
+
 /// One stdin operation.
 pub(crate) enum StdinOp {
     /// Bytes, from a numbered writer or not.
@@ -169,16 +173,7 @@ impl<T: Send + 'static> StdinPump<T> {
     where
         T: Default,
     {
-        self.push_inner(T::default(), op, |last, op| match (last, op) {
-            (StdinOp::Data(a, None), StdinOp::Data(b, None)) => {
-                let mut joined = BytesMut::with_capacity(a.len() + b.len());
-                joined.extend_from_slice(a);
-                joined.extend_from_slice(b);
-                *a = joined.freeze();
-                true
-            }
-            _ => false,
-        })
+        self.push_inner(T::default(), op, merge)
     }
 
     fn push_inner(
@@ -240,6 +235,27 @@ impl<T: Send + 'static> StdinPump<T> {
     }
 }
 
+/// Appends `op` to `last` when both are unnumbered bytes and `last` is
+/// still under [`MERGE_BELOW`]; whether it did. The bytes are appended in
+/// place when `last` is the only owner of its buffer (it grows by
+/// doubling), so many tiny frames cost linear, not quadratic, copying; a
+/// shared buffer is copied, at most [`MERGE_BELOW`] bytes of it.
+fn merge(last: &mut StdinOp, op: &StdinOp) -> bool {
+    match (last, op) {
+        (StdinOp::Data(a, None), StdinOp::Data(b, None)) if a.len() < MERGE_BELOW => {
+            let mut joined = std::mem::take(a).try_into_mut().unwrap_or_else(|shared| {
+                let mut m = BytesMut::with_capacity(shared.len() + b.len());
+                m.extend_from_slice(&shared);
+                m
+            });
+            joined.extend_from_slice(b);
+            *a = joined.freeze();
+            true
+        }
+        _ => false,
+    }
+}
+
 impl<T> Queue<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Ops<T>> {
         self.ops.lock().unwrap_or_else(|p| p.into_inner())
@@ -255,5 +271,44 @@ impl<T> Drop for StdinPump<T> {
         if let Some(t) = self.task.take() {
             drop(t.detach());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(op: &StdinOp) -> &Bytes {
+        match op {
+            StdinOp::Data(b, _) => b,
+            StdinOp::Close(_) => panic!("not data"),
+        }
+    }
+
+    #[test]
+    fn merging_appends_in_place_and_stops_at_the_cap() {
+        let mut last = StdinOp::Data(Bytes::from_static(b"a"), None);
+        assert!(merge(&mut last, &StdinOp::Data(Bytes::from_static(b"b"), None)));
+        let first = data(&last).as_ptr();
+        // Tiny frames go into the same buffer: no copy of what is queued.
+        for _ in 0..1000 {
+            assert!(merge(&mut last, &StdinOp::Data(Bytes::from_static(b"c"), None)));
+        }
+        assert_eq!(data(&last).len(), 1002);
+        assert_eq!(&data(&last)[..3], b"abc");
+        let moved = data(&last).as_ptr() != first;
+        // Growth by doubling moves it a few times at most, never per frame.
+        let mut moves = usize::from(moved);
+        while data(&last).len() < MERGE_BELOW {
+            let before = data(&last).as_ptr();
+            assert!(merge(&mut last, &StdinOp::Data(Bytes::from(vec![7u8; 100]), None)));
+            moves += usize::from(data(&last).as_ptr() != before);
+        }
+        assert!(moves <= 16, "{moves} copies");
+        // Past the cap, a new write is queued on its own.
+        assert!(!merge(&mut last, &StdinOp::Data(Bytes::from_static(b"d"), None)));
+        // Numbered bytes and closes never merge.
+        let mut small = StdinOp::Data(Bytes::from_static(b"a"), None);
+        assert!(!merge(&mut small, &StdinOp::Close(None)));
     }
 }
