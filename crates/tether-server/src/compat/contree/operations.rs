@@ -183,8 +183,9 @@ fn resources(exit: &ExitInfo) -> Value {
 
 /// Both streams as `StreamDescription`s: all of a stream that wrote at
 /// most `truncate` bytes; else its last `truncate` bytes, `truncated`.
+/// Only those bytes are read, so a poll costs what it answers.
 async fn output(h: &CommandHandle, exit: &ExitInfo, truncate: u64) -> Result<[Value; 2], Refusal> {
-    let mut sub = h.attach([0, 0])?;
+    let mut sub = h.attach_tail(truncate, false);
     let mut bufs: [Vec<u8>; 2] = Default::default();
     while let Some(ev) = sub.next(1 << 20).await {
         match ev {
@@ -197,10 +198,7 @@ async fn output(h: &CommandHandle, exit: &ExitInfo, truncate: u64) -> Result<[Va
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok([0, 1].map(|i| {
-        let buf = &bufs[i];
         let truncated = exit.ends[i] > truncate;
-        let keep = usize::try_from(truncate).unwrap_or(usize::MAX).min(buf.len());
-        let kept = &buf[buf.len() - keep..];
-        json!({ "value": b64.encode(kept), "encoding": "base64", "truncated": truncated })
+        json!({ "value": b64.encode(&bufs[i]), "encoding": "base64", "truncated": truncated })
     }))
 }
