@@ -180,6 +180,7 @@ impl Server {
     fn router(&self) -> Router {
         use compat::langsmith;
         let st = self.state.clone();
+        let budget = oneshot::BodyBudget::new(st.cfg.max_body_memory);
         let oneshot = Router::new()
             .route("/v1/exec", post(oneshot::exec_handler))
             .route("/v1/code", post(oneshot::code_handler))
@@ -187,10 +188,7 @@ impl Server {
             .route("/compat/langsmith/execute/stream/start", post(langsmith::sse_start))
             .route("/compat/langsmith/execute/stream/resume", post(langsmith::sse_resume))
             .layer(axum::extract::DefaultBodyLimit::max(oneshot::MAX_BODY))
-            .layer(axum::middleware::from_fn_with_state(
-                oneshot::BodyBudget::new(st.cfg.max_body_memory),
-                oneshot::body_budget,
-            ));
+            .layer(axum::middleware::from_fn_with_state(budget.clone(), oneshot::body_budget));
         // Uploads stream to disk: no body limit.
         let files = Router::new()
             .route("/v1/files", get(files::read).put(files::write).delete(files::remove))
@@ -214,7 +212,7 @@ impl Server {
             .merge(compat::e2b::router())
             .merge(compat::runloop::router())
             .merge(compat::runta::router())
-            .merge(compat::contree::router())
+            .merge(compat::contree::router(budget))
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

@@ -35,7 +35,8 @@ pub(crate) const MAX_BODY: usize = 64 << 20;
 const BODY_WAIT: Duration = Duration::from_secs(2);
 
 /// The daemon-wide budget of request-body bytes the one-shot routes
-/// (`/v1/exec`, `/v1/code`, the LangSmith `execute` routes) hold at once:
+/// (`/v1/exec`, `/v1/code`, the LangSmith `execute` routes, and ConTree's
+/// spawns and uploads) hold at once:
 /// each of them buffers its whole body (up to [`MAX_BODY`]), so without it
 /// many large requests at once hold any amount of memory. A request holds
 /// its bytes until its response is ready.
@@ -54,8 +55,14 @@ impl BodyBudget {
         BodyBudget { sem: Arc::new(tokio::sync::Semaphore::new(total)), total }
     }
 
-    /// `n` bytes of it, waiting at most [`BODY_WAIT`].
-    async fn take(&self, n: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Its size in bytes.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// `n` bytes of it, waiting at most [`BODY_WAIT`] (for routes that
+    /// charge their bodies themselves: the ConTree dialect's).
+    pub(crate) async fn take(&self, n: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let n = u32::try_from(n).ok()?;
         tokio::time::timeout(BODY_WAIT, self.sem.clone().acquire_many_owned(n)).await.ok()?.ok()
     }

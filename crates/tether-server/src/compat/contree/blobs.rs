@@ -15,12 +15,15 @@ use std::sync::{LazyLock, Mutex};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::Refusal;
 use super::image::uuid_string;
+use crate::oneshot::BodyBudget;
 
 /// Largest blob.
 pub(super) const MAX_BLOB: usize = 64 << 20;
@@ -108,9 +111,13 @@ pub(super) fn get(uuid: &str) -> Option<Bytes> {
 }
 
 /// `POST /v1/files` (raw body): `{"uuid", "sha256"}`.
-pub(super) async fn upload(body: Body) -> Response {
+pub(super) async fn upload(
+    axum::Extension(budget): axum::Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
-        let data = read_capped(body, MAX_BLOB).await?;
+        let (data, _held) = read_budgeted(&budget, &headers, body, MAX_BLOB).await?;
         let digest = Sha256::digest(&data);
         let sha: String = digest.iter().map(|x| format!("{x:02x}")).collect();
         let uuid = uuid_for(&digest);
@@ -146,6 +153,65 @@ pub(super) async fn read_capped(body: Body, max: usize) -> Result<Bytes, Refusal
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// A body of at most `max` bytes held under the daemon's body budget
+/// (413 past `max` or past the whole budget; 429, which the SDK retries on
+/// a spawn, when the budget has no room within a short wait). The bytes are charged by the
+/// `Content-Length` before any is read, else chunk by chunk as they
+/// arrive; the permits returned hold them until dropped (when the
+/// response is ready).
+pub(super) async fn read_budgeted(
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), Refusal> {
+    use futures_util::StreamExt;
+    let busy = || {
+        Refusal::new(
+            429,
+            format!(
+                "the daemon's budget for request bodies ({} bytes) is in use: try again shortly",
+                budget.total()
+            ),
+        )
+    };
+    let too_big = || Refusal::new(413, format!("a request body is at most {max} bytes here"));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut held = Vec::new();
+    match length {
+        Some(n) if n > max => return Err(too_big()),
+        // It would never fit: not worth the SDK's retries.
+        Some(n) if n > budget.total() => {
+            return Err(Refusal::new(
+                413,
+                format!(
+                    "a request body of {n} bytes is larger than the daemon's body budget ({}): see \
+                     --max-body-memory",
+                    budget.total()
+                ),
+            ));
+        }
+        Some(n) => held.push(budget.take(n).await.ok_or_else(busy)?),
+        None => {}
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::with_capacity(length.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Refusal::new(400, format!("reading the request body: {e}")))?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        if length.is_none() {
+            held.push(budget.take(chunk.len()).await.ok_or_else(busy)?);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf.freeze(), held))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -19,13 +19,20 @@ use tokio_util::io::ReaderStream;
 
 use super::error::Refusal;
 use crate::AppState;
-use crate::compat::fileinfo::Names;
+use crate::compat::fileinfo::{IdTable, Names};
 
 /// The host image's tag.
 pub(super) const TAG: &str = "local";
 
 /// Most entries one listing answers (more is a 422, never a short list).
 const MAX_LISTED: usize = 100_000;
+
+/// The `uid` and `gid` of a listed entry: not known (the file layer does
+/// not report owners), as `chown` spells "no id".
+const UNKNOWN_ID: i64 = -1;
+
+/// Largest tag request (`{"tag": T}`); more is 413.
+const MAX_TAG_BODY: usize = 64 << 10;
 
 /// A UUID (version 8: vendor-defined) from the first 16 bytes of
 /// SHA-256(`what`).
@@ -161,30 +168,43 @@ pub(super) async fn list(State(st): State<Arc<AppState>>, Path(image): Path<Stri
             if entries.len() > MAX_LISTED {
                 return Err(Refusal::invalid(format!("{path} has more than {MAX_LISTED} entries")));
             }
-            let names = Names::load();
+            // Owners and link counts are not in the file layer's listing.
+            // Confined, they are answered as unknown: a second lookup by
+            // path would follow a component swapped meanwhile for a
+            // symlink out of the root. Unconfined, every path is the
+            // client's to read anyway, so they are looked up.
+            let owners = (!files.is_confined()).then(Names::load);
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
-                let abs = base.join(&e.name);
-                // Gone between the listing and now: left out, as if
-                // listed a moment later.
-                let Ok(meta) = std::fs::symlink_metadata(&abs) else { continue };
-                let target = e.target.clone().unwrap_or_default();
+                let (uid, gid, nlink) = match &owners {
+                    None => (UNKNOWN_ID, UNKNOWN_ID, 1),
+                    Some(_) => match std::fs::symlink_metadata(base.join(&e.name)) {
+                        Ok(m) => (i64::from(m.uid()), i64::from(m.gid()), m.nlink()),
+                        // Gone between the listing and now: left out, as
+                        // if listed a moment later.
+                        Err(_) => continue,
+                    },
+                };
+                let name = |table: fn(&Names) -> &IdTable, id: i64| match (&owners, u32::try_from(id)) {
+                    (Some(n), Ok(id)) => table(n).name(id),
+                    _ => String::new(),
+                };
                 out.push(json!({
                     "size": e.size,
                     "path": e.name,
-                    "uid": meta.uid(),
-                    "gid": meta.gid(),
+                    "uid": uid,
+                    "gid": gid,
                     "mode": e.mode,
                     "mtime": e.mtime_ms.div_euclid(1000),
-                    "nlink": meta.nlink(),
-                    "symlink_to": target,
+                    "nlink": nlink,
+                    "symlink_to": e.target.clone().unwrap_or_default(),
                     "is_dir": e.kind == Kind::Dir,
                     "is_regular": e.kind == Kind::File,
                     "is_socket": e.kind == Kind::Socket,
                     "is_fifo": e.kind == Kind::Fifo,
                     "is_symlink": e.kind == Kind::Symlink,
-                    "owner": names.users.name(meta.uid()),
-                    "group": names.groups.name(meta.gid()),
+                    "owner": name(|n| &n.users, uid),
+                    "group": name(|n| &n.groups, gid),
                 }));
             }
             Ok(out)
@@ -263,9 +283,11 @@ pub(super) async fn import() -> Response {
 
 /// `PATCH /v1/images/{uuid}/tag` with `{"tag": T}`: only `local` on the
 /// host (a no-op); another tag would pin a state the live host cannot keep.
-pub(super) async fn tag(State(st): State<Arc<AppState>>, Path(image): Path<String>, body: Bytes) -> Response {
+pub(super) async fn tag(State(st): State<Arc<AppState>>, Path(image): Path<String>, body: Body) -> Response {
     let r = async {
         check_uuid(&st, &image)?;
+        // The dialect has no body limit of its own: this route's is small.
+        let body = super::blobs::read_capped(body, MAX_TAG_BODY).await?;
         let v: Value = serde_json::from_slice(&body).map_err(Refusal::bad_body)?;
         let Some(tag) = v.get("tag").and_then(Value::as_str) else {
             return Err(Refusal::invalid("the body has no string `tag`"));

@@ -58,7 +58,7 @@ struct SpawnRequest {
     /// Variables added to the environment.
     #[serde(default)]
     env: BTreeMap<String, String>,
-    /// Working directory (empty: the daemon's).
+    /// Working directory (empty: the files root, else the daemon's).
     #[serde(default)]
     cwd: Option<String>,
     /// Whether the run's changes are to be discarded (answered with no
@@ -143,9 +143,15 @@ pub(super) struct Echo {
 }
 
 /// `POST /v1/instances`: 201 `{"uuid": <operation id>}`.
-pub(super) async fn spawn(State(st): State<Arc<AppState>>, body: Body) -> Response {
+pub(super) async fn spawn(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(budget): axum::Extension<crate::oneshot::BodyBudget>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
-        let body = blobs::read_capped(body, MAX_BODY).await?;
+        // Held until the run has started (its stdin is the manager's then).
+        let (body, _held) = blobs::read_budgeted(&budget, &headers, body, MAX_BODY).await?;
         let req: SpawnRequest = serde_json::from_slice(&body).map_err(Refusal::bad_body)?;
         drop(body);
         check_ref(&st, &req.image)?;
@@ -185,7 +191,7 @@ pub(super) async fn spawn(State(st): State<Arc<AppState>>, body: Body) -> Respon
 
         let op = new_operation_id()?;
         let mut spec = CommandSpec::new(program);
-        spec.cwd = req.cwd.clone().filter(|c| !c.is_empty()).map(Into::into);
+        spec.cwd = cwd(&st, req.cwd.as_deref());
         spec.env = req.env.clone();
         spec = spec.stdin(stdin, true);
         spec.timeout = Some(Duration::from_secs(timeout.unsigned_abs()));
@@ -244,6 +250,18 @@ fn echo_label(req: &SpawnRequest, timeout: i64, truncate: u64) -> String {
         step(&mut echo);
     }
     fits(&echo).unwrap_or_else(|| "{}".to_owned())
+}
+
+/// The run's working directory: as the other dialects, in the files root
+/// (`--files-root`) when there is one: an empty `cwd` is the root, a
+/// relative one starts there. Without a root, the daemon's directory.
+fn cwd(st: &AppState, asked: Option<&str>) -> Option<std::path::PathBuf> {
+    let asked = asked.filter(|c| !c.is_empty()).map(std::path::Path::new);
+    match (&st.cfg.files_root, asked) {
+        (Some(root), Some(c)) => Some(root.join(c)),
+        (Some(root), None) => Some(root.clone()),
+        (None, c) => c.map(Into::into),
+    }
 }
 
 /// A `StreamDescription`'s bytes.

@@ -22,7 +22,8 @@
 //! - `image`: the host image's UUID and the image routes (`inspect`,
 //!   `images`, tags, import refused).
 //! - `blobs`: `POST /v1/files` and `GET /v1/files/{sha256}`: the bounded,
-//!   content-addressed store of uploads.
+//!   content-addressed store of uploads; reading bodies within their
+//!   limits and the daemon's body budget.
 //! - `instances`: `POST /v1/instances`: a run, its files put in place.
 //! - `operations`: `GET`/`DELETE /v1/operations/{id}`.
 
@@ -40,13 +41,16 @@ use axum::response::Response;
 use axum::routing::{get, patch, post};
 
 use crate::AppState;
+use crate::oneshot::BodyBudget;
 use error::Refusal;
 
 /// Where the dialect lives (the SDK's `base_url`).
 pub(crate) const PREFIX: &str = "/compat/contree";
 
-/// The dialect's routes (auth is the caller's layer).
-pub(crate) fn router() -> Router<Arc<AppState>> {
+/// The dialect's routes (auth is the caller's layer). The big bodies
+/// (spawns, uploads) are charged to `budget`, the daemon's budget of
+/// request-body memory that the one-shot routes share.
+pub(crate) fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
     let routes = Router::new()
         .route("/v1/instances", post(instances::spawn))
         .route("/v1/operations/{id}", get(operations::get).delete(operations::cancel))
@@ -63,7 +67,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .fallback(unserved)
         // Bodies are read with the routes' own limits, refused in the
         // vendor's shape.
-        .layer(axum::extract::DefaultBodyLimit::disable());
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::Extension(budget));
     Router::new().nest(PREFIX, routes)
 }
 
