@@ -72,7 +72,6 @@ impl Ring {
     }
 
     /// Bytes charged against the capacity right now.
-    #[cfg(test)]
     pub(crate) fn charged(&self) -> usize {
         self.charged
     }

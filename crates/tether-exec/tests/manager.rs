@@ -217,6 +217,40 @@ async fn limits_are_typed_errors() {
 }
 
 #[tokio::test]
+async fn an_ended_command_holds_only_the_ring_bytes_it_uses() {
+    // Room for one running command's rings (2 x 8 MiB); ended ones kept
+    // for their TTL hold only what their rings hold, so a hundred short
+    // commands one after another all start (each ended one used to keep
+    // its whole 16 MiB until the TTL ran out).
+    let cfg = ManagerConfig { max_total_ring_bytes: 20 << 20, ..ManagerConfig::default() };
+    let m = Manager::new(cfg, true);
+    let mut kept = Vec::new();
+    for i in 0..100 {
+        let h = m
+            .start(CommandSpec::argv(["echo", "held"]).ring_bytes(8 << 20))
+            .unwrap_or_else(|e| panic!("command {i}: {e:?}"));
+        let exit = tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
+        assert_eq!(exit.code, Some(0));
+        kept.push(h);
+    }
+    assert_eq!(m.len(), 100, "the ended commands are still held");
+    assert!(m.committed_ring_bytes() < 1 << 20, "{}", m.committed_ring_bytes());
+    // Their output is all still there.
+    let mut sub = kept[0].attach([0, 0]).unwrap();
+    let Some(tether_exec::Event::Output { data, .. }) = sub.next(1 << 10).await else { panic!("no output") };
+    assert_eq!(&data[..], b"held\n");
+    // A running command still reserves its whole rings.
+    let long = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(8 << 20)).unwrap();
+    assert!(m.committed_ring_bytes() >= 16 << 20);
+    assert!(matches!(
+        m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(8 << 20)),
+        Err(ExecError::RingMemory { .. })
+    ));
+    long.kill().await.unwrap();
+    m.shutdown().await;
+}
+
+#[tokio::test]
 async fn signal_reaches_group_and_kill_reports_killed() {
     let m = manager();
     let h = m.start(CommandSpec::argv(["sleep", "100"])).unwrap();

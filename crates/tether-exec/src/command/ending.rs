@@ -219,6 +219,7 @@ impl Actor {
             out.exit = Some(exit.clone());
             exit
         };
+        self.shared.settle_reservation();
         self.shared.changed.send_modify(|v| *v += 1);
         tracing::info!(
             code = ?exit.code,

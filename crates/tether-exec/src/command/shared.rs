@@ -98,6 +98,12 @@ impl Output {
 }
 
 impl Shared {
+    /// An ended command's reservation down to what its rings hold.
+    pub(crate) fn settle_reservation(&self) {
+        let used = self.output().rings.iter().map(|r| r.charged()).sum();
+        self.reservation.settle_rings(used);
+    }
+
     pub(super) fn output(&self) -> MutexGuard<'_, Output> {
         // A poisoned lock means a panic while pushing bytes; the data is
         // still consistent enough to read, so keep serving it.

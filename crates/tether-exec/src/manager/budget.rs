@@ -11,8 +11,9 @@ use crate::spec::TermSize;
 /// Committed memory (rings, and a terminal's screen model) and a command
 /// slot, given back on drop.
 pub(crate) struct Reservation {
-    /// Ring bytes.
-    bytes: usize,
+    /// Ring bytes (all the rings may hold while the command runs; what
+    /// they hold once it has ended).
+    bytes: AtomicUsize,
     /// The part held for the screen model (changes with the terminal's
     /// size).
     screen: AtomicUsize,
@@ -22,7 +23,18 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     pub(super) fn new(bytes: usize, screen: usize, inner: &Arc<Inner>) -> Reservation {
-        Reservation { bytes, screen: AtomicUsize::new(screen), inner: inner.clone() }
+        Reservation { bytes: AtomicUsize::new(bytes), screen: AtomicUsize::new(screen), inner: inner.clone() }
+    }
+
+    /// Once the command has ended its rings never grow: the reservation
+    /// comes down to the `used` bytes they hold (it never grows here), so
+    /// ended commands kept for their TTL hold only what they hold.
+    pub(crate) fn settle_rings(&self, used: usize) {
+        let old = self.bytes.load(Ordering::SeqCst);
+        if used < old {
+            self.bytes.store(used, Ordering::SeqCst);
+            self.inner.committed.fetch_sub(old - used, Ordering::SeqCst);
+        }
     }
 
     /// Charges the screen model for a terminal of `size` instead of its
@@ -53,7 +65,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.inner.committed.fetch_sub(self.bytes + *self.screen.get_mut(), Ordering::SeqCst);
+        self.inner.committed.fetch_sub(*self.bytes.get_mut() + *self.screen.get_mut(), Ordering::SeqCst);
         self.inner.count.fetch_sub(1, Ordering::SeqCst);
     }
 }

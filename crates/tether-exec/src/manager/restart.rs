@@ -81,6 +81,9 @@ impl Manager {
             inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
             let reservation = Reservation::new(bytes, screen, inner);
             let (handle, actor) = command::thaw(frozen, h, reservation, inner.contain.clone());
+            if handle.exit().is_some() {
+                handle.shared.settle_reservation();
+            }
             if let Some(key) = &handle.shared.ident.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
             }
