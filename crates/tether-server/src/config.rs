@@ -62,7 +62,8 @@ pub struct ServerConfig {
     /// its connection dropped must still be held when it reconnects.
     pub langsmith_ring_bytes: Option<usize>,
     /// Bytes of request bodies the one-shot routes (`/v1/exec`,
-    /// `/v1/code`, the LangSmith `execute` routes) may hold at once,
+    /// `/v1/code`, the LangSmith `execute` routes, ConTree's runs and
+    /// uploads) may hold at once,
     /// daemon-wide; a request that finds no room within 2 s gets 429 with
     /// `Retry-After`. Default 256 MiB.
     pub max_body_memory: usize,

@@ -258,8 +258,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 4 << 20)]
     pub(crate) langsmith_ring_bytes: usize,
     /// Bytes of request bodies the one-shot routes (/v1/exec, /v1/code,
-    /// LangSmith execute) may hold at once, daemon-wide; past it a request
-    /// gets 429 with Retry-After.
+    /// LangSmith execute, ConTree runs and uploads) may hold at once,
+    /// daemon-wide; past it a request gets 429 with Retry-After.
     #[arg(long, default_value_t = 256 << 20)]
     pub(crate) max_body_memory: usize,
     /// Total ring memory the daemon may commit, in bytes.
