@@ -263,3 +263,21 @@ def test_axums_own_refusals_come_in_the_dialects_shape(sdk, tmp_path):
     # An upload's path part is bounded.
     with pytest.raises(BadRequestError):
         api.devboxes.upload_file("local", path="a/" * 4096, file=b"x")
+
+
+def test_a_large_write_is_charged_to_the_daemons_body_budget(tmp_path):
+    from conftest import Daemon
+
+    from runloop_api_client import RateLimitError
+
+    with Daemon("--max-body-memory", str(1 << 20)) as d:
+        s = sdk_for(d, max_retries=0)
+        devbox = s.devbox.from_id("local")
+        p = str(tmp_path / "big.txt")
+        with pytest.raises(RateLimitError) as e:
+            devbox.file.write(file_path=p, contents="x" * (2 << 20))
+        assert e.value.body["error"]["code"] == "limit_exceeded", (e.value.status_code, e.value.body)
+        assert e.value.response.headers.get("retry-after") == "1"
+        devbox.file.write(file_path=p, contents="y" * (512 << 10))
+        assert len(devbox.file.read(file_path=p)) == 512 << 10
+        s.close()

@@ -210,7 +210,7 @@ impl Server {
             .merge(files)
             .merge(compat::daytona::router(&st))
             .merge(compat::e2b::router())
-            .merge(compat::runloop::router())
+            .merge(compat::runloop::router(budget.clone()))
             .merge(compat::runta::router())
             .merge(compat::contree::router(budget))
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require));

@@ -78,9 +78,15 @@ pub(crate) async fn body_budget(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let dialect = req.uri().path().starts_with("/compat/langsmith/");
+    // Inside a nested router the URI has lost its prefix: the original
+    // has it.
+    let path = req.extensions().get::<axum::extract::OriginalUri>().map_or(req.uri().path(), |u| u.0.path());
+    let dialect = path.starts_with("/compat/langsmith/");
+    let runloop = path.starts_with("/compat/runloop/");
     let refuse = |why: String| {
-        if dialect {
+        if runloop {
+            crate::compat::runloop::budget_refusal(why)
+        } else if dialect {
             let mut r = crate::compat::langsmith::detail(429, ErrorType::QuotaExceeded.as_str(), &why);
             r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
             r

@@ -38,8 +38,10 @@ use crate::{AppState, Error};
 /// Where the dialect lives (the SDK's `base_url`).
 pub(crate) const PREFIX: &str = "/compat/runloop";
 
-/// The dialect's routes (auth is the caller's layer).
-pub(crate) fn router() -> Router<Arc<AppState>> {
+/// The dialect's routes (auth is the caller's layer). `budget` is the
+/// daemon's budget of buffered request bodies, which the one large JSON
+/// body (`write_file_contents`, up to 64 MiB) is charged to.
+pub(crate) fn router(budget: crate::oneshot::BodyBudget) -> Router<Arc<AppState>> {
     let exe = "/v1/devboxes/{devbox_id}/executions/{execution_id}";
     let routes = Router::new()
         .route("/v1/devboxes", get(devbox::list))
@@ -58,7 +60,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/devboxes/{devbox_id}/read_file_contents", post(files::read_contents))
         .route(
             "/v1/devboxes/{devbox_id}/write_file_contents",
-            post(files::write_contents).layer(axum::extract::DefaultBodyLimit::max(files::MAX_CONTENTS)),
+            post(files::write_contents)
+                .layer(axum::extract::DefaultBodyLimit::max(files::MAX_CONTENTS))
+                .layer(axum::middleware::from_fn_with_state(budget, crate::oneshot::body_budget)),
         )
         .route(
             "/v1/devboxes/{devbox_id}/upload_file",
@@ -208,6 +212,15 @@ impl IntoResponse for Refusal {
         let retry = HeaderValue::from_static(if self.retry { "true" } else { "false" });
         (self.status, [(HeaderName::from_static("x-should-retry"), retry)], axum::Json(body)).into_response()
     }
+}
+
+/// The body budget's refusal (429, `Retry-After: 1`): the SDK retries.
+pub(crate) fn budget_refusal(message: String) -> Response {
+    let mut r =
+        Refusal { retry: true, ..Refusal::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", message) }
+            .into_response();
+    r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// The auth layer's refusal (401, 403) in the dialect's shape (the SDK
