@@ -71,7 +71,7 @@ def test_runs_start_in_the_files_root():
         assert img.run(shell="pwd", cwd="/").wait().stdout.strip() == "/"
 
 
-def test_a_confined_listing_takes_only_what_the_file_layer_gives():
+def test_a_listing_takes_owners_and_links_from_the_file_layer():
     root = tempfile.mkdtemp(prefix="tether-contree-root-")
     with open(os.path.join(root, "f"), "w") as f:
         f.write("data")
@@ -83,10 +83,15 @@ def test_a_confined_listing_takes_only_what_the_file_layer_gives():
         entries = {e["path"]: e for e in resp.json()["files"]}
         assert set(entries) == {"f", "d"}
         assert entries["f"]["size"] == 4 and entries["f"]["is_regular"] and entries["d"]["is_dir"]
-        # Owners and link counts are not the file layer's: unknown, never looked up by path.
-        for e in entries.values():
-            assert (e["uid"], e["gid"], e["owner"], e["group"]) == (-1, -1, "", ""), e
-    # Unconfined, they are the files' own.
+        # Owners and link counts come from the file layer's own lookup
+        # (confined: never a second lookup by path).
+        os.link(os.path.join(root, "f"), os.path.join(root, "f2"))
+        resp = httpx.get(url(d) + f"/v1/inspect/{host}/list", params={"path": root}, headers=auth(d))
+        entries = {e["path"]: e for e in resp.json()["files"]}
+        assert (entries["f"]["uid"], entries["f"]["gid"]) == (os.getuid(), os.getgid()), entries["f"]
+        assert entries["f"]["nlink"] == 2 and entries["f"]["owner"], entries["f"]
+        os.unlink(os.path.join(root, "f2"))
+    # Unconfined, the same.
     with Daemon() as d:
         host = ContreeSync(config(d)).images.use("local", strict=True).uuid
         resp = httpx.get(url(d) + f"/v1/inspect/{host}/list", params={"path": root}, headers=auth(d))

@@ -137,6 +137,14 @@ pub struct Stat {
     pub mtime_ms: i64,
     /// A symlink's target, as stored.
     pub target: Option<String>,
+    /// The owner's user id.
+    pub uid: u32,
+    /// The owner's group id.
+    pub gid: u32,
+    /// Hard links to it.
+    pub nlink: u64,
+    /// Nanoseconds within the second of the last modification.
+    pub mtime_nsec: u32,
 }
 
 impl Files {
@@ -477,6 +485,8 @@ fn file_kind(mode: u32) -> Kind {
     }
 }
 
+// `nlink_t` is 64 bits here but 32 on other targets.
+#[allow(clippy::unnecessary_cast)]
 fn to_stat(st: &rustix::fs::Stat, name: String, target: Option<String>) -> Stat {
     Stat {
         name,
@@ -485,6 +495,10 @@ fn to_stat(st: &rustix::fs::Stat, name: String, target: Option<String>) -> Stat 
         mode: st.st_mode & 0o7777,
         mtime_ms: st.st_mtime * 1000 + (st.st_mtime_nsec / 1_000_000) as i64,
         target,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        nlink: st.st_nlink as u64,
+        mtime_nsec: st.st_mtime_nsec as u32,
     }
 }
 

@@ -4,7 +4,6 @@
 //! the native file routes). Other images, tags and imports are refused.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use axum::Json;
@@ -19,17 +18,13 @@ use tokio_util::io::ReaderStream;
 
 use super::error::Refusal;
 use crate::AppState;
-use crate::compat::fileinfo::{IdTable, Names};
+use crate::compat::fileinfo::Names;
 
 /// The host image's tag.
 pub(super) const TAG: &str = "local";
 
 /// Most entries one listing answers (more is a 422, never a short list).
 const MAX_LISTED: usize = 100_000;
-
-/// The `uid` and `gid` of a listed entry: not known (the file layer does
-/// not report owners), as `chown` spells "no id".
-const UNKNOWN_ID: i64 = -1;
 
 /// Largest tag request (`{"tag": T}`); more is 413.
 const MAX_TAG_BODY: usize = 64 << 10;
@@ -168,43 +163,28 @@ pub(super) async fn list(State(st): State<Arc<AppState>>, Path(image): Path<Stri
             if entries.len() > MAX_LISTED {
                 return Err(Refusal::invalid(format!("{path} has more than {MAX_LISTED} entries")));
             }
-            // Owners and link counts are not in the file layer's listing.
-            // Confined, they are answered as unknown: a second lookup by
-            // path would follow a component swapped meanwhile for a
-            // symlink out of the root. Unconfined, every path is the
-            // client's to read anyway, so they are looked up.
-            let owners = (!files.is_confined()).then(Names::load);
+            // Owners and link counts come from the file layer's own
+            // lookup (no second one by path, which could follow a
+            // component swapped meanwhile for a symlink out of the root).
+            let names = Names::load();
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
-                let (uid, gid, nlink) = match &owners {
-                    None => (UNKNOWN_ID, UNKNOWN_ID, 1),
-                    Some(_) => match std::fs::symlink_metadata(base.join(&e.name)) {
-                        Ok(m) => (i64::from(m.uid()), i64::from(m.gid()), m.nlink()),
-                        // Gone between the listing and now: left out, as
-                        // if listed a moment later.
-                        Err(_) => continue,
-                    },
-                };
-                let name = |table: fn(&Names) -> &IdTable, id: i64| match (&owners, u32::try_from(id)) {
-                    (Some(n), Ok(id)) => table(n).name(id),
-                    _ => String::new(),
-                };
                 out.push(json!({
                     "size": e.size,
                     "path": e.name,
-                    "uid": uid,
-                    "gid": gid,
+                    "uid": e.uid,
+                    "gid": e.gid,
                     "mode": e.mode,
                     "mtime": e.mtime_ms.div_euclid(1000),
-                    "nlink": nlink,
+                    "nlink": e.nlink,
                     "symlink_to": e.target.clone().unwrap_or_default(),
                     "is_dir": e.kind == Kind::Dir,
                     "is_regular": e.kind == Kind::File,
                     "is_socket": e.kind == Kind::Socket,
                     "is_fifo": e.kind == Kind::Fifo,
                     "is_symlink": e.kind == Kind::Symlink,
-                    "owner": name(|n| &n.users, uid),
-                    "group": name(|n| &n.groups, gid),
+                    "owner": names.users.name(e.uid),
+                    "group": names.groups.name(e.gid),
                 }));
             }
             Ok(out)

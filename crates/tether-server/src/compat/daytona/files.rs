@@ -661,10 +661,9 @@ fn list_tree(files: &Files, path: &str, depth: usize, deadline: Instant) -> Resu
     }
 }
 
-/// `stat` as the SDK's model; the owner and group come from an `lstat` of
-/// `abs` (the same entry, which `Stat` does not describe that far).
+/// `stat` as the SDK's model (the owner and group from the file layer's
+/// own lookup, never a second one by path).
 fn file_info(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<FileInfo> {
-    let meta = std::fs::symlink_metadata(abs)?;
     let name = if stat.name.is_empty() {
         abs.file_name().map_or_else(|| "/".to_owned(), |n| n.to_string_lossy().into_owned())
     } else {
@@ -677,8 +676,8 @@ fn file_info(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<FileInfo
         mode: go_mode(stat.kind, stat.mode),
         mod_time: go_time(stat.mtime_ms),
         permissions: format!("{:04o}", stat.mode & 0o777),
-        owner: names.users.name(meta.uid()),
-        group: names.groups.name(meta.gid()),
+        owner: names.users.name(stat.uid),
+        group: names.groups.name(stat.gid),
         path: abs.to_string_lossy().into_owned(),
         modified_at: rfc3339(stat.mtime_ms),
     })

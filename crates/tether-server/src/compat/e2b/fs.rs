@@ -322,9 +322,10 @@ fn entry(files: &Files, path: &str) -> Rpc<Value> {
         .map_err(|e| RpcError::new(Code::Internal, e.to_string()))
 }
 
-/// `EntryInfo` from the file layer's `lstat` and one more for the owner.
+/// `EntryInfo` from the file layer's `lstat` (owner included: no second
+/// lookup by path, which could follow a component swapped meanwhile for a
+/// symlink out of the root).
 fn entry_json(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<Value> {
-    let meta = std::fs::symlink_metadata(abs)?;
     let name = if stat.name.is_empty() {
         abs.file_name().map_or_else(|| "/".to_owned(), |n| n.to_string_lossy().into_owned())
     } else {
@@ -343,7 +344,7 @@ fn entry_json(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<Value> 
     } else {
         stat.mode & 0o777
     };
-    let nanos = meta.mtime_nsec();
+    let nanos = stat.mtime_nsec;
     let stamp = rfc3339(stat.mtime_ms);
     let modified = format!("{}.{nanos:09}Z", stamp.trim_end_matches('Z'));
     let mut v = json!({
@@ -353,8 +354,8 @@ fn entry_json(stat: &Stat, abs: &Path, names: &Names) -> std::io::Result<Value> 
         "size": stat.size.to_string(),
         "mode": mode,
         "permissions": go_mode(stat.kind, stat.mode),
-        "owner": names.users.name(meta.uid()),
-        "group": names.groups.name(meta.gid()),
+        "owner": names.users.name(stat.uid),
+        "group": names.groups.name(stat.gid),
         "modifiedTime": modified,
         "isSymlink": symlink,
     });
