@@ -16,6 +16,7 @@
 //! - `contree`: the ConTree SDK's instances, operations, files and images
 //!   (`protocol/compat/contree.md`).
 
+pub(crate) mod atomic;
 pub(crate) mod contree;
 pub(crate) mod daytona;
 pub(crate) mod e2b;

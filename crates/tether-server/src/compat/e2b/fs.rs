@@ -18,13 +18,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tether_files::{FileError, Files, Kind, Source, Stat, Step, WalkEnd, WalkLimit, WalkLimits};
-use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::api::error as http_error;
 use super::connect::{Code, RpcError, unary_ok};
 use super::process::expand_home;
 use crate::AppState;
+use crate::compat::atomic::AtomicWrite;
 use crate::compat::fileinfo::{Names, go_mode};
 use crate::compat::rfc3339;
 
@@ -235,20 +235,22 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, req: Request) -> Resp
                 if written.iter().any(|w: &Value| w["request"] == dest.as_str()) {
                     return Err(http_error(400, &format!("{dest} is written twice in one request")));
                 }
-                let mut out = Sink::open(&files, &dest).await?;
+                let mut out = open_sink(&files, &dest).await?;
                 while let Some(chunk) = field.chunk().await.map_err(|e| http_error(400, &e.body_text()))? {
-                    out.write(&chunk).await?;
+                    out.write(&chunk).await.map_err(error_status)?;
                 }
-                written.push(out.commit(&files, &dest).await?);
+                written.push(commit(out, &files, &dest).await?);
             }
         } else {
             let dest = fixed.ok_or_else(|| http_error(400, "an octet-stream upload needs `path`"))?;
-            let mut out = Sink::open(&files, &dest).await?;
+            let mut out = open_sink(&files, &dest).await?;
             let mut body = req.into_body().into_data_stream();
             while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-                out.write(&chunk.map_err(|e| http_error(400, &e.to_string()))?).await?;
+                out.write(&chunk.map_err(|e| http_error(400, &e.to_string()))?)
+                    .await
+                    .map_err(error_status)?;
             }
-            written.push(out.commit(&files, &dest).await?);
+            written.push(commit(out, &files, &dest).await?);
         }
         if written.is_empty() {
             return Err(http_error(400, "no file part named `file` in the request"));
@@ -278,41 +280,23 @@ fn refuse_unsupported(headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-/// One file being written (atomically, on commit).
-struct Sink {
-    upload: tether_files::Upload,
-    file: tokio::fs::File,
+/// Starts an atomic write of `dest`.
+async fn open_sink(files: &Arc<Files>, dest: &str) -> Result<AtomicWrite, Response> {
+    AtomicWrite::open(files, dest).await.map_err(error_status)
 }
 
-impl Sink {
-    async fn open(files: &Arc<Files>, dest: &str) -> Result<Sink, Response> {
-        let (f, d) = (files.clone(), dest.to_owned());
-        let mut upload = tokio::task::spawn_blocking(move || f.create(&d, None, true))
-            .await
-            .map_err(|e| http_error(500, &e.to_string()))?
-            .map_err(file_status)?;
-        let file = tokio::fs::File::from_std(upload.file().map_err(file_status)?);
-        Ok(Sink { upload, file })
-    }
+/// Puts `out` in place; its `WriteInfo` (plus the requested path, for the
+/// duplicate check).
+async fn commit(out: AtomicWrite, files: &Files, dest: &str) -> Result<Value, Response> {
+    out.commit().await.map_err(error_status)?;
+    let abs = files.absolute(dest);
+    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(json!({ "name": name, "type": "file", "path": abs.to_string_lossy(), "request": dest }))
+}
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Response> {
-        self.file.write_all(chunk).await.map_err(|e| http_error(500, &format!("writing: {e}")))
-    }
-
-    /// Puts it in place; its `WriteInfo` (plus the requested path, for the
-    /// duplicate check).
-    async fn commit(mut self, files: &Files, dest: &str) -> Result<Value, Response> {
-        self.file.flush().await.map_err(|e| http_error(500, &format!("writing: {e}")))?;
-        drop(self.file);
-        let upload = self.upload;
-        tokio::task::spawn_blocking(move || upload.commit())
-            .await
-            .map_err(|e| http_error(500, &e.to_string()))?
-            .map_err(file_status)?;
-        let abs = files.absolute(dest);
-        let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(json!({ "name": name, "type": "file", "path": abs.to_string_lossy(), "request": dest }))
-    }
+/// A file-route error as this dialect's HTTP error.
+fn error_status(e: crate::Error) -> Response {
+    http_error(e.status().as_u16(), &e.message)
 }
 
 /// A path's `EntryInfo`.

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tether_files::{FileError, Files, Kind, Source};
-use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{Refusal, check_devbox, json_body};
+use crate::compat::atomic::AtomicWrite;
 use crate::{AppState, Error};
 
 /// Largest `write_file_contents` body (the text travels inside JSON;
@@ -91,7 +91,7 @@ pub(super) async fn write_contents(
         let req: WriteContents = json_body(&body)?;
         let files = files(&st)?;
         let dest = path(&files, &req.file_path)?;
-        let mut sink = Sink::open(&files, &dest).await?;
+        let mut sink = AtomicWrite::open(&files, &dest).await?;
         sink.write(req.contents.as_bytes()).await?;
         sink.commit().await?;
         Ok::<_, Refusal>(
@@ -139,7 +139,7 @@ pub(super) async fn upload(
                     if done {
                         return Err(Refusal::bad_request("one `file` part per upload"));
                     }
-                    let mut sink = Sink::open(&files, dest).await?;
+                    let mut sink = AtomicWrite::open(&files, dest).await?;
                     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                         sink.write(&chunk).await?;
                     }
@@ -211,42 +211,4 @@ fn file_error(e: FileError) -> Refusal {
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> Refusal {
     Refusal::bad_request(format!("the multipart body: {}", e.body_text()))
-}
-
-/// An atomic write in progress.
-struct Sink {
-    upload: tether_files::Upload,
-    file: tokio::fs::File,
-}
-
-impl Sink {
-    async fn open(files: &Arc<Files>, dest: &str) -> Result<Sink, Refusal> {
-        let (f, d) = (files.clone(), dest.to_owned());
-        let mut upload = tokio::task::spawn_blocking(move || f.create(&d, None, true))
-            .await
-            .map_err(|e| Refusal::from(Error::files("internal", 500, e.to_string())))?
-            .map_err(file_error)?;
-        let file = tokio::fs::File::from_std(upload.file().map_err(file_error)?);
-        Ok(Sink { upload, file })
-    }
-
-    async fn write(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(|e| Refusal::from(Error::files("io", 500, format!("writing: {e}"))))
-    }
-
-    async fn commit(mut self) -> Result<(), Refusal> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| Refusal::from(Error::files("io", 500, format!("writing: {e}"))))?;
-        drop(self.file);
-        let upload = self.upload;
-        tokio::task::spawn_blocking(move || upload.commit())
-            .await
-            .map_err(|e| Refusal::from(Error::files("internal", 500, e.to_string())))?
-            .map_err(file_error)
-    }
 }
