@@ -6,23 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pysupport"))
 
 import pytest
-import tether_testing
 from tether_testing import CuttableProxy, Daemon, tether_cli  # noqa: F401 (the tests import them from here)
-
-#: Every test is bounded (no pytest-timeout here).
-TEST_LIMIT = 60
-
-
-@pytest.fixture(autouse=True)
-def time_limit():
-    with tether_testing.time_limit(TEST_LIMIT):
-        yield
-
-
-@pytest.fixture(scope="module")
-def daemon():
-    with Daemon() as d:
-        yield d
+from tether_fixtures import bounded_test, daemon  # noqa: F401 (fixtures)
 
 
 def url(d):
