@@ -361,6 +361,11 @@ pub struct ManagerConfig {
     pub shell_idle_ttl: Option<Duration>,
     /// How commands' processes are contained and ended.
     pub contain: crate::contain::ContainConfig,
+    /// The name of this daemon among many (`--node-id`): new command ids
+    /// start with it and a dot (`NAME.c-<16 hex>`), so that a router in
+    /// front of many daemons can tell from an id which one holds it.
+    /// `None`: ids are `c-<16 hex>`.
+    pub node_id: Option<String>,
 }
 
 impl Default for ManagerConfig {
@@ -379,6 +384,7 @@ impl Default for ManagerConfig {
             max_shells: 64,
             shell_idle_ttl: Some(Duration::from_secs(3600)),
             contain: Default::default(),
+            node_id: None,
         }
     }
 }

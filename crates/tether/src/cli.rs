@@ -108,7 +108,9 @@ pub(crate) enum Command {
     },
     /// Copy a file or a directory tree to or from the daemon's host: write
     /// the remote side as `:PATH` (`tether cp build.tar :/srv/`, `tether cp
-    /// :/var/log/app ./logs`).
+    /// :/var/log/app ./logs`). As `cp -r` and `docker cp`: a missing
+    /// destination becomes the copy, an existing directory receives the
+    /// source inside it, `DIR/.` copies the directory's contents.
     Cp {
         /// Source (`:PATH` on the daemon's host).
         from: String,
@@ -297,6 +299,12 @@ pub(crate) struct ServeArgs {
     /// besides `local`: 1..=64 of `[A-Za-z0-9._-]`.
     #[arg(long, env = "TETHER_SANDBOX_ID")]
     pub(crate) sandbox_id: Option<String>,
+    /// This daemon's name among many behind one router: new command ids
+    /// become `NAME.c-<16 hex>`, so the router (or a person) can tell which
+    /// daemon holds a command. 1..=64 of `[A-Za-z0-9_-]` (default: the
+    /// --sandbox-id, when it has no dot).
+    #[arg(long, env = "TETHER_NODE_ID", value_name = "NAME")]
+    pub(crate) node_id: Option<String>,
     /// A language for `POST /v1/code` (repeatable), e.g. `ruby=ruby` or
     /// `py=python3 -X utf8`; the code file and its arguments follow. Built
     /// in: python3, python, node, bash, sh.

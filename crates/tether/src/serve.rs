@@ -329,6 +329,15 @@ fn config(args: &ServeArgs, token: String) -> Result<ServerConfig> {
         }
         cfg.sandbox_id = Some(id.clone());
     }
+    let node_ok = |n: &str| {
+        (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    };
+    cfg.manager.node_id = match (&args.node_id, &args.sandbox_id) {
+        (Some(n), _) if node_ok(n) => Some(n.clone()),
+        (Some(n), _) => anyhow::bail!("--node-id {n:?}: expected 1..=64 of [A-Za-z0-9_-]"),
+        (None, Some(s)) if node_ok(s) => Some(s.clone()),
+        _ => None,
+    };
     for spec in &args.interpreters {
         let (name, program) = spec
             .split_once('=')

@@ -615,6 +615,7 @@ fn cp_cat_and_run_code() {
     let base = std::env::temp_dir().join(format!("tether-cli-cp-{:016x}", rand_u64()));
     let root = base.join("root");
     std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir(root.join("in")).unwrap();
     let d = daemon(&["--files-root", root.to_str().unwrap()]);
     // A file up and down, byte for byte, mode kept.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -643,14 +644,15 @@ fn cp_cat_and_run_code() {
     std::fs::create_dir_all(tree.join("sub")).unwrap();
     std::fs::write(tree.join("sub/x"), b"x").unwrap();
     std::os::unix::fs::symlink("sub/x", tree.join("link")).unwrap();
+    // (`trees` does not exist: it becomes the copy.)
     assert_eq!(d.run(&["cp", tree.to_str().unwrap(), ":trees"]).status.code(), Some(0));
-    assert_eq!(std::fs::read_link(root.join("trees/tree/link")).unwrap(), std::path::Path::new("sub/x"));
+    assert_eq!(std::fs::read_link(root.join("trees/link")).unwrap(), std::path::Path::new("sub/x"));
     let down = base.join("down");
-    assert_eq!(d.run(&["cp", ":trees/tree", down.to_str().unwrap()]).status.code(), Some(0));
-    assert_eq!(std::fs::read(down.join("tree/sub/x")).unwrap(), b"x");
-    assert_eq!(std::fs::read_link(down.join("tree/link")).unwrap(), std::path::Path::new("sub/x"));
+    assert_eq!(d.run(&["cp", ":trees", down.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(std::fs::read(down.join("sub/x")).unwrap(), b"x");
+    assert_eq!(std::fs::read_link(down.join("link")).unwrap(), std::path::Path::new("sub/x"));
     // cat, and errors with the daemon's reason.
-    assert_eq!(d.run(&["cat", ":trees/tree/sub/x"]).stdout, b"x");
+    assert_eq!(d.run(&["cat", ":trees/sub/x"]).stdout, b"x");
     let out = d.run(&["cat", ":../secret"]);
     assert_eq!(out.status.code(), Some(255));
     assert!(text(&out.stderr).contains("outside the files root"), "{}", text(&out.stderr));
@@ -913,4 +915,122 @@ fn idle_sockets_do_not_lock_clients_out_under_a_small_fd_limit() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(text(&o.stdout), "got through\n", "{}", text(&o.stderr));
     drop(held);
+}
+
+/// One `tether cp` case of [`cp_follows_cp_r_and_docker_cp_both_ways`]:
+/// source and destination relative to the case's directories (a leading
+/// `:` is the daemon's side), and what must be true afterwards.
+struct CpCase {
+    what: &'static str,
+    from: &'static str,
+    to: &'static str,
+    /// `None`: the copy must fail (exit 255) and change nothing.
+    /// `Some(files)`: these files (relative to the destination side's case
+    /// directory) must exist with these contents.
+    expect: Option<&'static [(&'static str, &'static str)]>,
+    /// Paths that must not exist afterwards (relative, destination side).
+    absent: &'static [&'static str],
+}
+
+/// `tether cp` follows `cp -r`, `scp -r` and `docker cp`, both ways: a
+/// missing destination becomes the copy, an existing directory receives the
+/// source inside it, a trailing `/.` copies a directory's contents, a
+/// directory never replaces a file, and a missing parent or a missing
+/// directory named with a trailing `/` is an error that creates nothing.
+/// (Found as a new user would: `tether cp ./tree :/srv/new` made
+/// `/srv/new/tree/...`.)
+#[test]
+fn cp_follows_cp_r_and_docker_cp_both_ways() {
+    const TREE: &[(&str, &str)] = &[("a", "A"), ("sub/b", "B")];
+    let cases: &[CpCase] = &[
+        CpCase { what: "dir to a missing path: becomes the copy", from: "tree", to: "new", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
+        CpCase { what: "dir to a missing path/: becomes the copy", from: "tree", to: "new/", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
+        CpCase { what: "dir into an existing dir", from: "tree", to: "exist", expect: Some(&[("exist/tree/a", "A"), ("exist/tree/sub/b", "B"), ("exist/old", "old")]), absent: &["exist/a"] },
+        CpCase { what: "dir into an existing dir/", from: "tree/", to: "exist/", expect: Some(&[("exist/tree/a", "A"), ("exist/old", "old")]), absent: &["exist/a"] },
+        CpCase { what: "dir/. into an existing dir: contents", from: "tree/.", to: "exist", expect: Some(&[("exist/a", "A"), ("exist/sub/b", "B"), ("exist/old", "old")]), absent: &["exist/tree"] },
+        CpCase { what: "dir/. to a missing path: contents", from: "tree/.", to: "new", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
+        CpCase { what: "dir onto a file: refused", from: "tree", to: "file.txt", expect: None, absent: &[] },
+        CpCase { what: "dir below a missing parent: refused", from: "tree", to: "missing/deeper", expect: None, absent: &["missing"] },
+        CpCase { what: "file into an existing dir", from: "f.txt", to: "exist", expect: Some(&[("exist/f.txt", "F"), ("exist/old", "old")]), absent: &[] },
+        CpCase { what: "file to a missing path", from: "f.txt", to: "g.txt", expect: Some(&[("g.txt", "F")]), absent: &[] },
+        CpCase { what: "file onto a file: replaced", from: "f.txt", to: "file.txt", expect: Some(&[("file.txt", "F")]), absent: &[] },
+        CpCase { what: "file to a missing dir/: refused", from: "f.txt", to: "nodir/", expect: None, absent: &["nodir"] },
+        CpCase { what: "file below a missing parent: refused", from: "f.txt", to: "missing/g.txt", expect: None, absent: &["missing"] },
+        CpCase { what: "file/.: refused", from: "f.txt/.", to: "new", expect: None, absent: &["new"] },
+    ];
+    let base = std::env::temp_dir().join(format!("tether-cli-cp-table-{:016x}", rand_u64()));
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = daemon(&["--files-root", root.to_str().unwrap()]);
+    // The sources, on both sides.
+    for side in [&root, &base] {
+        for (p, c) in TREE {
+            let p = side.join("src/tree").join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        std::fs::write(side.join("src/f.txt"), "F").unwrap();
+    }
+    let mut failed = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        for up in [true, false] {
+            // Each case in a directory of its own on each side, holding an
+            // existing directory (with a file) and an existing file.
+            let case = format!("case{i}-{}", if up { "up" } else { "down" });
+            for side in [&root, &base] {
+                std::fs::create_dir_all(side.join(&case).join("exist")).unwrap();
+                std::fs::write(side.join(&case).join("exist/old"), "old").unwrap();
+                std::fs::write(side.join(&case).join("file.txt"), "old").unwrap();
+            }
+            let (src_side, dst_side) = if up { (&base, &root) } else { (&root, &base) };
+            let local_src = format!("{}/src/{}", src_side.display(), c.from);
+            let local_dst = format!("{}/{case}/{}", dst_side.display(), c.to);
+            let (from, to) = if up {
+                (local_src, format!(":{case}/{}", c.to))
+            } else {
+                (format!(":src/{}", c.from), local_dst)
+            };
+            let out = d.run(&["cp", &from, &to]);
+            let dir = dst_side.join(&case);
+            let mut problems = Vec::new();
+            match c.expect {
+                None => {
+                    if out.status.code() != Some(255) {
+                        problems.push(format!("expected a refusal, got {:?}", out.status.code()));
+                    }
+                    if std::fs::read(dir.join("file.txt")).ok().as_deref() != Some(b"old".as_slice()) {
+                        problems.push("file.txt changed".into());
+                    }
+                    let mut names: Vec<_> =
+                        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+                    names.sort();
+                    if names != ["exist", "file.txt"] {
+                        problems.push(format!("the destination changed: {names:?}"));
+                    }
+                }
+                Some(files) => {
+                    if out.status.code() != Some(0) {
+                        problems.push(format!("exit {:?}: {}", out.status.code(), text(&out.stderr)));
+                    }
+                    for (p, content) in files {
+                        let got = std::fs::read(dir.join(p)).ok();
+                        if got.as_deref() != Some(content.as_bytes()) {
+                            problems.push(format!("{p}: {:?}", got.map(|g| text(&g))));
+                        }
+                    }
+                }
+            }
+            for p in c.absent {
+                if std::fs::symlink_metadata(dir.join(p)).is_ok() {
+                    problems.push(format!("{p} exists"));
+                }
+            }
+            if !problems.is_empty() {
+                failed.push(format!("{} ({}: cp {from} {to}): {}", c.what, if up { "up" } else { "down" }, problems.join("; ")));
+            }
+        }
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len() * 2, failed.join("\n"));
 }

@@ -194,7 +194,7 @@ impl Manager {
         let rings = if spec.pty.is_some() { 1 } else { 2 };
         let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
 
-        let id = new_id();
+        let id = new_id(self.inner.cfg.node_id.as_deref());
         let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain)?;
         let life = self.lifetimes(&spec);
         let meta = Meta::new(&id, &spec, argv, ring_bytes, None);

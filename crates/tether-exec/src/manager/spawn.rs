@@ -18,8 +18,14 @@ pub(super) const PIPE_BYTES: i32 = 1 << 20;
 /// Longest drain grace a command may ask for.
 pub(super) const MAX_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-pub(super) fn new_id() -> String {
-    format!("c-{:016x}", rand::random::<u64>())
+/// A new command id: `c-<16 hex>`, after `NODE.` when the daemon has a
+/// node id.
+pub(super) fn new_id(node: Option<&str>) -> String {
+    let id = format!("c-{:016x}", rand::random::<u64>());
+    match node {
+        Some(n) => format!("{n}.{id}"),
+        None => id,
+    }
 }
 
 pub(super) fn validate(spec: &CommandSpec, argv: &[String]) -> Result<(), ExecError> {
