@@ -1034,3 +1034,37 @@ fn cp_follows_cp_r_and_docker_cp_both_ways() {
     let _ = std::fs::remove_dir_all(&base);
     assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len() * 2, failed.join("\n"));
 }
+
+/// `--node-id NAME` (default: a dot-free --sandbox-id) puts the daemon's
+/// name in front of every command id, so a router in front of many daemons
+/// can tell which one holds a command; the ids work like any other.
+#[test]
+fn node_ids_name_the_daemon_in_command_ids() {
+    let d = daemon(&["--node-id", "east-1"]);
+    let o = d.run(&["exec", "--detach", "--", "sh", "-c", "echo from-east; exit 4"]);
+    let id = text(&o.stdout).trim().to_owned();
+    assert!(id.starts_with("east-1.c-") && id.len() == "east-1.c-".len() + 16, "{id}");
+    assert_eq!(d.run(&["wait", &id]).status.code(), Some(4));
+    assert_eq!(text(&d.run(&["logs", &id]).stdout), "from-east\n");
+    let o = d.run(&["shell", "create", "s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = d.run(&["shell", "run", "--detach", "s", "--", "true"]);
+    assert!(text(&o.stdout).trim().starts_with("east-1.c-"), "{}", text(&o.stdout));
+    drop(d);
+    let d = daemon(&["--sandbox-id", "sbx_7"]);
+    let id = text(&d.run(&["exec", "--detach", "--", "true"]).stdout).trim().to_owned();
+    assert!(id.starts_with("sbx_7.c-"), "{id}");
+    drop(d);
+    // A sandbox id with a dot is no node id: plain ids.
+    let d = daemon(&["--sandbox-id", "a.b"]);
+    let id = text(&d.run(&["exec", "--detach", "--", "true"]).stdout).trim().to_owned();
+    assert!(id.starts_with("c-"), "{id}");
+    drop(d);
+    let o = output_bounded(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "a.b"])
+            .env("TETHER_TOKEN", "cli-test-0123456789abcdef"),
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("--node-id \"a.b\""), "{}", text(&o.stderr));
+}
