@@ -351,7 +351,7 @@ pub(crate) fn sweep(id: &str, leaf: Option<&Leaf>, thorough: bool) -> usize {
     // Zombies are dead already (and have no environment to match).
     let victims: Vec<u32> = victims.into_iter().filter(|&p| sys::running(p)).collect();
     if !victims.is_empty() {
-        tracing::debug!(%id, processes = victims.len(), "killing what is left of the command");
+        tracing::debug!(command = %id, processes = victims.len(), "killing what is left of the command");
         sys::kill_trees(&victims);
     }
     victims.len()

@@ -214,10 +214,15 @@ fn stop_signals() -> Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Stop>>> {
     Arc::new(tokio::sync::Mutex::new(rx))
 }
 
+/// Logs on stderr, filtered by `TETHER_LOG`; human logs are coloured only
+/// on a terminal (and never with `NO_COLOR` set), so that a file or a
+/// journal gets plain text.
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),

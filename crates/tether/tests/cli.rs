@@ -1068,3 +1068,75 @@ fn node_ids_name_the_daemon_in_command_ids() {
     assert_eq!(o.status.code(), Some(255));
     assert!(text(&o.stderr).contains("--node-id \"a.b\""), "{}", text(&o.stderr));
 }
+
+/// Every log line about a command names it (`command`, in the line's
+/// fields or in one of its spans), in JSON logs; human logs carry no
+/// colour codes when stderr is not a terminal.
+#[test]
+fn log_lines_name_their_command_and_piped_logs_have_no_colour() {
+    let dir = std::env::temp_dir().join(format!("tether-cli-logs-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    let token = "logs-test-0123456789abcdef";
+    write_token(&file, token, 0o600);
+    let cli = |url: &str, args: &[&str]| {
+        output_bounded(Command::new(BIN).args(["--url", url]).args(args).env("TETHER_TOKEN", token))
+    };
+    // JSON: a mixed workload, then every line is checked.
+    let (child, url) = serve_with_token_file(&file, &["--log-format", "json", "--ring-bytes", "65536"]);
+    let url = url.expect("the daemon listens");
+    let mut ids = Vec::new();
+    assert_eq!(cli(&url, &["exec", "--", "true"]).status.code(), Some(0));
+    // Output past the ring, then an attach from byte 0: a gap.
+    let gap = text(&cli(&url, &["exec", "--detach", "--", "sh", "-c", "head -c 300000 /dev/zero"]).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(cli(&url, &["wait", &gap]).status.code(), Some(0));
+    assert_eq!(cli(&url, &["attach", &gap]).status.code(), Some(0));
+    let long = text(&cli(&url, &["exec", "--detach", "--", "sleep", "30"]).stdout).trim().to_owned();
+    assert_eq!(cli(&url, &["kill", &long]).status.code(), Some(0));
+    ids.push(long);
+    assert_eq!(cli(&url, &["shell", "create", "s"]).status.code(), Some(0));
+    assert_eq!(cli(&url, &["shell", "run", "s", "--", "true"]).status.code(), Some(0));
+    let err = stop(child);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut unnamed = Vec::new();
+    for line in err.lines().filter(|l| l.starts_with('{')) {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        let msg = j["fields"]["message"].as_str().unwrap_or_default().to_owned();
+        let target = j["target"].as_str().unwrap_or_default();
+        let about_a_command = target.starts_with("tether_exec::command")
+            || target.starts_with("tether_server::conn::attach")
+            || [
+                "command started",
+                "started",
+                "kill requested",
+                "shell command queued",
+                "queued in shell",
+                "command finished",
+            ]
+            .contains(&msg.as_str());
+        if !about_a_command {
+            continue;
+        }
+        seen.insert(msg.clone());
+        let named = j["fields"]["command"].as_str().is_some()
+            || j["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["command"].as_str().is_some()));
+        if !named {
+            unnamed.push(line.to_owned());
+        }
+    }
+    for m in ["command started", "started", "kill requested", "shell command queued", "command finished"] {
+        assert!(seen.contains(m), "no {m:?} line in:\n{err}");
+    }
+    assert!(seen.iter().any(|m| m.contains("gap")), "no gap line in:\n{err}");
+    assert!(unnamed.is_empty(), "lines about a command without its id:\n{}", unnamed.join("\n"));
+    assert!(err.contains(&ids[0]), "{err}");
+    // Human, on a pipe: no escape codes at all.
+    let (child, url) = serve_with_token_file(&file, &[]);
+    assert_eq!(cli(&url.unwrap(), &["exec", "--", "true"]).status.code(), Some(0));
+    let err = stop(child);
+    assert!(err.contains("command finished"), "{err}");
+    assert!(!err.contains('\x1b'), "colour codes on a pipe: {err:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -315,13 +315,13 @@ pub(crate) fn thaw(
         Phase::Live(l) => {
             let mut l = *l;
             let pty = h.fd(l.master).and_then(|fd| {
-                Pty::from_master(fd).map_err(|e| tracing::warn!(%id, "terminal not taken over: {e}")).ok()
+                Pty::from_master(fd).map_err(|e| tracing::warn!(command = %id, "terminal not taken over: {e}")).ok()
             });
             let sources = [0, 1].map(|i| match (&pty, l.outputs[i]) {
                 (Some(p), Some(raw)) if Some(raw) == l.master => Some(Source::Pty(p.io.clone())),
                 (_, raw) => h.fd(raw).and_then(|fd| {
                     pipe::Receiver::from_owned_fd(fd)
-                        .map_err(|e| tracing::warn!(%id, "output pipe not taken over: {e}"))
+                        .map_err(|e| tracing::warn!(command = %id, "output pipe not taken over: {e}"))
                         .ok()
                         .map(Source::Pipe)
                 }),

@@ -36,7 +36,7 @@ impl Actor {
     /// room. Returns whether it stopped for a pacing reader.
     pub(super) fn drain(&mut self, i: usize, ready: io::Result<()>, to_empty: bool) -> bool {
         if let Err(e) = ready {
-            tracing::warn!(id = %self.shared.ident.id, "pipe poll failed: {e}");
+            tracing::warn!(command = %self.shared.ident.id, "pipe poll failed: {e}");
             self.pipes[i] = None;
             return false;
         }
@@ -66,7 +66,7 @@ impl Actor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(id = %self.shared.ident.id, "pipe read failed: {e}");
+                    tracing::warn!(command = %self.shared.ident.id, "pipe read failed: {e}");
                     self.pipes[i] = None;
                     break;
                 }
@@ -90,7 +90,7 @@ impl Actor {
                 self.state.truncated = true;
                 if self.life.output_limit == OutputLimit::Kill && self.state.reason.is_none() {
                     drop(out);
-                    tracing::info!(id = %self.shared.ident.id, "output limit reached: killing");
+                    tracing::info!(command = %self.shared.ident.id, "output limit reached: killing");
                     self.kill(ExitReason::OutputLimit);
                     out = self.shared.output();
                 }

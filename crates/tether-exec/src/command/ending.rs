@@ -52,7 +52,7 @@ impl Actor {
             Ok(Some(r)) => self.state.on_reaped(r, &self.life),
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(id = %self.shared.ident.id, "wait4 failed: {e}");
+                tracing::error!(command = %self.shared.ident.id, "wait4 failed: {e}");
                 self.state.on_reaped(Reaped::unknown(), &self.life);
             }
         }
@@ -137,7 +137,7 @@ impl Actor {
         // A restart closes every connection: that is not the client leaving.
         let restarting = stop.restarting.load(Ordering::SeqCst);
         if self.life.kill_on_disconnect && self.shared.ever_attached.load(Ordering::SeqCst) && !restarting {
-            tracing::info!(id = %self.shared.ident.id, "last client gone: killing (kill_on_disconnect)");
+            tracing::info!(command = %self.shared.ident.id, "last client gone: killing (kill_on_disconnect)");
             self.kill(ExitReason::Disconnected);
             return;
         }

@@ -49,7 +49,7 @@ impl Actor {
                 Some(raw)
             }
             Err(e) => {
-                tracing::warn!(id = %self.shared.ident.id, "{what} not handed over: {e}");
+                tracing::warn!(command = %self.shared.ident.id, "{what} not handed over: {e}");
                 None
             }
         };

@@ -198,7 +198,7 @@ impl Manager {
         let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain)?;
         let life = self.lifetimes(&spec);
         let meta = Meta::new(&id, &spec, argv, ring_bytes, None);
-        tracing::info!(%id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
+        tracing::info!(command = %id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
         let (handle, actor) = command::new_command(meta, spawned, life, reservation, inner.contain.clone());
         self.launch(&handle, actor);
         Ok(handle)
@@ -217,7 +217,7 @@ impl Manager {
             restarting: inner.restarting.clone(),
         };
         // A root span: the command outlives the connection that started it.
-        let span = tracing::info_span!(parent: None, "command", %id, pid = handle.pid());
+        let span = tracing::info_span!(parent: None, "command", command = %id, pid = handle.pid());
         let key = handle.shared.ident.request_key.clone();
         inner.tracker.spawn(async move {
             actor.run(stop).instrument(span).await;

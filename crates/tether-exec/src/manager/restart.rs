@@ -87,7 +87,7 @@ impl Manager {
             if let Some(key) = &handle.shared.ident.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
             }
-            tracing::info!(id = handle.id(), pid = handle.pid(), "command taken over");
+            tracing::info!(command = handle.id(), pid = handle.pid(), "command taken over");
             m.launch(&handle, actor);
             resumed.push(handle);
         }

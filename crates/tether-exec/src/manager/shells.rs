@@ -174,7 +174,7 @@ impl Manager {
             command::new_command(meta, spawned, life, reservation, self.inner.contain.clone());
         // Queue first: a refused command leaves no record behind.
         sh.submit(QueuedJob { id: id.clone(), script, events: events_tx, kill_grace }).await?;
-        tracing::info!(%id, shell, "shell command queued");
+        tracing::info!(command = %id, shell, "shell command queued");
         self.launch(&handle, actor);
         Ok(handle)
     }

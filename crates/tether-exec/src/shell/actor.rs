@@ -279,7 +279,7 @@ impl ShellActor {
         let files = match bootstrap::prepare(self.dir(), n, &job.script) {
             Ok(f) => f,
             Err(e) => {
-                tracing::error!(shell = %self.shared.name, id = %job.id, "cannot hand the command to the shell: {e}");
+                tracing::error!(shell = %self.shared.name, command = %job.id, "cannot hand the command to the shell: {e}");
                 self.end_job(&job, None, None, None, Some(ExitReason::SpawnFailed));
                 bootstrap::clean(self.dir(), n);
                 self.idle();
