@@ -209,6 +209,16 @@ pub(crate) enum ShellCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
+    /// A TOML file of settings: its keys are these flags' long names
+    /// (`listen = "0.0.0.0:7070"`, `allow-host = ["a.example"]`). Flags
+    /// win over `TETHER_*` variables (each flag has one: `TETHER_LISTEN`,
+    /// `TETHER_MAX_COMMANDS`, ...), which win over the file.
+    #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the effective settings (and where each came from) as TOML,
+    /// check them, and exit; the token is never printed.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:7070")]
     pub(crate) listen: SocketAddr,

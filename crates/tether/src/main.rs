@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - `cli`: the clap definitions.
+//! - `config`: flags, `TETHER_*` variables and the TOML file, in that
+//!   order; `serve --print-config`.
 //! - `serve`: `tether serve`.
 //! - `run`: the client subcommands (`exec`, `attach`, `ls`, `kill`, `logs`,
 //!   `wait`, `status`, `rm`).
@@ -12,16 +14,25 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod config;
 mod files;
 mod run;
 mod serve;
 mod token;
 mod tty;
 
-use clap::Parser;
-
 fn main() {
-    let cli = cli::Cli::parse();
+    let parsed = match config::parse(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    if matches!(&parsed.cli.command, cli::Command::Serve(a) if a.print_config) {
+        print!("{}", config::print(&parsed));
+    }
+    let cli = parsed.cli;
     if matches!(&cli.command, cli::Command::Serve(a) if a.probe_handover) {
         // The arguments parsed: this binary can take over (see
         // `serve::probe_handover`).

@@ -12,6 +12,12 @@ use crate::cli::{ConnArgs, LogFormat, ServeArgs};
 use crate::token;
 
 pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
+    if args.print_config {
+        // Printed by then: check the settings as serving would, without
+        // the token (nor creating its file) or binding.
+        config(&args, "print-config-check-only".to_owned())?;
+        return Ok(());
+    }
     init_tracing(args.log_format);
     let weak_ok = args.allow_weak_token;
     let (token, file) = load_token(conn, weak_ok)?;

@@ -1140,3 +1140,85 @@ fn log_lines_name_their_command_and_piped_logs_have_no_colour() {
     assert!(!err.contains('\x1b'), "colour codes on a pipe: {err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tether serve` takes its settings from flags, then `TETHER_*`
+/// variables, then the `--config` TOML file (keys named as the flags),
+/// then defaults; `--print-config` shows the result and where each value
+/// came from, never the token; unknown keys and bad values are refused
+/// with the file's name.
+#[test]
+fn settings_come_from_flags_then_environment_then_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("tether-cli-config-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tether.toml");
+    std::fs::write(
+        &file,
+        "# a comment\nnode-id = \"from-file\"\nmax-commands = 1\nttl = 77\nallow-host = [\"a.example\", \"b.example\"]\n\
+         keep-commands-on-shutdown = true\nping-interval = 5.5\n",
+    )
+    .unwrap();
+    let token = "config-test-0123456789abcdef-secret";
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--config"]).arg(&file).args(args).env("TETHER_TOKEN", token);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        output_bounded(&mut c)
+    };
+    let o = serve(&["--print-config", "--ttl", "5"], &[("TETHER_PING_INTERVAL", "2"), ("TETHER_NODE_ID", "from-env")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let printed = text(&o.stdout);
+    for line in [
+        "node-id = \"from-env\"  # environment",
+        "max-commands = 1  # file",
+        "ttl = 5  # flag",
+        "ping-interval = 2  # environment",
+        "allow-host = [\"a.example\", \"b.example\"]  # file",
+        "keep-commands-on-shutdown = true  # file",
+        "idle-timeout = 300  # default",
+        "token = \"<redacted>\"  # environment",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "no {line:?} in:\n{printed}");
+    }
+    assert!(!printed.contains(token) && !text(&o.stderr).contains(token), "the token was printed");
+    // The output is itself a valid configuration file.
+    let again = dir.join("again.toml");
+    let settings: String =
+        printed.lines().filter(|l| !l.starts_with('#') && !l.starts_with("token ")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&again, settings).unwrap();
+    let o = output_bounded(Command::new(BIN).args(["serve", "--print-config", "--config"]).arg(&again));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("node-id = \"from-env\"  # file"), "{}", text(&o.stdout));
+    // A real daemon with the file: its settings hold.
+    let d = daemon(&["--config", file.to_str().unwrap()]);
+    let id = text(&d.run(&["exec", "--detach", "--", "sleep", "30"]).stdout).trim().to_owned();
+    assert!(id.starts_with("from-file.c-"), "{id}");
+    let o = d.run(&["exec", "--", "true"]);
+    assert_ne!(o.status.code(), Some(0), "max-commands = 1 from the file");
+    assert!(text(&o.stderr).contains("commands"), "{}", text(&o.stderr));
+    drop(d);
+    // Refusals: exit 2, the file named, the key and a hint.
+    let refused = |content: &str, needles: &[&str]| {
+        std::fs::write(&file, content).unwrap();
+        let o = serve(&["--print-config"], &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{content:?}: {err}");
+        assert!(err.contains(file.to_str().unwrap()), "{content:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{content:?}: no {n:?} in {err}");
+        }
+        assert!(o.stdout.is_empty(), "{content:?}: printed {}", text(&o.stdout));
+    };
+    refused("lisen = \"127.0.0.1:1\"\n", &["unknown key `lisen`", "did you mean `listen`"]);
+    refused("max_commands = 3\n", &["unknown key `max_commands`", "did you mean `max-commands`"]);
+    refused("token = \"abc\"\n", &["token-file"]);
+    refused("listen = [\"127.0.0.1:1\"]\n", &["`listen`: takes one value"]);
+    refused("listen = 7070\n", &["7070", "--listen"]);
+    refused("[serve]\nlisten = \"x\"\n", &["`serve`"]);
+    refused("listen = \"unterminated\n", &["TOML", "line 1"]);
+    let o = output_bounded(Command::new(BIN).args(["serve", "--print-config", "--config", "/nonexistent/t.toml"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("/nonexistent/t.toml"), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
