@@ -16,6 +16,7 @@ command -v setsid >/dev/null || need+=(util-linux)
 command -v tmux >/dev/null || need+=(tmux)
 command -v less >/dev/null || need+=(less)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v promtool >/dev/null || need+=(prometheus)   # the metrics test's format check
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; else

@@ -121,6 +121,8 @@ impl Gate {
         }
         g.next_id += 1;
         g.total += 1;
+        metrics::counter!("tether_connections_total").increment(1);
+        metrics::gauge!("tether_connections").increment(1);
         let id = g.next_id;
         let state = Arc::new(SlotState::default());
         state.counted.store(true, Ordering::Relaxed);
@@ -157,6 +159,7 @@ impl ConnHandle {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        metrics::gauge!("tether_connections").decrement(1);
         let h = &self.0;
         let mut g = h.gate.lock();
         g.unauthenticated.remove(&h.id);
@@ -207,6 +210,7 @@ pub(crate) async fn serve(
             }
         };
         let Some(slot) = gate.admit() else {
+            metrics::counter!("tether_connections_refused_total").increment(1);
             tracing::warn!(%peer, max = limits.max, "refused: connection cap reached");
             drop(tcp);
             continue;

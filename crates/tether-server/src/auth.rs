@@ -119,6 +119,7 @@ impl fmt::Debug for Tokens {
 pub(crate) async fn require_host(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Err(why) = check_host(req.headers(), &st.cfg.allowed_hosts) {
         tracing::warn!(why, "refused: bad Host");
+        metrics::counter!("tether_auth_rejected_total", "reason" => "host").increment(1);
         return refuse(req.uri().path(), StatusCode::FORBIDDEN, "forbidden", why);
     }
     next.run(req).await
@@ -132,10 +133,12 @@ pub(crate) async fn require(State(st): State<Arc<AppState>>, mut req: Request, n
     let headers = req.headers();
     if let Err(why) = check_origin(headers, &st.cfg.allowed_origins) {
         tracing::warn!(why, "refused: bad Origin");
+        metrics::counter!("tether_auth_rejected_total", "reason" => "origin").increment(1);
         return refuse(req.uri().path(), StatusCode::FORBIDDEN, "forbidden", why);
     }
     let Some(revocation) = st.cfg.token.check(presented_tokens(headers)) else {
         tracing::warn!(path = %req.uri().path(), "refused: missing or wrong token");
+        metrics::counter!("tether_auth_rejected_total", "reason" => "token").increment(1);
         return refuse(
             req.uri().path(),
             StatusCode::UNAUTHORIZED,

@@ -27,6 +27,8 @@
 //!   `tether-exec` and `tether-files` errors), shaped for each wire at its
 //!   edge.
 //! - `map`: wire types <-> `tether-exec` types.
+//! - `metrics`: Prometheus `/metrics` (behind the token, or unauthenticated
+//!   on a listener of its own: [`Server::metrics_router`]).
 //! - `files`: the file routes (`/v1/files...`): streaming reads and atomic
 //!   writes, stat, list, mkdir, remove, rename, tar streams, over
 //!   `tether-files`.
@@ -51,6 +53,7 @@ mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod map;
+mod metrics;
 mod oneshot;
 mod web;
 
@@ -72,6 +75,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::{Token, Tokens};
 pub use config::{ConfigError, ServerConfig, default_max_connections, normalize_host, normalize_origin};
 pub use conn::AttachQuery;
+pub use metrics::RESTARTS_ENV;
 pub use oneshot::default_interpreters;
 pub use tether_exec::Handover;
 
@@ -148,6 +152,7 @@ impl Server {
     }
 
     fn with_manager(cfg: ServerConfig, manager: Manager) -> Server {
+        metrics::install();
         let root =
             cfg.files_root.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
         let files = match tether_files::Files::new(&root, cfg.files_root.is_some()) {
@@ -205,6 +210,7 @@ impl Server {
         let authed = Router::new()
             .route("/v1/ws", get(ws_handler))
             .route("/v1/commands", get(list_handler))
+            .route("/metrics", get(metrics::handler))
             .route("/compat/langsmith/execute/ws", get(langsmith::ws_handler))
             .merge(oneshot)
             .merge(files)
@@ -223,6 +229,13 @@ impl Server {
             .merge(authed)
             .layer(axum::middleware::from_fn_with_state(st.clone(), auth::require_host))
             .with_state(st)
+    }
+
+    /// `/metrics` alone, without auth, for a listener of its own
+    /// (`--metrics-listen`): for a scraper on a private address that has
+    /// no token. Nothing else is served there.
+    pub fn metrics_router(&self) -> Router {
+        Router::new().route("/metrics", get(metrics::handler)).with_state(self.state.clone())
     }
 
     /// Serves `listener` until `shutdown` resolves, then shuts down
@@ -326,6 +339,8 @@ pub fn exec_restart(
 ) -> std::io::Error {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args);
+    let restarts = std::env::var(RESTARTS_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    cmd.env(RESTARTS_ENV, (restarts + 1).to_string());
     handover.exec(cmd, HANDOVER_ENV, &[libc::SIGUSR2])
 }
 
@@ -335,6 +350,7 @@ fn manager_config(cfg: &ServerConfig) -> tether_exec::ManagerConfig {
     let mut mcfg = cfg.manager.clone();
     mcfg.env_remove.push("TETHER_TOKEN".to_owned());
     mcfg.env_remove.push(HANDOVER_ENV.to_owned());
+    mcfg.env_remove.push(RESTARTS_ENV.to_owned());
     mcfg
 }
 

@@ -222,6 +222,11 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:7070")]
     pub(crate) listen: SocketAddr,
+    /// Also serve Prometheus metrics at `/metrics` on this address, without
+    /// the token (for a scraper on a private network); `/metrics` on the
+    /// main address always needs the token.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Extra allowed browser Origins (e.g. http://localhost:3000); `*` allows any.
     #[arg(long = "allow-origin")]
     pub(crate) allow_origins: Vec<String>,

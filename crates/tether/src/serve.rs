@@ -33,6 +33,9 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         tokio::spawn(watch_token_file(path, cfg.token.clone(), weak_ok));
     }
     let (mut server, mut listener) = start(&args, &mut cfg).await?;
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr, &server).await?;
+    }
     loop {
         let stops = stops.clone();
         let (probe_exe, probe_argv) = (exe.clone(), argv.clone());
@@ -75,6 +78,23 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
             }
         }
     }
+}
+
+/// Serves `/metrics` alone, unauthenticated, on `addr` (`--metrics-listen`)
+/// for as long as the process lives; a restart's exec closes it and the
+/// new process binds it again.
+async fn serve_metrics(addr: std::net::SocketAddr, server: &Server) -> Result<()> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+    let local = listener.local_addr()?;
+    // (Not on stdout: its one line per start is the main address.)
+    tracing::info!(addr = %local, "metrics listening");
+    let app = server.metrics_router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics listener failed: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// The containment flags: `--cgroup` and `--leftovers`. The daemon is a

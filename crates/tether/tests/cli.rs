@@ -1222,3 +1222,119 @@ fn settings_come_from_flags_then_environment_then_the_config_file() {
     assert!(text(&o.stderr).contains("/nonexistent/t.toml"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One HTTP/1.1 GET on a new connection: the status and the body.
+fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nConnection: close\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+/// A scrape, checked by Prometheus' own `promtool check metrics` and
+/// parsed by a Prometheus text-format parser: each sample's value by its
+/// name and labels (`name{k="v",...}` with the labels sorted).
+fn scrape(addr: &str, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics", headers);
+    assert_eq!(status, 200, "{body}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test-all.sh installs Debian's prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    wait_bounded(&mut promtool);
+    let o = promtool.wait_with_output().unwrap();
+    assert!(o.status.success(), "promtool: {}{}\n{body}", text(&o.stdout), text(&o.stderr));
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        labels.sort();
+        let key = if labels.is_empty() { s.metric.clone() } else { format!("{}{{{}}}", s.metric, labels.join(",")) };
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => {
+                out.insert(format!("{}_count", s.metric), h.iter().map(|b| b.count).fold(0.0, f64::max));
+                continue;
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+/// `/metrics`: Prometheus text behind the token (or without it on
+/// `--metrics-listen`, which serves nothing else), valid for promtool, and
+/// the values move as commands run, clients attach, fall behind, get
+/// refused, and the daemon restarts.
+#[test]
+fn metrics_scrape_as_prometheus_text_and_move_as_commands_run() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let d = daemon(&["--metrics-listen", &maddr, "--ring-bytes", "65536"]);
+    let addr = d.url.strip_prefix("http://").unwrap().to_owned();
+    let auth = format!("Bearer {}", d.token);
+    assert_eq!(http_get(&addr, "/metrics", &[]).0, 401);
+    assert_eq!(http_get(&maddr, "/v1/commands", &[]).0, 404, "the metrics listener serves metrics alone");
+    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let before = scrape(&addr, &[("Authorization", &auth)]);
+    assert_eq!(get(&before, "tether_restarts_total"), 0.0);
+    assert_eq!(get(&before, "tether_memory_limit_bytes"), 4294967296.0);
+    // A command with 50000 bytes of output (less than a pipe holds: the
+    // output is read once the CLI has exited).
+    let o = d.run(&["exec", "--", "sh", "-c", "head -c 50000 /dev/zero"]);
+    assert_eq!(o.stdout.len(), 50_000);
+    // One held running with a client attached, and a wrong token.
+    let long = text(&d.run(&["exec", "--detach", "--", "sleep", "30"]).stdout).trim().to_owned();
+    let mut viewer = d.cli(&["attach", &long]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    assert_eq!(http_get(&addr, "/v1/commands", &[("Authorization", "Bearer wrong")]).0, 401);
+    let attached = |m: &std::collections::BTreeMap<String, f64>| get(m, "tether_attached_clients") >= 1.0;
+    let mut during = scrape(&maddr, &[]);
+    let t = Instant::now();
+    while !attached(&during) && t.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+        during = scrape(&maddr, &[]);
+    }
+    assert!(attached(&during), "{during:?}");
+    let _ = viewer.kill();
+    let _ = viewer.wait();
+    let delta = |k: &str| get(&during, k) - get(&before, k);
+    assert_eq!(delta("tether_commands_started_total{kind=\"process\"}"), 2.0, "{during:?}");
+    assert_eq!(delta("tether_spawn_seconds_count"), 2.0, "{during:?}");
+    assert!(delta("tether_output_bytes_total{stream=\"stdout\"}") >= 50_000.0, "{during:?}");
+    assert_eq!(get(&during, "tether_commands{state=\"running\"}"), 1.0, "{during:?}");
+    assert!(get(&during, "tether_commands{state=\"exited\"}") >= 1.0, "{during:?}");
+    assert!(delta("tether_auth_rejected_total{reason=\"token\"}") >= 1.0, "the 401: {during:?}");
+    assert!(get(&during, "tether_websockets") >= 1.0, "the viewer's: {during:?}");
+    assert!(get(&during, "tether_connections_total") >= 4.0, "{during:?}");
+    assert!(delta("tether_attaches_total{from=\"start\"}") >= 2.0, "{during:?}");
+    assert!(get(&during, "tether_memory_committed_bytes") > 0.0, "{during:?}");
+    // Output past the ring, then a reader from byte 0: a gap.
+    let gap = text(&d.run(&["exec", "--detach", "--", "sh", "-c", "head -c 300000 /dev/zero"]).stdout).trim().to_owned();
+    assert_eq!(d.run(&["wait", &gap]).status.code(), Some(0));
+    let mut logs = d.cli(&["logs", &gap]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    wait_bounded(&mut logs);
+    let after = scrape(&addr, &[("Authorization", &auth)]);
+    assert!(get(&after, "tether_gaps_total") > get(&during, "tether_gaps_total"), "{after:?}");
+    assert!(get(&after, "tether_gap_bytes_total") >= 200_000.0, "{after:?}");
+    // A restart in place: counted, and the metrics listener is back.
+    assert!(Command::new("kill").args(["-USR2", &d.pid().to_string()]).status().unwrap().success());
+    d.wait_lines(2);
+    let restarted = scrape(&maddr, &[]);
+    assert_eq!(get(&restarted, "tether_restarts_total"), 1.0, "{restarted:?}");
+    assert_eq!(get(&restarted, "tether_commands{state=\"running\"}"), 1.0, "the command was handed over");
+}

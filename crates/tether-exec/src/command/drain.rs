@@ -103,6 +103,8 @@ impl Actor {
         out.seq += 1;
         out.rings[i].push(data.clone(), seq);
         drop(out);
+        let stream = if i == 0 { "stdout" } else { "stderr" };
+        metrics::counter!("tether_output_bytes_total", "stream" => stream).increment(data.len() as u64);
         if let Some(model) = self.model.as_ref().filter(|_| i == 0) {
             self.shared.model_lag.fetch_add(data.len() + MODEL_CHUNK_CHARGE, Ordering::SeqCst);
             model.send(ModelMsg::Feed(data));

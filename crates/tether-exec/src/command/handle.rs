@@ -162,6 +162,8 @@ impl CommandHandle {
     }
 
     pub(super) fn subscribe(&self, from: [u64; 2], pace: bool, linger: Option<Duration>) -> Subscription {
+        let kind = if from == [0, 0] { "start" } else { "offset" };
+        metrics::counter!("tether_attaches_total", "from" => kind).increment(1);
         let mut sub = subscribe(&self.shared, from, pace);
         sub.linger = linger;
         sub

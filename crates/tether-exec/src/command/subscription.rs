@@ -148,6 +148,10 @@ impl Subscription {
             return Some(Event::Resized(size));
         }
         let ev = read_locked(&mut self.next, &mut self.done, &out, max);
+        if let Some(Event::Gap { requested, first_held, .. }) = &ev {
+            metrics::counter!("tether_gaps_total").increment(1);
+            metrics::counter!("tether_gap_bytes_total").increment(first_held - requested);
+        }
         if self.pace && !self.acked && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
             out.pacing.advance(self.number, self.next);
             drop(out);

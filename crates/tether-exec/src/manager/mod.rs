@@ -195,7 +195,12 @@ impl Manager {
         let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
 
         let id = new_id(self.inner.cfg.node_id.as_deref());
-        let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain)?;
+        let t = std::time::Instant::now();
+        let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain).inspect_err(|_| {
+            metrics::counter!("tether_spawn_failures_total").increment(1);
+        })?;
+        metrics::histogram!("tether_spawn_seconds").record(t.elapsed().as_secs_f64());
+        metrics::counter!("tether_commands_started_total", "kind" => "process").increment(1);
         let life = self.lifetimes(&spec);
         let meta = Meta::new(&id, &spec, argv, ring_bytes, None);
         tracing::info!(command = %id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");

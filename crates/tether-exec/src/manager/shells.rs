@@ -164,6 +164,7 @@ impl Manager {
         let ring_bytes = self.ring_bytes(&spec)?;
         let reservation = self.reserve(2 * ring_bytes, None)?;
         let id = new_id(self.inner.cfg.node_id.as_deref());
+        metrics::counter!("tether_commands_started_total", "kind" => "shell").increment(1);
         let (events_tx, events) = tokio::sync::mpsc::channel(4);
         let link = JobLink { shell: sh.shared.ctl.clone(), events, linger: sh.shared.linger.clone() };
         let life = self.lifetimes(&spec);

@@ -105,6 +105,7 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static,
 {
     let span = tracing::info_span!("conn", peer = %ctx.peer);
+    let _open = crate::metrics::Open::new("tether_websockets");
     run(socket, ctx).instrument(span).await
 }
 
