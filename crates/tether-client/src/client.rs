@@ -54,6 +54,9 @@ impl Client {
     /// Connects with the given options.
     pub async fn connect_with(url: &str, token: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         let ws_url = driver::ws_url(url)?;
+        if !opts.allow_insecure_token && !crate::token_may_travel(&ws_url) {
+            return Err(ClientError::InsecureToken { url: url.to_owned() });
+        }
         let ws = driver::connect(&ws_url, token, &opts).await?;
         let (tx, rx) = mpsc::channel(64);
         let (state_tx, state) = watch::channel(Connection::Connected);

@@ -42,6 +42,22 @@ pub enum ClientError {
     /// The daemon sent something this client did not expect.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The token would travel in clear text (`http://`/`ws://`) to
+    /// another host; use `https://`, or allow it
+    /// (`ClientOptions::allow_insecure_token`).
+    #[error(
+        "refusing to send the token over plain HTTP to {url}: use https:// (or allow it: --allow-insecure-token, TETHER_ALLOW_INSECURE_TOKEN=1)"
+    )]
+    InsecureToken {
+        /// The URL given.
+        url: String,
+    },
+    /// The TLS settings cannot be used (a CA file that is not PEM).
+    #[error("TLS: {why}")]
+    Tls {
+        /// What is wrong.
+        why: String,
+    },
     /// The client was closed.
     #[error("client closed")]
     Closed,

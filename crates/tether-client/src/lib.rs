@@ -24,11 +24,14 @@
 //!   it `requests` (request bookkeeping), `frames` (routing the daemon's
 //!   frames) and `connect` (opening a connection).
 //! - `error`: [`ClientError`].
+//! - `tls`: [`client_config`] (system roots plus a CA file) and
+//!   [`token_may_travel`] (no token in clear text to another host).
 #![forbid(unsafe_code)]
 
 mod client;
 mod driver;
 mod error;
+mod tls;
 
 pub use client::{Client, ClientOptions, Connection, ExecEvent, Execution, Output};
 pub use error::ClientError;
@@ -36,3 +39,4 @@ pub use tether_proto::{
     CommandId, CommandInfo, CommandState, ExitReason, ExitStatus, HistoryEntry, PtySpec, ShellCloseReason,
     ShellClosed, ShellInfo, ShellRunSpec, ShellSpec, ShellState, StartSpec, Stream, TermSize,
 };
+pub use tls::{client_config, token_may_travel};

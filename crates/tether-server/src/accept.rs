@@ -179,6 +179,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<crate::Tls>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let gate = Gate::new(limits);
@@ -218,7 +219,8 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        conns.spawn(connection(tcp, peer, slot, router.clone(), limits, draining.clone()));
+        let tls = tls.as_ref().map(|t| t.acceptor());
+        conns.spawn(connection(tcp, tls, peer, slot, router.clone(), limits, draining.clone()));
     }
     drop(listener);
     draining.cancel();
@@ -231,20 +233,54 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
 }
 
 /// Serves one connection until it ends, is closed for a limit, or the
-/// server drains.
+/// server drains; with `tls`, after a handshake that must finish within
+/// the header timeout (the connection holds its place at the gate
+/// meanwhile, as one that has not authenticated).
 async fn connection(
     tcp: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
     slot: Slot,
     router: Router,
     limits: Limits,
     draining: CancellationToken,
 ) {
+    let Some(tls) = tls else {
+        return http(tcp, peer, slot, router, limits, draining).await;
+    };
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(limits.header_timeout, tls.accept(tcp)) => r,
+        () = slot.0.state.evicted.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => http(stream, peer, slot, router, limits, draining).await,
+        Ok(Err(e)) => {
+            metrics::counter!("tether_tls_handshake_failures_total").increment(1);
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            metrics::counter!("tether_tls_handshake_failures_total").increment(1);
+            tracing::debug!(%peer, "TLS handshake took longer than {:?}", limits.header_timeout);
+        }
+    }
+}
+
+/// HTTP/1.1 (with upgrades) on one connection, plain or TLS.
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    slot: Slot,
+    router: Router,
+    limits: Limits,
+    draining: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handle = slot.0.clone();
     let svc = Svc { router, peer, conn: handle.clone() };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(tcp), svc).with_upgrades();
+    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.unauthenticated_timeout);
     tokio::pin!(deadline);

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     /// The name the sandbox dialects (Daytona) know this host by, besides
     /// `local` (`None`: only `local`). URL-safe: 1..=64 of `[A-Za-z0-9._-]`.
     pub sandbox_id: Option<String>,
+    /// TLS on the listener (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<crate::Tls>>,
 }
 
 impl ServerConfig {
@@ -98,6 +100,7 @@ impl ServerConfig {
             langsmith_ring_bytes: Some(4 << 20),
             max_body_memory: 256 << 20,
             sandbox_id: None,
+            tls: None,
         }
     }
 }

@@ -38,6 +38,8 @@
 //!   `compat/langsmith/`, the LangSmith sandbox client's
 //!   (`protocol/compat/langsmith.md`): its WebSocket, server-sent events,
 //!   legacy `POST /execute`, file and search routes.
+//! - `tls`: [`Tls`], the listener's certificate and key (rustls), read
+//!   again on reload.
 //! - `web`: the browser terminal page, built from `web/` by `build.rs` and
 //!   embedded. Served without auth: it holds no data, and asks for the
 //!   token, which it sends only inside the WebSocket subprotocol list.
@@ -55,6 +57,7 @@ pub mod fuzzing;
 mod map;
 mod metrics;
 mod oneshot;
+mod tls;
 mod web;
 
 use std::future::Future;
@@ -78,6 +81,7 @@ pub use conn::AttachQuery;
 pub use metrics::RESTARTS_ENV;
 pub use oneshot::default_interpreters;
 pub use tether_exec::Handover;
+pub use tls::{Tls, TlsError};
 
 pub(crate) use error::Error;
 
@@ -293,7 +297,7 @@ impl Server {
             let _ = stop_tx.send(why);
             token.cancel();
         };
-        let serving = accept::serve(listener, app, accept::Limits::of(&st.cfg), signal);
+        let serving = accept::serve(listener, app, accept::Limits::of(&st.cfg), st.cfg.tls.clone(), signal);
         tokio::pin!(serving);
         ready(addr);
         let grace_over = async {

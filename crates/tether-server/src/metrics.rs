@@ -39,10 +39,8 @@ pub(crate) fn install() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full("tether_spawn_seconds".into()), SPAWN_BUCKETS)
                 .ok()?;
-            let handle = builder
-                .install_recorder()
-                .map_err(|e| tracing::warn!("metrics disabled: {e}"))
-                .ok()?;
+            let handle =
+                builder.install_recorder().map_err(|e| tracing::warn!("metrics disabled: {e}")).ok()?;
             describe();
             let restarts = std::env::var(RESTARTS_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             metrics::counter!("tether_restarts_total").absolute(restarts);
@@ -54,7 +52,10 @@ pub(crate) fn install() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("tether_commands_started_total", "Commands started (kind: process, or shell for a named shell's)");
+    describe_counter!(
+        "tether_commands_started_total",
+        "Commands started (kind: process, or shell for a named shell's)"
+    );
     describe_counter!("tether_spawn_failures_total", "Commands whose process could not be started");
     describe_histogram!("tether_spawn_seconds", Unit::Seconds, "Time to start a command's process");
     describe_counter!("tether_output_bytes_total", Unit::Bytes, "Output bytes read from commands, by stream");
@@ -81,7 +82,11 @@ fn describe() {
         Unit::Bytes,
         "Ring and screen memory committed to held commands"
     );
-    describe_gauge!("tether_memory_limit_bytes", Unit::Bytes, "The limit on committed ring and screen memory");
+    describe_gauge!(
+        "tether_memory_limit_bytes",
+        Unit::Bytes,
+        "The limit on committed ring and screen memory"
+    );
     describe_gauge!("tether_build_info", "The daemon's version (always 1)");
     // Counters of rare events exist from the start, at 0, so that a rate
     // over them is defined before the first one.

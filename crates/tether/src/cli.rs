@@ -36,6 +36,14 @@ pub(crate) struct ConnArgs {
     /// out at a third of it.
     #[arg(long, global = true, env = "TETHER_SILENCE_TIMEOUT", value_name = "SECS")]
     pub(crate) silence_timeout: Option<f64>,
+    /// Trust this CA certificate (PEM) for an https:// or wss:// daemon,
+    /// besides the system's roots.
+    #[arg(long, global = true, env = "TETHER_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Send the token over plain http:// to a daemon that is not on this
+    /// host (refused otherwise: anyone on the path could read it).
+    #[arg(long, global = true, env = "TETHER_ALLOW_INSECURE_TOKEN")]
+    pub(crate) allow_insecure_token: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,6 +235,14 @@ pub(crate) struct ServeArgs {
     /// main address always needs the token.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM; with
+    /// --tls-key). Both files are read again on SIGHUP: a renewed
+    /// certificate is taken without a restart.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Extra allowed browser Origins (e.g. http://localhost:3000); `*` allows any.
     #[arg(long = "allow-origin")]
     pub(crate) allow_origins: Vec<String>,

@@ -79,7 +79,8 @@ fn command() -> Command {
             .collect();
         for id in ids {
             serve = serve.mut_arg(id, |a| {
-                let var = format!("TETHER_{}", a.get_long().unwrap_or_default().replace('-', "_").to_uppercase());
+                let var =
+                    format!("TETHER_{}", a.get_long().unwrap_or_default().replace('-', "_").to_uppercase());
                 let list = matches!(a.get_action(), ArgAction::Append);
                 let a = a.env(var);
                 if list { a.value_delimiter(',') } else { a }
@@ -118,7 +119,8 @@ fn with_file(mut cmd: Command, table: toml::Table) -> Result<Command> {
                 .context("a global setting without its flag")?
                 .clone(),
             _ => {
-                let hint = closest(&key, &settings).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+                let hint =
+                    closest(&key, &settings).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
                 bail!(
                     "unknown key `{key}`{hint}; the keys are the long flags of `tether serve` (`tether serve --help`)"
                 );
@@ -134,7 +136,9 @@ fn with_file(mut cmd: Command, table: toml::Table) -> Result<Command> {
         };
         let id = arg.get_id().clone();
         let global = in_serve.is_none();
-        let set = move |a: clap::Arg| if list { a.default_values(values) } else { a.default_value(values[0].clone()) };
+        let set = move |a: clap::Arg| {
+            if list { a.default_values(values) } else { a.default_value(values[0].clone()) }
+        };
         if global {
             cmd = cmd.mut_arg(id, set);
         } else {

@@ -23,8 +23,17 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) fn new(conn: &ConnArgs) -> Result<Http> {
+        if !conn.allow_insecure_token && !tether_client::token_may_travel(&conn.url) {
+            return Err(tether_client::ClientError::InsecureToken { url: conn.url.clone() }.into());
+        }
         let token = crate::run::token(conn)?;
-        Ok(Http { client: reqwest::Client::new(), base: conn.url.trim_end_matches('/').to_owned(), token })
+        let mut builder = reqwest::Client::builder();
+        if conn.url.starts_with("https:") {
+            let tls = tether_client::client_config(conn.ca_cert.as_deref())?;
+            builder = builder.tls_backend_preconfigured((*tls).clone());
+        }
+        let client = builder.build().context("setting up HTTP")?;
+        Ok(Http { client, base: conn.url.trim_end_matches('/').to_owned(), token })
     }
 
     fn req(&self, method: reqwest::Method, route: &str) -> reqwest::RequestBuilder {
@@ -111,7 +120,9 @@ enum Target {
 fn target(src_dir: bool, contents: bool, dst: &str, dst_kind: Option<&str>) -> Result<Target> {
     let trailing = dst.ends_with('/');
     Ok(match (src_dir, dst_kind) {
-        (false, _) if contents => bail!("not a directory (only a directory's contents can be copied with `/.`)"),
+        (false, _) if contents => {
+            bail!("not a directory (only a directory's contents can be copied with `/.`)")
+        }
         (true, Some("dir")) if contents => Target::Is(dst.to_owned()),
         (_, Some("dir")) => Target::Inside(dst.to_owned()),
         (true, Some(_)) => bail!("cannot overwrite a non-directory with a directory"),
@@ -241,8 +252,8 @@ fn local_kind(path: &Path) -> Result<Option<&'static str>> {
 async fn download(http: &Http, src: &str, to: &str) -> Result<()> {
     let st = http.stat(src).await.with_context(|| format!(":{src}"))?;
     let src_dir = st.kind == "dir";
-    let target =
-        target(src_dir, contents_of(src), to, local_kind(Path::new(to))?.as_deref()).with_context(|| to.to_owned())?;
+    let target = target(src_dir, contents_of(src), to, local_kind(Path::new(to))?.as_deref())
+        .with_context(|| to.to_owned())?;
     let dest = match &target {
         Target::Is(d) => PathBuf::from(d),
         Target::Inside(d) => Path::new(d).join(source_name(src, None).unwrap_or_else(|_| st.name.clone())),
@@ -324,7 +335,12 @@ fn unpack_stripped(reader: impl std::io::Read, top: &Path) -> std::io::Result<()
         for c in parts {
             match c {
                 Component::Normal(n) => rel.push(n),
-                _ => return Err(bad(format!("{}: entry names must be relative, without `..`", name.display()))),
+                _ => {
+                    return Err(bad(format!(
+                        "{}: entry names must be relative, without `..`",
+                        name.display()
+                    )));
+                }
             }
         }
         if rel.as_os_str().is_empty() {

@@ -258,6 +258,8 @@ async fn connect(conn: &ConnArgs, interactive: bool) -> Result<Client> {
     let silence = conn.silence_timeout.unwrap_or(if interactive { 6.0 } else { 45.0 });
     opts.peer_timeout = Duration::from_secs_f64(silence.clamp(0.3, 3600.0));
     opts.keepalive = opts.peer_timeout / 3;
+    opts.ca_cert = conn.ca_cert.clone();
+    opts.allow_insecure_token = conn.allow_insecure_token;
     Ok(Client::connect_with(&conn.url, &token(conn)?, opts).await?)
 }
 

@@ -32,6 +32,9 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
     if let Some(path) = file {
         tokio::spawn(watch_token_file(path, cfg.token.clone(), weak_ok));
     }
+    if let Some(tls) = cfg.tls.clone() {
+        tokio::spawn(reload_tls_on_hangup(tls));
+    }
     let (mut server, mut listener) = start(&args, &mut cfg).await?;
     if let Some(addr) = args.metrics_listen {
         serve_metrics(addr, &server).await?;
@@ -60,10 +63,11 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
         // address (again after each restart), once the server holds all it
         // holds while serving. Whoever read it may have closed the pipe
         // since: that is no error.
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         let ready = |addr: std::net::SocketAddr| {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "tether: listening on http://{addr}").and_then(|()| out.flush());
+            let _ = writeln!(out, "tether: listening on {scheme}://{addr}").and_then(|()| out.flush());
             tracing::info!(%addr, "listening");
         };
         match server.serve(listener, stop, ready).await? {
@@ -75,6 +79,24 @@ pub(crate) async fn serve(args: ServeArgs, conn: ConnArgs) -> Result<()> {
                 tracing::error!("exec of {} failed: {e}; resuming in this process", exe.display());
                 listener = listener_of(&mut h)?;
                 server = Server::resume(cfg.clone(), &mut h);
+            }
+        }
+    }
+}
+
+/// Reads the certificate and key again on every SIGHUP; a pair that cannot
+/// be used is logged and the previous one kept.
+async fn reload_tls_on_hangup(tls: Arc<tether_server::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()).map_err(|e| tracing::error!("cannot watch SIGHUP: {e}"))
+    else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
+            Err(e) => {
+                tracing::error!("SIGHUP: TLS certificate not reloaded ({e}); still serving the previous one")
             }
         }
     }
@@ -361,7 +383,8 @@ fn config(args: &ServeArgs, token: String) -> Result<ServerConfig> {
         cfg.sandbox_id = Some(id.clone());
     }
     let node_ok = |n: &str| {
-        (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        (1..=64).contains(&n.len())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
     };
     cfg.manager.node_id = match (&args.node_id, &args.sandbox_id) {
         (Some(n), _) if node_ok(n) => Some(n.clone()),
@@ -369,6 +392,9 @@ fn config(args: &ServeArgs, token: String) -> Result<ServerConfig> {
         (None, Some(s)) if node_ok(s) => Some(s.clone()),
         _ => None,
     };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some(tether_server::Tls::load(cert, key).context("--tls-cert/--tls-key")?);
+    }
     for spec in &args.interpreters {
         let (name, program) = spec
             .split_once('=')

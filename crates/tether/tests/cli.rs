@@ -943,19 +943,91 @@ struct CpCase {
 fn cp_follows_cp_r_and_docker_cp_both_ways() {
     const TREE: &[(&str, &str)] = &[("a", "A"), ("sub/b", "B")];
     let cases: &[CpCase] = &[
-        CpCase { what: "dir to a missing path: becomes the copy", from: "tree", to: "new", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
-        CpCase { what: "dir to a missing path/: becomes the copy", from: "tree", to: "new/", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
-        CpCase { what: "dir into an existing dir", from: "tree", to: "exist", expect: Some(&[("exist/tree/a", "A"), ("exist/tree/sub/b", "B"), ("exist/old", "old")]), absent: &["exist/a"] },
-        CpCase { what: "dir into an existing dir/", from: "tree/", to: "exist/", expect: Some(&[("exist/tree/a", "A"), ("exist/old", "old")]), absent: &["exist/a"] },
-        CpCase { what: "dir/. into an existing dir: contents", from: "tree/.", to: "exist", expect: Some(&[("exist/a", "A"), ("exist/sub/b", "B"), ("exist/old", "old")]), absent: &["exist/tree"] },
-        CpCase { what: "dir/. to a missing path: contents", from: "tree/.", to: "new", expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]), absent: &["new/tree"] },
+        CpCase {
+            what: "dir to a missing path: becomes the copy",
+            from: "tree",
+            to: "new",
+            expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]),
+            absent: &["new/tree"],
+        },
+        CpCase {
+            what: "dir to a missing path/: becomes the copy",
+            from: "tree",
+            to: "new/",
+            expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]),
+            absent: &["new/tree"],
+        },
+        CpCase {
+            what: "dir into an existing dir",
+            from: "tree",
+            to: "exist",
+            expect: Some(&[("exist/tree/a", "A"), ("exist/tree/sub/b", "B"), ("exist/old", "old")]),
+            absent: &["exist/a"],
+        },
+        CpCase {
+            what: "dir into an existing dir/",
+            from: "tree/",
+            to: "exist/",
+            expect: Some(&[("exist/tree/a", "A"), ("exist/old", "old")]),
+            absent: &["exist/a"],
+        },
+        CpCase {
+            what: "dir/. into an existing dir: contents",
+            from: "tree/.",
+            to: "exist",
+            expect: Some(&[("exist/a", "A"), ("exist/sub/b", "B"), ("exist/old", "old")]),
+            absent: &["exist/tree"],
+        },
+        CpCase {
+            what: "dir/. to a missing path: contents",
+            from: "tree/.",
+            to: "new",
+            expect: Some(&[("new/a", "A"), ("new/sub/b", "B")]),
+            absent: &["new/tree"],
+        },
         CpCase { what: "dir onto a file: refused", from: "tree", to: "file.txt", expect: None, absent: &[] },
-        CpCase { what: "dir below a missing parent: refused", from: "tree", to: "missing/deeper", expect: None, absent: &["missing"] },
-        CpCase { what: "file into an existing dir", from: "f.txt", to: "exist", expect: Some(&[("exist/f.txt", "F"), ("exist/old", "old")]), absent: &[] },
-        CpCase { what: "file to a missing path", from: "f.txt", to: "g.txt", expect: Some(&[("g.txt", "F")]), absent: &[] },
-        CpCase { what: "file onto a file: replaced", from: "f.txt", to: "file.txt", expect: Some(&[("file.txt", "F")]), absent: &[] },
-        CpCase { what: "file to a missing dir/: refused", from: "f.txt", to: "nodir/", expect: None, absent: &["nodir"] },
-        CpCase { what: "file below a missing parent: refused", from: "f.txt", to: "missing/g.txt", expect: None, absent: &["missing"] },
+        CpCase {
+            what: "dir below a missing parent: refused",
+            from: "tree",
+            to: "missing/deeper",
+            expect: None,
+            absent: &["missing"],
+        },
+        CpCase {
+            what: "file into an existing dir",
+            from: "f.txt",
+            to: "exist",
+            expect: Some(&[("exist/f.txt", "F"), ("exist/old", "old")]),
+            absent: &[],
+        },
+        CpCase {
+            what: "file to a missing path",
+            from: "f.txt",
+            to: "g.txt",
+            expect: Some(&[("g.txt", "F")]),
+            absent: &[],
+        },
+        CpCase {
+            what: "file onto a file: replaced",
+            from: "f.txt",
+            to: "file.txt",
+            expect: Some(&[("file.txt", "F")]),
+            absent: &[],
+        },
+        CpCase {
+            what: "file to a missing dir/: refused",
+            from: "f.txt",
+            to: "nodir/",
+            expect: None,
+            absent: &["nodir"],
+        },
+        CpCase {
+            what: "file below a missing parent: refused",
+            from: "f.txt",
+            to: "missing/g.txt",
+            expect: None,
+            absent: &["missing"],
+        },
         CpCase { what: "file/.: refused", from: "f.txt/.", to: "new", expect: None, absent: &["new"] },
     ];
     let base = std::env::temp_dir().join(format!("tether-cli-cp-table-{:016x}", rand_u64()));
@@ -1026,13 +1098,24 @@ fn cp_follows_cp_r_and_docker_cp_both_ways() {
                 }
             }
             if !problems.is_empty() {
-                failed.push(format!("{} ({}: cp {from} {to}): {}", c.what, if up { "up" } else { "down" }, problems.join("; ")));
+                failed.push(format!(
+                    "{} ({}: cp {from} {to}): {}",
+                    c.what,
+                    if up { "up" } else { "down" },
+                    problems.join("; ")
+                ));
             }
         }
     }
     drop(d);
     let _ = std::fs::remove_dir_all(&base);
-    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len() * 2, failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len() * 2,
+        failed.join("\n")
+    );
 }
 
 /// `--node-id NAME` (default: a dot-free --sandbox-id) puts the daemon's
@@ -1166,7 +1249,10 @@ fn settings_come_from_flags_then_environment_then_the_config_file() {
         }
         output_bounded(&mut c)
     };
-    let o = serve(&["--print-config", "--ttl", "5"], &[("TETHER_PING_INTERVAL", "2"), ("TETHER_NODE_ID", "from-env")]);
+    let o = serve(
+        &["--print-config", "--ttl", "5"],
+        &[("TETHER_PING_INTERVAL", "2"), ("TETHER_NODE_ID", "from-env")],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let printed = text(&o.stdout);
     for line in [
@@ -1184,8 +1270,11 @@ fn settings_come_from_flags_then_environment_then_the_config_file() {
     assert!(!printed.contains(token) && !text(&o.stderr).contains(token), "the token was printed");
     // The output is itself a valid configuration file.
     let again = dir.join("again.toml");
-    let settings: String =
-        printed.lines().filter(|l| !l.starts_with('#') && !l.starts_with("token ")).map(|l| format!("{l}\n")).collect();
+    let settings: String = printed
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("token "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(&again, settings).unwrap();
     let o = output_bounded(Command::new(BIN).args(["serve", "--print-config", "--config"]).arg(&again));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -1217,7 +1306,12 @@ fn settings_come_from_flags_then_environment_then_the_config_file() {
     refused("listen = 7070\n", &["7070", "--listen"]);
     refused("[serve]\nlisten = \"x\"\n", &["`serve`"]);
     refused("listen = \"unterminated\n", &["TOML", "line 1"]);
-    let o = output_bounded(Command::new(BIN).args(["serve", "--print-config", "--config", "/nonexistent/t.toml"]));
+    let o = output_bounded(Command::new(BIN).args([
+        "serve",
+        "--print-config",
+        "--config",
+        "/nonexistent/t.toml",
+    ]));
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("/nonexistent/t.toml"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
@@ -1262,9 +1356,15 @@ fn scrape(addr: &str, headers: &[(&str, &str)]) -> std::collections::BTreeMap<St
     for s in parsed.samples {
         let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         labels.sort();
-        let key = if labels.is_empty() { s.metric.clone() } else { format!("{}{{{}}}", s.metric, labels.join(",")) };
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
         let v = match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             prometheus_parse::Value::Histogram(h) => {
                 out.insert(format!("{}_count", s.metric), h.iter().map(|b| b.count).fold(0.0, f64::max));
                 continue;
@@ -1324,7 +1424,9 @@ fn metrics_scrape_as_prometheus_text_and_move_as_commands_run() {
     assert!(delta("tether_attaches_total{from=\"start\"}") >= 2.0, "{during:?}");
     assert!(get(&during, "tether_memory_committed_bytes") > 0.0, "{during:?}");
     // Output past the ring, then a reader from byte 0: a gap.
-    let gap = text(&d.run(&["exec", "--detach", "--", "sh", "-c", "head -c 300000 /dev/zero"]).stdout).trim().to_owned();
+    let gap = text(&d.run(&["exec", "--detach", "--", "sh", "-c", "head -c 300000 /dev/zero"]).stdout)
+        .trim()
+        .to_owned();
     assert_eq!(d.run(&["wait", &gap]).status.code(), Some(0));
     let mut logs = d.cli(&["logs", &gap]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
     wait_bounded(&mut logs);
@@ -1337,4 +1439,139 @@ fn metrics_scrape_as_prometheus_text_and_move_as_commands_run() {
     let restarted = scrape(&maddr, &[]);
     assert_eq!(get(&restarted, "tether_restarts_total"), 1.0, "{restarted:?}");
     assert_eq!(get(&restarted, "tether_commands{state=\"running\"}"), 1.0, "the command was handed over");
+}
+
+/// A CA and a certificate it signed for `localhost` and 127.0.0.1, made
+/// with openssl in `dir`: (ca.pem, cert.pem, key.pem).
+fn make_certs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let o = output_bounded(Command::new("openssl").current_dir(dir).args(args));
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    // A subject of its own: two test CAs must not look like one.
+    let subject = format!("/CN=tether test CA {:016x}", rand_u64());
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subject],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[&["req"][..], &ec, &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// `--tls-cert`/`--tls-key`: HTTPS and WSS for the CLI (WebSocket and
+/// HTTP routes) with `--ca-cert`; an unknown issuer is refused; SIGHUP
+/// takes a renewed pair (a broken one is refused and the old one kept);
+/// and no client sends its token in clear text to another host unless
+/// told to.
+#[test]
+fn tls_serves_https_and_wss_reloads_on_sighup_and_tokens_stay_off_plain_http() {
+    let base = std::env::temp_dir().join(format!("tether-cli-tls-{:016x}", rand_u64()));
+    let (ca1, cert1, key1) = make_certs(&base.join("one"));
+    let (ca2, cert2, key2) = make_certs(&base.join("two"));
+    let (cert, key) = (base.join("cert.pem"), base.join("key.pem"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let d = daemon(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    assert!(d.url.starts_with("https://127.0.0.1:"), "{}", d.url);
+    let run = |ca: &std::path::Path, args: &[&str]| {
+        let mut c = d.cli(args);
+        c.env("TETHER_CA_CERT", ca);
+        output_bounded(&mut c)
+    };
+    let o = run(&ca1, &["exec", "--", "echo", "over tls"]);
+    assert_eq!((o.status.code(), text(&o.stdout).as_str()), (Some(0), "over tls\n"), "{}", text(&o.stderr));
+    let file = base.join("up.txt");
+    std::fs::write(&file, "up").unwrap();
+    let o = run(&ca1, &["cp", file.to_str().unwrap(), &format!(":{}", base.join("down.txt").display())]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(base.join("down.txt")).unwrap(), b"up");
+    // Another CA: refused, by the WebSocket and by the HTTP routes.
+    let o = run(&ca2, &["exec", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("UnknownIssuer"), "{}", text(&o.stderr));
+    assert_eq!(run(&ca2, &["cat", &format!(":{}", file.display())]).status.code(), Some(255));
+    // Plain HTTP to the TLS port gets no answer.
+    assert_eq!(http_status(&d.url.replace("https://", "http://"), "/healthz", &[]), None);
+    // A renewed pair, then SIGHUP: new handshakes use it.
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    let hup =
+        || assert!(Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap().success());
+    hup();
+    assert!(
+        eventually(LIMIT, || run(&ca2, &["exec", "--", "true"]).status.code() == Some(0)),
+        "the renewed certificate was not taken"
+    );
+    assert_eq!(run(&ca1, &["exec", "--", "true"]).status.code(), Some(255), "the old CA no longer matches");
+    // A broken pair: refused, the current one kept.
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(run(&ca2, &["exec", "--", "true"]).status.code(), Some(0));
+    drop(d);
+    // Refused at start: a key that does not exist.
+    let o = output_bounded(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert2.to_str().unwrap(),
+                "--tls-key",
+                "/nonexistent.pem",
+            ])
+            .env("TETHER_TOKEN", "cli-test-0123456789abcdef"),
+    );
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("/nonexistent.pem"), "{}", text(&o.stderr));
+    // The token and plain HTTP: only to this host, unless allowed. (An
+    // IPv4-mapped IPv6 address of 127.0.0.1 reaches a plain daemon here,
+    // but is not a loopback address by name.)
+    let d = daemon(&[]);
+    let port = d.url.rsplit(':').next().unwrap().to_owned();
+    let far = format!("http://[::ffff:127.0.0.1]:{port}");
+    for args in [&["exec", "--", "true"][..], &["cat", "/etc/hostname"][..]] {
+        let o = output_bounded(d.cli(args).env("TETHER_URL", &far));
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        assert!(
+            text(&o.stderr).contains("refusing to send the token over plain HTTP"),
+            "{}",
+            text(&o.stderr)
+        );
+        let o = output_bounded(d.cli(args).env("TETHER_URL", &far).env("TETHER_ALLOW_INSECURE_TOKEN", "1"));
+        assert!(!text(&o.stderr).contains("refusing"), "{args:?}: {}", text(&o.stderr));
+    }
+    assert_eq!(d.run(&["exec", "--", "true"]).status.code(), Some(0), "127.0.0.1 is this host");
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -26,6 +26,12 @@ pub struct ClientOptions {
     pub keepalive: Duration,
     /// Reconnect when nothing (not even a pong) arrived for this long.
     pub peer_timeout: Duration,
+    /// A CA certificate (PEM) to trust for a `https://`/`wss://` daemon,
+    /// besides the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Send the token over plain `http://`/`ws://` to another host
+    /// (refused by default: see [`crate::token_may_travel`]).
+    pub allow_insecure_token: bool,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +45,8 @@ impl Default for ClientOptions {
             window_bytes: 2 << 20,
             keepalive: driver::secs(15),
             peer_timeout: driver::secs(45),
+            ca_cert: None,
+            allow_insecure_token: false,
         }
     }
 }

@@ -42,7 +42,12 @@ pub(crate) async fn connect(url: &str, token: &str, opts: &ClientOptions) -> Res
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(64 << 20);
     cfg.max_frame_size = Some(64 << 20);
-    let fut = tokio_tungstenite::connect_async_with_config(req, Some(cfg), true);
+    let tls = if url.starts_with("wss:") {
+        Some(tokio_tungstenite::Connector::Rustls(crate::client_config(opts.ca_cert.as_deref())?))
+    } else {
+        None
+    };
+    let fut = tokio_tungstenite::connect_async_tls_with_config(req, Some(cfg), true, tls);
     let (mut ws, _) = match tokio::time::timeout(opts.connect_timeout, fut).await {
         Err(_) => return Err(conn_err("timed out".into())),
         Ok(Err(tungstenite::Error::Http(resp))) => {

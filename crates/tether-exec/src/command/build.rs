@@ -315,7 +315,9 @@ pub(crate) fn thaw(
         Phase::Live(l) => {
             let mut l = *l;
             let pty = h.fd(l.master).and_then(|fd| {
-                Pty::from_master(fd).map_err(|e| tracing::warn!(command = %id, "terminal not taken over: {e}")).ok()
+                Pty::from_master(fd)
+                    .map_err(|e| tracing::warn!(command = %id, "terminal not taken over: {e}"))
+                    .ok()
             });
             let sources = [0, 1].map(|i| match (&pty, l.outputs[i]) {
                 (Some(p), Some(raw)) if Some(raw) == l.master => Some(Source::Pty(p.io.clone())),
