@@ -14,7 +14,9 @@ use super::Ws;
 use crate::client::ClientOptions;
 use crate::error::ClientError;
 
-/// The WebSocket URL for a daemon URL: `http://h:p` -> `ws://h:p/v1/ws`.
+/// The WebSocket URL for a daemon URL: `http://h:p` -> `ws://h:p/v1/ws`,
+/// and behind a proxy's path prefix `https://h/s/a` -> `wss://h/s/a/v1/ws`;
+/// a URL that already ends in `/v1/ws` is taken as it is.
 pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
     let bad = |why: &str| ClientError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let mut u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -24,10 +26,31 @@ pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
         _ => return Err(bad("scheme must be http, https, ws or wss")),
     };
     u.set_scheme(scheme).map_err(|()| bad("cannot set scheme"))?;
-    if u.path() == "/" || u.path().is_empty() {
-        u.set_path("/v1/ws");
+    if !u.path().trim_end_matches('/').ends_with("/v1/ws") {
+        let path = format!("{}/v1/ws", u.path().trim_end_matches('/'));
+        u.set_path(&path);
     }
     Ok(u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_url;
+
+    #[test]
+    fn ws_urls_keep_a_path_prefix() {
+        for (given, want) in [
+            ("http://h:7070", "ws://h:7070/v1/ws"),
+            ("http://h:7070/", "ws://h:7070/v1/ws"),
+            ("https://h/s/a", "wss://h/s/a/v1/ws"),
+            ("https://h/s/a/", "wss://h/s/a/v1/ws"),
+            ("ws://h/s/a/v1/ws", "ws://h/s/a/v1/ws"),
+            ("wss://h/v1/ws?x=1", "wss://h/v1/ws?x=1"),
+        ] {
+            assert_eq!(ws_url(given).ok().as_deref(), Some(want), "{given}");
+        }
+        assert!(ws_url("ftp://h").is_err());
+    }
 }
 
 /// Opens a connection and waits for the daemon's `hello`.
