@@ -124,6 +124,24 @@ def test_dockerignore_keeps_what_the_build_needs_and_drops_target():
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 
 
+_pid1_bin = None
+
+
+def pid1_binary():
+    """The daemon binary, or a copy of it that uid 65534 can run: the
+    workspace may sit below a directory only root may enter."""
+    global _pid1_bin
+    if _pid1_bin is None:
+        probe = ["setpriv", "--reuid=%d" % UID, "--regid=%d" % UID, "--clear-groups", "--", tether_bin(), "--version"]
+        if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
+            _pid1_bin = tether_bin()
+        else:
+            d = tempfile.mkdtemp(prefix="tether-pid1-bin-")
+            os.chmod(d, 0o755)
+            _pid1_bin = shutil.copy(tether_bin(), os.path.join(d, "tether"))
+    return _pid1_bin
+
+
 class Pid1Daemon:
     """The daemon as PID 1 of a new PID namespace, as uid 65534 with a HOME
     of its own and no TETHER_TOKEN: it makes its token file, as in the
@@ -138,7 +156,7 @@ class Pid1Daemon:
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc",
              "setpriv", "--reuid=%d" % UID, "--regid=%d" % UID, "--clear-groups", "--",
-             tether_bin(), "serve", "--log-format", "json"],
+             pid1_binary(), "serve", "--log-format", "json"],
             stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=self.home, text=True,
         )
         line = self.proc.stdout.readline()
