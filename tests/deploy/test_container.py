@@ -309,3 +309,33 @@ def test_sigterm_to_pid_1_kills_its_commands_and_exits_0_promptly(pid1):
     for pid, start in commands.items():
         st = proc_stat(pid)
         assert st is None or st[2] != start, "command process %d outlived the daemon" % pid
+
+
+@needs_root
+def test_sigusr2_to_pid_1_restarts_it_in_place_keeping_its_commands(pid1):
+    # `docker kill -s USR2` and the unit's ExecReload: the daemon re-execs
+    # itself as PID 1, and a running command is still its own afterwards.
+    pending = in_background(lambda: pid1.exec("sleep 20", timeout=25))
+
+    def sleeper():
+        s = [p for p, (_, comm) in namespace_processes(pid1.pid).items() if comm == "sleep"]
+        return s[0] if s else None
+
+    pid = wait_for("the command to run", sleeper)
+    start = proc_stat(pid)[2]
+    os.kill(pid1.pid, signal.SIGUSR2)
+    line = pid1.proc.stdout.readline()
+    assert line.strip() == "tether: listening on " + pid1.url, (line, pid1.logs()[-2000:])
+    assert pid1.proc.poll() is None
+    with open("/proc/%d/status" % pid1.pid) as f:
+        assert [l for l in f if l.startswith("NSpid:")][0].split()[-1] == "1"
+    assert proc_stat(pid)[2] == start, "the command did not survive the restart"
+    # And it runs new ones, as PID 1 still.
+    code, r = pid1.exec("cat /proc/1/comm")
+    assert code == 200 and r["stdout"] == "tether\n", r
+    assert any(e.get("fields", {}).get("message") == "restarted: took over the previous daemon's commands"
+               for e in pid1.json_logs()), pid1.logs()[-2000:]
+    # The one-shot request in flight was answered as PROTOCOL.md says: 503
+    # shutting_down (the command is kept, its output not returned).
+    code, r = pending()
+    assert (code, r.get("code")) == (503, "shutting_down"), (code, r)

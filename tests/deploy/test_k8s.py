@@ -168,3 +168,21 @@ def test_the_probes_and_the_ingress_host_pass_the_daemons_checks():
     # Without allow-host, the Ingress's host would be refused too.
     with Daemon() as d:
         assert get(d.url, "/healthz", host)[0] == 403
+
+
+def test_the_configmaps_config_starts_a_daemon(tmp_path):
+    from deploy_support import serve_flags
+
+    if "config" not in serve_flags():
+        pytest.skip("this daemon has no --config yet")
+    text = resources()["ConfigMap"]["data"]["config.toml"]
+    # The pod's /workspace is a temp dir here; Daemon's --listen 127.0.0.1:0
+    # wins over the file's 0.0.0.0:7070.
+    cfg = tomllib.loads(text)
+    (tmp_path / "workspace").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace('"%s"' % cfg["files-root"], '"%s"' % (tmp_path / "workspace")))
+    host = resources()["Ingress"]["spec"]["rules"][0]["host"]
+    with Daemon("--config", str(path)) as d:
+        assert get(d.url, "/healthz", host) == (200, b"ok\n")
+        assert get(d.url, "/healthz", "evil.example.net")[0] == 403
