@@ -203,6 +203,7 @@ class Pid1Daemon:
                 pass
             self.proc.wait(timeout=10)
         self.log.close()
+        os.unlink(self.log.name)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
