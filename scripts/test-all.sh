@@ -4,7 +4,8 @@
 # tmux), the browser terminal's tests (JS units, headless Chromium), and the
 # LangSmith sandbox client driven against the daemon (tests/compat), the
 # Daytona, E2B, Runloop, Runta and ConTree SDKs driven against it
-# (tests/<name>), and the Python SDK (sdk/python).
+# (tests/<name>), the deployment files (tests/deploy), and the Python SDK
+# (sdk/python).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,10 @@ for sdk in runloop runta contree; do
   bash scripts/$sdk-tests.sh 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
+# deploy/: the systemd unit, the container's Dockerfile and the daemon as
+# PID 1, the Kubernetes manifests (installs kubernetes-validate if missing).
+bash scripts/deploy-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 # The Python SDK: ruff, mypy --strict, pytest against the daemon (installs it).
 bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
