@@ -219,11 +219,13 @@ def start_front():
 
 
 class CountingProxy(CuttableProxy):
-    """A CuttableProxy that counts the bytes it has forwarded towards the
-    daemon (`up`); `wait_up(n)` waits until at least n have gone."""
+    """A CuttableProxy that counts the connections it took (`connections`)
+    and the bytes it has forwarded towards the daemon (`up`); `wait_up(n)`
+    waits until at least n have gone."""
 
     def __init__(self, upstream_url):
         self.up = 0
+        self.connections = 0
         self.cv = threading.Condition()
         super().__init__(upstream_url)
 
@@ -233,6 +235,8 @@ class CountingProxy(CuttableProxy):
         # Towards the daemon: the same loop, counting.
         with self.lock:
             self.open.update((src, dst))
+        with self.cv:
+            self.connections += 1
         try:
             while True:
                 data = src.recv(65536)

@@ -145,14 +145,17 @@ def test_a_64_mib_upload_and_download_are_byte_exact(front, daemons):
     digest = hashlib.sha256(data).hexdigest()
     name = "up-%s-%d.bin" % (front.kind, time.monotonic_ns())
     with client(front.url + "/s/a", a) as c:
-        c.files.write(os.path.join(a.root, name), data)
+        # A relative path: the daemon's own working directory (its root
+        # here), so where the file lands shows which daemon was reached.
+        c.files.write(name, data)
         with open(os.path.join(a.root, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest
-        back = c.files.read(os.path.join(a.root, name))
+        back = c.files.read(name)
         assert len(back) == len(data)
         assert hashlib.sha256(back).hexdigest() == digest
-    # The prefix picked the daemon: b never saw it.
     assert not os.path.exists(os.path.join(b.root, name))
+    with client(front.url + "/s/b", b) as c, pytest.raises(tether.FileNotFound):
+        c.files.read(name)
     os.unlink(os.path.join(a.root, name))
 
 
