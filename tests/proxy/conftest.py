@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pysupport"))
 
-from tether_testing import ROOT, CuttableProxy, Daemon, tether_cli  # noqa: E402, F401 (the tests import them from here)
+from tether_testing import ROOT, CuttableProxy, Daemon, FaultProxy, tether_cli  # noqa: E402, F401 (the tests import them from here)
 from tether_fixtures import bounded_test  # noqa: E402, F401 (fixture)
 
 DEPLOY = os.path.join(ROOT, "deploy", "proxy")
