@@ -4,8 +4,8 @@
 # tmux), the browser terminal's tests (JS units, headless Chromium), and the
 # LangSmith sandbox client driven against the daemon (tests/compat), the
 # Daytona, E2B, Runloop, Runta and ConTree SDKs driven against it
-# (tests/<name>), the deployment files (tests/deploy), and the Python SDK
-# (sdk/python).
+# (tests/<name>), the deployment files (tests/deploy), the Python SDK
+# (sdk/python), and the daemon behind nginx and Caddy (tests/proxy).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +70,10 @@ bash scripts/deploy-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # The Python SDK: ruff, mypy --strict, pytest against the daemon (installs it).
 bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# Behind reverse proxies: nginx and Caddy from deploy/proxy/ in front of
+# daemons, the SDK and the CLI through them (installs nginx and caddy).
+bash scripts/proxy-tests.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # Fuzz targets, FUZZ_SECONDS each (default 10; installs cargo-fuzz if missing).
 bash scripts/fuzz.sh 2>&1 | tee -a "$log"
