@@ -37,13 +37,6 @@ def test_cli_at_the_root(front, daemons):
     assert (r.returncode, r.stdout) == (0, "detached\n"), r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CLI (tether-client's ws_url) takes a daemon URL with a path (http://proxy/s/a) as the WebSocket "
-    "URL itself (ws://proxy/s/a) instead of appending /v1/ws (connect.rs keeps any path but `/`): the proxy "
-    "answers a redirect to /s/a/ (nginx 301, Caddy 302) or, for /s/a/, the page (200), and the CLI exits 255 with "
-    "'tether: cannot connect to ws://127.0.0.1:PORT/s/a: HTTP 301 Moved Permanently'",
-)
 def test_cli_under_a_prefix(front, daemons):
     a = daemons["a"]
     for url in (front.url + "/s/a", front.url + "/s/a/"):

@@ -61,14 +61,6 @@ def test_a_streaming_run_survives_a_silent_network(front, daemons, start_front, 
             assert done < 10, done
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SDK's blocking CommandHandle iterates in batches (_sync.py _events over _handle.py _next_batch, up "
-    "to 64 events taken, consumed and acknowledged at once): leaving `for ev in h` early drops the rest of the "
-    "batch, and the next `for ev in h` starts past it, with no GapEvent: ten chunks queued, one taken, break, "
-    "and the second loop yields none of the other nine (a flood: 65536 bytes taken, the next event at 90112). "
-    "Not the proxy's doing: the same without one; the async handle loses nothing",
-)
 def test_leaving_a_handle_loop_loses_no_output(front, daemons):
     a = daemons["a"]
     with tether.Client(front.url + "/s/a", token=a.token) as c:

@@ -22,6 +22,10 @@ mod token;
 mod tty;
 
 fn main() {
+    // The process's TLS provider (reqwest builds its TLS settings even for
+    // plain HTTP); ring, as everywhere in tether.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let parsed = match config::parse(std::env::args_os().collect()) {
         Ok(p) => p,
         Err(e) => {

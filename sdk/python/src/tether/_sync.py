@@ -9,6 +9,7 @@ calling ``wait`` or iterating), never on the loop thread.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import time
 from collections.abc import Iterator, Mapping
@@ -52,6 +53,9 @@ class CommandHandle(Twin[AsyncCommandHandle]):
     ) -> None:
         super().__init__(portal, inner)
         self._callbacks = (on_stdout, on_stderr)
+        # Events taken from the daemon in a batch but not yet handed out:
+        # a loop left early (``break``) leaves them here for the next one.
+        self._pending: collections.deque[Event] = collections.deque()
 
     @property
     def command_id(self) -> str:
@@ -93,6 +97,10 @@ class CommandHandle(Twin[AsyncCommandHandle]):
         threads for many), each called back as it is taken; past
         ``deadline`` (monotonic) :class:`~tether.CommandTimeout`."""
         while True:
+            while self._pending:
+                ev = self._pending.popleft()
+                self._call_back(ev)
+                yield ev
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise CommandTimeout(f"command {self.command_id} still running after {timeout:g} s")
@@ -102,9 +110,7 @@ class CommandHandle(Twin[AsyncCommandHandle]):
                 continue
             if not batch:
                 return
-            for ev in batch:
-                self._call_back(ev)
-                yield ev
+            self._pending.extend(batch)
 
     def _call_back(self, ev: Event) -> None:
         if isinstance(ev, OutputEvent):
