@@ -20,7 +20,7 @@ from typing import Any, List, Literal, Optional, Union, overload
 import httpx
 
 from . import _proto as p
-from ._config import Options, resolve_token, resolve_url
+from ._config import Options, check_transport, resolve_token, resolve_url, ssl_context
 from ._connection import Connection, Mode, client_name
 from ._errors import ConnectionLost, TetherError, from_code
 from ._files import AsyncFiles
@@ -72,8 +72,9 @@ class AsyncClient:
         options: Optional[Options] = None,
     ) -> None:
         self.url = resolve_url(url)
-        self._token = resolve_token(token, token_file)
         self.options = options or Options()
+        check_transport(self.url, self.options)
+        self._token = resolve_token(token, token_file)
         self.name = client_name()
         self._conn = Connection(self.url, self._token, self.options, self.name)
         self._keys = itertools.count(1)
@@ -81,6 +82,7 @@ class AsyncClient:
             base_url=self.url,
             headers={"Authorization": f"Bearer {self._token}"},
             timeout=httpx.Timeout(self.options.http_timeout, connect=self.options.connect_timeout),
+            verify=ssl_context(self.options) if self.url.startswith("https:") else True,
         )
         self.files = AsyncFiles(self._http)
         """File operations: :class:`~tether.AsyncFiles`."""

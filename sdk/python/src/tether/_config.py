@@ -5,13 +5,16 @@ else ``~/.config/tether/token``, the file ``tether serve`` writes)."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from ._errors import AuthError
+from ._errors import AuthError, InsecureTransport
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 
@@ -38,6 +41,13 @@ class Options:
         connect_timeout: seconds to open one connection.
         http_timeout: seconds for one HTTP request (files, code runs) to
             make progress.
+        ca_cert: a CA certificate file (PEM) to trust for an ``https://``
+            daemon, besides the system's roots (default:
+            ``TETHER_CA_CERT``).
+        allow_insecure_token: send the token over plain ``http://`` to a
+            daemon that is not on this host (refused by default, as the CLI
+            does: anyone on the path could read it; default:
+            ``TETHER_ALLOW_INSECURE_TOKEN``).
     """
 
     reconnect_for: float = 300.0
@@ -48,6 +58,44 @@ class Options:
     keepalive: float = 15.0
     connect_timeout: float = 10.0
     http_timeout: float = 60.0
+    ca_cert: Optional[str] = None
+    allow_insecure_token: Optional[bool] = None
+
+
+def ssl_context(options: Options) -> ssl.SSLContext:
+    """The TLS settings for an ``https://``/``wss://`` daemon: the system's
+    roots, plus ``options.ca_cert`` (or ``TETHER_CA_CERT``)."""
+    return _ssl_context(options.ca_cert or os.environ.get("TETHER_CA_CERT") or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_cert: Optional[str]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if ca_cert:
+        ctx.load_verify_locations(cafile=ca_cert)
+    return ctx
+
+
+def check_transport(url: str, options: Options) -> None:
+    """Raises :class:`~tether.InsecureTransport` if the token would travel in
+    clear text to another host: ``http://`` is for a loopback address or
+    ``localhost`` only, unless allowed."""
+    allowed = options.allow_insecure_token
+    if allowed is None:
+        allowed = os.environ.get("TETHER_ALLOW_INSECURE_TOKEN", "") not in ("", "0", "false")
+    parts = urlsplit(url)
+    if parts.scheme == "https" or allowed:
+        return
+    host = parts.hostname or ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host.lower() == "localhost"
+    if not local:
+        raise InsecureTransport(
+            f"refusing to send the token over plain HTTP to {url}: use https:// "
+            "(or allow it: allow_insecure_token=True, TETHER_ALLOW_INSECURE_TOKEN=1)"
+        )
 
 
 def default_token_file() -> Optional[Path]:

@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import _proto as p
-from ._config import Options, ws_url
+from ._config import Options, ssl_context, ws_url
 from ._errors import AuthError, ConnectionLost, TetherError, from_code
 from ._types import Event, GapEvent, OutputEvent, ResizedEvent, ScreenEvent
 
@@ -233,6 +233,7 @@ class Connection:
                 max_size=16 << 20,
                 max_queue=64,
                 user_agent_header="tether-sdk-python",
+                ssl=ssl_context(self.options) if self._url.startswith("wss:") else None,
             )
         except InvalidStatus as e:
             status = e.response.status_code

@@ -75,6 +75,13 @@ class AuthError(TetherError):
     code = "unauthorized"
 
 
+class InsecureTransport(AuthError):
+    """The token would travel in clear text (``http://``) to another host;
+    use ``https://``, or allow it (``Options(allow_insecure_token=True)``)."""
+
+    code = "insecure_transport"
+
+
 class BadRequest(TetherError, ValueError):
     """The daemon found the request malformed or out of range
     (``bad_request``, ``bad_frame``)."""
