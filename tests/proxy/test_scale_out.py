@@ -97,13 +97,6 @@ def test_a_command_asked_of_the_wrong_daemon_is_not_found(front, daemons):
         assert ca.attach(cid).wait(timeout=WAIT).stdout == b"held-by-a\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Daytona dialect builds its toolbox URL from Host and X-Forwarded-Proto only (compat/daytona/api.rs "
-    "toolbox_url): under /s/b/ it answers http://PROXY/compat/daytona/toolbox, without the prefix, so the Daytona "
-    "SDK's toolbox calls go to whatever the proxy serves at / (here daemon a), not to sandbox b. Needs a prefix "
-    "the proxy passes (e.g. X-Forwarded-Prefix, set per location) and the dialect honouring it",
-)
 def test_the_daytona_toolbox_url_keeps_the_prefix(front, daemons):
     b = daemons["b"]
     r = httpx.get(

@@ -79,14 +79,53 @@ fn no_such(st: &AppState, id: &str) -> Response {
 }
 
 /// The toolbox's absolute URL as this client reaches the daemon (its
-/// `Host`, and `https` when a proxy in front says so), no trailing slash.
+/// `Host`, `https` when a proxy in front says so, and the path prefix a
+/// proxy routes this daemon under, `X-Forwarded-Prefix: /s/b`), no
+/// trailing slash.
 fn toolbox_url(headers: &HeaderMap) -> String {
     let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    format!("{}://{host}{PREFIX}/toolbox", if https { "https" } else { "http" })
+    let prefix = forwarded_prefix(headers).unwrap_or("");
+    format!("{}://{host}{prefix}{PREFIX}/toolbox", if https { "https" } else { "http" })
+}
+
+/// `X-Forwarded-Prefix` without its trailing slash, if it is a plain path
+/// (`/` then `[A-Za-z0-9._~-]` segments, no `..`, at most 256 bytes);
+/// anything else is ignored.
+fn forwarded_prefix(headers: &HeaderMap) -> Option<&str> {
+    let p = headers.get("x-forwarded-prefix")?.to_str().ok()?.trim_end_matches('/');
+    let plain = p.starts_with('/')
+        && p.len() <= 256
+        && p.split('/').skip(1).all(|s| {
+            !s.is_empty() && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+        });
+    plain.then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn the_toolbox_url_keeps_a_plain_forwarded_prefix_only() {
+        let url = |prefix: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("proxy:8080"));
+            if let Some(p) = prefix {
+                h.insert("x-forwarded-prefix", HeaderValue::from_str(p).unwrap_or(HeaderValue::from_static("")));
+            }
+            super::toolbox_url(&h)
+        };
+        assert_eq!(url(None), "http://proxy:8080/compat/daytona/toolbox");
+        assert_eq!(url(Some("/s/b")), "http://proxy:8080/s/b/compat/daytona/toolbox");
+        assert_eq!(url(Some("/s/b/")), "http://proxy:8080/s/b/compat/daytona/toolbox");
+        for bad in ["s/b", "/s/../x", "/s//b", "/s/b?x", "//evil.example", "/a b"] {
+            assert_eq!(url(Some(bad)), "http://proxy:8080/compat/daytona/toolbox", "{bad}");
+        }
+    }
 }
 
 /// The daemon's account name.
