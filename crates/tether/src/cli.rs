@@ -46,6 +46,8 @@ pub(crate) struct ConnArgs {
     pub(crate) allow_insecure_token: bool,
 }
 
+// Made once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Run the daemon.

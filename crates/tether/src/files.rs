@@ -252,8 +252,8 @@ fn local_kind(path: &Path) -> Result<Option<&'static str>> {
 async fn download(http: &Http, src: &str, to: &str) -> Result<()> {
     let st = http.stat(src).await.with_context(|| format!(":{src}"))?;
     let src_dir = st.kind == "dir";
-    let target = target(src_dir, contents_of(src), to, local_kind(Path::new(to))?.as_deref())
-        .with_context(|| to.to_owned())?;
+    let target =
+        target(src_dir, contents_of(src), to, local_kind(Path::new(to))?).with_context(|| to.to_owned())?;
     let dest = match &target {
         Target::Is(d) => PathBuf::from(d),
         Target::Inside(d) => Path::new(d).join(source_name(src, None).unwrap_or_else(|_| st.name.clone())),

@@ -33,26 +33,6 @@ pub(crate) fn ws_url(url: &str) -> Result<String, ClientError> {
     Ok(u.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ws_url;
-
-    #[test]
-    fn ws_urls_keep_a_path_prefix() {
-        for (given, want) in [
-            ("http://h:7070", "ws://h:7070/v1/ws"),
-            ("http://h:7070/", "ws://h:7070/v1/ws"),
-            ("https://h/s/a", "wss://h/s/a/v1/ws"),
-            ("https://h/s/a/", "wss://h/s/a/v1/ws"),
-            ("ws://h/s/a/v1/ws", "ws://h/s/a/v1/ws"),
-            ("wss://h/v1/ws?x=1", "wss://h/v1/ws?x=1"),
-        ] {
-            assert_eq!(ws_url(given).ok().as_deref(), Some(want), "{given}");
-        }
-        assert!(ws_url("ftp://h").is_err());
-    }
-}
-
 /// Opens a connection and waits for the daemon's `hello`.
 pub(crate) async fn connect(url: &str, token: &str, opts: &ClientOptions) -> Result<Ws, ClientError> {
     let conn_err = |why: String| ClientError::Connect { url: url.to_owned(), why };
@@ -104,4 +84,24 @@ pub(crate) const fn secs(s: u64) -> Duration {
 
 pub(super) async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), tungstenite::Error> {
     ws.send(Message::Binary(proto::encode(msg, proto::Encoding::MsgPack).into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_url;
+
+    #[test]
+    fn ws_urls_keep_a_path_prefix() {
+        for (given, want) in [
+            ("http://h:7070", "ws://h:7070/v1/ws"),
+            ("http://h:7070/", "ws://h:7070/v1/ws"),
+            ("https://h/s/a", "wss://h/s/a/v1/ws"),
+            ("https://h/s/a/", "wss://h/s/a/v1/ws"),
+            ("ws://h/s/a/v1/ws", "ws://h/s/a/v1/ws"),
+            ("wss://h/v1/ws?x=1", "wss://h/v1/ws?x=1"),
+        ] {
+            assert_eq!(ws_url(given).ok().as_deref(), Some(want), "{given}");
+        }
+        assert!(ws_url("ftp://h").is_err());
+    }
 }

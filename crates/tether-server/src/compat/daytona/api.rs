@@ -105,29 +105,6 @@ fn forwarded_prefix(headers: &HeaderMap) -> Option<&str> {
     plain.then_some(p)
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::http::{HeaderMap, HeaderValue};
-
-    #[test]
-    fn the_toolbox_url_keeps_a_plain_forwarded_prefix_only() {
-        let url = |prefix: Option<&str>| {
-            let mut h = HeaderMap::new();
-            h.insert("host", HeaderValue::from_static("proxy:8080"));
-            if let Some(p) = prefix {
-                h.insert("x-forwarded-prefix", HeaderValue::from_str(p).unwrap_or(HeaderValue::from_static("")));
-            }
-            super::toolbox_url(&h)
-        };
-        assert_eq!(url(None), "http://proxy:8080/compat/daytona/toolbox");
-        assert_eq!(url(Some("/s/b")), "http://proxy:8080/s/b/compat/daytona/toolbox");
-        assert_eq!(url(Some("/s/b/")), "http://proxy:8080/s/b/compat/daytona/toolbox");
-        for bad in ["s/b", "/s/../x", "/s//b", "/s/b?x", "//evil.example", "/a b"] {
-            assert_eq!(url(Some(bad)), "http://proxy:8080/compat/daytona/toolbox", "{bad}");
-        }
-    }
-}
-
 /// The daemon's account name.
 fn user_name() -> String {
     std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
@@ -160,4 +137,30 @@ fn memory_gib() -> u64 {
 /// Size of the root file system in GiB.
 fn disk_gib() -> u64 {
     rustix::fs::statvfs("/").map_or(0, |s| s.f_blocks.saturating_mul(s.f_frsize) >> 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn the_toolbox_url_keeps_a_plain_forwarded_prefix_only() {
+        let url = |prefix: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("proxy:8080"));
+            if let Some(p) = prefix {
+                h.insert(
+                    "x-forwarded-prefix",
+                    HeaderValue::from_str(p).unwrap_or(HeaderValue::from_static("")),
+                );
+            }
+            super::toolbox_url(&h)
+        };
+        assert_eq!(url(None), "http://proxy:8080/compat/daytona/toolbox");
+        assert_eq!(url(Some("/s/b")), "http://proxy:8080/s/b/compat/daytona/toolbox");
+        assert_eq!(url(Some("/s/b/")), "http://proxy:8080/s/b/compat/daytona/toolbox");
+        for bad in ["s/b", "/s/../x", "/s//b", "/s/b?x", "//evil.example", "/a b"] {
+            assert_eq!(url(Some(bad)), "http://proxy:8080/compat/daytona/toolbox", "{bad}");
+        }
+    }
 }
