@@ -80,7 +80,9 @@ fn parse(block: &str) -> Item {
 
 async fn post(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
     let url = format!("{}/compat/langsmith/execute/stream/{path}", s.url);
-    bounded(reqwest::Client::new().post(url).header("x-api-key", &s.token).json(&body).send()).await.unwrap()
+    bounded(tether_testkit::http_client().post(url).header("x-api-key", &s.token).json(&body).send())
+        .await
+        .unwrap()
 }
 
 /// The start body the client sends (`_sse_execute.start_payload`).
@@ -198,7 +200,7 @@ async fn unknown_commands_bad_bodies_and_refused_starts() {
     assert!(s.manager.is_empty(), "nothing started");
     // Without the key: 401.
     let url = format!("{}/compat/langsmith/execute/stream/start", s.url);
-    let r = bounded(reqwest::Client::new().post(url).json(&start("true", "x")).send()).await.unwrap();
+    let r = bounded(tether_testkit::http_client().post(url).json(&start("true", "x")).send()).await.unwrap();
     assert_eq!(r.status(), 401);
 }
 

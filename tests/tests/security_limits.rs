@@ -37,7 +37,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorCode, String)
 
 async fn post_exec(s: &TestServer, req: &ExecRequest) -> (u16, Vec<u8>) {
     let r = bounded(
-        reqwest::Client::new()
+        tether_testkit::http_client()
             .post(format!("{}/v1/exec", s.url))
             .bearer_auth(&s.token)
             .header("content-type", "application/json")
@@ -204,7 +204,7 @@ async fn the_http_listing_is_paged_with_a_link_header() {
     let s = TestServer::start().await;
     let c = s.client().await;
     let ids = start_many(&c, 25, &BTreeMap::new()).await;
-    let http = reqwest::Client::new();
+    let http = tether_testkit::http_client();
     let get = |q: String| {
         let req = http.get(format!("{}/v1/commands{q}", s.url)).bearer_auth(&s.token);
         async move { bounded(req.send()).await.unwrap() }
@@ -300,7 +300,7 @@ async fn langsmith_malformed_frames_and_bad_timeouts_get_an_error_frame() {
     );
 
     // The SSE start and the legacy route: typed 400s.
-    let http = reqwest::Client::new();
+    let http = tether_testkit::http_client();
     for (path, body) in [
         (
             "/compat/langsmith/execute/stream/start",
@@ -411,7 +411,7 @@ async fn one_shot_bodies_share_a_daemon_wide_budget() {
         options: RunOptions { stdin_text: Some("y".repeat(6 << 20)), ..RunOptions::default() },
     };
     let body = serde_json::to_vec(&big).unwrap();
-    let http = reqwest::Client::new();
+    let http = tether_testkit::http_client();
     let mut tasks = Vec::new();
     for _ in 0..12 {
         let req = http

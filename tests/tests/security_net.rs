@@ -226,7 +226,7 @@ async fn an_event_stream_ends_when_its_token_is_revoked() {
     let mut tokens = None;
     let server = TestServer::with(|cfg| tokens = Some(cfg.token.clone())).await;
     let tokens = tokens.unwrap();
-    let http = reqwest::Client::new();
+    let http = tether_testkit::http_client();
     let resp = http
         .post(format!("{}/compat/langsmith/execute/stream/start", server.url))
         .header("X-Api-Key", &server.token)

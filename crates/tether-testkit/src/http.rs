@@ -12,10 +12,24 @@ pub struct Http {
     token: String,
 }
 
+/// A plain `reqwest::Client`. The workspace builds reqwest without a TLS
+/// provider of its own (tether's is rustls' ring, installed by the CLI at
+/// start), and reqwest wants one even for `http://`: this installs it first.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().expect("a plain HTTP client")
+}
+
+/// [`http_client`]'s builder.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 impl Http {
     /// The daemon at `base` (`http://host:port`), with `token`.
     pub fn new(base: &str, token: &str) -> Http {
-        Http { c: reqwest::Client::new(), base: base.to_owned(), token: token.to_owned() }
+        Http { c: http_client(), base: base.to_owned(), token: token.to_owned() }
     }
 
     /// The underlying client, for requests without the token.

@@ -35,7 +35,7 @@ mod scratch;
 pub use cut_proxy::CutProxy;
 pub use daemon::Daemon;
 pub use fault_proxy::{FaultProxy, Mode as ProxyMode};
-pub use http::Http;
+pub use http::{Http, http_client, http_client_builder};
 pub use langsmith::{LsWs, ls_connect, ls_execute, ls_recv, ls_send};
 pub use limit::{LIMIT, bounded, until, wait_bounded, within};
 pub use procfs::running;

@@ -221,7 +221,7 @@ async fn a_failed_exec_resumes_in_the_same_process() {
 async fn a_one_shot_request_in_flight_does_not_hold_up_a_restart() {
     let d = daemon(&[]);
     let c = client(&d).await;
-    let http = reqwest::Client::new();
+    let http = tether_testkit::http_client();
     let req = http
         .post(format!("{}/v1/exec", d.url))
         .bearer_auth(&d.token)

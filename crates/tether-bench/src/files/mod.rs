@@ -287,7 +287,10 @@ struct Http {
 
 impl Http {
     fn new(d: &Daemon) -> Result<Http> {
-        // No proxy from the environment: the daemon is on loopback.
+        // No proxy from the environment: the daemon is on loopback. (The
+        // workspace's reqwest has no TLS provider of its own: ring's.)
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().no_proxy().build()?;
         Ok(Http { client, base: d.url.trim_end_matches('/').into(), token: d.token.as_str().into() })
     }
