@@ -4,7 +4,7 @@
 # tmux), the browser terminal's tests (JS units, headless Chromium), and the
 # LangSmith sandbox client driven against the daemon (tests/compat), the
 # Daytona, E2B, Runloop, Runta and ConTree SDKs driven against it
-# (tests/<name>), and the Python SDK (sdk/python).
+# (tests/<name>), the Python SDK (sdk/python), and the soak (tests/soak).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +64,11 @@ for sdk in runloop runta contree; do
 done
 # The Python SDK: ruff, mypy --strict, pytest against the daemon (installs it).
 bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The soak (issue #19): SOAK_SECONDS (default 600) of churn from many
+# clients with faults and graceful restarts, then the daemon's fds, threads,
+# children and RSS against its baseline (installs the SDK into a venv).
+bash scripts/soak.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # Fuzz targets, FUZZ_SECONDS each (default 10; installs cargo-fuzz if missing).
 bash scripts/fuzz.sh 2>&1 | tee -a "$log"

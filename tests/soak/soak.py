@@ -72,6 +72,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -80,7 +81,7 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "pysupport"))
 
-import tether_testing  # noqa: E402  (gives the daemon's commands a HOME of their own)
+# Importing it gives the daemon and its commands a HOME of their own.
 from tether_testing import Daemon, FaultProxy  # noqa: E402
 
 import tether  # noqa: E402
@@ -847,7 +848,11 @@ async def main_async(args):
             await asyncio.wait_for(w.client.aclose(), 30)
         clients = []
         proxy.close()
-        left, held = await sweep(s, daemon.url, daemon.token)
+        try:
+            left, held = await asyncio.wait_for(sweep(s, daemon.url, daemon.token), 120)
+        except (asyncio.TimeoutError, tether.TetherError) as e:
+            s.fail("sweep", "could not list and remove what was left: %r" % (e,))
+            left, held = {}, (-1, -1)
         tol = tolerances(base)
         end = await s.settle(pid, lambda f: all(f[k] <= tol[k] for k in tol), 90)
         return report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_threads,
@@ -944,6 +949,18 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
     return 0 if ok else 1
 
 
+async def main_bounded(args):
+    """The run, cancelled (so that its daemon is stopped) on SIGTERM, as
+    scripts/soak.sh's `timeout` sends it."""
+    task = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main_async(args)
+    except asyncio.CancelledError:
+        print("soak: terminated (SIGTERM)", flush=True)
+        return 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("SOAK_SECONDS", "600")))
@@ -951,7 +968,7 @@ def main():
     ap.add_argument("--restart-every", type=int, default=60)
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 31))
     args = ap.parse_args()
-    sys.exit(asyncio.run(main_async(args)))
+    sys.exit(asyncio.run(main_bounded(args)))
 
 
 if __name__ == "__main__":
