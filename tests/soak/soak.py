@@ -194,7 +194,8 @@ def figures(pid):
         return None
     threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
     m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    if m is None:
+    anon = re.search(r"^RssAnon:\s+(\d+) kB", status, re.M)
+    if m is None or anon is None:
         return None
     tab = proc_table()
     desc = descendants(pid, tab)
@@ -205,6 +206,7 @@ def figures(pid):
         "descendants": len(desc),
         "zombies": sum(1 for p in desc if tab[p][1] == "Z"),
         "rss_kib": int(m.group(1)),
+        "rss_anon_kib": int(anon.group(1)),
     }
 
 
@@ -743,7 +745,7 @@ class Soak:
         last, since = None, time.monotonic()
         while True:
             fig = figures(pid)
-            key = fig and tuple(v for k, v in sorted(fig.items()) if k != "rss_kib")
+            key = fig and tuple(v for k, v in sorted(fig.items()) if not k.startswith("rss"))
             if key != last:
                 last, since = key, time.monotonic()
             if fig is not None and ok(fig) and time.monotonic() - since >= stable:
@@ -896,6 +898,9 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
         ok = ok and good
         print("| %s | %d | %s | %s | %s | %s (%d) | %s |" % (
             k, base[k], lo, hi, e, texts[k], tol[k], "ok" if good else "**FAIL**"))
+    lo, hi = s.samples["rss_anon_kib"]
+    print("| (rss_anon_kib: heap, of rss) | %d | %s | %s | %s | reported | |" % (
+        base["rss_anon_kib"], lo, hi, None if end is None else end["rss_anon_kib"]))
     if end is not None:
         good = held == (0, 0)
         ok = ok and good
@@ -912,8 +917,8 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
     print("| **all** | %d | %d | %d |" % (sum(s.ops.values()), sum(tol_by_kind.values()),
                                          sum(s.failed.values())))
     print()
-    print("run: %.0f s to the end figures; restarts: %d (listening again after %s ms); faults: %s; client reconnects: %d; "
-          "bytes verified: %d (%.1f MiB)" % (
+    print("run: %.0f s to the end figures; restarts: %d (listening again after %s ms); faults: %s; "
+          "client reconnects: %d; bytes verified: %d (%.1f MiB)" % (
               run_seconds, s.restarts,
               "n/a" if not s.restart_ms else "%.0f mean, %.0f max" % (
                   sum(s.restart_ms) / len(s.restart_ms), max(s.restart_ms)),
@@ -925,8 +930,10 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
         print("left by interrupted operations (removed by the sweep): %d" % len(left))
         for k, v in sorted(left.items())[:20]:
             print("  %s: %s" % (k, v))
-    if end is not None and not all(end[k] <= tol[k] for k in tol):
-        print("\nwhat is left in the daemon (pid %d):" % pid)
+    over = set() if end is None else {k for k in tol if end[k] > tol[k]}
+    if over:
+        print("\nwhat is left in the daemon (pid %d), as it is now:" % pid)
+    if "fds" in over:
         links = fd_links(pid)
         was = collections.Counter(fd_kind(v) for v in base_fds.values())
         now = collections.Counter(fd_kind(v) for v in links.values())
@@ -934,13 +941,18 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
             "%s %d -> %d" % (k, was[k], now[k]) for k in sorted(set(was) | set(now)) if was[k] != now[k]))
         for fd, link in sorted(links.items()):
             if base_fds.get(fd) != link:
-                print("  fd %d -> %s" % (fd, link))
+                print("  fd %d -> %s (not at baseline)" % (fd, link))
+    if "threads" in over:
         names = thread_names(pid)
         print("  threads by name, baseline -> end: " + ", ".join(
             "%s %d -> %d" % (k, base_threads[k], names[k]) for k in sorted(set(names) | set(base_threads))))
+    if over & {"children", "descendants", "zombies"}:
         tab = proc_table()
         for p in descendants(pid, tab):
             print("  descendant %d (ppid %d, state %s): %s" % (p, tab[p][0], tab[p][1], cmdline(p)))
+    if "rss_kib" in over:
+        print("  rss %d KiB (heap %d KiB) against %d KiB (heap %d KiB) at baseline" % (
+            end["rss_kib"], end["rss_anon_kib"], base["rss_kib"], base["rss_anon_kib"]))
     if s.failures:
         print("\nfailures (first %d):" % len(s.failures))
         for f in s.failures:
