@@ -41,10 +41,15 @@ are back within these tolerances:
 - children, descendants and zombies: 0. Every command, shell, PTY and
   whatever they started has been removed or has ended, so anything left
   is a process the daemon failed to kill or reap.
-- RSS: at most baseline + max(16 MiB, 25 %). The allocator keeps some
-  freed memory (arenas, fragmentation after many MiB of rings), and the
-  end image has served the tail stretch, while the baseline one only the
-  warm-up; a leak of ring or command memory over the run is far larger.
+- RSS: at most baseline + max(32 MiB, 50 %). glibc's malloc keeps freed
+  memory in its per-thread arenas, up to about the high-water mark of what
+  was live at once: here ~20-25 MiB of rings, windows and buffers for ten
+  busy clients. Measured with the debug build, the idle heap (RssAnon)
+  after the load stays 14-19 MiB above its baseline (runs of 60, 120 and
+  240 s: +14, +15, +19 MiB; it does not grow with the work in proportion),
+  so 16 MiB would fail on retention alone. A leak per command or per
+  connection (thousands of each in ten minutes, tens of thousands in an
+  hours-long run) passes 32 MiB. RssAnon is printed next to it.
 - commands and shells held at the end: 0 (after the TTL'd ones expired
   and the leftovers of interrupted operations were removed; those
   leftovers are reported).
@@ -877,7 +882,7 @@ def tolerances(base):
         "children": 0,
         "descendants": 0,
         "zombies": 0,
-        "rss_kib": base["rss_kib"] + max(16 << 10, base["rss_kib"] // 4),
+        "rss_kib": base["rss_kib"] + max(32 << 10, base["rss_kib"] // 2),
     }
 
 
@@ -890,7 +895,7 @@ def report(s, base, end, left, held, reconnects, daemon, pid, base_fds, base_thr
     print("|---|---:|---:|---:|---:|---:|---|")
     tol = tolerances(base)
     texts = {"fds": "base + 2", "threads": "base + 2", "children": "0", "descendants": "0", "zombies": "0",
-             "rss_kib": "base + max(16 MiB, 25%)"}
+             "rss_kib": "base + max(32 MiB, 50%)"}
     for k in ("fds", "threads", "children", "descendants", "zombies", "rss_kib"):
         lo, hi = s.samples[k]
         e = None if end is None else end[k]
