@@ -326,14 +326,17 @@ class Soak:
     async def read_until(self, h, want, buf):
         """Reads a handle's output (and screens) until `want` shows; returns
         what came up to it (`buf` keeps the rest)."""
-        async for ev in self.events(h):
-            if isinstance(ev, (tether.OutputEvent, tether.ScreenEvent)):
-                buf += ev.data
-                if want in buf:
-                    cut = buf.index(want) + len(want)
-                    seen = bytes(buf[:cut])
-                    del buf[:cut]
-                    return seen
+        try:
+            async for ev in self.events(h):
+                if isinstance(ev, (tether.OutputEvent, tether.ScreenEvent)):
+                    buf += ev.data
+                    if want in buf:
+                        cut = buf.index(want) + len(want)
+                        seen = bytes(buf[:cut])
+                        del buf[:cut]
+                        return seen
+        except Failure as e:
+            raise Failure("%s, waiting for %r (last output %r)" % (e, want, bytes(buf[-120:]))) from None
         raise Failure("%s ended before %r showed (last output %r)" % (h.command_id, want, bytes(buf[-200:])))
 
     def verify(self, what, ev, want, got):
@@ -649,6 +652,21 @@ class Soak:
                 raise Failure("%s still running after %gs: %r" % (cid, limit, info))
             await asyncio.sleep(0.1)
 
+    async def describe(self, msg):
+        """The daemon's view of the command a failure names, asked on a
+        connection of its own (bounded)."""
+        m = re.search(r"\bc-[0-9a-f]+", msg)
+        if m is None:
+            return ""
+        cid = m.group(0)
+        try:
+            async with tether.AsyncClient(self.direct_url, token=self.token, options=OPTIONS) as c:
+                info = await asyncio.wait_for(c.status(cid), 10)
+            return "; daemon: state %s, attached %d, stdout end %d, exit %r" % (
+                info.state, info.attached, info.stdout.end, info.exit)
+        except (tether.TetherError, asyncio.TimeoutError) as e:
+            return "; daemon status of %s: %r" % (cid, e)
+
     async def forget(self, c, cid):
         """Removes a command an operation is done with (a lost answer is
         fine: the end sweep removes what is left and reports it)."""
@@ -666,7 +684,8 @@ class Soak:
 
     async def run_op(self, w, kind):
         before = w.epoch()
-        restarts_before = self.restart_epoch
+        restarts_before, faults_before = self.restart_epoch, self.fault_epoch
+        t0 = time.monotonic()
         try:
             await asyncio.wait_for(getattr(self, "op_" + kind)(w), OP_LIMIT)
             self.ops[kind] += 1
@@ -678,7 +697,10 @@ class Soak:
         except asyncio.TimeoutError:
             self.fail(kind, "hung: not done within %gs (client %d)" % (OP_LIMIT, w.index))
         except Failure as e:
-            self.fail(kind, str(e))
+            self.fail(kind, "%s [client %d%s, op of %.1f s, restarts during it %d, faults %d%s]" % (
+                e, w.index, " (via the fault proxy)" if w.proxied else "", time.monotonic() - t0,
+                self.restart_epoch - restarts_before, (self.fault_epoch - faults_before + 1) // 2,
+                await self.describe(str(e))))
         except tether.ConnectionLost as e:
             if w.epoch() != before:
                 self.tolerated["%s: ConnectionLost in a %s" % (
@@ -805,6 +827,7 @@ async def main_async(args):
         args.seconds, args.clients, proxied_n, args.restart_every, args.seed), flush=True)
     daemon = Daemon(cwd=s.workdir)
     pid = daemon.proc.pid
+    s.direct_url, s.token = daemon.url, daemon.token
     proxy = FaultProxy(daemon.url)
     clients = []
     try:
