@@ -5,7 +5,8 @@
 # LangSmith sandbox client driven against the daemon (tests/compat), the
 # Daytona, E2B, Runloop, Runta and ConTree SDKs driven against it
 # (tests/<name>), the deployment files (tests/deploy), the Python SDK
-# (sdk/python), and the daemon behind nginx and Caddy (tests/proxy).
+# (sdk/python), the daemon behind nginx and Caddy (tests/proxy), and the
+# soak (tests/soak).
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,11 @@ bash scripts/sdk-tests.sh 2>&1 | tee -a "$log"
 # Behind reverse proxies: nginx and Caddy from deploy/proxy/ in front of
 # daemons, the SDK and the CLI through them (installs nginx and caddy).
 bash scripts/proxy-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# The soak (issue #19): SOAK_SECONDS (default 600) of churn from many
+# clients with faults and graceful restarts, then the daemon's fds, threads,
+# children and RSS against its baseline (installs the SDK into a venv).
+bash scripts/soak.sh 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # Fuzz targets, FUZZ_SECONDS each (default 10; installs cargo-fuzz if missing).
 bash scripts/fuzz.sh 2>&1 | tee -a "$log"
