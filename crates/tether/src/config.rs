@@ -68,7 +68,9 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Parsed> {
 }
 
 /// The CLI, with a `TETHER_*` variable for every setting of `tether serve`
-/// that has none yet (a list setting's variable is comma-separated).
+/// that has none yet. The lists of origins and host names are
+/// comma-separated in theirs (neither can hold a comma); an interpreter's
+/// command line can, so its variable holds one.
 fn command() -> Command {
     Cli::command().mut_subcommand("serve", |mut serve| {
         let ids: Vec<_> = serve
@@ -81,9 +83,9 @@ fn command() -> Command {
             serve = serve.mut_arg(id, |a| {
                 let var =
                     format!("TETHER_{}", a.get_long().unwrap_or_default().replace('-', "_").to_uppercase());
-                let list = matches!(a.get_action(), ArgAction::Append);
+                let commas = matches!(a.get_long(), Some("allow-origin" | "allow-host"));
                 let a = a.env(var);
-                if list { a.value_delimiter(',') } else { a }
+                if commas { a.value_delimiter(',') } else { a }
             });
         }
         serve
