@@ -22,13 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 venv=target/deploy-venv
-stamp=$venv/.installed-$(sha256sum tests/deploy/requirements.txt | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/deploy/requirements.txt
-  touch "$stamp"
-fi
+stamped_venv "$venv" tests/deploy/requirements.txt -r tests/deploy/requirements.txt
 if [ -z "${TETHER_BIN:-}" ]; then
   cargo build --locked -q -p tether
   TETHER_BIN=target/debug/tether

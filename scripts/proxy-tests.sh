@@ -19,22 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1
   fi
 fi
-venv=target/proxy-venv
-stamp=$venv/.installed-$(sha256sum sdk/python/pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "sdk/python[test]"
-  touch "$stamp"
-fi
-if [ -z "${TETHER_BIN:-}" ]; then
-  cargo build --locked -q -p tether
-  export TETHER_BIN=target/debug/tether
-fi
-if [ -z "${TETHER_FAULTPROXY:-}" ]; then
-  cargo build --locked -q -p tether-tests --bins
-  export TETHER_FAULTPROXY=target/debug/tether-faultproxy
-fi
+sdk_venv
+tether_binaries
 set +e
 out=$(timeout 300 "$venv/bin/pytest" -q -p no:cacheprovider tests/proxy 2>&1)
 status=$?

@@ -6,14 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pytest-summary.sh
-venv=target/sdk-venv
-stamp=$venv/.installed-$(sha256sum sdk/python/pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "sdk/python[test]"
-  touch "$stamp"
-fi
+sdk_venv
 cargo build --locked -q -p tether
 cargo build --locked -q -p tether-tests --bins
 status=0

@@ -10,22 +10,9 @@
 # are made and used. Prints "# pass 1" / "# fail 1" for scripts/test-all.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/soak-venv
-stamp=$venv/.installed-$(sha256sum sdk/python/pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "sdk/python[test]"
-  touch "$stamp"
-fi
-if [ -z "${TETHER_BIN:-}" ]; then
-  cargo build --locked -q -p tether
-  export TETHER_BIN=target/debug/tether
-fi
-if [ -z "${TETHER_FAULTPROXY:-}" ]; then
-  cargo build --locked -q -p tether-tests --bins
-  export TETHER_FAULTPROXY=target/debug/tether-faultproxy
-fi
+. scripts/pytest-summary.sh
+sdk_venv
+tether_binaries
 seconds=${SOAK_SECONDS:-600}
 # Past the run: the warm-up and baseline (about 30 s), the last operations
 # (at most 180 s each), the TTL sweep and the settling of the figures (at
