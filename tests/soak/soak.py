@@ -59,7 +59,9 @@ the disruption explains, an operation past its time limit (a hang), a
 restart that does not come back, or a tolerance above. The tolerated
 errors are counted by kind and printed: `ConnectionLost` from a request
 the SDK does not repeat (a signal, an HTTP file or code request) when a
-fault or restart hit that client during the operation, and a named shell
+fault or restart hit that client during the operation, `ShuttingDown` (the
+documented 503 answer) from such a request in flight when a restart
+happened during the operation, and a named shell
 closed by a restart while it ran a command (the daemon closes busy shells
 at a restart, by design).
 
@@ -707,6 +709,15 @@ class Soak:
                     kind, "restart" if self.restart_epoch != restarts_before else "fault")] += 1
             else:
                 self.fail(kind, "ConnectionLost with no fault or restart: %s" % e)
+        except tether.ShuttingDown as e:
+            # A one-shot HTTP request (a code run, a file) in flight when
+            # the daemon restarts is answered 503 `shutting_down` by design
+            # (PROTOCOL "HTTP status"): the request is not repeatable, so
+            # like a ConnectionLost it is tolerated during a restart only.
+            if self.restart_epoch != restarts_before:
+                self.tolerated["%s: ShuttingDown in a restart" % kind] += 1
+            else:
+                self.fail(kind, "ShuttingDown with no restart: %s" % e)
         except tether.TetherError as e:
             self.fail(kind, "%s: %s" % (type(e).__name__, e))
         except Exception as e:
