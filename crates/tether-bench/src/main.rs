@@ -86,6 +86,10 @@ struct Args {
     /// Idle tether commands in the memory run.
     #[arg(long, default_value_t = 1000)]
     commands: usize,
+    /// Idle attached tether connections (one `sleep 600` each) in the
+    /// memory run.
+    #[arg(long, default_value_t = 1000)]
+    attached: usize,
     /// Idle websocketd connections in the memory run.
     #[arg(long, default_value_t = 200)]
     websocketd_conns: usize,
@@ -156,6 +160,8 @@ struct Args {
 enum Only {
     /// Sections 1-7: spawn, round trips, throughput, memory, reconnect.
     Core,
+    /// Sections 5-7 alone: memory, reconnect (and the targets they judge).
+    Memory,
     /// Sections P1-P3: terminals.
     Pty,
     /// Sections S1-S2: named shells.
@@ -175,6 +181,7 @@ impl Args {
                 &mut self.fresh,
                 &mut self.websocketd_samples,
                 &mut self.commands,
+                &mut self.attached,
                 &mut self.websocketd_conns,
                 &mut self.terminals,
                 &mut self.resumes,
@@ -206,8 +213,8 @@ async fn main() -> Result<()> {
     // Without `--only`, every group runs.
     let runs = |group: Only| args.only.is_none_or(|o| o == group);
     let mut tables = Vec::new();
-    if runs(Only::Core) {
-        let rows = core_table::rows(&args, &tether, &logs).await?;
+    if runs(Only::Core) || args.only == Some(Only::Memory) {
+        let rows = core_table::rows(&args, &tether, &logs, args.only == Some(Only::Memory)).await?;
         tables.push(report::render(&rows));
     }
     if runs(Only::Pty) {

@@ -215,3 +215,121 @@ async fn wait_no_descendants(pid: u32, limit: Duration) {
         sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Holds `count` detached `sleep 600` on a fresh daemon and then one
+/// single-command WebSocket attached to each (`/v1/ws?attach=ID`, the
+/// connection a browser tab or a log follower keeps open): the daemon's
+/// RSS with the commands alone is "before", with the connections too
+/// "during", and with the connections closed again "after". The growth
+/// per connection is what an idle attached viewer costs.
+pub(crate) async fn tether_attached(d: &Daemon, count: usize) -> Result<Footprint> {
+    let client = Client::connect(&d.url, &d.token).await?;
+    for _ in 0..5 {
+        client.run(StartSpec { argv: vec!["true".into()], ..Default::default() }).await?;
+    }
+    let ids = start_sleeps(&client, count).await?;
+    let result = async {
+        wait_descendants(d.pid, count, Duration::from_secs(60)).await?;
+        // Warm up the connection path (the first upgrade allocates the
+        // daemon's shared pieces once).
+        let warm = attach_one(d, &ids[0]).await?;
+        close_all(vec![warm]).await;
+        sleep(SETTLE).await;
+        let (own_before, tree_before) = rss(d.pid)?;
+        let conns: Vec<Result<Ws>> =
+            stream::iter(ids.iter()).map(|id| attach_one(d, id)).buffer_unordered(PARALLEL).collect().await;
+        let mut open = Vec::with_capacity(count);
+        let mut first_err = None;
+        for c in conns {
+            match c {
+                Ok(ws) => open.push(ws),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        sleep(SETTLE).await;
+        let during = rss(d.pid);
+        close_all(open).await;
+        if let Some(e) = first_err {
+            return Err(e.context("attaching"));
+        }
+        let (own_during, tree_during) = during?;
+        sleep(SETTLE).await;
+        let (own_after, _) = rss(d.pid)?;
+        Ok(Footprint { count, own_before, own_during, own_after, tree_before, tree_during })
+    }
+    .await;
+    kill_all(&client, &ids).await;
+    result
+}
+
+/// Starts `count` detached `sleep 600`; all or an error (having killed
+/// those that started).
+async fn start_sleeps(client: &Client, count: usize) -> Result<Vec<CommandId>> {
+    let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
+        .map(|_| {
+            let c = client.clone();
+            async move {
+                c.start_detached(StartSpec { argv: vec!["sleep".into(), "600".into()], ..Default::default() })
+                    .await
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut ids = Vec::with_capacity(count);
+    let mut first_err = None;
+    for r in started {
+        match r {
+            Ok((id, _pid)) => ids.push(id),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        kill_all(client, &ids).await;
+        bail!("{} of {count} starts failed, the first with: {e}", count - ids.len());
+    }
+    Ok(ids)
+}
+
+async fn kill_all(client: &Client, ids: &[CommandId]) {
+    stream::iter(ids.iter())
+        .for_each_concurrent(PARALLEL, |id| {
+            let c = client.clone();
+            async move {
+                let _ = c.kill(id).await;
+            }
+        })
+        .await;
+}
+
+/// One connection attached to `id` on connect: returns once the daemon
+/// has answered `attached`.
+pub(crate) async fn attach_one(d: &Daemon, id: &CommandId) -> Result<Ws> {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+    let url = format!("{}/v1/ws?attach={}", d.url.replacen("http://", "ws://", 1), id.0);
+    let mut req = url.as_str().into_client_request()?;
+    req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", d.token))?);
+    req.headers_mut()
+        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(tether_proto::SUBPROTOCOL_MSGPACK));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                match tether_proto::decode::<tether_proto::ServerMsg>(&b, tether_proto::Encoding::MsgPack)? {
+                    tether_proto::ServerMsg::Attached { .. } => return Ok(ws),
+                    tether_proto::ServerMsg::Error { message, .. } => bail!("attach {}: {message}", id.0),
+                    _ => {}
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("attaching"),
+            None => bail!("the daemon closed the connection before attached"),
+        }
+    }
+}

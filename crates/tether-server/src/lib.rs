@@ -377,7 +377,7 @@ async fn ws_handler(
         let msg = format!("none of the offered subprotocols {offered:?} is tether.v1 or tether.v1.json");
         return (axum::http::StatusCode::BAD_REQUEST, msg).into_response();
     }
-    let ws = ws
+    let ws = conn::sized(ws)
         .protocols([tether_proto::SUBPROTOCOL_MSGPACK, tether_proto::SUBPROTOCOL_JSON])
         .max_message_size(st.cfg.max_frame_bytes)
         .max_frame_size(st.cfg.max_frame_bytes);

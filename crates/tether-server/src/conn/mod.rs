@@ -96,6 +96,19 @@ pub(crate) const STDIN_WINDOW_BYTES: usize = 4 << 20;
 /// with a backoff of a few seconds at most.
 const PACE_LINGER: Duration = Duration::from_secs(20);
 
+/// The first read buffer of every WebSocket, in bytes. tungstenite
+/// zero-fills its whole read buffer before the first read (128 KiB by
+/// default), which made that buffer most of what an idle connection costs
+/// (about 147 KiB each, `tether-bench --only memory`). A larger frame still
+/// arrives whole: the buffer is reserved for it when its header is read.
+pub(crate) const WS_READ_BUFFER: usize = 4096;
+
+/// An upgrade with tether's socket sizes (see [`WS_READ_BUFFER`]); every
+/// WebSocket route, native or dialect, upgrades through it.
+pub(crate) fn sized(ws: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    ws.read_buffer_size(WS_READ_BUFFER)
+}
+
 /// Smallest and largest `window_bytes` an attachment may ask for.
 const WINDOW_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
 

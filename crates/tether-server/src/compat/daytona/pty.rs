@@ -232,7 +232,7 @@ fn serve(
     sub: Subscription,
     screen: Option<Bytes>,
 ) -> Response {
-    let ws = ws.protocols([EXIT_CONTROL]);
+    let ws = crate::conn::sized(ws).protocols([EXIT_CONTROL]);
     let exit_control = ws.selected_protocol().is_some();
     let st2 = st.clone();
     let shutdown = st.shutdown.clone();

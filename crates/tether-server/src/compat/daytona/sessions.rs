@@ -200,7 +200,7 @@ pub(super) async fn logs(
             let sub = h.attach_paced([0, 0], true)?;
             let shutdown = st.shutdown.clone();
             let st2 = st.clone();
-            return Ok::<_, Refusal>(ws.on_upgrade(move |socket| {
+            return Ok::<_, Refusal>(crate::conn::sized(ws).on_upgrade(move |socket| {
                 st2.conns.track_future(follow(Peer::new(socket, &st2.cfg), sub, shutdown))
             }));
         }

@@ -69,7 +69,8 @@ pub(crate) async fn ws_handler(
     // No subprotocol is selected: the client rejects a handshake that
     // names one.
     let st2 = st.clone();
-    ws.max_message_size(MAX_CLIENT_FRAME)
+    crate::conn::sized(ws)
+        .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st, revoked.0)))
 }

@@ -114,7 +114,8 @@ pub(super) async fn upgrade(
         }
     };
     let st2 = st.clone();
-    ws.max_message_size(MAX_CLIENT_FRAME)
+    crate::conn::sized(ws)
+        .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st, revoked.0)))
 }
