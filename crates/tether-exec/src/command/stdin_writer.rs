@@ -17,9 +17,11 @@ use crate::stdin::{Admit, StdinSeq};
 pub(super) enum StdinMsg {
     /// Bytes (from a numbered writer, or not), and where to say what
     /// became of them.
-    Data(Bytes, Option<StdinSeq>, oneshot::Sender<Taken>),
+    /// Boxed, as is `Eof`: a channel allocates room for 32 messages up
+    /// front, which for every command's stdin would be 2.5 KiB unboxed.
+    Data(Box<(Bytes, Option<StdinSeq>, oneshot::Sender<Taken>)>),
     /// A terminal's end-of-file character: typed once per writer and offset.
-    Eof(u8, Option<StdinSeq>, oneshot::Sender<Taken>),
+    Eof(Box<(u8, Option<StdinSeq>, oneshot::Sender<Taken>)>),
     Close,
 }
 
@@ -134,11 +136,12 @@ impl StdinWriter {
     pub(super) fn admit(&self, msg: StdinMsg) -> Option<(Bytes, oneshot::Sender<Taken>, Option<String>)> {
         let shared = self.shared.upgrade()?;
         let (admit, done, writer) = match msg {
-            StdinMsg::Data(data, None, done) => (Admit::Write(data), done, None),
-            StdinMsg::Data(data, Some(seq), done) => {
-                (shared.writers().admit(&seq, data), done, Some(seq.writer))
-            }
-            StdinMsg::Eof(c, seq, done) => {
+            StdinMsg::Data(m) => match *m {
+                (data, None, done) => (Admit::Write(data), done, None),
+                (data, Some(seq), done) => (shared.writers().admit(&seq, data), done, Some(seq.writer)),
+            },
+            StdinMsg::Eof(m) => {
+                let (c, seq, done) = *m;
                 let eof = Bytes::copy_from_slice(&[c]);
                 match seq {
                     None => (Admit::Write(eof), done, None),
