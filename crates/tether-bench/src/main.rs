@@ -39,6 +39,7 @@ mod pty;
 mod reconnect;
 mod report;
 mod restart;
+mod scale;
 mod shell;
 mod tetherws;
 mod throughput;
@@ -150,6 +151,25 @@ struct Args {
     /// (a tenth of it in the middle one).
     #[arg(long, default_value_t = 1000)]
     restart_commands: usize,
+    /// Scale (X1): live sessions, each a `sleep` with an attached
+    /// connection.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Scale (X1): `run(["true"])` samples while the sessions are held.
+    #[arg(long, default_value_t = 200)]
+    scale_samples: usize,
+    /// Scale (X2): paced viewers of one command.
+    #[arg(long, default_value_t = 1000)]
+    viewers: usize,
+    /// Scale (X2): bytes the viewed command writes.
+    #[arg(long, default_value_t = 100 << 20)]
+    viewer_bytes: u64,
+    /// Scale (X3): clients running commands at once.
+    #[arg(long, default_value_t = 200)]
+    storm_clients: usize,
+    /// Scale (X3): commands they run in all.
+    #[arg(long, default_value_t = 4000)]
+    storm_requests: usize,
     /// Restart: measured restarts per run.
     #[arg(long, default_value_t = 10)]
     restarts: usize,
@@ -170,6 +190,8 @@ enum Only {
     Files,
     /// Sections R1-R2: graceful restart with commands held.
     Restart,
+    /// Sections X1-X3: 10,000 sessions, 1,000 viewers, 200 clients at once.
+    Scale,
 }
 
 impl Args {
@@ -190,6 +212,11 @@ impl Args {
                 &mut self.shell_commands,
                 &mut self.exec_requests,
                 &mut self.restart_commands,
+                &mut self.sessions,
+                &mut self.scale_samples,
+                &mut self.viewers,
+                &mut self.storm_clients,
+                &mut self.storm_requests,
             ] {
                 *n = (*n / 10).max(1);
             }
@@ -197,6 +224,7 @@ impl Args {
             self.pty_bytes /= 10;
             self.cat_bytes /= 10;
             self.file_bytes /= 10;
+            self.viewer_bytes /= 10;
         }
     }
 }
@@ -244,6 +272,10 @@ async fn main() -> Result<()> {
     if runs(Only::Restart) {
         let rows = restart::rows(&args, &tether, &logs).await;
         tables.push(format!("Graceful restart:\n\n{}", report::render(&rows)));
+    }
+    if runs(Only::Scale) {
+        let rows = scale::rows(&args, &tether, &logs).await;
+        tables.push(format!("Scale:\n\n{}", report::render(&rows)));
     }
 
     let header = format!(

@@ -48,7 +48,7 @@ const PARALLEL: usize = 16;
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// Waits until `root` has at least `want` live descendants, at most `limit`.
-async fn wait_descendants(root: u32, want: usize, limit: Duration) -> Result<()> {
+pub(crate) async fn wait_descendants(root: u32, want: usize, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         let n = procs::descendants(root).len();
@@ -200,7 +200,7 @@ pub(crate) async fn terminado(pid: u32, port: u16, count: usize) -> Result<Footp
     Ok(Footprint { count, own_before, own_during, own_after, tree_before, tree_during })
 }
 
-async fn close_all(conns: Vec<Ws>) {
+pub(crate) async fn close_all(conns: Vec<Ws>) {
     stream::iter(conns)
         .for_each_concurrent(PARALLEL, |mut ws| async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -227,7 +227,7 @@ pub(crate) async fn tether_attached(d: &Daemon, count: usize) -> Result<Footprin
     for _ in 0..5 {
         client.run(StartSpec { argv: vec!["true".into()], ..Default::default() }).await?;
     }
-    let ids = start_sleeps(&client, count).await?;
+    let ids = start_sleeps(&client, count, None).await?;
     let result = async {
         wait_descendants(d.pid, count, Duration::from_secs(60)).await?;
         // Warm up the connection path (the first upgrade allocates the
@@ -264,15 +264,23 @@ pub(crate) async fn tether_attached(d: &Daemon, count: usize) -> Result<Footprin
     result
 }
 
-/// Starts `count` detached `sleep 600`; all or an error (having killed
-/// those that started).
-async fn start_sleeps(client: &Client, count: usize) -> Result<Vec<CommandId>> {
+/// Starts `count` detached `sleep 600` (with rings of `ring_bytes`, else
+/// the default); all or an error (having killed those that started).
+pub(crate) async fn start_sleeps(
+    client: &Client,
+    count: usize,
+    ring_bytes: Option<u64>,
+) -> Result<Vec<CommandId>> {
     let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
         .map(|_| {
             let c = client.clone();
             async move {
-                c.start_detached(StartSpec { argv: vec!["sleep".into(), "600".into()], ..Default::default() })
-                    .await
+                c.start_detached(StartSpec {
+                    argv: vec!["sleep".into(), "600".into()],
+                    ring_bytes,
+                    ..Default::default()
+                })
+                .await
             }
         })
         .buffer_unordered(PARALLEL)
@@ -295,7 +303,7 @@ async fn start_sleeps(client: &Client, count: usize) -> Result<Vec<CommandId>> {
     Ok(ids)
 }
 
-async fn kill_all(client: &Client, ids: &[CommandId]) {
+pub(crate) async fn kill_all(client: &Client, ids: &[CommandId]) {
     stream::iter(ids.iter())
         .for_each_concurrent(PARALLEL, |id| {
             let c = client.clone();

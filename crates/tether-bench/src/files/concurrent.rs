@@ -15,7 +15,7 @@ use crate::procs::Daemon;
 use crate::report::{Latency, Row, failed, fmt_dur};
 
 /// One `true`: fork + exec + wait, stdio on /dev/null.
-pub(super) async fn spawn_true() -> Result<()> {
+pub(crate) async fn spawn_true() -> Result<()> {
     let status = tokio::process::Command::new("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -31,22 +31,22 @@ pub(super) async fn spawn_true() -> Result<()> {
 
 /// One run of many operations from concurrent tasks.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Concurrent {
+pub(crate) struct Concurrent {
     /// Operations per second of wall time.
-    pub(super) per_sec: f64,
+    pub(crate) per_sec: f64,
     /// Wall time from the first start to the last end.
-    pub(super) wall: Duration,
+    pub(crate) wall: Duration,
     /// Each operation's own duration.
-    pub(super) lat: Latency,
+    pub(crate) lat: Latency,
     /// CPU time of the daemon and of this process during the run, when a
     /// daemon was given.
-    pub(super) cpu: Option<(Duration, Duration)>,
+    pub(crate) cpu: Option<(Duration, Duration)>,
 }
 
 /// `warmup` untimed operations, then `n` timed ones, each time from
 /// `clients` tasks at once; each task takes the next operation until none
 /// is left and runs one at a time. CPU is measured for `d` when given.
-pub(super) async fn concurrent<F, Fut>(
+pub(crate) async fn concurrent<F, Fut>(
     clients: usize,
     n: usize,
     warmup: usize,

@@ -14,7 +14,7 @@
 //!   comparisons behind them.
 //! - `concurrent`: operations from concurrent tasks, counted per second.
 
-mod concurrent;
+pub(crate) mod concurrent;
 mod transfer;
 
 use std::path::PathBuf;
