@@ -139,9 +139,15 @@ impl Containment {
         self.cfg.subreaper
     }
 
-    /// Marks `cmd` as command `id`'s and, with cgroups, makes it join a new
-    /// leaf before it execs.
-    pub(crate) fn prepare(&self, id: &str, cmd: &mut std::process::Command) -> io::Result<Option<Leaf>> {
+    /// Marks `cmd` as command `id`'s and, with cgroups, makes a new leaf for
+    /// it: the leaf and its `cgroup.procs`, for the spawn to join before
+    /// exec (`sys::spawn_piped` or `sys::join_cgroup_on_exec`), so that
+    /// nothing it runs is ever outside it.
+    pub(crate) fn prepare_leaf(
+        &self,
+        id: &str,
+        cmd: &mut std::process::Command,
+    ) -> io::Result<Option<(Leaf, CString)>> {
         cmd.env(COMMAND_ID_ENV, id);
         if let Some(seat) = &self.cfg.seat {
             cmd.env(SEAT_ENV, seat);
@@ -157,8 +163,7 @@ impl Containment {
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
-        sys::join_cgroup_on_exec(cmd, procs);
-        Ok(Some(Leaf { dir, kill_file: base.kill_file }))
+        Ok(Some((Leaf { dir, kill_file: base.kill_file }, procs)))
     }
 
     /// Removes the cgroup base once its leaves are gone (at shutdown, the

@@ -1,9 +1,6 @@
 //! Validating a command's spec and spawning its process (pipes or a
 //! terminal, in its cgroup), and the subreaper's orphan reaper.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 
 use tokio::net::unix::pipe;
 
@@ -95,16 +92,22 @@ pub(super) fn spawn(
     contain: &Containment,
 ) -> Result<Spawned, ExecError> {
     let mut cmd = command(spec, argv, cfg);
-    let leaf = contain
-        .prepare(id, &mut cmd)
+    let prepared = contain
+        .prepare_leaf(id, &mut cmd)
         .map_err(|source| ExecError::Io { context: "preparing the command's cgroup", source })?;
+    let (leaf, procs) = prepared.map_or((None, None), |(l, p)| (Some(l), Some(p)));
     let spawned = match &spec.pty {
-        Some(opts) => crate::pty::spawn(cmd, &argv[0], opts).map(|(pid, pty)| Spawned {
-            pid,
-            io: SpawnedIo::Pty(pty),
-            leaf: leaf.clone(),
-        }),
-        None => spawn_piped(cmd, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s }),
+        Some(opts) => {
+            if let Some(procs) = procs {
+                sys::join_cgroup_on_exec(&mut cmd, procs);
+            }
+            crate::pty::spawn(cmd, &argv[0], opts).map(|(pid, pty)| Spawned {
+                pid,
+                io: SpawnedIo::Pty(pty),
+                leaf: leaf.clone(),
+            })
+        }
+        None => spawn_piped(&cmd, spec.env_clear, procs, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s }),
     };
     if let (Err(_), Some(leaf)) = (&spawned, &leaf) {
         leaf.kill_and_remove();
@@ -161,28 +164,31 @@ pub(super) fn command(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) 
     cmd
 }
 
-pub(super) fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Result<Spawned, ExecError> {
-    // Its own process group, so signals reach the whole job. std resets
-    // SIGPIPE and the signal mask in the child, and every fd the daemon
-    // opens is close-on-exec, so only 0/1/2 are inherited.
-    cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
-    let pid = child.id();
+/// Starts a command on three pipes, in its own process group (so signals
+/// reach the whole job) and, given its `cgroup.procs`, in its cgroup from
+/// its first instruction: see [`sys::spawn_piped`], which never forks the
+/// daemon. Every fd the daemon opens is close-on-exec, so only 0/1/2 are
+/// inherited.
+pub(super) fn spawn_piped(
+    cmd: &std::process::Command,
+    env_clear: bool,
+    cgroup_procs: Option<std::ffi::CString>,
+    program: &str,
+) -> Result<Spawned, ExecError> {
+    let spawn_err = |source| ExecError::Spawn { program: program.to_owned(), source };
+    let plan = sys::Plan::of(cmd, env_clear, cgroup_procs).map_err(spawn_err)?;
+    let sys::Piped { pid, stdin, stdout, stderr } = sys::spawn_piped(&plan).map_err(spawn_err)?;
     sys::register_leader(pid);
-    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let io = move || -> std::io::Result<Spawned> {
-        let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
-            return Err(std::io::Error::other("missing stdio pipe"));
-        };
         sys::grow_pipe(&stdout, PIPE_BYTES);
         sys::grow_pipe(&stderr, PIPE_BYTES);
         Ok(Spawned {
             pid,
             leaf: None,
             io: SpawnedIo::Pipes {
-                stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
-                stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
-                stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+                stdin: pipe::Sender::from_owned_fd(stdin)?,
+                stdout: pipe::Receiver::from_owned_fd(stdout)?,
+                stderr: pipe::Receiver::from_owned_fd(stderr)?,
             },
         })
     };
@@ -191,7 +197,7 @@ pub(super) fn spawn_piped(mut cmd: std::process::Command, program: &str) -> Resu
         Err(source) => {
             // Leave no process and no zombie behind.
             let _ = sys::signal_group(pid, libc::SIGKILL);
-            let _ = child.wait();
+            let _ = sys::wait_blocking(pid);
             Err(ExecError::Io { context: "registering pipes", source })
         }
     }

@@ -31,6 +31,7 @@ mod proc;
 mod signal;
 mod spawn;
 mod tty;
+mod vspawn;
 
 pub(crate) use child::{
     Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
@@ -50,3 +51,4 @@ pub(crate) use signal::{
 };
 pub(crate) use spawn::{is_cgroup2_fs, join_cgroup_on_exec, new_session_on_stdin_tty, new_session_with_fd3};
 pub(crate) use tty::{foreground_group, set_winsize, veof};
+pub(crate) use vspawn::{Piped, Plan, spawn_piped};
