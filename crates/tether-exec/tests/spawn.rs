@@ -19,7 +19,11 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// A field of `/proc/self/status` as the command saw it.
 fn field<'a>(status: &'a str, name: &str) -> &'a str {
-    status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name} in {status}"))
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
 }
 
 #[tokio::test]
@@ -28,12 +32,14 @@ async fn a_command_starts_with_stdio_only_default_signals_and_its_own_group() {
     // The daemon ignores SIGPIPE (Rust does), and the spawning thread has
     // every signal blocked across the clone: the child must undo both.
     let h = m
-        .start(CommandSpec::shell(
-            "cat /proc/self/status; echo fds $(ls /proc/self/fd | tr '\\n' ' '); \
+        .start(
+            CommandSpec::shell(
+                "cat /proc/self/status; echo fds $(ls /proc/self/fd | tr '\\n' ' '); \
              echo pgid $(ps -o pgid= -p $$ | tr -d ' ') pid $$; echo cwd $(pwd); echo tag $TAG",
+            )
+            .cwd("/tmp")
+            .env("TAG", "x y"),
         )
-        .cwd("/tmp")
-        .env("TAG", "x y"))
         .expect("starts");
     let (out, _, exit) = collect(h.attach([0, 0]).expect("attach"), LIMIT).await;
     assert_eq!(exit.code, Some(0));

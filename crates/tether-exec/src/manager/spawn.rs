@@ -1,7 +1,6 @@
 //! Validating a command's spec and spawning its process (pipes or a
 //! terminal, in its cgroup), and the subreaper's orphan reaper.
 
-
 use tokio::net::unix::pipe;
 
 use crate::command::{Spawned, SpawnedIo};
@@ -107,7 +106,9 @@ pub(super) fn spawn(
                 leaf: leaf.clone(),
             })
         }
-        None => spawn_piped(&cmd, spec.env_clear, procs, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s }),
+        None => {
+            spawn_piped(&cmd, spec.env_clear, procs, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s })
+        }
     };
     if let (Err(_), Some(leaf)) = (&spawned, &leaf) {
         leaf.kill_and_remove();
