@@ -46,7 +46,9 @@ impl Daemon {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("TETHER_TOKEN", &token)
-            .env("TETHER_LOG", "warn")
+            // TETHER_BENCH_LOG: the daemons' log filter (e.g. `info` to see
+            // a restart's phases in their logs); `warn` by default.
+            .env("TETHER_LOG", std::env::var("TETHER_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -76,10 +78,12 @@ impl Daemon {
         Ok(Daemon { url, token, pid, child, drain, relistened })
     }
 
-    /// SIGTERM (the daemon then kills its commands), SIGKILL after 5 s.
+    /// SIGTERM (the daemon then kills its commands), SIGKILL after 30 s: a
+    /// daemon holding thousands of commands takes seconds to end them, and
+    /// one killed before would leave them running into the next rows.
     pub(crate) async fn stop(mut self) {
         signal(self.pid, "TERM", false);
-        if timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+        if timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
             let _ = self.child.start_kill();
             let _ = timeout(Duration::from_secs(2), self.child.wait()).await;
         }

@@ -189,7 +189,8 @@ async fn fanout_run(d: &Daemon, logs: &Path, viewers: usize, bytes: u64) -> Resu
         .await
         .into_iter()
         .collect::<Result<_>>()?;
-    let readers: Vec<_> = conns.into_iter().map(|ws| tokio::spawn(read_all(ws, command.clone(), bytes))).collect();
+    let readers: Vec<_> =
+        conns.into_iter().map(|ws| tokio::spawn(read_all(ws, command.clone(), bytes))).collect();
     let t = Instant::now();
     ctl.stdin(&command, b"go\n").await?;
     read_all(ctl, command.clone(), bytes).await?;
@@ -353,19 +354,22 @@ pub(crate) async fn rows(args: &Args, tether: &Path, logs: &Path) -> Vec<Row> {
                 "one viewer: {}; its ring holds all its output, so nobody paces it and every viewer gets every byte (pattern checked, no gap)",
                 fmt_dur(f.alone),
             )));
-            rows.push(Row::new("X2", format!("{what}: until every viewer had every byte")).samples(v.to_string()).result(
-                format!("{:.0} MiB/s", total / f.delivered.as_secs_f64().max(1e-9)),
-            ).notes(format!(
-                "{total:.0} MiB in all in {}; daemon CPU {} ({} per viewer, {:.2} ms per MiB sent)",
-                fmt_dur(f.delivered),
-                fmt_dur(f.cpu),
-                fmt_dur(f.cpu / v.max(1) as u32),
-                f.cpu.as_secs_f64() * 1000.0 / total.max(1e-9),
-            )));
-            rows.push(Row::new("X2", "target: the command slowed <= 10% by its viewers").result(format!(
-                "{} ({slower:+.0}%)",
-                if slower <= 10.0 { "met" } else { "MISSED" }
-            )));
+            rows.push(
+                Row::new("X2", format!("{what}: until every viewer had every byte"))
+                    .samples(v.to_string())
+                    .result(format!("{:.0} MiB/s", total / f.delivered.as_secs_f64().max(1e-9)))
+                    .notes(format!(
+                        "{total:.0} MiB in all in {}; daemon CPU {} ({} per viewer, {:.2} ms per MiB sent)",
+                        fmt_dur(f.delivered),
+                        fmt_dur(f.cpu),
+                        fmt_dur(f.cpu / v.max(1) as u32),
+                        f.cpu.as_secs_f64() * 1000.0 / total.max(1e-9),
+                    )),
+            );
+            rows.push(
+                Row::new("X2", "target: the command slowed <= 10% by its viewers")
+                    .result(format!("{} ({slower:+.0}%)", if slower <= 10.0 { "met" } else { "MISSED" })),
+            );
         }
         Err(e) => rows.push(Row::new("X2", what).result(failed(&e))),
     }

@@ -42,7 +42,7 @@ pub(crate) use fd::{
     mkfifo, raise_fd_limit, register_file, take_inherited_fd,
 };
 pub(crate) use proc::{
-    all_pids, children, descendants_where, env_has, environ, pgid_of, running, session_members,
+    all_pids, children, descendants_where, env_has, env_value, environ, pgid_of, running, session_members,
     sigint_default,
 };
 pub(crate) use signal::{

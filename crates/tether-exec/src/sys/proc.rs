@@ -141,6 +141,12 @@ pub(crate) fn env_has(env: &[u8], entry: &str) -> bool {
     env.split(|&b| b == 0).any(|e| e == entry.as_bytes())
 }
 
+/// The value of `name` in an environment block (as read by [`environ`]),
+/// if it holds one.
+pub(crate) fn env_value<'a>(env: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    env.split(|&b| b == 0).find_map(|e| e.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+}
+
 /// Whether `pid` has SIGINT at its default action (neither caught nor
 /// ignored): such a process dies of a SIGINT it receives.
 pub(crate) fn sigint_default(pid: u32) -> bool {
