@@ -117,7 +117,7 @@ const WINDOW_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
 /// The connection's pieces are made here, outside the future, and the
 /// future owns each once: an async fn would hold its arguments (the socket,
 /// the context) beside the values made from them, for the whole life of
-/// the connection (4.8 KiB per connection instead of about 2.8; see
+/// the connection (4.8 KiB per connection's task instead of 1.5; see
 /// `tether-bench --only memory`).
 pub(crate) fn serve<S>(socket: S, ctx: ConnCtx) -> impl Future<Output = ()> + Send + 'static
 where
