@@ -524,8 +524,22 @@ async fn a_kill_is_not_held_up_by_pacing_readers() {
                 .await
                 .expect("the kill took effect without waiting for the stalled reader");
             assert_eq!(exit.reason, ExitReason::Killed);
-            // The reader still gets the rest and the exit.
-            let (_, _, exit) = collect(sub, LIMIT).await;
+            // The reader still gets the exit after what the ring holds. The
+            // pipe's last bytes (up to 1 MiB, as full as `head` had made
+            // it) are drained into the 1 MiB ring after the kill, so a
+            // reader that never acknowledged may find a gap on the way:
+            // that is allowed here, only the exit is asked for.
+            let exit = tokio::time::timeout(LIMIT, async {
+                loop {
+                    match sub.next(1 << 20).await {
+                        Some(Event::Exit(e)) => return e,
+                        Some(_) => {}
+                        None => panic!("subscription ended without exit"),
+                    }
+                }
+            })
+            .await
+            .expect("the reader got the exit");
             assert_eq!(exit.reason, ExitReason::Killed);
         }
     }
