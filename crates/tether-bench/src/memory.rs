@@ -77,32 +77,8 @@ pub(crate) async fn tether(d: &Daemon, count: usize) -> Result<Footprint> {
     }
     sleep(SETTLE).await;
     let (own_before, tree_before) = rss(d.pid)?;
-    let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
-        .map(|_| {
-            let c = client.clone();
-            async move {
-                c.start_detached(StartSpec { argv: vec!["sleep".into(), "600".into()], ..Default::default() })
-                    .await
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-    let mut ids = Vec::with_capacity(count);
-    let mut first_err = None;
-    for r in started {
-        match r {
-            Ok((id, _pid)) => ids.push(id),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    let held = ids.len();
+    let ids = start_sleeps(&client, count, None).await?;
     let result = async {
-        if let Some(e) = first_err {
-            bail!("{} of {count} starts failed, the first with: {e}", count - held);
-        }
         wait_descendants(d.pid, count, Duration::from_secs(30)).await?;
         sleep(SETTLE).await;
         rss(d.pid)
@@ -238,16 +214,7 @@ pub(crate) async fn tether_attached(d: &Daemon, count: usize) -> Result<Footprin
         let (own_before, tree_before) = rss(d.pid)?;
         let conns: Vec<Result<Ws>> =
             stream::iter(ids.iter()).map(|id| attach_one(d, id)).buffer_unordered(PARALLEL).collect().await;
-        let mut open = Vec::with_capacity(count);
-        let mut first_err = None;
-        for c in conns {
-            match c {
-                Ok(ws) => open.push(ws),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
+        let (open, first_err) = split_results(conns);
         sleep(SETTLE).await;
         let during = rss(d.pid);
         close_all(open).await;
@@ -262,6 +229,21 @@ pub(crate) async fn tether_attached(d: &Daemon, count: usize) -> Result<Footprin
     .await;
     kill_all(&client, &ids).await;
     result
+}
+
+/// The successes of `results`, and the first failure if any.
+pub(crate) fn split_results<T, E>(results: Vec<Result<T, E>>) -> (Vec<T>, Option<E>) {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    (ok, first_err)
 }
 
 /// Starts `count` detached `sleep 600` (with rings of `ring_bytes`, else
@@ -286,16 +268,8 @@ pub(crate) async fn start_sleeps(
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
-    let mut ids = Vec::with_capacity(count);
-    let mut first_err = None;
-    for r in started {
-        match r {
-            Ok((id, _pid)) => ids.push(id),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
+    let (started, first_err) = split_results(started);
+    let ids: Vec<CommandId> = started.into_iter().map(|(id, _pid)| id).collect();
     if let Some(e) = first_err {
         kill_all(client, &ids).await;
         bail!("{} of {count} starts failed, the first with: {e}", count - ids.len());

@@ -89,16 +89,7 @@ async fn sessions(d: &Daemon, n: usize, samples: usize) -> Result<Sessions> {
             .collect()
             .await;
         let setup = t0.elapsed();
-        let mut open = Vec::with_capacity(n);
-        let mut first_err = None;
-        for c in conns {
-            match c {
-                Ok(ws) => open.push(ws),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
+        let (open, first_err) = memory::split_results(conns);
         let r = async {
             if let Some(e) = first_err {
                 bail!("{} of {n} attaches failed, the first with: {e:#}", n - open.len());
