@@ -494,9 +494,14 @@ async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
 async fn a_kill_is_not_held_up_by_pacing_readers() {
     let m = manager();
     for away in [false, true] {
-        let h = m.start(CommandSpec::shell("while :; do head -c 65536 /dev/zero; done")).unwrap();
-        // Paced by acknowledgements, as the server's attachments are.
-        let mut sub = h.attach_paced([0, 0], true).unwrap();
+        // Attached before the actor reads a byte, paced by
+        // acknowledgements, as the server's attachments are.
+        let (h, sub) = m
+            .start_then(CommandSpec::shell("while :; do head -c 65536 /dev/zero; done"), |h| {
+                h.attach_paced([0, 0], true)
+            })
+            .unwrap();
+        let mut sub = sub.unwrap();
         let _pacer = sub.pace_by_acks(Some("client-1".into()), Duration::from_secs(600)).unwrap();
         match tokio::time::timeout(LIMIT, sub.next(65536)).await.expect("output in time") {
             Some(Event::Output { .. }) => {}
@@ -552,8 +557,14 @@ async fn a_kill_is_not_held_up_by_pacing_readers() {
 #[tokio::test]
 async fn pacing_by_acks_holds_to_what_was_taken_and_a_named_reattach_replaces_it() {
     let m = manager();
-    let h = m.start(CommandSpec::shell("head -c 4000000 /dev/zero").ring_bytes(65536)).unwrap();
-    let mut old = h.attach_paced([0, 0], true).unwrap();
+    // Attached before the actor reads a byte (after `start` returned, the
+    // actor, on threads of its own, may have read past half the ring).
+    let (h, old) = m
+        .start_then(CommandSpec::shell("head -c 4000000 /dev/zero").ring_bytes(65536), |h| {
+            h.attach_paced([0, 0], true)
+        })
+        .unwrap();
+    let mut old = old.unwrap();
     let _old_pacer = old.pace_by_acks(Some("client-1".into()), Duration::from_secs(600)).unwrap();
     // Read without acknowledging: the command is held all the same, half
     // a ring past the start.
@@ -619,15 +630,45 @@ async fn terminal_screens_count_against_the_memory_budget() {
         h.wait().await;
         m.remove(h.id()).await.ok();
     }
+    // A record's memory is released when its actor (on the actors'
+    // runtime, in parallel with this test) has let it go: nothing to await
+    // but the count itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !m.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "{} records left after their removal", m.len());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let before = m.committed_ring_bytes();
     let h = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(small).pty(24, 80)).unwrap();
     let one = m.committed_ring_bytes() - before;
     assert!(one > small, "the screen is charged: {one}");
     let _hog = m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(60 << 20)).unwrap_err();
-    let _big: Vec<_> =
-        (0..20).map_while(|_| m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(1 << 20)).ok()).collect();
+    // Fill the budget: 2 MiB commands, then 128 KiB ones, until refused
+    // (less than a 500x500 screen is left).
+    let fill = |ring: usize| -> Vec<_> {
+        (0..64).map_while(|_| m.start(CommandSpec::argv(["sleep", "30"]).ring_bytes(ring)).ok()).collect()
+    };
+    let (_big, _small) = (fill(1 << 20), fill(small));
+    assert!(m.committed_ring_bytes() > (64 << 20) - 2 * small, "{}", m.committed_ring_bytes());
     let err = h.resize(tether_exec::TermSize { rows: 500, cols: 500 }).await.unwrap_err();
     assert!(matches!(err, ExecError::ScreenMemory { .. }), "{err:?}");
     h.resize(tether_exec::TermSize { rows: 30, cols: 100 }).await.unwrap();
+    m.shutdown().await;
+}
+
+/// An attachment made through `start_then` exists before the actor reads a
+/// byte: from `[0, 0]`, paced, it gets every byte of a writer far faster
+/// than a 4 KiB ring, with no gap. (Actors run on threads of their own, so
+/// an attachment made after `start` returns may come after the actor has
+/// read a ring's worth.)
+#[tokio::test]
+async fn a_first_attachment_sees_every_byte_of_a_fast_writer() {
+    let m = manager();
+    for _ in 0..5 {
+        let spec = CommandSpec::argv(["head", "-c", "4000000", "/dev/zero"]).ring_bytes(4096);
+        let (_h, sub) = m.start_then(spec, |h| h.attach_paced([0, 0], true)).unwrap();
+        let (out, _, exit) = collect(sub.unwrap(), LIMIT).await;
+        assert_eq!((out.len(), exit.code), (4_000_000, Some(0)));
+    }
     m.shutdown().await;
 }

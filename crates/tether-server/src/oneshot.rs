@@ -289,8 +289,9 @@ pub(crate) async fn run_to_end(
     // Past the limit the command runs on and its output is dropped as it
     // is read: never held.
     spec = spec.max_output(max, exec::OutputLimit::Truncate);
-    let h = st.manager.start(spec)?;
-    let mut sub = h.attach_paced([0, 0], true)?;
+    // Attached, paced, before the command's first byte is read.
+    let (h, sub) = st.manager.start_then(spec, |h| h.attach_paced([0, 0], true))?;
+    let mut sub = sub?;
     tracing::info!(command = %h.id(), "one-shot started");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = loop {

@@ -6,7 +6,10 @@
 //! - `spawn`: validating a spec and spawning its process.
 //! - `shells`: named shells and the commands queued on them.
 //! - `restart`: the handover to a re-executed daemon, and resuming.
+//! - `actors`: the runtime commands' actors run on, apart from the
+//!   daemon's.
 
+mod actors;
 mod budget;
 mod restart;
 mod shells;
@@ -106,6 +109,10 @@ impl Manager {
         sys::cloexec_inherited_fds();
         sys::catch_inherited_ignores();
         sys::raise_fd_limit();
+        // The actors' runtime starts with the first manager, not with its
+        // first command: its fds and threads are part of the daemon from
+        // the start (as a leak check that counts fds expects).
+        actors::start();
         let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
             tracing::error!("containment: {e}: commands are contained by process group and environment only");
             let fallback =
@@ -154,8 +161,22 @@ impl Manager {
     /// command, returns that one; `true` when it started a new one. Two
     /// starts with one key at once make one command.
     pub fn start_keyed(&self, spec: CommandSpec) -> Result<(CommandHandle, bool), ExecError> {
+        self.start_keyed_then(spec, |_| ()).map(|(h, (), new)| (h, new))
+    }
+
+    /// [`Manager::start_keyed`], calling `first` with the command's handle
+    /// before its actor reads a byte of its output (a repeated start's
+    /// command, once found). An attachment made there from `[0, 0]` sees
+    /// every byte however fast the command writes; one made after `start`
+    /// returned may find a gap, since the actor runs on threads of its own
+    /// and may have read a ring's worth already.
+    pub fn start_keyed_then<T>(
+        &self,
+        spec: CommandSpec,
+        first: impl FnOnce(&CommandHandle) -> T,
+    ) -> Result<(CommandHandle, T, bool), ExecError> {
         let Some(key) = spec.request_key.clone() else {
-            return self.start_new(spec).map(|h| (h, true));
+            return self.start_new(spec, first).map(|(h, t)| (h, t, true));
         };
         check_key(&key)?;
         // The entry's shard stays locked while the command starts: a
@@ -167,21 +188,35 @@ impl Manager {
                 // this entry holds locked.
                 let held = self.inner.commands.get(e.get()).map(|r| r.value().clone());
                 if let Some(h) = held {
-                    return Ok((h, false));
+                    let t = first(&h);
+                    return Ok((h, t, false));
                 }
-                let h = self.start_new(spec)?;
+                let (h, t) = self.start_new(spec, first)?;
                 e.insert(h.id().to_owned());
-                Ok((h, true))
+                Ok((h, t, true))
             }
             dashmap::Entry::Vacant(v) => {
-                let h = self.start_new(spec)?;
+                let (h, t) = self.start_new(spec, first)?;
                 v.insert(h.id().to_owned());
-                Ok((h, true))
+                Ok((h, t, true))
             }
         }
     }
 
-    pub(super) fn start_new(&self, spec: CommandSpec) -> Result<CommandHandle, ExecError> {
+    /// [`Manager::start`] with [`Manager::start_keyed_then`]'s `first`.
+    pub fn start_then<T>(
+        &self,
+        spec: CommandSpec,
+        first: impl FnOnce(&CommandHandle) -> T,
+    ) -> Result<(CommandHandle, T), ExecError> {
+        self.start_keyed_then(spec, first).map(|(h, t, _)| (h, t))
+    }
+
+    pub(super) fn start_new<T>(
+        &self,
+        spec: CommandSpec,
+        first: impl FnOnce(&CommandHandle) -> T,
+    ) -> Result<(CommandHandle, T), ExecError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ExecError::ShuttingDown);
@@ -195,6 +230,9 @@ impl Manager {
         let reservation = self.reserve(rings * ring_bytes, spec.pty.as_ref().map(|p| p.size))?;
 
         let id = new_id(self.inner.cfg.node_id.as_deref());
+        // The command's pipes and pidfd are registered with the actors'
+        // runtime, whose threads poll them.
+        let _actors = actors::enter();
         let t = std::time::Instant::now();
         let spawned = spawn::spawn(&id, &spec, &argv, cfg, &inner.contain).inspect_err(|_| {
             metrics::counter!("tether_spawn_failures_total").increment(1);
@@ -205,8 +243,9 @@ impl Manager {
         let meta = Meta::new(&id, &spec, argv, ring_bytes, None);
         tracing::info!(command = %id, pid = spawned.pid, argv0 = %meta.argv[0], "command started");
         let (handle, actor) = command::new_command(meta, spawned, life, reservation, inner.contain.clone());
+        let t = first(&handle);
         self.launch(&handle, actor);
-        Ok(handle)
+        Ok((handle, t))
     }
 
     /// Registers a command and runs its actor.
@@ -236,7 +275,7 @@ impl Manager {
                 inner.forget_key(key.as_deref(), &id);
             }
         };
-        inner.tracker.spawn(fut);
+        inner.tracker.spawn_on(fut, actors::handle());
     }
 
     pub(super) fn ring_bytes(&self, spec: &CommandSpec) -> Result<usize, ExecError> {

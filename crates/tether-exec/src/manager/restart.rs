@@ -80,7 +80,11 @@ impl Manager {
             inner.count.fetch_add(1, Ordering::SeqCst);
             inner.committed.fetch_add(bytes + screen, Ordering::SeqCst);
             let reservation = Reservation::new(bytes, screen, inner);
-            let (handle, actor) = command::thaw(frozen, h, reservation, inner.contain.clone());
+            // Its fds are registered with the actors' runtime (see `launch`).
+            let (handle, actor) = {
+                let _actors = super::actors::enter();
+                command::thaw(frozen, h, reservation, inner.contain.clone())
+            };
             if handle.exit().is_some() {
                 handle.shared.settle_reservation();
             }

@@ -107,8 +107,20 @@ impl Manager {
         shell: &str,
         spec: CommandSpec,
     ) -> Result<(CommandHandle, bool), ExecError> {
+        self.shell_run_keyed_then(shell, spec, |_| ()).await.map(|(h, (), new)| (h, new))
+    }
+
+    /// [`Manager::shell_run_keyed`], calling `first` with the command's
+    /// handle before its actor reads a byte of its output, as
+    /// [`Manager::start_keyed_then`] does.
+    pub async fn shell_run_keyed_then<T>(
+        &self,
+        shell: &str,
+        spec: CommandSpec,
+        first: impl FnOnce(&CommandHandle) -> T,
+    ) -> Result<(CommandHandle, T, bool), ExecError> {
         let Some(key) = spec.request_key.clone() else {
-            return self.shell_run_new(shell, spec).await.map(|h| (h, true));
+            return self.shell_run_new(shell, spec, first).await.map(|(h, t)| (h, t, true));
         };
         check_key(&key)?;
         let lock = self.inner.keyed_runs.entry(key.clone()).or_default().value().clone();
@@ -116,10 +128,13 @@ impl Manager {
             let _one_at_a_time = lock.lock().await;
             let held = self.inner.keys.get(&key).map(|id| id.value().clone());
             match held.and_then(|id| self.get(&id).ok()) {
-                Some(h) => Ok((h, false)),
-                None => self.shell_run_new(shell, spec).await.map(|h| {
+                Some(h) => {
+                    let t = first(&h);
+                    Ok((h, t, false))
+                }
+                None => self.shell_run_new(shell, spec, first).await.map(|(h, t)| {
                     self.inner.keys.insert(key.clone(), h.id().to_owned());
-                    (h, true)
+                    (h, t, true)
                 }),
             }
         };
@@ -128,11 +143,12 @@ impl Manager {
         r
     }
 
-    pub(super) async fn shell_run_new(
+    pub(super) async fn shell_run_new<T>(
         &self,
         shell: &str,
         spec: CommandSpec,
-    ) -> Result<CommandHandle, ExecError> {
+        first: impl FnOnce(&CommandHandle) -> T,
+    ) -> Result<(CommandHandle, T), ExecError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ExecError::ShuttingDown);
@@ -176,8 +192,9 @@ impl Manager {
         // Queue first: a refused command leaves no record behind.
         sh.submit(QueuedJob { id: id.clone(), script, events: events_tx, kill_grace }).await?;
         tracing::info!(command = %id, shell, "shell command queued");
+        let t = first(&handle);
         self.launch(&handle, actor);
-        Ok(handle)
+        Ok((handle, t))
     }
 
     /// Closes a shell (killing what it runs and its background jobs) and

@@ -13,27 +13,24 @@ use super::{Attachment, Conn, OutTx, PACE_LINGER, encode};
 use crate::{Error, map};
 
 impl Conn {
-    /// Answers a start with `started` and attaches from the first byte if
-    /// asked. The subscription is made at once (a pacing one must hold the
-    /// command back from its first byte), but forwarding starts only after
-    /// `started` is queued, so it precedes every output frame. (An earlier
-    /// attachment of this connection to the command, from a first try of a
-    /// repeated start, is replaced.)
+    /// Answers a start with `started` and forwards the attachment made with
+    /// it, if any. The subscription was made before the command's first
+    /// byte was read (a pacing one must hold the command back from its
+    /// first byte), but forwarding starts only after `started` is queued,
+    /// so it precedes every output frame. (An earlier attachment of this
+    /// connection to the command, from a first try of a repeated start, is
+    /// replaced.)
     pub(super) async fn started(
         &mut self,
         id: ReqId,
         h: &CommandHandle,
-        attach: bool,
-        pace: bool,
+        sub: Option<Subscription>,
         window: Option<u64>,
         client: Option<String>,
     ) -> Result<Option<ServerMsg>, Error> {
-        let sub = if attach {
+        if sub.is_some() {
             self.end(h.id());
-            Some(h.attach_paced([0, 0], pace)?)
-        } else {
-            None
-        };
+        }
         self.send(ServerMsg::Started { id, command: CommandId(h.id().to_owned()), pid: h.pid() }).await;
         if let Some(sub) = sub {
             self.forward(sub, window, client);

@@ -68,14 +68,15 @@ impl Conn {
         let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
         let client = client_name(spec.client.clone())?;
         let spec = map::spec_from_wire(spec)?;
-        let (h, new) = self.ctx.manager.start_keyed(spec)?;
+        // Attached before the command's first byte is read, as asked.
+        let (h, sub, new) = self.ctx.manager.start_keyed_then(spec, |h| first_attach(h, attach, pace))?;
         let command = CommandId(h.id().to_owned());
         if new {
             tracing::info!(command = %command, pid = h.pid(), "started");
         } else {
             tracing::info!(command = %command, "start repeated (same request key): the command it started");
         }
-        self.started(id, &h, attach, pace, window, client).await
+        self.started(id, &h, sub.transpose()?, window, client).await
     }
 
     /// `attach`: answered by `attached` (or an error) from [`Conn::attach`].
@@ -199,13 +200,14 @@ impl Conn {
         let (attach, pace, window) = (spec.attach, spec.pace, window(spec.window_bytes)?);
         let client = client_name(spec.client.clone())?;
         let spec = map::shell_run_from_wire(spec)?;
-        let (h, new) = self.ctx.manager.shell_run_keyed(&shell, spec).await?;
+        let (h, sub, new) =
+            self.ctx.manager.shell_run_keyed_then(&shell, spec, |h| first_attach(h, attach, pace)).await?;
         if new {
             tracing::info!(command = h.id(), %shell, "queued in shell");
         } else {
             tracing::info!(command = h.id(), %shell, "shell_run repeated (same request key): the command it queued");
         }
-        self.started(id, &h, attach, pace, window, client).await
+        self.started(id, &h, sub.transpose()?, window, client).await
     }
 
     fn shell_list(&mut self, id: ReqId) -> Reply {
@@ -265,4 +267,14 @@ pub(super) fn window(w: Option<u64>) -> Result<Option<u64>, Error> {
         ))),
         w => Ok(w),
     }
+}
+
+/// The attachment a `start` or `shell_run` asks for, made before the
+/// command's first byte is read (see [`tether_exec::Manager::start_keyed_then`]).
+fn first_attach(
+    h: &tether_exec::CommandHandle,
+    attach: bool,
+    pace: bool,
+) -> Option<Result<tether_exec::Subscription, tether_exec::ExecError>> {
+    attach.then(|| h.attach_paced([0, 0], pace))
 }

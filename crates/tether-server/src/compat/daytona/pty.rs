@@ -119,9 +119,10 @@ pub(super) async fn create_connect(State(st): State<Arc<AppState>>, req: Request
         if !envs.is_empty() {
             spec.labels.insert(ENVS_LABEL.into(), serde_json::to_string(&envs).unwrap_or_default());
         }
-        let h = st.manager.start(spec)?;
+        // Attached before the terminal's first byte is read.
+        let (h, sub) = st.manager.start_then(spec, |h| h.attach([0, 0]))?;
         tracing::info!(command = %h.id(), pty = %id, "daytona PTY session started");
-        let sub = h.attach([0, 0])?;
+        let sub = sub?;
         Ok::<_, Refusal>(serve(&st, ws, h, sub, None))
     };
     r.await.unwrap_or_else(IntoResponse::into_response)

@@ -137,13 +137,19 @@ pub(super) async fn exec(
         let req: SessionExecute = json(&body)?;
         let mut spec = exec::CommandSpec::shell(req.command);
         spec.labels.insert(SESSION_LABEL.into(), p.session_id.clone());
-        let h = st.manager.shell_run(&p.session_id, spec).await.map_err(session_error)?;
-        if req.run_async.or(req.var_async).unwrap_or(false) {
+        let run_async = req.run_async.or(req.var_async).unwrap_or(false);
+        // A run waited for is attached, paced, before its first byte is read.
+        let (h, sub, _) = st
+            .manager
+            .shell_run_keyed_then(&p.session_id, spec, |h| (!run_async).then(|| h.attach_paced([0, 0], true)))
+            .await
+            .map_err(session_error)?;
+        let Some(sub) = sub else {
             return Ok::<_, Refusal>(
                 (StatusCode::ACCEPTED, axum::Json(json!({ "cmdId": h.id() }))).into_response(),
             );
-        }
-        let sub = h.attach_paced([0, 0], true)?;
+        };
+        let sub = sub?;
         let logs = collect(sub, Some(&st.shutdown)).await?;
         let code = logs.exit.as_ref().map_or(-1, exec::ExitInfo::shell_code);
         Ok(axum::Json(json!({

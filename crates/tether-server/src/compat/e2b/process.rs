@@ -89,9 +89,10 @@ pub(super) async fn start(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         if let Some(tag) = req.get("tag").and_then(Value::as_str) {
             spec.labels.insert(TAG_LABEL.into(), tag.to_owned());
         }
-        let h = st.manager.start(spec).map_err(from_exec)?;
+        // Attached, paced, before the command's first byte is read.
+        let (h, sub) = st.manager.start_then(spec, |h| h.attach_paced([0, 0], true)).map_err(from_exec)?;
         tracing::info!(command = %h.id(), pid = h.pid(), "e2b process started");
-        let sub = h.attach_paced([0, 0], true).map_err(from_exec)?;
+        let sub = sub.map_err(from_exec)?;
         Ok::<_, RpcError>(stream(&st, &headers, h, sub, None, Limit::Lifetime))
     };
     r.await.unwrap_or_else(stream_error)

@@ -134,8 +134,9 @@ pub(crate) fn execute(st: &AppState, e: Execute) -> Result<Bound, Error> {
         // the command, and the native API takes the client's id too.
         spec.request_key = key;
     }
-    let (h, new) = st.manager.start_keyed(spec)?;
-    let sub = h.attach_lingering([0, 0], LINGER)?;
+    // Attached before the command's first byte is read.
+    let (h, sub, new) = st.manager.start_keyed_then(spec, |h| h.attach_lingering([0, 0], LINGER))?;
+    let sub = sub?;
     if new {
         tracing::info!(command = %h.id(), "started through the LangSmith dialect");
     }

@@ -134,7 +134,7 @@ async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: CancellationToken) {
         stream,
     };
     let closing = match started(&mut link).await {
-        Ok(h) => run(h, &mut link).await,
+        Ok((h, sub)) => run(h, sub, &mut link).await,
         Err(Unstarted::Close(closing)) => closing,
         Err(Unstarted::Refused(message)) => {
             let _ = out.send(error_frame(&message)).await;
@@ -171,7 +171,7 @@ enum Unstarted {
 }
 
 /// Reads up to the `start` frame and starts its command.
-async fn started(link: &mut Link<'_>) -> Result<CommandHandle, Unstarted> {
+async fn started(link: &mut Link<'_>) -> Result<(CommandHandle, Subscription), Unstarted> {
     let st = link.st;
     let opened = Instant::now();
     loop {
@@ -204,7 +204,7 @@ async fn started(link: &mut Link<'_>) -> Result<CommandHandle, Unstarted> {
 
 /// The `start` frame as a tether command: argv without a shell, the
 /// variables added to the daemon's environment, in the files root.
-fn start(st: &AppState, s: Start) -> Result<CommandHandle, String> {
+fn start(st: &AppState, s: Start) -> Result<(CommandHandle, Subscription), String> {
     if s.tty {
         return Err("tty is not supported by tether's Runta dialect (the SDK never asks for one)".into());
     }
@@ -222,24 +222,19 @@ fn start(st: &AppState, s: Start) -> Result<CommandHandle, String> {
     // the durable execution under it: the guest's own timeout bounds it.
     spec.idle_timeout = exec::Lifetime::Never;
     spec.labels.insert(LABEL.into(), host_id(st).to_owned());
-    let h = st.manager.start(spec).map_err(|e| format!("start: {e}"))?;
+    // Attached, paced, before the command's first byte is read.
+    let (h, sub) =
+        st.manager.start_then(spec, |h| h.attach_paced([0, 0], true)).map_err(|e| format!("start: {e}"))?;
     tracing::debug!(command = %h.id(), "runta exec started");
-    Ok(h)
+    Ok((h, sub.map_err(|e| format!("attach: {e}"))?))
 }
 
 /// A started connection: forwards the command's output and applies the
 /// client's frames until the exit, the client's going or the daemon's.
 /// Returns the close frame to send, if any.
-async fn run(h: CommandHandle, link: &mut Link<'_>) -> Option<(u16, &'static str)> {
+async fn run(h: CommandHandle, sub: Subscription, link: &mut Link<'_>) -> Option<(u16, &'static str)> {
     let st = link.st;
     let out = link.outbound.tx();
-    let sub = match h.attach_paced([0, 0], true) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = out.send(error_frame(&format!("attach: {e}"))).await;
-            return Some((CLOSE_NORMAL, ""));
-        }
-    };
     let quiet: PumpReply<()> = Box::new(|(), r| {
         if let Err(e) = r {
             tracing::debug!("runta stdin not written: {e}");
