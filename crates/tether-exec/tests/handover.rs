@@ -107,6 +107,23 @@ async fn stdin_stays_open_across_the_handover() {
     assert_eq!(exit.code, Some(0));
 }
 
+/// A command nobody had written to has no stdin writer yet (it starts on
+/// the first write): its stdin pipe is handed over all the same, open, and
+/// the next daemon's first write starts one.
+#[tokio::test]
+async fn stdin_never_written_is_handed_over_open() {
+    let m = manager();
+    let h = m.start(CommandSpec::argv(["cat"]).stdin(Bytes::new(), false)).unwrap();
+    let id = h.id().to_owned();
+    let (m2, _) = hand_over(m).await;
+    let h2 = m2.get(&id).unwrap();
+    h2.write_stdin(Bytes::from_static(b"after\n")).await.unwrap();
+    h2.close_stdin().await.unwrap();
+    let (out, exit) = rest(h2.attach([0, 0]).unwrap()).await;
+    assert_eq!(out[0], b"after\n");
+    assert_eq!(exit.code, Some(0));
+}
+
 #[tokio::test]
 async fn a_finished_command_keeps_its_exit_and_ttl() {
     let m = manager();

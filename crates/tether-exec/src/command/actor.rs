@@ -22,7 +22,7 @@ use super::pacing::MIN_PACED_READ;
 use super::shared::Shared;
 use super::source::{Source, readable};
 use super::state::LiveState;
-use super::stdin_writer::{StdinLeft, StdinPipe, StdinWriter};
+use super::stdin_writer::{StdinLeft, StdinMsg, StdinPipe, StdinWriter};
 use super::{Control, ExitReason, Stop};
 
 /// The task that owns a command's process and is the only writer of its
@@ -40,7 +40,10 @@ pub(crate) struct Actor {
     /// A PTY command's screen model, fed with every stored byte of stdout.
     pub(super) model: Option<Model>,
     pub(super) ctl_rx: mpsc::Receiver<Control>,
+    /// The stdin writer until it starts (see [`Shared::stdin_tx`]).
     pub(super) stdin_writer: Option<StdinWriter>,
+    /// The stdin writer's task, once it has started.
+    pub(super) stdin_task: Option<JoinHandle<StdinLeft>>,
     /// Stops the stdin writer for a handover.
     pub(super) stdin_stop: CancellationToken,
     pub(super) life: Lifetimes,
@@ -89,9 +92,6 @@ pub(super) async fn at(t: Option<Instant>) {
     }
 }
 
-/// The stdin writer's task, while the command runs.
-type StdinTask = Option<JoinHandle<StdinLeft>>;
-
 impl Actor {
     /// Runs the command to its end, then keeps its record for the TTL.
     /// Returns when the record should be removed from the registry.
@@ -115,7 +115,9 @@ impl Actor {
     /// The running phase: until the process is reaped and its output
     /// drained. Returns whether to keep the record for the TTL.
     async fn live(&mut self, stop: &Stop) -> bool {
-        let mut stdin_task: StdinTask = self.stdin_writer.take().map(|w| tokio::spawn(w.run()));
+        if self.stdin_writer.as_ref().is_some_and(StdinWriter::needed_now) {
+            self.open_stdin();
+        }
         self.on_attach_change(stop);
 
         while !self.state.is_reaped() || self.pipes.iter().any(Option::is_some) {
@@ -130,7 +132,7 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = stop.token.cancelled(), if !self.state.stop_seen => {
-                    if !self.on_stop(stop, &mut stdin_task).await {
+                    if !self.on_stop(stop).await {
                         return false;
                     }
                 }
@@ -153,7 +155,8 @@ impl Actor {
         // the fds back. The screen model stays, for viewers of the end.
         self.leader = None;
         self.pty = None;
-        if let Some(t) = stdin_task {
+        self.stdin_writer = None;
+        if let Some(t) = self.stdin_task.take() {
             t.abort();
         }
         self.finish()
@@ -162,15 +165,15 @@ impl Actor {
     /// The daemon stops: hand the command over (its state and fds go to
     /// the handover slot), kill it, or leave it running. Returns whether
     /// the actor goes on (to see its command end).
-    async fn on_stop(&mut self, stop: &Stop, stdin_task: &mut StdinTask) -> bool {
+    async fn on_stop(&mut self, stop: &Stop) -> bool {
         self.state.stop_seen = true;
         if let Some(tx) = stop.handover.get() {
-            let left = match stdin_task.take() {
+            let left = match self.stdin_task.take() {
                 Some(t) => {
                     self.stdin_stop.cancel();
                     t.await.ok()
                 }
-                None => None,
+                None => self.stdin_writer.take().map(StdinWriter::unstarted),
             };
             let _ = tx.send(self.freeze_live(left));
             return false;
@@ -181,6 +184,17 @@ impl Actor {
         }
         self.kill(ExitReason::Killed);
         true
+    }
+
+    /// Starts the stdin writer if it has not started (while the command
+    /// runs); returns its queue, `None` once stdin is gone.
+    pub(super) fn open_stdin(&mut self) -> Option<mpsc::Sender<StdinMsg>> {
+        if let Some(tx) = self.shared.stdin_tx.get() {
+            return Some(tx.clone());
+        }
+        let w = self.stdin_writer.take()?;
+        self.stdin_task = Some(w.start(&self.shared));
+        self.shared.stdin_tx.get().cloned()
     }
 
     /// The finished phase: the record stays attachable until `ttl_at`.

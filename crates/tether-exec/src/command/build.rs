@@ -218,7 +218,6 @@ pub(super) struct Parts {
 
 pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
     let (ctl, ctl_rx) = mpsc::channel(32);
-    let (stdin_tx, stdin_rx) = mpsc::channel(16);
     let (changed, _) = watch::channel(0);
     let sp = p.shared;
     let pid = sp.ident.pid;
@@ -236,14 +235,14 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         model_lag: AtomicUsize::new(0),
         next_subscription: std::sync::atomic::AtomicU64::new(0),
         ctl,
-        stdin_tx,
+        stdin_tx: std::sync::OnceLock::new(),
         reservation: sp.reservation,
     });
     let stdin_stop = CancellationToken::new();
     let stdin_writer = StdinWriter {
         pipe: p.stdin.pipe,
         later: p.stdin.later,
-        rx: stdin_rx,
+        rx: None,
         initial: p.stdin.initial,
         close_after_initial: p.stdin.close,
         shared: Arc::downgrade(&shared),
@@ -266,6 +265,7 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         pty: p.pty,
         ctl_rx,
         stdin_writer: Some(stdin_writer),
+        stdin_task: None,
         stdin_stop,
         life: p.life,
         resume: p.resume,

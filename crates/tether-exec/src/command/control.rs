@@ -48,6 +48,9 @@ impl Actor {
                 self.state.remove_after_exit = true;
                 self.kill(ExitReason::Killed);
             }
+            Control::OpenStdin { reply } => {
+                let _ = reply.send(self.open_stdin());
+            }
         }
     }
 
@@ -56,6 +59,9 @@ impl Actor {
     pub(super) fn on_control_held(&mut self, ctl: Control) {
         match ctl {
             Control::Remove => {}
+            Control::OpenStdin { reply } => {
+                let _ = reply.send(None);
+            }
             Control::Signal { reply, .. } | Control::Resize { reply, .. } => {
                 let _ = reply.send(Err(self.not_running()));
             }

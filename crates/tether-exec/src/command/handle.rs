@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::ExecError;
 use crate::ring::Ring;
@@ -198,7 +198,7 @@ impl CommandHandle {
         }
         let (done, taken) = oneshot::channel();
         let msg = StdinMsg::Data(Box::new((data, seq.clone(), done)));
-        self.shared.stdin_tx.send(msg).await.map_err(|_| closed())?;
+        self.stdin_queue().await.ok_or_else(closed)?.send(msg).await.map_err(|_| closed())?;
         self.taken(taken.await, seq)
     }
 
@@ -246,11 +246,8 @@ impl CommandHandle {
         if let Some(c) = self.shared.eof_char {
             let (done, taken) = oneshot::channel();
             let msg = StdinMsg::Eof(Box::new((c, seq.clone(), done)));
-            self.shared
-                .stdin_tx
-                .send(msg)
-                .await
-                .map_err(|_| ExecError::StdinClosed(self.shared.ident.id.clone()))?;
+            let closed = || ExecError::StdinClosed(self.shared.ident.id.clone());
+            self.stdin_queue().await.ok_or_else(closed)?.send(msg).await.map_err(|_| closed())?;
             return self.taken(taken.await, seq);
         }
         if !self.shared.stdin_open.swap(false, Ordering::SeqCst) {
@@ -260,8 +257,21 @@ impl CommandHandle {
             return Err(ExecError::StdinClosed(self.shared.ident.id.clone()));
         }
         // If the writer is gone, stdin is closed already: that is success.
-        let _ = self.shared.stdin_tx.send(StdinMsg::Close).await;
+        if let Some(q) = self.stdin_queue().await {
+            let _ = q.send(StdinMsg::Close).await;
+        }
         Ok(())
+    }
+
+    /// The stdin writer's queue, asking the actor to start the writer the
+    /// first time; `None` once stdin is gone.
+    async fn stdin_queue(&self) -> Option<mpsc::Sender<StdinMsg>> {
+        if let Some(tx) = self.shared.stdin_tx.get() {
+            return Some(tx.clone());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.shared.ctl.send(Control::OpenStdin { reply }).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Sends a signal (name or number) to the command's process group.

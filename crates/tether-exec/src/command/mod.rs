@@ -232,6 +232,11 @@ pub(crate) enum Control {
         pace: bool,
         reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
     },
+    /// Start the stdin writer if it has not started; the reply is its
+    /// queue (`None`: stdin is gone, the command has ended).
+    OpenStdin {
+        reply: oneshot::Sender<Option<mpsc::Sender<stdin_writer::StdinMsg>>>,
+    },
 }
 
 /// Where actors send their frozen state and fds, once a handover begins.

@@ -66,7 +66,12 @@ pub(crate) struct Shared {
     pub(super) model_lag: AtomicUsize,
     pub(super) next_subscription: std::sync::atomic::AtomicU64,
     pub(crate) ctl: mpsc::Sender<Control>,
-    pub(super) stdin_tx: mpsc::Sender<StdinMsg>,
+    /// The stdin writer's queue, once its writer has started: on the first
+    /// write or close (the actor starts it, see [`Control::OpenStdin`]), or
+    /// at once when the command has bytes to write or a close from the
+    /// start. A command nobody writes to holds neither the queue nor the
+    /// writer's task (about 1.6 KiB).
+    pub(super) stdin_tx: std::sync::OnceLock<mpsc::Sender<StdinMsg>>,
     /// Returns this command's committed memory to the manager on drop; a
     /// resize charges the new screen size to it first.
     pub(super) reservation: crate::manager::Reservation,

@@ -8,13 +8,14 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
 use crate::pty::PtyWriter;
 use crate::stdin::{Admit, StdinSeq};
 
-pub(super) enum StdinMsg {
+pub(crate) enum StdinMsg {
     /// Bytes (from a numbered writer, or not), and where to say what
     /// became of them.
     /// Boxed, as is `Eof`: a channel allocates room for 32 messages up
@@ -27,7 +28,7 @@ pub(super) enum StdinMsg {
 
 /// What became of stdin bytes.
 #[derive(Debug)]
-pub(super) enum Taken {
+pub(crate) enum Taken {
     /// They are in the pipe (or were there already: a resend).
     Written,
     /// Stdin closed before they could be written.
@@ -44,7 +45,8 @@ pub(super) struct StdinWriter {
     /// Nothing is written (or closed) before: closing the FIFO before the
     /// shell has opened it would leave the shell blocked in `open`.
     pub(super) later: Option<oneshot::Receiver<StdinPipe>>,
-    pub(super) rx: mpsc::Receiver<StdinMsg>,
+    /// Its queue, made when the writer starts ([`StdinWriter::start`]).
+    pub(super) rx: Option<mpsc::Receiver<StdinMsg>>,
     pub(super) initial: Bytes,
     pub(super) close_after_initial: bool,
     pub(super) shared: std::sync::Weak<Shared>,
@@ -63,7 +65,41 @@ pub(super) struct StdinLeft {
     pub(super) close: bool,
 }
 
+/// How many messages a stdin writer's queue holds.
+const QUEUE: usize = 16;
+
+async fn recv(rx: &mut Option<mpsc::Receiver<StdinMsg>>) -> Option<StdinMsg> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
 impl StdinWriter {
+    /// Whether the writer has work from the start: bytes to write, a close,
+    /// or a shell command's stdin to wait for. Else it starts on the first
+    /// write.
+    pub(super) fn needed_now(&self) -> bool {
+        !self.initial.is_empty() || self.close_after_initial || self.later.is_some()
+    }
+
+    /// Makes the writer's queue (its sender goes to `shared.stdin_tx`) and
+    /// runs the writer in a task of its own.
+    pub(super) fn start(mut self, shared: &Shared) -> JoinHandle<StdinLeft> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.rx = Some(rx);
+        // Only the actor starts a writer, once.
+        let _ = shared.stdin_tx.set(tx);
+        tokio::spawn(self.run())
+    }
+
+    /// What an unstarted writer leaves at a handover: its pipe and what it
+    /// had to write.
+    pub(super) fn unstarted(self) -> StdinLeft {
+        let close = self.close_after_initial || (self.pipe.is_none() && self.later.is_none());
+        StdinLeft { pipe: self.pipe, pending: BytesMut::from(&self.initial[..]), close }
+    }
+
     pub(super) async fn run(mut self) -> StdinLeft {
         let pipe = match (self.pipe.take(), self.later.take()) {
             (Some(p), _) => Some(p),
@@ -92,7 +128,7 @@ impl StdinWriter {
                     return self.left(None, Bytes::new(), true);
                 }
                 let msg = tokio::select! {
-                    m = self.rx.recv() => m,
+                    m = recv(&mut self.rx) => m,
                     _ = self.stop.cancelled() => return self.left(Some(pipe), cur, false),
                 };
                 match msg {
@@ -174,7 +210,7 @@ impl StdinWriter {
     pub(super) fn left(&mut self, pipe: Option<StdinPipe>, cur: Bytes, close: bool) -> StdinLeft {
         let mut pending = BytesMut::from(&cur[..]);
         let mut close = close || pipe.is_none();
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(Ok(msg)) = self.rx.as_mut().map(mpsc::Receiver::try_recv) {
             match msg {
                 StdinMsg::Close => close = true,
                 msg if !close => {
