@@ -263,3 +263,45 @@ impl Keyboard for TermKeyboard {
         self.type_and_read("\r", n).await.map(drop)
     }
 }
+
+/// The WebSocket half of the floor: a bare tokio-tungstenite echo server in
+/// this process; the client sends a one-byte binary frame and waits for it
+/// to come back, `WARMUP + n` times over one connection (Nagle off on both
+/// ends). With the PTY floor, what a keystroke's trip through any
+/// WebSocket terminal cannot go below.
+pub(crate) async fn bare_websocket(n: usize) -> Result<Latency> {
+    use futures_util::StreamExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let mut ws = tokio_tungstenite::accept_async(tcp).await?;
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                m @ Message::Binary(_) => ws.send(m).await?,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        ws.send(Message::Binary(Bytes::from_static(b"a"))).await?;
+        match ws.next().await.context("the echo server went away")?? {
+            Message::Binary(b) if &b[..] == b"a" => {}
+            other => bail!("expected the echo of \"a\", got {other:?}"),
+        }
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    ws.close(None).await?;
+    server.await??;
+    Latency::of(samples).context("no samples")
+}

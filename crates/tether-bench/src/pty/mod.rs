@@ -81,6 +81,16 @@ async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
         format!("the physical limit; bench/peers/pty_floor.py, a Python loop on the master fd; {how}"),
     ));
 
+    progress("P1. keystroke echo: bare WebSocket echo");
+    let ws = bounded(120, echo::bare_websocket(n)).await;
+    let ws_floor = ws.as_ref().ok().copied();
+    rows.push(lat_row(
+        "P1",
+        "bare WebSocket echo: a 1-byte binary frame to a tokio-tungstenite echo server and back",
+        &ws,
+        "the WebSocket half of the floor: server and client in the bench process, Nagle off".to_owned(),
+    ));
+
     progress("P1. keystroke echo: tether, bare client");
     let r = bounded(120, echo::tether_raw(d, n)).await;
     let ok = match &r {
@@ -99,6 +109,7 @@ async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
         &r,
         format!("MessagePack frames over tokio-tungstenite, no client library{extra}{ok}"),
     ));
+    rows.push(echo_target(&r, floor, ws_floor));
 
     progress("P1. keystroke echo: tether, tether-client");
     let r = bounded(120, echo::tether_client(d, n)).await;
@@ -124,6 +135,26 @@ async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
         rows.push(lat_row("P1", what, &r, format!("a terminal running `cat` (UniqueTermManager){extra}")));
     } else {
         rows.push(Row::new("P1", what).result(NOT_INSTALLED));
+    }
+}
+
+/// Issue 20's echo target: the bare client's p50 within twice the floor
+/// (the PTY's echo plus a bare WebSocket round trip, both of this run).
+fn echo_target(r: &Result<Latency>, pty: Option<Latency>, ws: Option<Latency>) -> Row {
+    let row = Row::new("P1", "target: echo, bare client, p50 <= 2x (PTY floor + bare WebSocket echo)");
+    match (r, pty, ws) {
+        (Ok(l), Some(p), Some(w)) => {
+            let floor = p.p50 + w.p50;
+            let x = ratio(l.p50, floor);
+            row.result(format!("{} ({x:.2}x)", if x <= 2.0 { "met" } else { "MISSED" })).notes(format!(
+                "tether {} vs floor {} (PTY {} + WebSocket {})",
+                fmt_dur(l.p50),
+                fmt_dur(floor),
+                fmt_dur(p.p50),
+                fmt_dur(w.p50)
+            ))
+        }
+        _ => row.result("not measured (a row above failed)"),
     }
 }
 
