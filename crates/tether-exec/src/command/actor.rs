@@ -116,7 +116,7 @@ impl Actor {
     /// drained. Returns whether to keep the record for the TTL.
     async fn live(&mut self, stop: &Stop) -> bool {
         if self.stdin_writer.as_ref().is_some_and(StdinWriter::needed_now) {
-            self.open_stdin();
+            self.open_stdin(&tokio::runtime::Handle::current());
         }
         self.on_attach_change(stop);
 
@@ -186,14 +186,14 @@ impl Actor {
         true
     }
 
-    /// Starts the stdin writer if it has not started (while the command
-    /// runs); returns its queue, `None` once stdin is gone.
-    pub(super) fn open_stdin(&mut self) -> Option<mpsc::Sender<StdinMsg>> {
+    /// Starts the stdin writer on `on` if it has not started (while the
+    /// command runs); returns its queue, `None` once stdin is gone.
+    pub(super) fn open_stdin(&mut self, on: &tokio::runtime::Handle) -> Option<mpsc::Sender<StdinMsg>> {
         if let Some(tx) = self.shared.stdin_tx.get() {
             return Some(tx.clone());
         }
         let w = self.stdin_writer.take()?;
-        self.stdin_task = Some(w.start(&self.shared));
+        self.stdin_task = Some(w.start(&self.shared, on));
         self.shared.stdin_tx.get().cloned()
     }
 

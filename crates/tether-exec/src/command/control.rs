@@ -48,8 +48,8 @@ impl Actor {
                 self.state.remove_after_exit = true;
                 self.kill(ExitReason::Killed);
             }
-            Control::OpenStdin { reply } => {
-                let _ = reply.send(self.open_stdin());
+            Control::OpenStdin { on, reply } => {
+                let _ = reply.send(self.open_stdin(&on));
             }
         }
     }
@@ -59,7 +59,7 @@ impl Actor {
     pub(super) fn on_control_held(&mut self, ctl: Control) {
         match ctl {
             Control::Remove => {}
-            Control::OpenStdin { reply } => {
+            Control::OpenStdin { reply, .. } => {
                 let _ = reply.send(None);
             }
             Control::Signal { reply, .. } | Control::Resize { reply, .. } => {

@@ -270,7 +270,12 @@ impl CommandHandle {
             return Some(tx.clone());
         }
         let (reply, rx) = oneshot::channel();
-        self.shared.ctl.send(Control::OpenStdin { reply }).await.ok()?;
+        // The writer runs where its writers are (the connections' runtime
+        // in the daemon): a keystroke reaches the terminal without waking
+        // a thread of the actors' runtime, and its `ok` comes back the same
+        // way (two thread hand-offs less per keystroke).
+        let on = tokio::runtime::Handle::current();
+        self.shared.ctl.send(Control::OpenStdin { on, reply }).await.ok()?;
         rx.await.ok().flatten()
     }
 

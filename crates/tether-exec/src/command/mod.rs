@@ -232,9 +232,11 @@ pub(crate) enum Control {
         pace: bool,
         reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
     },
-    /// Start the stdin writer if it has not started; the reply is its
-    /// queue (`None`: stdin is gone, the command has ended).
+    /// Start the stdin writer if it has not started, on `on` (the first
+    /// writer's runtime); the reply is its queue (`None`: stdin is gone,
+    /// the command has ended).
     OpenStdin {
+        on: tokio::runtime::Handle,
         reply: oneshot::Sender<Option<mpsc::Sender<stdin_writer::StdinMsg>>>,
     },
 }

@@ -84,13 +84,13 @@ impl StdinWriter {
     }
 
     /// Makes the writer's queue (its sender goes to `shared.stdin_tx`) and
-    /// runs the writer in a task of its own.
-    pub(super) fn start(mut self, shared: &Shared) -> JoinHandle<StdinLeft> {
+    /// runs the writer in a task of its own on `on`.
+    pub(super) fn start(mut self, shared: &Shared, on: &tokio::runtime::Handle) -> JoinHandle<StdinLeft> {
         let (tx, rx) = mpsc::channel(QUEUE);
         self.rx = Some(rx);
         // Only the actor starts a writer, once.
         let _ = shared.stdin_tx.set(tx);
-        tokio::spawn(self.run())
+        on.spawn(self.run())
     }
 
     /// What an unstarted writer leaves at a handover: its pipe and what it
