@@ -33,7 +33,7 @@ pub(crate) async fn rows(args: &Args, tether: &Path, logs: &Path) -> Vec<Row> {
         progress(&format!("R2. restarts with {n} commands held"));
         let log = logs.join(format!("tether-restart-{n}.log"));
         match bounded(600, restarts(tether, &log, n, args.restarts)).await {
-            Ok((listen, output)) => {
+            Ok((listen, output, stopped)) => {
                 rows.push(lat_row(
                     "R2",
                     &format!("{n} running commands: SIGUSR2 until the new daemon prints \"listening\""),
@@ -48,6 +48,12 @@ pub(crate) async fn rows(args: &Args, tether: &Path, logs: &Path) -> Vec<Row> {
                      line printed after the signal arrives (1001, reconnect, re-attach)"
                         .into(),
                 ));
+                rows.push(
+                    Row::new("R3", format!("{n} running commands: SIGTERM until the daemon has killed them and exited"))
+                        .samples("1")
+                        .result(fmt_dur(stopped))
+                        .notes("the default `--kill-on-shutdown`: every command killed (with its tree), reaped and swept"),
+                );
             }
             Err(e) => {
                 rows.push(Row::new("R2", format!("{n} running commands")).result(format!("FAILED: {e:#}")))
@@ -72,7 +78,12 @@ async fn exec_floor(tether: &Path, n: usize) -> Result<Latency> {
 
 /// `n` held commands and a ticker, then `restarts` restarts: time to the
 /// new "listening" line, and to the ticker's next output after it.
-async fn restarts(tether: &Path, log: &Path, n: usize, restarts: usize) -> Result<(Latency, Latency)> {
+async fn restarts(
+    tether: &Path,
+    log: &Path,
+    n: usize,
+    restarts: usize,
+) -> Result<(Latency, Latency, Duration)> {
     let mut d = Daemon::start(tether, log).await?;
     let r = async {
         let opts = ClientOptions { initial_backoff: Duration::from_millis(1), ..ClientOptions::default() };
@@ -114,10 +125,17 @@ async fn restarts(tether: &Path, log: &Path, n: usize, restarts: usize) -> Resul
         ))
     }
     .await;
+    let t = Instant::now();
     d.stop().await;
+    let stopped = t.elapsed();
     let (l, o) = r?;
-    progress(&format!("     listening again p50 {}, output again p50 {}", fmt_dur(l.p50), fmt_dur(o.p50)));
-    Ok((l, o))
+    progress(&format!(
+        "     listening again p50 {}, output again p50 {}, stopped in {}",
+        fmt_dur(l.p50),
+        fmt_dur(o.p50),
+        fmt_dur(stopped)
+    ));
+    Ok((l, o, stopped))
 }
 
 /// The next whole line of the ticker, as a number (`pending` holds a
