@@ -1,5 +1,7 @@
-//! The runtime commands' actors run on: worker threads of their own, apart
-//! from the daemon's (which serve connections).
+//! The runtime piped commands' actors run on: worker threads of their
+//! own, apart from the daemon's (which serve connections). A terminal's
+//! actor stays on the daemon's runtime, with its viewers (see
+//! `Manager::launch`): a keystroke's echo then crosses no thread.
 //!
 //! An actor drains its command's pipes; while it waits for its turn, the
 //! pipe fills and the command blocks in `write`. On the daemon's runtime an

@@ -82,7 +82,7 @@ impl Manager {
             let reservation = Reservation::new(bytes, screen, inner);
             // Its fds are registered with the actors' runtime (see `launch`).
             let (handle, actor) = {
-                let _actors = super::actors::enter();
+                let _actors = frozen.size.is_none().then(super::actors::enter);
                 command::thaw(frozen, h, reservation, inner.contain.clone())
             };
             if handle.exit().is_some() {
