@@ -188,7 +188,7 @@ enum Only {
     Shell,
     /// Sections F1-F4: file upload/download and one-shot exec over HTTP.
     Files,
-    /// Sections R1-R2: graceful restart with commands held.
+    /// Sections R1-R3: graceful restart and shutdown with commands held.
     Restart,
     /// Sections X1-X3: 10,000 sessions, 1,000 viewers, 200 clients at once.
     Scale,

@@ -1,7 +1,8 @@
 //! Graceful restart (SIGUSR2): how long a daemon holding N running commands
 //! (each with 256 KiB of output in its ring) is away, next to the physical
 //! floor measured in the same run: starting the binary at all (fork, exec,
-//! exit of `tether --version`). Sections R1-R2.
+//! exit of `tether --version`). Sections R1-R2; R3 is the shutdown that
+//! ends each run (SIGTERM until the daemon, killing its commands, exits).
 
 use std::path::Path;
 use std::time::Duration;
