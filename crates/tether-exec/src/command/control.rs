@@ -48,8 +48,8 @@ impl Actor {
                 self.state.remove_after_exit = true;
                 self.kill(ExitReason::Killed);
             }
-            Control::OpenStdin { on, reply } => {
-                let _ = reply.send(self.open_stdin(&on));
+            Control::OpenStdin(open) => {
+                let _ = open.reply.send(self.open_stdin(&open.on));
             }
         }
     }
@@ -59,8 +59,8 @@ impl Actor {
     pub(super) fn on_control_held(&mut self, ctl: Control) {
         match ctl {
             Control::Remove => {}
-            Control::OpenStdin { reply, .. } => {
-                let _ = reply.send(None);
+            Control::OpenStdin(open) => {
+                let _ = open.reply.send(None);
             }
             Control::Signal { reply, .. } | Control::Resize { reply, .. } => {
                 let _ = reply.send(Err(self.not_running()));

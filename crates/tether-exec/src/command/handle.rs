@@ -274,8 +274,11 @@ impl CommandHandle {
         // in the daemon): a keystroke reaches the terminal without waking
         // a thread of the actors' runtime, and its `ok` comes back the same
         // way (two thread hand-offs less per keystroke).
-        let on = tokio::runtime::Handle::current();
-        self.shared.ctl.send(Control::OpenStdin { on, reply }).await.ok()?;
+        // (Outside a tokio runtime, on the actors' own.)
+        let on =
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| crate::manager::actors_handle().clone());
+        let open = super::OpenStdin { on, reply };
+        self.shared.ctl.send(Control::OpenStdin(Box::new(open))).await.ok()?;
         rx.await.ok().flatten()
     }
 

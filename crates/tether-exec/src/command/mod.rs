@@ -232,13 +232,18 @@ pub(crate) enum Control {
         pace: bool,
         reply: oneshot::Sender<Result<ScreenAttach, ExecError>>,
     },
-    /// Start the stdin writer if it has not started, on `on` (the first
-    /// writer's runtime); the reply is its queue (`None`: stdin is gone,
-    /// the command has ended).
-    OpenStdin {
-        on: tokio::runtime::Handle,
-        reply: oneshot::Sender<Option<mpsc::Sender<stdin_writer::StdinMsg>>>,
-    },
+    /// Start the stdin writer if it has not started. Boxed: a runtime
+    /// handle would make every message (and every command's channel block
+    /// of 32 of them) 8 bytes larger.
+    OpenStdin(Box<OpenStdin>),
+}
+
+/// Start the stdin writer if it has not started, on `on` (the first
+/// writer's runtime); the reply is its queue (`None`: stdin is gone, the
+/// command has ended).
+pub(crate) struct OpenStdin {
+    pub(crate) on: tokio::runtime::Handle,
+    pub(crate) reply: oneshot::Sender<Option<mpsc::Sender<stdin_writer::StdinMsg>>>,
 }
 
 /// Where actors send their frozen state and fds, once a handover begins.

@@ -15,6 +15,7 @@ mod restart;
 mod shells;
 mod spawn;
 
+pub(crate) use actors::handle as actors_handle;
 pub(crate) use budget::Reservation;
 use spawn::{new_id, spawn_orphan_reaper, validate};
 
