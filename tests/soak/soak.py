@@ -63,12 +63,13 @@ fault or restart hit that client during the operation (or a restart ended
 less than 2 s before it began: a pooled connection the restart closed),
 `ShuttingDown` (the
 documented 503 answer) from such a request in flight when a restart
-happened during the operation, and a named shell
+happened during the operation (or was under way when it began: the daemon
+answers 503 until it has handed over), and a named shell
 closed by a restart while it ran a command (the daemon closes busy shells
 at a restart, by design).
 
 Usage: python tests/soak/soak.py [--seconds N] [--clients N]
-[--restart-every S] [--seed N]; `--seconds` defaults to $SOAK_SECONDS, else
+[--restart-every S] [--seed N] [--ops pty,shell]; `--seconds` defaults to $SOAK_SECONDS, else
 600 (the CI budget). TETHER_BIN and TETHER_FAULTPROXY name the binaries
 (scripts/soak.sh builds them). Exits 0 when everything passed, 1 if not.
 """
@@ -76,7 +77,9 @@ Usage: python tests/soak/soak.py [--seconds N] [--clients N]
 import argparse
 import asyncio
 import collections
+import gc
 import hashlib
+import inspect
 import os
 import random
 import re
@@ -141,6 +144,33 @@ class Failure(Exception):
 
 class Tolerated(Exception):
     """An error the disruption explains (counted, not a failure)."""
+
+
+def awaiting(task):
+    """Where a task waits: its await chain as `function:line` from the
+    outermost, and the first command id (an object's `command_id`) held by
+    one of those frames."""
+    where, cid = [], None
+    aw = task.get_coro()
+    for _ in range(64):
+        frame = getattr(aw, "cr_frame", None) or getattr(aw, "ag_frame", None) or getattr(aw, "gi_frame", None)
+        if frame is None and aw is not None:
+            # An async generator's `asend` (an `async for` step) shows its
+            # generator only to the garbage collector.
+            inner = [r for r in gc.get_referents(aw) if inspect.isasyncgen(r) or inspect.iscoroutine(r)]
+            if inner:
+                aw = inner[0]
+                continue
+        if frame is None:
+            if aw is not None:
+                where.append(type(aw).__name__)
+            break
+        where.append("%s:%d" % (frame.f_code.co_name, frame.f_lineno))
+        for v in frame.f_locals.values():
+            if cid is None and isinstance(getattr(v, "command_id", None), str):
+                cid = v.command_id
+        aw = getattr(aw, "cr_await", None) or getattr(aw, "ag_await", None) or getattr(aw, "gi_yieldfrom", None)
+    return " > ".join(where), cid
 
 
 def check(cond, msg):
@@ -294,7 +324,10 @@ class Soak:
         # When the last restart was done (monotonic), or None.
         self.restarted_at = None
         self.restart_ms = []
-        self.restart_epoch = 0  # bumped before each SIGUSR2
+        # Bumped before each SIGUSR2 and again once the daemon listens
+        # again: an operation that overlaps any part of a restart (also one
+        # that began while it was under way) sees it change.
+        self.restart_epoch = 0
         self.fault_epoch = 0  # bumped before each fault
         self.faults = collections.Counter()
         self.expiring = collections.deque()  # (command id, client index, when its TTL ends)
@@ -700,20 +733,31 @@ class Soak:
         before = w.epoch()
         restarts_before, faults_before = self.restart_epoch, self.fault_epoch
         t0 = time.monotonic()
+        op = asyncio.ensure_future(getattr(self, "op_" + kind)(w))
         try:
-            await asyncio.wait_for(getattr(self, "op_" + kind)(w), OP_LIMIT)
+            done, _ = await asyncio.wait({op}, timeout=OP_LIMIT)
+            if not done:
+                # Where it waits (the await chain, innermost last) and the
+                # daemon's view of the command it works on, before it is
+                # cancelled.
+                where, cid = awaiting(op)
+                op.cancel()
+                await asyncio.gather(op, return_exceptions=True)
+                self.fail(kind, "hung: not done within %gs (client %d%s), waiting in %s%s" % (
+                    OP_LIMIT, w.index, " (via the fault proxy)" if w.proxied else "", where,
+                    await self.describe(cid or "")))
+                return
+            await op
             self.ops[kind] += 1
         except Tolerated as e:
             if str(e) == "shell_closed" and self.restart_epoch == restarts_before:
                 self.fail(kind, "a shell closed with no restart during the operation")
             else:
                 self.tolerated["%s: %s" % (kind, e)] += 1
-        except asyncio.TimeoutError:
-            self.fail(kind, "hung: not done within %gs (client %d)" % (OP_LIMIT, w.index))
         except Failure as e:
             self.fail(kind, "%s [client %d%s, op of %.1f s, restarts during it %d, faults %d%s]" % (
                 e, w.index, " (via the fault proxy)" if w.proxied else "", time.monotonic() - t0,
-                self.restart_epoch - restarts_before, (self.fault_epoch - faults_before + 1) // 2,
+                (self.restart_epoch - restarts_before + 1) // 2, (self.fault_epoch - faults_before + 1) // 2,
                 await self.describe(str(e))))
         except tether.ConnectionLost as e:
             if w.epoch() != before:
@@ -741,7 +785,8 @@ class Soak:
             self.fail(kind, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
 
     async def worker(self, w, until):
-        kinds, weights = list(self.OPS), list(self.OPS.values())
+        kinds = self.args.ops.split(",") if self.args.ops else list(self.OPS)
+        weights = [self.OPS[k] for k in kinds]
         while not self.stop and time.monotonic() < until:
             await self.run_op(w, w.rng.choices(kinds, weights)[0])
 
@@ -760,6 +805,7 @@ class Soak:
                 self.fail("restart", "the daemon did not listen again within 30 s")
                 self.stop = True
                 return
+            self.restart_epoch += 1
             self.restarts += 1
             self.restarted_at = time.monotonic()
             self.restart_ms.append((time.monotonic() - t0) * 1000)
@@ -1036,7 +1082,11 @@ def main():
     ap.add_argument("--clients", type=int, default=int(os.environ.get("SOAK_CLIENTS", "10")))
     ap.add_argument("--restart-every", type=int, default=60)
     ap.add_argument("--seed", type=int, default=random.randrange(1 << 31))
+    ap.add_argument("--ops", default="", help="only these operations (comma-separated names), to chase one")
     args = ap.parse_args()
+    bad = [k for k in args.ops.split(",") if args.ops and k not in Soak.OPS]
+    if bad:
+        ap.error("unknown operations %s (known: %s)" % (", ".join(bad), ", ".join(Soak.OPS)))
     sys.exit(asyncio.run(main_bounded(args)))
 
 
