@@ -148,8 +148,9 @@ class Tolerated(Exception):
 
 def awaiting(task):
     """Where a task waits: its await chain as `function:line` from the
-    outermost, and the first command id (an object's `command_id`) held by
-    one of those frames."""
+    outermost (with what a `read_until` waits for and the output it has),
+    and the first command id (an object's `command_id`) held by one of
+    those frames."""
     where, cid = [], None
     aw = task.get_coro()
     for _ in range(64):
@@ -166,7 +167,10 @@ def awaiting(task):
                 where.append(type(aw).__name__)
             break
         where.append("%s:%d" % (frame.f_code.co_name, frame.f_lineno))
-        for v in frame.f_locals.values():
+        local = frame.f_locals
+        if "want" in local and isinstance(local.get("buf"), (bytes, bytearray)):
+            where[-1] += " (for %r, last output %r)" % (local["want"], bytes(local["buf"][-160:]))
+        for v in local.values():
             if cid is None and isinstance(getattr(v, "command_id", None), str):
                 cid = v.command_id
         aw = getattr(aw, "cr_await", None) or getattr(aw, "ag_await", None) or getattr(aw, "gi_yieldfrom", None)
