@@ -320,6 +320,35 @@ async fn resize_reaches_the_program_and_every_subscriber() {
     assert!(matches!(h.resize(TermSize { rows: 0, cols: 10 }).await, Err(ExecError::BadSize { .. })));
 }
 
+/// A size the terminal lost is given back by the next resize to it. The
+/// program here sets the old size itself, as readline does by accident:
+/// it reads the window size and writes it back as it starts a line
+/// (`set_winsize` in rltty.c), so a resize that lands in between is undone
+/// in the kernel while the daemon still holds the new size. A client that
+/// asserts its size again (a resize, a re-attach with a size) must reach
+/// the terminal, not be taken for "the same size, nothing to do".
+#[tokio::test]
+async fn a_size_the_terminal_lost_is_set_again_by_the_next_resize() {
+    let m = manager();
+    let script = "echo ready; read _; stty rows 24 cols 80; echo reverted; read _; stty size";
+    let h = m.start(CommandSpec::shell(script).pty(24, 80)).unwrap();
+    let mut sub = h.attach([0, 0]).unwrap();
+    let mut out = Vec::new();
+    read_until(&mut sub, &mut out, "ready", LIMIT).await;
+    let size = TermSize { rows: 30, cols: 100 };
+    h.resize(size).await.unwrap();
+    h.write_stdin(Bytes::from_static(b"\n")).await.unwrap();
+    read_until(&mut sub, &mut out, "reverted", LIMIT).await;
+    // The kernel has 24x80 again; the daemon's record still says 30x100.
+    h.resize(size).await.unwrap();
+    assert_eq!(h.info().pty, Some(size));
+    h.write_stdin(Bytes::from_static(b"\n")).await.unwrap();
+    let (rest, _, exit) = collect(sub, LIMIT).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("30 100"), "the program saw {rest:?}");
+    assert_eq!(exit.code, Some(0));
+}
+
 #[tokio::test]
 async fn resize_of_a_pipe_command_is_refused() {
     let m = manager();

@@ -141,9 +141,13 @@ impl Actor {
         let (Some(pty), Some(model)) = (&self.pty, &self.model) else {
             return Err(ExecError::NotRunning(self.shared.ident.id.clone()));
         };
-        // The same size again: nothing changes, nobody is told.
+        // The same size again: nobody is told. The terminal still gets it
+        // (the kernel ignores a size it has): it may have lost it since, to
+        // readline, which reads the size and writes it back as it starts a
+        // line (`set_winsize` in rltty.c) and so undoes a resize landing in
+        // between, or to an `stty rows`. The client's size is the screen's.
         if self.shared.output().size.is_some_and(|(s, _)| s == size) {
-            return Ok(());
+            return pty.resize(size);
         }
         self.shared.reservation.charge_screen(size)?;
         if let Err(e) = pty.resize(size) {
