@@ -124,6 +124,26 @@ async fn stdin_never_written_is_handed_over_open() {
     assert_eq!(exit.code, Some(0));
 }
 
+/// A daemon whose exec fails takes its commands back in the same process
+/// (`serve.rs`): they must hand over again at the next restart. The state
+/// they were frozen with says they had seen that stop; a thawed actor that
+/// believed it would ignore the next one, and that handover would wait for
+/// it forever.
+#[tokio::test]
+async fn a_command_taken_back_in_the_same_process_hands_over_again() {
+    let m = manager();
+    let h = m.start(CommandSpec::argv(["cat"]).stdin(Bytes::new(), false)).unwrap();
+    let id = h.id().to_owned();
+    let (m2, _) = hand_over(m).await;
+    let (m3, _) = hand_over(m2).await;
+    let h3 = m3.get(&id).unwrap();
+    h3.write_stdin(Bytes::from_static(b"third\n")).await.unwrap();
+    h3.close_stdin().await.unwrap();
+    let (out, exit) = rest(h3.attach([0, 0]).unwrap()).await;
+    assert_eq!(out[0], b"third\n");
+    assert_eq!(exit.code, Some(0));
+}
+
 #[tokio::test]
 async fn a_finished_command_keeps_its_exit_and_ttl() {
     let m = manager();

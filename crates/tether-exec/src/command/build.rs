@@ -343,7 +343,12 @@ pub(crate) fn thaw(
             let open = l.stdin.open && stdin.pipe.is_some();
             writers = Writers::thaw(std::mem::take(&mut l.stdin.writers));
             pacing = Pacing::thaw(std::mem::take(&mut l.lingering), Instant::now());
-            state = Some((l.state, l.cwd));
+            // Frozen after it saw the old daemon's stop: this actor has seen
+            // none (a daemon whose exec failed takes its commands back in the
+            // same process, and hands them over again at its next restart).
+            let mut live = l.state;
+            live.stop_seen = false;
+            state = Some((live, l.cwd));
             (None, open, Resume::Live, stdin, sources, pty)
         }
     };
