@@ -372,15 +372,21 @@ class Soak:
     async def read_until(self, h, want, buf):
         """Reads a handle's output (and screens) until `want` shows; returns
         what came up to it (`buf` keeps the rest)."""
+        progress = time.monotonic()
         try:
             async for ev in self.events(h):
                 if isinstance(ev, (tether.OutputEvent, tether.ScreenEvent)):
+                    progress = time.monotonic()
                     buf += ev.data
                     if want in buf:
                         cut = buf.index(want) + len(want)
                         seen = bytes(buf[:cut])
                         del buf[:cut]
                         return seen
+                elif time.monotonic() - progress > EVENT_LIMIT:
+                    # Other events (a re-attachment's `resized` after each
+                    # reconnect) are no progress.
+                    raise Failure("no output from %s for %gs" % (h.command_id, EVENT_LIMIT))
         except Failure as e:
             raise Failure("%s, waiting for %r (last output %r)" % (e, want, bytes(buf[-120:]))) from None
         raise Failure("%s ended before %r showed (last output %r)" % (h.command_id, want, bytes(buf[-200:])))
@@ -522,12 +528,18 @@ class Soak:
 
     async def op_pty(self, w):
         c = w.client
-        t = await c.pty(["bash", "--norc", "--noprofile"], size=(24, 80), ttl=60)
+        # The prompt numbers the lines bash reads (`\#` in PS1).
+        t = await c.pty(["bash", "--norc", "--noprofile"], size=(24, 80), ttl=60, env={"PS1": "soak-\\#$ "})
         buf = bytearray()
         try:
             tok = self.tok().replace("-", "")
             await t.write("printf 'm%%sk\\n' %s\n" % tok)
             await self.read_until(t, ("m%sk" % tok).encode(), buf)
+            # Resize once bash waits at its next prompt: as readline starts
+            # a line it reads the window size and writes it back (rltty.c
+            # `set_winsize`), which undoes a resize landing in between, and
+            # the prompt comes after that.
+            await self.read_until(t, b"soak-2$ ", buf)
             rows, cols = w.rng.randrange(10, 60), w.rng.randrange(40, 200)
             await t.resize(rows, cols)
             await t.write("stty size\n")
