@@ -371,7 +371,17 @@ class Soak:
 
     async def read_until(self, h, want, buf):
         """Reads a handle's output (and screens) until `want` shows; returns
-        what came up to it (`buf` keeps the rest)."""
+        what came up to it (`buf` keeps the rest, which may hold what the
+        next call waits for)."""
+
+        def take():
+            cut = buf.index(want) + len(want)
+            seen = bytes(buf[:cut])
+            del buf[:cut]
+            return seen
+
+        if want in buf:
+            return take()
         progress = time.monotonic()
         try:
             async for ev in self.events(h):
@@ -379,10 +389,7 @@ class Soak:
                     progress = time.monotonic()
                     buf += ev.data
                     if want in buf:
-                        cut = buf.index(want) + len(want)
-                        seen = bytes(buf[:cut])
-                        del buf[:cut]
-                        return seen
+                        return take()
                 elif time.monotonic() - progress > EVENT_LIMIT:
                     # Other events (a re-attachment's `resized` after each
                     # reconnect) are no progress.
