@@ -758,7 +758,12 @@ class Soak:
         t0 = time.monotonic()
         op = asyncio.ensure_future(getattr(self, "op_" + kind)(w))
         try:
-            done, _ = await asyncio.wait({op}, timeout=OP_LIMIT)
+            try:
+                done, _ = await asyncio.wait({op}, timeout=OP_LIMIT)
+            except asyncio.CancelledError:
+                # The worker is cancelled (the run ends): so is its operation.
+                op.cancel()
+                raise
             if not done:
                 # Where it waits (the await chain, innermost last) and the
                 # daemon's view of the command it works on, before it is
