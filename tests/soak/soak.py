@@ -771,9 +771,8 @@ class Soak:
                 where, cid = awaiting(op)
                 op.cancel()
                 await asyncio.gather(op, return_exceptions=True)
-                self.fail(kind, "hung: not done within %gs (client %d%s), waiting in %s%s" % (
-                    OP_LIMIT, w.index, " (via the fault proxy)" if w.proxied else "", where,
-                    await self.describe(cid or "")))
+                self.fail(kind, "hung: not done within %gs (%s), waiting in %s%s" % (
+                    OP_LIMIT, w, where, await self.describe(cid or "")))
                 return
             await op
             self.ops[kind] += 1
@@ -783,8 +782,8 @@ class Soak:
             else:
                 self.tolerated["%s: %s" % (kind, e)] += 1
         except Failure as e:
-            self.fail(kind, "%s [client %d%s, op of %.1f s, restarts during it %d, faults %d%s]" % (
-                e, w.index, " (via the fault proxy)" if w.proxied else "", time.monotonic() - t0,
+            self.fail(kind, "%s [%s, op of %.1f s, restarts during it %d, faults %d%s]" % (
+                e, w, time.monotonic() - t0,
                 (self.restart_epoch - restarts_before + 1) // 2, (self.fault_epoch - faults_before + 1) // 2,
                 await self.describe(str(e))))
         except tether.ConnectionLost as e:
@@ -889,6 +888,9 @@ class Worker:
     def __init__(self, soak, index, client, proxied, seed):
         self.soak, self.index, self.client, self.proxied = soak, index, client, proxied
         self.rng = random.Random(seed)
+
+    def __str__(self):
+        return "client %d%s" % (self.index, " (via the fault proxy)" if self.proxied else "")
 
     def epoch(self):
         """Changes whenever something disrupted this client's connection."""
