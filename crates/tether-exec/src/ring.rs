@@ -8,11 +8,21 @@ use bytes::{Bytes, BytesMut};
 /// printing one byte per read cannot hold far more memory than its ring size.
 pub(crate) const CHUNK_OVERHEAD: usize = 64;
 
+/// A piece shorter than this is appended to the chunk before it when they
+/// follow each other (no other stream's chunk between them), so a program
+/// writing a line at a time is held at nearly the ring's size, not a
+/// fraction of it lost to [`CHUNK_OVERHEAD`] per line.
+const MERGE_BELOW: usize = 4 << 10;
+
+/// A chunk grows by merging up to this size.
+const MERGE_MAX: usize = 16 << 10;
+
 /// One stream's retained output: the most recent bytes up to a capacity,
 /// addressed by absolute offsets since the stream began.
 ///
-/// Memory is allocated as output arrives (one exact-size `Bytes` per read),
-/// never up front, so an idle command costs nothing here.
+/// Memory is allocated as output arrives (one exact-size `Bytes` per read,
+/// small reads appended to the one before), never up front, so an idle
+/// command costs nothing here.
 #[derive(Debug)]
 pub(crate) struct Ring {
     chunks: VecDeque<Chunk>,
@@ -29,8 +39,14 @@ pub(crate) struct Ring {
 struct Chunk {
     offset: u64,
     /// Global arrival order across a command's streams, so readers can
-    /// interleave stdout and stderr as they were produced.
+    /// interleave stdout and stderr as they were produced: the first
+    /// piece's. The pieces of a merged chunk have consecutive numbers, so
+    /// no chunk of the other stream falls between them.
     seq: u64,
+    /// The last piece's arrival order.
+    last_seq: u64,
+    /// Whether pieces were appended (its buffer may have room to spare).
+    grown: bool,
     data: Bytes,
 }
 
@@ -78,9 +94,10 @@ impl Ring {
 
     /// Appends bytes, evicting the oldest chunks to stay within capacity.
     pub(crate) fn push(&mut self, mut data: Bytes, seq: u64) {
-        if data.is_empty() {
+        if data.is_empty() || self.append(&data, seq) {
             return;
         }
+        self.settle_last();
         let offset = self.end;
         self.end += data.len() as u64;
         let room = self.cap.saturating_sub(CHUNK_OVERHEAD);
@@ -97,8 +114,50 @@ impl Ring {
             self.charged -= old.data.len() + CHUNK_OVERHEAD;
         }
         self.charged += cost;
-        self.chunks.push_back(Chunk { offset, seq, data });
+        self.chunks.push_back(Chunk { offset, seq, last_seq: seq, grown: false, data });
         self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
+    }
+
+    /// Appends a small piece to the last chunk when it directly follows it
+    /// in arrival order, the chunk stays small, the ring has room without
+    /// evicting, and nobody holds a slice of the chunk (a reader's or the
+    /// screen model's: bytes handed out are never changed). The append
+    /// grows the chunk's buffer in place, amortised.
+    fn append(&mut self, data: &Bytes, seq: u64) -> bool {
+        let Some(last) = self.chunks.back_mut() else { return false };
+        if data.len() >= MERGE_BELOW
+            || last.last_seq.checked_add(1) != Some(seq)
+            || last.data.len() + data.len() > MERGE_MAX
+            || self.charged + data.len() > self.cap
+        {
+            return false;
+        }
+        let mut buf = match std::mem::take(&mut last.data).try_into_mut() {
+            Ok(buf) => buf,
+            Err(shared) => {
+                last.data = shared;
+                return false;
+            }
+        };
+        buf.extend_from_slice(data);
+        last.data = buf.freeze();
+        last.last_seq = seq;
+        last.grown = true;
+        self.end += data.len() as u64;
+        self.charged += data.len();
+        true
+    }
+
+    /// The last chunk takes no more pieces: a grown one is copied to a
+    /// buffer of its exact size, so its memory is what it is charged
+    /// (growing leaves up to half a buffer spare).
+    fn settle_last(&mut self) {
+        if let Some(last) = self.chunks.back_mut().filter(|c| c.grown) {
+            last.grown = false;
+            if last.data.is_unique() {
+                last.data = Bytes::copy_from_slice(&last.data);
+            }
+        }
     }
 
     /// Its held bytes, for a handover (shared, not copied).
@@ -122,7 +181,9 @@ impl Ring {
             let next = kept.last().map_or(f.end, |c| c.offset);
             let fits = offset.checked_add(len) == Some(next) && len > 0;
             match data.get_mut(i).map(std::mem::take) {
-                Some(d) if fits && d.len() as u64 == len => kept.push(Chunk { offset, seq, data: d }),
+                Some(d) if fits && d.len() as u64 == len => {
+                    kept.push(Chunk { offset, seq, last_seq: seq, grown: false, data: d })
+                }
                 _ => break,
             }
         }
@@ -235,11 +296,11 @@ mod tests {
     fn reads_by_absolute_offset_across_chunks() {
         let mut r = Ring::new(1 << 20);
         r.push(bytes("hello "), 0);
-        r.push(bytes("world"), 1);
+        r.push(bytes("world"), 2);
         assert_eq!(r.read(0, 100), Read::Data { seq: 0, data: bytes("hello ") });
         assert_eq!(r.read(3, 2), Read::Data { seq: 0, data: bytes("lo") });
-        assert_eq!(r.read(6, 100), Read::Data { seq: 1, data: bytes("world") });
-        assert_eq!(r.read(8, 100), Read::Data { seq: 1, data: bytes("rld") });
+        assert_eq!(r.read(6, 100), Read::Data { seq: 2, data: bytes("world") });
+        assert_eq!(r.read(8, 100), Read::Data { seq: 2, data: bytes("rld") });
         assert_eq!(r.read(11, 100), Read::Pending);
         assert_eq!(r.end(), 11);
     }
@@ -266,13 +327,13 @@ mod tests {
         let cap = 2 * (100 + CHUNK_OVERHEAD);
         let mut r = Ring::new(cap);
         for i in 0..5 {
-            r.push(Bytes::from(vec![i as u8; 100]), i);
+            r.push(Bytes::from(vec![i as u8; 100]), 2 * i);
         }
         assert_eq!(r.first_held(), 300);
         assert_eq!(r.end(), 500);
         assert_eq!(r.read(0, 10), Read::Gap { first_held: 300 });
         assert_eq!(r.read(299, 10), Read::Gap { first_held: 300 });
-        assert_eq!(r.read(300, 1), Read::Data { seq: 3, data: Bytes::from(vec![3u8]) });
+        assert_eq!(r.read(300, 1), Read::Data { seq: 6, data: Bytes::from(vec![3u8]) });
         assert!(r.charged() <= cap);
     }
 
@@ -280,7 +341,7 @@ mod tests {
     fn a_reader_inside_a_chunk_is_charged_the_whole_chunk() {
         let mut r = Ring::new(1 << 20);
         r.push(Bytes::from(vec![1u8; 100]), 0);
-        r.push(Bytes::from(vec![2u8; 100]), 1);
+        r.push(Bytes::from(vec![2u8; 100]), 2);
         let two = 2 * (100 + CHUNK_OVERHEAD);
         assert_eq!(r.charged_from(0), two);
         // Half-way through the first chunk: evicting it would still take
@@ -290,6 +351,83 @@ mod tests {
         assert_eq!(r.charged_from(150), 100 + CHUNK_OVERHEAD);
         assert_eq!(r.charged_from(200), 0);
         assert_eq!(r.charged(), two);
+    }
+
+    #[test]
+    fn lines_written_one_at_a_time_fill_the_ring() {
+        let cap = 64 << 10;
+        let mut r = Ring::new(cap);
+        let mut all = Vec::new();
+        for i in 0..20_000u64 {
+            let line = format!("line {i}\n");
+            all.extend_from_slice(line.as_bytes());
+            r.push(bytes(&line), i);
+        }
+        assert!(r.charged() <= cap);
+        // Chunks of up to MERGE_MAX bytes: at most one chunk's worth plus
+        // the overheads is not held.
+        let held = (r.end() - r.first_held()) as usize;
+        assert!(held >= cap - MERGE_MAX - cap / MERGE_MAX * CHUNK_OVERHEAD, "held {held} of {cap}");
+        let mut at = r.first_held();
+        let mut got = Vec::new();
+        while let Read::Data { data, .. } = r.read(at, usize::MAX) {
+            at += data.len() as u64;
+            got.extend_from_slice(&data);
+        }
+        assert_eq!(got, all[all.len() - held..]);
+    }
+
+    #[test]
+    fn pieces_merge_only_in_arrival_order_and_below_the_limits() {
+        let mut r = Ring::new(1 << 20);
+        r.push(bytes("a"), 0);
+        r.push(bytes("b"), 1);
+        // Seq 2 went to the other stream: "c" must stay a chunk of its own
+        // so that a reader puts the other stream's piece before it.
+        r.push(bytes("c"), 3);
+        r.push(Bytes::from(vec![b'x'; MERGE_BELOW]), 4);
+        r.push(Bytes::from(vec![b'y'; MERGE_MAX]), 5);
+        r.push(bytes("z"), 6);
+        assert_eq!(r.read(0, 100), Read::Data { seq: 0, data: bytes("ab") });
+        assert_eq!(r.read(2, 100), Read::Data { seq: 3, data: bytes("c") });
+        assert!(matches!(r.read(3, usize::MAX), Read::Data { seq: 4, data } if data.len() == MERGE_BELOW));
+        let y = 3 + MERGE_BELOW as u64;
+        assert!(matches!(r.read(y, usize::MAX), Read::Data { seq: 5, data } if data.len() == MERGE_MAX));
+        assert_eq!(r.read(y + MERGE_MAX as u64, 100), Read::Data { seq: 6, data: bytes("z") });
+        assert_eq!(r.charged(), r.end() as usize + 5 * CHUNK_OVERHEAD);
+    }
+
+    #[test]
+    fn bytes_handed_out_never_change() {
+        let mut r = Ring::new(1 << 20);
+        r.push(bytes("one "), 0);
+        // A reader holds the whole chunk, and a slice of it.
+        let Read::Data { data: held, .. } = r.read(0, 100) else { panic!() };
+        let Read::Data { data: part, .. } = r.read(1, 2) else { panic!() };
+        r.push(bytes("two "), 1);
+        r.push(bytes("three"), 2);
+        assert_eq!((held, part), (bytes("one "), bytes("ne")));
+        let merged = |from| match r.read(from, 100) {
+            Read::Data { data, .. } => r.extend_read(from, data, 100, u64::MAX),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(merged(0), bytes("one two three"));
+        // Once nobody holds it, a chunk takes pieces again.
+        r.push(bytes("!"), 3);
+        assert_eq!(r.read(4, 100), Read::Data { seq: 1, data: bytes("two three!") });
+    }
+
+    #[test]
+    fn a_merge_never_evicts() {
+        let cap = 100 + CHUNK_OVERHEAD;
+        let mut r = Ring::new(cap);
+        r.push(Bytes::from(vec![1u8; 60]), 0);
+        r.push(Bytes::from(vec![2u8; 40]), 1);
+        assert_eq!((r.first_held(), r.charged()), (0, cap));
+        // No room: a chunk of its own, the merged one evicted.
+        r.push(Bytes::from(vec![3u8; 10]), 2);
+        assert_eq!((r.first_held(), r.end()), (100, 110));
+        assert!(r.charged() <= cap);
     }
 
     #[test]

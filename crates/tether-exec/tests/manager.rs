@@ -156,6 +156,30 @@ async fn old_offset_gets_a_gap_then_data() {
 }
 
 #[tokio::test]
+async fn a_program_writing_a_line_at_a_time_is_held_at_nearly_the_ring_size() {
+    // Each `echo` of bash is a write of its own, mostly read on its own:
+    // charged 64 bytes of bookkeeping per line, such a ring used to hold a
+    // seventh of its size.
+    let m = manager();
+    let ring = 64 << 10;
+    let script = r#"for i in $(seq 1 30000); do echo "line $i"; done"#;
+    let h = m.start(CommandSpec::shell(script).ring_bytes(ring)).unwrap();
+    h.wait().await;
+    let (first_held, end) = h.info().offsets[0];
+    assert!(end > 250_000, "{end}");
+    assert!(end - first_held >= ring as u64 * 3 / 4, "held {} of {ring}", end - first_held);
+    let mut sub = h.attach([first_held, 0]).unwrap();
+    let mut out = Vec::new();
+    while let Some(ev) = sub.next(1 << 20).await {
+        if let Event::Output { data, .. } = ev {
+            out.extend_from_slice(&data);
+        }
+    }
+    let all: String = (1..=30000).map(|i| format!("line {i}\n")).collect();
+    assert!(all.as_bytes().ends_with(&out), "the held bytes are the last ones written, in order");
+}
+
+#[tokio::test]
 async fn output_limit_kills_or_truncates() {
     let m = manager();
     let h = m.start(CommandSpec::argv(["yes"]).max_output(10_000, OutputLimit::Kill)).unwrap();
