@@ -257,6 +257,25 @@ async fn memory_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>, 
         "; before = the commands alone, \"after\" = all closed",
     ));
 
+    progress("5. memory: tether rings of line-at-a-time writers");
+    let what = "tether: what a 1 MiB ring holds of a program writing a line per `write` (finished)";
+    match bounded(180, memory::line_writers(d, 20, 1 << 20)).await {
+        Ok(r) => rows.push(
+            Row::new("5", what)
+                .samples(r.count.to_string())
+                .result(format!("{:.0}% held", r.held as f64 * 100.0 / r.ring as f64))
+                .notes(format!(
+                    "bash `for ...; do echo \"line $i\"; done` wrote {:.1} MiB each; {:.0} KiB of {} KiB held per ring \
+                     (the rest is bookkeeping, charged 64 B per chunk); daemon's own RSS {:.0} KiB per finished command",
+                    r.written as f64 / (1 << 20) as f64,
+                    r.held as f64 / 1024.0,
+                    r.ring / 1024,
+                    r.own_per,
+                )),
+        ),
+        Err(e) => rows.push(Row::new("5", what).result(failed(&e))),
+    }
+
     progress("5. memory: websocketd idle connections");
     let what = "websocketd RSS per open connection to `sleep 600`";
     if has_websocketd(args) {

@@ -315,3 +315,69 @@ pub(crate) async fn attach_one(d: &Daemon, id: &CommandId) -> Result<Ws> {
         }
     }
 }
+
+/// What finished line-at-a-time writers leave in their rings.
+pub(crate) struct Retention {
+    pub(crate) count: usize,
+    /// Each command's stdout ring size.
+    pub(crate) ring: u64,
+    /// Bytes each wrote.
+    pub(crate) written: u64,
+    /// Mean bytes a ring still holds.
+    pub(crate) held: u64,
+    /// The daemon's own RSS growth per command, in KiB.
+    pub(crate) own_per: f64,
+}
+
+/// Runs `count` bash loops that `echo` one short line per write (far more
+/// than a ring holds), waits for their exits, and reads how much of each
+/// ring is held, and what the daemon's RSS grew by for them.
+pub(crate) async fn line_writers(d: &Daemon, count: usize, ring: u64) -> Result<Retention> {
+    const LINES: u64 = 150_000;
+    let client = Client::connect(&d.url, &d.token).await?;
+    sleep(SETTLE).await;
+    let (own_before, _) = rss(d.pid)?;
+    let script = format!(r#"for i in $(seq 1 {LINES}); do echo "line $i"; done"#);
+    let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
+        .map(|_| {
+            let c = client.clone();
+            let spec = StartSpec { shell: Some(script.clone()), ring_bytes: Some(ring), ..Default::default() };
+            async move { c.start_detached(spec).await }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let (started, first_err) = split_results(started);
+    let ids: Vec<CommandId> = started.into_iter().map(|(id, _)| id).collect();
+    let measured = async {
+        if let Some(e) = first_err {
+            bail!("{} of {count} starts failed, the first with: {e}", count - ids.len());
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut infos = Vec::new();
+        for id in &ids {
+            loop {
+                let info = client.status(id).await?;
+                if info.exit.is_some() {
+                    infos.push(info);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the writers did not finish within 120 s");
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+        sleep(SETTLE).await;
+        let (own_during, _) = rss(d.pid)?;
+        let written = infos[0].stdout.end;
+        let held = infos.iter().map(|i| i.stdout.end - i.stdout.first_held).sum::<u64>() / count as u64;
+        let own_per = own_during.saturating_sub(own_before) as f64 / count as f64;
+        Ok(Retention { count, ring, written, held, own_per })
+    }
+    .await;
+    for id in &ids {
+        let _ = client.remove(id).await;
+    }
+    measured
+}
