@@ -341,7 +341,8 @@ pub(crate) async fn line_writers(d: &Daemon, count: usize, ring: u64) -> Result<
     let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
         .map(|_| {
             let c = client.clone();
-            let spec = StartSpec { shell: Some(script.clone()), ring_bytes: Some(ring), ..Default::default() };
+            let spec =
+                StartSpec { shell: Some(script.clone()), ring_bytes: Some(ring), ..Default::default() };
             async move { c.start_detached(spec).await }
         })
         .buffer_unordered(PARALLEL)
