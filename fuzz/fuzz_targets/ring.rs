@@ -1,10 +1,13 @@
 //! The output ring against a model: any sequence of pushes, reads, merged
 //! reads, handovers and re-owning. Byte `o` of a stream is a fixed function
 //! of `o`, so the model needs no copy of the data: every read must return
-//! exactly the bytes written at its offset, from the push that wrote them
-//! (its `seq`), or an explicit gap at the first offset held, or nothing
-//! yet at the end; offsets only grow; the newest bytes are always held; the
-//! ring never holds more than its capacity.
+//! exactly the bytes written at its offset, from pushes that followed each
+//! other in arrival order (a small push may join the one before it when
+//! the other stream took no sequence number between them; the read carries
+//! the first one's `seq`), or an explicit gap at the first offset held, or
+//! nothing yet at the end; a merged read stops at the other stream's next
+//! chunk; offsets only grow; the newest bytes are always held; the ring
+//! never holds more than its capacity.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -24,7 +27,8 @@ enum Op {
     Push { len: u16, skip: u8 },
     /// Read from `end + at` (negative: behind the end).
     Read { at: i32, max: u16 },
-    /// A merged read, stopping at the chunk of sequence `before`.
+    /// A merged read, stopping at the other stream's chunk `before` from
+    /// its newest.
     Extend { at: i32, max: u16, before: u8 },
     /// Freeze and thaw, as a graceful restart does.
     HandOver,
@@ -48,12 +52,23 @@ struct Model {
     pushes: Vec<(u64, u64, u64)>,
     end: u64,
     seq: u64,
+    /// The sequence numbers the other stream took.
+    others: Vec<u64>,
 }
 
 impl Model {
+    fn index_at(&self, o: u64) -> usize {
+        self.pushes.partition_point(|p| p.1 <= o)
+    }
+
     fn push_at(&self, o: u64) -> (u64, u64, u64) {
-        let i = self.pushes.partition_point(|p| p.1 <= o);
-        self.pushes[i]
+        self.pushes[self.index_at(o)]
+    }
+
+    /// Whether pushes `a..=b` (indices) followed each other in arrival
+    /// order, none of the other stream's between them.
+    fn consecutive(&self, a: usize, b: usize) -> bool {
+        (a..b).all(|k| self.pushes[k + 1].2 == self.pushes[k].2 + 1)
     }
 }
 
@@ -62,13 +77,14 @@ fuzz_target!(|input: Input| {
     // smallest is far larger).
     let cap = CHUNK_OVERHEAD + 1 + usize::from(input.cap) % 8192;
     let mut ring = FuzzRing::new(cap);
-    let mut m = Model { pushes: Vec::new(), end: 0, seq: 0 };
+    let mut m = Model { pushes: Vec::new(), end: 0, seq: 0, others: Vec::new() };
     let mut first_held = 0;
     for op in input.ops.into_iter().take(512) {
         match op {
             Op::Push { len, skip } => {
                 let len = u64::from(len) % 20_000;
                 let data: Vec<u8> = (m.end..m.end + len).map(byte).collect();
+                m.others.extend(m.seq + 1..=m.seq + u64::from(skip));
                 m.seq += 1 + u64::from(skip);
                 ring.push(Bytes::from(data), m.seq);
                 if len > 0 {
@@ -83,7 +99,10 @@ fuzz_target!(|input: Input| {
             Op::Extend { at, max, before } => {
                 let from = m.end.saturating_add_signed(i64::from(at));
                 let max = usize::from(max).max(1);
-                let before_seq = m.seq.saturating_sub(u64::from(before));
+                let before_seq = match m.others.len() {
+                    0 => u64::MAX,
+                    n => m.others[n - 1 - usize::from(before) % n],
+                };
                 if let FuzzRead::Data { data, .. } = ring.read(from, max) {
                     let first = data.clone();
                     let merged = ring.extend_read(from, data, max, before_seq);
@@ -136,9 +155,13 @@ fn check_read(ring: &FuzzRing, m: &Model, from: u64, max: usize) {
             assert!(from >= first_held && from < m.end, "data at {from}, outside [{first_held}, {})", m.end);
             assert!(!data.is_empty() && data.len() <= max, "read {} bytes for max {max}", data.len());
             expect_bytes(from, &data);
-            let (_, end, push_seq) = m.push_at(from);
-            assert_eq!(seq, push_seq, "bytes at {from} carry another push's seq");
-            assert!(from + data.len() as u64 <= end, "one read spans two pushes");
+            let (first, last) = (m.index_at(from), m.index_at(from + data.len() as u64 - 1));
+            assert!(m.consecutive(first, last), "a read joins pushes with the other stream's between them");
+            // The seq of the chunk's first push, which followed each push
+            // up to the one at `from`.
+            let back = m.pushes[first].2.checked_sub(seq).expect("a read carries a later push's seq") as usize;
+            assert!(back <= first && m.consecutive(first - back, first), "bytes at {from} carry seq {seq}");
+            assert_eq!(m.pushes[first - back].2, seq, "bytes at {from} carry seq {seq}");
         }
     }
 }
