@@ -473,3 +473,37 @@ async fn one_shot_bodies_share_a_daemon_wide_budget() {
         .unwrap();
     assert_eq!(r.status(), 429);
 }
+
+#[tokio::test]
+async fn a_start_right_after_a_remove_gets_the_removed_commands_slot() {
+    // A client that keeps at the daemon's command limit removes one
+    // command and starts the next as soon as the `ok` comes: running ones
+    // (killed by the remove), finished ones, and one that an attached
+    // execution of the same connection still reads.
+    let s = TestServer::with(|cfg| cfg.manager.max_commands = 2).await;
+    let c = s.client().await;
+    let (_held, _) = bounded(c.start_detached(spec(&["sleep", "30"]))).await.unwrap();
+    for round in 0..12 {
+        let (id, attached) = if round % 3 == 2 {
+            let e = bounded(c.start(spec(&["sleep", "30"]))).await.unwrap();
+            (e.id().clone(), Some(e))
+        } else {
+            let (id, _) = bounded(c.start_detached(spec(&["sleep", "30"]))).await.unwrap();
+            (id, None)
+        };
+        if round % 3 == 1 {
+            bounded(c.kill(&id)).await.unwrap();
+            while bounded(c.status(&id)).await.unwrap().exit.is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let (code, _) = refused(bounded(c.start_detached(spec(&["true"]))).await);
+        assert_eq!(code, ErrorCode::LimitExceeded, "round {round}: at the limit");
+        bounded(c.remove(&id)).await.unwrap();
+        let (next, _) = bounded(c.start_detached(spec(&["sleep", "30"])))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the start after the remove: {e}"));
+        bounded(c.remove(&next)).await.unwrap();
+        drop(attached);
+    }
+}

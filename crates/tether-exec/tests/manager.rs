@@ -241,6 +241,33 @@ async fn limits_are_typed_errors() {
 }
 
 #[tokio::test]
+async fn a_removed_command_gives_back_its_slot_and_memory_before_remove_returns() {
+    // A client at the limit removes a command and starts the next one at
+    // once: the start must not fail because the removed command's actor
+    // had not yet ended (running, finished, and with a subscriber each).
+    let cfg = ManagerConfig { max_commands: 1, max_total_ring_bytes: 3 << 20, ..ManagerConfig::default() };
+    let m = Manager::new(cfg, true);
+    for round in 0..20 {
+        let h =
+            m.start(CommandSpec::argv(["sleep", "30"])).unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        let sub = (round % 2 == 1).then(|| h.attach([0, 0]).unwrap());
+        if round % 4 >= 2 {
+            h.kill().await.unwrap();
+            tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
+        }
+        let id = h.id().to_owned();
+        drop(h);
+        tokio::time::timeout(LIMIT, m.remove(&id)).await.expect("remove in time").unwrap();
+        assert_eq!(m.len(), 0, "round {round}: the count after remove");
+        assert_eq!(m.committed_ring_bytes(), 0, "round {round}: ring memory after remove");
+        drop(sub);
+    }
+    let h = m.start(CommandSpec::argv(["true"])).unwrap();
+    tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
+    m.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_ended_command_holds_only_the_ring_bytes_it_uses() {
     // Room for one running command's rings (2 x 8 MiB); ended ones kept
     // for their TTL hold only what their rings hold, so a hundred short

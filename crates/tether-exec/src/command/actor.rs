@@ -60,6 +60,8 @@ pub(crate) struct Actor {
     pub(super) containment: Arc<Containment>,
     /// The command's cgroup, if it has one.
     pub(super) leaf: Option<Leaf>,
+    /// A `remove` waiting for the actor's end (see [`Actor::end`]).
+    pub(super) removed: Option<oneshot::Sender<()>>,
 }
 
 /// What the actor of a shell command holds.
@@ -197,6 +199,15 @@ impl Actor {
         self.shared.stdin_tx.get().cloned()
     }
 
+    /// After [`Actor::run`]: the command is no longer held, so its slot and
+    /// memory go back now (a handle or a lagging subscriber may keep the
+    /// record alive a moment longer), and then a waiting `remove` hears of
+    /// it.
+    pub(crate) fn end(&mut self) {
+        self.shared.reservation.release();
+        self.removed = None;
+    }
+
     /// The finished phase: the record stays attachable until `ttl_at`.
     async fn hold(&mut self, ttl_at: Option<Instant>, stop: &Stop) {
         loop {
@@ -213,7 +224,11 @@ impl Actor {
                     return;
                 }
                 ctl = self.ctl_rx.recv() => match ctl {
-                    Some(Control::Remove) | None => return,
+                    Some(Control::Remove(done)) => {
+                        self.removed = Some(done);
+                        return;
+                    }
+                    None => return,
                     Some(ctl) => self.on_control_held(ctl),
                 },
             }

@@ -274,6 +274,7 @@ pub(super) fn assemble(p: Parts) -> (CommandHandle, Actor) {
         job: p.job,
         containment: p.contain.0,
         leaf: p.contain.1,
+        removed: None,
     };
     (CommandHandle { shared }, actor)
 }

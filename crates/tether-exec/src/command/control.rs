@@ -44,8 +44,9 @@ impl Actor {
                     let _ = reply.send(r);
                 }
             }
-            Control::Remove => {
+            Control::Remove(done) => {
                 self.state.remove_after_exit = true;
+                self.removed = Some(done);
                 self.kill(ExitReason::Killed);
             }
             Control::OpenStdin(open) => {
@@ -58,7 +59,7 @@ impl Actor {
     /// which ends the actor).
     pub(super) fn on_control_held(&mut self, ctl: Control) {
         match ctl {
-            Control::Remove => {}
+            Control::Remove(_) => {}
             Control::OpenStdin(open) => {
                 let _ = open.reply.send(None);
             }

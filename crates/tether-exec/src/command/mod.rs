@@ -221,7 +221,9 @@ pub(crate) enum Control {
         reason: ExitReason,
         reply: Option<oneshot::Sender<Result<(), ExecError>>>,
     },
-    Remove,
+    /// Kill it if it runs and end its actor; the sender is dropped once
+    /// the command's slot and memory are given back.
+    Remove(oneshot::Sender<()>),
     Resize {
         size: TermSize,
         reply: oneshot::Sender<Result<(), ExecError>>,

@@ -2,7 +2,7 @@
 //! terminal's screen model) and its command slot, given back on drop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{Inner, Manager};
 use crate::ExecError;
@@ -19,11 +19,18 @@ pub(crate) struct Reservation {
     screen: AtomicUsize,
     /// Where both are counted, with the command slot.
     inner: Arc<Inner>,
+    /// Given back already ([`Reservation::release`]).
+    released: AtomicBool,
 }
 
 impl Reservation {
     pub(super) fn new(bytes: usize, screen: usize, inner: &Arc<Inner>) -> Reservation {
-        Reservation { bytes: AtomicUsize::new(bytes), screen: AtomicUsize::new(screen), inner: inner.clone() }
+        Reservation {
+            bytes: AtomicUsize::new(bytes),
+            screen: AtomicUsize::new(screen),
+            inner: inner.clone(),
+            released: AtomicBool::new(false),
+        }
     }
 
     /// Once the command has ended its rings never grow: the reservation
@@ -40,6 +47,9 @@ impl Reservation {
     /// Charges the screen model for a terminal of `size` instead of its
     /// previous size; refused (nothing changes) if that exceeds the budget.
     pub(crate) fn charge_screen(&self, size: TermSize) -> Result<(), ExecError> {
+        if self.released.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let new = screen_bytes(size);
         let old = self.screen.load(Ordering::SeqCst);
         if new > old {
@@ -63,10 +73,24 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Gives the slot and the memory back (once; dropping does it too):
+    /// when the command's actor ends, which is when the command stops being
+    /// held, even if a handle or a lagging subscriber keeps its record in
+    /// memory a moment longer.
+    pub(crate) fn release(&self) {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let held = self.bytes.swap(0, Ordering::SeqCst) + self.screen.swap(0, Ordering::SeqCst);
+        self.inner.committed.fetch_sub(held, Ordering::SeqCst);
+        self.inner.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.inner.committed.fetch_sub(*self.bytes.get_mut() + *self.screen.get_mut(), Ordering::SeqCst);
-        self.inner.count.fetch_sub(1, Ordering::SeqCst);
+        self.release();
     }
 }
 

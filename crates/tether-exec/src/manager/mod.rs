@@ -21,6 +21,7 @@ use spawn::{new_id, spawn_orphan_reaper, validate};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,10 @@ pub const MIN_RING_BYTES: usize = 4096;
 
 /// Longest request key.
 pub(crate) const MAX_REQUEST_KEY: usize = 128;
+
+/// Longest [`Manager::remove`] waits for the command's actor to end (a
+/// process in uninterruptible sleep, a shell slow to give up its command).
+pub(crate) const REMOVE_WAIT: Duration = Duration::from_secs(5);
 
 /// The command manager. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
@@ -276,6 +281,7 @@ impl Manager {
                 inner.commands.remove(&id);
                 inner.forget_key(key.as_deref(), &id);
             }
+            actor.end();
         };
         // A piped command's actor runs on the actors' threads, so that no
         // number of connections delays its drain. A terminal's runs with
@@ -346,13 +352,22 @@ impl Manager {
         infos
     }
 
-    /// Forgets a command, killing it first if it runs.
+    /// Forgets a command, killing it first if it runs. Returns once its
+    /// actor has ended and given its slot and memory back (a `start` right
+    /// after it fits where this one did), or after 5 s (`REMOVE_WAIT`) if
+    /// its processes are slow to die.
     pub async fn remove(&self, id: &str) -> Result<(), ExecError> {
         let h = self.get(id)?;
         let id = h.id();
         self.inner.commands.remove(id);
         self.inner.forget_key(h.shared.ident.request_key.as_deref(), id);
-        let _ = h.shared.ctl.send(command::Control::Remove).await;
+        let (done, ended) = tokio::sync::oneshot::channel();
+        if h.shared.ctl.send(command::Control::Remove(done)).await.is_ok() {
+            drop(h);
+            // Its slot and memory are free for the next start when this
+            // returns, unless its processes are slow to die.
+            let _ = tokio::time::timeout(REMOVE_WAIT, ended).await;
+        }
         Ok(())
     }
 

@@ -183,10 +183,21 @@ impl Conn {
     }
 
     /// `remove`: the attachment stays, and delivers the exit (reason
-    /// `killed`).
+    /// `killed`). The `ok` waits until the command's slot and memory are
+    /// free (up to 5 s for processes slow to die), in a task of its own so
+    /// that this connection's other requests and acks go on meanwhile.
     async fn remove(&mut self, id: ReqId, command: CommandId) -> Reply {
-        self.ctx.manager.remove(&command.0).await?;
-        Ok(Some(ServerMsg::Ok { id }))
+        // Unknown names are answered in order, like every other request.
+        self.ctx.manager.get(&command.0)?;
+        let (manager, out, enc) = (self.ctx.manager.clone(), self.out.clone(), self.ctx.encoding);
+        tokio::spawn(async move {
+            let reply = match manager.remove(&command.0).await {
+                Ok(()) => ServerMsg::Ok { id },
+                Err(e) => Error::from(e).into_native(Some(id)),
+            };
+            let _ = out.send(encode(&reply, enc)).await;
+        });
+        Ok(None)
     }
 
     async fn shell_create(&mut self, id: ReqId, spec: proto::ShellSpec) -> Reply {
