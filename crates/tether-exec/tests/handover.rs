@@ -371,3 +371,45 @@ async fn request_keys_and_stdin_counts_cross_a_handover() {
     assert_eq!(String::from_utf8_lossy(&out[0]), "one\ntwo\n");
     assert_eq!(exit.reason, ExitReason::Exited);
 }
+
+/// A start that passed the shutdown check as a handover began used to
+/// launch its command after the handover had collected every command: it
+/// was neither handed over nor killed, and its process lost its pipes at
+/// the exec. Every start that succeeds must now be handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_command_started_while_a_handover_begins_is_handed_over() {
+    let m = manager();
+    let starters: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    match m.start(CommandSpec::argv(["sleep", "30"])) {
+                        Ok(h) => ids.push(h.id().to_owned()),
+                        Err(tether_exec::ExecError::ShuttingDown) => return ids,
+                        Err(e) => panic!("start: {e:?}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(LIMIT, async {
+        while m.len() < 20 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the starters got going");
+    let (next, _) = hand_over(m).await;
+    let mut started = 0;
+    for s in starters {
+        for id in tokio::time::timeout(LIMIT, s).await.unwrap().unwrap() {
+            started += 1;
+            assert!(next.get(&id).is_ok(), "{id} started but was not handed over");
+        }
+    }
+    assert_eq!(next.len(), started);
+    next.shutdown().await;
+}

@@ -71,6 +71,12 @@ pub(super) struct Inner {
     committed: AtomicUsize,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Held shared by a start from its shutdown check until its actor is
+    /// launched, and exclusively to cancel `shutdown`: a start either sees
+    /// the cancellation or launches before it, so its actor is tracked
+    /// when the tracker is waited for (handed over or killed), never
+    /// launched after. A std lock: a start does not await while it holds it.
+    launching: std::sync::RwLock<()>,
     kill_on_shutdown: bool,
     /// Where actors send their state when the manager hands over.
     handover: HandoverSlot,
@@ -81,6 +87,13 @@ pub(super) struct Inner {
 }
 
 impl Inner {
+    /// Cancels `shutdown` once no start is between its check and its
+    /// launch (see `launching`).
+    pub(super) fn cancel(&self) {
+        let _closed = self.launching.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shutdown.cancel();
+    }
+
     /// Drops a command's request key (only if it still names that command).
     pub(super) fn forget_key(&self, key: Option<&str>, id: &str) {
         if let Some(key) = key {
@@ -141,6 +154,7 @@ impl Manager {
                 committed: AtomicUsize::new(0),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                launching: std::sync::RwLock::new(()),
                 kill_on_shutdown,
                 handover: Arc::new(OnceLock::new()),
                 restarting: Arc::new(AtomicBool::new(false)),
@@ -224,6 +238,7 @@ impl Manager {
         first: impl FnOnce(&CommandHandle) -> T,
     ) -> Result<(CommandHandle, T), ExecError> {
         let inner = &self.inner;
+        let _open = inner.launching.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if inner.shutdown.is_cancelled() {
             return Err(ExecError::ShuttingDown);
         }
@@ -389,7 +404,7 @@ impl Manager {
     /// Stops accepting commands, kills running ones (if so configured),
     /// reaps them and waits for every command task to end.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
+        self.inner.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         if self.inner.kill_on_shutdown {

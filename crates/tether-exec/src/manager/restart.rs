@@ -47,7 +47,7 @@ impl Manager {
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _ = inner.handover.set(tx);
-        inner.shutdown.cancel();
+        inner.cancel();
         inner.tracker.close();
         inner.tracker.wait().await;
         let (mut commands, mut fds) = (Vec::new(), Vec::new());
