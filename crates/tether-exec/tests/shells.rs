@@ -396,3 +396,47 @@ async fn an_idle_shell_closes_after_its_ttl_and_a_busy_one_does_not() {
     let e = m.shell_run("idle", CommandSpec::shell("true")).await.unwrap_err();
     assert!(matches!(e, ExecError::ShellClosed { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn a_finished_command_leaves_no_file_in_the_shells_directory() {
+    let m = manager();
+    shell(&m, "tidy").await;
+    let (dir, _, _) = run(&m, "tidy", r#"printf %s "$__tether_D""#).await;
+    assert!(dir.starts_with('/'), "{dir:?}");
+    // A command's files are named by its number; the shell's own are not.
+    // The last command's may still be there: its files go once its end has
+    // been seen, which is also when its exit is reported; every earlier
+    // one's went before the next one began.
+    let listing = |dir: &str| {
+        let (mut own, mut numbers) = (Vec::new(), std::collections::BTreeSet::new());
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            match name.split_once('.').filter(|(n, _)| n.parse::<u64>().is_ok()) {
+                Some((n, _)) => numbers.insert(n.to_owned()),
+                None => {
+                    own.push(name);
+                    true
+                }
+            };
+        }
+        own.sort();
+        (own, numbers)
+    };
+    let (own, _) = listing(&dir);
+    // Ended normally, with output on both streams, with stdin, failing, and
+    // interrupted.
+    run(&m, "tidy", "echo out; echo err >&2").await;
+    let h = m
+        .shell_run("tidy", CommandSpec::shell("cat").stdin(Bytes::from_static(b"in\n"), true))
+        .await
+        .unwrap();
+    assert_eq!(collect(&h).await.0, b"in\n");
+    run(&m, "tidy", "exit_code() { return 3; }; exit_code").await;
+    let h = m.shell_run("tidy", CommandSpec::shell("sleep 30")).await.unwrap();
+    h.kill().await.unwrap();
+    tokio::time::timeout(LIMIT, h.wait()).await.unwrap();
+    run(&m, "tidy", "true").await;
+    let (now, numbers) = listing(&dir);
+    assert_eq!(now, own, "the shell's own files in {dir}");
+    assert!(numbers.len() <= 1, "files of earlier commands left in {dir}: {numbers:?}");
+}

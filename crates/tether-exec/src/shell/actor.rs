@@ -329,7 +329,12 @@ impl ShellActor {
                 let Some(cur) = self.current.take_if(|c| c.n == n) else { return };
                 self.end_job(&cur.job, Some(rc), None, Some(cwd.clone()), None);
                 self.shared.status().cwd = cwd;
-                bootstrap::clean(self.dir(), n);
+                if cur.files.is_some() {
+                    bootstrap::clean(self.dir(), n);
+                } else {
+                    // Its FIFOs went at `S`.
+                    bootstrap::remove_script(self.dir(), n);
+                }
                 self.idle();
             }
             Record::Ready => {

@@ -266,8 +266,13 @@ pub(super) fn remove_fifos(d: &Path, n: u64) {
 
 /// Removes command `n`'s files (open FIFO ends keep working).
 pub(super) fn clean(d: &Path, n: u64) {
-    let _ = std::fs::remove_file(d.join(format!("{n}.sh")));
+    remove_script(d, n);
     remove_fifos(d, n);
+}
+
+/// Removes command `n`'s script file.
+pub(super) fn remove_script(d: &Path, n: u64) {
+    let _ = std::fs::remove_file(d.join(format!("{n}.sh")));
 }
 
 /// A path as a single-quoted bash word.
