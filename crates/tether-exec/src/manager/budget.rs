@@ -1,5 +1,6 @@
 //! The memory budget: what each held command commits (rings and a
-//! terminal's screen model) and its command slot, given back on drop.
+//! terminal's screen model) and its command slot, given back when the
+//! command's actor ends (or on drop).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,6 +32,19 @@ impl Reservation {
             inner: inner.clone(),
             released: AtomicBool::new(false),
         }
+    }
+
+    /// Gives the slot and the memory back (once; dropping does it too):
+    /// when the command's actor ends, which is when the command stops being
+    /// held, even if a handle or a lagging subscriber keeps its record in
+    /// memory a moment longer.
+    pub(crate) fn release(&self) {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let held = self.bytes.swap(0, Ordering::SeqCst) + self.screen.swap(0, Ordering::SeqCst);
+        self.inner.committed.fetch_sub(held, Ordering::SeqCst);
+        self.inner.count.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Once the command has ended its rings never grow: the reservation
@@ -70,21 +84,6 @@ impl Reservation {
         }
         self.screen.store(new, Ordering::SeqCst);
         Ok(())
-    }
-}
-
-impl Reservation {
-    /// Gives the slot and the memory back (once; dropping does it too):
-    /// when the command's actor ends, which is when the command stops being
-    /// held, even if a handle or a lagging subscriber keeps its record in
-    /// memory a moment longer.
-    pub(crate) fn release(&self) {
-        if self.released.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let held = self.bytes.swap(0, Ordering::SeqCst) + self.screen.swap(0, Ordering::SeqCst);
-        self.inner.committed.fetch_sub(held, Ordering::SeqCst);
-        self.inner.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
