@@ -257,7 +257,9 @@ async fn a_removed_command_gives_back_its_slot_and_memory_before_remove_returns(
         }
         let id = h.id().to_owned();
         drop(h);
-        tokio::time::timeout(LIMIT, m.remove(&id)).await.expect("remove in time").unwrap();
+        let removing = m.removal(&id).unwrap();
+        assert!(matches!(m.get(&id), Err(ExecError::NotFound(_))), "round {round}: forgotten at once");
+        tokio::time::timeout(LIMIT, removing).await.expect("remove in time");
         assert_eq!(m.len(), 0, "round {round}: the count after remove");
         assert_eq!(m.committed_ring_bytes(), 0, "round {round}: ring memory after remove");
         drop(sub);

@@ -372,18 +372,26 @@ impl Manager {
     /// after it fits where this one did), or after 5 s (`REMOVE_WAIT`) if
     /// its processes are slow to die.
     pub async fn remove(&self, id: &str) -> Result<(), ExecError> {
-        let h = self.get(id)?;
-        let id = h.id();
-        self.inner.commands.remove(id);
-        self.inner.forget_key(h.shared.ident.request_key.as_deref(), id);
-        let (done, ended) = tokio::sync::oneshot::channel();
-        if h.shared.ctl.send(command::Control::Remove(done)).await.is_ok() {
-            drop(h);
-            // Its slot and memory are free for the next start when this
-            // returns, unless its processes are slow to die.
-            let _ = tokio::time::timeout(REMOVE_WAIT, ended).await;
-        }
+        self.removal(id)?.await;
         Ok(())
+    }
+
+    /// [`Manager::remove`] in two halves: the command is forgotten at once
+    /// (its id answers `NotFound` from here on); the returned future kills
+    /// it and waits for its actor's end, as `remove` does.
+    pub fn removal(&self, id: &str) -> Result<impl Future<Output = ()> + Send + 'static, ExecError> {
+        let h = self.get(id)?;
+        self.inner.commands.remove(h.id());
+        self.inner.forget_key(h.shared.ident.request_key.as_deref(), h.id());
+        Ok(async move {
+            let (done, ended) = tokio::sync::oneshot::channel();
+            if h.shared.ctl.send(command::Control::Remove(done)).await.is_ok() {
+                drop(h);
+                // Its slot and memory are free for the next start when this
+                // returns, unless its processes are slow to die.
+                let _ = tokio::time::timeout(REMOVE_WAIT, ended).await;
+            }
+        })
     }
 
     /// Number of held commands.

@@ -187,15 +187,13 @@ impl Conn {
     /// free (up to 5 s for processes slow to die), in a task of its own so
     /// that this connection's other requests and acks go on meanwhile.
     async fn remove(&mut self, id: ReqId, command: CommandId) -> Reply {
-        // Unknown names are answered in order, like every other request.
-        self.ctx.manager.get(&command.0)?;
-        let (manager, out, enc) = (self.ctx.manager.clone(), self.out.clone(), self.ctx.encoding);
+        // Forgotten now, in order with this connection's other requests (an
+        // unknown name is answered now too); only the wait is deferred.
+        let removed = self.ctx.manager.removal(&command.0)?;
+        let (out, enc) = (self.out.clone(), self.ctx.encoding);
         tokio::spawn(async move {
-            let reply = match manager.remove(&command.0).await {
-                Ok(()) => ServerMsg::Ok { id },
-                Err(e) => Error::from(e).into_native(Some(id)),
-            };
-            let _ = out.send(encode(&reply, enc)).await;
+            removed.await;
+            let _ = out.send(encode(&ServerMsg::Ok { id }, enc)).await;
         });
         Ok(None)
     }
