@@ -253,17 +253,18 @@ pub(crate) async fn start_sleeps(
     count: usize,
     ring_bytes: Option<u64>,
 ) -> Result<Vec<CommandId>> {
+    let spec = StartSpec { argv: vec!["sleep".into(), "600".into()], ring_bytes, ..Default::default() };
+    start_all(client, count, &spec).await
+}
+
+/// Starts `count` detached commands of `spec`; all or an error (having
+/// killed those that started).
+pub(crate) async fn start_all(client: &Client, count: usize, spec: &StartSpec) -> Result<Vec<CommandId>> {
     let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
         .map(|_| {
             let c = client.clone();
-            async move {
-                c.start_detached(StartSpec {
-                    argv: vec!["sleep".into(), "600".into()],
-                    ring_bytes,
-                    ..Default::default()
-                })
-                .await
-            }
+            let spec = spec.clone();
+            async move { c.start_detached(spec).await }
         })
         .buffer_unordered(PARALLEL)
         .collect()
@@ -338,22 +339,9 @@ pub(crate) async fn line_writers(d: &Daemon, count: usize, ring: u64) -> Result<
     sleep(SETTLE).await;
     let (own_before, _) = rss(d.pid)?;
     let script = format!(r#"for i in $(seq 1 {LINES}); do echo "line $i"; done"#);
-    let started: Vec<Result<(CommandId, u32), _>> = stream::iter(0..count)
-        .map(|_| {
-            let c = client.clone();
-            let spec =
-                StartSpec { shell: Some(script.clone()), ring_bytes: Some(ring), ..Default::default() };
-            async move { c.start_detached(spec).await }
-        })
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-    let (started, first_err) = split_results(started);
-    let ids: Vec<CommandId> = started.into_iter().map(|(id, _)| id).collect();
+    let spec = StartSpec { shell: Some(script), ring_bytes: Some(ring), ..Default::default() };
+    let ids = start_all(&client, count, &spec).await?;
     let measured = async {
-        if let Some(e) = first_err {
-            bail!("{} of {count} starts failed, the first with: {e}", count - ids.len());
-        }
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut infos = Vec::new();
         for id in &ids {

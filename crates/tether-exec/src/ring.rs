@@ -43,10 +43,9 @@ struct Chunk {
     /// piece's. The pieces of a merged chunk have consecutive numbers, so
     /// no chunk of the other stream falls between them.
     seq: u64,
-    /// The last piece's arrival order.
+    /// The last piece's arrival order (past `seq` once pieces were
+    /// appended: its buffer may have room to spare).
     last_seq: u64,
-    /// Whether pieces were appended (its buffer may have room to spare).
-    grown: bool,
     data: Bytes,
 }
 
@@ -114,7 +113,7 @@ impl Ring {
             self.charged -= old.data.len() + CHUNK_OVERHEAD;
         }
         self.charged += cost;
-        self.chunks.push_back(Chunk { offset, seq, last_seq: seq, grown: false, data });
+        self.chunks.push_back(Chunk { offset, seq, last_seq: seq, data });
         self.first_held = self.chunks.front().map_or(self.end, |c| c.offset);
     }
 
@@ -142,21 +141,19 @@ impl Ring {
         buf.extend_from_slice(data);
         last.data = buf.freeze();
         last.last_seq = seq;
-        last.grown = true;
         self.end += data.len() as u64;
         self.charged += data.len();
         true
     }
 
-    /// The last chunk takes no more pieces: a grown one is copied to a
-    /// buffer of its exact size, so its memory is what it is charged
-    /// (growing leaves up to half a buffer spare).
+    /// The last chunk takes no more pieces (a new one follows it): a grown
+    /// one is copied to a buffer of its exact size, so its memory is what
+    /// it is charged (growing leaves up to half a buffer spare).
     fn settle_last(&mut self) {
-        if let Some(last) = self.chunks.back_mut().filter(|c| c.grown) {
-            last.grown = false;
-            if last.data.is_unique() {
-                last.data = Bytes::copy_from_slice(&last.data);
-            }
+        if let Some(last) = self.chunks.back_mut().filter(|c| c.last_seq != c.seq)
+            && last.data.is_unique()
+        {
+            last.data = Bytes::copy_from_slice(&last.data);
         }
     }
 
@@ -182,7 +179,7 @@ impl Ring {
             let fits = offset.checked_add(len) == Some(next) && len > 0;
             match data.get_mut(i).map(std::mem::take) {
                 Some(d) if fits && d.len() as u64 == len => {
-                    kept.push(Chunk { offset, seq, last_seq: seq, grown: false, data: d })
+                    kept.push(Chunk { offset, seq, last_seq: seq, data: d })
                 }
                 _ => break,
             }
