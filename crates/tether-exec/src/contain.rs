@@ -140,14 +140,15 @@ impl Containment {
     }
 
     /// Marks `cmd` as command `id`'s and, with cgroups, makes a new leaf for
-    /// it: the leaf and its `cgroup.procs`, for the spawn to join before
-    /// exec (`sys::spawn_piped` or `sys::join_cgroup_on_exec`), so that
-    /// nothing it runs is ever outside it.
+    /// it: the leaf and its paths, for the spawn to start the command in it
+    /// or join it before exec (`sys::spawn_piped` or
+    /// `sys::join_cgroup_on_exec`), so that nothing it runs is ever outside
+    /// it.
     pub(crate) fn prepare_leaf(
         &self,
         id: &str,
         cmd: &mut std::process::Command,
-    ) -> io::Result<Option<(Leaf, CString)>> {
+    ) -> io::Result<Option<(Leaf, sys::CgroupPaths)>> {
         cmd.env(COMMAND_ID_ENV, id);
         if let Some(seat) = &self.cfg.seat {
             cmd.env(SEAT_ENV, seat);
@@ -161,9 +162,11 @@ impl Containment {
                 return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())));
             }
         }
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
-        Ok(Some((Leaf { dir, kill_file: base.kill_file }, procs)))
+        let cstr = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("cgroup path holds a NUL"))
+        };
+        let paths = sys::CgroupPaths { dir: cstr(&dir)?, procs: cstr(&dir.join("cgroup.procs"))? };
+        Ok(Some((Leaf { dir, kill_file: base.kill_file }, paths)))
     }
 
     /// Removes the cgroup base once its leaves are gone (at shutdown, the
@@ -346,6 +349,13 @@ impl Leaf {
 /// were found (a populated cgroup counts one).
 pub(crate) fn sweep(id: &str, leaf: Option<&Leaf>, thorough: bool) -> usize {
     if let Some(leaf) = leaf {
+        // An empty leaf is removed at once (the kernel refuses to remove a
+        // populated one): one system call where listing its members,
+        // killing them and removing it took seven, on the way from a
+        // command's end to its exit frame.
+        if std::fs::remove_dir(&leaf.dir).is_ok() {
+            return 0;
+        }
         let found = leaf.live_members();
         leaf.kill_and_remove();
         return found;

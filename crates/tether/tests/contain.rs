@@ -4,20 +4,24 @@
 //! daemon; what a crashed daemon left running is ended by the next one on
 //! its address. Each runs with a cgroup v2 directory of the test's own
 //! (when this host has a writable cgroup v2 hierarchy, as these machines
-//! do beside v1) and without cgroups (the fallback: process group, tree
-//! and the `TETHER_COMMAND_ID` environment marker, with the daemon a
-//! child subreaper).
+//! do beside v1), again with the daemon under a seccomp filter that refuses
+//! `clone3` as Docker's default profile does (so commands join their
+//! cgroups by writing `cgroup.procs` rather than being started in them),
+//! and without cgroups (the fallback: process group, tree and the
+//! `TETHER_COMMAND_ID` environment marker, with the daemon a child
+//! subreaper).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether_client::{Client, StartSpec};
 
 mod common;
 
-use common::{client, daemon, shell};
-use tether_testkit::{LIMIT, rand_u64, running, wait_bounded};
+use common::{BIN, client, daemon, shell};
+use tether_testkit::{Daemon, LIMIT, rand_u64, running, wait_bounded};
 
 /// A cgroup v2 directory for one test, removed on drop (with whatever the
 /// daemon left in it).
@@ -62,18 +66,125 @@ impl Drop for TestCgroup {
     }
 }
 
-/// The daemon flags of each containment mode this host offers: a cgroup
-/// of the test's own, and none.
-fn modes() -> Vec<(String, Vec<String>, Option<TestCgroup>)> {
-    let mut out = vec![("no cgroup".to_owned(), vec!["--cgroup".to_owned(), "off".to_owned()], None)];
-    match TestCgroup::new() {
-        Some(cg) => {
-            let flags = vec!["--cgroup".to_owned(), cg.0.display().to_string()];
-            out.push(("cgroup".to_owned(), flags, Some(cg)));
+/// A containment mode: the daemon's flags, its cgroup directory (removed
+/// on drop), and whether it runs with `clone3` refused.
+struct Mode {
+    name: &'static str,
+    flags: Vec<String>,
+    cgroup: Option<TestCgroup>,
+    no_clone3: bool,
+}
+
+impl Mode {
+    /// A daemon in this mode, with `extra` flags besides the mode's.
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        flags.extend_from_slice(extra);
+        let mut cmd = Command::new(BIN);
+        if self.no_clone3 {
+            refuse_clone3(&mut cmd);
         }
-        None => eprintln!("no writable cgroup v2 hierarchy here: the cgroup mode is not tested"),
+        let d = Daemon::start_cmd(cmd, BIN, &flags, None);
+        if self.no_clone3 {
+            // The filter is on: seccomp mode 2.
+            let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+            assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+        }
+        d
+    }
+}
+
+/// Each containment mode this host offers: a cgroup of the test's own
+/// (started in it, and joining it by writing where `clone3` is refused),
+/// and none.
+fn modes() -> Vec<Mode> {
+    let off = vec!["--cgroup".to_owned(), "off".to_owned()];
+    let mut out = vec![Mode { name: "no cgroup", flags: off, cgroup: None, no_clone3: false }];
+    for no_clone3 in [false, true] {
+        match TestCgroup::new() {
+            Some(cg) => {
+                let flags = vec!["--cgroup".to_owned(), cg.0.display().to_string()];
+                let name = if no_clone3 { "cgroup, clone3 refused" } else { "cgroup" };
+                out.push(Mode { name, flags, cgroup: Some(cg), no_clone3 });
+            }
+            None => eprintln!("no writable cgroup v2 hierarchy here: the cgroup modes are not tested"),
+        }
     }
     out
+}
+
+/// Makes `cmd` run under a seccomp filter that answers `clone3` with
+/// ENOSYS, as Docker's default profile does (and a kernel before 5.3).
+#[allow(unsafe_code)]
+fn refuse_clone3(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    /// The number of `clone3` on x86-64 and arm64.
+    const SYS_CLONE3: u32 = 435;
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let filter = [
+        // The system call's number (offset 0 of `struct seccomp_data`).
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jeq(SYS_CLONE3, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec the closure makes two prctl calls on
+    // data it owns (copied into the closure), and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A command's processes are in its own leaf of the daemon's cgroup,
+/// whether the daemon started it there or it joined by writing (where
+/// `clone3` is refused); without cgroups, the daemon's own cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_runs_in_its_own_cgroup() {
+    for mode in modes() {
+        let d = mode.daemon(&[]);
+        let c = client(&d).await;
+        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", d.pid())).unwrap();
+        for spec in [
+            StartSpec { argv: vec!["cat".into(), "/proc/self/cgroup".into()], ..StartSpec::default() },
+            shell("cat /proc/$$/cgroup; (cat /proc/self/cgroup)"),
+        ] {
+            let ex = c.start(spec).await.unwrap();
+            let id = ex.id().clone();
+            let out = tokio::time::timeout(LIMIT, ex.output()).await.unwrap().unwrap();
+            assert_eq!(out.status.code, Some(0), "{}: {:?}", mode.name, out.status);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let v2: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("0::")).collect();
+            assert!(!v2.is_empty(), "{}: {text}", mode.name);
+            for line in v2 {
+                match &mode.cgroup {
+                    Some(cg) => {
+                        let leaf = format!("/{}", id.0);
+                        let base = cg.0.file_name().unwrap().to_str().unwrap();
+                        assert!(
+                            line.ends_with(&leaf) && line.contains(base),
+                            "{}: {line} ({id:?})",
+                            mode.name
+                        );
+                    }
+                    None => assert!(own.contains(line), "{}: {line}, the daemon's: {own}", mode.name),
+                }
+            }
+        }
+    }
 }
 
 /// Waits (bounded) until none of `pids` runs.
@@ -128,16 +239,15 @@ async fn printed_pids(c: &Client, id: &tether_proto::CommandId, n: usize) -> Vec
 /// that stayed in the group. Before containment the escaped one ran on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_ends_processes_that_left_the_group_and_the_tree() {
-    for (mode, flags, _cg) in modes() {
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let d = daemon(&flags);
+    for mode in modes() {
+        let d = mode.daemon(&[]);
         let c = client(&d).await;
         let script = "( setsid sh -c 'echo $$; exec sleep 1000' & ); sleep 1000 & echo $!; wait";
         let (id, _) = c.start_detached(shell(script)).await.unwrap();
         let pids = printed_pids(&c, &id, 2).await;
-        assert!(pids.iter().all(|&p| running(p)), "{mode}: {pids:?}");
+        assert!(pids.iter().all(|&p| running(p)), "{}: {pids:?}", mode.name);
         c.kill(&id).await.unwrap();
-        gone(&pids, &format!("{mode}: after kill")).await;
+        gone(&pids, &format!("{}: after kill", mode.name)).await;
     }
 }
 
@@ -146,13 +256,9 @@ async fn a_kill_ends_processes_that_left_the_group_and_the_tree() {
 /// keeps leftovers; then a `kill` of the ended command still ends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_end_with_the_command_unless_kept() {
-    for (mode, flags, _cg) in modes() {
+    for mode in modes() {
         for keep in [false, true] {
-            let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            if keep {
-                flags.extend(["--leftovers", "keep"]);
-            }
-            let d = daemon(&flags);
+            let d = mode.daemon(if keep { &["--leftovers", "keep"] } else { &[] });
             let c = client(&d).await;
             // The escaped one writes its pid to a file the leader waits for.
             let script = "sleep 1000 >/dev/null 2>&1 & echo $!; f=$(mktemp); \
@@ -164,8 +270,8 @@ async fn leftovers_end_with_the_command_unless_kept() {
             let out = tokio::time::timeout(LIMIT, ex.output()).await.unwrap().unwrap();
             let pids: Vec<u32> =
                 String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().parse().unwrap()).collect();
-            assert_eq!(pids.len(), 3, "{mode}: {:?}", String::from_utf8_lossy(&out.stdout));
-            let what = format!("{mode}, keep={keep}");
+            assert_eq!(pids.len(), 3, "{}: {:?}", mode.name, String::from_utf8_lossy(&out.stdout));
+            let what = format!("{}, keep={keep}", mode.name);
             if keep {
                 assert!(pids.iter().all(|&p| running(p)), "{what}: kept leftovers run");
                 c.kill(&id).await.unwrap_or_else(|e| panic!("{what}: kill of the leftovers: {e}"));
@@ -224,12 +330,10 @@ async fn the_daemon_reaps_the_orphans_it_adopts() {
 /// as it starts, with or without a cgroup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
-    for (mode, flags, _cg) in modes() {
+    for mode in modes() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
-        let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        flags.extend(["--listen", &listen]);
-        let mut d = daemon(&flags);
+        let mut d = mode.daemon(&["--listen", &listen]);
         let c = client(&d).await;
         // Silent: no write will kill it with SIGPIPE once the daemon is gone.
         let (id, _) = c.start_detached(shell("sleep 1000 & echo $!; wait")).await.unwrap();
@@ -237,9 +341,9 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
         drop(c);
         d.child.kill().unwrap();
         d.child.wait().unwrap();
-        assert!(running(pids[0]), "{mode}: a crash itself ends nothing");
-        let _d2 = daemon(&flags);
-        gone(&pids, &format!("{mode}: after the next daemon started")).await;
+        assert!(running(pids[0]), "{}: a crash itself ends nothing", mode.name);
+        let _d2 = mode.daemon(&["--listen", &listen]);
+        gone(&pids, &format!("{}: after the next daemon started", mode.name)).await;
     }
 }
 

@@ -94,11 +94,11 @@ pub(super) fn spawn(
     let prepared = contain
         .prepare_leaf(id, &mut cmd)
         .map_err(|source| ExecError::Io { context: "preparing the command's cgroup", source })?;
-    let (leaf, procs) = prepared.map_or((None, None), |(l, p)| (Some(l), Some(p)));
+    let (leaf, cgroup) = prepared.map_or((None, None), |(l, p)| (Some(l), Some(p)));
     let spawned = match &spec.pty {
         Some(opts) => {
-            if let Some(procs) = procs {
-                sys::join_cgroup_on_exec(&mut cmd, procs);
+            if let Some(cgroup) = cgroup {
+                sys::join_cgroup_on_exec(&mut cmd, cgroup.procs);
             }
             crate::pty::spawn(cmd, &argv[0], opts).map(|(pid, pty)| Spawned {
                 pid,
@@ -107,7 +107,7 @@ pub(super) fn spawn(
             })
         }
         None => {
-            spawn_piped(&cmd, spec.env_clear, procs, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s })
+            spawn_piped(&cmd, spec.env_clear, cgroup, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s })
         }
     };
     if let (Err(_), Some(leaf)) = (&spawned, &leaf) {
@@ -119,7 +119,10 @@ pub(super) fn spawn(
 /// Reaps the orphans the daemon adopts as a subreaper: on every SIGCHLD,
 /// and again a second later while some are left (a zombie is reaped once it
 /// has been one for a second, so a child someone else is about to wait for
-/// is left to them).
+/// is left to them). A look waits [`ORPHAN_SETTLE`] after the SIGCHLD that
+/// asked for it, so that a burst of exits makes one look, and a look (which
+/// reads every daemon thread's children) does not take the CPU from the
+/// command whose exit sent the signal, on its way to its exit frame.
 pub(super) fn spawn_orphan_reaper() {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no runtime: orphans adopted by the daemon are not reaped");
@@ -143,10 +146,14 @@ pub(super) fn spawn_orphan_reaper() {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(1100)) => {}
                 }
             }
+            tokio::time::sleep(ORPHAN_SETTLE).await;
             seen = tokio::task::spawn_blocking(move || sys::reap_orphans(seen)).await.unwrap_or_default();
         }
     });
 }
+
+/// How long the orphan reaper lets SIGCHLDs gather before it looks.
+const ORPHAN_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The program, arguments, environment and cwd of a command.
 pub(super) fn command(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) -> std::process::Command {
@@ -166,18 +173,18 @@ pub(super) fn command(spec: &CommandSpec, argv: &[String], cfg: &ManagerConfig) 
 }
 
 /// Starts a command on three pipes, in its own process group (so signals
-/// reach the whole job) and, given its `cgroup.procs`, in its cgroup from
-/// its first instruction: see [`sys::spawn_piped`], which never forks the
+/// reach the whole job) and, given its cgroup, in it from its first
+/// instruction: see [`sys::spawn_piped`], which never forks the
 /// daemon. Every fd the daemon opens is close-on-exec, so only 0/1/2 are
 /// inherited.
 pub(super) fn spawn_piped(
     cmd: &std::process::Command,
     env_clear: bool,
-    cgroup_procs: Option<std::ffi::CString>,
+    cgroup: Option<sys::CgroupPaths>,
     program: &str,
 ) -> Result<Spawned, ExecError> {
     let spawn_err = |source| ExecError::Spawn { program: program.to_owned(), source };
-    let plan = sys::Plan::of(cmd, env_clear, cgroup_procs).map_err(spawn_err)?;
+    let plan = sys::Plan::of(cmd, env_clear, cgroup).map_err(spawn_err)?;
     let sys::Piped { pid, stdin, stdout, stderr } = sys::spawn_piped(&plan).map_err(spawn_err)?;
     sys::register_leader(pid);
     let io = move || -> std::io::Result<Spawned> {
