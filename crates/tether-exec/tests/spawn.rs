@@ -107,3 +107,47 @@ async fn the_program_is_found_along_the_commands_path_and_errors_are_stds() {
     m.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Commands started at once from several threads, by a daemon holding
+/// thousands of fds (as one holding thousands of sessions does), each get
+/// their own stdio and nothing else: the child shares the daemon's fd table
+/// and copies only its lowest entries, its pipe ends passed on low slots
+/// that several spawns take at once. The daemon's own fds are as before
+/// once they have ended (no slot keeps a pipe's far end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_started_at_once_by_a_daemon_holding_many_fds_get_their_own_stdio_only() {
+    let m = manager();
+    let held: Vec<std::fs::File> =
+        (0..6000).map(|_| std::fs::File::open("/dev/null").expect("open /dev/null")).collect();
+    let count = || std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
+    let before = count();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let token = format!("{t}-{i}");
+                    let h = m
+                        .start(
+                            CommandSpec::shell("echo $TOKEN; ls /proc/self/fd | tr '\\n' ' '")
+                                .env("TOKEN", &token),
+                        )
+                        .expect("starts");
+                    let (out, err, exit) = collect(h.attach([0, 0]).expect("attach"), LIMIT).await;
+                    assert_eq!(exit.code, Some(0), "{token}: {}", String::from_utf8_lossy(&err));
+                    // Its own output (not another command's), and fds 0-2
+                    // (and `ls`'s directory) only.
+                    assert_eq!(String::from_utf8_lossy(&out), format!("{token}\n0 1 2 3 "), "{token}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // The ended commands' pipes are closed (each `collect` saw its EOF);
+    // what is left of them goes with their records.
+    assert!(count() <= before + 16, "fds before {before}, after {}", count());
+    drop(held);
+    m.shutdown().await;
+}

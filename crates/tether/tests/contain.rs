@@ -5,8 +5,10 @@
 //! its address. Each runs with a cgroup v2 directory of the test's own
 //! (when this host has a writable cgroup v2 hierarchy, as these machines
 //! do beside v1), again with the daemon under a seccomp filter that refuses
-//! `clone3` as Docker's default profile does (so commands join their
-//! cgroups by writing `cgroup.procs` rather than being started in them),
+//! `clone3` as Docker's default profile does, and `close_range` as older
+//! profiles do (so commands join their cgroups by writing `cgroup.procs`
+//! rather than being started in them, and copy the daemon's whole fd
+//! table rather than sharing it),
 //! and without cgroups (the fallback: process group, tree and the
 //! `TETHER_COMMAND_ID` environment marker, with the daemon a child
 //! subreaper).
@@ -67,7 +69,7 @@ impl Drop for TestCgroup {
 }
 
 /// A containment mode: the daemon's flags, its cgroup directory (removed
-/// on drop), and whether it runs with `clone3` refused.
+/// on drop), and whether it runs with `clone3` and `close_range` refused.
 struct Mode {
     name: &'static str,
     flags: Vec<String>,
@@ -104,7 +106,7 @@ fn modes() -> Vec<Mode> {
         match TestCgroup::new() {
             Some(cg) => {
                 let flags = vec!["--cgroup".to_owned(), cg.0.display().to_string()];
-                let name = if no_clone3 { "cgroup, clone3 refused" } else { "cgroup" };
+                let name = if no_clone3 { "cgroup, clone3 and close_range refused" } else { "cgroup" };
                 out.push(Mode { name, flags, cgroup: Some(cg), no_clone3 });
             }
             None => eprintln!("no writable cgroup v2 hierarchy here: the cgroup modes are not tested"),
@@ -114,12 +116,14 @@ fn modes() -> Vec<Mode> {
 }
 
 /// Makes `cmd` run under a seccomp filter that answers `clone3` with
-/// ENOSYS, as Docker's default profile does (and a kernel before 5.3).
+/// ENOSYS, as Docker's default profile does (and a kernel before 5.3), and
+/// `close_range` too (profiles older than it, and kernels before 5.9).
 #[allow(unsafe_code)]
 fn refuse_clone3(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    /// The number of `clone3` on x86-64 and arm64.
+    /// The numbers of `clone3` and `close_range` on x86-64 and arm64.
     const SYS_CLONE3: u32 = 435;
+    const SYS_CLOSE_RANGE: u32 = 436;
     let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
         code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
@@ -130,7 +134,8 @@ fn refuse_clone3(cmd: &mut Command) {
     let filter = [
         // The system call's number (offset 0 of `struct seccomp_data`).
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-        jeq(SYS_CLONE3, 0, 1),
+        jeq(SYS_CLONE3, 1, 0),
+        jeq(SYS_CLOSE_RANGE, 0, 1),
         stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
         stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
@@ -151,12 +156,18 @@ fn refuse_clone3(cmd: &mut Command) {
 
 /// A command's processes are in its own leaf of the daemon's cgroup,
 /// whether the daemon started it there or it joined by writing (where
-/// `clone3` is refused); without cgroups, the daemon's own cgroup.
+/// `clone3` is refused); without cgroups, the daemon's own cgroup. In
+/// every mode it starts with fds 0, 1 and 2 only, whether it shared the
+/// daemon's fd table or copied it (where `close_range` is refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_runs_in_its_own_cgroup() {
     for mode in modes() {
         let d = mode.daemon(&[]);
         let c = client(&d).await;
+        let ls = StartSpec { argv: vec!["ls".into(), "/proc/self/fd".into()], ..StartSpec::default() };
+        let out = tokio::time::timeout(LIMIT, c.run(ls)).await.unwrap().unwrap();
+        // `ls`'s own directory is 3.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n3\n", "{}", mode.name);
         let own = std::fs::read_to_string(format!("/proc/{}/cgroup", d.pid())).unwrap();
         for spec in [
             StartSpec { argv: vec!["cat".into(), "/proc/self/cgroup".into()], ..StartSpec::default() },

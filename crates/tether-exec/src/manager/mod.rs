@@ -132,6 +132,9 @@ impl Manager {
         // first command: its fds and threads are part of the daemon from
         // the start (as a leak check that counts fds expects).
         actors::start();
+        // Low fd numbers for children's stdio, taken before the daemon
+        // holds connections (see `sys::vspawn`).
+        sys::reserve_spawn_slots();
         let contain = Containment::new(&cfg.contain).unwrap_or_else(|e| {
             tracing::error!("containment: {e}: commands are contained by process group and environment only");
             let fallback =

@@ -51,4 +51,4 @@ pub(crate) use signal::{
 };
 pub(crate) use spawn::{is_cgroup2_fs, join_cgroup_on_exec, new_session_on_stdin_tty, new_session_with_fd3};
 pub(crate) use tty::{foreground_group, set_winsize, veof};
-pub(crate) use vspawn::{CgroupPaths, Piped, Plan, spawn_piped};
+pub(crate) use vspawn::{CgroupPaths, Piped, Plan, reserve_spawn_slots, spawn_piped};
