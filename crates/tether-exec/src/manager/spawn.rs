@@ -116,7 +116,7 @@ pub(super) fn spawn(
     spawned
 }
 
-/// Reaps the orphans the daemon adopts as a subreaper: on every SIGCHLD,
+/// Reaps the orphans the daemon adopts as a subreaper: after a SIGCHLD,
 /// and again a second later while some are left (a zombie is reaped once it
 /// has been one for a second, so a child someone else is about to wait for
 /// is left to them). A look waits [`ORPHAN_SETTLE`] after the SIGCHLD that
