@@ -65,9 +65,17 @@ impl Pty {
 }
 
 /// Opens a terminal of `opts.size` and spawns `cmd` on it as the leader of a
-/// new session with the terminal as its controlling terminal. `cmd` has its
-/// program, arguments, environment and cwd set; its stdio is replaced.
-pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Result<(u32, Pty), ExecError> {
+/// new session with the terminal as its controlling terminal, in `cgroup`
+/// if given (`sys::spawn_on_terminal`, which never forks the daemon). `cmd`
+/// has its program, arguments, environment (cleared first if `env_clear`)
+/// and cwd set.
+pub(crate) fn spawn(
+    mut cmd: Command,
+    env_clear: bool,
+    cgroup: Option<sys::CgroupPaths>,
+    program: &str,
+    opts: &PtyOptions,
+) -> Result<(u32, Pty), ExecError> {
     let pair = native_pty_system()
         .openpty(pty_size(opts.size))
         .map_err(|e| ExecError::Io { context: "openpty", source: other(e) })?;
@@ -76,8 +84,7 @@ pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Resul
         source: io::Error::other("no tty name"),
     })?;
     // Our own handle on the slave (close-on-exec, not our controlling
-    // terminal), so that the child is spawned by std and its exec errors come
-    // back as OS errors. portable-pty's slave handle is not needed.
+    // terminal); portable-pty's slave handle is not needed.
     let slave = OpenOptions::new()
         .read(true)
         .write(true)
@@ -85,18 +92,14 @@ pub(crate) fn spawn(mut cmd: Command, program: &str, opts: &PtyOptions) -> Resul
         .open(&path)
         .map_err(|source| ExecError::Io { context: "opening the terminal", source })?;
     drop(pair.slave);
-    let stdio =
-        |f: &File| f.try_clone().map_err(|source| ExecError::Io { context: "dup of the terminal", source });
     cmd.env("TERM", opts.term.as_deref().unwrap_or(DEFAULT_TERM));
-    cmd.stdin(stdio(&slave)?).stdout(stdio(&slave)?).stderr(slave);
-    sys::new_session_on_stdin_tty(&mut cmd);
-    let child = cmd.spawn().map_err(|source| ExecError::Spawn { program: program.to_owned(), source })?;
-    // The command holds the slave copies given to the child: drop them so
-    // that the master reads EIO once the last process using it has gone.
-    drop(cmd);
-    // The child is reaped through its pidfd by the actor, not by `Child`.
-    let leader = Process::open(child.id());
-    drop(child);
+    let spawn_err = |source| ExecError::Spawn { program: program.to_owned(), source };
+    let plan = sys::Plan::of(&cmd, env_clear, cgroup).map_err(spawn_err)?;
+    let pid = sys::spawn_on_terminal(&plan, &OwnedFd::from(slave)).map_err(spawn_err)?;
+    // The slave was dropped above: the master reads EIO once the last
+    // process using it has gone. The child is reaped through its pidfd by
+    // the actor.
+    let leader = Process::open(pid);
     // Our own copy of the master; portable-pty's is closed with `pair`.
     let pty = pair
         .master

@@ -158,7 +158,8 @@ fn refuse_clone3(cmd: &mut Command) {
 /// whether the daemon started it there or it joined by writing (where
 /// `clone3` is refused); without cgroups, the daemon's own cgroup. In
 /// every mode it starts with fds 0, 1 and 2 only, whether it shared the
-/// daemon's fd table or copied it (where `close_range` is refused).
+/// daemon's fd table or copied it (where `close_range` is refused). The
+/// same on a terminal, which is its controlling terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_runs_in_its_own_cgroup() {
     for mode in modes() {
@@ -169,15 +170,26 @@ async fn a_command_runs_in_its_own_cgroup() {
         // `ls`'s own directory is 3.
         assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n3\n", "{}", mode.name);
         let own = std::fs::read_to_string(format!("/proc/{}/cgroup", d.pid())).unwrap();
+        let terminal = StartSpec {
+            pty: Some(tether_client::PtySpec { rows: 24, cols: 80, term: None }),
+            ..shell("cat /proc/self/cgroup; (exec </dev/tty) && echo ctty; echo fds $(ls /proc/self/fd)")
+        };
         for spec in [
             StartSpec { argv: vec!["cat".into(), "/proc/self/cgroup".into()], ..StartSpec::default() },
             shell("cat /proc/$$/cgroup; (cat /proc/self/cgroup)"),
+            terminal,
         ] {
+            let on_terminal = spec.pty.is_some();
             let ex = c.start(spec).await.unwrap();
             let id = ex.id().clone();
             let out = tokio::time::timeout(LIMIT, ex.output()).await.unwrap().unwrap();
             assert_eq!(out.status.code, Some(0), "{}: {:?}", mode.name, out.status);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+            if on_terminal {
+                // Opening /dev/tty works only with a controlling terminal;
+                // `ls`'s own directory is 3.
+                assert!(text.contains("\nctty\nfds 0 1 2 3\n"), "{}: {text}", mode.name);
+            }
             let v2: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("0::")).collect();
             assert!(!v2.is_empty(), "{}: {text}", mode.name);
             for line in v2 {

@@ -1,8 +1,10 @@
-//! Terminals (PTY): keystroke echo latency, `cat` throughput and
-//! screen-restoring re-attach, each on the bare PTY (the physical limit,
-//! where there is one), through tether and through terminado, in one run.
-//! Their rows form a table of their own (sections P1-P3).
+//! Terminals (PTY): start latency, keystroke echo latency, `cat`
+//! throughput and screen-restoring re-attach, each on the bare PTY (the
+//! physical limit, where there is one), through tether and through
+//! terminado, in one run. Their rows form a table of their own (sections
+//! P0-P3).
 //!
+//! - P0: `true` on a terminal, from `start` to its exit.
 //! - `echo`: one byte typed at `cat`, until its echo.
 //! - `cat`: `cat FILE` on a PTY to one client.
 //! - `reattach`: a new connection to a full screen, until it can show it.
@@ -24,6 +26,7 @@ use crate::{Args, bounded, progress, ratio};
 /// Runs every PTY measurement against `d` and the peers; returns the rows.
 pub(crate) async fn rows(args: &Args, d: &Daemon, logs: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
+    start_rows(args, d, &mut rows).await;
     echo_rows(args, d, logs, &mut rows).await;
     cat_rows(args, d, logs, &mut rows).await;
     reattach_rows(args, d, logs, &mut rows).await;
@@ -60,6 +63,57 @@ fn vs_floor(r: &Result<Latency>, floor: Option<Latency>) -> String {
         (Ok(l), Some(f)) => format!("; p50 {:.1}x the PTY floor's", ratio(l.p50, f.p50)),
         _ => String::new(),
     }
+}
+
+/// P0: `run(["true"])` on a 24x80 terminal over an open connection, beside
+/// a raw spawn of `true` (which needs no terminal) in the same run.
+async fn start_rows(args: &Args, d: &Daemon, rows: &mut Vec<Row>) {
+    let n = args.round_trips;
+    progress("P0. terminal start: raw spawn");
+    let floor = bounded(120, crate::latency::raw_spawn(n)).await;
+    rows.push(lat_row(
+        "P0",
+        "raw fork+exec+wait of `true` (std Command::status)",
+        &floor,
+        "the physical limit for starting a process (no terminal)".to_owned(),
+    ));
+    progress("P0. terminal start: tether");
+    let r = bounded(120, terminal_true(d, n)).await;
+    let vs = match (&r, &floor) {
+        (Ok(l), Ok(f)) => format!("; p50 {:.2}x the raw spawn's", ratio(l.p50, f.p50)),
+        _ => String::new(),
+    };
+    rows.push(lat_row(
+        "P0",
+        "tether `run([\"true\"])` on a 24x80 terminal, open connection",
+        &r,
+        format!("`tether-client`, start (a new PTY, a new session) until its exit, after 5 warm-up runs{vs}"),
+    ));
+}
+
+/// `n` runs of `true` on a terminal over one connection, after 5 warm-up
+/// runs.
+async fn terminal_true(d: &Daemon, n: usize) -> Result<Latency> {
+    use anyhow::{Context, bail};
+    use tether_client::{Client, PtySpec, StartSpec};
+    let client = Client::connect(&d.url, &d.token).await?;
+    let spec = || StartSpec {
+        argv: vec!["true".into()],
+        pty: Some(PtySpec { rows: 24, cols: 80, term: None }),
+        ..Default::default()
+    };
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t = std::time::Instant::now();
+        let out = client.run(spec()).await?;
+        if i >= 5 {
+            samples.push(t.elapsed());
+        }
+        if out.status.code != Some(0) {
+            bail!("`true` on a terminal ended with {:?}", out.status);
+        }
+    }
+    Latency::of(samples).context("no samples")
 }
 
 async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {

@@ -96,16 +96,8 @@ pub(super) fn spawn(
         .map_err(|source| ExecError::Io { context: "preparing the command's cgroup", source })?;
     let (leaf, cgroup) = prepared.map_or((None, None), |(l, p)| (Some(l), Some(p)));
     let spawned = match &spec.pty {
-        Some(opts) => {
-            if let Some(cgroup) = cgroup {
-                sys::join_cgroup_on_exec(&mut cmd, cgroup.procs);
-            }
-            crate::pty::spawn(cmd, &argv[0], opts).map(|(pid, pty)| Spawned {
-                pid,
-                io: SpawnedIo::Pty(pty),
-                leaf: leaf.clone(),
-            })
-        }
+        Some(opts) => crate::pty::spawn(cmd, spec.env_clear, cgroup, &argv[0], opts)
+            .map(|(pid, pty)| Spawned { pid, io: SpawnedIo::Pty(pty), leaf: leaf.clone() }),
         None => {
             spawn_piped(&cmd, spec.env_clear, cgroup, &argv[0]).map(|s| Spawned { leaf: leaf.clone(), ..s })
         }

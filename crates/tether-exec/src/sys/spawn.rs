@@ -1,6 +1,6 @@
-//! What a child does between fork and exec (a new session, a controlling
-//! terminal, fd 3 for a shell's status, joining a cgroup), and telling a
-//! cgroup v2 file system.
+//! What a forked child does before exec (a new session with fd 3 for a
+//! shell's status, joining a cgroup), and telling a cgroup v2 file system.
+//! Commands, piped or on a terminal, are not forked: see `vspawn`.
 //!
 //! `pre_exec` is `unsafe` by nature: the closure runs in the forked child,
 //! where only async-signal-safe calls are allowed. Each closure here makes
@@ -10,21 +10,6 @@
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
-
-/// Makes the child of `cmd` the leader of a new session whose controlling
-/// terminal is the terminal on its stdin (`setsid` + `TIOCSCTTY`).
-pub(crate) fn new_session_on_stdin_tty(cmd: &mut std::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec. It makes
-    // two system calls (setsid, ioctl) and allocates nothing; fd 0 is the
-    // terminal std has just put there, open for the call.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(0))?;
-            Ok(())
-        });
-    }
-}
 
 /// Makes the child of `cmd` the leader of a new session (its own process
 /// group too) that finds `status` as its file descriptor 3, not

@@ -1,5 +1,6 @@
-//! Starting a piped command the way `posix_spawn` does, plus the one step
-//! `posix_spawn` cannot take: joining the command's cgroup before exec.
+//! Starting a command, on pipes or on a terminal, the way `posix_spawn`
+//! does, plus the steps `posix_spawn` cannot take: starting it in its
+//! cgroup, and making a terminal its controlling terminal.
 //!
 //! std starts a command with `posix_spawn` (a child that shares the
 //! daemon's memory, the calling thread suspended until the child execs)
@@ -15,8 +16,9 @@
 //! of its own, as glibc's `posix_spawn` does. Between clone and exec it
 //! makes only system calls through libc's thin wrappers on values prepared
 //! before the clone (no allocation, no lock): join the cgroup, its own
-//! process group, stdio onto 0/1/2, the cwd, default signal actions and an
-//! empty mask, then `execve` of each candidate path. A failure before the
+//! process group (on a terminal: its own session), stdio onto 0/1/2 (and
+//! the terminal as its controlling terminal), the cwd, default signal
+//! actions and an empty mask, then `execve` of each candidate path. A failure before the
 //! exec is written to memory the parent reads once the child is gone.
 //!
 //! A command with a cgroup is created in it (`clone3` with
@@ -146,6 +148,9 @@ struct ChildArgs {
     unshare_from: RawFd,
     /// Set by the child when `close_range` was refused.
     no_close_range: AtomicBool,
+    /// The child's stdio is a terminal: it leads a new session with that
+    /// terminal as its controlling terminal (else: a new process group).
+    terminal: bool,
     /// The errno of the step that failed (0: the child exec'd).
     errno: AtomicI32,
 }
@@ -164,11 +169,25 @@ pub(crate) fn spawn_piped(plan: &Plan) -> io::Result<Piped> {
     // The child's ends above 2, so that putting one onto 0, 1 or 2 never
     // replaces another not yet moved.
     let child_ends = [above_stdio(in_r)?, above_stdio(out_w)?, above_stdio(err_w)?];
+    let ends = [child_ends[0].as_raw_fd(), child_ends[1].as_raw_fd(), child_ends[2].as_raw_fd()];
+    let pid = spawn(plan, ends, false)?;
+    Ok(Piped { pid, stdin: in_w, stdout: out_r, stderr: err_r })
+}
 
+/// Starts `plan` on the terminal whose slave is `slave` (its stdin, stdout
+/// and stderr), as the leader of a new session whose controlling terminal
+/// it is. Returns its pid.
+pub(crate) fn spawn_on_terminal(plan: &Plan, slave: &OwnedFd) -> io::Result<u32> {
+    let slave = above_stdio(slave.try_clone()?)?;
+    spawn(plan, [slave.as_raw_fd(); 3], true)
+}
+
+/// Starts `plan` with `ends` as its stdin, stdout and stderr (each at 3 or
+/// above, open until this returns).
+fn spawn(plan: &Plan, ends: [RawFd; 3], terminal: bool) -> io::Result<u32> {
     let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
     let (programs, argv, envp) = (ptrs(&plan.programs), ptrs(&plan.argv), ptrs(&plan.envp));
     let opt = |c: Option<&CString>| c.map_or(std::ptr::null(), |c| c.as_ptr());
-    let ends = [child_ends[0].as_raw_fd(), child_ends[1].as_raw_fd(), child_ends[2].as_raw_fd()];
     // On a slot if one is free (a vfork holds its thread until the child
     // execs, so as many are taken as threads spawn at once).
     let slot = Slots::get().and_then(|s| s.take(ends));
@@ -181,6 +200,7 @@ pub(crate) fn spawn_piped(plan: &Plan) -> io::Result<Piped> {
         fds: slot.as_ref().map_or(ends, |s| s.fds),
         unshare_from: slot.as_ref().map_or(-1, |s| s.unshare_from),
         no_close_range: AtomicBool::new(false),
+        terminal,
         errno: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; STACK_BYTES];
@@ -200,7 +220,6 @@ pub(crate) fn spawn_piped(plan: &Plan) -> io::Result<Piped> {
         tracing::info!("close_range refused: each command's start copies the daemon's whole fd table");
     }
     drop(stack);
-    drop(child_ends);
     let errno = args.errno.load(Ordering::Acquire);
     if errno != 0 {
         // The child is gone (it called `_exit`): reap it.
@@ -211,7 +230,7 @@ pub(crate) fn spawn_piped(plan: &Plan) -> io::Result<Piped> {
         }
         return Err(io::Error::from_raw_os_error(errno));
     }
-    Ok(Piped { pid: pid as u32, stdin: in_w, stdout: out_r, stderr: err_r })
+    Ok(pid as u32)
 }
 
 /// Whether `close_range` with `CLOSE_RANGE_UNSHARE` was refused once:
@@ -569,13 +588,20 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             }
             libc::close(fd);
         }
-        if libc::setpgid(0, 0) == -1 {
+        if args.terminal {
+            if libc::setsid() == -1 {
+                fail(errno());
+            }
+        } else if libc::setpgid(0, 0) == -1 {
             fail(errno());
         }
         for (i, fd) in args.fds.iter().enumerate() {
             if libc::dup2(*fd, i as libc::c_int) == -1 {
                 fail(errno());
             }
+        }
+        if args.terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+            fail(errno());
         }
         if !args.cwd.is_null() && libc::chdir(args.cwd) == -1 {
             fail(errno());
