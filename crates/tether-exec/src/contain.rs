@@ -155,11 +155,20 @@ impl Containment {
         }
         let Some(base) = &self.cgroups else { return Ok(None) };
         let dir = base.dir.join(id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())));
+        // The seat's directory is made again if it went: a daemon that was
+        // stopping on this seat as this one started removes it once its
+        // own leaves are gone (and this one had none yet).
+        for tries_left in (0..3).rev() {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries_left > 0 => {
+                    tracing::info!(dir = %base.dir.display(), "the seat's cgroup directory went: making it again");
+                    let _ = std::fs::create_dir(&base.dir);
+                }
+                Err(e) => {
+                    return Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())));
+                }
             }
         }
         let cstr = |p: &Path| {
@@ -169,23 +178,21 @@ impl Containment {
         Ok(Some((Leaf { dir, kill_file: base.kill_file }, paths)))
     }
 
-    /// Removes the cgroup base once its leaves are gone (at shutdown, the
-    /// commands killed): waits up to a second for leaves still emptying.
-    pub(crate) fn remove_base(&self) {
+    /// At shutdown, the commands killed: removes the leaves of commands
+    /// `own` (waiting up to a second for those still emptying), then the
+    /// cgroup base unless another daemon's leaves are in it (one started on
+    /// this seat while this one was stopping: its leaves are not touched).
+    pub(crate) fn remove_base(&self, own: &[String]) {
         let Some(base) = &self.cgroups else { return };
+        let mut left: Vec<PathBuf> = own.iter().map(|id| base.dir.join(id)).collect();
         for _ in 0..20 {
-            if let Ok(entries) = std::fs::read_dir(&base.dir) {
-                for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
-                }
+            left.retain(|dir| std::fs::remove_dir(dir).is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY)));
+            if left.is_empty() {
+                break;
             }
-            match std::fs::remove_dir(&base.dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => return,
-            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = std::fs::remove_dir(&base.dir);
     }
 
     /// The leaf of a command taken over from a previous daemon, if it has one.

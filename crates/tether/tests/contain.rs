@@ -370,6 +370,53 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
     }
 }
 
+/// A daemon started on an address while the one before it there is still
+/// stopping (ending its commands, then removing the seat's cgroup
+/// directory) starts commands once that one has gone: the one stopping
+/// removes only its own leaves, and the directory if nobody else's are in
+/// it; the new one makes the directory again if it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_while_the_one_before_it_stops_keeps_starting_commands() {
+    for mode in modes().into_iter().filter(|m| m.cgroup.is_some()) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut old = mode.daemon(&["--listen", &listen]);
+        let c = client(&old).await;
+        // Enough commands that ending them takes a while.
+        for _ in 0..200 {
+            let spec = StartSpec { ring_bytes: Some(4096), ..shell("exec sleep 1000") };
+            c.start_detached(spec).await.unwrap();
+        }
+        drop(c);
+        // Stopped as a service manager stops it.
+        let term = Command::new("kill").args(["-TERM", &old.pid().to_string()]).status().unwrap();
+        assert!(term.success());
+        // The new one, as soon as the old one has let go of the address.
+        let deadline = Instant::now() + LIMIT;
+        while std::net::TcpListener::bind(&listen).is_err() {
+            assert!(Instant::now() < deadline, "{}: the old daemon kept the address", mode.name);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let new = mode.daemon(&["--listen", &listen]);
+        let status = tokio::task::spawn_blocking(move || {
+            let r = old.child.wait();
+            (r, old)
+        })
+        .await
+        .unwrap();
+        assert!(status.0.unwrap().success(), "{}: the old daemon's exit", mode.name);
+        let c = client(&new).await;
+        for i in 0..3 {
+            let spec = StartSpec { argv: vec!["true".into()], ..StartSpec::default() };
+            let out = tokio::time::timeout(LIMIT, c.run(spec))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: start {i} after the old daemon left: {e}", mode.name));
+            assert_eq!(out.status.code, Some(0), "{}", mode.name);
+        }
+    }
+}
+
 /// Commands that exit at once, run back to back, each report their own exit
 /// status: the orphan reaper never takes a command's leader (a burst of
 /// SIGCHLD once made it reap a `true` its actor had not yet waited for,

@@ -415,12 +415,20 @@ impl Manager {
     /// Stops accepting commands, kills running ones (if so configured),
     /// reaps them and waits for every command task to end.
     pub async fn shutdown(&self) {
+        // This daemon's commands, for the removal of their cgroups: those
+        // held now, and any whose start was launching (none starts after
+        // `cancel`).
+        let ids = || self.inner.commands.iter().map(|e| e.key().clone()).collect::<Vec<_>>();
+        let mut own = ids();
         self.inner.cancel();
+        own.extend(ids());
+        own.sort_unstable();
+        own.dedup();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         if self.inner.kill_on_shutdown {
             let contain = self.inner.contain.clone();
-            let _ = tokio::task::spawn_blocking(move || contain.remove_base()).await;
+            let _ = tokio::task::spawn_blocking(move || contain.remove_base(&own)).await;
         }
     }
 }
