@@ -360,6 +360,45 @@ async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
     }
 }
 
+/// The same for the E2B dialect's `POST /compat/e2b/files`, as a raw body
+/// and as a multipart form: a write outside the files root was answered
+/// before its body was read, and the E2B SDK, still sending, got a broken
+/// pipe instead of the refusal (found by the E2B SDK's tests in CI).
+#[tokio::test]
+async fn an_e2b_upload_refused_early_gets_its_error_not_a_reset() {
+    use tokio::io::AsyncReadExt;
+    let t = Tmp::new();
+    let s = confined(&t).await;
+    let data = vec![7u8; 4 << 20];
+    let mut form = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+        .to_vec();
+    form.extend_from_slice(&data);
+    form.extend_from_slice(b"\r\n--XyZ--\r\n");
+    for (kind, body) in [("application/octet-stream", &data), ("multipart/form-data; boundary=XyZ", &form)] {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "POST /compat/e2b/files?path=%2Foutside%2Fplanted HTTP/1.1\r\nHost: {}\r\n\
+             Authorization: Bearer {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+            s.addr,
+            s.token,
+            body.len()
+        );
+        let sent = bounded(async {
+            c.write_all(head.as_bytes()).await?;
+            c.write_all(body).await
+        })
+        .await;
+        let mut answer = Vec::new();
+        let read = bounded(c.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            sent.is_ok() && read.is_ok() && text.starts_with("HTTP/1.1 4"),
+            "{kind}: sent {sent:?}, read {read:?}: {text:?}"
+        );
+    }
+}
+
 /// A malformed query (a flag that is not a boolean, a count that is not a
 /// number) gets the routes' JSON error, `400 bad_request`, like every other
 /// error of theirs: before, axum answered it in plain text, which a client

@@ -322,17 +322,17 @@ pub(crate) async fn write(
 }
 
 /// The most of a refused upload's body read and dropped before the answer.
-const DRAIN_MAX: u64 = 64 << 20;
+pub(crate) const DRAIN_MAX: u64 = 64 << 20;
 
 /// How long a refused upload's body is read and dropped, at most.
-const DRAIN_TIME: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Reads and drops what is left of a refused upload's body (up to
 /// [`DRAIN_MAX`] bytes within [`DRAIN_TIME`]) before the answer goes out.
 /// A connection closed with unread data is reset by the kernel, and a
 /// client that sends its whole body before it reads (Python's httpx, curl
 /// without `Expect`) then sees the reset instead of the answer.
-async fn drain<S, E>(stream: &mut S)
+pub(crate) async fn drain<S, E>(stream: &mut S)
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
 {

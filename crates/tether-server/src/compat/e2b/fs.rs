@@ -212,46 +212,30 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, req: Request) -> Resp
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("multipart/form-data"));
-        let mut written = Vec::new();
-        if is_multipart {
+        // A refusal reads and drops what is left of the body before it goes
+        // out: a connection closed with unread data is reset, and a client
+        // still sending (the E2B SDK's httpx) then gets a broken pipe
+        // instead of the answer.
+        let mut written = if is_multipart {
             let mut form =
                 Multipart::from_request(req, &st).await.map_err(|e| http_error(400, &e.body_text()))?;
-            while let Some(mut field) =
-                form.next_field().await.map_err(|e| http_error(400, &e.body_text()))?
-            {
-                if field.name() != Some("file") {
-                    continue;
+            match write_parts(&files, fixed.as_deref(), &mut form).await {
+                Ok(w) => w,
+                Err(e) => {
+                    drain_form(&mut form).await;
+                    return Err(e);
                 }
-                let dest = match (&fixed, field.file_name()) {
-                    (Some(p), _) => p.clone(),
-                    (None, Some(name)) if !name.is_empty() => expand_home(name),
-                    _ => {
-                        return Err(http_error(
-                            400,
-                            "a file part names no destination (no path, no file name)",
-                        ));
-                    }
-                };
-                if written.iter().any(|w: &Value| w["request"] == dest.as_str()) {
-                    return Err(http_error(400, &format!("{dest} is written twice in one request")));
-                }
-                let mut out = open_sink(&files, &dest).await?;
-                while let Some(chunk) = field.chunk().await.map_err(|e| http_error(400, &e.body_text()))? {
-                    out.write(&chunk).await.map_err(error_status)?;
-                }
-                written.push(commit(out, &files, &dest).await?);
             }
         } else {
-            let dest = fixed.ok_or_else(|| http_error(400, "an octet-stream upload needs `path`"))?;
-            let mut out = open_sink(&files, &dest).await?;
             let mut body = req.into_body().into_data_stream();
-            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-                out.write(&chunk.map_err(|e| http_error(400, &e.to_string()))?)
-                    .await
-                    .map_err(error_status)?;
+            match write_body(&files, fixed.as_deref(), &mut body).await {
+                Ok(w) => vec![w],
+                Err(e) => {
+                    crate::files::drain(&mut body).await;
+                    return Err(e);
+                }
             }
-            written.push(commit(out, &files, &dest).await?);
-        }
+        };
         if written.is_empty() {
             return Err(http_error(400, "no file part named `file` in the request"));
         }
@@ -263,6 +247,67 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, req: Request) -> Resp
         Ok(axum::Json(written).into_response())
     };
     r.await.unwrap_or_else(|e| e)
+}
+
+/// Writes each part named `file` of `form` to `fixed`, or else to its file
+/// name; returns what was written.
+async fn write_parts(
+    files: &Arc<Files>,
+    fixed: Option<&str>,
+    form: &mut Multipart,
+) -> Result<Vec<Value>, Response> {
+    let mut written = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(|e| http_error(400, &e.body_text()))? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let dest = match (fixed, field.file_name()) {
+            (Some(p), _) => p.to_owned(),
+            (None, Some(name)) if !name.is_empty() => expand_home(name),
+            _ => {
+                return Err(http_error(400, "a file part names no destination (no path, no file name)"));
+            }
+        };
+        if written.iter().any(|w: &Value| w["request"] == dest.as_str()) {
+            return Err(http_error(400, &format!("{dest} is written twice in one request")));
+        }
+        let mut out = open_sink(files, &dest).await?;
+        while let Some(chunk) = field.chunk().await.map_err(|e| http_error(400, &e.body_text()))? {
+            out.write(&chunk).await.map_err(error_status)?;
+        }
+        written.push(commit(out, files, &dest).await?);
+    }
+    Ok(written)
+}
+
+/// Writes a raw body to `fixed`; returns what was written.
+async fn write_body<S>(files: &Arc<Files>, fixed: Option<&str>, body: &mut S) -> Result<Value, Response>
+where
+    S: futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let dest = fixed.ok_or_else(|| http_error(400, "an octet-stream upload needs `path`"))?;
+    let mut out = open_sink(files, dest).await?;
+    while let Some(chunk) = futures_util::StreamExt::next(body).await {
+        out.write(&chunk.map_err(|e| http_error(400, &e.to_string()))?).await.map_err(error_status)?;
+    }
+    commit(out, files, dest).await
+}
+
+/// Reads and drops what is left of a refused form, as
+/// [`crate::files::drain`] does for a body.
+async fn drain_form(form: &mut Multipart) {
+    let _ = tokio::time::timeout(crate::files::DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                n += chunk.len() as u64;
+                if n > crate::files::DRAIN_MAX {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// Compressed bodies and file metadata are not supported.
