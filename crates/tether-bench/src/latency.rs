@@ -22,17 +22,23 @@ fn true_spec() -> StartSpec {
 
 /// `client.run(["true"])` over one open connection, after `warmup` runs.
 pub(crate) async fn tether_open(d: &Daemon, n: usize, warmup: usize) -> Result<Latency> {
+    runs_open(d, &true_spec(), n, warmup).await
+}
+
+/// `client.run(spec)` over one open connection, after `warmup` runs; each
+/// must exit 0.
+pub(crate) async fn runs_open(d: &Daemon, spec: &StartSpec, n: usize, warmup: usize) -> Result<Latency> {
     let client = Client::connect(&d.url, &d.token).await?;
     for _ in 0..warmup {
-        client.run(true_spec()).await?;
+        client.run(spec.clone()).await?;
     }
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let out = client.run(true_spec()).await?;
+        let out = client.run(spec.clone()).await?;
         samples.push(t.elapsed());
         if out.status.code != Some(0) {
-            bail!("`true` ended with {:?}", out.status);
+            bail!("{:?} ended with {:?}", spec.argv, out.status);
         }
     }
     Latency::of(samples).context("no samples")

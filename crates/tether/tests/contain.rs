@@ -74,7 +74,7 @@ struct Mode {
     name: &'static str,
     flags: Vec<String>,
     cgroup: Option<TestCgroup>,
-    no_clone3: bool,
+    restricted: bool,
 }
 
 impl Mode {
@@ -83,11 +83,11 @@ impl Mode {
         let mut flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         flags.extend_from_slice(extra);
         let mut cmd = Command::new(BIN);
-        if self.no_clone3 {
-            refuse_clone3(&mut cmd);
+        if self.restricted {
+            refuse_clone3_and_close_range(&mut cmd);
         }
         let d = Daemon::start_cmd(cmd, BIN, &flags, None);
-        if self.no_clone3 {
+        if self.restricted {
             // The filter is on: seccomp mode 2.
             let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
             assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
@@ -101,13 +101,13 @@ impl Mode {
 /// and none.
 fn modes() -> Vec<Mode> {
     let off = vec!["--cgroup".to_owned(), "off".to_owned()];
-    let mut out = vec![Mode { name: "no cgroup", flags: off, cgroup: None, no_clone3: false }];
-    for no_clone3 in [false, true] {
+    let mut out = vec![Mode { name: "no cgroup", flags: off, cgroup: None, restricted: false }];
+    for restricted in [false, true] {
         match TestCgroup::new() {
             Some(cg) => {
                 let flags = vec!["--cgroup".to_owned(), cg.0.display().to_string()];
-                let name = if no_clone3 { "cgroup, clone3 and close_range refused" } else { "cgroup" };
-                out.push(Mode { name, flags, cgroup: Some(cg), no_clone3 });
+                let name = if restricted { "cgroup, clone3 and close_range refused" } else { "cgroup" };
+                out.push(Mode { name, flags, cgroup: Some(cg), restricted });
             }
             None => eprintln!("no writable cgroup v2 hierarchy here: the cgroup modes are not tested"),
         }
@@ -119,7 +119,7 @@ fn modes() -> Vec<Mode> {
 /// ENOSYS, as Docker's default profile does (and a kernel before 5.3), and
 /// `close_range` too (profiles older than it, and kernels before 5.9).
 #[allow(unsafe_code)]
-fn refuse_clone3(cmd: &mut Command) {
+fn refuse_clone3_and_close_range(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     /// The numbers of `clone3` and `close_range` on x86-64 and arm64.
     const SYS_CLONE3: u32 = 435;

@@ -78,7 +78,12 @@ async fn start_rows(args: &Args, d: &Daemon, rows: &mut Vec<Row>) {
         "the physical limit for starting a process (no terminal)".to_owned(),
     ));
     progress("P0. terminal start: tether");
-    let r = bounded(120, terminal_true(d, n)).await;
+    let spec = tether_client::StartSpec {
+        argv: vec!["true".into()],
+        pty: Some(tether_client::PtySpec { rows: 24, cols: 80, term: None }),
+        ..Default::default()
+    };
+    let r = bounded(120, crate::latency::runs_open(d, &spec, n, 5)).await;
     let vs = match (&r, &floor) {
         (Ok(l), Ok(f)) => format!("; p50 {:.2}x the raw spawn's", ratio(l.p50, f.p50)),
         _ => String::new(),
@@ -89,31 +94,6 @@ async fn start_rows(args: &Args, d: &Daemon, rows: &mut Vec<Row>) {
         &r,
         format!("`tether-client`, start (a new PTY, a new session) until its exit, after 5 warm-up runs{vs}"),
     ));
-}
-
-/// `n` runs of `true` on a terminal over one connection, after 5 warm-up
-/// runs.
-async fn terminal_true(d: &Daemon, n: usize) -> Result<Latency> {
-    use anyhow::{Context, bail};
-    use tether_client::{Client, PtySpec, StartSpec};
-    let client = Client::connect(&d.url, &d.token).await?;
-    let spec = || StartSpec {
-        argv: vec!["true".into()],
-        pty: Some(PtySpec { rows: 24, cols: 80, term: None }),
-        ..Default::default()
-    };
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n + 5 {
-        let t = std::time::Instant::now();
-        let out = client.run(spec()).await?;
-        if i >= 5 {
-            samples.push(t.elapsed());
-        }
-        if out.status.code != Some(0) {
-            bail!("`true` on a terminal ended with {:?}", out.status);
-        }
-    }
-    Latency::of(samples).context("no samples")
 }
 
 async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {

@@ -190,7 +190,8 @@ fn spawn(plan: &Plan, ends: [RawFd; 3], terminal: bool) -> io::Result<u32> {
     let opt = |c: Option<&CString>| c.map_or(std::ptr::null(), |c| c.as_ptr());
     // On a slot if one is free (a vfork holds its thread until the child
     // execs, so as many are taken as threads spawn at once).
-    let slot = Slots::get().and_then(|s| s.take(ends));
+    let slots = Slots::get();
+    let slot = slots.and_then(|s| s.take(ends));
     let mut args = ChildArgs {
         programs: programs.as_ptr(),
         argv: argv.as_ptr(),
@@ -198,7 +199,10 @@ fn spawn(plan: &Plan, ends: [RawFd; 3], terminal: bool) -> io::Result<u32> {
         cwd: opt(plan.cwd.as_ref()),
         cgroup_procs: std::ptr::null(),
         fds: slot.as_ref().map_or(ends, |s| s.fds),
-        unshare_from: slot.as_ref().map_or(-1, |s| s.unshare_from),
+        unshare_from: match (&slot, slots) {
+            (Some(_), Some(s)) => s.end,
+            _ => -1,
+        },
         no_close_range: AtomicBool::new(false),
         terminal,
         errno: AtomicI32::new(0),
@@ -256,7 +260,6 @@ struct Slots {
 /// and to the free list when dropped.
 struct Slot {
     fds: [RawFd; 3],
-    unshare_from: RawFd,
 }
 
 impl Slots {
@@ -291,7 +294,7 @@ impl Slots {
             return None;
         }
         let fds = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-        let slot = Slot { fds, unshare_from: self.end };
+        let slot = Slot { fds };
         for (end, fd) in ends.into_iter().zip(fds) {
             // SAFETY: dup3 onto a slot this set owns (open on /dev/null),
             // replacing it atomically; `end` is open (the caller's).
