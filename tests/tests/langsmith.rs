@@ -202,3 +202,84 @@ async fn large_output_comes_in_frames_under_a_mebibyte() {
     }
     assert_eq!(n, 3_000_000);
 }
+
+/// A client that acknowledges nothing loses nothing of a fast writer when
+/// its network path stops forwarding and then drops: what the daemon sent
+/// but the path never delivered is still in the ring when the client comes
+/// back from what it got. The daemon paces such a client by what its socket
+/// delivered (the peer's TCP acknowledged), not by what it read: the frames
+/// queued for the socket and the socket's own send buffer (on loopback more
+/// than a MiB) are not the client's.
+#[tokio::test]
+async fn a_path_that_stalls_then_drops_loses_nothing_of_a_fast_writer() {
+    const RING: usize = 1 << 20;
+    let s = TestServer::with(|c| c.langsmith_ring_bytes = Some(RING)).await;
+    // 6.9 MB, a line for every number: a skipped byte shows.
+    let lines = 1_000_000;
+    let want: String = (1..=lines).map(|i| format!("{i}\n")).collect();
+    let proxy = tether_testkit::CutProxy::bounded(s.addr, 64 << 10).await;
+    let mut ws = connect_to(proxy.addr, &s.token).await;
+    ls_send(&mut ws, &ls_execute(&format!("seq 1 {lines}"), "stall-1")).await;
+    let id = ls_recv(&mut ws).await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    let mut got = String::new();
+    while got.len() < 200_000 {
+        let m = ls_recv(&mut ws).await.expect("output");
+        assert_eq!(m["type"], "stdout", "{m}");
+        assert_eq!(m["offset"].as_u64().unwrap(), got.len() as u64, "frame offset");
+        got.push_str(m["data"].as_str().unwrap());
+    }
+    // The path stops forwarding; the command runs on until it is held
+    // back (its output's end stops moving).
+    proxy.freeze();
+    let h = s.manager.get(&id).unwrap();
+    let held = tether_testkit::bounded(async {
+        let mut last = (h.info().offsets[0].1, 0);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let end = h.info().offsets[0].1;
+            last = if end == last.0 { (end, last.1 + 1) } else { (end, 0) };
+            if last.1 == 3 {
+                return end;
+            }
+        }
+    })
+    .await;
+    assert!(held < want.len() as u64, "held back before its end: {held}");
+    // The path drops. What it had delivered still reaches the client.
+    proxy.cut_all();
+    while let Some(m) = ls_recv(&mut ws).await {
+        assert_eq!(m["type"], "stdout", "{m}");
+        assert_eq!(m["offset"].as_u64().unwrap(), got.len() as u64, "frame offset");
+        got.push_str(m["data"].as_str().unwrap());
+    }
+    let first = h.info().offsets[0].0;
+    assert!(
+        first <= got.len() as u64,
+        "the ring no longer holds what the client missed: it has {} bytes, the ring starts at {first} \
+         (the output had reached {held}, half a ring past where it was paced)",
+        got.len()
+    );
+    // Back, from where it was: the rest, whole.
+    let mut ws = connect(&s, &s.token).await.unwrap();
+    let have = got.len() as i64;
+    ls_send(
+        &mut ws,
+        &json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0}),
+    )
+    .await;
+    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
+    let (rest, _, last, _) = drain(&mut ws, [have, 0]).await;
+    got.push_str(&rest);
+    assert_eq!(last["exit_code"], 0);
+    assert!(
+        got == want,
+        "{} bytes of {}, first difference at {:?}",
+        got.len(),
+        want.len(),
+        got.bytes().zip(want.bytes()).position(|(a, b)| a != b)
+    );
+}
+
+async fn connect_to(addr: std::net::SocketAddr, key: &str) -> LsWs {
+    ls_connect(addr, key).await.unwrap().0
+}

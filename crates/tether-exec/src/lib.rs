@@ -85,4 +85,4 @@ pub use shell::{
 };
 pub use spec::{CommandSpec, Lifetime, ManagerConfig, OutputLimit, Program, PtyOptions, TermSize};
 pub use stdin::StdinSeq;
-pub use sys::PrivateDir;
+pub use sys::{PrivateDir, socket_unacked};

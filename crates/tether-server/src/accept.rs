@@ -28,11 +28,12 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ServerConfig;
+use crate::wire::{Counted, Wire};
 
 /// How long the loop pauses after the process ran out of file descriptors
 /// (having closed the oldest unauthenticated connection, if any).
@@ -220,7 +221,7 @@ pub(crate) async fn serve(
             tracing::debug!("TCP_NODELAY: {e}");
         }
         let tls = tls.as_ref().map(|t| t.acceptor());
-        conns.spawn(connection(tcp, tls, peer, slot, router.clone(), limits, draining.clone()));
+        conns.spawn(connection(Counted::new(tcp), tls, peer, slot, router.clone(), limits, draining.clone()));
     }
     drop(listener);
     draining.cancel();
@@ -237,7 +238,7 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
 /// the header timeout (the connection holds its place at the gate
 /// meanwhile, as one that has not authenticated).
 async fn connection(
-    tcp: TcpStream,
+    tcp: Counted,
     tls: Option<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
     slot: Slot,
@@ -245,15 +246,16 @@ async fn connection(
     limits: Limits,
     draining: CancellationToken,
 ) {
+    let wire = tcp.wire();
     let Some(tls) = tls else {
-        return http(tcp, peer, slot, router, limits, draining).await;
+        return http(tcp, wire, peer, slot, router, limits, draining).await;
     };
     let handshake = tokio::select! {
         r = tokio::time::timeout(limits.header_timeout, tls.accept(tcp)) => r,
         () = slot.0.state.evicted.cancelled() => return,
     };
     match handshake {
-        Ok(Ok(stream)) => http(stream, peer, slot, router, limits, draining).await,
+        Ok(Ok(stream)) => http(stream, wire, peer, slot, router, limits, draining).await,
         Ok(Err(e)) => {
             metrics::counter!("tether_tls_handshake_failures_total").increment(1);
             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -268,6 +270,7 @@ async fn connection(
 /// HTTP/1.1 (with upgrades) on one connection, plain or TLS.
 async fn http<I>(
     io: I,
+    wire: Arc<Wire>,
     peer: SocketAddr,
     slot: Slot,
     router: Router,
@@ -277,7 +280,7 @@ async fn http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let handle = slot.0.clone();
-    let svc = Svc { router, peer, conn: handle.clone() };
+    let svc = Svc { router, peer, conn: handle.clone(), wire };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
@@ -317,12 +320,13 @@ async fn http<I>(
 }
 
 /// The router as a hyper service, with the connection's peer address (for
-/// `ConnectInfo`) and place at the gate in every request.
+/// `ConnectInfo`), place at the gate and [`Wire`] in every request.
 #[derive(Clone)]
 struct Svc {
     router: Router,
     peer: SocketAddr,
     conn: ConnHandle,
+    wire: Arc<Wire>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Svc {
@@ -333,6 +337,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Svc {
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
         req.extensions_mut().insert(self.conn.clone());
+        req.extensions_mut().insert(self.wire.clone());
         tower_service::Service::call(&mut self.router.clone(), req)
     }
 }

@@ -59,6 +59,7 @@ mod metrics;
 mod oneshot;
 mod tls;
 mod web;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

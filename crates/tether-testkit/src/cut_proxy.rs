@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
 
 /// A loopback TCP proxy in front of `upstream` that cuts every connection
@@ -25,6 +25,18 @@ pub struct CutProxy {
 
 impl CutProxy {
     pub async fn start(upstream: SocketAddr, min: u64, max: u64) -> CutProxy {
+        CutProxy::start_with(upstream, min, max, None).await
+    }
+
+    /// A proxy that cuts only on demand, whose socket to the daemon
+    /// buffers at most about `buffer` bytes (`SO_RCVBUF`, which Linux
+    /// doubles): a network path with bounded buffering, where loopback's
+    /// autotuning would let many MiB sit in flight.
+    pub async fn bounded(upstream: SocketAddr, buffer: u32) -> CutProxy {
+        CutProxy::start_with(upstream, u64::MAX, u64::MAX, Some(buffer)).await
+    }
+
+    async fn start_with(upstream: SocketAddr, min: u64, max: u64, buffer: Option<u32>) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cuts = Arc::new(AtomicU64::new(0));
@@ -33,7 +45,13 @@ impl CutProxy {
         let (c2, conns2, a2, f2) = (cuts.clone(), conns.clone(), accepted.clone(), frozen.clone());
         let accept = tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
-                let Ok(up) = TcpStream::connect(upstream).await else {
+                let socket =
+                    if upstream.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.unwrap();
+                if let Some(b) = buffer {
+                    // Before connect: the window the daemon is offered is small.
+                    socket.set_recv_buffer_size(b).unwrap();
+                }
+                let Ok(up) = socket.connect(upstream).await else {
                     continue;
                 };
                 let budget = min + rand::random::<u64>() % (max - min).max(1);

@@ -31,9 +31,23 @@ pub struct Subscription {
     pub(super) sizes_seen: u64,
     /// Pacing goes on this long after it is dropped.
     pub(super) linger: Option<Duration>,
-    /// Pacing follows [`PaceRef::ack`] (what the client has taken), not
-    /// what this subscription reads.
-    pub(super) acked: bool,
+    /// What its pacer follows.
+    pub(super) follows: Follows,
+}
+
+/// What a pacing subscription's pacer follows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Follows {
+    /// What it reads. Once dropped, a lingering one holds from the oldest
+    /// byte the rings have: what it read may not have reached its client.
+    Reads,
+    /// What its client acknowledged ([`PaceRef::ack`]), and from there
+    /// once dropped.
+    Acks,
+    /// What its connection delivered ([`PaceRef::ack`] from the socket):
+    /// once dropped, from the oldest byte, as for `Reads` (delivered to a
+    /// proxy is not delivered to the client).
+    Delivery,
 }
 
 /// A pacing subscription's pacer, advanced by its client's
@@ -85,7 +99,7 @@ pub(super) fn subscribe(shared: &Arc<Shared>, from: [u64; 2], pace: bool) -> Sub
         number,
         sizes_seen: 0,
         linger: None,
-        acked: false,
+        follows: Follows::Reads,
     }
 }
 
@@ -119,9 +133,25 @@ impl Subscription {
         out.pacing.hold_when_gone(number, linger, false);
         drop(out);
         self.shared.pacer_moved.notify_one();
-        self.acked = true;
+        self.follows = Follows::Acks;
         self.linger = Some(linger);
         Some(PaceRef { shared: Arc::downgrade(&self.shared), number })
+    }
+
+    /// For a client that acknowledges nothing, whose connection can tell
+    /// what its peer took: from now on this pacing subscription holds the
+    /// command back to the offsets the returned [`PaceRef`] is told (what
+    /// the socket delivered), not to what it reads, so that what sits in
+    /// the daemon's queues and socket buffers stays in the ring. Lingering
+    /// ([`CommandHandle::attach_lingering`](super::CommandHandle::attach_lingering))
+    /// still holds from the oldest byte once dropped. `None` for a
+    /// subscription that does not pace.
+    pub fn pace_by_delivery(&mut self) -> Option<PaceRef> {
+        if !self.pace {
+            return None;
+        }
+        self.follows = Follows::Delivery;
+        Some(PaceRef { shared: Arc::downgrade(&self.shared), number: self.number })
     }
 
     /// The next event: output (at most `max` bytes), a gap, or the exit;
@@ -152,7 +182,10 @@ impl Subscription {
             metrics::counter!("tether_gaps_total").increment(1);
             metrics::counter!("tether_gap_bytes_total").increment(first_held - requested);
         }
-        if self.pace && !self.acked && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. })) {
+        if self.pace
+            && self.follows == Follows::Reads
+            && matches!(ev, Some(Event::Output { .. } | Event::Gap { .. }))
+        {
             out.pacing.advance(self.number, self.next);
             drop(out);
             self.shared.pacer_moved.notify_one();
@@ -205,12 +238,14 @@ impl Drop for Subscription {
             let mut out = self.shared.output();
             match self.linger {
                 Some(d) => {
-                    // What this subscription read may not have reached its
-                    // client (socket buffers, a proxy): hold everything the
-                    // rings still have, not just what follows; or, paced by
-                    // acknowledgements, hold from what the client took.
+                    // What this subscription read (or its socket delivered)
+                    // may not have reached its client (socket buffers, a
+                    // proxy): hold everything the rings still have, not
+                    // just what follows; or, paced by acknowledgements,
+                    // hold from what the client took.
                     let held = [out.rings[0].first_held(), out.rings[1].first_held()];
-                    out.pacing.linger(self.number, Instant::now() + d, (!self.acked).then_some(held));
+                    let from = (self.follows != Follows::Acks).then_some(held);
+                    out.pacing.linger(self.number, Instant::now() + d, from);
                 }
                 None => out.pacing.remove(self.number),
             }

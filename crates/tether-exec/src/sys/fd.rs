@@ -3,7 +3,7 @@
 //! and its read-only mapping, the open-files limit.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use rustix::fs::OFlags;
 use rustix::io::FdFlags;
@@ -109,6 +109,20 @@ pub(crate) fn cloexec_inherited_fds() {
 /// kernel caps it at `/proc/sys/fs/pipe-max-size` for unprivileged users.
 pub(crate) fn grow_pipe(fd: &impl AsFd, bytes: i32) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, usize::try_from(bytes).unwrap_or(0));
+}
+
+/// Bytes a connected TCP socket holds that its peer has not acknowledged
+/// yet: sent and unacknowledged, or not sent (`SIOCOUTQ`). What a writer
+/// put into the socket less this is what reached the peer's TCP.
+pub fn socket_unacked(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is open for the call (borrowed), and `SIOCOUTQ`
+    // (`TIOCOUTQ`) writes one `int` into `n`, which lives across it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Creates a FIFO at `path` with `mode`.

@@ -18,7 +18,7 @@
 //! - `proc`: reading `/proc`: the one process-tree walker, sessions,
 //!   environments.
 //! - `fd`: descriptor flags, duplicates, fds inherited across exec, pipes,
-//!   FIFOs, the memfd and its mapping.
+//!   FIFOs, the memfd and its mapping, a socket's unacknowledged bytes.
 //! - `tty`: window size, foreground group, end-of-file character.
 //! - `spawn`: what a child does before it execs (new session, controlling
 //!   terminal, fd 3, joining a cgroup).
@@ -37,6 +37,7 @@ pub(crate) use child::{
     Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
 };
 pub use dir::PrivateDir;
+pub use fd::socket_unacked;
 pub(crate) use fd::{
     Mapped, cloexec_inherited_fds, close_on_exec, dup_fd, dup_nonblocking, grow_pipe, keep_on_exec, memfd,
     mkfifo, raise_fd_limit, register_file, take_inherited_fd,

@@ -20,10 +20,13 @@
 //! - `attach`: attachments: subscribing, and the forwarder task that turns
 //!   a subscription's events into frames, with its flow control.
 //! - `outbound`: the writer task and its bounded queue.
+//! - `delivery`: pacing a client that acknowledges nothing by what its
+//!   socket delivered.
 //! - `pump`: the stdin pump.
 //! - `keepalive`: pings, the peer timeout, shutdown and revocation.
 
 mod attach;
+mod delivery;
 mod keepalive;
 mod outbound;
 mod pump;
@@ -43,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+pub(crate) use delivery::Delivery;
 pub(crate) use keepalive::{
     CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_PROTOCOL, CLOSE_TOO_BIG, Keepalive, Lifeline, Tick,
 };

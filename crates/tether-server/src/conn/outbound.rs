@@ -24,11 +24,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use super::Delivery;
+
 /// What the writer sends.
 enum Out {
-    Frame(Message),
+    /// A frame, and for output tracked by a [`Delivery`], the output
+    /// offsets it ends at.
+    Frame(Message, Option<[u64; 2]>),
     Close(u16, &'static str),
 }
+
+/// Bytes of tracked output the writer sends before it flushes (and marks)
+/// even with more queued, so that a [`Delivery`] hears of a busy stream.
+const MARK_EVERY: usize = 256 << 10;
 
 /// The peer took no frame within the send timeout, or the socket failed.
 #[derive(Debug)]
@@ -55,11 +63,25 @@ impl Outbound {
     where
         K: Sink<Message, Error = axum::Error> + Send + Unpin + 'static,
     {
+        Outbound::spawn_delivering(sink, queue, send_timeout, None)
+    }
+
+    /// [`Outbound::spawn`], telling `delivery` of each flush of frames
+    /// sent with [`OutTx::send_marked`].
+    pub(crate) fn spawn_delivering<K>(
+        sink: K,
+        queue: usize,
+        send_timeout: Duration,
+        delivery: Option<Arc<Delivery>>,
+    ) -> Outbound
+    where
+        K: Sink<Message, Error = axum::Error> + Send + Unpin + 'static,
+    {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let ping = Arc::new(Notify::new());
         let dead = CancellationToken::new();
-        let task =
-            tokio::spawn(write_loop(sink, rx, ping.clone(), dead.clone(), send_timeout).in_current_span());
+        let writer = Writer { ping: ping.clone(), dead: dead.clone(), send_timeout, delivery };
+        let task = tokio::spawn(write_loop(sink, rx, writer).in_current_span());
         Outbound { tx: OutTx { tx, dead, send_timeout }, ping, task }
     }
 
@@ -100,7 +122,17 @@ impl Outbound {
 impl OutTx {
     /// Queues a frame, waiting for room at most the send timeout.
     pub(crate) async fn send(&self, m: Message) -> Result<(), Gone> {
-        match tokio::time::timeout(self.send_timeout, self.tx.send(Out::Frame(m))).await {
+        self.queue(Out::Frame(m, None)).await
+    }
+
+    /// [`OutTx::send`] for a frame of output that ends at `offsets`: the
+    /// writer's [`Delivery`], if it has one, hears of it once flushed.
+    pub(crate) async fn send_marked(&self, m: Message, offsets: [u64; 2]) -> Result<(), Gone> {
+        self.queue(Out::Frame(m, Some(offsets))).await
+    }
+
+    async fn queue(&self, out: Out) -> Result<(), Gone> {
+        match tokio::time::timeout(self.send_timeout, self.tx.send(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone),
             Err(_) => {
@@ -112,15 +144,22 @@ impl OutTx {
     }
 }
 
-async fn write_loop<K>(
-    mut sink: K,
-    mut rx: mpsc::Receiver<Out>,
+/// What the writer task works with besides its sink and queue.
+struct Writer {
     ping: Arc<Notify>,
     dead: CancellationToken,
     send_timeout: Duration,
-) where
+    delivery: Option<Arc<Delivery>>,
+}
+
+async fn write_loop<K>(mut sink: K, mut rx: mpsc::Receiver<Out>, w: Writer)
+where
     K: Sink<Message, Error = axum::Error> + Unpin,
 {
+    let Writer { ping, dead, send_timeout, delivery } = w;
+    // The last tracked frame's offsets since the last flush, and the
+    // tracked bytes fed since.
+    let (mut mark, mut unflushed) = (None, 0);
     // Every socket operation is bounded by the send timeout: past it the
     // peer is half-open or not reading, and nothing more is sent.
     macro_rules! within {
@@ -151,7 +190,17 @@ async fn write_loop<K>(
         };
         match out {
             None => break,
-            Some(Out::Frame(m)) => within!(sink.feed(m)),
+            Some(Out::Frame(m, offsets)) => {
+                if offsets.is_some() && delivery.is_some() {
+                    unflushed += match &m {
+                        Message::Text(t) => t.len(),
+                        Message::Binary(b) => b.len(),
+                        _ => 0,
+                    };
+                    mark = offsets;
+                }
+                within!(sink.feed(m));
+            }
             Some(Out::Close(code, reason)) => {
                 let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
@@ -159,8 +208,13 @@ async fn write_loop<K>(
             }
         }
         // Flush when the queue runs dry, so bursts go out in few syscalls.
-        if rx.is_empty() {
+        if rx.is_empty() || unflushed >= MARK_EVERY {
             within!(sink.flush());
+            unflushed = 0;
+            // Everything fed is in the socket now.
+            if let (Some(d), Some(offsets)) = (&delivery, mark.take()) {
+                d.flushed(offsets);
+            }
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;

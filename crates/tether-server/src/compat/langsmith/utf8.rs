@@ -48,6 +48,12 @@ impl Writer {
         vec![text_frame(stream, start, d.at, text)]
     }
 
+    /// The raw offsets the frames so far end at, per stream (an
+    /// incomplete character held back is not in them).
+    pub(crate) fn at(&self) -> [u64; 2] {
+        [self.streams[0].at, self.streams[1].at]
+    }
+
     pub(super) fn gap(&mut self, stream: Stream, first_held: u64) {
         let d = &mut self.streams[if stream == Stream::Stdout { 0 } else { 1 }];
         d.pending.clear();

@@ -30,9 +30,10 @@ use super::mapping::{self, Bound, Execute, FRAME_RAW_BYTES, ending};
 use super::utf8::Writer;
 use super::{ErrorType, Refused};
 use crate::conn::{
-    CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, Keepalive, Lifeline, OutTx, Outbound, PumpReply, StdinOp,
-    StdinPump, Tick,
+    CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, Delivery, Keepalive, Lifeline, OutTx, Outbound, PumpReply,
+    StdinOp, StdinPump, Tick,
 };
+use crate::wire::Wire;
 use crate::{AppState, Error};
 
 /// Largest client frame (`input` is never chunked by the client).
@@ -64,15 +65,17 @@ pub(crate) enum ClientFrame {
 pub(crate) async fn ws_handler(
     State(st): State<Arc<AppState>>,
     axum::Extension(revoked): axum::Extension<crate::auth::Revocation>,
+    wire: Option<axum::Extension<Arc<Wire>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let delivery = wire.map(|w| Delivery::new(w.0));
     // No subprotocol is selected: the client rejects a handshake that
     // names one.
     let st2 = st.clone();
     crate::conn::sized(ws)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st, revoked.0)))
+        .on_upgrade(move |socket| st2.conns.track_future(serve(socket, st, revoked.0, delivery)))
 }
 
 /// Unwritten stdin bytes one connection may queue (before `execute`, and
@@ -92,14 +95,22 @@ const GOING_AWAY: &str = "server restarting";
 /// attachment, a stdin pump with a window, and a read loop that never
 /// waits for either, so that a `kill` always gets through.
 /// `revoked`: the token the connection authenticated with was replaced
-/// (closed with 1008).
-async fn serve(ws: WebSocket, st: Arc<AppState>, revoked: CancellationToken) {
+/// (closed with 1008). `delivery`: the socket can tell what its peer took,
+/// and the attachment is paced by that (see `conn::Delivery`).
+async fn serve(
+    ws: WebSocket,
+    st: Arc<AppState>,
+    revoked: CancellationToken,
+    delivery: Option<Arc<Delivery>>,
+) {
     let (sink, stream) = ws.split();
-    let outbound = Outbound::spawn(sink, st.cfg.outbound_queue, st.cfg.peer_timeout);
+    let outbound =
+        Outbound::spawn_delivering(sink, st.cfg.outbound_queue, st.cfg.peer_timeout, delivery.clone());
     let out = outbound.tx();
     let mut link = Link {
         st: &st,
         outbound: &outbound,
+        delivery,
         lifeline: Lifeline::new(st.shutdown.clone(), revoked, &outbound),
         keepalive: Keepalive::new(st.cfg.ping_interval, st.cfg.peer_timeout),
         stream,
@@ -129,6 +140,8 @@ struct Link<'a> {
     st: &'a AppState,
     /// The writer task (frames out, pings).
     outbound: &'a Outbound,
+    /// What the socket delivered, if it can tell.
+    delivery: Option<Arc<Delivery>>,
     /// The daemon's stop, the token's revocation, the writer's giving up.
     lifeline: Lifeline,
     /// Pings and the peer's silence, across both phases.
@@ -219,8 +232,14 @@ async fn bind(link: &mut Link<'_>) -> Result<(Bound, Vec<ClientFrame>), Unbound>
 /// close frame to send, if any.
 async fn run(b: Bound, early: Vec<ClientFrame>, link: &mut Link<'_>) -> Option<(u16, &'static str)> {
     let st = link.st;
-    let Bound { h, sub, echo } = b;
+    let Bound { h, mut sub, echo } = b;
     let out = link.outbound.tx();
+    // Paced by what the socket delivered, where it can tell: what sits in
+    // the queue and the socket's buffers is lost if the connection drops.
+    let _follower = link.delivery.clone().and_then(|d| {
+        let pacer = sub.pace_by_delivery()?;
+        Some(AbortOnDropHandle::new(tokio::spawn(async move { d.follow(|at| pacer.ack(at)).await })))
+    });
     if out.send(text(&json!({"type": "started", "command_id": echo, "pid": h.pid()}))).await.is_err() {
         return None;
     }
@@ -337,8 +356,13 @@ async fn forward(mut sub: Subscription, out: &OutTx) {
                 return;
             }
         };
-        for f in frames {
-            if out.send(text(&f)).await.is_err() {
+        // The last frame is marked with where the output stands, for the
+        // writer's `Delivery`.
+        let n = frames.len();
+        for (i, f) in frames.into_iter().enumerate() {
+            let sent =
+                if i + 1 == n { out.send_marked(text(&f), w.at()).await } else { out.send(text(&f)).await };
+            if sent.is_err() {
                 return;
             }
         }
