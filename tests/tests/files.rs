@@ -326,7 +326,6 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
 /// instead of the answer (found by the Python SDK's tests).
 #[tokio::test]
 async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
-    use tokio::io::AsyncReadExt;
     let t = Tmp::new();
     let s = confined(&t).await;
     std::fs::create_dir(t.root().join("a-dir")).unwrap();
@@ -337,25 +336,11 @@ async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
         ("/v1/files", "..%2Foutside", "403"),
         ("/v1/files/tar", "..%2Foutside", "403"),
     ] {
-        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-        let head = format!(
-            "PUT {route}?path={path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Length: {}\r\n\r\n",
-            s.addr,
-            s.token,
-            body.len()
-        );
-        let sent = bounded(async {
-            c.write_all(head.as_bytes()).await?;
-            c.write_all(&body).await
-        })
-        .await;
-        let mut answer = Vec::new();
-        let read = bounded(c.read_to_end(&mut answer)).await;
-        let text = String::from_utf8_lossy(&answer);
+        let target = format!("PUT {route}?path={path}");
+        let answer = send_whole_then_read(&s, &target, "application/octet-stream", &body).await;
         assert!(
-            sent.is_ok() && read.is_ok() && text.starts_with(&format!("HTTP/1.1 {want}")),
-            "PUT {route}?path={path}: sent {sent:?}, read {read:?}: {text:?}"
+            answer.as_ref().is_ok_and(|a| a.starts_with(&format!("HTTP/1.1 {want}"))),
+            "{target}: {answer:?}"
         );
     }
 }
@@ -366,36 +351,88 @@ async fn a_large_upload_refused_early_gets_its_error_not_a_reset() {
 /// pipe instead of the refusal (found by the E2B SDK's tests in CI).
 #[tokio::test]
 async fn an_e2b_upload_refused_early_gets_its_error_not_a_reset() {
-    use tokio::io::AsyncReadExt;
     let t = Tmp::new();
     let s = confined(&t).await;
     let data = vec![7u8; 4 << 20];
-    let mut form = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
-                     Content-Type: application/octet-stream\r\n\r\n"
-        .to_vec();
-    form.extend_from_slice(&data);
-    form.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let form = form_with(&[("file", &data)]);
     for (kind, body) in [("application/octet-stream", &data), ("multipart/form-data; boundary=XyZ", &form)] {
-        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-        let head = format!(
-            "POST /compat/e2b/files?path=%2Foutside%2Fplanted HTTP/1.1\r\nHost: {}\r\n\
-             Authorization: Bearer {}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
-            s.addr,
-            s.token,
-            body.len()
+        let answer =
+            send_whole_then_read(&s, "POST /compat/e2b/files?path=%2Foutside%2Fplanted", kind, body).await;
+        assert!(answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 4")), "{kind}: {answer:?}");
+    }
+}
+
+/// The same for Runta's `PUT /files` (a raw body) and Runloop's
+/// `upload_file` (a form whose `path` part comes first): both refused a
+/// destination outside the files root before reading the file, and a
+/// client that sends its whole body before it reads got a reset.
+#[tokio::test]
+async fn runta_and_runloop_uploads_refused_early_get_their_error_not_a_reset() {
+    let t = Tmp::new();
+    let s = confined(&t).await;
+    let data = vec![7u8; 4 << 20];
+    let form = form_with(&[("path", b"/outside/planted"), ("file", &data)]);
+    for (route, kind, body) in [
+        (
+            "PUT /compat/runta/v2/runtimes/local/files?path=%2Foutside%2Fplanted",
+            "application/octet-stream",
+            &data,
+        ),
+        ("POST /compat/runloop/v1/devboxes/local/upload_file", "multipart/form-data; boundary=XyZ", &form),
+    ] {
+        let answer = send_whole_then_read(&s, route, kind, body).await;
+        assert!(answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 4")), "{route}: {answer:?}");
+    }
+}
+
+/// A multipart form (boundary `XyZ`) of these parts.
+fn form_with(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut form = Vec::new();
+    for (name, data) in parts {
+        form.extend_from_slice(
+            format!(
+                "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
         );
-        let sent = bounded(async {
-            c.write_all(head.as_bytes()).await?;
-            c.write_all(body).await
-        })
-        .await;
-        let mut answer = Vec::new();
-        let read = bounded(c.read_to_end(&mut answer)).await;
-        let text = String::from_utf8_lossy(&answer);
-        assert!(
-            sent.is_ok() && read.is_ok() && text.starts_with("HTTP/1.1 4"),
-            "{kind}: sent {sent:?}, read {read:?}: {text:?}"
-        );
+        form.extend_from_slice(data);
+        form.extend_from_slice(b"\r\n");
+    }
+    form.extend_from_slice(b"--XyZ--\r\n");
+    form
+}
+
+/// Sends a whole request (`method_and_target`, a body of type `kind`)
+/// before reading anything, as httpx does, then reads the answer to the
+/// end: the answer's text, or what failed (a reset while sending or
+/// reading).
+async fn send_whole_then_read(
+    s: &TestServer,
+    method_and_target: &str,
+    kind: &str,
+    body: &[u8],
+) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "{method_and_target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.addr,
+        s.token,
+        body.len()
+    );
+    let sent = bounded(async {
+        c.write_all(head.as_bytes()).await?;
+        c.write_all(body).await
+    })
+    .await;
+    let mut answer = Vec::new();
+    let read = bounded(c.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    match (sent, read) {
+        (Ok(()), Ok(_)) => Ok(text),
+        (sent, read) => Err(format!("sent {sent:?}, read {read:?}: {text:?}")),
     }
 }
 

@@ -322,10 +322,10 @@ pub(crate) async fn write(
 }
 
 /// The most of a refused upload's body read and dropped before the answer.
-pub(crate) const DRAIN_MAX: u64 = 64 << 20;
+const DRAIN_MAX: u64 = 64 << 20;
 
 /// How long a refused upload's body is read and dropped, at most.
-pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(10);
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Reads and drops what is left of a refused upload's body (up to
 /// [`DRAIN_MAX`] bytes within [`DRAIN_TIME`]) before the answer goes out.
@@ -342,6 +342,23 @@ where
             n += chunk.len() as u64;
             if n > DRAIN_MAX {
                 break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads and drops what is left of a refused multipart form, as
+/// [`drain`] does for a body (the same bounds, counted over every part).
+pub(crate) async fn drain_form(form: &mut axum::extract::Multipart) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                n += chunk.len() as u64;
+                if n > DRAIN_MAX {
+                    return;
+                }
             }
         }
     })

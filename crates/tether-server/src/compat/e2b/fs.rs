@@ -222,7 +222,7 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, req: Request) -> Resp
             match write_parts(&files, fixed.as_deref(), &mut form).await {
                 Ok(w) => w,
                 Err(e) => {
-                    drain_form(&mut form).await;
+                    crate::files::drain_form(&mut form).await;
                     return Err(e);
                 }
             }
@@ -291,23 +291,6 @@ where
         out.write(&chunk.map_err(|e| http_error(400, &e.to_string()))?).await.map_err(error_status)?;
     }
     commit(out, files, dest).await
-}
-
-/// Reads and drops what is left of a refused form, as
-/// [`crate::files::drain`] does for a body.
-async fn drain_form(form: &mut Multipart) {
-    let _ = tokio::time::timeout(crate::files::DRAIN_TIME, async {
-        let mut n = 0u64;
-        while let Ok(Some(mut field)) = form.next_field().await {
-            while let Ok(Some(chunk)) = field.chunk().await {
-                n += chunk.len() as u64;
-                if n > crate::files::DRAIN_MAX {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
 }
 
 /// Compressed bodies and file metadata are not supported.

@@ -108,53 +108,73 @@ pub(super) async fn upload(
     Path(p): Path<DevboxPath>,
     req: Request,
 ) -> Response {
-    let r = async {
-        check_devbox(&st, &p.devbox_id)?;
-        let files = files(&st)?;
-        let mut form = Multipart::from_request(req, &st).await.map_err(|e| {
-            Refusal::bad_request(format!("upload_file needs a multipart body: {}", e.body_text()))
-        })?;
-        let mut dest = None;
-        let mut done = false;
-        while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-            match field.name() {
-                Some("path") => {
-                    let mut raw = Vec::new();
-                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                        if raw.len() + chunk.len() > MAX_PATH_PART {
-                            return Err(Refusal::bad_request(format!(
-                                "the `path` part is longer than {MAX_PATH_PART} bytes"
-                            )));
-                        }
-                        raw.extend_from_slice(&chunk);
-                    }
-                    let text = String::from_utf8(raw)
-                        .map_err(|_| Refusal::bad_request("the `path` part is not UTF-8"))?;
-                    dest = Some(path(&files, &text)?);
-                }
-                Some("file") => {
-                    let Some(dest) = dest.as_deref() else {
-                        return Err(Refusal::bad_request("the `path` part must come before the `file` part"));
-                    };
-                    if done {
-                        return Err(Refusal::bad_request("one `file` part per upload"));
-                    }
-                    let mut sink = AtomicWrite::open(&files, dest).await?;
-                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                        sink.write(&chunk).await?;
-                    }
-                    sink.commit().await?;
-                    done = true;
-                }
-                _ => {}
-            }
+    // Every refusal reads and drops what is left of the body first: a
+    // client still sending would get a reset instead of the answer.
+    let files = match check_devbox(&st, &p.devbox_id).and_then(|()| files(&st)) {
+        Ok(files) => files,
+        Err(refused) => {
+            crate::files::drain(&mut req.into_body().into_data_stream()).await;
+            return refused.into_response();
         }
-        if !done {
-            return Err(Refusal::bad_request("upload_file needs a `file` part"));
-        }
-        Ok::<_, Refusal>(axum::Json(json!({})).into_response())
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    let mut form = match Multipart::from_request(req, &st).await {
+        Ok(form) => form,
+        Err(e) => {
+            return Refusal::bad_request(format!("upload_file needs a multipart body: {}", e.body_text()))
+                .into_response();
+        }
+    };
+    match write_form(&files, &mut form).await {
+        Ok(()) => axum::Json(json!({})).into_response(),
+        Err(refused) => {
+            crate::files::drain_form(&mut form).await;
+            refused.into_response()
+        }
+    }
+}
+
+/// Writes the form's `file` part to the destination its `path` part (which
+/// comes first) names.
+async fn write_form(files: &Arc<Files>, form: &mut Multipart) -> Result<(), Refusal> {
+    let mut dest = None;
+    let mut done = false;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("path") => {
+                let mut raw = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if raw.len() + chunk.len() > MAX_PATH_PART {
+                        return Err(Refusal::bad_request(format!(
+                            "the `path` part is longer than {MAX_PATH_PART} bytes"
+                        )));
+                    }
+                    raw.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8(raw)
+                    .map_err(|_| Refusal::bad_request("the `path` part is not UTF-8"))?;
+                dest = Some(path(files, &text)?);
+            }
+            Some("file") => {
+                let Some(dest) = dest.as_deref() else {
+                    return Err(Refusal::bad_request("the `path` part must come before the `file` part"));
+                };
+                if done {
+                    return Err(Refusal::bad_request("one `file` part per upload"));
+                }
+                let mut sink = AtomicWrite::open(files, dest).await?;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    sink.write(&chunk).await?;
+                }
+                sink.commit().await?;
+                done = true;
+            }
+            _ => {}
+        }
+    }
+    if !done {
+        return Err(Refusal::bad_request("upload_file needs a `file` part"));
+    }
+    Ok(())
 }
 
 /// A regular file's bytes, streamed.

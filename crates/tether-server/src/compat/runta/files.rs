@@ -69,11 +69,13 @@ pub(super) async fn read(State(st): State<Arc<AppState>>, Path(id): Path<String>
 /// `PUT .../files?path=P` with the raw body: 204. Written atomically: a
 /// body that fails half-way leaves the old file as it was.
 pub(super) async fn write(State(st): State<Arc<AppState>>, Path(id): Path<String>, req: Request) -> Response {
-    let r = async move {
+    let (parts, body) = req.into_parts();
+    let mut body = body.into_data_stream();
+    let r = async {
         known_runtime(&st, &id)?;
-        let path = path_of(req.uri())?;
-        if req
-            .headers()
+        let path = path_of(&parts.uri)?;
+        if parts
+            .headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| !v.eq_ignore_ascii_case("identity"))
@@ -84,7 +86,6 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, Path(id): Path<String
         let (f2, p2) = (files.clone(), path.clone());
         let mut upload = blocking(move || f2.create(&p2, None, true)).await??;
         let mut file = tokio::fs::File::from_std(upload.file()?);
-        let mut body = req.into_body().into_data_stream();
         while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
             let chunk = chunk.map_err(|e| Refusal::invalid(format!("reading the body: {e}")))?;
             file.write_all(&chunk).await.map_err(|e| write_failed(&path, &e))?;
@@ -94,7 +95,15 @@ pub(super) async fn write(State(st): State<Arc<AppState>>, Path(id): Path<String
         blocking(move || upload.commit()).await??;
         Ok(StatusCode::NO_CONTENT.into_response())
     };
-    r.await.unwrap_or_else(IntoResponse::into_response)
+    match r.await {
+        Ok(done) => done,
+        // What is left of the body is read and dropped first: a client
+        // still sending would get a reset instead of the answer.
+        Err(refused) => {
+            crate::files::drain(&mut body).await;
+            refused.into_response()
+        }
+    }
 }
 
 fn write_failed(path: &str, e: &std::io::Error) -> Refusal {
