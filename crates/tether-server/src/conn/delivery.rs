@@ -109,3 +109,70 @@ impl Delivery {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::wire::Counted;
+
+    async fn pair() -> (Counted, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (Counted::new(listener.accept().await.unwrap().0), peer)
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_delivered_once_every_byte_before_it_is() {
+        let (mut io, _peer) = pair().await;
+        let d = Delivery::new(io.wire());
+        io.write_all(&[1; 1000]).await.unwrap();
+        d.flushed([10, 0]);
+        io.write_all(&[1; 1000]).await.unwrap();
+        d.flushed([20, 5]);
+        assert_eq!(d.take_delivered(999), None);
+        assert_eq!(d.take_delivered(1000), Some([10, 0]));
+        assert_eq!(d.take_delivered(1000), None, "handed on once");
+        assert_eq!(d.take_delivered(5000), Some([20, 5]));
+    }
+
+    #[tokio::test]
+    async fn marks_past_the_bound_coarsen_never_early() {
+        let (mut io, _peer) = pair().await;
+        let d = Delivery::new(io.wire());
+        for i in 0..MAX_MARKS as u64 + 10 {
+            io.write_all(&[1; 10]).await.unwrap();
+            d.flushed([i, 0]);
+        }
+        assert_eq!(d.marks().len(), MAX_MARKS);
+        // The last mark carries the latest offsets at the latest end.
+        let last = *d.marks().back().unwrap();
+        assert_eq!((last.end, last.offsets), ((MAX_MARKS as u64 + 10) * 10, [MAX_MARKS as u64 + 9, 0]));
+        // Marks before the merge are exact.
+        assert_eq!(d.take_delivered(100), Some([9, 0]));
+    }
+
+    #[tokio::test]
+    async fn follow_hands_on_what_the_peer_took_and_ends_with_the_socket() {
+        let (mut io, mut peer) = pair().await;
+        let d = Delivery::new(io.wire());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let follower = tokio::spawn({
+            let d = d.clone();
+            async move { d.follow(|at| tx.send(at).unwrap()).await }
+        });
+        io.write_all(&[1; 70_000]).await.unwrap();
+        d.flushed([70_000, 0]);
+        let mut got = vec![0; 70_000];
+        peer.read_exact(&mut got).await.unwrap();
+        let at = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+        assert_eq!(at, Some([70_000, 0]));
+        // The socket gone, the next mark ends the follower.
+        drop(io);
+        d.flushed([70_010, 0]);
+        tokio::time::timeout(Duration::from_secs(10), follower).await.unwrap().unwrap();
+    }
+}
