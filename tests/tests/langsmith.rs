@@ -39,6 +39,17 @@ async fn drain(ws: &mut LsWs, mut at: [i64; 2]) -> (String, String, Value, [i64;
     }
 }
 
+/// Reconnects to `id` from stdout offset `have` and reads to the end: the
+/// rest of stdout, and the last frame.
+async fn resume(s: &TestServer, id: &str, have: i64) -> (String, Value) {
+    let mut ws = connect(s, &s.token).await.unwrap();
+    let reconnect = json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0});
+    ls_send(&mut ws, &reconnect).await;
+    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
+    let (rest, _, last, _) = drain(&mut ws, [have, 0]).await;
+    (rest, last)
+}
+
 #[tokio::test]
 async fn execute_streams_with_offsets_and_exit() {
     let s = TestServer::start().await;
@@ -79,14 +90,7 @@ async fn execute_is_idempotent_and_reconnect_resumes_at_byte_offsets() {
     let have = first["data"].as_str().unwrap().len() as i64;
     drop(ws);
     // Reconnect from the client's offset: the rest, once, to the exit.
-    let mut ws = connect(&s, &s.token).await.unwrap();
-    ls_send(
-        &mut ws,
-        &json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0}),
-    )
-    .await;
-    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
-    let (rest, _, last, _) = drain(&mut ws, [have, 0]).await;
+    let (rest, last) = resume(&s, &id, have).await;
     let all = format!("{}{rest}", first["data"].as_str().unwrap());
     assert_eq!(all, (1..=5).map(|i| format!("l{i} é\n")).collect::<String>());
     assert_eq!(last["exit_code"], 0);
@@ -260,15 +264,7 @@ async fn a_path_that_stalls_then_drops_loses_nothing_of_a_fast_writer() {
         got.len()
     );
     // Back, from where it was: the rest, whole.
-    let mut ws = connect(&s, &s.token).await.unwrap();
-    let have = got.len() as i64;
-    ls_send(
-        &mut ws,
-        &json!({"type": "reconnect", "command_id": id, "stdout_offset": have, "stderr_offset": 0}),
-    )
-    .await;
-    assert_eq!(ls_recv(&mut ws).await.unwrap()["type"], "started");
-    let (rest, _, last, _) = drain(&mut ws, [have, 0]).await;
+    let (rest, last) = resume(&s, &id, got.len() as i64).await;
     got.push_str(&rest);
     assert_eq!(last["exit_code"], 0);
     assert!(
