@@ -85,9 +85,10 @@ impl Delivery {
     }
 
     /// Calls `on` with the output offsets delivered, as the socket's peer
-    /// acknowledges them, until the socket closes. Asks the socket only
-    /// while flushes are pending: soon after each, then less often while
-    /// the peer takes nothing.
+    /// acknowledges them; returns once the socket has closed (seen when a
+    /// flush is pending; the attachment's end aborts it in any case). Asks
+    /// the socket only while flushes are pending: soon after each, then
+    /// less often while the peer takes nothing.
     pub(crate) async fn follow(&self, mut on: impl FnMut([u64; 2])) {
         let mut wait = POLL_FIRST;
         loop {
