@@ -42,11 +42,22 @@ use crate::sys;
 
 /// Format version of the encoded state; a daemon refuses another, except
 /// [`OLDEST_READ`] and later (an upgrade from a daemon that wrote it).
-/// Version 2 added the named shells.
-const VERSION: u32 = 2;
+/// Version 2 added the named shells; version 3 the ring bytes' extra
+/// memfds (`parts`), written in parallel.
+pub const VERSION: u32 = 3;
 
 /// The oldest version this daemon still reads (what it lacks is empty).
-const OLDEST_READ: u32 = 1;
+pub const OLDEST_READ: u32 = 1;
+
+/// Ring bytes past which they are written by more than one thread, into a
+/// memfd each (below it, one thread is as fast).
+const PARALLEL_FROM: u64 = 8 << 20;
+
+/// Most threads (and memfds) the ring bytes are written by.
+const MAX_PARTS: usize = 4;
+
+/// Most buffers per `writev` (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// Everything one daemon hands to the next: commands, their fds, and named
 /// fds of the caller's own (a listening socket).
@@ -77,6 +88,9 @@ struct WireRef<'a> {
     shells: &'a [FrozenShell],
     fds: Vec<RawFd>,
     named: &'a BTreeMap<String, RawFd>,
+    /// The memfds holding the rest of the ring bytes, in order, after the
+    /// first part (which follows the state in the state's own memfd).
+    parts: Vec<RawFd>,
 }
 
 /// The encoded form, as read.
@@ -88,6 +102,10 @@ struct Wire {
     shells: Vec<FrozenShell>,
     fds: Vec<RawFd>,
     named: BTreeMap<String, RawFd>,
+    /// Missing from a state written before version 3: every ring byte
+    /// follows the state.
+    #[serde(default)]
+    parts: Vec<RawFd>,
 }
 
 impl Wire {
@@ -138,42 +156,82 @@ impl Handover {
     }
 
     /// Writes the state into a new memfd and marks it and every fd it
-    /// names to survive `exec`. Returns the memfd: pass its number to the
-    /// next process (see [`Handover::inherit`]) and keep both it and `self`
-    /// alive until the exec.
-    pub fn prepare_exec(&self) -> io::Result<OwnedFd> {
+    /// names to survive `exec`. Returns the memfds: pass the first one's
+    /// number to the next process (see [`Handover::inherit`]) and keep them
+    /// and `self` alive until the exec.
+    ///
+    /// Ring bytes (a quarter of a gigabyte with a thousand full rings) are
+    /// most of the time a restart takes. They are written straight from the
+    /// rings (`writev`, no copy into a buffer first) and, past
+    /// [`PARALLEL_FROM`], split at chunk boundaries into one part per core,
+    /// each written by a thread of its own into a memfd of its own (writes
+    /// to one file take its lock in turn: two threads writing one memfd are
+    /// no faster than one).
+    pub fn prepare_exec(&self) -> io::Result<Vec<OwnedFd>> {
+        let total: u64 = self.ring_chunks().map(|c| c.len() as u64).sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.write_state(if total >= PARALLEL_FROM { cores.clamp(1, MAX_PARTS) } else { 1 })
+    }
+
+    /// Every ring's chunks, in the state's order.
+    fn ring_chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.commands.iter().flat_map(|c| &c.rings).flat_map(|r| &r.data)
+    }
+
+    /// [`Handover::prepare_exec`], the ring bytes in at most `parts` parts.
+    fn write_state(&self, parts: usize) -> io::Result<Vec<OwnedFd>> {
         let t = std::time::Instant::now();
+        let chunks: Vec<&Bytes> = self.ring_chunks().collect();
+        let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let split = split_evenly(&chunks, parts);
+        let mut files = vec![std::fs::File::from(sys::memfd(c"tether-handover")?)];
+        for _ in 1..split.len() {
+            files.push(std::fs::File::from(sys::memfd(c"tether-handover-rings")?));
+        }
         let wire = WireRef {
             version: VERSION,
             commands: &self.commands,
             shells: &self.shells,
             fds: self.fds.keys().copied().collect(),
             named: &self.named,
+            parts: files[1..].iter().map(AsRawFd::as_raw_fd).collect(),
         };
         // Layout: the encoded state's length (u64, little endian), the
-        // state, then every ring's bytes, raw, in the state's order.
+        // state, then the first part of the rings' bytes, raw, in the
+        // state's order; the other parts each in a memfd of their own.
         let header = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
-        let mut file = std::fs::File::from(sys::memfd(c"tether-handover")?);
-        {
-            let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
-            w.write_all(&(header.len() as u64).to_le_bytes())?;
-            w.write_all(&header)?;
-            for ring in self.commands.iter().flat_map(|c| &c.rings) {
-                for chunk in &ring.data {
-                    w.write_all(chunk)?;
-                }
-            }
-            w.flush()?;
+        (&files[0]).write_all(&(header.len() as u64).to_le_bytes())?;
+        (&files[0]).write_all(&header)?;
+        std::thread::scope(|s| {
+            let others: Vec<_> = files[1..]
+                .iter()
+                .zip(&split[1..])
+                .map(|(f, part)| s.spawn(move || write_chunks(f, part)))
+                .collect();
+            let first = write_chunks(&files[0], split[0]);
+            others
+                .into_iter()
+                .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked"))))?;
+            first
+        })?;
+        let bytes = 8 + header.len() as u64 + total;
+        let mut fds = Vec::with_capacity(files.len());
+        for mut file in files {
+            file.rewind()?;
+            let fd = OwnedFd::from(file);
+            sys::keep_on_exec(fd.as_fd())?;
+            fds.push(fd);
         }
-        let bytes = file.stream_position()?;
-        file.rewind()?;
         for fd in self.fds.values() {
             sys::keep_on_exec(fd.as_fd())?;
         }
-        let fd = OwnedFd::from(file);
-        sys::keep_on_exec(fd.as_fd())?;
-        tracing::info!(bytes, ms = t.elapsed().as_millis() as u64, "handover state written");
-        Ok(fd)
+        tracing::info!(
+            bytes,
+            parts = fds.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "handover state written"
+        );
+        Ok(fds)
     }
 
     /// Replaces this process with `cmd` (normally the daemon's own binary
@@ -187,11 +245,11 @@ impl Handover {
     /// is then intact (resume it in this process).
     pub fn exec(&self, mut cmd: std::process::Command, env: &str, ignore: &[i32]) -> io::Error {
         use std::os::unix::process::CommandExt;
-        let memfd = match self.prepare_exec() {
-            Ok(fd) => fd,
+        let memfds = match self.prepare_exec() {
+            Ok(fds) => fds,
             Err(e) => return e,
         };
-        cmd.env(env, memfd.as_raw_fd().to_string());
+        cmd.env(env, memfds[0].as_raw_fd().to_string());
         // Not SIGCHLD: ignored, the kernel would reap a command that ends
         // before the next daemon catches it again, and its exit be lost.
         let inherited = sys::catch_inherited_ignores().iter().filter(|&&s| s != libc::SIGCHLD);
@@ -203,7 +261,7 @@ impl Handover {
         for fd in self.fds.values() {
             sys::close_on_exec(fd.as_fd());
         }
-        drop(memfd);
+        drop(memfds);
         e
     }
 
@@ -229,14 +287,25 @@ impl Handover {
         // daemon serves at once; `Manager::resume` then gives each ring its
         // own copy in the background, so that the mapping goes and each
         // ring's memory leaves with its command).
-        let mut blob = bytes.split_off(header_end);
+        let first = bytes.split_off(header_end);
         drop(bytes);
+        let mut blobs = vec![first];
+        for &raw in &wire.parts {
+            let file = std::fs::File::from(sys::take_inherited_fd(raw)?);
+            blobs.push(Bytes::from_owner(sys::Mapped::new(&file)?));
+        }
+        // The parts hold the chunks in order, each chunk whole in one part.
+        let mut blobs = blobs.into_iter();
+        let mut blob = blobs.next().unwrap_or_default();
         for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
             for &(_, _, n) in &ring.chunks {
-                let n = usize::try_from(n)
-                    .ok()
-                    .filter(|&n| n <= blob.len())
-                    .ok_or_else(|| bad("ring bytes missing"))?;
+                let n = usize::try_from(n).map_err(|_| bad("ring bytes missing"))?;
+                while blob.is_empty() && n > 0 {
+                    blob = blobs.next().ok_or_else(|| bad("ring bytes missing"))?;
+                }
+                if n > blob.len() {
+                    return Err(bad("ring bytes missing"));
+                }
                 ring.data.push(blob.split_to(n));
             }
         }
@@ -250,6 +319,63 @@ impl Handover {
     /// Takes the fd numbered `raw`, if the state has it.
     pub(crate) fn fd(&mut self, raw: Option<RawFd>) -> Option<OwnedFd> {
         self.fds.remove(&raw?)
+    }
+}
+
+/// `chunks` cut into at most `n` runs of consecutive chunks with about as
+/// many bytes each (never an empty run but the only one).
+fn split_evenly<'a>(chunks: &'a [&'a Bytes], n: usize) -> Vec<&'a [&'a Bytes]> {
+    let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let mut parts = Vec::with_capacity(n);
+    let (mut start, mut sum) = (0, 0u64);
+    for (i, c) in chunks.iter().enumerate() {
+        sum += c.len() as u64;
+        // The end of part k is the first chunk boundary at or past k/n of
+        // the bytes.
+        let k = parts.len() as u64 + 1;
+        if k < n as u64 && sum * n as u64 >= total * k {
+            parts.push(&chunks[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < chunks.len() || parts.is_empty() {
+        parts.push(&chunks[start..]);
+    }
+    parts
+}
+
+/// Writes `chunks`, in order, to `file`: up to [`IOV_MAX`] of them per
+/// `writev`, straight from their buffers.
+fn write_chunks(mut file: &std::fs::File, chunks: &[&Bytes]) -> io::Result<()> {
+    let (mut i, mut done) = (0, 0);
+    loop {
+        while i < chunks.len() && done == chunks[i].len() {
+            (i, done) = (i + 1, 0);
+        }
+        if i == chunks.len() {
+            return Ok(());
+        }
+        let batch: Vec<io::IoSlice<'_>> = chunks[i..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(k, c)| io::IoSlice::new(if k == 0 { &c[done..] } else { c }))
+            .collect();
+        let mut n = match file.write_vectored(&batch) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while n > 0 {
+            let left = chunks[i].len() - done;
+            if n < left {
+                done += n;
+                break;
+            }
+            n -= left;
+            (i, done) = (i + 1, 0);
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub use command::{
 };
 pub use contain::{COMMAND_ID_ENV, CgroupChoice, ContainConfig, Leftovers, SEAT_ENV, check_cgroup};
 pub use error::ExecError;
-pub use handover::Handover;
+pub use handover::{Handover, OLDEST_READ as HANDOVER_OLDEST_READ, VERSION as HANDOVER_VERSION};
 pub use manager::{MIN_RING_BYTES, Manager};
 pub use shell::{
     CloseReason, HISTORY_ENTRIES, HISTORY_SCRIPT_BYTES, HistoryEntry, JobState, ShellClosed, ShellHandle,

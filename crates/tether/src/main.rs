@@ -38,8 +38,9 @@ fn main() {
     }
     let cli = parsed.cli;
     if matches!(&cli.command, cli::Command::Serve(a) if a.probe_handover) {
-        // The arguments parsed: this binary can take over (see
-        // `serve::probe_handover`).
+        // The arguments parsed: this binary can take over a state of these
+        // versions (see `serve::probe_handover`).
+        println!("{}", serve::probe_answer());
         std::process::exit(0);
     }
     let rt = match tokio::runtime::Runtime::new() {

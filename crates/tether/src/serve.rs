@@ -147,22 +147,47 @@ fn containment(cgroup: &str, leftovers: &str) -> Result<tether_exec::ContainConf
 /// How long a new binary gets to pass its check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What `--probe-handover` prints: the handover versions this binary
+/// reads.
+pub(crate) fn probe_answer() -> String {
+    format!("tether handover {}-{}", tether_exec::HANDOVER_OLDEST_READ, tether_exec::HANDOVER_VERSION)
+}
+
 /// Runs `exe` with the daemon's arguments and `--probe-handover` (parse
-/// them and exit 0), without the handover or any of the daemon's files.
+/// them, print the handover versions it reads, and exit 0), without the
+/// handover or any of the daemon's files. A binary that cannot read the
+/// state this one writes (an older one: a downgrade) is refused here, while
+/// the commands are still this daemon's, rather than fail after the exec
+/// with them.
 async fn probe_handover(exe: &std::path::Path, argv: &[std::ffi::OsString]) -> Result<()> {
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(argv)
         .arg("--probe-handover")
         .env_remove(HANDOVER_ENV)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
-    let status = tokio::time::timeout(PROBE_TIMEOUT, child.wait())
+    let child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let out = tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {PROBE_TIMEOUT:?}"))??;
-    anyhow::ensure!(status.success(), "it ended with {status}");
-    Ok(())
+    anyhow::ensure!(out.status.success(), "it ended with {}", out.status);
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let reads = answer.lines().rev().find_map(|l| l.strip_prefix("tether handover ")).and_then(|r| {
+        let (lo, hi) = r.trim().split_once('-')?;
+        Some((lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?))
+    });
+    let v = tether_exec::HANDOVER_VERSION;
+    match reads {
+        Some((lo, hi)) if (lo..=hi).contains(&v) => Ok(()),
+        Some((lo, hi)) => {
+            anyhow::bail!("it reads handover states of versions {lo} to {hi}, this daemon writes {v}")
+        }
+        None => anyhow::bail!(
+            "it does not say which handover states it reads (a tether older than handover version {v} cannot \
+             read this daemon's)"
+        ),
+    }
 }
 
 /// How often the token file is read again (SIGHUP reads it at once).

@@ -370,6 +370,38 @@ async fn the_next_daemon_on_the_address_ends_what_a_crashed_one_left() {
     }
 }
 
+/// A graceful restart keeps its commands and ends what a crashed daemon on
+/// the same address left (the processes are looked at once the daemon
+/// serves again), and never a command started since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_what_a_crashed_daemon_left_and_nothing_it_keeps() {
+    for mode in modes() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let d = mode.daemon(&["--listen", &listen]);
+        let c = client(&d).await;
+        let (_, kept) = c.start_detached(shell("exec sleep 1000")).await.unwrap();
+        // Marked as a crashed daemon on this address marks its commands'
+        // processes, under an id nobody keeps.
+        let mut left = Command::new("sleep")
+            .arg("1000")
+            .env("TETHER_SEAT", &listen)
+            .env("TETHER_COMMAND_ID", "c-left-by-a-crash")
+            .spawn()
+            .unwrap();
+        drop(c);
+        let usr2 = Command::new("kill").args(["-USR2", &d.pid().to_string()]).status().unwrap();
+        assert!(usr2.success());
+        d.wait_lines(2);
+        let c = client(&d).await;
+        let (_, fresh) = c.start_detached(shell("exec sleep 1000")).await.unwrap();
+        let waited = tokio::task::spawn_blocking(move || left.wait());
+        let status = tokio::time::timeout(LIMIT, waited).await.expect("the leftover ended in time");
+        assert!(!status.unwrap().unwrap().success(), "{}: the leftover was killed", mode.name);
+        assert!(running(kept) && running(fresh), "{}: a command the daemon keeps was killed", mode.name);
+    }
+}
+
 /// A daemon started on an address while the one before it there is still
 /// stopping (ending its commands, then removing the seat's cgroup
 /// directory) starts commands once that one has gone: the one stopping

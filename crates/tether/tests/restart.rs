@@ -190,7 +190,8 @@ async fn commands_in_every_state_survive_two_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_exec_resumes_in_the_same_process() {
     // A copy of the binary, replaced before the restart by a script that
-    // passes the new binary's check and removes itself: the exec fails.
+    // removes itself and passes the new binary's check (the real binary
+    // answers it): the exec fails.
     let dir = std::env::temp_dir().join(format!("tether-restart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("tether");
@@ -198,14 +199,14 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
-    let vanishing = "#!/bin/sh\nrm -f \"$0\"\n";
-    replace_with_script(&bin, vanishing);
+    let vanishing = format!("#!/bin/sh\nrm -f \"$0\"\nexec {BIN} \"$@\"\n");
+    replace_with_script(&bin, &vanishing);
     usr2(&d);
     d.wait_lines(2);
     let o = finish(&c, &id).await;
     assert_eq!((text(&o.stdout).as_str(), o.status.code), ("still-here\n", Some(0)));
     // The restart signal still works (it was not left ignored).
-    replace_with_script(&bin, vanishing);
+    replace_with_script(&bin, &vanishing);
     usr2(&d);
     d.wait_lines(3);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -327,10 +328,12 @@ async fn a_new_binary_that_fails_its_check_is_not_handed_the_commands() {
     let d = daemon_from(bin.to_str().unwrap(), &[], None);
     let c = client(&d).await;
     let (id, pid) = c.start_detached(shell("read line; echo \"got $line\"")).await.unwrap();
-    // Starts, then fails: exit 1, then a segfault. Each leaves a mark
-    // when it runs.
+    // Starts, then fails: exit 1, then a segfault; then succeeds but reads
+    // only older handover states (a downgrade), or does not say which (a
+    // tether from before the check). Each leaves a mark when it runs.
     let mark = dir.join("ran");
-    for (i, fail) in ["exit 1", "kill -SEGV $$"].iter().enumerate() {
+    let fails = ["exit 1", "kill -SEGV $$", "echo 'tether handover 1-2'", "echo 'usage: tether ...'"];
+    for (i, fail) in fails.iter().enumerate() {
         replace_with_script(&bin, &format!("#!/bin/sh\necho >> {}\n{fail}\n", mark.display()));
         usr2(&d);
         let ran = async {

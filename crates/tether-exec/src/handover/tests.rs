@@ -29,7 +29,9 @@ fn encode(
     fds: Vec<RawFd>,
     named: &BTreeMap<String, RawFd>,
 ) -> Vec<u8> {
-    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, shells, fds, named }).expect("encodes")
+    let parts = vec![14, 15];
+    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, shells, fds, named, parts })
+        .expect("encodes")
 }
 
 #[tokio::test(start_paused = true)]
@@ -47,12 +49,79 @@ async fn the_golden_state_decodes_and_encodes_to_the_same_bytes() {
     assert!(matches!(wire.commands[0].phase, Phase::Live(_)));
     assert!(matches!(wire.commands[1].phase, Phase::Held { .. }));
     assert_eq!(wire.shells.len(), 1);
+    assert_eq!(wire.parts, [14, 15]);
     let again = encode(&wire.commands, &wire.shells, wire.fds, &wire.named);
     assert!(
         again == golden,
         "the handover format changed without a new VERSION: bump it in handover.rs and \
          write a new golden file (`cargo test -p tether-exec write_golden -- --ignored`)"
     );
+}
+
+#[test]
+fn a_state_of_the_version_before_parts_decodes_with_every_ring_byte_after_it() {
+    // A daemon of version 2 restarting into this one (an upgrade).
+    let golden = std::fs::read(golden_of(2)).expect("the version 2 golden file");
+    let wire = Wire::decode(&golden).expect("version 2 is still read");
+    assert_eq!((wire.commands.len(), wire.shells.len()), (2, 1));
+    assert!(wire.parts.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_bytes_written_in_parts_are_read_back_whole_and_in_order() {
+    use std::os::fd::IntoRawFd;
+    // Four rings of chunks of uneven sizes, each chunk's bytes its own.
+    let mut commands = sample();
+    let mut k = 0u32;
+    for ring in commands.iter_mut().flat_map(|c| &mut c.rings) {
+        (ring.chunks, ring.data) = (Vec::new(), Vec::new());
+        for i in 0..300u64 {
+            k += 1;
+            let data: Vec<u8> = (0..(1 + k * 7919 % 9000)).map(|j| (k.wrapping_mul(31) ^ j) as u8).collect();
+            ring.chunks.push((i * 10_000, i, data.len() as u64));
+            ring.data.push(Bytes::from(data));
+        }
+    }
+    let want: Vec<Vec<Bytes>> = commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+    for parts in [1, 2, 3] {
+        let h = Handover::new(commands.iter().map(copy).collect(), Vec::new(), Vec::new());
+        let fds = h.write_state(parts).expect("written");
+        assert_eq!(fds.len(), parts);
+        // Handed on as across an exec: by number, the parts named in the
+        // state.
+        let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+        let back = Handover::inherit(raw[0]).expect("read back");
+        let got: Vec<Vec<Bytes>> =
+            back.commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+        assert!(got == want, "{parts} parts: the rings read back differ");
+    }
+}
+
+#[test]
+fn chunks_split_evenly_at_chunk_boundaries() {
+    let sizes = [5usize, 1, 1, 1, 100, 3, 0, 7];
+    let chunks: Vec<Bytes> = sizes.iter().map(|&n| Bytes::from(vec![1u8; n])).collect();
+    let refs: Vec<&Bytes> = chunks.iter().collect();
+    for n in 1..=10 {
+        let parts = split_evenly(&refs, n);
+        assert!((1..=n).contains(&parts.len()), "{n}: {} parts", parts.len());
+        assert!(parts.iter().all(|p| !p.is_empty()), "{n}: an empty part");
+        let again: Vec<&Bytes> = parts.concat();
+        assert_eq!(again, refs, "{n}: the parts are not the chunks in order");
+    }
+    // The 100-byte chunk is most of the bytes: with two parts it ends the
+    // first.
+    assert_eq!(split_evenly(&refs, 2)[0].len(), 5);
+    assert_eq!(split_evenly(&[], 3), vec![&[] as &[&Bytes]]);
+}
+
+/// A copy of a frozen command (it is not `Clone`), through its encoding.
+fn copy(f: &Frozen) -> Frozen {
+    let mut c: Frozen =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(f).expect("encodes")).expect("decodes");
+    c.rings[0].data = f.rings[0].data.clone();
+    c.rings[1].data = f.rings[1].data.clone();
+    c
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Handing the commands over to a re-executed daemon, and taking them
 //! over in it.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
@@ -91,7 +92,7 @@ impl Manager {
             if let Some(key) = &handle.shared.ident.request_key {
                 inner.keys.insert(key.clone(), handle.id().to_owned());
             }
-            tracing::info!(command = handle.id(), pid = handle.pid(), "command taken over");
+            tracing::debug!(command = handle.id(), pid = handle.pid(), "command taken over");
             m.launch(&handle, actor);
             resumed.push(handle);
         }
@@ -112,8 +113,22 @@ impl Manager {
             }
         }
         if kill_on_shutdown {
-            let kept = resumed.iter().map(|h| h.id().to_owned()).collect();
-            inner.contain.sweep_crashed(&kept, &shell_pids);
+            let kept: std::collections::HashSet<String> = resumed.iter().map(|h| h.id().to_owned()).collect();
+            inner.contain.sweep_crashed_leaves(&kept);
+            // The processes are looked at once the daemon serves again: each
+            // look reads a process's environment from its memory (a seventh
+            // of a 1000-command takeover). Only those that exist now are
+            // candidates, so a command started meanwhile never is; and one
+            // the manager knows by then (the same pid reused for it) is
+            // spared too.
+            let pids: Vec<u32> = crate::sys::all_pids().collect();
+            let (contain, known) = (inner.contain.clone(), Arc::downgrade(&m.inner));
+            tokio::task::spawn_blocking(move || {
+                let kept = |id: &str| {
+                    kept.contains(id) || known.upgrade().is_some_and(|i| i.commands.contains_key(id))
+                };
+                contain.sweep_crashed_processes(pids, kept, &shell_pids)
+            });
         }
         // The rings are slices of the handover's mapping: copy each into a
         // buffer of its own, one command at a time, so that the mapping is
