@@ -290,17 +290,23 @@ impl CgroupBase {
         let probe = dir.join(format!("probe-{}", std::process::id()));
         let _ = std::fs::create_dir(&probe);
         let kill_file = probe.join("cgroup.kill").exists();
-        let procs = CString::new(probe.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("cgroup path holds a NUL"))?;
+        let cstr = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("cgroup path holds a NUL"))
+        };
+        // Started in the leaf as every command is (`sys::spawn_piped`): a
+        // fork of the daemon to join it by writing took a tenth of a
+        // restart with a thousand commands.
         let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args(["-c", "exit 0"]).stdin(std::process::Stdio::null());
-        sys::join_cgroup_on_exec(&mut cmd, procs);
-        let r = cmd.status();
+        cmd.args(["-c", "exit 0"]);
+        let paths = sys::CgroupPaths { dir: cstr(&probe)?, procs: cstr(&probe.join("cgroup.procs"))? };
+        let r = sys::Plan::of(&cmd, false, Some(paths))
+            .and_then(|plan| sys::spawn_piped(&plan))
+            .and_then(|child| sys::wait_exit_code(child.pid));
         let _ = std::fs::remove_dir(&probe);
         match r {
-            Ok(s) if s.success() => Ok(CgroupBase { dir, kill_file }),
-            Ok(s) => Err(io::Error::other(format!("a probe process could not run in it ({s})"))),
-            Err(e) => Err(io::Error::new(e.kind(), format!("a probe process could not join it: {e}"))),
+            Ok(Some(0)) => Ok(CgroupBase { dir, kill_file }),
+            Ok(code) => Err(io::Error::other(format!("a probe process could not run in it (exit {code:?})"))),
+            Err(e) => Err(io::Error::new(e.kind(), format!("a probe process could not start in it: {e}"))),
         }
     }
 }

@@ -26,7 +26,7 @@
 //! [`Manager::handover`]: crate::Manager::handover
 //! [`Manager::resume`]: crate::Manager::resume
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Seek, Write};
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -69,6 +69,8 @@ pub struct Handover {
     pub(crate) fds: BTreeMap<RawFd, OwnedFd>,
     /// The caller's fds, by name.
     named: BTreeMap<String, RawFd>,
+    /// Ring bytes written ahead, while the daemon still served.
+    precopy: Option<Precopy>,
 }
 
 impl std::fmt::Debug for Handover {
@@ -88,9 +90,12 @@ struct WireRef<'a> {
     shells: &'a [FrozenShell],
     fds: Vec<RawFd>,
     named: &'a BTreeMap<String, RawFd>,
-    /// The memfds holding the rest of the ring bytes, in order, after the
-    /// first part (which follows the state in the state's own memfd).
+    /// The memfds holding ring bytes besides the state's own (whose ring
+    /// bytes follow the state): part 1, 2, ...
     parts: Vec<RawFd>,
+    /// Where each chunk's bytes are, in the state's order: its part (0:
+    /// after the state) and the position in it.
+    places: Vec<(u32, u64)>,
 }
 
 /// The encoded form, as read.
@@ -103,9 +108,11 @@ struct Wire {
     fds: Vec<RawFd>,
     named: BTreeMap<String, RawFd>,
     /// Missing from a state written before version 3: every ring byte
-    /// follows the state.
+    /// follows the state, in order.
     #[serde(default)]
     parts: Vec<RawFd>,
+    #[serde(default)]
+    places: Vec<(u32, u64)>,
 }
 
 impl Wire {
@@ -130,7 +137,7 @@ impl Wire {
 impl Handover {
     pub(crate) fn new(commands: Vec<Frozen>, shells: Vec<FrozenShell>, fds: Vec<OwnedFd>) -> Handover {
         let fds = fds.into_iter().map(|fd| (fd.as_raw_fd(), fd)).collect();
-        Handover { commands, shells, fds, named: BTreeMap::new() }
+        Handover { commands, shells, fds, named: BTreeMap::new(), precopy: None }
     }
 
     /// How many commands it carries.
@@ -168,9 +175,9 @@ impl Handover {
     /// to one file take its lock in turn: two threads writing one memfd are
     /// no faster than one).
     pub fn prepare_exec(&self) -> io::Result<Vec<OwnedFd>> {
-        let total: u64 = self.ring_chunks().map(|c| c.len() as u64).sum();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.write_state(if total >= PARALLEL_FROM { cores.clamp(1, MAX_PARTS) } else { 1 })
+        let ahead = |c: &Bytes| self.precopy.as_ref().is_some_and(|p| p.placed.contains_key(&key(c)));
+        let total: u64 = self.ring_chunks().filter(|c| !ahead(c)).map(|c| c.len() as u64).sum();
+        self.write_state(parts_for(total))
     }
 
     /// Every ring's chunks, in the state's order.
@@ -178,16 +185,46 @@ impl Handover {
         self.commands.iter().flat_map(|c| &c.rings).flat_map(|r| &r.data)
     }
 
-    /// [`Handover::prepare_exec`], the ring bytes in at most `parts` parts.
+    /// Takes the ring bytes [`Precopy::write`] wrote ahead: only chunks
+    /// written since are written with the state.
+    pub(crate) fn use_precopy(&mut self, p: Precopy) {
+        self.precopy = Some(p);
+    }
+
+    /// [`Handover::prepare_exec`], the ring bytes not written ahead in at
+    /// most `parts` parts.
     fn write_state(&self, parts: usize) -> io::Result<Vec<OwnedFd>> {
         let t = std::time::Instant::now();
         let chunks: Vec<&Bytes> = self.ring_chunks().collect();
-        let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let split = split_evenly(&chunks, parts);
+        let ahead = |c: &Bytes| self.precopy.as_ref().and_then(|p| p.placed.get(&key(c)).copied());
+        let rest: Vec<&Bytes> = chunks.iter().copied().filter(|c| ahead(c).is_none()).collect();
+        let total: u64 = rest.iter().map(|c| c.len() as u64).sum();
+        let split = split_evenly(&rest, parts);
         let mut files = vec![std::fs::File::from(sys::memfd(c"tether-handover")?)];
         for _ in 1..split.len() {
             files.push(std::fs::File::from(sys::memfd(c"tether-handover-rings")?));
         }
+        // The parts written ahead follow (duplicates: the originals stay
+        // close-on-exec, in case the exec fails).
+        let fresh = files.len() as u32;
+        for f in self.precopy.iter().flat_map(|p| &p.files) {
+            files.push(f.try_clone()?);
+        }
+        let mut here = HashMap::with_capacity(rest.len());
+        for (k, part) in split.iter().enumerate() {
+            let mut at = 0u64;
+            for c in part.iter() {
+                here.insert(key(c), (k as u32, at));
+                at += c.len() as u64;
+            }
+        }
+        let places = chunks
+            .iter()
+            .map(|c| match ahead(c) {
+                Some((part, at)) => (fresh + part, at),
+                None => here.get(&key(c)).copied().unwrap_or_default(),
+            })
+            .collect();
         let wire = WireRef {
             version: VERSION,
             commands: &self.commands,
@@ -195,25 +232,15 @@ impl Handover {
             fds: self.fds.keys().copied().collect(),
             named: &self.named,
             parts: files[1..].iter().map(AsRawFd::as_raw_fd).collect(),
+            places,
         };
         // Layout: the encoded state's length (u64, little endian), the
-        // state, then the first part of the rings' bytes, raw, in the
-        // state's order; the other parts each in a memfd of their own.
+        // state, then part 0 of the rings' bytes, raw; the other parts
+        // each in a memfd of their own.
         let header = rmp_serde::to_vec_named(&wire).map_err(io::Error::other)?;
         (&files[0]).write_all(&(header.len() as u64).to_le_bytes())?;
         (&files[0]).write_all(&header)?;
-        std::thread::scope(|s| {
-            let others: Vec<_> = files[1..]
-                .iter()
-                .zip(&split[1..])
-                .map(|(f, part)| s.spawn(move || write_chunks(f, part)))
-                .collect();
-            let first = write_chunks(&files[0], split[0]);
-            others
-                .into_iter()
-                .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked"))))?;
-            first
-        })?;
+        write_parts(&files[..split.len()], &split)?;
         let bytes = 8 + header.len() as u64 + total;
         let mut fds = Vec::with_capacity(files.len());
         for mut file in files {
@@ -228,6 +255,7 @@ impl Handover {
         tracing::info!(
             bytes,
             parts = fds.len(),
+            written_ahead = self.precopy.as_ref().map_or(0, |p| p.bytes),
             ms = t.elapsed().as_millis() as u64,
             "handover state written"
         );
@@ -294,31 +322,119 @@ impl Handover {
             let file = std::fs::File::from(sys::take_inherited_fd(raw)?);
             blobs.push(Bytes::from_owner(sys::Mapped::new(&file)?));
         }
-        // The parts hold the chunks in order, each chunk whole in one part.
-        let mut blobs = blobs.into_iter();
-        let mut blob = blobs.next().unwrap_or_default();
-        for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
-            for &(_, _, n) in &ring.chunks {
-                let n = usize::try_from(n).map_err(|_| bad("ring bytes missing"))?;
-                while blob.is_empty() && n > 0 {
-                    blob = blobs.next().ok_or_else(|| bad("ring bytes missing"))?;
+        if wire.places.is_empty() {
+            // Before version 3: the chunks in order, each whole in one part.
+            let mut blobs = blobs.into_iter();
+            let mut blob = blobs.next().unwrap_or_default();
+            for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
+                for &(_, _, n) in &ring.chunks {
+                    let n = usize::try_from(n).map_err(|_| bad("ring bytes missing"))?;
+                    while blob.is_empty() && n > 0 {
+                        blob = blobs.next().ok_or_else(|| bad("ring bytes missing"))?;
+                    }
+                    if n > blob.len() {
+                        return Err(bad("ring bytes missing"));
+                    }
+                    ring.data.push(blob.split_to(n));
                 }
-                if n > blob.len() {
-                    return Err(bad("ring bytes missing"));
+            }
+        } else {
+            let mut places = wire.places.iter();
+            for ring in wire.commands.iter_mut().flat_map(|c| &mut c.rings) {
+                for &(_, _, n) in &ring.chunks {
+                    let &(part, at) = places.next().ok_or_else(|| bad("a chunk without a place"))?;
+                    let blob = blobs.get(part as usize).ok_or_else(|| bad("a chunk in a part missing"))?;
+                    let span = usize::try_from(at)
+                        .ok()
+                        .zip(usize::try_from(n).ok())
+                        .and_then(|(at, n)| Some(at..at.checked_add(n)?))
+                        .filter(|r| r.end <= blob.len())
+                        .ok_or_else(|| bad("ring bytes missing"))?;
+                    ring.data.push(blob.slice(span));
                 }
-                ring.data.push(blob.split_to(n));
             }
         }
         let mut fds = BTreeMap::new();
         for raw in wire.fds {
             fds.insert(raw, sys::take_inherited_fd(raw)?);
         }
-        Ok(Handover { commands: wire.commands, shells: wire.shells, fds, named: wire.named })
+        Ok(Handover { commands: wire.commands, shells: wire.shells, fds, named: wire.named, precopy: None })
     }
 
     /// Takes the fd numbered `raw`, if the state has it.
     pub(crate) fn fd(&mut self, raw: Option<RawFd>) -> Option<OwnedFd> {
         self.fds.remove(&raw?)
+    }
+}
+
+/// A chunk as the bytes written ahead know it: its buffer's address and
+/// length. Held chunks never change, and while [`Precopy`] holds a chunk
+/// no other can take its address.
+fn key(c: &Bytes) -> (usize, usize) {
+    (c.as_ptr() as usize, c.len())
+}
+
+/// How many parts `total` ring bytes are written in.
+fn parts_for(total: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if total >= PARALLEL_FROM { cores.clamp(1, MAX_PARTS) } else { 1 }
+}
+
+/// Writes `split[k]` to `files[k]`, each part by a thread of its own.
+fn write_parts(files: &[std::fs::File], split: &[&[&Bytes]]) -> io::Result<()> {
+    std::thread::scope(|s| {
+        let others: Vec<_> = files[1..]
+            .iter()
+            .zip(&split[1..])
+            .map(|(f, part)| s.spawn(move || write_chunks(f, part)))
+            .collect();
+        let first = write_chunks(&files[0], split[0]);
+        others
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked"))))?;
+        first
+    })
+}
+
+/// Ring bytes written ahead of a handover, while the daemon still serves,
+/// so that the stop only writes what came since: one memfd per part.
+pub(crate) struct Precopy {
+    files: Vec<std::fs::File>,
+    /// Where each chunk written is: its part (of `files`) and position.
+    placed: HashMap<(usize, usize), (u32, u64)>,
+    /// The chunks written, held: an address names the same bytes until the
+    /// handover.
+    _held: Vec<Bytes>,
+    bytes: u64,
+}
+
+impl Precopy {
+    /// Writes `chunks` (each ring's, as they are now).
+    pub(crate) fn write(chunks: Vec<Bytes>) -> io::Result<Precopy> {
+        let t = std::time::Instant::now();
+        let refs: Vec<&Bytes> = chunks.iter().collect();
+        let bytes: u64 = refs.iter().map(|c| c.len() as u64).sum();
+        let split = split_evenly(&refs, parts_for(bytes));
+        let mut files = Vec::with_capacity(split.len());
+        for _ in 0..split.len() {
+            files.push(std::fs::File::from(sys::memfd(c"tether-handover-rings")?));
+        }
+        write_parts(&files, &split)?;
+        let mut placed = HashMap::with_capacity(refs.len());
+        for (k, part) in split.iter().enumerate() {
+            let mut at = 0u64;
+            for c in part.iter() {
+                placed.insert(key(c), (k as u32, at));
+                at += c.len() as u64;
+            }
+        }
+        tracing::info!(
+            bytes,
+            parts = files.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "ring bytes written ahead"
+        );
+        Ok(Precopy { files, placed, _held: chunks, bytes })
     }
 }
 

@@ -158,6 +158,11 @@ impl Ring {
     }
 
     /// Its held bytes, for a handover (shared, not copied).
+    /// The held chunks' bytes, oldest first.
+    pub(crate) fn chunk_data(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter().map(|c| &c.data)
+    }
+
     pub(crate) fn freeze(&self) -> crate::handover::FrozenRing {
         crate::handover::FrozenRing {
             cap: self.cap,

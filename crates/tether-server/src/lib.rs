@@ -289,6 +289,12 @@ impl Server {
         let manager = st.manager.clone();
         let signal = async move {
             let why = stop.await;
+            if why == Stop::Restart {
+                // Still serving: the rings' bytes as they are now are
+                // written for the next daemon, so that the stop writes only
+                // what comes meanwhile.
+                manager.precopy().await;
+            }
             tracing::info!(?why, "stopping");
             if why == Stop::Restart {
                 // Before the connections close: their going is the

@@ -317,6 +317,12 @@ impl CommandHandle {
         }
     }
 
+    /// Both rings' chunks as they are now (shared, not copied).
+    pub(crate) fn ring_chunks(&self) -> Vec<bytes::Bytes> {
+        let out = self.shared.output();
+        out.rings.iter().flat_map(Ring::chunk_data).cloned().collect()
+    }
+
     /// Gives both rings buffers of their own (after a handover).
     pub(crate) fn reown_rings(&self) {
         let mut out = self.shared.output();

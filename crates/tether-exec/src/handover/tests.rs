@@ -29,8 +29,8 @@ fn encode(
     fds: Vec<RawFd>,
     named: &BTreeMap<String, RawFd>,
 ) -> Vec<u8> {
-    let parts = vec![14, 15];
-    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, shells, fds, named, parts })
+    let (parts, places) = (vec![14, 15], vec![(0, 0), (2, 5), (1, 0), (0, 5)]);
+    rmp_serde::to_vec_named(&WireRef { version: VERSION, commands, shells, fds, named, parts, places })
         .expect("encodes")
 }
 
@@ -49,8 +49,8 @@ async fn the_golden_state_decodes_and_encodes_to_the_same_bytes() {
     assert!(matches!(wire.commands[0].phase, Phase::Live(_)));
     assert!(matches!(wire.commands[1].phase, Phase::Held { .. }));
     assert_eq!(wire.shells.len(), 1);
-    assert_eq!(wire.parts, [14, 15]);
-    let again = encode(&wire.commands, &wire.shells, wire.fds, &wire.named);
+    assert_eq!((wire.parts.clone(), wire.places.len()), (vec![14, 15], 4));
+    let again = encode(&wire.commands, &wire.shells, wire.fds.clone(), &wire.named);
     assert!(
         again == golden,
         "the handover format changed without a new VERSION: bump it in handover.rs and \
@@ -95,6 +95,78 @@ async fn ring_bytes_written_in_parts_are_read_back_whole_and_in_order() {
             back.commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
         assert!(got == want, "{parts} parts: the rings read back differ");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_bytes_written_ahead_and_since_are_read_back_whole_and_in_order() {
+    use std::os::fd::IntoRawFd;
+    let chunk = |k: u32| {
+        Bytes::from((0..(1 + k * 7919 % 9000)).map(|j| (k.wrapping_mul(31) ^ j) as u8).collect::<Vec<u8>>())
+    };
+    let fill = |ring: &mut FrozenRing, ks: std::ops::Range<u32>| {
+        (ring.chunks, ring.data) = (Vec::new(), Vec::new());
+        for k in ks {
+            let data = chunk(k);
+            ring.chunks.push((u64::from(k) * 10_000, u64::from(k), data.len() as u64));
+            ring.data.push(data);
+        }
+    };
+    let mut commands = sample();
+    for (i, ring) in commands.iter_mut().flat_map(|c| &mut c.rings).enumerate() {
+        fill(ring, (i as u32 * 1000)..(i as u32 * 1000 + 400));
+    }
+    // Written ahead: every chunk as it is now.
+    let ahead: Vec<Bytes> = commands.iter().flat_map(|c| &c.rings).flat_map(|r| r.data.clone()).collect();
+    let pre = Precopy::write(ahead).expect("written ahead");
+    // Meanwhile the rings move on: the oldest half of each evicted, as
+    // many new chunks come (not written ahead), one ring is replaced whole.
+    for ring in commands.iter_mut().flat_map(|c| &mut c.rings) {
+        let first = ring.chunks[0].1 as u32;
+        let kept: Vec<(u64, u64, u64)> = ring.chunks.split_off(200);
+        let data = ring.data.split_off(200);
+        (ring.chunks, ring.data) = (kept, data);
+        for k in (first + 400)..(first + 600) {
+            let data = chunk(k);
+            ring.chunks.push((u64::from(k) * 10_000, u64::from(k), data.len() as u64));
+            ring.data.push(data);
+        }
+    }
+    fill(&mut commands[1].rings[1], 9000..9100);
+    let want: Vec<Vec<Bytes>> = commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+    // What the state itself must still carry: the chunks not written ahead.
+    let since: u64 =
+        want.iter().flatten().filter(|c| !pre.placed.contains_key(&key(c))).map(|c| c.len() as u64).sum();
+    let total: u64 = want.iter().flatten().map(|c| c.len() as u64).sum();
+    assert!(since > 0 && since < total, "{since} of {total}");
+    let size = |fd: RawFd| std::fs::metadata(format!("/proc/self/fd/{fd}")).expect("a memfd").len();
+    for parts in [1, 2] {
+        let mut h = Handover::new(commands.iter().map(copy).collect(), Vec::new(), Vec::new());
+        let pre = Precopy {
+            files: pre.files.iter().map(|f| f.try_clone().expect("a duplicate")).collect(),
+            placed: pre.placed.clone(),
+            _held: Vec::new(),
+            bytes: pre.bytes,
+        };
+        h.use_precopy(pre);
+        let fds = h.write_state(parts).expect("written");
+        let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+        // The state's memfd, `parts - 1` more for what came since, and
+        // those written ahead.
+        assert_eq!(raw.len(), parts + pre_files(&h));
+        let fresh: u64 = raw[..parts].iter().map(|&fd| size(fd)).sum();
+        assert!(
+            (since..since + (1 << 20)).contains(&fresh),
+            "{parts} parts: {fresh} bytes written, {since} new"
+        );
+        let back = Handover::inherit(raw[0]).expect("read back");
+        let got: Vec<Vec<Bytes>> =
+            back.commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+        assert!(got == want, "{parts} parts: the rings read back differ");
+    }
+}
+
+fn pre_files(h: &Handover) -> usize {
+    h.precopy.as_ref().map_or(0, |p| p.files.len())
 }
 
 #[test]

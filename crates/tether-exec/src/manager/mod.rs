@@ -82,6 +82,12 @@ pub(super) struct Inner {
     handover: HandoverSlot,
     /// A restart has begun ([`Manager::begin_handover`]).
     restarting: Arc<AtomicBool>,
+    /// Ring bytes written ahead of the coming handover
+    /// ([`Manager::precopy`]).
+    precopy: std::sync::Mutex<Option<crate::handover::Precopy>>,
+    /// The copying of handed-over rings off the handover's mapping, while
+    /// it runs (see [`Manager::resume`]).
+    reowning: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How commands' processes are found and ended.
     contain: Arc<Containment>,
 }
@@ -161,6 +167,8 @@ impl Manager {
                 kill_on_shutdown,
                 handover: Arc::new(OnceLock::new()),
                 restarting: Arc::new(AtomicBool::new(false)),
+                precopy: std::sync::Mutex::new(None),
+                reowning: std::sync::Mutex::new(None),
             }),
         }
     }

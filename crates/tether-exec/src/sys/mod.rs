@@ -35,6 +35,7 @@ mod vspawn;
 
 pub(crate) use child::{
     Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
+    wait_exit_code,
 };
 pub use dir::PrivateDir;
 pub use fd::socket_unacked;
@@ -50,6 +51,6 @@ pub(crate) use signal::{
     catch_inherited_ignores, ignore_signals, kill_trees, parse_signal, restore_signals, signal_group,
     signal_pids, signal_tree, signal_tree_remembered,
 };
-pub(crate) use spawn::{is_cgroup2_fs, join_cgroup_on_exec, new_session_with_fd3};
+pub(crate) use spawn::{is_cgroup2_fs, new_session_with_fd3};
 pub(crate) use tty::{foreground_group, set_winsize, veof};
 pub(crate) use vspawn::{CgroupPaths, Piped, Plan, reserve_spawn_slots, spawn_on_terminal, spawn_piped};

@@ -37,26 +37,6 @@ pub(crate) fn new_session_with_fd3(cmd: &mut std::process::Command, status: RawF
     }
 }
 
-/// Makes the child of `cmd` join the cgroup whose `cgroup.procs` is
-/// `procs` before it execs (writing "0" moves the writer itself), so that
-/// nothing it runs is ever outside it. A failure fails the spawn.
-pub(crate) fn join_cgroup_on_exec(cmd: &mut std::process::Command, procs: std::ffi::CString) {
-    // SAFETY: between fork and exec the closure calls only open, write and
-    // close (system calls through rustix) on a path prepared before the
-    // fork, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            use rustix::fs::{Mode, OFlags};
-            let fd = rustix::fs::open(procs.as_c_str(), OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
-            let n = rustix::io::write(&fd, b"0")?;
-            if n != 1 {
-                return Err(io::Error::from_raw_os_error(libc::EIO));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Whether `path` is on a cgroup v2 file system.
 pub(crate) fn is_cgroup2_fs(path: &std::path::Path) -> io::Result<bool> {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
