@@ -70,7 +70,7 @@ pub struct Handover {
     /// The caller's fds, by name.
     named: BTreeMap<String, RawFd>,
     /// Ring bytes written ahead, while the daemon still served.
-    precopy: Option<Precopy>,
+    precopy: Option<Box<Precopy>>,
 }
 
 impl std::fmt::Debug for Handover {
@@ -175,7 +175,7 @@ impl Handover {
     /// to one file take its lock in turn: two threads writing one memfd are
     /// no faster than one).
     pub fn prepare_exec(&self) -> io::Result<Vec<OwnedFd>> {
-        let ahead = |c: &Bytes| self.precopy.as_ref().is_some_and(|p| p.placed.contains_key(&key(c)));
+        let ahead = |c: &Bytes| self.precopy.as_ref().is_some_and(|p| p.place(c).is_some());
         let total: u64 = self.ring_chunks().filter(|c| !ahead(c)).map(|c| c.len() as u64).sum();
         self.write_state(parts_for(total))
     }
@@ -188,7 +188,7 @@ impl Handover {
     /// Takes the ring bytes [`Precopy::write`] wrote ahead: only chunks
     /// written since are written with the state.
     pub(crate) fn use_precopy(&mut self, p: Precopy) {
-        self.precopy = Some(p);
+        self.precopy = Some(Box::new(p));
     }
 
     /// [`Handover::prepare_exec`], the ring bytes not written ahead in at
@@ -196,7 +196,7 @@ impl Handover {
     fn write_state(&self, parts: usize) -> io::Result<Vec<OwnedFd>> {
         let t = std::time::Instant::now();
         let chunks: Vec<&Bytes> = self.ring_chunks().collect();
-        let ahead = |c: &Bytes| self.precopy.as_ref().and_then(|p| p.placed.get(&key(c)).copied());
+        let ahead = |c: &Bytes| self.precopy.as_ref().and_then(|p| p.place(c));
         let rest: Vec<&Bytes> = chunks.iter().copied().filter(|c| ahead(c).is_none()).collect();
         let total: u64 = rest.iter().map(|c| c.len() as u64).sum();
         let split = split_evenly(&rest, parts);
@@ -400,11 +400,15 @@ fn write_parts(files: &[std::fs::File], split: &[&[&Bytes]]) -> io::Result<()> {
 /// so that the stop only writes what came since: one memfd per part.
 pub(crate) struct Precopy {
     files: Vec<std::fs::File>,
+    /// Each part's bytes, mapped: rings take their chunks from here
+    /// ([`Precopy::mapped`]), so that their own copies are freed before the
+    /// exec rather than by it.
+    maps: Vec<Bytes>,
     /// Where each chunk written is: its part (of `files`) and position.
     placed: HashMap<(usize, usize), (u32, u64)>,
-    /// The chunks written, held: an address names the same bytes until the
-    /// handover.
-    _held: Vec<Bytes>,
+    /// The chunks written, held until the rings take the mapped ones: an
+    /// address names the same bytes meanwhile.
+    held: Vec<Bytes>,
     bytes: u64,
 }
 
@@ -428,13 +432,44 @@ impl Precopy {
                 at += c.len() as u64;
             }
         }
+        let maps =
+            files.iter().map(|f| Ok(Bytes::from_owner(sys::Mapped::new(f)?))).collect::<io::Result<_>>()?;
         tracing::info!(
             bytes,
             parts = files.len(),
             ms = t.elapsed().as_millis() as u64,
             "ring bytes written ahead"
         );
-        Ok(Precopy { files, placed, _held: chunks, bytes })
+        Ok(Precopy { files, maps, placed, held: chunks, bytes })
+    }
+
+    /// The written copy of `c`, if it was written: the same bytes, in the
+    /// memfd's pages.
+    pub(crate) fn mapped(&self, c: &Bytes) -> Option<Bytes> {
+        let &(part, at) = self.placed.get(&key(c))?;
+        let at = usize::try_from(at).ok()?;
+        let map = self.maps.get(part as usize)?;
+        (at + c.len() <= map.len()).then(|| map.slice(at..at + c.len()))
+    }
+
+    /// Lets go of the chunks as they were when written (once the rings
+    /// hold their mapped copies).
+    pub(crate) fn release_held(&mut self) {
+        self.held = Vec::new();
+    }
+
+    /// Where `c`'s bytes were written: its part and position. A chunk
+    /// written, or taken from the mapping ([`Precopy::mapped`]).
+    fn place(&self, c: &Bytes) -> Option<(u32, u64)> {
+        if let Some(&p) = self.placed.get(&key(c)) {
+            return Some(p);
+        }
+        let addr = c.as_ptr() as usize;
+        self.maps.iter().enumerate().find_map(|(k, m)| {
+            let base = m.as_ptr() as usize;
+            (!m.is_empty() && addr >= base && addr + c.len() <= base + m.len())
+                .then(|| (k as u32, (addr - base) as u64))
+        })
     }
 }
 

@@ -158,6 +158,16 @@ impl Ring {
     }
 
     /// Its held bytes, for a handover (shared, not copied).
+    /// Replaces each chunk's bytes by the copy `to` gives, if any (the same
+    /// bytes elsewhere; not compared here, which would read every page).
+    pub(crate) fn rebase(&mut self, to: impl Fn(&Bytes) -> Option<Bytes>) {
+        for c in &mut self.chunks {
+            if let Some(copy) = to(&c.data).filter(|b| b.len() == c.data.len()) {
+                c.data = copy;
+            }
+        }
+    }
+
     /// The held chunks' bytes, oldest first.
     pub(crate) fn chunk_data(&self) -> impl Iterator<Item = &Bytes> {
         self.chunks.iter().map(|c| &c.data)

@@ -323,6 +323,12 @@ impl CommandHandle {
         out.rings.iter().flat_map(Ring::chunk_data).cloned().collect()
     }
 
+    /// Replaces each ring chunk `to` has a copy of by that copy.
+    pub(crate) fn rebase_rings(&self, to: impl Fn(&bytes::Bytes) -> Option<bytes::Bytes>) {
+        let mut out = self.shared.output();
+        out.rings.iter_mut().for_each(|r| r.rebase(&to));
+    }
+
     /// Gives both rings buffers of their own (after a handover).
     pub(crate) fn reown_rings(&self) {
         let mut out = self.shared.output();

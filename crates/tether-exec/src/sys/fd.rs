@@ -146,6 +146,18 @@ pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     Ok(rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::empty())?)
 }
 
+/// Gives the memory the allocator holds free back to the system (glibc's
+/// `malloc_trim`, every arena): what a process frees stays mapped and is
+/// unmapped page by page by an `exec`, with the process stopped.
+pub(crate) fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` only returns whole free pages of the
+    // allocator's arenas to the kernel; it takes the arenas' locks itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A read-only private mapping of a whole file, unmapped on drop: the
 /// handover state read without copying it (rings keep slices of it).
 pub(crate) struct Mapped {

@@ -41,7 +41,7 @@ pub use dir::PrivateDir;
 pub use fd::socket_unacked;
 pub(crate) use fd::{
     Mapped, cloexec_inherited_fds, close_on_exec, dup_fd, dup_nonblocking, grow_pipe, keep_on_exec, memfd,
-    mkfifo, raise_fd_limit, register_file, take_inherited_fd,
+    mkfifo, raise_fd_limit, register_file, release_free_memory, take_inherited_fd,
 };
 pub(crate) use proc::{
     all_pids, children, descendants_where, env_has, env_value, environ, pgid_of, running, session_members,
