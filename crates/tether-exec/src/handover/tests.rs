@@ -177,6 +177,39 @@ async fn ring_bytes_written_ahead_and_since_are_read_back_whole_and_in_order() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_state_of_version_2_has_its_ring_bytes_in_order_after_it() {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    // As a daemon before version 3 wrote it: no parts, no places, every
+    // chunk's bytes after the state, in order.
+    let mut commands = sample();
+    let mut bytes = Vec::new();
+    for (k, ring) in commands.iter_mut().flat_map(|c| &mut c.rings).enumerate() {
+        let data = Bytes::from(vec![b'a' + k as u8; 5]);
+        bytes.extend_from_slice(&data);
+        ring.data = vec![data];
+    }
+    let named = BTreeMap::new();
+    let wire = WireRef {
+        version: 2,
+        commands: &commands,
+        shells: &[],
+        fds: Vec::new(),
+        named: &named,
+        parts: Vec::new(),
+        places: Vec::new(),
+    };
+    let header = rmp_serde::to_vec_named(&wire).expect("encodes");
+    let mut file = std::fs::File::from(sys::memfd(c"test").expect("memfd"));
+    file.write_all(&(header.len() as u64).to_le_bytes()).expect("written");
+    file.write_all(&header).expect("written");
+    file.write_all(&bytes).expect("written");
+    let back = Handover::inherit(OwnedFd::from(file).into_raw_fd()).expect("read back");
+    let got: Vec<u8> = back.commands.iter().flat_map(|c| &c.rings).flat_map(|r| r.data.concat()).collect();
+    assert_eq!(got, bytes);
+}
+
 fn pre_files(h: &Handover) -> usize {
     h.precopy.as_ref().map_or(0, |p| p.files.len())
 }
