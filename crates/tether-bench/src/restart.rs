@@ -125,7 +125,8 @@ async fn restarts(
             // restart it copies the rings off the handover's mapping in the
             // background, and a restart waits for that to end).
             let settled = Instant::now() + Duration::from_secs(1);
-            while let Ok(tick) = tokio::time::timeout_at(settled, next_tick(&mut ticker, &mut pending)).await {
+            while let Ok(tick) = tokio::time::timeout_at(settled, next_tick(&mut ticker, &mut pending)).await
+            {
                 tick?;
             }
             let t0 = Instant::now();
