@@ -210,14 +210,7 @@ impl Handover {
         for f in self.precopy.iter().flat_map(|p| &p.files) {
             files.push(f.try_clone()?);
         }
-        let mut here = HashMap::with_capacity(rest.len());
-        for (k, part) in split.iter().enumerate() {
-            let mut at = 0u64;
-            for c in part.iter() {
-                here.insert(key(c), (k as u32, at));
-                at += c.len() as u64;
-            }
-        }
+        let here = places_of(&split);
         let places = chunks
             .iter()
             .map(|c| match ahead(c) {
@@ -374,6 +367,20 @@ fn key(c: &Bytes) -> (usize, usize) {
     (c.as_ptr() as usize, c.len())
 }
 
+/// Where each chunk of `split` goes when part `k` is written in order:
+/// `(k, position)`, by the chunk's [`key`].
+fn places_of(split: &[&[&Bytes]]) -> HashMap<(usize, usize), (u32, u64)> {
+    let mut places = HashMap::with_capacity(split.iter().map(|p| p.len()).sum());
+    for (k, part) in split.iter().enumerate() {
+        let mut at = 0u64;
+        for c in part.iter() {
+            places.insert(key(c), (k as u32, at));
+            at += c.len() as u64;
+        }
+    }
+    places
+}
+
 /// How many parts `total` ring bytes are written in.
 fn parts_for(total: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -424,14 +431,7 @@ impl Precopy {
             files.push(std::fs::File::from(sys::memfd(c"tether-handover-rings")?));
         }
         write_parts(&files, &split)?;
-        let mut placed = HashMap::with_capacity(refs.len());
-        for (k, part) in split.iter().enumerate() {
-            let mut at = 0u64;
-            for c in part.iter() {
-                placed.insert(key(c), (k as u32, at));
-                at += c.len() as u64;
-            }
-        }
+        let placed = places_of(&split);
         let maps =
             files.iter().map(|f| Ok(Bytes::from_owner(sys::Mapped::new(f)?))).collect::<io::Result<_>>()?;
         tracing::info!(

@@ -82,7 +82,7 @@ async fn ring_bytes_written_in_parts_are_read_back_whole_and_in_order() {
             ring.data.push(Bytes::from(data));
         }
     }
-    let want: Vec<Vec<Bytes>> = commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+    let want = ring_data(&commands);
     for parts in [1, 2, 3] {
         let h = Handover::new(commands.iter().map(copy).collect(), Vec::new(), Vec::new());
         let fds = h.write_state(parts).expect("written");
@@ -91,9 +91,7 @@ async fn ring_bytes_written_in_parts_are_read_back_whole_and_in_order() {
         // state.
         let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
         let back = Handover::inherit(raw[0]).expect("read back");
-        let got: Vec<Vec<Bytes>> =
-            back.commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
-        assert!(got == want, "{parts} parts: the rings read back differ");
+        assert!(ring_data(&back.commands) == want, "{parts} parts: the rings read back differ");
     }
 }
 
@@ -144,7 +142,7 @@ async fn ring_bytes_written_ahead_and_since_are_read_back_whole_and_in_order() {
         }
     }
     assert_eq!(rebased, 400);
-    let want: Vec<Vec<Bytes>> = commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
+    let want = ring_data(&commands);
     // What the state itself must still carry: the chunks not written ahead.
     let since: u64 = want.iter().flatten().filter(|c| pre.place(c).is_none()).map(|c| c.len() as u64).sum();
     let total: u64 = want.iter().flatten().map(|c| c.len() as u64).sum();
@@ -171,9 +169,7 @@ async fn ring_bytes_written_ahead_and_since_are_read_back_whole_and_in_order() {
             "{parts} parts: {fresh} bytes written, {since} new"
         );
         let back = Handover::inherit(raw[0]).expect("read back");
-        let got: Vec<Vec<Bytes>> =
-            back.commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect();
-        assert!(got == want, "{parts} parts: the rings read back differ");
+        assert!(ring_data(&back.commands) == want, "{parts} parts: the rings read back differ");
     }
 }
 
@@ -208,6 +204,11 @@ async fn a_state_of_version_2_has_its_ring_bytes_in_order_after_it() {
     let back = Handover::inherit(OwnedFd::from(file).into_raw_fd()).expect("read back");
     let got: Vec<u8> = back.commands.iter().flat_map(|c| &c.rings).flat_map(|r| r.data.concat()).collect();
     assert_eq!(got, bytes);
+}
+
+/// Every ring's chunks, in the state's order.
+fn ring_data(commands: &[Frozen]) -> Vec<Vec<Bytes>> {
+    commands.iter().flat_map(|c| &c.rings).map(|r| r.data.clone()).collect()
 }
 
 fn pre_files(h: &Handover) -> usize {
