@@ -187,6 +187,59 @@ async fn commands_in_every_state_survive_two_restarts() {
     assert_eq!(finish(&c, &term).await.status.code, Some(9));
 }
 
+/// Enough held output that the rings are written ahead of the handover
+/// (past 8 MiB) and then served from the written copies: every byte
+/// crosses a restart and a failed exec, and bytes written while the
+/// rings were written ahead are carried too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rings_written_ahead_cross_a_restart_and_a_failed_exec_byte_exact() {
+    let dir = std::env::temp_dir().join(format!("tether-ahead-{}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("tether");
+    copy_binary(&bin);
+    let d = daemon_from(bin.to_str().unwrap(), &[], None);
+    let c = client(&d).await;
+    // 12 x 1.29 MB of `seq`, each held whole, then waiting for a line; and
+    // one that keeps writing through the restarts.
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let spec =
+            StartSpec { ring_bytes: Some(2 << 20), ..shell("seq 1 200000; read line; echo \"got $line\"") };
+        ids.push(c.start_detached(spec).await.unwrap().0);
+    }
+    let busy =
+        StartSpec { ring_bytes: Some(4 << 20), ..shell("seq 1 300000 | while read n; do echo $n; done") };
+    let (busy, _) = c.start_detached(busy).await.unwrap();
+    let full = async {
+        loop {
+            let list = c.list().await.unwrap();
+            if ids.iter().all(|id| list.iter().any(|i| &i.command == id && i.stdout.end >= 1_288_895)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, full).await.expect("every command wrote its output");
+    usr2(&d);
+    d.wait_lines(2);
+    // An exec that fails (the binary gone): the old process resumes with
+    // the rings it had taken from the written copies.
+    let c = client(&d).await;
+    replace_with_script(&bin, &format!("#!/bin/sh\nrm -f \"$0\"\nexec {BIN} \"$@\"\n"));
+    usr2(&d);
+    d.wait_lines(3);
+    let c2 = client(&d).await;
+    let seq = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    for id in &ids {
+        c2.write_stdin(id, Bytes::from_static(b"on\n")).await.unwrap();
+        let o = finish(&c2, id).await;
+        assert!(text(&o.stdout) == seq(200000) + "got on\n", "{id}: the output changed across the restarts");
+    }
+    assert!(text(&finish(&c2, &busy).await.stdout) == seq(300000), "the busy command's output changed");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_exec_resumes_in_the_same_process() {
     // A copy of the binary, replaced before the restart by a script that
