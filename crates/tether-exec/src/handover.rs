@@ -42,8 +42,9 @@ use crate::sys;
 
 /// Format version of the encoded state; a daemon refuses another, except
 /// [`OLDEST_READ`] and later (an upgrade from a daemon that wrote it).
-/// Version 2 added the named shells; version 3 the ring bytes' extra
-/// memfds (`parts`), written in parallel.
+/// Version 2 added the named shells; version 3 the ring bytes' parts (in
+/// memfds of their own, written in parallel or ahead) and each chunk's
+/// place in them.
 pub const VERSION: u32 = 3;
 
 /// The oldest version this daemon still reads (what it lacks is empty).
