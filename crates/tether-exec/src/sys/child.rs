@@ -220,11 +220,13 @@ pub(crate) fn try_reap(pid: u32) -> io::Result<Option<Reaped>> {
     }
 }
 
-/// Waits for a child of our own that no one else waits for; its exit code
-/// (`None`: killed by a signal).
+/// Waits for a child of our own, registered as a leader so that the orphan
+/// reaper leaves it alone (see [`register_leader`]); its exit code (`None`:
+/// killed by a signal).
 pub(crate) fn wait_exit_code(pid: u32) -> io::Result<Option<i32>> {
-    let status = rustix::process::waitpid(Some(to_pid(pid).ok_or_else(esrch)?), WaitOptions::empty())?;
-    Ok(status.and_then(|(_, s)| s.exit_status()))
+    let status = rustix::process::waitpid(Some(to_pid(pid).ok_or_else(esrch)?), WaitOptions::empty());
+    unregister_leader(pid);
+    Ok(status?.and_then(|(_, s)| s.exit_status()))
 }
 
 /// Waits for a child that has been sent SIGKILL (failure paths only).
