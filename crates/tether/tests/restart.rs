@@ -193,11 +193,7 @@ async fn commands_in_every_state_survive_two_restarts() {
 /// rings were written ahead are carried too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rings_written_ahead_cross_a_restart_and_a_failed_exec_byte_exact() {
-    let dir = std::env::temp_dir().join(format!("tether-ahead-{}", rand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("tether");
-    copy_binary(&bin);
-    let d = daemon_from(bin.to_str().unwrap(), &[], None);
+    let (dir, bin, d) = daemon_on_a_copy("tether-ahead");
     let c = client(&d).await;
     // 12 x 1.29 MB of `seq`, each held whole, then waiting for a line; and
     // one that keeps writing through the restarts.
@@ -225,7 +221,7 @@ async fn rings_written_ahead_cross_a_restart_and_a_failed_exec_byte_exact() {
     // An exec that fails (the binary gone): the old process resumes with
     // the rings it had taken from the written copies.
     let c = client(&d).await;
-    replace_with_script(&bin, &format!("#!/bin/sh\nrm -f \"$0\"\nexec {BIN} \"$@\"\n"));
+    replace_with_script(&bin, &vanishing());
     usr2(&d);
     d.wait_lines(3);
     let c2 = client(&d).await;
@@ -245,21 +241,16 @@ async fn a_failed_exec_resumes_in_the_same_process() {
     // A copy of the binary, replaced before the restart by a script that
     // removes itself and passes the new binary's check (the real binary
     // answers it): the exec fails.
-    let dir = std::env::temp_dir().join(format!("tether-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("tether");
-    copy_binary(&bin);
-    let d = daemon_from(bin.to_str().unwrap(), &[], None);
+    let (dir, bin, d) = daemon_on_a_copy("tether-restart");
     let c = client(&d).await;
     let (id, _) = c.start_detached(shell("sleep 0.5; echo still-here")).await.unwrap();
-    let vanishing = format!("#!/bin/sh\nrm -f \"$0\"\nexec {BIN} \"$@\"\n");
-    replace_with_script(&bin, &vanishing);
+    replace_with_script(&bin, &vanishing());
     usr2(&d);
     d.wait_lines(2);
     let o = finish(&c, &id).await;
     assert_eq!((text(&o.stdout).as_str(), o.status.code), ("still-here\n", Some(0)));
     // The restart signal still works (it was not left ignored).
-    replace_with_script(&bin, &vanishing);
+    replace_with_script(&bin, &vanishing());
     usr2(&d);
     d.wait_lines(3);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -352,6 +343,24 @@ async fn a_daemon_started_with_signals_ignored_starts_commands_with_defaults() {
     }
 }
 
+/// A daemon started from a copy of the binary in a directory of its own
+/// (`prefix-<random>`), so that a test can replace the copy before a
+/// restart: the directory, the copy, the daemon.
+fn daemon_on_a_copy(prefix: &str) -> (std::path::PathBuf, std::path::PathBuf, Daemon) {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("tether");
+    copy_binary(&bin);
+    let d = daemon_from(bin.to_str().unwrap(), &[], None);
+    (dir, bin, d)
+}
+
+/// A script that removes itself and runs the real binary: it passes the
+/// new binary's check, and the exec that follows fails.
+fn vanishing() -> String {
+    format!("#!/bin/sh\nrm -f \"$0\"\nexec {BIN} \"$@\"\n")
+}
+
 /// Copies the daemon's binary to `to` in a `cp` process of its own: a
 /// file this (multi-threaded) test process had open for writing could be
 /// inherited by a child another thread forks at that moment, and `exec`
@@ -374,11 +383,7 @@ fn replace_with_script(path: &std::path::Path, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_that_fails_its_check_is_not_handed_the_commands() {
-    let dir = std::env::temp_dir().join(format!("tether-badbin-{}", rand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("tether");
-    copy_binary(&bin);
-    let d = daemon_from(bin.to_str().unwrap(), &[], None);
+    let (dir, bin, d) = daemon_on_a_copy("tether-badbin");
     let c = client(&d).await;
     let (id, pid) = c.start_detached(shell("read line; echo \"got $line\"")).await.unwrap();
     // Starts, then fails: exit 1, then a segfault; then succeeds but reads
