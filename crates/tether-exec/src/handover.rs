@@ -176,9 +176,7 @@ impl Handover {
     /// to one file take its lock in turn: two threads writing one memfd are
     /// no faster than one).
     pub fn prepare_exec(&self) -> io::Result<Vec<OwnedFd>> {
-        let ahead = |c: &Bytes| self.precopy.as_ref().is_some_and(|p| p.place(c).is_some());
-        let total: u64 = self.ring_chunks().filter(|c| !ahead(c)).map(|c| c.len() as u64).sum();
-        self.write_state(parts_for(total))
+        self.write_state(parts_for)
     }
 
     /// Every ring's chunks, in the state's order.
@@ -193,14 +191,14 @@ impl Handover {
     }
 
     /// [`Handover::prepare_exec`], the ring bytes not written ahead in at
-    /// most `parts` parts.
-    fn write_state(&self, parts: usize) -> io::Result<Vec<OwnedFd>> {
+    /// most `parts(their total)` parts.
+    fn write_state(&self, parts: impl FnOnce(u64) -> usize) -> io::Result<Vec<OwnedFd>> {
         let t = std::time::Instant::now();
         let chunks: Vec<&Bytes> = self.ring_chunks().collect();
         let ahead = |c: &Bytes| self.precopy.as_ref().and_then(|p| p.place(c));
         let rest: Vec<&Bytes> = chunks.iter().copied().filter(|c| ahead(c).is_none()).collect();
         let total: u64 = rest.iter().map(|c| c.len() as u64).sum();
-        let split = split_evenly(&rest, parts);
+        let split = split_evenly(&rest, parts(total));
         let mut files = vec![std::fs::File::from(sys::memfd(c"tether-handover")?)];
         for _ in 1..split.len() {
             files.push(std::fs::File::from(sys::memfd(c"tether-handover-rings")?));

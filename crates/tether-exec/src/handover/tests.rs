@@ -85,7 +85,7 @@ async fn ring_bytes_written_in_parts_are_read_back_whole_and_in_order() {
     let want = ring_data(&commands);
     for parts in [1, 2, 3] {
         let h = Handover::new(commands.iter().map(copy).collect(), Vec::new(), Vec::new());
-        let fds = h.write_state(parts).expect("written");
+        let fds = h.write_state(|_| parts).expect("written");
         assert_eq!(fds.len(), parts);
         // Handed on as across an exec: by number, the parts named in the
         // state.
@@ -158,7 +158,7 @@ async fn ring_bytes_written_ahead_and_since_are_read_back_whole_and_in_order() {
             bytes: pre.bytes,
         };
         h.use_precopy(pre);
-        let fds = h.write_state(parts).expect("written");
+        let fds = h.write_state(|_| parts).expect("written");
         let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
         // The state's memfd, `parts - 1` more for what came since, and
         // those written ahead.
