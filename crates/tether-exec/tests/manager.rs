@@ -540,6 +540,44 @@ async fn the_screen_model_keeps_up_with_a_flood() {
     assert_eq!(viewer.screen().contents(), "199997\n199998\n199999\n200000");
 }
 
+/// The screen model parses bulk output in a task of its own and a little
+/// output, while that task is idle, in the actor: whichever parsed what,
+/// every screen a new viewer gets is exactly the output up to its offset.
+#[tokio::test]
+async fn every_screen_is_the_output_up_to_its_offset_however_it_was_parsed() {
+    let m = manager();
+    // Bursts of lines (for the task) between short rewrites of the whole
+    // screen (for the actor, when it reads one alone); the ring keeps all.
+    let script = "for i in $(seq 1 150); do seq 1 1500; printf '\\033[2J\\033[Hstep %d' $i; done; \
+                  printf '\\033[2J\\033[1;3Hlast'";
+    let h = m.start(CommandSpec::shell(script).pty(5, 20).ring_bytes(4 << 20)).unwrap();
+    let reader = tokio::spawn(collect(h.attach([0, 0]).unwrap(), LIMIT));
+    let mut screens = Vec::new();
+    let taking = async {
+        while !reader.is_finished() {
+            let (screen, _) = h.attach_screen(0, None, false).await.unwrap();
+            screens.push(screen.expect("a screen from offset 0"));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, taking).await.expect("the command ends in time");
+    let (out, _, exit) = reader.await.unwrap();
+    assert_eq!(exit.code, Some(0));
+    let (last, _) = h.attach_screen(0, None, false).await.unwrap();
+    screens.push(last.unwrap());
+    assert!(screens.len() > 2, "only {} screens taken while it ran", screens.len());
+    let rendered = |bytes: &[u8]| {
+        let mut p = vt100::Parser::new(5, 20, 0);
+        p.process(bytes);
+        (p.screen().contents(), p.screen().cursor_position())
+    };
+    for s in &screens {
+        let upto = &out[..s.offset as usize];
+        assert_eq!(rendered(&s.data), rendered(upto), "the screen at offset {}", s.offset);
+    }
+    assert_eq!(rendered(&screens.last().unwrap().data), ("  last".to_owned(), (0, 6)));
+}
+
 #[tokio::test]
 async fn a_lingering_attachment_holds_a_fast_writer_until_its_client_is_back() {
     let m = manager();

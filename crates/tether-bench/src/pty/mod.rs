@@ -192,6 +192,20 @@ fn echo_target(r: &Result<Latency>, pty: Option<Latency>, ws: Option<Latency>) -
     }
 }
 
+/// Issue 20's `cat` target: the bare client's median run at least 85% of
+/// the PTY floor's, both of this run.
+fn cat_target(r: &Result<Runs>, floor: Option<f64>) -> Row {
+    let row = Row::new("P2", "target: PTY `cat`, bare client, >= 85% of the PTY floor");
+    match (r, floor) {
+        (Ok(runs), Some(f)) => {
+            let pct = 100.0 * runs.median.rate() / f;
+            row.result(format!("{} ({pct:.0}%)", if pct >= 85.0 { "met" } else { "MISSED" }))
+                .notes(format!("tether {:.0} MiB/s vs PTY floor {f:.0} MiB/s", runs.median.rate()))
+        }
+        _ => row.result("not measured (a row above failed)"),
+    }
+}
+
 /// A PTY throughput row: MiB/s of terminal output, median of the runs.
 fn tp_row(what: &str, file: u64, r: &Result<Runs>, floor: Option<f64>, extra: &str) -> Row {
     let row = Row::new("P2", what);
@@ -270,6 +284,7 @@ async fn cat_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
         floor,
         "paced: lossless; byte count and offsets checked against the exit's `stdout_bytes`",
     ));
+    rows.push(cat_target(&r, floor));
 
     progress("P2. cat throughput: tether, tether-client");
     let r = bounded(limit, throughput::repeat(k, || cat::tether_client(d, &path, expected))).await;

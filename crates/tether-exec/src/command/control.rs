@@ -74,7 +74,7 @@ impl Actor {
                         let _ = reply.send(Err(e));
                         return;
                     }
-                    model.send(ModelMsg::Resize(size));
+                    model.send(&self.shared, ModelMsg::Resize(size));
                 }
                 self.attach_screen(from, pace, reply);
             }
@@ -158,7 +158,7 @@ impl Actor {
             }
             return Err(e);
         }
-        model.send(ModelMsg::Resize(size));
+        model.send(&self.shared, ModelMsg::Resize(size));
         {
             let mut out = self.shared.output();
             let n = out.size.map_or(0, |(_, n)| n);
@@ -193,7 +193,7 @@ impl Actor {
             let _ = reply.send(Ok((None, subscribe(&self.shared, [from, 0], pace))));
         } else {
             let sub = subscribe(&self.shared, [end, 0], pace);
-            model.send(ModelMsg::Render { offset: end, sub, reply });
+            model.send(&self.shared, ModelMsg::Render { offset: end, sub, reply });
         }
     }
 }

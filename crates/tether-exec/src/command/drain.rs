@@ -10,7 +10,6 @@ use crate::spec::OutputLimit;
 
 use super::ExitReason;
 use super::actor::Actor;
-use super::model::ModelMsg;
 use super::pacing::{MIN_PACED_READ, MODEL_CHUNK_CHARGE, model_room};
 use super::source::READ_BYTES;
 
@@ -42,6 +41,8 @@ impl Actor {
         }
         let mut pushed = false;
         let mut stalled = false;
+        // What the screen model is to be fed, once the readers are told.
+        let mut feeds: Vec<Bytes> = Vec::new();
         // Even "to empty" is bounded (a full 1 MiB pipe and then some), so
         // a descendant that writes without pause cannot pin this thread.
         let max_reads = if to_empty { 16 } else { 8 };
@@ -55,8 +56,11 @@ impl Actor {
             let want = room.min(READ_BYTES as u64) as usize;
             match p.try_read(want) {
                 Ok(Some(data)) => {
-                    if self.store(i, data) {
+                    if let Some(stored) = self.store(i, data) {
                         pushed = true;
+                        if i == 0 && self.model.is_some() {
+                            feeds.push(stored);
+                        }
                     }
                 }
                 Ok(None) => {
@@ -75,12 +79,20 @@ impl Actor {
         if pushed {
             self.shared.changed.send_modify(|v| *v += 1);
         }
+        // After the readers are told, so parsing (or waking the model's
+        // task) is never on a keystroke's way to its echo. A screen is
+        // asked for in this actor's turn (`AttachScreen`), so never between
+        // a byte stored and its feed.
+        if let Some(model) = self.model.as_ref().filter(|_| !feeds.is_empty()) {
+            model.feed(&self.shared, feeds);
+        }
         stalled
     }
 
-    /// Stores a chunk, applying the output limit. Returns whether anything
-    /// was stored.
-    pub(super) fn store(&mut self, i: usize, mut data: Bytes) -> bool {
+    /// Stores a chunk, applying the output limit. Returns what was stored,
+    /// if anything; stdout's is charged to the screen model's lag, for the
+    /// caller to feed it.
+    pub(super) fn store(&mut self, i: usize, mut data: Bytes) -> Option<Bytes> {
         let mut out = self.shared.output();
         if let Some(max) = self.life.max_output_bytes {
             let total = out.ends().iter().sum::<u64>();
@@ -97,7 +109,7 @@ impl Actor {
             }
         }
         if data.is_empty() {
-            return false;
+            return None;
         }
         let seq = out.seq;
         out.seq += 1;
@@ -105,10 +117,9 @@ impl Actor {
         drop(out);
         let stream = if i == 0 { "stdout" } else { "stderr" };
         metrics::counter!("tether_output_bytes_total", "stream" => stream).increment(data.len() as u64);
-        if let Some(model) = self.model.as_ref().filter(|_| i == 0) {
+        if i == 0 && self.model.is_some() {
             self.shared.model_lag.fetch_add(data.len() + MODEL_CHUNK_CHARGE, Ordering::SeqCst);
-            model.send(ModelMsg::Feed(data));
         }
-        true
+        Some(data)
     }
 }
