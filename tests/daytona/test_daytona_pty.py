@@ -93,6 +93,23 @@ def test_a_pty_is_reconnected_with_its_screen(box, pty_id):
     assert again.wait().exit_code == 3
 
 
+def test_a_big_coloured_screen_is_restored_in_messages_the_sdk_takes(box, pty_id):
+    # 59 rows of 250 cells, each in another colour than its neighbour: a
+    # screen of about 90 KB, more than the 65,536 bytes a message may have
+    # for the sync SDK's WebSocket (httpx-ws closes with 1009 past that).
+    t = box.pty(pty_id, pty_size=PtySize(rows=60, cols=250))
+    t.send("for ((i=0;i<14750;i++)); do printf '\\e[3%dm%d' $((i%8)) $((i%10)); done; "
+           "printf '\\e[0mMARK=%d' $((6 * 7))\n")
+    t.expect(r"MARK=42", within=30)
+    t.disconnect()
+    again = box.connect_pty(pty_id)
+    again.expect(r"MARK=42")
+    assert len(again.buf) > 65536, "the screen is only %d bytes" % len(again.buf)
+    again.send("exit 3\n")
+    r = again.wait()
+    assert (r.exit_code, r.error) == (3, None)
+
+
 def test_kill_ends_the_pty(box, pty_id):
     t = box.pty(pty_id)
     t.send("echo ready\n")

@@ -47,6 +47,11 @@ pub(crate) const PREFIX: &str = "/compat/daytona";
 /// The sandbox id every host answers to besides `--sandbox-id`.
 pub(crate) const LOCAL: &str = "local";
 
+/// The largest WebSocket message the SDK takes: its sync client (httpx-ws,
+/// 0.10 and later) closes the socket with 1009 on a longer one, so every
+/// message the dialect sends is at most this long.
+const MAX_SDK_MESSAGE: usize = 64 * 1024;
+
 /// The dialect's routes (auth is the caller's layer).
 pub(crate) fn router(st: &Arc<AppState>) -> Router<Arc<AppState>> {
     let toolbox = Router::new()

@@ -38,8 +38,8 @@ const ENVS_PREFIX: &str = "X-Daytona-Pty-Envs~";
 /// Longest session id (it is a label value).
 const MAX_ID: usize = 128;
 
-/// Bytes per output frame.
-const CHUNK: usize = 64 * 1024;
+/// Most bytes per output message (see `MAX_SDK_MESSAGE`).
+const CHUNK: usize = super::MAX_SDK_MESSAGE;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct PtyPath {
@@ -255,10 +255,14 @@ async fn pump(
     if !peer.send(Message::Text(connected.into())).await {
         return;
     }
-    if let Some(screen) = screen.filter(|s| !s.is_empty())
-        && !peer.send(Message::Binary(screen)).await
-    {
-        return;
+    // A big terminal's screen (colours, attributes) can pass the SDK's
+    // limit: it is terminal bytes, so it goes in pieces like any output.
+    if let Some(screen) = screen {
+        for at in (0..screen.len()).step_by(CHUNK) {
+            if !peer.send(Message::Binary(screen.slice(at..(at + CHUNK).min(screen.len())))).await {
+                return;
+            }
+        }
     }
     let exit = loop {
         tokio::select! {

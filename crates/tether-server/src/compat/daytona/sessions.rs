@@ -30,8 +30,10 @@ const STDERR_MARKER: &[u8] = &[2, 2, 2];
 /// The label that names a command's session (it outlives the shell).
 const SESSION_LABEL: &str = "daytona.session";
 
-/// Bytes per follow frame.
-const FOLLOW_CHUNK: usize = 64 * 1024;
+/// Most bytes in one follow message, its marker included: the sync SDK's
+/// WebSocket (httpx-ws, from 0.10) closes with 1009 on a message over
+/// 65,536 bytes.
+const FOLLOW_FRAME: usize = super::MAX_SDK_MESSAGE;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SessionPath {
@@ -364,7 +366,7 @@ async fn follow(mut peer: Peer, mut sub: Subscription, shutdown: CancellationTok
     let mut current: Option<Stream> = None;
     let (code, reason) = loop {
         tokio::select! {
-            ev = sub.next(FOLLOW_CHUNK) => match ev {
+            ev = sub.next(FOLLOW_FRAME - STDOUT_MARKER.len()) => match ev {
                 Some(Event::Output { stream, data, .. }) => {
                     let mut frame = Vec::with_capacity(data.len() + 3);
                     if current != Some(stream) {
