@@ -176,10 +176,13 @@ class Term:
             # httpx-ws 0.10 a receive that times out raises TimeoutError
             # where the SDK expects queue.Empty, so the SDK records
             # "WebSocket error: " as the session's error for good, against
-            # any server (a trap of the SDK, in protocol/compat/daytona.md).
-            # Only that record is undone here; a real one stays.
+            # any server (trap T19 in protocol/compat/daytona.md). Only
+            # that record, made by this wait running out its 0.2 s, is
+            # undone; an error seen earlier or sooner stays.
+            before, t = self.handle._error, time.monotonic()
             self.handle.wait(on_data=self.buf.extend, timeout=0.2)
-            if self.handle._error == "WebSocket error: ":
+            timed_out = time.monotonic() - t >= 0.2
+            if before is None and timed_out and self.handle._error == "WebSocket error: ":
                 self.handle._error = None
 
     def expect(self, pattern, within=10, start=0):
