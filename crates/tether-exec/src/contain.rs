@@ -299,12 +299,9 @@ impl CgroupBase {
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.args(["-c", "exit 0"]);
         let paths = sys::CgroupPaths { dir: cstr(&probe)?, procs: cstr(&probe.join("cgroup.procs"))? };
-        let r = sys::Plan::of(&cmd, false, Some(paths)).and_then(|plan| sys::spawn_piped(&plan)).and_then(
-            |child| {
-                sys::register_leader(child.pid);
-                sys::wait_exit_code(child.pid)
-            },
-        );
+        let r = sys::Plan::of(&cmd, false, Some(paths))
+            .and_then(|plan| sys::spawn_piped(&plan))
+            .and_then(|child| sys::wait_exit_code(child.pid));
         let _ = std::fs::remove_dir(&probe);
         match r {
             Ok(Some(0)) => Ok(CgroupBase { dir, kill_file }),

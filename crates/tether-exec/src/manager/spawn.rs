@@ -178,7 +178,6 @@ pub(super) fn spawn_piped(
     let spawn_err = |source| ExecError::Spawn { program: program.to_owned(), source };
     let plan = sys::Plan::of(cmd, env_clear, cgroup).map_err(spawn_err)?;
     let sys::Piped { pid, stdin, stdout, stderr } = sys::spawn_piped(&plan).map_err(spawn_err)?;
-    sys::register_leader(pid);
     let io = move || -> std::io::Result<Spawned> {
         sys::grow_pipe(&stdout, PIPE_BYTES);
         sys::grow_pipe(&stderr, PIPE_BYTES);

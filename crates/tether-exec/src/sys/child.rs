@@ -240,12 +240,13 @@ pub(crate) fn wait_blocking(pid: u32) -> io::Result<()> {
 /// leaders), which the orphan reaper must leave alone.
 static LEADERS: LazyLock<Mutex<HashSet<u32>>> = LazyLock::new(Default::default);
 
-/// Records a child the daemon waits for itself (call right after spawning).
-pub(crate) fn register_leader(pid: u32) {
+/// Records a child the daemon waits for itself (`spawn` does, for every
+/// child it starts; a handover's resume does, for the commands it takes).
+pub(super) fn register_leader(pid: u32) {
     LEADERS.lock().unwrap_or_else(PoisonError::into_inner).insert(pid);
 }
 
-fn unregister_leader(pid: u32) {
+pub(super) fn unregister_leader(pid: u32) {
     LEADERS.lock().unwrap_or_else(PoisonError::into_inner).remove(&pid);
 }
 

@@ -34,8 +34,7 @@ mod tty;
 mod vspawn;
 
 pub(crate) use child::{
-    Process, Reaped, become_subreaper, is_leader, reap_orphans, register_leader, wait_blocking,
-    wait_exit_code,
+    Process, Reaped, become_subreaper, is_leader, reap_orphans, wait_blocking, wait_exit_code,
 };
 pub use dir::PrivateDir;
 pub use fd::socket_unacked;

@@ -219,6 +219,10 @@ fn spawn(plan: &Plan, ends: [RawFd; 3], terminal: bool) -> io::Result<u32> {
         Some(pid) => pid,
         None => clone_vfork(&args, &mut stack)?,
     };
+    // A child the daemon waits for itself, from its first moment: the
+    // orphan reaper never takes it, not even a failed one before the
+    // `waitpid` below.
+    super::child::register_leader(pid as u32);
     drop(slot);
     if args.no_close_range.load(Ordering::Acquire) && !NO_CLOSE_RANGE.swap(true, Ordering::Relaxed) {
         tracing::info!("close_range refused: each command's start copies the daemon's whole fd table");
@@ -232,6 +236,7 @@ fn spawn(plan: &Plan, ends: [RawFd; 3], terminal: bool) -> io::Result<u32> {
             let mut status = 0;
             libc::waitpid(pid, &mut status, 0);
         }
+        super::child::unregister_leader(pid as u32);
         return Err(io::Error::from_raw_os_error(errno));
     }
     Ok(pid as u32)

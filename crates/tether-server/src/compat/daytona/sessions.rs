@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::MAX_RESULT;
 use super::ws::Peer;
-use super::{Refusal, json, query, text};
+use super::{MAX_SDK_MESSAGE, Refusal, json, query, text};
 use crate::AppState;
 
 /// The marker that says stdout follows on the follow WebSocket.
@@ -29,11 +29,6 @@ const STDERR_MARKER: &[u8] = &[2, 2, 2];
 
 /// The label that names a command's session (it outlives the shell).
 const SESSION_LABEL: &str = "daytona.session";
-
-/// Most bytes in one follow message, its marker included: the sync SDK's
-/// WebSocket (httpx-ws, from 0.10) closes with 1009 on a message over
-/// 65,536 bytes.
-const FOLLOW_FRAME: usize = super::MAX_SDK_MESSAGE;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SessionPath {
@@ -366,7 +361,8 @@ async fn follow(mut peer: Peer, mut sub: Subscription, shutdown: CancellationTok
     let mut current: Option<Stream> = None;
     let (code, reason) = loop {
         tokio::select! {
-            ev = sub.next(FOLLOW_FRAME - STDOUT_MARKER.len()) => match ev {
+            // A message, its marker included, within the SDK's limit.
+            ev = sub.next(MAX_SDK_MESSAGE - STDOUT_MARKER.len()) => match ev {
                 Some(Event::Output { stream, data, .. }) => {
                     let mut frame = Vec::with_capacity(data.len() + 3);
                     if current != Some(stream) {
