@@ -787,16 +787,20 @@ class Soak:
                 (self.restart_epoch - restarts_before + 1) // 2, (self.fault_epoch - faults_before + 1) // 2,
                 await self.describe(str(e))))
         except tether.ConnectionLost as e:
-            if w.epoch() != before:
-                self.tolerated["%s: ConnectionLost in a %s" % (
-                    kind, "restart" if self.restart_epoch != restarts_before else "fault")] += 1
+            # An epoch is odd while its disruption lasts (bumped as it
+            # begins and as it ends): an operation that began within one
+            # (a file PUT while the proxy refuses) may be refused before
+            # the epoch moves again.
+            if w.epoch() != before or any(n % 2 for n in before):
+                restart = self.restart_epoch != restarts_before or restarts_before % 2
+                self.tolerated["%s: ConnectionLost in a %s" % (kind, "restart" if restart else "fault")] += 1
             elif self.restarted_at is not None and t0 - self.restarted_at < RESTART_AFTERMATH:
                 # An HTTP request that began just after a restart, on a
                 # pooled keep-alive connection the restart had closed (the
                 # fault proxy passes the close on only when it is used).
                 self.tolerated["%s: ConnectionLost just after a restart" % kind] += 1
             else:
-                self.fail(kind, "ConnectionLost with no fault or restart: %s" % e)
+                self.fail(kind, "ConnectionLost with no fault or restart: %s [%s]" % (e, w))
         except tether.ShuttingDown as e:
             # A one-shot HTTP request (a code run, a file) in flight when
             # the daemon restarts is answered 503 `shutting_down` by design
