@@ -11,6 +11,7 @@ use crate::memory::Footprint;
 use crate::peers::{NOT_INSTALLED, has_terminado, has_websocketd, start_terminado, start_websocketd};
 use crate::procs::Daemon;
 use crate::report::{Latency, Row, failed, fmt_dur, tp_row};
+use crate::wsfloor::Place;
 use crate::{Args, bounded, latency, memory, progress, ratio, reconnect, throughput};
 
 /// Runs the core group: its own daemon for the round trips and the
@@ -159,8 +160,8 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
         rows.push(tp_row("4", what, n, &r, &extra));
     }
 
-    progress("4. throughput: bare tokio-tungstenite loopback");
-    let r = bounded(limit, throughput::repeat(k, || throughput::bare_websocket(n))).await;
+    progress("4. throughput: bare tokio-tungstenite loopback, server in its own process");
+    let r = bounded(limit, throughput::repeat(k, || throughput::bare_websocket(n, Place::OwnProcess))).await;
     if let Ok(runs) = &r {
         sum.bare_ws = Some(runs.median.rate());
     }
@@ -169,7 +170,16 @@ async fn throughput_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Ro
         "bare tokio-tungstenite loopback, 64 KiB binary frames",
         n,
         &r,
-        "server and client in the bench process",
+        "the floor: server and client in two processes, as the daemon and a client are",
+    ));
+    progress("4. throughput: bare tokio-tungstenite loopback, server in the bench process");
+    let r = bounded(limit, throughput::repeat(k, || throughput::bare_websocket(n, Place::InProcess))).await;
+    rows.push(tp_row(
+        "4",
+        "the same, the server a task of the bench process",
+        n,
+        &r,
+        "for reference, not the floor: both ends share the bench's two runtime threads",
     ));
 
     progress("4. throughput: websocketd");

@@ -20,6 +20,8 @@
 //! - `files`: file upload/download over HTTP next to `cat` and `dd`, and
 //!   one-shot `POST /v1/exec` rates next to raw spawns (a table of its own).
 //! - `wsclient`: WebSocket client helpers for the peers, terminado's protocol.
+//! - `wsfloor`: the bare WebSocket server of the echo and stream floors, in
+//!   this process or in one of its own.
 //! - `tetherws`: a bare tether protocol client (`tether-proto` frames, no
 //!   client library).
 //! - `procs`: starting and stopping the daemon and the peers, `/proc` RSS.
@@ -44,6 +46,7 @@ mod shell;
 mod tetherws;
 mod throughput;
 mod wsclient;
+mod wsfloor;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -173,6 +176,10 @@ struct Args {
     /// Restart: measured restarts per run.
     #[arg(long, default_value_t = 10)]
     restarts: usize,
+    /// Run only the bare WebSocket echo server of the P1 floor (the bench
+    /// starts itself this way): print its address, serve until stdin ends.
+    #[arg(long, hide = true)]
+    ws_echo_server: bool,
 }
 
 /// A group of measurements, for `--only`.
@@ -232,6 +239,9 @@ impl Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
+    if args.ws_echo_server {
+        return wsfloor::serve().await;
+    }
     args.scale();
     let tether = tether_path(args.tether.as_deref())?;
     let logs = std::env::temp_dir().join(format!("tether-bench-{}", std::process::id()));

@@ -5,15 +5,14 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tether_client::{Client, ExecEvent, StartSpec};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::procs::{self, Daemon};
 use crate::report::mib_per_s;
 use crate::wsclient::{self, Ws, next_term_msg, open_terminal};
+use crate::wsfloor::{Place, Server};
 
 /// What one throughput run moved.
 #[derive(Clone, Copy, Debug)]
@@ -75,10 +74,6 @@ where
     })
 }
 
-/// Frame size for the bare WebSocket stream, the size of tether's output
-/// chunks (`max_chunk_bytes`).
-const FRAME: usize = 64 << 10;
-
 /// tether: `head -c n /dev/zero` via `client.start`, counting stdout bytes
 /// and gap bytes until the exit. With `pace`, the daemon stops reading the
 /// command's pipe while this client is half a ring behind, so nothing is
@@ -134,29 +129,17 @@ pub(crate) async fn raw_pipe(n: u64) -> Result<Transfer> {
     Ok(Transfer { bytes: n, lost: 0, elapsed, cpu: None, frames: 0 })
 }
 
-/// A bare tokio-tungstenite server and client in this process: the server
-/// sends `n` bytes as 64 KiB binary frames, the client counts them.
-pub(crate) async fn bare_websocket(n: u64) -> Result<Transfer> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await?;
-        let mut ws = tokio_tungstenite::accept_async(tcp).await?;
-        let frame = Bytes::from(vec![0u8; FRAME]);
-        let mut left = n;
-        while left > 0 {
-            let len = left.min(FRAME as u64) as usize;
-            ws.send(Message::Binary(frame.slice(..len))).await?;
-            left -= len as u64;
-        }
-        ws.close(None).await?;
-        anyhow::Ok(())
-    });
+/// A bare tokio-tungstenite server (`wsfloor`, in this process or its
+/// own) sends `n` bytes as 64 KiB binary frames; the client counts them.
+pub(crate) async fn bare_websocket(n: u64, place: Place) -> Result<Transfer> {
+    let server = Server::start(place).await?;
+    let addr = server.addr();
     let t = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+    ws.send(Message::Text(n.to_string().into())).await?;
     let bytes = count_binary(&mut ws).await?;
     let elapsed = t.elapsed();
-    server.await??;
+    server.finish().await?;
     if bytes != n {
         bail!("received {bytes} of {n} bytes");
     }

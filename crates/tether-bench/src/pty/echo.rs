@@ -17,6 +17,7 @@ use crate::procs::Daemon;
 use crate::report::Latency;
 use crate::tetherws::{self, TetherWs};
 use crate::wsclient::{self, Ws, next_term_msg};
+use crate::wsfloor::{Place, Server};
 
 /// Keystrokes typed before the measured ones.
 pub(crate) const WARMUP: usize = 50;
@@ -264,28 +265,20 @@ impl Keyboard for TermKeyboard {
     }
 }
 
-/// The WebSocket half of the floor: a bare tokio-tungstenite echo server in
-/// this process; the client sends a one-byte binary frame and waits for it
+/// The WebSocket half of the floor: a bare tokio-tungstenite echo server
+/// (`wsfloor`); the client sends a one-byte binary frame and waits for it
 /// to come back, `WARMUP + n` times over one connection (Nagle off on both
 /// ends). With the PTY floor, what a keystroke's trip through any
 /// WebSocket terminal cannot go below.
-pub(crate) async fn bare_websocket(n: usize) -> Result<Latency> {
+pub(crate) async fn bare_websocket(n: usize, place: Place) -> Result<Latency> {
+    let server = Server::start(place).await?;
+    let r = echo_samples(server.addr(), n).await;
+    server.finish().await?;
+    r
+}
+
+async fn echo_samples(addr: std::net::SocketAddr, n: usize) -> Result<Latency> {
     use futures_util::StreamExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await?;
-        tcp.set_nodelay(true)?;
-        let mut ws = tokio_tungstenite::accept_async(tcp).await?;
-        while let Some(msg) = ws.next().await {
-            match msg? {
-                m @ Message::Binary(_) => ws.send(m).await?,
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        anyhow::Ok(())
-    });
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await?;
@@ -302,6 +295,5 @@ pub(crate) async fn bare_websocket(n: usize) -> Result<Latency> {
         }
     }
     ws.close(None).await?;
-    server.await??;
     Latency::of(samples).context("no samples")
 }

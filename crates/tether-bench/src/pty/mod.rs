@@ -115,14 +115,25 @@ async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
         format!("the physical limit; bench/peers/pty_floor.py, a Python loop on the master fd; {how}"),
     ));
 
-    progress("P1. keystroke echo: bare WebSocket echo");
-    let ws = bounded(120, echo::bare_websocket(n)).await;
+    progress("P1. keystroke echo: bare WebSocket echo, server in its own process");
+    let ws = bounded(120, echo::bare_websocket(n, crate::wsfloor::Place::OwnProcess)).await;
     let ws_floor = ws.as_ref().ok().copied();
     rows.push(lat_row(
         "P1",
-        "bare WebSocket echo: a 1-byte binary frame to a tokio-tungstenite echo server and back",
+        "bare WebSocket echo: a 1-byte binary frame to a tokio-tungstenite echo server in its own process and back",
         &ws,
-        "the WebSocket half of the floor: server and client in the bench process, Nagle off".to_owned(),
+        "the WebSocket half of the floor: client and server in two processes, as a client and the daemon are; \
+         Nagle off"
+            .to_owned(),
+    ));
+    progress("P1. keystroke echo: bare WebSocket echo, server in the bench process");
+    let ws = bounded(120, echo::bare_websocket(n, crate::wsfloor::Place::InProcess)).await;
+    rows.push(lat_row(
+        "P1",
+        "the same, the echo server a task of the bench process",
+        &ws,
+        "for reference, not the floor: no wake-up crosses a process (both ends often run on one thread)"
+            .to_owned(),
     ));
 
     progress("P1. keystroke echo: tether, bare client");
@@ -173,7 +184,8 @@ async fn echo_rows(args: &Args, d: &Daemon, logs: &Path, rows: &mut Vec<Row>) {
 }
 
 /// Issue 20's echo target: the bare client's p50 within twice the floor
-/// (the PTY's echo plus a bare WebSocket round trip, both of this run).
+/// (the PTY's echo plus a bare WebSocket round trip between two processes,
+/// both of this run).
 fn echo_target(r: &Result<Latency>, pty: Option<Latency>, ws: Option<Latency>) -> Row {
     let row = Row::new("P1", "target: echo, bare client, p50 <= 2x (PTY floor + bare WebSocket echo)");
     match (r, pty, ws) {
