@@ -195,6 +195,54 @@ async fn every_stdin_request_gets_one_reply_even_after_close() {
     raw.send(&ClientMsg::Kill { id: ReqId(9), command }).await;
 }
 
+/// Many stdin frames sent without waiting for their `ok`s (under the 256
+/// a connection may have queued per command) are written in order, whole,
+/// and each answered exactly once.
+#[tokio::test]
+async fn stdin_frames_sent_at_once_are_written_in_order_and_each_answered_once() {
+    let s = TestServer::start().await;
+    let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
+    raw.send(&ClientMsg::Start { id: ReqId(1), spec: argv(&["cat"]) }).await;
+    let command = loop {
+        match raw.recv().await.unwrap() {
+            ServerMsg::Started { command, .. } => break command,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    const FRAMES: u64 = 200;
+    let mut sent = Vec::new();
+    for i in 0..FRAMES {
+        let data = format!("{i:05} {}\n", "x".repeat((i % 97) as usize)).into_bytes();
+        sent.extend_from_slice(&data);
+        let data = Payload::from(data);
+        raw.send(&ClientMsg::Stdin {
+            id: ReqId(100 + i),
+            command: command.clone(),
+            data,
+            writer: None,
+            offset: None,
+        })
+        .await;
+    }
+    let (mut answered, mut out) = (vec![0u32; FRAMES as usize], Vec::new());
+    bounded(async {
+        while answered.iter().any(|&n| n == 0) || out.len() < sent.len() {
+            match raw.recv().await.unwrap() {
+                ServerMsg::Ok { id } => answered[(id.0 - 100) as usize] += 1,
+                ServerMsg::Output { data, offset, .. } => {
+                    assert_eq!(offset, out.len() as u64, "contiguous output");
+                    out.extend_from_slice(data.as_bytes());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(answered.iter().all(|&n| n == 1), "each frame answered once: {answered:?}");
+    assert_eq!(out, sent, "cat echoes the frames in the order they were sent");
+    raw.send(&ClientMsg::Kill { id: ReqId(9), command }).await;
+}
+
 #[tokio::test]
 async fn remove_delivers_the_exit_to_the_attached_requester() {
     let s = TestServer::start().await;
