@@ -203,12 +203,7 @@ async fn stdin_frames_sent_at_once_are_written_in_order_and_each_answered_once()
     let s = TestServer::start().await;
     let mut raw = RawWs::connect(&s, Encoding::MsgPack).await;
     raw.send(&ClientMsg::Start { id: ReqId(1), spec: argv(&["cat"]) }).await;
-    let command = loop {
-        match raw.recv().await.unwrap() {
-            ServerMsg::Started { command, .. } => break command,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
     const FRAMES: u64 = 200;
     let mut sent = Vec::new();
     for i in 0..FRAMES {
@@ -226,7 +221,7 @@ async fn stdin_frames_sent_at_once_are_written_in_order_and_each_answered_once()
     }
     let (mut answered, mut out) = (vec![0u32; FRAMES as usize], Vec::new());
     bounded(async {
-        while answered.iter().any(|&n| n == 0) || out.len() < sent.len() {
+        while answered.contains(&0) || out.len() < sent.len() {
             match raw.recv().await.unwrap() {
                 ServerMsg::Ok { id } => answered[(id.0 - 100) as usize] += 1,
                 ServerMsg::Output { data, offset, .. } => {
