@@ -59,8 +59,10 @@ the disruption explains, an operation past its time limit (a hang), a
 restart that does not come back, or a tolerance above. The tolerated
 errors are counted by kind and printed: `ConnectionLost` from a request
 the SDK does not repeat (a signal, an HTTP file or code request) when a
-fault or restart hit that client during the operation (or a restart ended
-less than 2 s before it began: a pooled connection the restart closed),
+fault or restart hit that client during the operation, or was under way
+when it began (a file PUT through the proxy while it refuses), or a
+restart ended less than 2 s before it began (a pooled connection the
+restart closed),
 `ShuttingDown` (the
 documented 503 answer) from such a request in flight when a restart
 happened during the operation (or was under way when it began: the daemon

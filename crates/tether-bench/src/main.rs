@@ -176,8 +176,9 @@ struct Args {
     /// Restart: measured restarts per run.
     #[arg(long, default_value_t = 10)]
     restarts: usize,
-    /// Run only the bare WebSocket echo server of the P1 floor (the bench
-    /// starts itself this way): print its address, serve until stdin ends.
+    /// Run only the bare WebSocket server of the echo (P1) and stream (row
+    /// 4) floors (the bench starts itself this way): print its address,
+    /// serve until stdin ends.
     #[arg(long, hide = true)]
     ws_echo_server: bool,
 }
