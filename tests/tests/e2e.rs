@@ -19,6 +19,17 @@ fn argv(a: &[&str]) -> StartSpec {
     StartSpec { argv: a.iter().map(|s| s.to_string()).collect(), ..StartSpec::default() }
 }
 
+/// A `stdin` frame from no numbered writer.
+fn stdin(id: u64, command: &CommandId, data: Vec<u8>) -> ClientMsg {
+    ClientMsg::Stdin {
+        id: ReqId(id),
+        command: command.clone(),
+        data: Payload::from(data),
+        writer: None,
+        offset: None,
+    }
+}
+
 fn shell(s: &str) -> StartSpec {
     StartSpec { shell: Some(s.to_owned()), ..StartSpec::default() }
 }
@@ -141,15 +152,7 @@ async fn stdin_past_the_window_is_refused_not_buffered() {
     let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
     // 6 MiB in 512 KiB frames, without waiting for acks.
     for i in 0..12 {
-        let data = Payload::from(vec![b'x'; 512 << 10]);
-        raw.send(&ClientMsg::Stdin {
-            id: ReqId(10 + i),
-            command: command.clone(),
-            data,
-            writer: None,
-            offset: None,
-        })
-        .await;
+        raw.send(&stdin(10 + i, &command, vec![b'x'; 512 << 10])).await;
     }
     // The pipe takes 64 KiB of the first frame and the window 4 MiB: the
     // last four frames are refused at once, and nothing is acknowledged.
@@ -175,9 +178,7 @@ async fn every_stdin_request_gets_one_reply_even_after_close() {
     let Some(ServerMsg::Started { command, .. }) = raw.recv().await else { panic!("started") };
     raw.send(&ClientMsg::CloseStdin { id: ReqId(2), command: command.clone(), writer: None, offset: None })
         .await;
-    let data = Payload::from(&b"late"[..]);
-    raw.send(&ClientMsg::Stdin { id: ReqId(3), command: command.clone(), data, writer: None, offset: None })
-        .await;
+    raw.send(&stdin(3, &command, b"late".to_vec())).await;
     raw.send(&ClientMsg::CloseStdin { id: ReqId(4), command: command.clone(), writer: None, offset: None })
         .await;
     let mut replies = Vec::new();
@@ -209,15 +210,7 @@ async fn stdin_frames_sent_at_once_are_written_in_order_and_each_answered_once()
     for i in 0..FRAMES {
         let data = format!("{i:05} {}\n", "x".repeat((i % 97) as usize)).into_bytes();
         sent.extend_from_slice(&data);
-        let data = Payload::from(data);
-        raw.send(&ClientMsg::Stdin {
-            id: ReqId(100 + i),
-            command: command.clone(),
-            data,
-            writer: None,
-            offset: None,
-        })
-        .await;
+        raw.send(&stdin(100 + i, &command, data)).await;
     }
     let (mut answered, mut out) = (vec![0u32; FRAMES as usize], Vec::new());
     bounded(async {
