@@ -221,7 +221,28 @@ pub(crate) async fn serve(
             tracing::debug!("TCP_NODELAY: {e}");
         }
         let tls = tls.as_ref().map(|t| t.acceptor());
-        conns.spawn(connection(Counted::new(tcp), tls, peer, slot, router.clone(), limits, draining.clone()));
+        let (router, draining) = (router.clone(), draining.clone());
+        // On a shard (`shards`), its socket moved to the shard's reactor.
+        let Some(shard) = crate::shards::next() else {
+            conns.spawn(connection(Counted::new(tcp), tls, peer, slot, router, limits, draining));
+            continue;
+        };
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, "accept: {e}");
+                continue;
+            }
+        };
+        conns.spawn_on(
+            async move {
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => connection(Counted::new(tcp), tls, peer, slot, router, limits, draining).await,
+                    Err(e) => tracing::debug!(%peer, "accept: {e}"),
+                }
+            },
+            shard,
+        );
     }
     drop(listener);
     draining.cancel();

@@ -57,6 +57,7 @@ pub mod fuzzing;
 mod map;
 mod metrics;
 mod oneshot;
+mod shards;
 mod tls;
 mod web;
 mod wire;
@@ -304,6 +305,8 @@ impl Server {
             let _ = stop_tx.send(why);
             token.cancel();
         };
+        // Their threads' epoll and wake-up fds are among what it holds.
+        shards::start_all();
         let serving = accept::serve(listener, app, accept::Limits::of(&st.cfg), st.cfg.tls.clone(), signal);
         tokio::pin!(serving);
         ready(addr);

@@ -104,20 +104,29 @@ pub(crate) async fn body_budget(
     match length {
         // Over the route's limit: the body limit answers 413 unread.
         Some(n) if n > MAX_BODY => next.run(req).await,
-        Some(n) if n > budget.total => refuse(format!(
-            "a request body of {n} bytes is larger than the daemon's body budget ({})",
-            budget.total
-        )),
+        // A refusal reads the body it refuses first (bounded, dropped as it
+        // comes, `files::drain`): closed with unread data, the socket is
+        // reset, and a client still sending sees the reset, not the 429.
+        Some(n) if n > budget.total => {
+            crate::files::drain(&mut req.into_body().into_data_stream()).await;
+            refuse(format!(
+                "a request body of {n} bytes is larger than the daemon's body budget ({})",
+                budget.total
+            ))
+        }
         Some(n) => match budget.take(n).await {
             Some(held) => {
                 let resp = next.run(req).await;
                 drop(held);
                 resp
             }
-            None => refuse(format!(
-                "the daemon's budget for request bodies ({} bytes) is in use: try again shortly",
-                budget.total
-            )),
+            None => {
+                crate::files::drain(&mut req.into_body().into_data_stream()).await;
+                refuse(format!(
+                    "the daemon's budget for request bodies ({} bytes) is in use: try again shortly",
+                    budget.total
+                ))
+            }
         },
         None => {
             // Charged as it arrives; the permits outlive the body stream
