@@ -9,22 +9,21 @@
 //! VM an idle vCPU's exit and entry, about 30 µs of the echo (BENCHMARKS.md,
 //! issue 20, eighth and ninth passes). A connection on a runtime of its own
 //! thread runs that chain on one thread: a wake-up is a push onto the
-//! thread's queue. Connections are placed on the shards in turn; what a
-//! connection does in the
-//! background keeps running where it started (a terminal's actor, started
-//! by it, stays on its shard after it closes).
-//!
-//! The accepted socket is moved into its shard's reactor
-//! (`TcpStream::into_std`, then `from_std` on the shard): left on the
-//! accepting runtime's reactor, every readiness event would be delivered by
-//! another thread.
+//! thread's queue. Each shard accepts connections itself, on a duplicate
+//! of the listening socket registered with its own reactor
+//! (`accept::serve`): whichever shard's `accept` gets a connection serves
+//! it, so a connection never crosses threads to start, and the shards
+//! share connections as their `accept`s race for them; a shard that has
+//! more than a few connections' worth of tasks beyond another hands what it
+//! accepts to that one (`lighter_than`). What a connection
+//! does in the background keeps running where it started (a terminal's
+//! actor, started by it, stays on its shard after it closes).
 //!
 //! Like the actors' runtime (`tether_exec`), the shards belong to the
 //! process, start on first use and are never stopped: servers come and go
 //! in tests, and a daemon has one.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle};
 
@@ -59,20 +58,30 @@ fn start(i: usize) -> Option<Handle> {
     }
 }
 
-/// The shard for the next connection, in turn; `None` if no shard could
-/// be started (the caller serves on its own runtime).
-///
-/// In turn rather than to the shard with the fewest connections: a
-/// WebSocket leaves its HTTP connection's task when it upgrades (hyper
-/// hands the socket to a task of its own), so a count kept by the accept
-/// loop would not see the long-lived connections, the ones that matter.
-pub(crate) fn next() -> Option<&'static Handle> {
-    static TURN: AtomicUsize = AtomicUsize::new(0);
+/// Every shard's runtime (none if none could be started: the caller
+/// then serves on its own runtime).
+pub(crate) fn all() -> &'static [Handle] {
+    shards()
+}
+
+/// Tasks a shard may hold beyond the least busy one and still serve a
+/// connection it accepted itself: about one connection's worth (an HTTP
+/// connection is one task; a WebSocket three to five: its reader, writer,
+/// forwarders, pumps). With 16 the 16 keep-alive clients of a one-shot
+/// exec bench could all land on one shard (`tether-bench --only files`:
+/// 1387-1459 requests/s against 1512-1535 with the shared runtime).
+const SLACK: usize = 2;
+
+/// The least busy shard, if shard `i` holds more than [`SLACK`] tasks
+/// beyond it: where a connection that `i` accepted is served instead. The
+/// shards' `accept`s race for each connection, and in a burst the first
+/// thread awake could take them all.
+pub(crate) fn lighter_than(i: usize) -> Option<&'static Handle> {
     let shards = shards();
-    if shards.is_empty() {
-        return None;
-    }
-    Some(&shards[TURN.fetch_add(1, Ordering::Relaxed) % shards.len()])
+    let mine = shards.get(i)?.metrics().num_alive_tasks();
+    let (j, least) =
+        shards.iter().enumerate().map(|(j, h)| (j, h.metrics().num_alive_tasks())).min_by_key(|&(_, n)| n)?;
+    (j != i && least + SLACK < mine).then(|| &shards[j])
 }
 
 /// Starts the shards now, so the first connection does not pay for it.
