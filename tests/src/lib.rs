@@ -71,6 +71,16 @@ impl TestServer {
         Http::new(&self.url, &self.token)
     }
 
+    /// Drops the daemon's task without its stop (as when a runtime ends
+    /// under it), and waits until it is gone.
+    pub async fn abort(mut self) {
+        self.stop.take();
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = bounded(t).await;
+        }
+    }
+
     /// Stops the daemon and waits for its shutdown to complete.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {

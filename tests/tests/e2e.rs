@@ -850,3 +850,27 @@ async fn many_commands_on_one_connection_are_multiplexed() {
         bounded(h).await.unwrap();
     }
 }
+
+/// The accept loops run on the connection threads, which outlive any one
+/// server: a server whose task is dropped without its stop (its runtime
+/// ending) still stops accepting, and its port then refuses connections.
+#[tokio::test]
+async fn a_server_dropped_without_its_stop_stops_accepting() {
+    let s = TestServer::start().await;
+    let out = bounded(s.client().await.run(argv(&["true"]))).await.unwrap();
+    assert_eq!(out.status.code, Some(0));
+    let addr = s.addr;
+    s.abort().await;
+    // The loops end on their own threads once told: poll until the port
+    // refuses (no event tells the end of another thread's loop).
+    bounded(async {
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                Err(e) => panic!("connect: {e}"),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+}

@@ -199,6 +199,11 @@ pub(crate) async fn serve(
         tls,
     };
     let stopped = CancellationToken::new();
+    // The loops run on the shards, which outlive this future: dropped
+    // without its stop (a test's runtime ending), it still ends them, so
+    // no shard goes on accepting for a server that is gone.
+    let _loops_end = stopped.clone().drop_guard();
+    let _drain = acceptor.draining.clone().drop_guard();
     let mut loops = Vec::new();
     for (i, shard) in crate::shards::all().iter().enumerate() {
         let dup = match listener_dup(&listener) {
