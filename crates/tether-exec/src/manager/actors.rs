@@ -1,6 +1,7 @@
 //! The runtime piped commands' actors run on: worker threads of their
 //! own, apart from the daemon's (which serve connections). A terminal's
-//! actor stays on the daemon's runtime, with its viewers (see
+//! actor runs on the runtime that starts it, in the daemon the thread of
+//! the connection that started it (`tether-server`'s shards; see
 //! `Manager::launch`): a keystroke's echo then crosses no thread.
 //!
 //! An actor drains its command's pipes; while it waits for its turn, the
