@@ -74,7 +74,8 @@ impl TestServer {
     /// Drops the daemon's task without its stop (as when a runtime ends
     /// under it), and waits until it is gone.
     pub async fn abort(mut self) {
-        self.stop.take();
+        // Held until the task is gone: dropped, it would stop the daemon.
+        let _stop = self.stop.take();
         if let Some(t) = self.task.take() {
             t.abort();
             let _ = bounded(t).await;
