@@ -54,13 +54,16 @@ async fn a_terminal_takes_stdin_after_close_stdin() {
     raw.send(&close(5)).await;
     let mut oks = Vec::new();
     let mut out = String::new();
+    // Until the exit and an `ok` for each request: they come from
+    // different tasks, in either order.
+    let mut exited = false;
     bounded(async {
-        loop {
+        while !exited || oks.len() < 4 {
             match raw.recv().await.unwrap() {
                 ServerMsg::Ok { id } => oks.push(id.0),
                 ServerMsg::Error { id, code, message, .. } => panic!("{id:?} refused: {code:?} {message}"),
                 ServerMsg::Output { data, .. } => out.push_str(&String::from_utf8_lossy(&data.0)),
-                ServerMsg::Exit { .. } => break,
+                ServerMsg::Exit { .. } => exited = true,
                 _ => {}
             }
         }
@@ -277,8 +280,12 @@ async fn a_numbered_stdin_resend_is_trimmed_and_a_hole_refused() {
     raw.send(&stdin(8, 0, b"hello ")).await; // a resend after the close: ok
     let mut replies = std::collections::BTreeMap::new();
     let mut out = Vec::new();
+    // Until the exit and a reply to each of the seven requests: the exit
+    // (the attachment's forwarder) and a reply (the stdin path) come from
+    // different tasks, in either order.
+    let mut exited = false;
     bounded(async {
-        loop {
+        while !exited || replies.len() < 7 {
             match raw.recv().await.unwrap() {
                 ServerMsg::Ok { id } => {
                     replies.insert(id.0, None);
@@ -287,7 +294,7 @@ async fn a_numbered_stdin_resend_is_trimmed_and_a_hole_refused() {
                     replies.insert(id.unwrap().0, Some(code));
                 }
                 ServerMsg::Output { data, .. } => out.extend_from_slice(&data.0),
-                ServerMsg::Exit { .. } => break,
+                ServerMsg::Exit { .. } => exited = true,
                 _ => {}
             }
         }
