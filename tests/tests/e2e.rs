@@ -874,3 +874,51 @@ async fn a_server_dropped_without_its_stop_stops_accepting() {
     })
     .await;
 }
+
+/// The fds of this process that refer to the socket `fd` refers to.
+fn refs_to(fd: std::os::fd::RawFd) -> usize {
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == target))
+        .count()
+}
+
+/// `serve`'s `ready` (where the daemon prints "listening") comes once the
+/// server holds every fd it holds while it serves: the restart tests take
+/// the daemon's open files at that line as what must not grow. The accept
+/// loops' duplicates of the listening socket are among them.
+#[tokio::test]
+async fn ready_comes_once_the_accept_loops_hold_their_sockets() {
+    use std::os::fd::AsRawFd;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let server = tether_server::Server::new(tether_server::ServerConfig::new(tether_server::Token::new(
+        "ready-test-token",
+    )));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (at_ready_tx, at_ready) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(server.serve(
+        listener,
+        async move {
+            let _ = stopped.await;
+            tether_server::Stop::Shutdown
+        },
+        move |_| {
+            let _ = at_ready_tx.send(refs_to(fd));
+        },
+    ));
+    let at_ready = bounded(at_ready).await.unwrap();
+    // Served: the loops run.
+    let mut tcp = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    bounded(tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut reply)).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(refs_to(fd), at_ready, "the listening socket's fds at `ready` and while serving");
+    let _ = stop.send(());
+    bounded(task).await.unwrap().unwrap();
+}

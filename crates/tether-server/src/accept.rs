@@ -183,13 +183,18 @@ impl Drop for Slot {
 /// no hand-off from an accepting thread (a wake-up of another thread, and
 /// the socket moved between reactors, cost a new connection about 80 µs).
 /// A new connection wakes every thread waiting in `accept`; one gets it.
-pub(crate) async fn serve(
+///
+/// The loops, and their duplicates of the socket, are in place when this
+/// returns, before its future is first polled: the caller's "listening"
+/// comes after it, and what the process holds at that line is what it
+/// holds while it serves (a restart's fd test compares against it).
+pub(crate) fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     tls: Option<Arc<crate::Tls>>,
     stop: impl std::future::Future<Output = ()>,
-) {
+) -> impl std::future::Future<Output = ()> {
     let acceptor = Acceptor {
         gate: Gate::new(limits),
         conns: TaskTracker::new(),
@@ -199,11 +204,11 @@ pub(crate) async fn serve(
         tls,
     };
     let stopped = CancellationToken::new();
-    // The loops run on the shards, which outlive this future: dropped
-    // without its stop (a test's runtime ending), it still ends them, so
-    // no shard goes on accepting for a server that is gone.
-    let _loops_end = stopped.clone().drop_guard();
-    let _drain = acceptor.draining.clone().drop_guard();
+    // The loops run on the shards, which outlive the future: dropped
+    // without its stop (a test's runtime ending), polled or not, it still
+    // ends them, so no shard goes on accepting for a server that is gone.
+    let loops_end = stopped.clone().drop_guard();
+    let drain = acceptor.draining.clone().drop_guard();
     let mut loops = Vec::new();
     for (i, shard) in crate::shards::all().iter().enumerate() {
         let dup = match listener_dup(&listener) {
@@ -214,6 +219,7 @@ pub(crate) async fn serve(
             }
         };
         let (acceptor, stopped) = (acceptor.clone(), stopped.clone());
+        // Registered with the shard's reactor on its own thread.
         loops.push(shard.spawn(async move {
             match TcpListener::from_std(dup) {
                 Ok(l) => acceptor.accept_loop(l, Some(i), stopped.cancelled()).await,
@@ -221,22 +227,25 @@ pub(crate) async fn serve(
             }
         }));
     }
-    if loops.is_empty() {
-        // No connection thread: accept and serve on this runtime.
-        acceptor.accept_loop(listener, None, stop).await;
-    } else {
-        stop.await;
-        stopped.cancel();
-        // Each loop drops its duplicate once it has stopped: nothing is
-        // accepted past this point, the backlog waits for the next daemon.
-        for l in loops {
-            let _ = l.await;
+    async move {
+        let (_loops_end, _drain) = (loops_end, drain);
+        if loops.is_empty() {
+            // No connection thread: accept and serve on this runtime.
+            acceptor.accept_loop(listener, None, stop).await;
+        } else {
+            stop.await;
+            stopped.cancel();
+            // Each loop drops its duplicate once it has stopped: nothing is
+            // accepted past this point, the backlog waits for the next daemon.
+            for l in loops {
+                let _ = l.await;
+            }
+            drop(listener);
         }
-        drop(listener);
+        acceptor.draining.cancel();
+        acceptor.conns.close();
+        acceptor.conns.wait().await;
     }
-    acceptor.draining.cancel();
-    acceptor.conns.close();
-    acceptor.conns.wait().await;
 }
 
 /// A duplicate of the listening socket, for another reactor.

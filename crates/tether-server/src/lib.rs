@@ -305,8 +305,9 @@ impl Server {
             let _ = stop_tx.send(why);
             token.cancel();
         };
-        // Their threads' epoll and wake-up fds are among what it holds.
-        shards::start_all();
+        // Starts the connection threads and their accept loops now: their
+        // epoll and wake-up fds and the listener's duplicates are among
+        // what it holds from `ready` on.
         let serving = accept::serve(listener, app, accept::Limits::of(&st.cfg), st.cfg.tls.clone(), signal);
         tokio::pin!(serving);
         ready(addr);

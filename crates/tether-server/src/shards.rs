@@ -27,7 +27,9 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle};
 
-fn shards() -> &'static [Handle] {
+/// Every shard's runtime, started on first use (none if none could be
+/// started: the caller then serves on its own runtime).
+pub(crate) fn all() -> &'static [Handle] {
     static SHARDS: OnceLock<Vec<Handle>> = OnceLock::new();
     SHARDS.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -58,12 +60,6 @@ fn start(i: usize) -> Option<Handle> {
     }
 }
 
-/// Every shard's runtime (none if none could be started: the caller
-/// then serves on its own runtime).
-pub(crate) fn all() -> &'static [Handle] {
-    shards()
-}
-
 /// Tasks a shard may hold beyond the least busy one and still serve a
 /// connection it accepted itself: about one connection's worth (an HTTP
 /// connection is one task; a WebSocket three to five: its reader, writer,
@@ -77,14 +73,9 @@ const SLACK: usize = 2;
 /// shards' `accept`s race for each connection, and in a burst the first
 /// thread awake could take them all.
 pub(crate) fn lighter_than(i: usize) -> Option<&'static Handle> {
-    let shards = shards();
+    let shards = all();
     let mine = shards.get(i)?.metrics().num_alive_tasks();
     let (j, least) =
         shards.iter().enumerate().map(|(j, h)| (j, h.metrics().num_alive_tasks())).min_by_key(|&(_, n)| n)?;
     (j != i && least + SLACK < mine).then(|| &shards[j])
-}
-
-/// Starts the shards now, so the first connection does not pay for it.
-pub(crate) fn start_all() {
-    let _ = shards();
 }
