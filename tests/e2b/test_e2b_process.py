@@ -110,6 +110,18 @@ def test_kill_ends_it_and_a_second_kill_finds_nothing(sbx):
     assert sbx.commands.kill(h.pid) is False
 
 
+def test_a_kill_answers_once_the_command_is_gone(sbx):
+    # The npm SDK's test killed twice in a row and the second kill found the
+    # command still running (CI, once): the answer came with the signal,
+    # before the command had ended. What `kill` says must hold when it
+    # returns: the command is not listed and a second kill finds nothing.
+    for _ in range(30):
+        h = sbx.commands.run("sleep 30", background=True)
+        assert sbx.commands.kill(h.pid) is True
+        assert h.pid not in [p.pid for p in sbx.commands.list()]
+        assert sbx.commands.kill(h.pid) is False
+
+
 def test_an_unknown_pid_is_not_found(sbx):
     from e2b import NotFoundException
 

@@ -178,8 +178,13 @@ pub(super) async fn send_input(State(st): State<Arc<AppState>>, body: Bytes) -> 
     r.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// How long a SIGKILL's answer waits for the command's end.
+const KILL_SETTLES_IN: Duration = Duration::from_secs(5);
+
 /// `process.Process/SendSignal`: SIGKILL is tether's `kill` (the whole
-/// tree), SIGTERM a signal; an ended command is `not_found`.
+/// tree), answered once the command has ended (at most
+/// [`KILL_SETTLES_IN`]); SIGTERM a signal; an ended command is
+/// `not_found`.
 pub(super) async fn send_signal(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let r = async {
         let req = unary_request(&body)?;
@@ -187,7 +192,14 @@ pub(super) async fn send_signal(State(st): State<Arc<AppState>>, body: Bytes) ->
         let signal = req.get("signal").unwrap_or(&Value::Null);
         let sig = signal.as_str().map(str::to_owned).or_else(|| as_u64(signal).map(|n| n.to_string()));
         match sig.as_deref() {
-            Some("SIGNAL_SIGKILL" | "9") => h.kill().await.map_err(from_exec)?,
+            Some("SIGNAL_SIGKILL" | "9") => {
+                h.kill().await.map_err(from_exec)?;
+                // `kill` returns `True` for "killed": answered with the
+                // signal, a `list()` or second `kill()` right after could
+                // still find it running. Every process it started has its
+                // SIGKILL, so the end comes in milliseconds.
+                let _ = tokio::time::timeout(KILL_SETTLES_IN, h.wait()).await;
+            }
             Some("SIGNAL_SIGTERM" | "15") => h.signal("TERM").await.map_err(from_exec)?,
             other => {
                 return Err(RpcError::new(
