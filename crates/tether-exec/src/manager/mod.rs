@@ -315,8 +315,12 @@ impl Manager {
         // and the terminal's output cross no thread between the actor and
         // its forwarders (P1 echo 162 -> 136 us, P2 `cat` 31 -> 40 MiB/s in
         // one run); a terminal with a thousand viewers would share their
-        // workers as every command once did.
-        if handle.is_pty() {
+        // workers as every command once did. A named shell's command is as
+        // interactive, and its actor talks with the shell's, which runs
+        // where the shell was created (usually this same connection's
+        // thread): on the actors' threads, its start, end and exit crossed
+        // threads three times on the way to the client.
+        if handle.is_pty() || handle.shared.ident.shell.is_some() {
             inner.tracker.spawn(fut);
         } else {
             inner.tracker.spawn_on(fut, actors::handle());

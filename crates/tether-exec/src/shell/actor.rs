@@ -60,6 +60,13 @@ pub(crate) struct ShellActor {
     pub(super) queue: VecDeque<QueuedJob>,
     pub(super) current: Option<Current>,
     pub(super) next_n: u64,
+    /// FIFOs made ahead for the command numbered as the first of the pair,
+    /// while the shell ran the one before (`prepare_next`): making them
+    /// took about a tenth of a command's round trip.
+    pub(super) spare: Option<(u64, Fifos)>,
+    /// A finished command's script, removed while the next one runs
+    /// rather than on the way to its exit.
+    pub(super) stale_script: Option<u64>,
     pub(super) idle_ttl: Option<Duration>,
     /// How long a closed shell stays listed.
     pub(super) ttl: Option<Duration>,
@@ -276,7 +283,19 @@ impl ShellActor {
             st.running = Some(job.id.clone());
             st.state = ShellState::Busy;
         }
-        let files = match bootstrap::prepare(self.dir(), n, &job.script) {
+        let spare = match self.spare.take() {
+            Some((m, f)) if m == n => Some(f),
+            Some((m, _)) => {
+                bootstrap::remove_fifos(self.dir(), m);
+                None
+            }
+            None => None,
+        };
+        let files = bootstrap::write_script(self.dir(), n, &job.script).and_then(|()| match spare {
+            Some(f) => Ok(f),
+            None => bootstrap::make_fifos(self.dir(), n),
+        });
+        let files = match files {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(shell = %self.shared.name, command = %job.id, "cannot hand the command to the shell: {e}");
@@ -324,6 +343,7 @@ impl ShellActor {
                 if self.current.as_ref().is_some_and(|c| c.kill.is_some()) {
                     let _ = self.interrupt();
                 }
+                self.prepare_next();
             }
             Record::Ended { n, rc, cwd } => {
                 let Some(cur) = self.current.take_if(|c| c.n == n) else { return };
@@ -332,8 +352,11 @@ impl ShellActor {
                 if cur.files.is_some() {
                     bootstrap::clean(self.dir(), n);
                 } else {
-                    // Its FIFOs went at `S`.
-                    bootstrap::remove_script(self.dir(), n);
+                    // Its FIFOs went at `S`; its script goes while the
+                    // next command runs.
+                    if let Some(old) = self.stale_script.replace(n) {
+                        bootstrap::remove_script(self.dir(), old);
+                    }
                 }
                 self.idle();
             }
@@ -363,6 +386,36 @@ impl ShellActor {
                 }
             }
             Record::Unknown => tracing::warn!(shell = %self.shared.name, "unknown status record"),
+        }
+    }
+
+    /// While the shell runs a command (after its `S`): removes the script
+    /// of the one before and makes the FIFOs of the next one, work that
+    /// otherwise lies between a request and its exit.
+    fn prepare_next(&mut self) {
+        if self.dir.is_none() {
+            return;
+        }
+        if let Some(old) = self.stale_script.take() {
+            bootstrap::remove_script(self.dir(), old);
+        }
+        if self.spare.is_none() {
+            match bootstrap::make_fifos(self.dir(), self.next_n) {
+                Ok(f) => self.spare = Some((self.next_n, f)),
+                // `begin` tries again, and reports.
+                Err(e) => tracing::debug!(shell = %self.shared.name, "cannot make FIFOs ahead: {e}"),
+            }
+        }
+    }
+
+    /// Removes what `prepare_next` made or left (the shell is handed over
+    /// or stops).
+    pub(super) fn drop_spare(&mut self) {
+        if let Some((m, _)) = self.spare.take() {
+            bootstrap::remove_fifos(self.dir(), m);
+        }
+        if let Some(old) = self.stale_script.take() {
+            bootstrap::remove_script(self.dir(), old);
         }
     }
 
@@ -443,6 +496,7 @@ impl ShellActor {
             self.end_job(&job, None, None, None, Some(ExitReason::ShellClosed));
         }
         self.shared.linger.cancel();
+        self.spare = None;
         self.dir = None;
         let mut st = self.shared.status();
         st.state = ShellState::Closed;

@@ -121,6 +121,8 @@ pub(crate) async fn start(
         queue: VecDeque::new(),
         current: None,
         next_n: 1,
+        spare: None,
+        stale_script: None,
         idle_ttl,
         ttl,
     };
@@ -234,27 +236,36 @@ pub(super) struct Fifos {
     pub(super) stderr: pipe::Receiver,
 }
 
-/// Writes command `n`'s script and makes and opens its FIFOs in `d`: the
-/// readers non-blocking and stdin read-write, so that the shell's opens of
-/// the other ends never block.
-pub(super) fn prepare(d: &Path, n: u64, script: &str) -> io::Result<Fifos> {
+/// Writes command `n`'s script into `d`.
+pub(super) fn write_script(d: &Path, n: u64, script: &str) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(d.join(format!("{n}.sh")))?;
-    io::Write::write_all(&mut f, script.as_bytes())?;
-    drop(f);
-    for x in ["in", "out", "err"] {
-        sys::mkfifo(&d.join(format!("{n}.{x}")), 0o600)?;
+    io::Write::write_all(&mut f, script.as_bytes())
+}
+
+/// Makes and opens command `n`'s FIFOs in `d`: the readers non-blocking
+/// and stdin read-write, so that the shell's opens of the other ends never
+/// block. Removed again (names only) if any step fails.
+pub(super) fn make_fifos(d: &Path, n: u64) -> io::Result<Fifos> {
+    let made = (|| {
+        for x in ["in", "out", "err"] {
+            sys::mkfifo(&d.join(format!("{n}.{x}")), 0o600)?;
+        }
+        let stdout = pipe::OpenOptions::new().open_receiver(d.join(format!("{n}.out")))?;
+        let stderr = pipe::OpenOptions::new().open_receiver(d.join(format!("{n}.err")))?;
+        sys::grow_pipe(&stdout, 1 << 20);
+        sys::grow_pipe(&stderr, 1 << 20);
+        let stdin = pipe::OpenOptions::new().read_write(true).open_sender(d.join(format!("{n}.in")))?;
+        Ok(Fifos { stdin, stdout, stderr })
+    })();
+    if made.is_err() {
+        remove_fifos(d, n);
     }
-    let stdout = pipe::OpenOptions::new().open_receiver(d.join(format!("{n}.out")))?;
-    let stderr = pipe::OpenOptions::new().open_receiver(d.join(format!("{n}.err")))?;
-    sys::grow_pipe(&stdout, 1 << 20);
-    sys::grow_pipe(&stderr, 1 << 20);
-    let stdin = pipe::OpenOptions::new().read_write(true).open_sender(d.join(format!("{n}.in")))?;
-    Ok(Fifos { stdin, stdout, stderr })
+    made
 }
 
 /// Removes command `n`'s FIFOs (open ends keep working).

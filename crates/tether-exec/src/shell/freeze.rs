@@ -120,6 +120,8 @@ impl ShellActor {
                 return None;
             }
         };
+        // No command files cross: the next daemon numbers on from `next_n`.
+        self.drop_spare();
         let dir = self.dir.take()?.keep();
         let mut st = self.shared.status();
         let frozen = FrozenShell {
@@ -195,6 +197,8 @@ pub(crate) fn thaw(f: FrozenShell, h: &mut Handover) -> io::Result<Started> {
         queue: VecDeque::new(),
         current: None,
         next_n: f.next_n,
+        spare: None,
+        stale_script: None,
         idle_ttl: f.idle_ttl,
         ttl: f.ttl,
     };
