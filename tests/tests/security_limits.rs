@@ -507,3 +507,28 @@ async fn a_start_right_after_a_remove_gets_the_removed_commands_slot() {
         drop(attached);
     }
 }
+
+/// A body over a route's limit is answered 413, not reset, to a client
+/// that sends its whole body before it reads (Python's httpx, curl without
+/// `Expect`): closed with the body still arriving, a socket is reset and
+/// such a client gets a broken pipe instead of the answer. The 413 is
+/// given before the body is read; hyper reads the rest before it closes.
+#[tokio::test]
+async fn a_body_over_the_routes_limit_is_answered_not_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let len = (64 << 20) + 1;
+    let mut tcp = bounded(tokio::net::TcpStream::connect(s.addr)).await.unwrap();
+    let head = format!(
+        "POST /v1/exec HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n",
+        s.addr, s.token
+    );
+    let mut req = head.into_bytes();
+    req.resize(req.len() + len, b'x');
+    // All of it, then the answer.
+    bounded(tcp.write_all(&req)).await.expect("the whole body is taken");
+    let mut answer = Vec::new();
+    bounded(tcp.read_to_end(&mut answer)).await.expect("the answer, not a reset");
+    assert!(answer.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
+}
