@@ -446,3 +446,21 @@ async fn a_finished_command_leaves_no_file_in_the_shells_directory() {
         "files of earlier commands left in {dir}: {numbers:?}"
     );
 }
+
+/// `set -x` stays on across commands and traces the user's commands only:
+/// the protocol around them (the control line, the start record, the run
+/// file, the prompt hook) never shows in a command's stderr.
+#[tokio::test]
+async fn xtrace_traces_the_commands_and_nothing_of_the_protocol() {
+    let m = manager();
+    shell(&m, "trace").await;
+    let (_, err, exit) = run(&m, "trace", "set -x").await;
+    assert_eq!((err.as_str(), exit.code), ("", Some(0)));
+    let (out, err, _) = run(&m, "trace", "echo traced").await;
+    assert_eq!(out, "traced\n");
+    assert_eq!(err, "+++ echo traced\n", "only the command is traced");
+    let (_, err, _) = run(&m, "trace", "set +x").await;
+    assert_eq!(err, "+++ set +x\n");
+    let (_, err, _) = run(&m, "trace", "echo clean").await;
+    assert_eq!(err, "", "off again");
+}
