@@ -315,9 +315,10 @@ impl Acceptor {
                 tracing::debug!("TCP_NODELAY: {e}");
             }
             let tls = tls.as_ref().map(|t| t.acceptor());
-            let (router, draining) = (router.clone(), draining.clone());
+            let (router, draining, limits) = (router.clone(), draining.clone(), *limits);
+            let serve = move |tcp| connection(Counted::new(tcp), tls, peer, slot, router, limits, draining);
             let Some(lighter) = shard.and_then(crate::shards::lighter_than) else {
-                conns.spawn(connection(Counted::new(tcp), tls, peer, slot, router, *limits, draining));
+                conns.spawn(serve(tcp));
                 continue;
             };
             // Moved to the other shard's reactor, so that its readiness is
@@ -329,13 +330,10 @@ impl Acceptor {
                     continue;
                 }
             };
-            let limits = *limits;
             conns.spawn_on(
                 async move {
                     match TcpStream::from_std(tcp) {
-                        Ok(tcp) => {
-                            connection(Counted::new(tcp), tls, peer, slot, router, limits, draining).await
-                        }
+                        Ok(tcp) => serve(tcp).await,
                         Err(e) => tracing::debug!(%peer, "accept: {e}"),
                     }
                 },
