@@ -296,6 +296,15 @@ impl CommandHandle {
         self.kill_for(ExitReason::Killed).await
     }
 
+    /// [`CommandHandle::kill`], then waits for the command's end, at most
+    /// `limit` (every process it started has its SIGKILL, so the end
+    /// comes in milliseconds): for answers that say "killed".
+    pub async fn kill_and_wait(&self, limit: std::time::Duration) -> Result<(), ExecError> {
+        self.kill().await?;
+        let _ = tokio::time::timeout(limit, self.wait()).await;
+        Ok(())
+    }
+
     pub(crate) async fn kill_for(&self, reason: ExitReason) -> Result<(), ExecError> {
         let (reply, rx) = oneshot::channel();
         self.control(Control::Kill { reason, reply: Some(reply) }).await?;

@@ -60,10 +60,10 @@ pub(crate) struct ShellActor {
     pub(super) queue: VecDeque<QueuedJob>,
     pub(super) current: Option<Current>,
     pub(super) next_n: u64,
-    /// FIFOs made ahead for the command numbered as the first of the pair,
-    /// while the shell ran the one before (`prepare_next`): making them
-    /// took about a tenth of a command's round trip.
-    pub(super) spare: Option<(u64, Fifos)>,
+    /// FIFOs made ahead for command `next_n` while the shell ran the one
+    /// before (`prepare_next`): making them took about a tenth of a
+    /// command's round trip.
+    pub(super) spare: Option<Fifos>,
     /// A finished command's script, removed while the next one runs
     /// rather than on the way to its exit.
     pub(super) stale_script: Option<u64>,
@@ -283,14 +283,7 @@ impl ShellActor {
             st.running = Some(job.id.clone());
             st.state = ShellState::Busy;
         }
-        let spare = match self.spare.take() {
-            Some((m, f)) if m == n => Some(f),
-            Some((m, _)) => {
-                bootstrap::remove_fifos(self.dir(), m);
-                None
-            }
-            None => None,
-        };
+        let spare = self.spare.take();
         let files = bootstrap::write_script(self.dir(), n, &job.script).and_then(|()| match spare {
             Some(f) => Ok(f),
             None => bootstrap::make_fifos(self.dir(), n),
@@ -401,7 +394,7 @@ impl ShellActor {
         }
         if self.spare.is_none() {
             match bootstrap::make_fifos(self.dir(), self.next_n) {
-                Ok(f) => self.spare = Some((self.next_n, f)),
+                Ok(f) => self.spare = Some(f),
                 // `begin` tries again, and reports.
                 Err(e) => tracing::debug!(shell = %self.shared.name, "cannot make FIFOs ahead: {e}"),
             }
@@ -411,8 +404,8 @@ impl ShellActor {
     /// Removes what `prepare_next` made or left (the shell is handed over
     /// or stops).
     pub(super) fn drop_spare(&mut self) {
-        if let Some((m, _)) = self.spare.take() {
-            bootstrap::remove_fifos(self.dir(), m);
+        if self.spare.take().is_some() {
+            bootstrap::remove_fifos(self.dir(), self.next_n);
         }
         if let Some(old) = self.stale_script.take() {
             bootstrap::remove_script(self.dir(), old);

@@ -192,14 +192,10 @@ pub(super) async fn send_signal(State(st): State<Arc<AppState>>, body: Bytes) ->
         let signal = req.get("signal").unwrap_or(&Value::Null);
         let sig = signal.as_str().map(str::to_owned).or_else(|| as_u64(signal).map(|n| n.to_string()));
         match sig.as_deref() {
-            Some("SIGNAL_SIGKILL" | "9") => {
-                h.kill().await.map_err(from_exec)?;
-                // `kill` returns `True` for "killed": answered with the
-                // signal, a `list()` or second `kill()` right after could
-                // still find it running. Every process it started has its
-                // SIGKILL, so the end comes in milliseconds.
-                let _ = tokio::time::timeout(KILL_SETTLES_IN, h.wait()).await;
-            }
+            // `kill` returns `True` for "killed": answered with the signal,
+            // a `list()` or second `kill()` right after could still find
+            // it running.
+            Some("SIGNAL_SIGKILL" | "9") => h.kill_and_wait(KILL_SETTLES_IN).await.map_err(from_exec)?,
             Some("SIGNAL_SIGTERM" | "15") => h.signal("TERM").await.map_err(from_exec)?,
             other => {
                 return Err(RpcError::new(

@@ -235,11 +235,10 @@ pub(super) async fn wait_for_status(
 pub(super) async fn kill(State(st): State<Arc<AppState>>, Path(p): Path<ExecutionPath>) -> Response {
     let r = async {
         let h = execution(&st, &p)?;
-        match h.kill().await {
+        match h.kill_and_wait(KILL_WAIT).await {
             Ok(()) | Err(exec::ExecError::NotRunning(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let _ = tokio::time::timeout(KILL_WAIT, h.wait()).await;
         Ok::<_, Refusal>(axum::Json(view(&p.devbox_id, &h, None)).into_response())
     };
     r.await.unwrap_or_else(IntoResponse::into_response)
